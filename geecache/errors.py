@@ -1,0 +1,78 @@
+"""The project's named exceptions, one place for all of them.
+
+Every error a caller can provoke is one of these, so the HTTP layer maps
+them to status codes in one table and a library user catches them by name.
+"""
+
+
+class GeeCacheError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    #: The HTTP status the server answers with when this error reaches a client.
+    http_status = 500
+
+
+class InvalidKeyError(GeeCacheError, ValueError):
+    """A key that is empty, not UTF-8, or longer than the key limit."""
+
+    http_status = 400
+
+
+class ValueTooLargeError(GeeCacheError, ValueError):
+    """A value larger than the per-item limit."""
+
+    http_status = 413
+
+
+class NotFoundError(GeeCacheError, KeyError):
+    """The source has no value for this key."""
+
+    http_status = 404
+
+    def __str__(self) -> str:  # KeyError's repr-quoting reads badly in JSON reasons
+        return str(self.args[0]) if self.args else "not found"
+
+
+class UnknownGroupError(GeeCacheError, LookupError):
+    """No group of that name is configured."""
+
+    http_status = 400
+
+
+class ReadOnlySourceError(GeeCacheError):
+    """Set or delete on a group whose source cannot be written (a loader function)."""
+
+    http_status = 405
+
+
+class CodecError(GeeCacheError, ValueError):
+    """Unknown codec, or bytes that do not decompress with the codec they name."""
+
+    http_status = 400
+
+
+class LoadError(GeeCacheError):
+    """The group's source raised while loading a key; the cause is chained."""
+
+    http_status = 502
+
+
+class PeerError(GeeCacheError):
+    """A peer fetch failed (refused, timed out, or answered with an error)."""
+
+    http_status = 502
+
+
+class ConfigError(GeeCacheError, ValueError):
+    """An invalid configuration; the message names the field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class ArenaFullError(GeeCacheError):
+    """The arena could not make room for a value even after evicting."""
+
+    http_status = 507

@@ -1,0 +1,35 @@
+"""Key and value limits shared by the library, the arena and the HTTP layer."""
+
+from .errors import InvalidKeyError, ValueTooLargeError
+
+#: memcached's key limit, in bytes of UTF-8.
+MAX_KEY_BYTES = 250
+#: Default per-item value limit (memcached's default slab page).
+DEFAULT_ITEM_LIMIT = 1 << 20
+
+
+def check_key(key: str) -> bytes:
+    """Validate *key* and return its UTF-8 bytes; raise InvalidKeyError otherwise."""
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"key must be a str, got {type(key).__name__}")
+    if not key:
+        raise InvalidKeyError("key must not be empty")
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidKeyError(f"key is not valid UTF-8: {exc.reason}") from None
+    if len(raw) > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")
+    return raw
+
+
+def check_value(value: bytes, limit: int = DEFAULT_ITEM_LIMIT) -> bytes:
+    """Validate a value's type and size against *limit*; return it as bytes."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    elif not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"value must be bytes or str, got {type(value).__name__}")
+    value = bytes(value)
+    if len(value) > limit:
+        raise ValueTooLargeError(f"value is {len(value)} bytes; the item limit is {limit}")
+    return value
