@@ -1,0 +1,129 @@
+"""The cache interface a Group stores into, and an in-process implementation.
+
+The shared-memory arena (``geecache.shm.Arena``) is the production cache; it
+implements the same methods.  ``LocalCache`` is the plain single-process one:
+for the library on its own and for tests of Group that need no arena.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from .stats import StatsSink, LocalStats
+
+
+class Cache(Protocol):
+    """A byte cache partitioned by group; every method is synchronous and fast."""
+
+    def configure_group(self, group: str, max_bytes: int, policy: str = "lru") -> None:
+        """Declare *group* with its byte budget and eviction policy (``lru``/``lru2``)."""
+
+    def get(self, group: str, key: str) -> bytes | None:
+        """The cached value, or None on a miss or an expired entry."""
+
+    def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
+        """Store *value*; *ttl* seconds (0 = no expiry). Evicts to stay in budget."""
+
+    def delete(self, group: str, key: str) -> bool:
+        """Drop *key*; True when it was present."""
+
+    def clear(self, group: str) -> None:
+        """Drop every entry of *group*."""
+
+    def stats_sink(self, group: str) -> StatsSink:
+        """Where this process's counters for *group* are kept."""
+
+
+class HostFlight(Protocol):
+    """Single flight across the processes of one host (lives in the arena)."""
+
+    def try_begin(self, group: str, key: str) -> bool:
+        """True when the caller became the loader and must call ``end``."""
+
+    def end(self, group: str, key: str) -> None:
+        """The loader is done (value stored, or failed)."""
+
+    def loading(self, group: str, key: str) -> bool:
+        """True while a live process is loading *key*."""
+
+
+class NoHostFlight:
+    """A HostFlight for one process: every caller is the loader."""
+
+    def try_begin(self, group: str, key: str) -> bool:
+        return True
+
+    def end(self, group: str, key: str) -> None:
+        pass
+
+    def loading(self, group: str, key: str) -> bool:
+        return False
+
+
+class LocalCache:
+    """An in-process LRU cache per group; not shared, not thread-safe (one event loop)."""
+
+    def __init__(self) -> None:
+        # group -> [OrderedDict key -> (value, expires_at), max_bytes, used_bytes]
+        self._groups: dict[str, list] = {}
+        self._stats: dict[str, LocalStats] = {}
+
+    def configure_group(self, group: str, max_bytes: int, policy: str = "lru") -> None:
+        if policy not in ("lru", "lru2"):
+            raise ValueError(f"unknown policy {policy!r}; known: lru, lru2")
+        self._groups.setdefault(group, [OrderedDict(), max_bytes, 0])[1] = max_bytes
+
+    def _group(self, group: str) -> list:
+        try:
+            return self._groups[group]
+        except KeyError:
+            raise KeyError(f"group {group!r} is not configured") from None
+
+    def get(self, group: str, key: str) -> bytes | None:
+        entries = self._group(group)[0]
+        item = entries.get(key)
+        if item is None:
+            return None
+        value, expires_at = item
+        if expires_at and expires_at <= time.time():
+            self.delete(group, key)
+            return None
+        entries.move_to_end(key)
+        return value
+
+    def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
+        g = self._group(group)
+        self.delete(group, key)
+        size = len(key) + len(value)
+        if size > g[1]:
+            return
+        entries = g[0]
+        while g[2] + size > g[1] and entries:
+            old_key, (old_value, _) = entries.popitem(last=False)
+            g[2] -= len(old_key) + len(old_value)
+            self.stats_sink(group).add("evictions")
+        entries[key] = (value, time.time() + ttl if ttl else 0)
+        g[2] += size
+
+    def delete(self, group: str, key: str) -> bool:
+        g = self._group(group)
+        item = g[0].pop(key, None)
+        if item is None:
+            return False
+        g[2] -= len(key) + len(item[0])
+        return True
+
+    def clear(self, group: str) -> None:
+        g = self._group(group)
+        g[0].clear()
+        g[2] = 0
+
+    def usage(self, group: str) -> tuple[int, int]:
+        """(bytes, entries) held for *group*."""
+        g = self._group(group)
+        return g[2], len(g[0])
+
+    def stats_sink(self, group: str) -> LocalStats:
+        return self._stats.setdefault(group, LocalStats())

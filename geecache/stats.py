@@ -1,0 +1,49 @@
+"""Group counters: the names every layer agrees on, and an in-process sink.
+
+The arena keeps the same fields in per-process rows of shared memory (each
+process writes only its own row, so no lock); ``LocalStats`` is the plain one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+#: Counter fields of a group, in the order the arena's stat rows store them.
+STAT_FIELDS = (
+    "gets",           # every Group.get
+    "local_hits",     # served from the owner's cache on this host
+    "hot_hits",       # served from the hot copy of a key another host owns
+    "peer_hits",      # fetched from the owning peer
+    "peer_errors",    # peer fetch failed; fell back to a local load
+    "loads",          # source loads this process ran
+    "loads_deduped",  # misses that waited for another caller's load instead
+    "load_errors",    # source loads that raised
+    "evictions",      # entries dropped to make room
+    "expirations",    # entries dropped because their TTL passed
+    "sets",           # Group.set calls
+    "deletes",        # Group.delete calls
+    "peer_requests",  # requests served for other hosts
+)
+
+
+class StatsSink(Protocol):
+    """Where one process's counters of one group go."""
+
+    def add(self, field: str, n: int = 1) -> None:
+        """Add *n* to counter *field* (one of STAT_FIELDS)."""
+
+    def snapshot(self) -> dict[str, int]:
+        """Current values of every field."""
+
+
+class LocalStats:
+    """A StatsSink kept in a dict: for one process without an arena."""
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(STAT_FIELDS, 0)
+
+    def add(self, field: str, n: int = 1) -> None:
+        self._counts[field] += n
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._counts)
