@@ -18,7 +18,8 @@ import xxhash
 #: had a member more than 10% off its third (worst 13%); with 512 the worst was
 #: 9.6%; with 1024 it was 6.2%, and a fourth member took at most 28% of keys
 #: in none of the sets.  1024 leaves margin for unlucky names; the cost is a
-#: few more bisect steps (log2(1024 * members)) and ~1 ms to rebuild the ring.
+#: few more bisect steps (log2(1024 * members); get() measured 0.4 us with 10
+#: members) and ~0.7 ms per member to rebuild the ring on a membership change.
 DEFAULT_REPLICAS = 1024
 
 _hash = xxhash.xxh3_64_intdigest
