@@ -1,0 +1,45 @@
+"""How a Group finds the host that owns a key, and talks to it.
+
+groupcache's PeerPicker/ProtoGetter pair: ``pick`` answers "who owns this
+key?" (None: this host does), and a ``Peer`` fetches from, writes to and
+invalidates on that host.  ``NoPeers`` is the single-host picker.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Peer(Protocol):
+    """Another host of the cluster, reached over the peer protocol."""
+
+    address: str
+
+    async def fetch(self, group: str, key: str) -> tuple[bytes, float]:
+        """(value, expire_at) from the owner; NotFoundError, or PeerError when unreachable."""
+
+    async def set(self, group: str, key: str, value: bytes) -> None:
+        """Ask the owner to write through and cache; PeerError when unreachable."""
+
+    async def delete(self, group: str, key: str) -> bool:
+        """Ask the owner to delete from source and cache; PeerError when unreachable."""
+
+
+class PeerPicker(Protocol):
+    """Maps keys to owners over the current member list."""
+
+    def pick(self, key: str) -> Peer | None:
+        """The owning peer of *key*, or None when this host owns it."""
+
+    async def invalidate(self, group: str, keys: list[str]) -> None:
+        """Tell every other member to drop hot copies of *keys* (best effort, bounded)."""
+
+
+class NoPeers:
+    """The picker of a host alone: it owns every key."""
+
+    def pick(self, key: str) -> None:
+        return None
+
+    async def invalidate(self, group: str, keys: list[str]) -> None:
+        return None
