@@ -1,0 +1,97 @@
+"""The peer half of a worker's HTTP app: what other hosts call.
+
+Everything here is served from this host (cache or source) and never
+forwarded again: a peer request that hopped again could loop between hosts
+whose rings briefly disagree (invariant 3, mailgun/groupcache#72).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+from google.protobuf.message import DecodeError
+
+from geecache.compression import pack, unpack
+from geecache.errors import CodecError, GeeCacheError, UnknownGroupError
+from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
+from geecache.httppeers import PEER_PREFIX, PROTOBUF
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+class PeerAPI:
+    """Handlers for ``/_geecache/...``; groups by name, optional bearer token."""
+
+    def __init__(self, groups: dict, token: str | None = None) -> None:
+        self._groups = groups
+        self._expected = ("Bearer " + token).encode() if token else None
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self._expected is None:
+            return True
+        given = request.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, self._expected)
+
+    def _group(self, request: web.Request):
+        name = request.match_info["group"]
+        group = self._groups.get(name)
+        if group is None:
+            raise UnknownGroupError(f"unknown group {name!r}")
+        return group
+
+    async def _body(self, request: web.Request, message):
+        try:
+            message.ParseFromString(await request.read())
+        except DecodeError:
+            raise CodecError("malformed protobuf body") from None
+        return message
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler):
+        """Auth and error mapping for peer paths only; other paths pass through."""
+        if not request.path.startswith(PEER_PREFIX):
+            return await handler(request)
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        try:
+            return await handler(request)
+        except GeeCacheError as exc:
+            return _error(exc.http_status, str(exc))
+
+    async def get(self, request: web.Request) -> web.Response:
+        group = self._group(request)
+        value, expire_at = await group.get_local(request.match_info["key"])
+        codec_id, payload = pack(value, group.codec.name)
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        return web.Response(body=msg.SerializeToString(), content_type=PROTOBUF)
+
+    async def put(self, request: web.Request) -> web.Response:
+        group = self._group(request)
+        msg = await self._body(request, SetRequest())
+        await group.set_local(request.match_info["key"], unpack(msg.codec, msg.value))
+        return web.Response(status=204)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        group = self._group(request)
+        existed = await group.delete_local(request.match_info["key"])
+        return web.Response(status=204 if existed else 404)
+
+    async def invalidate(self, request: web.Request) -> web.Response:
+        group = self._group(request)
+        msg = await self._body(request, InvalidateRequest())
+        group.invalidate_hot(list(msg.keys))
+        return web.Response(status=204)
+
+
+def setup(app: web.Application, groups: dict, token: str | None = None) -> PeerAPI:
+    """Add the peer routes and their guard middleware to *app*."""
+    api = PeerAPI(groups, token)
+    app.middlewares.append(api.guard)
+    app.router.add_get(PEER_PREFIX + "{group}/{key:.+}", api.get)
+    app.router.add_put(PEER_PREFIX + "{group}/{key:.+}", api.put)
+    app.router.add_delete(PEER_PREFIX + "{group}/{key:.+}", api.delete)
+    app.router.add_post(PEER_PREFIX + "{group}", api.invalidate)
+    return api
