@@ -79,7 +79,8 @@ def result(name: str, tables: list[dict], summary: dict[str, float], plots: Sequ
     return {"name": name, "tables": tables, "summary": dict(summary), "plots": list(plots)}
 
 
-def _cell(value: object) -> str:
+def format_cell(value: object) -> str:
+    """One table cell as text: floats with precision that suits their size."""
     if isinstance(value, float):
         if value == 0:
             return "0"
@@ -97,7 +98,7 @@ def _cell(value: object) -> str:
 def format_table(t: dict) -> str:
     """*t* as aligned text: strings left, numbers right."""
     columns = t["columns"]
-    cells = [[_cell(v) for v in row] for row in t["rows"]]
+    cells = [[format_cell(v) for v in row] for row in t["rows"]]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     numeric = [
         all(isinstance(row[i], (int, float)) for row in t["rows"]) and bool(t["rows"])
