@@ -1,0 +1,164 @@
+"""Config parsing: sizes, the TOML file, flags over file, and the errors' field names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geecache.config import (
+    DEMO_GROUP, Config, format_size, load_file, parse_args, parse_size,
+)
+from geecache.errors import ConfigError
+
+
+@pytest.mark.parametrize("text,expected", [
+    (4096, 4096), ("4096", 4096), ("64MiB", 64 << 20), ("1GB", 10**9), ("1gib", 1 << 30),
+    ("512k", 512_000), ("1.5KiB", 1536), (" 2 MB ", 2_000_000), ("10B", 10),
+])
+def test_parse_size_accepts_units(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "MiB", "12 parsecs", "-1", 0, -5, True, 1.5, "1e3", None])
+def test_parse_size_rejects_with_field(bad):
+    with pytest.raises(ConfigError) as err:
+        parse_size(bad, "groups[0].max_bytes")
+    assert err.value.field == "groups[0].max_bytes"
+
+
+def test_format_size():
+    assert format_size(256 << 20) == "256MiB"
+    assert format_size(1000) == "1000B"
+
+
+def write(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "geecache.toml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_full_file(tmp_path):
+    path = write(tmp_path, """
+host = "127.0.0.2"
+port = 9000
+workers = 3
+arena = "32MiB"
+auth_token = "s3cret"
+etcd = "http://127.0.0.1:2379, http://127.0.0.1:22379"
+advertise = "127.0.0.2:9000"
+lease_ttl = 5
+
+[[groups]]
+name = "scores"
+max_bytes = "8MiB"
+policy = "lru2"
+ttl = 30
+codec = "zstd"
+sqlite = "scores.db"
+table = "points"
+
+[[groups]]
+name = "users"
+max_bytes = 1048576
+loader = "tests.support.loaders:counting"
+""")
+    cfg = parse_args(["--config", path], environ={})
+    assert (cfg.host, cfg.port, cfg.workers, cfg.arena) == ("127.0.0.2", 9000, 3, 32 << 20)
+    assert cfg.auth_token == "s3cret"
+    assert cfg.etcd == ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+    assert cfg.advertise == "127.0.0.2:9000" and cfg.lease_ttl == 5
+    scores, users = cfg.groups
+    assert (scores.name, scores.max_bytes, scores.policy, scores.ttl, scores.codec) == (
+        "scores", 8 << 20, "lru2", 30, "zstd")
+    # A relative database path is relative to the config file, not the cwd.
+    assert scores.sqlite == str(tmp_path.resolve() / "scores.db") and scores.table == "points"
+    assert users.loader == "tests.support.loaders:counting" and users.sqlite is None
+
+
+def test_flags_override_file(tmp_path):
+    path = write(tmp_path, 'port = 9000\nworkers = 3\narena = "32MiB"\n')
+    cfg = parse_args(["--config", path, "--port", "9100", "--workers", "1", "--arena", "16MiB",
+                      "--peers", "http://127.0.0.1:1,http://127.0.0.1:2", "--lease-ttl", "3"],
+                     environ={})
+    assert (cfg.port, cfg.workers, cfg.arena) == (9100, 1, 16 << 20)
+    assert cfg.peers == ["http://127.0.0.1:1", "http://127.0.0.1:2"] and cfg.lease_ttl == 3
+
+
+def test_demo_group_when_none_configured(tmp_path):
+    cfg = parse_args(["--data-dir", str(tmp_path)], environ={})
+    (g,) = cfg.groups
+    assert g.name == DEMO_GROUP and g.demo and g.sqlite == str(tmp_path / "demo.db")
+
+
+def test_auth_token_from_environment_but_flag_wins():
+    assert parse_args([], environ={"GEECACHE_AUTH_TOKEN": "env"}).auth_token == "env"
+    assert parse_args(["--auth-token", "flag"], environ={"GEECACHE_AUTH_TOKEN": "env"}).auth_token == "flag"
+    assert parse_args([], environ={}).auth_token is None
+
+
+GROUP = '[[groups]]\nname = "g"\nloader = "tests.support.loaders:counting"\n'
+
+
+@pytest.mark.parametrize("text,field,reason", [
+    ('colour = "blue"\n', "colour", "unknown setting"),
+    ('port = "eighty"\n', "port", "expected an integer"),
+    ('port = 70000\n', "port", "not a TCP port"),
+    ('workers = 0\n', "workers", "between 1 and 1024"),
+    ('arena = "lots"\n', "arena", "cannot parse size"),
+    ('lease_ttl = 1\n', "lease_ttl", "at least 2"),
+    ('etcd = "localhost:2379"\n', "etcd", "not an http(s)://host:port URL"),
+    ('advertise = "nohost"\n', "advertise", "not host:port"),
+    (GROUP + 'max_bytes = "64 lightyears"\n', "groups[0].max_bytes", "cannot parse size"),
+    (GROUP + 'colour = 1\n', "groups[0].colour", "unknown field"),
+    (GROUP + 'policy = "fifo"\n', "groups[0].policy", "unknown policy"),
+    (GROUP + 'codec = "rar"\n', "groups[0].codec", "unknown codec"),
+    (GROUP + 'ttl = -1\n', "groups[0].ttl", "must not be negative"),
+    (GROUP + 'sqlite = "x.db"\n', "groups[0]", "exactly one source"),
+    ('[[groups]]\nname = "g"\n', "groups[0]", "exactly one source"),
+    ('[[groups]]\nname = "g"\nloader = "no_such_module_xyz:f"\n', "groups[0].loader", ""),
+    ('[[groups]]\nname = "g"\nloader = "tests.support.loaders:nope"\n', "groups[0].loader", ""),
+    ('[[groups]]\nname = "g"\nloader = "not a spec"\n', "groups[0].loader", ""),
+    ('[[groups]]\nname = "g"\nsqlite = "/no/such/dir/x.db"\n', "groups[0].sqlite", "does not exist"),
+    ('[[groups]]\nname = "g"\nsqlite = "x.db"\ntable = "kv; drop"\n', "groups[0].table", "identifier"),
+    ('[[groups]]\nname = "a b"\nsqlite = "x.db"\n', "groups[0].name", "must be"),
+    ('[[groups]]\nsqlite = "x.db"\n', "groups[0].name", "required"),
+    (GROUP + GROUP, "groups[1].name", "duplicate group name"),
+    (GROUP + '[[groups]]\nname = "h"\nsqlite = "x.db"\nmax_bytes = "1GiB"\n',
+     "groups[1].max_bytes", "exceeds the arena"),
+    ('groups = 3\n', "groups", "array of tables"),
+    ('port = \n', "config", "not valid TOML"),
+])
+def test_invalid_file_names_the_field(tmp_path, text, field, reason):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--config", path], environ={})
+    assert err.value.field == field
+    assert reason in err.value.reason
+    assert str(err.value).startswith(f"{field}: ")
+
+
+def test_invalid_flags_name_the_flag(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--arena", "big"], environ={})
+    assert err.value.field == "--arena"
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--lease-ttl", "1"], environ={})
+    assert err.value.field == "--lease-ttl"
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--tls-cert", str(tmp_path / "c.pem")], environ={})
+    assert err.value.field == "tls_key"
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError) as err:
+        load_file("/no/such/geecache.toml")
+    assert err.value.field == "config" and "cannot read" in err.value.reason
+
+
+def test_item_limit_is_the_largest_group_limit(tmp_path):
+    path = write(tmp_path, GROUP + 'item_limit = "2MiB"\n[[groups]]\nname = "h"\nsqlite = "x.db"\n'
+                 'item_limit = "64KiB"\n')
+    cfg = parse_args(["--config", path], environ={})
+    assert cfg.item_limit == 2 << 20
+    assert isinstance(cfg, Config)
