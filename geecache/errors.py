@@ -76,3 +76,35 @@ class ArenaFullError(GeeCacheError):
     """The arena could not make room for a value even after evicting."""
 
     http_status = 507
+
+
+class RefusedError(GeeCacheError):
+    """A server refused a client's request with a 4xx other than 404 (bad key, token, size...).
+
+    ``status`` is the HTTP status and ``reason`` the server's message; retrying
+    on another host would get the same answer, so the client does not.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.http_status = status
+        self.reason = reason
+
+
+class UnavailableError(GeeCacheError):
+    """No base URL gave an answer: connection refused, timed out, or a 5xx from each.
+
+    ``attempts`` lists ``(url, what happened)`` per host tried, in order.
+    """
+
+    http_status = 503
+
+    def __init__(self, attempts: list[tuple[str, str]]) -> None:
+        detail = "; ".join(f"{url}: {what}" for url, what in attempts) or "no base URL"
+        super().__init__(f"no GeeCache host answered ({detail})")
+        self.attempts = list(attempts)
+
+
+class ArenaError(GeeCacheError):
+    """The shared-memory arena is unusable: not an arena, wrong layout, or misused."""

@@ -1,0 +1,371 @@
+"""Clients for a GeeCache cluster's HTTP API: ``Client`` (blocking) and ``AsyncClient``.
+
+Both take one or more base URLs of GeeCache hosts.  Any host answers for any
+key (the cluster routes to the owner), so a host that is down or answers 5xx
+is skipped and the next one tried; the client then starts at the host that
+last answered, so a dead first host costs one failed connect, not one per
+call.  Answers map to named errors: 404 -> ``NotFoundError``, other 4xx ->
+``RefusedError`` (not retried elsewhere: every host would say the same),
+nothing usable from any host -> ``UnavailableError``.
+
+    with geecache.Client(["http://127.0.0.1:8001", "http://127.0.0.1:8002"]) as c:
+        c.set("Tom", b"630", group="scores")
+        c.get("Tom", group="scores")   # b"630"
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+from urllib.parse import quote, urlencode, urlsplit
+
+from .errors import ConfigError, NotFoundError, RefusedError, UnavailableError
+from .limits import check_key
+
+__all__ = ["Client", "AsyncClient"]
+
+#: Longest server error text kept in an exception message.
+_REASON_CHARS = 300
+
+
+@dataclass(frozen=True)
+class _Host:
+    """One parsed base URL."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # path prefix when the API sits behind a proxy path, else ""
+
+
+def _parse_urls(urls: str | Sequence[str]) -> list[_Host]:
+    if isinstance(urls, str):
+        urls = [urls]
+    hosts = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("urls", f"{url!r} is not an http:// or https:// base URL")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ConfigError("urls", f"{url!r} has an invalid port") from None
+        hosts.append(_Host(url.rstrip("/"), parts.scheme, parts.hostname, port, parts.path.rstrip("/")))
+    if not hosts:
+        raise ConfigError("urls", "at least one base URL is required")
+    return hosts
+
+
+def _api_target(key: str, group: str | None) -> str:
+    check_key(key)  # a bad key is the caller's bug: say so before any network round trip
+    params = {"key": key} if group is None else {"key": key, "group": group}
+    # quote (not quote_plus): a space must arrive as a space, not as "+".
+    return "/api?" + urlencode(params, quote_via=quote, safe="")
+
+
+def _value_bytes(value: bytes | str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"value must be bytes or str, got {type(value).__name__}")
+
+
+def _reason(body: bytes, phrase: str) -> str:
+    """The server's ``{"error": ...}`` text, else the body, else the status phrase."""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            return doc["error"][:_REASON_CHARS]
+    except ValueError:
+        pass
+    text = body.decode("utf-8", "replace").strip()
+    return (text or phrase or "no reason given")[:_REASON_CHARS]
+
+
+class _ServerFault(Exception):
+    """A 5xx: this host could not serve the request; another one may."""
+
+
+def _answer(status: int, body: bytes, phrase: str) -> bytes:
+    """*body* for a 2xx; the named error for a 4xx; _ServerFault for anything else."""
+    if 200 <= status < 300:
+        return body
+    if status == 404:
+        raise NotFoundError(_reason(body, phrase))
+    if 400 <= status < 500:
+        raise RefusedError(status, _reason(body, phrase))
+    raise _ServerFault(f"HTTP {status}: {_reason(body, phrase)}")
+
+
+def _deleted(body: bytes) -> bool:
+    """A 2xx DELETE's answer: the server's ``deleted`` flag when it sends one, else True."""
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        return True
+    if isinstance(doc, dict) and isinstance(doc.get("deleted"), bool):
+        return doc["deleted"]
+    return True
+
+
+def _stats_doc(body: bytes) -> dict:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise RefusedError(200, "GET /stats did not answer with a JSON object")
+    return doc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _Failover:
+    """Host order and the 'last host that answered' memory shared by both clients."""
+
+    def __init__(self, urls: str | Sequence[str], token: str | None, timeout: float) -> None:
+        if timeout <= 0:
+            raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
+        self._hosts = _parse_urls(urls)
+        self._timeout = float(timeout)
+        self._headers = {"Authorization": "Bearer " + token} if token else {}
+        # An int assignment is atomic under the GIL and a stale read only changes which
+        # host is tried first, so threads share it without a lock.
+        self._preferred = 0
+
+    def _order(self) -> list[int]:
+        start = self._preferred
+        return [(start + i) % len(self._hosts) for i in range(len(self._hosts))]
+
+
+class _HostPool:
+    """Idle keep-alive connections to one host, at most *size* kept; ``_lock`` guards ``_idle``."""
+
+    def __init__(self, host: _Host, timeout: float, ssl_context: ssl.SSLContext | None, size: int) -> None:
+        self._host = host
+        self._timeout = timeout
+        self._ssl_context = ssl_context
+        self._size = size
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection and whether it was reused (a reused one may have been closed by the server)."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        h = self._host
+        if h.scheme == "https":
+            return http.client.HTTPSConnection(h.host, h.port, timeout=self._timeout, context=self._ssl_context), False
+        return http.client.HTTPConnection(h.host, h.port, timeout=self._timeout), False
+
+    def release(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self._size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class Client(_Failover):
+    """Blocking client with a keep-alive connection pool per host; safe to share between threads.
+
+    *urls*: one base URL or several (``http://127.0.0.1:8001``); *token* is
+    sent as ``Authorization: Bearer``; *timeout* bounds each connect and each
+    socket read, per host tried.
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        token: str | None = None,
+        timeout: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
+        pool_size: int = 8,
+    ) -> None:
+        super().__init__(urls, token, timeout)
+        self._pools = [_HostPool(h, self._timeout, ssl_context, pool_size) for h in self._hosts]
+
+    def get(self, key: str, group: str | None = None) -> bytes:
+        """The value of *key*; NotFoundError when the source has none."""
+        return self._request("GET", _api_target(key, group))
+
+    def set(self, key: str, value: bytes | str, group: str | None = None) -> None:
+        """Write *value* through to the source and the cache (str is sent as UTF-8)."""
+        self._request("PUT", _api_target(key, group), _value_bytes(value))
+
+    def delete(self, key: str, group: str | None = None) -> bool:
+        """Delete *key*; False when it did not exist."""
+        try:
+            return _deleted(self._request("DELETE", _api_target(key, group)))
+        except NotFoundError:
+            return False
+
+    def stats(self) -> dict:
+        """The answering host's ``/stats`` document."""
+        return _stats_doc(self._request("GET", "/stats"))
+
+    def close(self) -> None:
+        """Close every pooled connection; the client may still be used (it reconnects)."""
+        for pool in self._pools:
+            pool.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, target: str, body: bytes | None = None) -> bytes:
+        attempts: list[tuple[str, str]] = []
+        for i in self._order():
+            try:
+                status, data, phrase = self._send(self._pools[i], self._hosts[i].prefix + target, method, body)
+                out = _answer(status, data, phrase)
+            except (OSError, http.client.HTTPException, _ServerFault) as exc:
+                attempts.append((self._hosts[i].url, _describe(exc)))
+                continue
+            except (NotFoundError, RefusedError):
+                self._preferred = i  # the host answered; it is up
+                raise
+            self._preferred = i
+            return out
+        raise UnavailableError(attempts)
+
+    def _send(self, pool: _HostPool, target: str, method: str, body: bytes | None) -> tuple[int, bytes, str]:
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        # A pooled connection the server closed while idle fails on first use; one
+        # retry on a fresh connection tells that apart from a host that is down.
+        for attempt in (1, 2):
+            conn, reused = pool.acquire()
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if reused and attempt == 1:
+                    continue
+                raise
+            if resp.will_close:
+                conn.close()
+            else:
+                pool.release(conn)
+            return resp.status, data, resp.reason
+        raise AssertionError("unreachable")
+
+
+class AsyncClient(_Failover):
+    """asyncio client over one aiohttp ``ClientSession`` (connections reused per host).
+
+    Same arguments and errors as ``Client``; every method is a coroutine.
+    Create and use it inside one event loop, and ``await close()`` (or use
+    ``async with``) so the session's connections are released.
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        token: str | None = None,
+        timeout: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
+        limit_per_host: int = 8,
+    ) -> None:
+        super().__init__(urls, token, timeout)
+        self._ssl_context = ssl_context
+        self._limit_per_host = limit_per_host
+        self._session = None  # created on first use: aiohttp wants a running loop
+
+    async def get(self, key: str, group: str | None = None) -> bytes:
+        """The value of *key*; NotFoundError when the source has none."""
+        return await self._request("GET", _api_target(key, group))
+
+    async def set(self, key: str, value: bytes | str, group: str | None = None) -> None:
+        """Write *value* through to the source and the cache (str is sent as UTF-8)."""
+        await self._request("PUT", _api_target(key, group), _value_bytes(value))
+
+    async def delete(self, key: str, group: str | None = None) -> bool:
+        """Delete *key*; False when it did not exist."""
+        try:
+            return _deleted(await self._request("DELETE", _api_target(key, group)))
+        except NotFoundError:
+            return False
+
+    async def stats(self) -> dict:
+        """The answering host's ``/stats`` document."""
+        return _stats_doc(await self._request("GET", "/stats"))
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _get_session(self):
+        import aiohttp  # only async users pay for importing it
+
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit_per_host=self._limit_per_host, ssl=self._ssl_context if self._ssl_context else True
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                headers=self._headers,
+                auto_decompress=False,  # values are opaque bytes
+            )
+        return self._session
+
+    async def _request(self, method: str, target: str, body: bytes | None = None) -> bytes:
+        import asyncio
+
+        import aiohttp
+        import yarl
+
+        session = self._get_session()
+        attempts: list[tuple[str, str]] = []
+        for i in self._order():
+            # encoded=True: the query is already percent-encoded; yarl must not re-quote it.
+            url = yarl.URL(self._hosts[i].url + target, encoded=True)
+            for attempt in (1, 2):
+                try:
+                    async with session.request(method, url, data=body) as resp:
+                        data = await resp.read()
+                        out = _answer(resp.status, data, resp.reason or "")
+                except aiohttp.ServerDisconnectedError as exc:
+                    # A reused keep-alive connection the server had closed: retry once, fresh.
+                    if attempt == 1:
+                        continue
+                    attempts.append((self._hosts[i].url, _describe(exc)))
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, _ServerFault) as exc:
+                    attempts.append((self._hosts[i].url, _describe(exc)))
+                except (NotFoundError, RefusedError):
+                    self._preferred = i
+                    raise
+                else:
+                    self._preferred = i
+                    return out
+                break
+        raise UnavailableError(attempts)
