@@ -1,0 +1,120 @@
+"""The committed protobuf module matches the .proto, and decodes safely."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings, strategies as st
+
+from geecache import geecachepb
+from geecache.geecachepb import (
+    DeleteRequest, ErrorResponse, GetRequest, GetResponse, InvalidateRequest, SetRequest,
+)
+
+PB_DIR = Path(geecachepb.__file__).parent
+
+# protoc stamps its own version in two places; a different protoc with the same
+# .proto is not a stale module.
+_VERSION = re.compile(
+    r"^# Protobuf Python Version: .*$|(?<=Domain\.PUBLIC,\n)(\s*\d+,\n){3}", re.MULTILINE
+)
+
+
+def _normalise(text: str) -> str:
+    return _VERSION.sub("", text)
+
+
+def test_committed_module_is_regenerated_from_the_proto(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PB_DIR}", f"--python_out={tmp_path}",
+         str(PB_DIR / "geecache.proto")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    fresh = (tmp_path / "geecache_pb2.py").read_text()
+    committed = (PB_DIR / "geecache_pb2.py").read_text()
+    assert _normalise(fresh) == _normalise(committed), (
+        "geecache_pb2.py is stale; regenerate: .venv/bin/python -m grpc_tools.protoc "
+        "-I geecache/geecachepb --python_out=geecache/geecachepb geecache/geecachepb/geecache.proto"
+    )
+
+
+def test_normalisation_only_hides_version_stamps():
+    committed = (PB_DIR / "geecache_pb2.py").read_text()
+    normal = _normalise(committed)
+    assert "Protobuf Python Version" not in normal
+    assert len(committed) - len(normal) < 80
+    assert "AddSerializedFile" in normal
+
+
+def test_fields_match_the_design():
+    def fields(cls):
+        return {f.name: (f.number, f.type) for f in cls.DESCRIPTOR.fields}
+
+    D = GetRequest.DESCRIPTOR.fields[0]
+    string, bytes_, uint32, double = D.TYPE_STRING, D.TYPE_BYTES, D.TYPE_UINT32, D.TYPE_DOUBLE
+    assert GetRequest.DESCRIPTOR.full_name == "geecachepb.GetRequest"
+    assert fields(GetRequest) == {"group": (1, string), "key": (2, string)}
+    assert fields(GetResponse) == {
+        "value": (1, bytes_), "codec": (2, uint32), "expire_at": (3, double), "minute_qps": (4, double),
+    }
+    assert fields(SetRequest) == {
+        "group": (1, string), "key": (2, string), "value": (3, bytes_), "codec": (4, uint32),
+        "ttl": (5, double),
+    }
+    assert fields(DeleteRequest) == {"group": (1, string), "key": (2, string)}
+    assert fields(InvalidateRequest) == {"group": (1, string), "keys": (2, string)}
+    assert InvalidateRequest.DESCRIPTOR.fields_by_name["keys"].is_repeated
+    assert fields(ErrorResponse) == {"error": (1, string)}
+
+
+def test_round_trips():
+    messages = [
+        GetRequest(group="scores", key="Tom ü"),
+        GetResponse(value=b"\x00\xff" * 100, codec=4, expire_at=1_700_000_000.25, minute_qps=12.5),
+        GetResponse(value=b""),
+        SetRequest(group="g", key="k", value=b"v", codec=3, ttl=30.0),
+        DeleteRequest(group="g", key="k"),
+        InvalidateRequest(group="g", keys=["a", "b", "c"]),
+        ErrorResponse(error="key is 300 bytes; the limit is 250"),
+    ]
+    for msg in messages:
+        data = msg.SerializeToString()
+        back = type(msg).FromString(data)
+        assert back == msg
+    assert GetResponse.FromString(b"").expire_at == 0  # absent = no expiry
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.binary(max_size=2048), codec=st.integers(0, 2**32 - 1),
+       expire_at=st.floats(allow_nan=False), qps=st.floats(allow_nan=False))
+def test_get_response_round_trip_property(value, codec, expire_at, qps):
+    msg = GetResponse(value=value, codec=codec, expire_at=expire_at, minute_qps=qps)
+    back = GetResponse.FromString(msg.SerializeToString())
+    assert (back.value, back.codec) == (value, codec)
+    assert back.expire_at == expire_at
+    assert back.minute_qps == qps
+
+
+@pytest.mark.parametrize("cls", [GetRequest, GetResponse, SetRequest, InvalidateRequest, ErrorResponse])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff\xff\xff\xff",           # truncated varint tag
+        b"\x0a\x05ab",                 # length 5, 2 bytes follow
+        b"\x0a\xff\xff\xff\xff\x0f",   # absurd length
+        b"\x07",                       # wire type 7 does not exist
+        b"\x00\x01",                   # field number 0
+    ],
+)
+def test_garbage_raises_decode_error(cls, garbage):
+    with pytest.raises(DecodeError):
+        cls.FromString(garbage)
+
+
+def test_invalid_utf8_in_string_field_raises_decode_error():
+    with pytest.raises(DecodeError):
+        GetRequest.FromString(b"\x12\x02\xff\xfe")  # key = invalid UTF-8
