@@ -190,8 +190,33 @@ def test_etcd_unreachable_at_start_then_registers(etcd_unstarted, spawn):
     wait_until(lambda: etcd_unstarted.keys(REGISTRY_PREFIX) == [KEY_A], 15, "key after etcd starts")
     b = spawn(etcd_unstarted.endpoint, B, ttl=2)
     wait_until(lambda: a.members() == [A, B], 10, "A watches once connected")
-    b.signal(signal.SIGTERM)
-    assert b.wait() == 0
+    for r in (a, b):
+        r.signal(signal.SIGTERM)
+        assert r.wait() == 0
+    # One clear line for the outage, not one per retry.
+    assert a.proc.stderr.read().count("etcd unreachable") == 1
+
+
+def test_dead_endpoint_is_skipped(etcd_server, spawn):
+    from tests.support.net import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    spawn(f"{dead},{etcd_server.endpoint}", A)
+    wait_until(lambda: etcd_server.keys(REGISTRY_PREFIX) == [KEY_A], 15, "registered via 2nd endpoint")
+
+
+def _lease_of(etcd: EtcdServer, key: str) -> int:
+    kvs = json.loads(etcd.etcdctl("get", "-w", "json", key).stdout).get("kvs") or []
+    return kvs[0].get("lease", 0) if kvs else 0
+
+
+def test_lease_revoked_behind_its_back_is_regranted(etcd_server, spawn):
+    a = spawn(etcd_server.endpoint, A, ttl=30)
+    old = wait_until(lambda: _lease_of(etcd_server, KEY_A), 10, "key with a lease")
+    etcd_server.etcdctl("lease", "revoke", f"{old:x}")
+    new = wait_until(lambda: _lease_of(etcd_server, KEY_A), 10, "key back under a lease")
+    assert new != old
+    assert a.members() == [A] and a.proc.poll() is None
 
 
 def test_outage_keeps_list_and_reregisters(etcd_server, spawn):
