@@ -11,7 +11,6 @@ import os
 import threading
 import zlib
 
-import cramjam
 import lz4.block
 import snappy
 import zstandard
@@ -68,10 +67,21 @@ class SnappyCodec(Codec):
     def _decompress(self, data: bytes, max_size: int) -> bytes:
         # The raw format starts with the uncompressed length: check it before
         # the library allocates that much.
-        size = cramjam.snappy.decompress_raw_len(data)
+        size = _snappy_length(data)
         if size > max_size:
             raise TooLarge(size)
         return snappy.uncompress(data)
+
+
+def _snappy_length(data: bytes) -> int:
+    """The uncompressed length a raw snappy stream declares (a <=5-byte varint)."""
+    size = shift = 0
+    for byte in data[:5]:
+        size |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return size
+        shift += 7
+    raise ValueError("bad snappy length header")
 
 
 class Lz4Codec(Codec):
