@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .limits import DEFAULT_ITEM_LIMIT
+from .registry.config import parse_endpoints, validate_advertise
 
 #: Eviction policies the arena implements.
 POLICIES = ("lru", "lru2")
@@ -156,7 +157,7 @@ class Config:
     auth_token: str | None = None
     etcd: list[str] = field(default_factory=list)
     advertise: str | None = None
-    lease_ttl: float = DEFAULT_LEASE_TTL
+    lease_ttl: int = DEFAULT_LEASE_TTL
     peers: list[str] = field(default_factory=list)
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -207,10 +208,12 @@ def _check_url(url: str, fname: str) -> str:
     return url.rstrip("/")
 
 
-def _check_hostport(value: str, fname: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(fname, f"{value!r} is not host:port")
+def _reraise(check, value: Any, fname: str) -> Any:
+    """Run another module's validator, naming our field in its ConfigError."""
+    try:
+        check(value)
+    except ConfigError as exc:
+        raise ConfigError(fname, exc.reason) from None
     return value
 
 
@@ -219,7 +222,7 @@ def _apply_host(cfg: Config, key: str, value: Any, fname: str) -> None:
     if key in ("host", "auth_token", "tls_cert", "tls_key", "tls_ca", "advertise"):
         value = _typed(value, str, fname, "a string")
         if key == "advertise":
-            value = _check_hostport(value, fname)
+            value = _reraise(validate_advertise, value, fname)
         if key == "auth_token" and not value:
             raise ConfigError(fname, "must not be empty")
     elif key == "port":
@@ -234,10 +237,14 @@ def _apply_host(cfg: Config, key: str, value: Any, fname: str) -> None:
         value = parse_size(value, fname)
     elif key == "data_dir":
         value = Path(_typed(value, str, fname, "a path"))
-    elif key in ("etcd", "peers"):
+    elif key == "etcd":
+        value = _str_list(value, fname)
+        _reraise(parse_endpoints, value, fname)
+    elif key == "peers":
         value = [_check_url(u, fname) for u in _str_list(value, fname)]
     elif key == "lease_ttl":
-        value = _typed(value, (int, float), fname, "a number of seconds")
+        # etcd leases are whole seconds.
+        value = _typed(value, int, fname, "an integer of seconds")
         if value < MIN_LEASE_TTL:
             raise ConfigError(fname, f"must be at least {MIN_LEASE_TTL} seconds, got {value}")
     elif key == "graceful_timeout":
@@ -295,6 +302,7 @@ def _parse_group(raw: Any, index: int, base: Path) -> GroupConfig:
             g.table = _typed(raw["table"], str, f"{where}.table", "a string")
             if not _TABLE_RE.match(g.table):
                 raise ConfigError(f"{where}.table", f"{g.table!r} is not a plain SQL identifier")
+        check_sqlite(g.sqlite, g.table, f"{where}.sqlite")
     else:
         if "table" in raw:
             raise ConfigError(f"{where}.table", "only applies to a sqlite source")
@@ -305,18 +313,8 @@ def _parse_group(raw: Any, index: int, base: Path) -> GroupConfig:
 
 def import_loader(spec: str):
     """The callable named by ``module:function`` (raises ConfigError('loader', ...))."""
-    try:
-        from .storage import load_source
-    except ImportError:  # TEMP until geecache.storage lands
-        import importlib
-        mod, _, fn = spec.partition(":")
-        if not mod or not fn:
-            raise ConfigError("loader", f"{spec!r} is not module:function") from None
-        try:
-            f = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError("loader", f"cannot import {spec!r}: {exc}") from None
-        return f
+    from .storage import load_source
+
     return load_source(spec)
 
 
@@ -324,6 +322,16 @@ def check_loader(spec: str, fname: str) -> None:
     """Import the loader now so a typo fails the config, not every worker."""
     try:
         import_loader(spec)
+    except ConfigError as exc:
+        raise ConfigError(fname, exc.reason) from None
+
+
+def check_sqlite(path: str, table: str, fname: str) -> None:
+    """Open the database once now (creating it if new) so a bad file fails the config."""
+    from .storage import SQLiteStorage
+
+    try:
+        SQLiteStorage(path, table).close()
     except ConfigError as exc:
         raise ConfigError(fname, exc.reason) from None
 
@@ -378,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="require 'Authorization: Bearer T' for PUT/DELETE (or env GEECACHE_AUTH_TOKEN)")
     a("--etcd", metavar="URL[,URL]", help="etcd endpoints; enables registration and discovery")
     a("--advertise", metavar="HOST:PORT", help="address other hosts reach this one at")
-    a("--lease-ttl", type=float, metavar="SECONDS",
+    a("--lease-ttl", type=int, metavar="SECONDS",
       help=f"etcd lease TTL (default {DEFAULT_LEASE_TTL}, min {MIN_LEASE_TTL})")
     a("--peers", metavar="URL,...", help="static peer list instead of etcd")
     a("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for the HTTP port")

@@ -107,8 +107,8 @@ GROUP = '[[groups]]\nname = "g"\nloader = "tests.support.loaders:counting"\n'
     ('workers = 0\n', "workers", "between 1 and 1024"),
     ('arena = "lots"\n', "arena", "cannot parse size"),
     ('lease_ttl = 1\n', "lease_ttl", "at least 2"),
-    ('etcd = "localhost:2379"\n', "etcd", "not an http(s)://host:port URL"),
-    ('advertise = "nohost"\n', "advertise", "not host:port"),
+    ('etcd = "https://localhost:2379"\n', "etcd", "only http:// is supported"),
+    ('advertise = "no host"\n', "advertise", "whitespace"),
     (GROUP + 'max_bytes = "64 lightyears"\n', "groups[0].max_bytes", "cannot parse size"),
     (GROUP + 'colour = 1\n', "groups[0].colour", "unknown field"),
     (GROUP + 'policy = "fifo"\n', "groups[0].policy", "unknown policy"),
@@ -162,3 +162,11 @@ def test_item_limit_is_the_largest_group_limit(tmp_path):
     cfg = parse_args(["--config", path], environ={})
     assert cfg.item_limit == 2 << 20
     assert isinstance(cfg, Config)
+
+
+def test_sqlite_file_that_is_not_a_database(tmp_path):
+    (tmp_path / "junk.db").write_bytes(b"this is not a database file, not at all" * 100)
+    path = write(tmp_path, '[[groups]]\nname = "g"\nsqlite = "junk.db"\n')
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--config", path], environ={})
+    assert err.value.field == "groups[0].sqlite" and "cannot open" in err.value.reason
