@@ -1,0 +1,196 @@
+"""Prometheus metrics of one host: one scrape of any worker gives the host's totals.
+
+Two sources, chosen by cost:
+
+* Group counters (``geecache_gets_total{group=...}`` ...) and the arena
+  gauges come from ``ArenaCollector``, which reads the arena's per-process
+  stat rows at scrape time.  The counters are kept anyway (``/stats``), so
+  exporting them costs nothing per request and the sum is exact across
+  workers, dead ones included.
+* HTTP request counts and latencies are per-request events only the worker
+  sees: ``HttpMetrics`` keeps them in prometheus_client's multiprocess mode
+  (one mmap file per worker in ``PROMETHEUS_MULTIPROC_DIR``), which the
+  scrape sums over every worker's file.
+
+prometheus_client picks its multiprocess value class when it is first
+imported, from ``PROMETHEUS_MULTIPROC_DIR``: the supervisor calls
+``prepare_multiproc_dir`` before any prometheus import and before forking, so
+every worker inherits the variable.  Import this module only after that.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Callable, Iterable
+
+from .stats import STAT_FIELDS
+
+ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Latency buckets (seconds): a cache hit is ~0.1-1 ms, a load or peer hop 1-100 ms.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# Help strings of the group counters; every STAT_FIELDS entry needs one.
+_COUNTER_HELP = {
+    "gets": "Group gets (cache lookups of a key).",
+    "local_hits": "Gets served from this host's cache of keys it owns.",
+    "hot_hits": "Gets served from this host's hot copies of keys other hosts own.",
+    "peer_hits": "Gets fetched from the owning peer.",
+    "peer_errors": "Peer calls that failed (the get fell back to a local load).",
+    "loads": "Source loads run on this host.",
+    "loads_deduped": "Misses that waited for another caller's load instead of loading.",
+    "load_errors": "Source loads that raised.",
+    "evictions": "Entries evicted to make room.",
+    "expirations": "Entries dropped because their TTL passed.",
+    "sets": "Group sets (write-through).",
+    "deletes": "Group deletes.",
+    "peer_requests": "Requests served for other hosts.",
+}
+assert set(_COUNTER_HELP) == set(STAT_FIELDS), "every stat field needs a metric help string"
+
+
+def prepare_multiproc_dir(path: str | None = None) -> tuple[str, bool]:
+    """Create (or wipe) the multiprocess directory and export it; (path, created).
+
+    A directory the operator named is wiped of ``*.db`` files but kept;
+    otherwise a fresh temporary one is made and ``created`` is True, so the
+    supervisor removes it at exit.  Stale files from an earlier run would add
+    its counts to this one's.
+    """
+    path = path or os.environ.get(ENV_DIR)
+    created = not path
+    if created:
+        path = tempfile.mkdtemp(prefix="geecache-metrics-")
+    else:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+    os.environ[ENV_DIR] = path
+    return path, created
+
+
+def remove_multiproc_dir(path: str, created: bool) -> None:
+    """At supervisor exit: remove the directory it created, or just its files."""
+    if created:
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+
+
+def mark_process_dead(pid: int) -> None:
+    """Tell prometheus_client a worker is gone (drops its live-gauge files).
+
+    Its counter and histogram files stay: totals must not drop when a worker dies.
+    """
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
+
+
+def status_class(status: int) -> str:
+    """``2xx`` ... ``5xx``: a bounded label set, whatever statuses occur."""
+    return f"{status // 100}xx"
+
+
+class HttpMetrics:
+    """Request counter and latency histogram, written by one worker into its mmap file.
+
+    ``observe`` caches the labelled children by (method, route, status class),
+    so a request costs two mmap increments and one bucket search, no label
+    parsing.  Routes are the router's patterns (``/api``), never raw paths: a
+    client must not be able to mint label values.
+    """
+
+    def __init__(self, registry=None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        # A private registry: in multiprocess mode the values live in the
+        # files; the scrape builds its own registry from them.
+        registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        labels = ("method", "route", "status")
+        self._requests = Counter(
+            "geecache_http_requests", "HTTP requests served.", labels, registry=registry)
+        self._latency = Histogram(
+            "geecache_http_request_duration_seconds", "HTTP request latency.", labels,
+            buckets=LATENCY_BUCKETS, registry=registry)
+        # key -> (counter child, histogram child); the event loop's one thread guards it.
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request and its latency."""
+        key = (method, route, status // 100)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 1000:  # bounded even if methods vary wildly
+                method = "other"
+                key = (method, route, status // 100)
+            labels = (method, route, status_class(status))
+            children = self._children[key] = (
+                self._requests.labels(*labels), self._latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class ArenaCollector:
+    """Exports the arena's host-wide group counters and usage at scrape time.
+
+    *stats* returns a group's counters summed over every process; *usage*
+    returns its (bytes, entries).
+    """
+
+    def __init__(
+        self,
+        groups: Iterable[str],
+        stats: Callable[[str], dict[str, int]],
+        usage: Callable[[str], tuple[int, int]],
+        arena_bytes: int,
+    ) -> None:
+        self._groups = list(groups)
+        self._stats = stats
+        self._usage = usage
+        self._arena_bytes = arena_bytes
+
+    def describe(self):
+        return []  # unchecked collector: names are fixed, no need to describe
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        counters = {
+            field: CounterMetricFamily(f"geecache_{field}", _COUNTER_HELP[field], labels=["group"])
+            for field in STAT_FIELDS
+        }
+        cache_bytes = GaugeMetricFamily(
+            "geecache_cache_bytes", "Bytes of keys and values cached.", labels=["group"])
+        cache_entries = GaugeMetricFamily(
+            "geecache_cache_entries", "Entries cached.", labels=["group"])
+        for group in self._groups:
+            snapshot = self._stats(group)
+            for field in STAT_FIELDS:
+                counters[field].add_metric([group], snapshot.get(field, 0))
+            used, entries = self._usage(group)
+            cache_bytes.add_metric([group], used)
+            cache_entries.add_metric([group], entries)
+        yield from counters.values()
+        yield cache_bytes
+        yield cache_entries
+        yield GaugeMetricFamily(
+            "geecache_arena_size_bytes", "Size of the shared-memory arena.", value=self._arena_bytes)
+
+
+def render(collector: ArenaCollector) -> tuple[bytes, str]:
+    """(body, content type) of one scrape: the arena's counters plus every worker's files."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get(ENV_DIR):
+        MultiProcessCollector(registry)
+    registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+

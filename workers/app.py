@@ -1,0 +1,97 @@
+"""The worker's aiohttp application: public API, peer API and metrics on one port.
+
+Middleware order (outermost first): request metrics, then error mapping,
+then the peer API's guard; so every request is counted with the status the
+client actually saw, and every error leaves as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+from aiohttp import web
+
+from geecache import metrics
+from workers import peer_api
+from workers.api import PublicAPI
+from workers.errors import error_middleware
+
+# Room for the request line and headers on top of the largest value: aiohttp's
+# client_max_size caps the body only, but a round number keeps 413s predictable.
+_BODY_SLACK = 1024
+
+
+def _route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    # Router patterns only (never the raw path), so clients cannot mint label values.
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def metrics_middleware(http: metrics.HttpMetrics):
+    """Count and time every request by method, route and status class."""
+    now = time.perf_counter
+
+    @web.middleware
+    async def record(request: web.Request, handler):
+        started = now()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's convention)
+            raise
+        finally:
+            http.observe(request.method, _route_of(request), status, now() - started)
+
+    return record
+
+
+def host_stats_of(cache) -> Callable[[str], dict]:
+    """A group's host-wide counters: the arena sums its rows; a LocalCache has one."""
+    stats = getattr(cache, "stats", None)
+    return stats if callable(stats) else (lambda group: cache.stats_sink(group).snapshot())
+
+
+def make_app(
+    groups: dict,
+    cache,
+    *,
+    auth_token: str | None = None,
+    item_limit: int,
+    arena_bytes: int = 0,
+    http_metrics: metrics.HttpMetrics | None = None,
+) -> web.Application:
+    """The HTTP app over *groups* (name -> Group, first = default) stored in *cache*.
+
+    *cache* is the arena (or any Cache with ``usage``); *item_limit* is the
+    largest value any group accepts, which bounds request bodies.
+    *http_metrics* None skips request metrics (the library use, benchmarks of
+    the bare path).
+    """
+    middlewares = [error_middleware]
+    if http_metrics is not None:
+        middlewares.insert(0, metrics_middleware(http_metrics))
+    app = web.Application(middlewares=middlewares, client_max_size=item_limit + _BODY_SLACK)
+    stats = host_stats_of(cache)
+    PublicAPI(groups, stats=stats, usage=cache.usage, auth_token=auth_token).setup(app)
+
+    collector = metrics.ArenaCollector(groups, stats, cache.usage, arena_bytes)
+
+    async def scrape(request: web.Request) -> web.Response:
+        body, content_type = metrics.render(collector)
+        # content_type must not carry the charset parameter in aiohttp's argument.
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    app.router.add_get("/metrics", scrape)
+    # The peer API: the single place a host joins a cluster's protocol.
+    peer_api.setup(app, groups, auth_token)
+    return app

@@ -1,0 +1,62 @@
+"""Config to live objects inside a worker: sources, the peer picker, the Groups.
+
+Runs after fork: SQLite connections and aiohttp sessions must belong to the
+process (and event loop) that uses them.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from geecache.config import Config, GroupConfig
+from geecache.group import Group
+from geecache.registry.config import peer_url
+from geecache.storage import SQLiteStorage, load_source
+
+
+def open_source(g: GroupConfig):
+    """The Storage a group reads from: its SQLite table or its loader function."""
+    if g.sqlite is not None:
+        return SQLiteStorage(g.sqlite, g.table)
+    return load_source(g.loader)
+
+
+def build_peers(cfg: Config, arena):
+    """The cluster's peer picker, or None for a host alone.
+
+    With etcd the member list is the arena's ring region (the registrar
+    writes it); with ``--peers`` it is that fixed list plus this host.
+    Call inside the worker's event loop: the pool owns a ClientSession.
+    """
+    if not cfg.etcd and not cfg.peers:
+        return None
+    from geecache.httppeers import HTTPPool, StaticMembers
+
+    ssl_context = None
+    if cfg.tls_cert:
+        ssl_context = ssl.create_default_context(cafile=cfg.tls_ca)
+    codecs = {g.name: g.codec for g in cfg.groups}
+    if cfg.etcd:
+        return HTTPPool(cfg.advertise, arena, token=cfg.auth_token, ssl_context=ssl_context, codecs=codecs)
+    self_url = peer_url(cfg.advertise or f"{cfg.host}:{cfg.port}").rstrip("/")
+    members = list(cfg.peers) + ([self_url] if self_url not in cfg.peers else [])
+    return HTTPPool(self_url, StaticMembers(members), token=cfg.auth_token, ssl_context=ssl_context,
+                    codecs=codecs)
+
+
+def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:
+    """Every configured group over the shared *cache* and host-wide *flight*, in config order."""
+    return {
+        g.name: Group(
+            g.name, open_source(g), max_bytes=g.max_bytes, policy=g.policy, ttl=g.ttl,
+            codec=g.codec, cache=cache, flight=flight, peers=peers, item_limit=g.item_limit)
+        for g in cfg.groups
+    }
+
+
+def close_sources(groups: dict[str, Group]) -> None:
+    """Close what the sources hold open (SQLite connections); best effort at exit."""
+    for group in groups.values():
+        close = getattr(group.source, "close", None)
+        if callable(close):
+            close()

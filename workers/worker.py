@@ -1,0 +1,150 @@
+"""The body of a worker process: forked by the supervisor, never returns.
+
+Boot (attach to the arena, open the sources, build the app, start serving
+on the inherited socket) then one event loop until SIGTERM/SIGINT or the
+supervisor's death; then a graceful stop: the listener closes first, and
+in-flight requests get ``graceful_timeout`` seconds.  A failure during boot
+exits with ``WORKER_BOOT_ERROR`` so the supervisor stops instead of
+respawning into the same failure (gunicorn's convention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+
+from aiohttp import web
+
+log = logging.getLogger("geecache.worker")
+
+#: Exit status of a worker that could not boot: the supervisor halts on it.
+WORKER_BOOT_ERROR = 3
+#: How often a worker checks that its supervisor is still its parent.
+PARENT_CHECK_INTERVAL = 1.0
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(supervisor_pid: int) -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies; then close the race.
+
+    The supervisor may have died between fork and prctl, in which case the
+    signal will never come: the getppid check catches that.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the periodic getppid check still ends orphans
+    if os.getppid() != supervisor_pid:
+        os._exit(0)
+
+
+def _reset_inherited_signals() -> None:
+    """Drop the supervisor's handlers: a signal must not reach its self-pipe from here.
+
+    Stop signals stay blocked until the event loop's handlers exist, so a
+    SIGTERM during boot is held, not lost and not fatal.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
+        signal.signal(sig, signal.SIG_DFL)
+    # Worker count and reload signals are the supervisor's business.
+    for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when importable (the perf extra) and not disabled, else asyncio's."""
+    if os.environ.get("GEECACHE_UVLOOP", "1") != "0":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def server_ssl_context(cfg) -> ssl.SSLContext | None:
+    """The TLS context of the HTTP port, when a certificate is configured."""
+    if not cfg.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    return ctx
+
+
+async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if os.getppid() != supervisor_pid:
+            log.warning("worker %d: supervisor %d is gone; stopping", os.getpid(), supervisor_pid)
+            stop.set()
+            return
+        await asyncio.sleep(PARENT_CHECK_INTERVAL)
+
+
+async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int) -> int:
+    from geecache import metrics
+    from workers.app import make_app
+    from workers.groups import build_groups, build_peers, close_sources
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    try:
+        peers = build_peers(cfg, arena)
+        groups = build_groups(cfg, arena, arena, peers)
+        app = make_app(groups, arena, auth_token=cfg.auth_token, item_limit=cfg.item_limit,
+                       arena_bytes=cfg.arena, http_metrics=metrics.HttpMetrics())
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=cfg.graceful_timeout)
+        await runner.setup()
+        await web.SockSite(runner, sock, ssl_context=server_ssl_context(cfg)).start()
+    except Exception:
+        log.exception("worker %d failed to boot", os.getpid())
+        return WORKER_BOOT_ERROR
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    watcher = asyncio.ensure_future(_watch_parent(supervisor_pid, stop))
+    await stop.wait()
+    watcher.cancel()
+    # cleanup() closes the listener first, then waits for in-flight handlers.
+    await runner.cleanup()
+    if peers is not None:
+        await peers.close()
+    close_sources(groups)
+    return 0
+
+
+def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int) -> None:
+    """Serve *cfg*'s groups on *sock* until told to stop; leaves with ``os._exit``."""
+    code = 1
+    try:
+        _reset_inherited_signals()
+        _die_with_parent(supervisor_pid)
+        try:
+            arena.register_process()
+            loop = new_event_loop()
+        except Exception:
+            log.exception("worker %d failed to boot", os.getpid())
+            code = WORKER_BOOT_ERROR
+        else:
+            asyncio.set_event_loop(loop)
+            code = loop.run_until_complete(_serve(cfg, sock, arena, supervisor_pid))
+    except BaseException:
+        log.exception("worker %d crashed", os.getpid())
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
