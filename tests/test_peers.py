@@ -1,0 +1,164 @@
+"""The peer protocol between real aiohttp servers on loopback (one event loop, two hosts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from geecache.group import Group
+from geecache.httppeers import HTTPPool, StaticMembers, peer_path
+from geecache.storage import MemoryStorage
+from tests.support.net import free_port
+from workers import peer_api
+
+TOKEN = "s3cret"
+
+
+class CountingStorage(MemoryStorage):
+    """Counts source loads, so a test can tell which host loaded a key."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.loads = 0
+
+    async def get(self, key):
+        self.loads += 1
+        return await super().get(key)
+
+
+@contextlib.asynccontextmanager
+async def cluster(n=2, data=None, token=TOKEN, down=()):
+    """n hosts on free ports, each with its own group over one shared storage."""
+    ports = [free_port() for _ in range(n)]
+    members = [f"127.0.0.1:{p}" for p in ports]
+    storage = CountingStorage(dict(data or {}))
+    hosts, runners = [], []
+    for i, port in enumerate(ports):
+        pool = HTTPPool(members[i], StaticMembers(members), token=token, codecs={"g": "zstd"})
+        group = Group("g", storage, peers=pool, codec="zstd")
+        app = web.Application()
+        peer_api.setup(app, {"g": group}, token)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        if i not in down:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        hosts.append((group, pool, members[i]))
+        runners.append(runner)
+    try:
+        yield hosts, storage
+    finally:
+        for group, pool, _ in hosts:
+            await pool.close()
+        for runner in runners:
+            await runner.cleanup()
+
+
+def owned_by(pool, member, count=1, prefix="k"):
+    keys = [f"{prefix}{i}" for i in range(1000) if pool.owner(f"{prefix}{i}") == member]
+    return keys[:count]
+
+
+def test_remote_key_loaded_once_by_owner_then_hot():
+    async def go():
+        data = {f"k{i}": (f"value-{i}" * 50).encode() for i in range(1000)}
+        async with cluster(2, data) as (hosts, storage):
+            (g0, pool0, m0), (g1, pool1, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            assert await g0.get(key) == data[key]          # fetched from host 1
+            assert await g1.get(key) == data[key]          # host 1's own cache
+            assert await g0.get(key) == data[key]          # host 0's hot copy
+            assert storage.loads == 1
+            s0 = g0.stats.snapshot()
+            assert (s0["peer_hits"], s0["hot_hits"], s0["loads"]) == (1, 1, 0)
+            assert g1.stats.snapshot()["peer_requests"] == 1
+
+    asyncio.run(go())
+
+
+def test_rings_agree_on_owners():
+    async def go():
+        async with cluster(3) as (hosts, _):
+            pools = [p for _, p, _ in hosts]
+            for i in range(500):
+                owners = {p.owner(f"key{i}") for p in pools}
+                assert len(owners) == 1
+
+    asyncio.run(go())
+
+
+def test_peer_down_falls_back_to_local_load():
+    async def go():
+        data = {f"k{i}": b"v%d" % i for i in range(1000)}
+        async with cluster(2, data, down=(1,)) as (hosts, storage):
+            g0, pool0, _ = hosts[0]
+            key = owned_by(pool0, hosts[1][2])[0]
+            assert await g0.get(key) == data[key]
+            assert g0.stats.snapshot()["peer_errors"] == 1
+            assert storage.loads == 1
+
+    asyncio.run(go())
+
+
+def test_set_routes_to_owner_and_invalidates_hot_copies():
+    async def go():
+        data = {f"k{i}": b"old" for i in range(1000)}
+        async with cluster(2, data) as (hosts, storage):
+            (g0, pool0, m0), (g1, pool1, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            assert await g0.get(key) == b"old"          # host 0 now holds a hot copy
+            await g1.set(key, b"new")                   # the owner writes and invalidates
+            assert await storage.get(key) == b"new"
+            assert await g0.get(key) == b"new"
+            await g0.set(key, b"newer")                 # routed to the owner
+            assert await g1.get(key) == b"newer"
+            assert await g0.delete(key) is True
+            assert await storage.get(key) is None
+
+    asyncio.run(go())
+
+
+def test_not_found_travels_as_not_found():
+    from geecache.errors import NotFoundError
+
+    async def go():
+        async with cluster(2, {}) as (hosts, storage):
+            (g0, pool0, _), (_, _, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            with pytest.raises(NotFoundError):
+                await g0.get(key)
+            assert g0.stats.snapshot()["peer_errors"] == 0
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    "method,path_kind,headers,body,status",
+    [
+        ("GET", "key", {}, None, 401),                                    # no token
+        ("GET", "key", {"Authorization": "Bearer wrong"}, None, 401),     # wrong token
+        ("GET", "unknown-group", {"Authorization": f"Bearer {TOKEN}"}, None, 400),
+        ("PUT", "key", {"Authorization": f"Bearer {TOKEN}"}, b"\xff\xff\xff garbage", 400),
+        ("POST", "group", {"Authorization": f"Bearer {TOKEN}"}, b"\x0a\xff", 400),
+        ("GET", "bad-key", {"Authorization": f"Bearer {TOKEN}"}, None, 400),
+    ],
+)
+def test_bad_peer_requests_get_4xx(method, path_kind, headers, body, status):
+    async def go():
+        async with cluster(1, {"a": b"1"}) as (hosts, _):
+            _, _, member = hosts[0]
+            path = {
+                "key": peer_path("g", "a"),
+                "unknown-group": peer_path("nope", "a"),
+                "group": peer_path("g"),
+                "bad-key": peer_path("g", "x" * 300),
+            }[path_kind]
+            async with aiohttp.ClientSession() as s:
+                async with s.request(method, f"http://{member}{path}", headers=headers, data=body) as r:
+                    assert r.status == status
+                    assert "error" in await r.json()
+
+    asyncio.run(go())
