@@ -32,7 +32,7 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(supervisor_pid: int) -> None:
+def die_with_parent(supervisor_pid: int) -> None:
     """Ask the kernel for SIGTERM when the supervisor dies; then close the race.
 
     The supervisor may have died between fork and prctl, in which case the
@@ -129,7 +129,7 @@ def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int) -> None:
     code = 1
     try:
         _reset_inherited_signals()
-        _die_with_parent(supervisor_pid)
+        die_with_parent(supervisor_pid)
         try:
             arena.register_process()
             loop = new_event_loop()
