@@ -108,3 +108,7 @@ class UnavailableError(GeeCacheError):
 
 class ArenaError(GeeCacheError):
     """The shared-memory arena is unusable: not an arena, wrong layout, or misused."""
+
+
+class ArenaError(GeeCacheError):
+    """The shared-memory arena is unusable: not an arena, wrong layout, or misused."""

@@ -1,0 +1,105 @@
+"""Host-wide single flight: which process is loading which key.
+
+A table of (hash of ``group\\0key``, loader pid) pairs: hashes in one array
+of u64, pids in a parallel array of u32, so a lookup is one ``unpack`` and
+a C-level ``tuple.index``.  Updates hold the FLIGHT lock; ``loading`` reads
+without it (it is advisory: a waiter that sees a stale answer just checks
+the cache or calls ``try_begin`` again, which is exact).  A loader whose pid
+is dead is ignored and replaced, so a killed loader never blocks a key.
+Keys are told apart by their 64-bit hash only; a collision makes one key
+wait for another's load, never returns a wrong value.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from .layout import FLIGHT
+from .pids import alive
+
+
+class Flight:
+    """The in-flight table of one arena mapping."""
+
+    def __init__(self, arena, off: int, slots: int) -> None:
+        self._arena = arena
+        self._hashes = struct.Struct(f"{slots}Q")
+        self._off = off
+        self._pids_off = off + 8 * slots
+        self._u64 = struct.Struct("Q")
+        self._u32 = struct.Struct("I")
+
+    def _lock(self) -> int:
+        return self._arena._n_shards + FLIGHT
+
+    def _pid(self, i: int) -> int:
+        return self._u32.unpack_from(self._arena._mm, self._pids_off + 4 * i)[0]
+
+    def _put(self, i: int, h: int, pid: int) -> None:
+        mm = self._arena._mm
+        # pid before hash on claim, hash before pid on release: a half entry
+        # is either invisible (no hash) or has a pid that is checked anyway.
+        if h:
+            self._u32.pack_into(mm, self._pids_off + 4 * i, pid)
+            self._u64.pack_into(mm, self._off + 8 * i, h)
+        else:
+            self._u64.pack_into(mm, self._off + 8 * i, 0)
+            self._u32.pack_into(mm, self._pids_off + 4 * i, 0)
+
+    def try_begin(self, h: int) -> bool:
+        """True when the caller is now the loader of hash *h*."""
+        me = os.getpid()
+        arena = self._arena
+        arena._acquire(self._lock())
+        try:
+            hashes = self._hashes.unpack_from(arena._mm, self._off)
+            try:
+                i = hashes.index(h)
+            except ValueError:
+                i = -1
+            if i >= 0:
+                pid = self._pid(i)
+                if pid == me or alive(pid):
+                    return False
+                self._put(i, h, me)  # the loader died: take over
+                return True
+            try:
+                i = hashes.index(0)
+            except ValueError:
+                i = next((k for k in range(len(hashes)) if not alive(self._pid(k))), -1)
+            if i >= 0:
+                self._put(i, h, me)
+            # A full table of live loaders: load untracked (a duplicate load, never a wrong value).
+            return True
+        finally:
+            arena._release(self._lock())
+
+    def end(self, h: int) -> None:
+        """The caller's load of *h* is over."""
+        me = os.getpid()
+        arena = self._arena
+        arena._acquire(self._lock())
+        try:
+            hashes = self._hashes.unpack_from(arena._mm, self._off)
+            for i, x in enumerate(hashes):
+                if x == h and self._pid(i) == me:
+                    self._put(i, 0, 0)
+        finally:
+            arena._release(self._lock())
+
+    def loading(self, h: int) -> bool:
+        """True while a live process holds *h*."""
+        hashes = self._hashes.unpack_from(self._arena._mm, self._off)
+        try:
+            i = hashes.index(h)
+        except ValueError:
+            return False
+        return alive(self._pid(i))
+
+    def repair(self) -> None:
+        """After a holder of the FLIGHT lock died: drop entries with no live pid."""
+        hashes = self._hashes.unpack_from(self._arena._mm, self._off)
+        for i, x in enumerate(hashes):
+            if x and not alive(self._pid(i)):
+                self._put(i, 0, 0)

@@ -1,0 +1,111 @@
+"""Per-process counter rows in the arena: each process writes only its own row.
+
+Guarded by: nothing on the write path (one writer per row); the STATS lock
+only serialises claiming a row.  A process claims the first free row, or
+the row of a dead process (continuing its counts, so totals never go
+back).  If every row belongs to a live process the last row is shared,
+which can lose concurrent increments but never corrupts anything.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from ..stats import STAT_FIELDS
+from .layout import I64, ROWHEAD, STATS
+from .pids import alive
+
+_NF = len(STAT_FIELDS)
+_FIELD = {name: i for i, name in enumerate(STAT_FIELDS)}
+_U64 = struct.Struct("Q")
+_ROW = struct.Struct(f"{_NF}Q")
+
+
+class StatRows:
+    """The stat-row region of one arena mapping."""
+
+    def __init__(self, arena, off: int, max_procs: int, max_groups: int) -> None:
+        self._arena = arena
+        self._off = off
+        self._max_procs = max_procs
+        self._row_bytes = ROWHEAD + max_groups * _NF * 8
+        self._row: int | None = None  # byte offset of this process's row
+
+    def forked(self) -> None:
+        """Forget the parent's row in a forked child."""
+        self._row = None
+
+    def claim(self) -> int:
+        """Claim (or find) this process's row and return its offset."""
+        if self._row is not None:
+            return self._row
+        arena = self._arena
+        mm = arena._mm
+        me = os.getpid()
+        lk = arena._n_shards + STATS
+        arena._acquire(lk)
+        try:
+            rows = [self._off + r * self._row_bytes for r in range(self._max_procs)]
+            pids = [I64.unpack_from(mm, at)[0] for at in rows]
+            choice = next((at for at, pid in zip(rows, pids) if pid == me), None)
+            if choice is None:
+                choice = next((at for at, pid in zip(rows, pids) if pid == 0), None)
+            if choice is None:
+                choice = next((at for at, pid in zip(rows, pids) if not alive(pid)), rows[-1])
+            I64.pack_into(mm, choice, me)
+        finally:
+            arena._release(lk)
+        self._row = choice
+        return choice
+
+    def add(self, gidx: int, field: str, n: int = 1) -> None:
+        """Add *n* to *field* of group *gidx* in this process's row."""
+        row = self._row if self._row is not None else self.claim()
+        at = row + ROWHEAD + (gidx * _NF + _FIELD[field]) * 8
+        mm = self._arena._mm
+        _U64.pack_into(mm, at, _U64.unpack_from(mm, at)[0] + n)
+
+    def own(self, gidx: int) -> dict[str, int]:
+        """This process's counters for group *gidx*."""
+        row = self._row if self._row is not None else self.claim()
+        return dict(zip(STAT_FIELDS, _ROW.unpack_from(self._arena._mm, row + ROWHEAD + gidx * _NF * 8)))
+
+    def totals(self, gidx: int) -> dict[str, int]:
+        """Counters for group *gidx* summed over every claimed row."""
+        mm = self._arena._mm
+        sums = [0] * _NF
+        for r in range(self._max_procs):
+            at = self._off + r * self._row_bytes
+            if I64.unpack_from(mm, at)[0]:
+                for k, v in enumerate(_ROW.unpack_from(mm, at + ROWHEAD + gidx * _NF * 8)):
+                    sums[k] += v
+        return dict(zip(STAT_FIELDS, sums))
+
+    def sink(self, gidx: int) -> "ArenaStats":
+        """A StatsSink for group *gidx* writing this process's row."""
+        return ArenaStats(self, gidx)
+
+
+class ArenaStats:
+    """``geecache.stats.StatsSink`` over the arena: ``add`` writes this process's row.
+
+    Safe to keep across fork: the row is looked up per call, and a forked
+    child claims its own on first use.
+    """
+
+    __slots__ = ("_rows", "_gidx")
+
+    def __init__(self, rows: StatRows, gidx: int) -> None:
+        self._rows = rows
+        self._gidx = gidx
+
+    def add(self, field: str, n: int = 1) -> None:
+        """Add *n* to *field* (one of STAT_FIELDS) for this process."""
+        if field not in _FIELD:
+            raise ValueError(f"unknown stat field {field!r}")
+        self._rows.add(self._gidx, field, n)
+
+    def snapshot(self) -> dict[str, int]:
+        """This process's counters (``Arena.stats`` gives the host's totals)."""
+        return self._rows.own(self._gidx)

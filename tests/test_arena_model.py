@@ -1,0 +1,253 @@
+"""The arena against a reference model of its eviction policy, in one process.
+
+The policies are CLOCK approximations (see ``geecache.shm.arena``): FIFO
+with reinsertion over a circular byte log per (group, shard).  The model
+below is that algorithm written with dicts instead of bytes, so the test
+pins the exact hits, misses, evictions and expirations of the packed
+implementation (hashing, probing, backward-shift deletion, headers).  What
+the policies guarantee relative to exact LRU / LRU-2:
+
+- lru: an entry read since the hand last passed it survives that pass
+  (second chance); an unread one is evicted in log (insertion) order.
+- lru2: new entries are cold; cold entries are evicted before hot ones in
+  the same pass; a cold entry read at least once is promoted to hot; a hot
+  entry needs two passes without a read to be evicted.
+- expired entries are never returned and get no second chance.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from geecache.errors import InvalidKeyError, UnknownGroupError, ValueTooLargeError, ConfigError
+from geecache.shm.layout import entry_size
+
+from tests.test_arena_common import Clock, make_arena  # noqa: F401  (fixture)
+
+
+class RefLog:
+    """Reference: one group's circular log and CLOCK policy, as plain Python."""
+
+    def __init__(self, size: int, policy: str, clock) -> None:
+        self.L = size
+        self.lru2 = policy == "lru2"
+        self.clock = clock
+        self.head = self.tail = self.used = 0
+        self.recs: dict[int, dict] = {}  # position -> record
+        self.where: dict[str, int] = {}  # live key -> position
+        self.evictions = self.expirations = 0
+
+    # -- the Cache surface
+    def get(self, key):
+        pos = self.where.get(key)
+        if pos is None:
+            return None
+        r = self.recs[pos]
+        if r["exp"] and r["exp"] <= self.clock():
+            self._kill(key)
+            self.expirations += 1
+            return None
+        r["ref"] = 1
+        return r["value"]
+
+    def set(self, key, value, ttl=0):
+        if key in self.where:
+            self._kill(key)
+        esize = entry_size(len(key.encode()), len(value))
+        if esize > self.L:
+            return
+        budget = 3 * len(self.where) + 8
+        while True:
+            pos = self._fit(esize)
+            if pos >= 0:
+                break
+            if not self.used:
+                return
+            budget -= 1
+            self._reclaim("evict" if budget > 0 else "force")
+        self.recs[pos] = dict(kind="entry", key=key, value=value, esize=esize, live=True,
+                              hot=False, ref=0, exp=self.clock() + ttl if ttl else 0.0)
+        self.where[key] = pos
+
+    def delete(self, key):
+        if key not in self.where:
+            return False
+        self._kill(key)
+        return True
+
+    def usage(self):
+        return sum(self.recs[p]["esize"] for p in self.where.values()), len(self.where)
+
+    # -- the log
+    def _kill(self, key):
+        r = self.recs[self.where.pop(key)]
+        r["live"] = False
+
+    def _fit(self, esize):
+        if not self.used:
+            self.head = self.tail = 0
+        if self.head > self.tail or not self.used:
+            if esize <= self.L - self.head:
+                pos = self.head
+            elif esize <= self.tail:
+                self.recs[self.head] = dict(kind="wrap")
+                self.used += self.L - self.head
+                pos = 0
+            else:
+                return -1
+        elif self.head < self.tail and esize <= self.tail - self.head:
+            pos = self.head
+        else:
+            return -1
+        self.head = (pos + esize) % self.L
+        self.used += esize
+        return pos
+
+    def _reclaim(self, mode):
+        t = self.tail
+        r = self.recs.pop(t)
+        if r["kind"] == "wrap":
+            self.used -= self.L - t
+            self.tail = 0
+            return
+        self.tail = (t + r["esize"]) % self.L
+        self.used -= r["esize"]
+        if not r["live"]:
+            return
+        if mode == "evict":
+            if r["exp"] and r["exp"] <= self.clock():
+                del self.where[r["key"]]
+                self.expirations += 1
+                return
+            if not self.lru2:
+                keep, hot = r["ref"], r["hot"]
+            elif r["hot"]:
+                keep, hot = True, bool(r["ref"])
+            else:
+                keep, hot = r["ref"], True
+            if keep:
+                pos = self._fit(r["esize"])
+                if pos >= 0:
+                    r.update(ref=0, hot=hot)
+                    self.recs[pos] = r
+                    self.where[r["key"]] = pos
+                    return
+        del self.where[r["key"]]
+        if mode != "clear":
+            self.evictions += 1
+
+
+@pytest.mark.parametrize("policy", ["lru", "lru2"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_matches_reference_model(make_arena, policy, seed):
+    rng = random.Random(seed)
+    clock = Clock()
+    arena = make_arena(8 << 20, clock=clock)
+    budget = 24 * 1024  # under 64 KiB: one shard, so one log, like the model
+    arena.configure_group("m", budget, policy)
+    ref = RefLog(budget & ~7, policy, clock)
+    keys = [f"k{i}" for i in range(400)]
+    hot = keys[:40]
+    for step in range(30_000):
+        op = rng.random()
+        key = rng.choice(hot) if rng.random() < 0.6 else rng.choice(keys)
+        if op < 0.55:
+            assert arena.get("m", key) == ref.get(key), f"step {step} get {key}"
+        elif op < 0.9:
+            value = (key * 40)[: rng.choice([1, 20, 100, 300, 1500])].encode() + bytes([step % 256])
+            ttl = rng.choice([0, 0, 0, 5, 50])
+            arena.set("m", key, value, ttl=ttl)
+            ref.set(key, value, ttl)
+        elif op < 0.97:
+            assert arena.delete("m", key) == ref.delete(key)
+        else:
+            clock.now += rng.choice([1, 3, 10])
+        if step % 997 == 0:
+            assert arena.usage("m") == ref.usage() == arena.audit("m")
+    stats = arena.stats("m")
+    assert (stats["evictions"], stats["expirations"]) == (ref.evictions, ref.expirations)
+    assert ref.evictions > 1000 and ref.expirations > 10  # the run exercised both
+
+
+def test_lru2_keeps_hot_entries_through_a_scan(make_arena):
+    arena = make_arena(8 << 20)
+    budget = 32 * 1024
+    arena.configure_group("lru", budget, "lru")
+    arena.configure_group("lru2", budget, "lru2")
+    value = b"v" * 100
+    for g in ("lru", "lru2"):
+        for i in range(50):
+            arena.set(g, f"hot{i}", value)
+        for _ in range(2):
+            for i in range(50):
+                arena.get(g, f"hot{i}")
+        for i in range(500):  # a scan about twice the group's size
+            arena.set(g, f"scan{i}", value)
+    survivors = {g: sum(arena.get(g, f"hot{i}") is not None for i in range(50)) for g in ("lru", "lru2")}
+    assert survivors["lru2"] == 50
+    assert survivors["lru"] < 50
+
+
+def test_ttl_expiry_with_controlled_clock(make_arena):
+    clock = Clock()
+    arena = make_arena(clock=clock)
+    arena.configure_group("t", 1 << 20)
+    arena.set("t", "a", b"1", ttl=10)
+    arena.set("t", "b", b"2")
+    clock.now += 9.5
+    assert arena.get_entry("t", "a") == (b"1", 0, clock.now + 0.5)
+    clock.now += 0.5
+    assert arena.get("t", "a") is None
+    assert arena.get("t", "b") == b"2"
+    assert arena.stats("t")["expirations"] == 1
+    assert arena.usage("t") == arena.audit("t") == (entry_size(1, 1), 1)
+
+
+def test_codec_travels_with_value(make_arena):
+    arena = make_arena()
+    arena.configure_group("c", 1 << 20)
+    arena.set("c", "k", b"\x28\xb5", codec=3)
+    assert arena.get_entry("c", "k") == (b"\x28\xb5", 3, 0.0)
+    arena.set("c", "k", b"plain")
+    assert arena.get_entry("c", "k") == (b"plain", 0, 0.0)
+
+
+def test_bad_input_is_named(make_arena):
+    arena = make_arena(item_limit=1000)
+    arena.configure_group("g", 1 << 20)
+    with pytest.raises(ValueTooLargeError):
+        arena.set("g", "k", b"x" * 1001)
+    for bad in ("", "x" * 251, 5):
+        with pytest.raises(InvalidKeyError):
+            arena.set("g", bad, b"v")
+        with pytest.raises(InvalidKeyError):
+            arena.get("g", bad)
+    with pytest.raises(UnknownGroupError):
+        arena.get("nope", "k")
+    with pytest.raises(ConfigError):
+        arena.configure_group("g", 2 << 20)  # a different budget for an existing group
+    with pytest.raises(ConfigError):
+        arena.configure_group("h", 1 << 20, "fifo")
+    with pytest.raises(ConfigError):
+        arena.configure_group("huge", 1 << 40)
+    arena.configure_group("g", 1 << 20)  # the same again is fine (every worker calls it)
+
+
+def test_clear_delete_and_budget(make_arena):
+    arena = make_arena(16 << 20)
+    arena.configure_group("a", 1 << 20, "lru2")
+    arena.configure_group("b", 1 << 20)
+    for i in range(20_000):
+        arena.set("a", f"k{i}", b"x" * 100)
+        arena.set("b", f"k{i}", b"y" * 100)
+    nbytes, entries = arena.usage("a")
+    assert nbytes <= 1 << 20 and entries > 5000
+    assert arena.usage("a") == arena.audit("a")
+    assert arena.delete("a", "k19999") and not arena.delete("a", "k19999")
+    arena.clear("a")
+    assert arena.usage("a") == (0, 0) == arena.audit("a")
+    assert arena.get("a", "k19998") is None
+    assert arena.get("b", "k19998") == b"y" * 100
+    assert sorted(arena.groups()) == ["a", "b"]
