@@ -169,3 +169,21 @@ def test_stop_without_a_cluster_is_a_no_op(tmp_path):
     out = _run(STOP, env)
     assert out.returncode == 0
     assert "nothing to stop" in out.stdout
+
+
+def test_start_with_a_port_taken_fails_and_leaves_nothing(cluster_env):
+    env = cluster_env
+    run_dir = Path(env["GEECACHE_RUN_DIR"])
+    base = int(env["GEECACHE_BASE_PORT"])
+    with socket.socket() as squatter:  # something else already owns the second host's port
+        squatter.bind(("127.0.0.1", base + 1))
+        squatter.listen()
+        out = _run(START, env)
+    assert out.returncode != 0
+    assert f"127.0.0.1:{base + 1}" in out.stderr
+    assert not run_dir.exists()  # what had started was stopped again
+    etcd_port = int(env["GEECACHE_ETCD_PORT"])
+    with socket.socket() as probe:  # etcd is gone: its port can be bound again
+        # SO_REUSEADDR: closed connections' TIME_WAIT does not block a bind; a live listener would.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", etcd_port))
