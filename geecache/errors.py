@@ -108,7 +108,3 @@ class UnavailableError(GeeCacheError):
 
 class ArenaError(GeeCacheError):
     """The shared-memory arena is unusable: not an arena, wrong layout, or misused."""
-
-
-class ArenaError(GeeCacheError):
-    """The shared-memory arena is unusable: not an arena, wrong layout, or misused."""
