@@ -283,8 +283,9 @@ class Supervisor:
         """Run until a stop signal or a halt; return the process exit status."""
         self._install_signals()
         addr = self._sockets[0].getsockname()
-        log.info("supervisor %d listening on http://%s:%d with %d workers%s", self.pid, addr[0], addr[1],
-                 self._target, " (SO_REUSEPORT)" if self._reuseport else "")
+        log.info("supervisor %d listening on http://%s:%d with %d workers%s; arena %s", self.pid,
+                 addr[0], addr[1], self._target, " (SO_REUSEPORT)" if self._reuseport else "",
+                 self.arena.name)
         try:
             self._manage()
             while True:
@@ -417,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.etcd and not cfg.advertise:
         cfg.advertise = f"{cfg.host}:{cfg.port}"
     metrics_dir, created = metrics.prepare_multiproc_dir()
+    log.info("metrics directory %s", metrics_dir)
     arena = None
     try:
         arena = create_arena(cfg)

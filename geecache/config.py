@@ -129,7 +129,7 @@ class GroupConfig:
     """One ``[[groups]]`` entry: a named cache namespace and its single source."""
 
     name: str
-    #: None until resolved: 64MiB, or half the arena when that is smaller.
+    #: None until resolved: 64MiB, or an equal share of half the arena when that is smaller.
     max_bytes: int | None = None
     policy: str = "lru"
     ttl: float = 0
@@ -437,7 +437,8 @@ def _finish(cfg: Config) -> None:
             name=DEMO_GROUP, sqlite=str(cfg.data_dir / "demo.db"), demo=True))
     for i, g in enumerate(cfg.groups):
         if g.max_bytes is None:
-            g.max_bytes = min(DEFAULT_GROUP_BYTES, cfg.arena // 2)
+            # Groups without a budget share half the arena (the rest: hot copies, slot tables).
+            g.max_bytes = min(DEFAULT_GROUP_BYTES, cfg.arena // (2 * len(cfg.groups)))
         if g.item_limit is None:
             g.item_limit = min(DEFAULT_ITEM_LIMIT, g.max_bytes)
         if g.max_bytes > cfg.arena:

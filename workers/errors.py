@@ -13,7 +13,7 @@ import logging
 
 from aiohttp import web
 
-from geecache.errors import GeeCacheError
+from geecache.errors import GeeCacheError, ReadOnlySourceError
 
 log = logging.getLogger("geecache.worker")
 
@@ -38,6 +38,9 @@ async def error_middleware(request: web.Request, handler):
     """Map every exception a handler raises to a JSON answer with the right status."""
     try:
         return await handler(request)
+    except ReadOnlySourceError as exc:
+        # A 405 must say what is allowed: reads, for a group over a loader.
+        return error_response(exc.http_status, str(exc), {"Allow": "GET, HEAD"})
     except GeeCacheError as exc:
         return error_response(exc.http_status, str(exc))
     except web.HTTPException as exc:

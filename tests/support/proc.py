@@ -1,0 +1,186 @@
+"""Start a real supervisor on a free loopback port, talk to it, stop it by pid.
+
+Every ``Host`` is stopped by its own pid (SIGTERM, then SIGKILL of it and
+the children it had), so a failing test leaves no process holding a port
+and no worker orphaned.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SUPERVISOR = REPO / "supervisor.py"
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of *pid* (Linux /proc), in no particular order."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def alive(pid: int) -> bool:
+    """True while *pid* exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll *predicate* until it returns a truthy value (returned), or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s")
+        time.sleep(interval)
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None, timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    """One HTTP request on a fresh connection: (status, headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def base_env(extra: dict | None = None) -> dict:
+    """The environment a supervisor subprocess gets: the repo importable, no stray metrics dir."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+class Host:
+    """A running supervisor process and what a test needs from it."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.port = port
+        self.log_path = log_path
+        self._seen_children: set[int] = set()
+
+    def log(self) -> str:
+        """Everything the supervisor and its workers logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def arena_name(self) -> str | None:
+        """The shared-memory segment name the supervisor logged."""
+        m = re.search(r"; arena (\S+)", self.log())
+        return m.group(1) if m else None
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """(status, headers, body) of one request to this host."""
+        return request(self.port, method, path, body, headers)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        status, _h, body = self.request("GET", path)
+        return status, body
+
+    def json(self, path: str):
+        status, body = self.get(path)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def workers(self) -> list[int]:
+        """Pids of the supervisor's live children (workers, and the registrar if any)."""
+        pids = [p for p in child_pids(self.pid) if alive(p)]
+        self._seen_children.update(pids)
+        return pids
+
+    def wait_workers(self, n: int, timeout: float = 10.0) -> list[int]:
+        """Wait until exactly *n* children are alive; return their pids."""
+        return wait_until(lambda: (lambda w: w if len(w) == n else None)(self.workers()),
+                          timeout, what=f"{n} workers")
+
+    def wait_ready(self, workers: int | None = None, timeout: float = 20.0) -> None:
+        """Wait until /healthz answers (and *workers* children are up)."""
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"supervisor exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return self.request("GET", "/healthz")[0] == 200
+            except OSError:
+                return False
+        wait_until(ready, timeout, what="supervisor ready")
+        if workers is not None:
+            self.wait_workers(workers, timeout)
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Stop the supervisor by pid; SIGKILL it and its children if it hangs. Its exit code."""
+        self.workers()
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                self.kill_leftovers()
+        self.kill_leftovers()
+        return self.proc.returncode
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL the supervisor and any child it had, if still alive."""
+        if self.proc.poll() is None:
+            self.workers()
+            self.proc.kill()
+            self.proc.wait(10)
+        for pid in self._seen_children:
+            if alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def start_supervisor(tmp_path: Path, *args: str, workers: int = 2, env: dict | None = None,
+                     wait: bool = True, port: int | None = None) -> Host:
+    """Start ``supervisor.py`` on a free port with a data dir under *tmp_path*."""
+    port = port or free_port()
+    log_path = tmp_path / f"supervisor-{port}.log"
+    cmd = [sys.executable, str(SUPERVISOR), "--port", str(port), "--workers", str(workers),
+           "--data-dir", str(tmp_path / "data"), "--arena", "32MiB", "--graceful-timeout", "5", *args]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=str(REPO), env=base_env(env), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    host = Host(proc, port, log_path)
+    if wait:
+        try:
+            host.wait_ready(workers)
+        except BaseException:
+            host.kill_leftovers()
+            raise
+    return host
+
+
+def run_supervisor(*args: str, env: dict | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run ``supervisor.py`` to completion (for configs that must fail): its result."""
+    return subprocess.run([sys.executable, str(SUPERVISOR), *args], cwd=str(REPO), env=base_env(env),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -1,0 +1,204 @@
+"""The HTTP API of a real 2-worker host: reads, writes, errors, single flight, stats, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.loaders import count_loads
+from tests.support.proc import start_supervisor
+
+CONFIG = """
+[[groups]]
+name = "scores"
+sqlite = "scores.db"
+max_bytes = "4MiB"
+item_limit = "64KiB"
+
+[[groups]]
+name = "counted"
+loader = "tests.support.loaders:counting"
+
+[[groups]]
+name = "upper"
+loader = "tests.support.loaders:sync_upper"
+
+[[groups]]
+name = "broken"
+loader = "tests.support.loaders:failing"
+"""
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("http")
+    (tmp / "geecache.toml").write_text(CONFIG)
+    count_file = tmp / "loads.txt"
+    h = start_supervisor(tmp, "--config", str(tmp / "geecache.toml"), workers=2,
+                         env={"GEECACHE_TEST_COUNT_FILE": str(count_file)})
+    h.count_file = count_file
+    yield h
+    assert h.stop() == 0
+
+
+async def _fetch_all(port: int, paths: list[str], concurrency: int) -> list[tuple[int, bytes]]:
+    """GET every path, *concurrency* at a time, each on a fresh connection (so the
+    kernel hands them to different workers)."""
+    sem = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(force_close=True, limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async def one(path):
+            async with sem:
+                async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+                    return resp.status, await resp.read()
+        return await asyncio.gather(*(one(p) for p in paths))
+
+
+def fetch_all(port: int, paths: list[str], concurrency: int = 25) -> list[tuple[int, bytes]]:
+    return asyncio.run(_fetch_all(port, paths, concurrency))
+
+
+def test_put_get_delete_round_trip(host):
+    assert host.request("PUT", "/api?key=Ann&group=scores", b"701")[0] == 204
+    # The default group is the first configured one.
+    status, headers, body = host.request("GET", "/api?key=Ann")
+    assert (status, body) == (200, b"701")
+    assert headers["content-type"] == "application/octet-stream"
+    assert host.request("PUT", "/api?key=Ann", b"702")[0] == 204
+    assert fetch_all(host.port, ["/api?key=Ann"] * 10) == [(200, b"702")] * 10  # every worker sees it
+    assert host.request("DELETE", "/api?key=Ann")[0] == 204
+    status, _, body = host.request("GET", "/api?key=Ann")
+    assert status == 404 and "error" in json.loads(body)
+    assert host.request("DELETE", "/api?key=Ann")[0] == 404
+
+
+def test_binary_and_unicode_keys_and_values(host):
+    value = bytes(range(256)) * 10
+    assert host.request("PUT", "/api?key=%C3%A9t%C3%A9%20%2F%26x", value)[0] == 204
+    assert host.get("/api?key=%C3%A9t%C3%A9%20%2F%26x") == (200, value)
+
+
+def test_loader_group_loads_once_then_hits(host):
+    assert host.get("/api?group=counted&key=alpha") == (200, b"value-alpha")
+    stats_before = host.json("/stats")["counted"]
+    for _ in range(5):
+        assert host.get("/api?group=counted&key=alpha") == (200, b"value-alpha")
+    stats = host.json("/stats")["counted"]
+    assert count_loads(host.count_file, "alpha") == 1
+    assert stats["local_hits"] - stats_before["local_hits"] == 5
+    assert stats["gets"] - stats_before["gets"] == 5
+    assert host.get("/api?group=upper&key=abc") == (200, b"ABC")  # a sync loader returning str
+    status, body = host.get("/api?group=counted&key=missing-1")
+    assert status == 404 and json.loads(body)["error"]
+
+
+def test_single_flight_across_workers(host):
+    results = fetch_all(host.port, ["/api?group=counted&key=flight"] * 50, concurrency=50)
+    assert results == [(200, b"value-flight")] * 50
+    assert count_loads(host.count_file, "flight") == 1
+
+
+def test_stats_add_up_across_workers(host):
+    assert host.request("PUT", "/api?key=statkey", b"1")[0] == 204
+    before = host.json("/stats")["scores"]
+    n = 60
+    assert fetch_all(host.port, ["/api?key=statkey"] * n) == [(200, b"1")] * n
+    after = host.json("/stats")
+    s = after["scores"]
+    assert s["gets"] - before["gets"] == n
+    assert s["local_hits"] - before["local_hits"] == n
+    assert s["entries"] >= 1 and s["bytes"] > 0 and 0 < s["hit_rate"] <= 1
+    assert set(after) == {"scores", "counted", "upper", "broken"}
+    # Both workers served some of them: each worker has its own metrics file.
+    metrics_dir = re.search(r"metrics directory (\S+)", host.log()).group(1)
+    assert len({p.name for p in Path(metrics_dir).glob("counter_*.db")}) >= 2
+
+
+def _api_requests_total(text: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("geecache_http_requests_total{") and 'route="/api"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_count_every_request_across_workers(host):
+    before = _api_requests_total(host.get("/metrics")[1].decode())
+    n = 40
+    fetch_all(host.port, ["/api?group=upper&key=m"] * n + ["/api?key="] * 5)
+    status, headers, body = host.request("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    text = body.decode()
+    assert _api_requests_total(text) - before == n + 5
+    assert re.search(r'geecache_gets_total\{group="upper"\} [1-9]', text)
+    assert re.search(r'geecache_cache_entries\{group="upper"\} [1-9]', text)
+    assert 'geecache_http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/api",status="4xx"}' in text
+    assert "geecache_arena_size_bytes 3.3554432e+07" in text
+
+
+BIG = b"x" * (100 * 1024)
+
+
+@pytest.mark.parametrize("method,path,body,status", [
+    ("GET", "/api", None, 400),                                   # no key
+    ("GET", "/api?key=", None, 400),                              # empty key
+    ("GET", "/api?key=" + "k" * 251, None, 400),                  # over the key limit
+    ("GET", "/api?key=%FF%FE", None, 404),                        # odd bytes are just a key nobody has
+    ("GET", "/api?key=Tom&group=nope", None, 400),                # unknown group
+    ("GET", "/api?key=Tom&group=", None, 400),                    # empty group
+    ("PUT", "/api", b"v", 400),                                   # no key
+    ("PUT", "/api?key=" + "k" * 251, b"v", 400),
+    ("PUT", "/api?key=a&group=nope", b"v", 400),
+    ("PUT", "/api?key=big", BIG, 413),                            # over the group's item limit
+    ("PUT", "/api?key=huge", b"x" * (2 << 20), 413),              # over the HTTP body limit
+    ("PUT", "/api?key=a&group=counted", b"v", 405),               # read-only source
+    ("DELETE", "/api?key=a&group=counted", None, 405),
+    ("DELETE", "/api", None, 400),
+    ("POST", "/api?key=a", b"v", 405),                            # wrong method
+    ("PATCH", "/stats", b"", 405),
+    ("GET", "/nope", None, 404),                                  # unknown path
+    ("GET", "/api/extra", None, 404),
+    ("GET", "/_geecache/nope/k", None, 400),                      # peer API: unknown group
+    ("PUT", "/_geecache/scores/k", b"\xff\xff\xff", 400),         # peer API: malformed protobuf
+])
+def test_bad_requests_get_json_4xx_never_5xx(host, method, path, body, status):
+    got, headers, answer = host.request(method, path, body)
+    assert got == status, answer
+    assert headers["content-type"].startswith("application/json")
+    reason = json.loads(answer)["error"]
+    assert reason and "Traceback" not in reason
+    if status == 405 and path.startswith("/api"):
+        assert "GET" in headers["allow"]
+
+
+def test_failing_loader_is_502_not_a_crash(host):
+    status, body = host.get("/api?group=broken&key=x")
+    assert status == 502 and "backend down" in json.loads(body)["error"]
+    assert host.json("/stats")["broken"]["load_errors"] >= 1
+    assert host.get("/healthz")[0] == 200
+
+
+def test_healthz(host):
+    h = host.json("/healthz")
+    assert h["status"] == "ok" and h["pid"] in host.workers()
+    assert h["groups"] == ["scores", "counted", "upper", "broken"]
+
+
+def test_auth_token_guards_writes_only(tmp_path):
+    h = start_supervisor(tmp_path, "--auth-token", "s3cret", workers=1)
+    try:
+        assert h.request("PUT", "/api?key=Tom", b"1")[0] == 401
+        assert h.request("PUT", "/api?key=Tom", b"1", {"Authorization": "Bearer wrong"})[0] == 401
+        status, headers, body = h.request("DELETE", "/api?key=Tom", None, {"Authorization": "s3cret"})
+        assert status == 401 and json.loads(body)["error"] and "bearer" in headers["www-authenticate"].lower()
+        assert h.get("/api?key=Tom") == (200, b"630")  # reads need no token
+        assert h.request("PUT", "/api?key=Tom", b"631", {"Authorization": "Bearer s3cret"})[0] == 204
+        assert h.get("/api?key=Tom") == (200, b"631")
+    finally:
+        assert h.stop() == 0
