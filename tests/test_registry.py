@@ -197,6 +197,13 @@ def test_etcd_unreachable_at_start_then_registers(etcd_unstarted, spawn):
     assert a.proc.stderr.read().count("etcd unreachable") == 1
 
 
+def test_sigterm_while_etcd_down_exits_cleanly(etcd_unstarted, spawn):
+    a = spawn(etcd_unstarted.endpoint, A)
+    assert wait_until(a.members, 10, "single-host list") == [A]
+    a.signal(signal.SIGTERM)
+    assert a.wait() == 0  # the revoke attempt is bounded; no hang on a dead etcd
+
+
 def test_dead_endpoint_is_skipped(etcd_server, spawn):
     from tests.support.net import free_port
 
@@ -237,6 +244,28 @@ def test_outage_keeps_list_and_reregisters(etcd_server, spawn):
     b.signal(signal.SIGTERM)
     assert b.wait() == 0
     wait_until(lambda: a.members() == [A], 10, "A drops B after the outage")
+
+
+def test_hung_etcd_does_not_hang_registrar(etcd_server, spawn):
+    ttl = 2
+    a = spawn(etcd_server.endpoint, A, ttl=ttl)
+    b = spawn(etcd_server.endpoint, B, ttl=ttl)
+    wait_until(lambda: a.members() == [A, B] and b.members() == [A, B], 10, "both see both")
+    etcd_server.freeze()
+    try:
+        deadline = time.monotonic() + 3  # longer than one keepalive call's bound
+        while time.monotonic() < deadline:
+            assert a.members() == [A, B] and b.members() == [A, B]
+            time.sleep(0.1)
+    finally:
+        etcd_server.thaw()
+    # The registrars timed out their calls and rebuilt their sessions: a
+    # departure afterwards is seen, and the survivor is registered.
+    b.signal(signal.SIGTERM)
+    assert b.wait() == 0
+    assert "lost etcd" in b.proc.stderr.read(), "the hang must be detected by a call's time bound"
+    wait_until(lambda: a.members() == [A], 15, "A drops B after the hang")
+    wait_until(lambda: etcd_server.keys(REGISTRY_PREFIX) == [KEY_A], 10, "A registered")
 
 
 def test_operator_delete_of_own_key_is_repaired(etcd_server, spawn):

@@ -47,10 +47,11 @@ REVOKE_TIMEOUT = 2.0
 #: Bound on closing the client (the watch stream and channel teardown).
 CLOSE_TIMEOUT = 2.0
 
-# Measured: grpc's global subchannel pool hands a new channel the old,
-# backing-off subchannel, so a client made after etcd came back could wait
-# out grpc's own reconnect backoff (up to 120 s by default). A local pool and
-# a short backoff make each new client dial at once.
+# Each session builds a new channel. With grpc's default global subchannel
+# pool a new channel may share the old one's subchannel and its reconnect
+# backoff (up to 120 s by default); a local pool and a short backoff rule that
+# out. Measured here: re-registration after an etcd restart took ~0.1 s with
+# and without these options, so they are a guard, not a measured speed-up.
 _GRPC_OPTIONS = {
     "grpc.use_local_subchannel_pool": 1,
     "grpc.initial_reconnect_backoff_ms": 100,

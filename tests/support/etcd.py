@@ -180,8 +180,19 @@ class EtcdServer:
         self._proc = None
         return True
 
+    def freeze(self) -> None:
+        """SIGSTOP: a hung server whose sockets stay open (calls get no answer, no error)."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: undo freeze()."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.kill(self._proc.pid, signal.SIGCONT)
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL if it is not gone in `timeout`."""
+        self.thaw()  # a frozen server would sit on the SIGTERM until the bound
         if not self._signal_and_wait(signal.SIGTERM, timeout):
             self.kill()
 
