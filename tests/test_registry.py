@@ -12,6 +12,7 @@ by atomic rename; the test polls it with bounded waits. Keys are checked with
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import asyncio
 import pytest
 
 from geecache.errors import ConfigError

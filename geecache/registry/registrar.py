@@ -117,10 +117,10 @@ class _Registrar:
             options=dict(_GRPC_OPTIONS),
         )
 
-    async def _call(self, awaitable, timeout: float | None = None):
+    async def _call(self, awaitable):
         # aetcd passes `timeout` to grpc as a deadline, but some of its paths
         # (watch create, connect wait) have none; wait_for bounds them all.
-        return await asyncio.wait_for(awaitable, timeout or self._timeout)
+        return await asyncio.wait_for(awaitable, self._timeout)
 
     # -- publishing -------------------------------------------------------------
 
