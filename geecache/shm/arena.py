@@ -40,7 +40,7 @@ from .flight import Flight
 from .layout import (
     CONFIG, DATA_USED_AT, ENTRY, ENTRY_FLAGS_AT, ENTRY_SIZE, F_HOT, F_LIVE, F_WRAP,
     GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION,
-    LOCK_SIZE, MAGIC, MAX_GROUP_NAME, MAX_LOAD, POLICIES, POLICY_NAMES, RING,
+    LOCK_SIZE, REPAIRS_AT, MAGIC, MAX_GROUP_NAME, MAX_LOAD, POLICIES, POLICY_NAMES, RING,
     SHARD_COUNT_AT, SLOT, SLOT_OFF_AT, SLOT_SIZE, SLOT_VERSION_AT, STATS, FLIGHT,
     U32, U64, WRAP_MARK, Geometry, entry_size,
 )
@@ -217,6 +217,8 @@ class Arena:
 
     def _repair(self, i: int) -> None:
         """The previous holder of lock *i* died inside its critical section."""
+        at = self._locks_off + i * LOCK_SIZE + REPAIRS_AT
+        _u32_pack(self._mm, at, (_u32_unpack(self._mm, at)[0] + 1) & _M32)
         if i < self._n_shards:
             self._wipe_shard(i)
         elif i - self._n_shards == FLIGHT:
@@ -242,6 +244,11 @@ class Arena:
             j = (s - g.idx) % self._n_shards
             if j < g.gshards:
                 GSTATE.pack_into(mm, self._gstate_at(g, s), 0, 0, 0, 0, 0, 0)
+
+    def repairs(self) -> int:
+        """How many times a lock's guarded state was repaired after its holder died."""
+        return sum(_u32_unpack(self._mm, self._locks_off + i * LOCK_SIZE + REPAIRS_AT)[0]
+                   for i in range(len(self._locks)))
 
     # ------------------------------------------------------------ groups
 

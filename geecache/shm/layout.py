@@ -66,6 +66,8 @@ DATA_USED_AT = HEADER.size - 16
 LOCK_SIZE = 64
 #: Word after the mutex in a shard's lock record: slots in use in that shard.
 SHARD_COUNT_AT = 48
+#: Word after that: how many times the lock's state was repaired after a death.
+REPAIRS_AT = 52
 MUTEX_BYTES = 40  # sizeof(pthread_mutex_t) on x86-64/aarch64 glibc
 
 GROUP = struct.Struct("B B H I Q Q Q I I 8x 64s")  # 104? asserted below

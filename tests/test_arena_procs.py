@@ -1,0 +1,265 @@
+"""The arena across real processes: stress, SIGKILL at random points, host flight,
+stat rows, the ring, and the resource tracker."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import xxhash
+
+from geecache.shm import Arena
+
+from tests.test_arena_common import fork, geecache_segments, make_arena, reap  # noqa: F401  (fixture)
+
+def make_value(key: str, rng: random.Random) -> bytes:
+    """A value that names its key and carries a checksum of itself."""
+    body = key.encode() + b"|" + rng.randbytes(rng.choice([10, 100, 100, 400, 3000]))
+    return body + xxhash.xxh64_digest(body)
+
+
+def verify(key: str, value: bytes | None) -> None:
+    if value is None:
+        return
+    body, digest = value[:-8], value[-8:]
+    assert xxhash.xxh64_digest(body) == digest, f"torn value for {key}"
+    assert body.split(b"|", 1)[0] == key.encode(), f"value of another key under {key}"
+
+
+def churn(arena: Arena, seed: int, ops: int, keys: int = 3000, deadline: float = 120.0) -> None:
+    """Mixed get/set/delete on shared keys, verifying every value read."""
+    rng = random.Random(seed)
+    stop = time.monotonic() + deadline
+    for n in range(ops):
+        key = f"k{int(rng.paretovariate(1.2)) % keys}"
+        op = rng.random()
+        if op < 0.6:
+            verify(key, arena.get("s", key))
+        elif op < 0.95:
+            arena.set("s", key, make_value(key, rng), ttl=rng.choice([0, 0, 0, 30]))
+        else:
+            arena.delete("s", key)
+        if n % 4096 == 0 and time.monotonic() > stop:
+            raise TimeoutError("churn ran past its deadline")
+
+
+def scan_all(arena: Arena, keys: int = 3000) -> int:
+    found = 0
+    for i in range(keys):
+        v = arena.get("s", f"k{i}")
+        verify(f"k{i}", v)
+        found += v is not None
+    return found
+
+
+def test_stress_four_processes(make_arena):
+    # 4 x 200,000 mixed ops take ~10 s on 2 cores; GEECACHE_STRESS_FULL=0 runs 4 x 50,000.
+    ops = 50_000 if os.environ.get("GEECACHE_STRESS_FULL") == "0" else 200_000
+    arena = make_arena(16 << 20, shards=8, item_limit=8192)
+    arena.configure_group("s", 8 << 20, "lru2")
+    pids = [fork(churn, arena, seed, ops) for seed in range(4)]
+    status = reap(pids, timeout=300)
+    assert all(st == 0 for st in status.values()), status
+    assert scan_all(arena) > 100
+    assert arena.usage("s") == arena.audit("s")
+
+
+def test_sigkill_never_wedges_or_tears(make_arena):
+    arena = make_arena(8 << 20, shards=4, item_limit=8192)
+    arena.configure_group("s", 4 << 20, "lru")
+    rng = random.Random(7)
+    writers = {fork(churn, arena, seed, 10**9, 3000, 60.0) for seed in range(3)}
+    kills = 0
+    deadline = time.monotonic() + 20
+    while kills < 40 and time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.005, 0.05))
+        victim = rng.choice(sorted(writers))
+        os.kill(victim, signal.SIGKILL)
+        os.waitpid(victim, 0)
+        writers.discard(victim)
+        kills += 1
+        writers.add(fork(churn, arena, 100 + kills, 10**9, 3000, 60.0))
+    # Survivors: stop them the same way (they run forever) after one more check each.
+    for pid in writers:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert kills >= 20
+    # ~20% of kills land inside a critical section (measured 7-10 of 40).
+    assert arena.repairs() >= 1
+    # A fresh process and this one finish bounded work: no lock is left held.
+    status = reap([fork(churn, arena, 999, 20_000, 3000, 60.0) for _ in range(2)], timeout=60)
+    assert all(st == 0 for st in status.values()), status
+    churn(arena, 1000, 5_000)
+    scan_all(arena)
+    assert arena.usage("s") == arena.audit("s")
+
+
+def test_writer_killed_inside_critical_section_is_repaired(make_arena):
+    arena = make_arena(4 << 20, shards=2)
+    arena.configure_group("g", 1 << 20)
+    for i in range(200):
+        arena.set("g", f"k{i}", f"v{i}".encode())
+    g = arena._group("g")
+    _h, shard, _home = arena._locate(g, b"k0")
+
+    def die_holding_lock() -> None:
+        arena._acquire(shard)
+        # Leave a slot mid-write (odd version) as a killed writer would.
+        p = arena._slots_off + shard * arena._sps * 16
+        arena._mm[p + 8:p + 12] = (1).to_bytes(4, sys.byteorder)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pid = fork(die_holding_lock)
+    _, st = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL
+    before = arena.repairs()
+    status = reap([fork(arena.set, "g", "k0", b"new")], timeout=10)
+    assert list(status.values()) == [0]
+    assert arena.repairs() == before + 1
+    assert arena.get("g", "k0") == b"new"
+    assert arena.usage("g") == arena.audit("g")
+    # Keys of the other shard survived the repair.
+    assert any(arena.get("g", f"k{i}") == f"v{i}".encode() for i in range(200))
+
+
+def test_host_flight_loads_once(make_arena, tmp_path):
+    arena = make_arena()
+    arena.configure_group("f", 1 << 20)
+    loads = tmp_path / "loads"
+    go = time.time() + 0.5
+
+    def worker() -> None:
+        while time.time() < go:
+            time.sleep(0.001)
+        value = arena.get("f", "key")
+        if value is None:
+            if arena.try_begin("f", "key"):
+                with open(loads, "a") as f:
+                    f.write(f"{os.getpid()}\n")
+                time.sleep(0.3)  # a slow source
+                arena.set("f", "key", b"loaded")
+                arena.end("f", "key")
+                value = b"loaded"
+            else:
+                value = arena.wait_loaded("f", "key", timeout=10)
+        assert value == b"loaded", value
+
+    status = reap([fork(worker) for _ in range(8)], timeout=30)
+    assert all(st == 0 for st in status.values()), status
+    assert len(loads.read_text().split()) == 1
+
+
+def test_host_flight_survives_a_killed_loader(make_arena, tmp_path):
+    arena = make_arena()
+    arena.configure_group("f", 1 << 20)
+    began = tmp_path / "began"
+
+    def stuck_loader() -> None:
+        assert arena.try_begin("f", "key")
+        began.write_text("1")
+        time.sleep(60)
+
+    pid = fork(stuck_loader)
+    deadline = time.monotonic() + 10
+    while not began.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert arena.loading("f", "key")
+    assert not arena.try_begin("f", "key")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert not arena.loading("f", "key")
+
+    def takeover() -> None:
+        assert arena.wait_loaded("f", "key", timeout=5) is None  # nobody loading, nothing cached
+        assert arena.try_begin("f", "key")
+        arena.set("f", "key", b"second")
+        arena.end("f", "key")
+
+    status = reap([fork(takeover)], timeout=20)
+    assert list(status.values()) == [0]
+    assert arena.get("f", "key") == b"second"
+    assert not arena.loading("f", "key")
+
+
+def test_attach_by_name_in_another_interpreter_does_not_unlink(make_arena):
+    arena = make_arena()
+    arena.configure_group("r", 1 << 20)
+    arena.set("r", "k", b"v")
+    code = (
+        "import sys; from geecache.shm import Arena\n"
+        "a = Arena.attach(sys.argv[1])\n"
+        "assert a.get('r', 'k') == b'v'\n"
+        "a.set('r', 'k2', b'from-child'); a.stats_sink('r').add('sets')\n"
+        "a.close()\n"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code, arena.name], check=True, timeout=60)
+    # And a forked child that attaches by name and exits normally.
+    status = reap([fork(lambda: Arena.attach(arena.name).close())], timeout=20)
+    assert list(status.values()) == [0]
+    assert arena.name in geecache_segments()
+    assert arena.get("r", "k2") == b"from-child"
+    assert arena.stats("r")["sets"] == 2
+
+
+def test_unlink_is_the_creators_job(make_arena):
+    arena = make_arena()
+
+    def child() -> None:
+        try:
+            arena.unlink()
+        except Exception as exc:
+            assert type(exc).__name__ == "ArenaError"
+        else:
+            raise AssertionError("a forked child unlinked the arena")
+
+    assert list(reap([fork(child)], timeout=20).values()) == [0]
+    assert arena.name in geecache_segments()
+
+
+def test_stat_rows_per_process_and_reuse(make_arena):
+    arena = make_arena(max_procs=3)
+    arena.configure_group("st", 1 << 20)
+    arena.stats_sink("st").add("gets", 5)
+
+    def child(n: int) -> None:
+        arena.register_process()
+        sink = arena.stats_sink("st")
+        before = sink.snapshot()["gets"]  # 0, or a dead process's count when its row is reused
+        sink.add("gets", n)
+        sink.add("loads")
+        assert sink.snapshot()["gets"] == before + n  # only this process's row
+
+    for n in (10, 20, 30, 40):  # more processes than rows: dead rows are reused
+        assert list(reap([fork(child, n)], timeout=20).values()) == [0]
+    totals = arena.stats("st")
+    assert totals["gets"] == 105 and totals["loads"] == 4
+    assert arena.stats_sink("st").snapshot()["gets"] == 5
+
+
+def test_ring_readers_see_whole_versions(make_arena):
+    arena = make_arena()
+    assert arena.read_ring() == (0, []) and arena.ring_version() == 0
+
+    def writer() -> None:
+        for n in range(1, 3001):
+            members = [f"{n}:host{i}" for i in range(n % 7 + 1)]
+            assert arena.write_ring(members) == n
+
+    def reader() -> None:
+        seen = 0
+        deadline = time.monotonic() + 30
+        while seen < 3000 and time.monotonic() < deadline:
+            version, members = arena.read_ring()
+            if version:
+                assert len(members) == version % 7 + 1
+                assert all(m.startswith(f"{version}:") for m in members), (version, members)
+            seen = version
+
+    status = reap([fork(writer), fork(reader), fork(reader)], timeout=60)
+    assert all(st == 0 for st in status.values()), status
+    assert arena.ring_version() == 3000
