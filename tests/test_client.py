@@ -1,8 +1,8 @@
 """geecache.Client and AsyncClient against a real server process on loopback.
 
-The server is the real ``supervisor.py`` when it is in the tree, else the
-stand-in ``tests/support/api_stub.py``; a broken host (5xx) and a host that
-accepts but never answers are tiny real socket servers in this process.
+The server is the real ``supervisor.py`` (one worker, a 16 MiB arena, the demo
+group ``scores``); a broken host (5xx) and a host that accepts but never
+answers are tiny real socket servers in this process.
 """
 
 from __future__ import annotations
@@ -48,12 +48,9 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        if SUPERVISOR.exists():
-            cmd = [sys.executable, str(SUPERVISOR), "--port", str(self.port), "--workers", "1",
-                   "--arena", "16MiB", "--data-dir", self.data_dir]
-            return cmd + (["--auth-token", self.token] if self.token else [])
-        cmd = [sys.executable, "-m", "tests.support.api_stub", "--port", str(self.port)]
-        return cmd + (["--token", self.token] if self.token else [])
+        cmd = [sys.executable, str(SUPERVISOR), "--port", str(self.port), "--workers", "1",
+               "--arena", "16MiB", "--data-dir", self.data_dir]
+        return cmd + (["--auth-token", self.token] if self.token else [])
 
     def start(self) -> "Server":
         self.log = open(os.path.join(self.data_dir, "server.log"), "wb")
