@@ -79,6 +79,18 @@ class PeerAPI:
         existed = await group.delete_local(request.match_info["key"])
         return web.Response(status=204 if existed else 404)
 
+    async def cluster(self, request: web.Request) -> web.Response:
+        """The member list this host routes by, and the owner of ``?key=`` if given."""
+        pool = next((g.peers for g in self._groups.values() if hasattr(g.peers, "members")), None)
+        if pool is None:
+            return web.json_response({"self": None, "members": [], "owner": None})
+        key = request.query.get("key")
+        return web.json_response({
+            "self": pool.self_address,
+            "members": list(pool.members()),
+            "owner": pool.owner(key) if key else None,
+        })
+
     async def invalidate(self, request: web.Request) -> web.Response:
         group = self._group(request)
         msg = await self._body(request, InvalidateRequest())
@@ -94,4 +106,5 @@ def setup(app: web.Application, groups: dict, token: str | None = None) -> PeerA
     app.router.add_put(PEER_PREFIX + "{group}/{key:.+}", api.put)
     app.router.add_delete(PEER_PREFIX + "{group}/{key:.+}", api.delete)
     app.router.add_post(PEER_PREFIX + "{group}", api.invalidate)
+    app.router.add_get("/cluster", api.cluster)
     return api
