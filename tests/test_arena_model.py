@@ -9,9 +9,12 @@ the policies guarantee relative to exact LRU / LRU-2:
 
 - lru: an entry read since the hand last passed it survives that pass
   (second chance); an unread one is evicted in log (insertion) order.
-- lru2: new entries are cold; cold entries are evicted before hot ones in
-  the same pass; a cold entry read at least once is promoted to hot; a hot
-  entry needs two passes without a read to be evicted.
+- lru2: new entries are cold; a cold entry read at least once before the
+  hand reaches it is promoted to hot, an unread one is evicted; hot entries
+  are never evicted by the hand directly: while hot entries exceed
+  HOT_SHARE of the slice, unread ones are demoted to cold (and evicted on
+  the next pass unless read).  So a scan of cold entries cannot evict hot
+  ones, and cold entries always go first.
 - expired entries are never returned and get no second chance.
 """
 
@@ -22,7 +25,7 @@ import random
 import pytest
 
 from geecache.errors import InvalidKeyError, UnknownGroupError, ValueTooLargeError, ConfigError
-from geecache.shm.layout import entry_size
+from geecache.shm.layout import HOT_SHARE, entry_size
 
 from tests.test_arena_common import Clock, make_arena  # noqa: F401  (fixture)
 
@@ -35,6 +38,7 @@ class RefLog:
         self.lru2 = policy == "lru2"
         self.clock = clock
         self.head = self.tail = self.used = 0
+        self.hot = 0  # bytes of hot entries
         self.recs: dict[int, dict] = {}  # position -> record
         self.where: dict[str, int] = {}  # live key -> position
         self.evictions = self.expirations = 0
@@ -84,6 +88,7 @@ class RefLog:
     def _kill(self, key):
         r = self.recs[self.where.pop(key)]
         r["live"] = False
+        self.hot -= r["esize"] if r["hot"] else 0
 
     def _fit(self, esize):
         if not self.used:
@@ -119,22 +124,25 @@ class RefLog:
         if mode == "evict":
             if r["exp"] and r["exp"] <= self.clock():
                 del self.where[r["key"]]
+                self.hot -= r["esize"] if r["hot"] else 0
                 self.expirations += 1
                 return
             if not self.lru2:
                 keep, hot = r["ref"], r["hot"]
             elif r["hot"]:
-                keep, hot = True, bool(r["ref"])
+                keep, hot = True, bool(r["ref"]) or self.hot <= self.L * HOT_SHARE
             else:
                 keep, hot = r["ref"], True
             if keep:
                 pos = self._fit(r["esize"])
                 if pos >= 0:
+                    self.hot += (hot - r["hot"]) * r["esize"]
                     r.update(ref=0, hot=hot)
                     self.recs[pos] = r
                     self.where[r["key"]] = pos
                     return
         del self.where[r["key"]]
+        self.hot -= r["esize"] if r["hot"] else 0
         if mode != "clear":
             self.evictions += 1
 

@@ -42,7 +42,7 @@ from .layout import (
     GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION,
     LOCK_SIZE, REPAIRS_AT, MAGIC, MAX_GROUP_NAME, MAX_LOAD, POLICIES, POLICY_NAMES, RING,
     SHARD_COUNT_AT, SLOT, SLOT_OFF_AT, SLOT_SIZE, SLOT_VERSION_AT, STATS, FLIGHT,
-    U32, U64, WRAP_MARK, Geometry, entry_size,
+    HOT_SHARE, U32, U64, WRAP_MARK, Geometry, entry_size,
 )
 from .ring import Ring
 from .stats import StatRows
@@ -65,6 +65,16 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+def _key_bytes(key) -> bytes:
+    """check_key's result, with the common valid case inlined (hot path)."""
+    if key.__class__ is str and 0 < len(key) <= 62:  # <= 62 chars is <= 248 UTF-8 bytes
+        try:
+            return key.encode()
+        except UnicodeEncodeError:
+            pass
+    return check_key(key)
 
 
 class _Group:
@@ -351,7 +361,7 @@ class Arena:
     def get_entry(self, group: str, key: str) -> tuple[bytes, int, float] | None:
         """(value, codec id, expire_at or 0) for *key*, or None.  Takes no lock."""
         g = self._groups.get(group) or self._group(group)
-        kb = check_key(key)
+        kb = _key_bytes(key)
         h = xxh3_64_intdigest(g.prefix + kb) or 1
         spsz = self._sps
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
@@ -401,24 +411,32 @@ class Arena:
         not the group's shard slice is not cached (and any old copy dropped).
         """
         g = self._groups.get(group) or self._group(group)
-        kb = check_key(key)
+        kb = _key_bytes(key)
         value = check_value(value, self._item_limit)
         if not 0 <= codec <= 255:
             raise ConfigError("codec", f"codec id must be 0..255, got {codec}")
         exp = self._clock() + ttl if ttl and ttl > 0 else 0.0
         h, s, home = self._locate(g, kb)
         esize = entry_size(len(kb), len(value))
+        gs_at = self._gstate_at(g, s)
         self._acquire(s)
         try:
-            st = list(GSTATE.unpack_from(self._mm, self._gstate_at(g, s)))
+            st = list(GSTATE.unpack_from(self._mm, gs_at))
             i = self._find(s, h, kb, g.idx, home)
-            if i >= 0:
-                self._remove(g, s, i, st)
-            if esize <= g.slice and self._make_slot_room(g, s, st):
-                pos = self._alloc(g, s, st, esize)
-                if pos >= 0:
-                    self._insert(g, s, st, h, home, pos, esize, kb, value, codec, exp)
-            GSTATE.pack_into(self._mm, self._gstate_at(g, s), *st)
+            # Fast path: room at the head without evicting, so no slot moves
+            # and an existing key's slot is simply repointed.
+            pos = self._fit(g, s, st, esize) if esize <= g.slice else -1
+            if pos < 0:
+                if i >= 0:
+                    self._remove(g, s, i, st)
+                    i = -1
+                if esize <= g.slice and self._make_slot_room(g, s, st):
+                    pos = self._alloc(g, s, st, esize)
+            elif i < 0 and not self._make_slot_room(g, s, st):
+                pos = -1  # cannot happen with room in the log, but never overfill slots
+            if pos >= 0:
+                self._insert(g, s, st, h, home, i, pos, esize, kb, value, codec, exp)
+            GSTATE.pack_into(self._mm, gs_at, *st)
         finally:
             self._release(s)
 
@@ -509,28 +527,35 @@ class Arena:
             self._reclaim_tail(g, s, st, "evict")
         return True
 
-    def _insert(self, g, s, st, h, i, pos, esize, kb, value, codec, exp) -> None:
+    def _insert(self, g, s, st, h, home, i, pos, esize, kb, value, codec, exp) -> None:
+        """Write the entry at *pos* and point a slot at it: slot *i* if >= 0, else a free one."""
         mm = self._mm
         spsz = self._sps
         base = self._slots_off + s * spsz * SLOT_SIZE
-        while _slot_unpack(mm, base + i * SLOT_SIZE)[0]:
-            i = i + 1 if i + 1 < spsz else 0
+        new = i < 0
+        if new:
+            i = home
+            while _slot_unpack(mm, base + i * SLOT_SIZE)[0]:
+                i = i + 1 if i + 1 < spsz else 0
         q = self._data_off + g.region + (s - g.idx) % self._n_shards * g.slice + pos
         klen = len(kb)
         ENTRY.pack_into(mm, q, klen, codec, F_LIVE, len(value), i, g.idx, exp)
-        mm[q + ENTRY_SIZE:q + ENTRY_SIZE + klen] = kb
-        mm[q + ENTRY_SIZE + klen:q + ENTRY_SIZE + klen + len(value)] = value
+        q += ENTRY_SIZE
+        mm[q:q + klen] = kb
+        mm[q + klen:q + klen + len(value)] = value
+        if new:
+            self._shard_count_add(s, 1)
+        else:
+            self._kill(s, i, st)
         mm[self._refs_off + s * spsz + i] = 0
-        self._slot_write(base + i * SLOT_SIZE, h, (q - self._data_off) >> 3)
-        self._shard_count_add(s, 1)
+        self._slot_write(base + i * SLOT_SIZE, h, (q - ENTRY_SIZE - self._data_off) >> 3)
         st[3] += esize
         st[4] += 1
 
-    def _remove(self, g: _Group, s: int, i: int, st: list) -> None:
-        """Drop the entry in slot *i*: mark its log bytes dead, then delete the slot."""
+    def _kill(self, s: int, i: int, st: list) -> None:
+        """Mark the entry slot *i* points at dead (its bytes return when the hand passes)."""
         mm = self._mm
-        p = self._slots_off + (s * self._sps + i) * SLOT_SIZE
-        _h, _v, off = _slot_unpack(mm, p)
+        off = _u32_unpack(mm, self._slots_off + (s * self._sps + i) * SLOT_SIZE + SLOT_OFF_AT)[0]
         q = self._data_off + off * 8
         klen, _c, flags, vlen, _sl, _g, _e = _entry_unpack(mm, q)
         mm[q + ENTRY_FLAGS_AT] = flags & ~(F_LIVE | F_HOT)
@@ -538,6 +563,10 @@ class Arena:
         st[4] -= 1
         if flags & F_HOT:
             st[5] -= entry_size(klen, vlen)
+
+    def _remove(self, g: _Group, s: int, i: int, st: list) -> None:
+        """Drop the entry in slot *i*: mark its log bytes dead, then delete the slot."""
+        self._kill(s, i, st)
         self._delete_slot(s, i)
 
     def _delete_slot(self, s: int, i: int) -> None:
@@ -639,8 +668,10 @@ class Arena:
                 keep = ref
                 new_flags = flags
             elif flags & F_HOT:
+                # The second list only shrinks when over its share: a scan of
+                # cold entries never pushes hot ones out.
                 keep = True
-                new_flags = flags if ref else flags & ~F_HOT
+                new_flags = flags if ref or st[5] <= g.slice * HOT_SHARE else flags & ~F_HOT
             else:
                 keep = ref
                 new_flags = flags | F_HOT

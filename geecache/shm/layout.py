@@ -110,6 +110,9 @@ CONFIG, STATS, FLIGHT, RING = range(4)
 N_EXTRA_LOCKS = 4
 
 POLICIES = {"lru": 0, "lru2": 1}
+#: lru2: the hot (second) list may hold this share of a slice before the
+#: hand demotes its unreferenced entries (measured in bench_arena.py).
+HOT_SHARE = 0.75
 POLICY_NAMES = {v: k for k, v in POLICIES.items()}
 
 #: Slots are sized so that at most this share is in use (linear probing).

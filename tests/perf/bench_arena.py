@@ -1,0 +1,245 @@
+"""Benchmark of the shared-memory arena (not a test: it asserts nothing).
+
+``run(quick)`` returns ``{"name", "tables", "summary"}`` for the perf tool
+(``python tests/perf/main.py arena``); ``python tests/perf/bench_arena.py
+[--quick]`` prints the tables on its own.  Compared in the same run: a
+dict, an OrderedDict LRU, diskcache (if importable) and redis-py against a
+redis-server this starts on a free loopback port (if on PATH).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from geecache.shm import Arena  # noqa: E402
+from geecache.shm.layout import entry_size  # noqa: E402
+
+N_KEYS = 10_000
+VALUE = b"v" * 100
+
+
+def _per_op(fn, keys, repeats: int) -> float:
+    """Median over *repeats* of the µs per call of fn(key) over *keys*."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for k in keys:
+            fn(k)
+        times.append((time.perf_counter_ns() - t0) / len(keys) / 1000)
+    return statistics.median(times)
+
+
+class _LRU:
+    """The usual OrderedDict LRU: the in-process baseline."""
+
+    def __init__(self, cap: int) -> None:
+        self.d: OrderedDict = OrderedDict()
+        self.cap = cap
+
+    def get(self, k):
+        v = self.d.get(k)
+        if v is not None:
+            self.d.move_to_end(k)
+        return v
+
+    def set(self, k, v):
+        self.d[k] = v
+        self.d.move_to_end(k)
+        if len(self.d) > self.cap:
+            self.d.popitem(last=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _backends(arena: Arena, tmp: str):
+    """(name, get(key), set(key)) per backend, plus cleanups."""
+    d: dict = {}
+    lru = _LRU(N_KEYS * 2)
+    out = [
+        ("arena", lambda k: arena.get("b", k), lambda k: arena.set("b", k, VALUE)),
+        ("dict", d.get, lambda k: d.__setitem__(k, VALUE)),
+        ("OrderedDict LRU", lru.get, lambda k: lru.set(k, VALUE)),
+    ]
+    cleanups = []
+    try:
+        import diskcache
+        dc = diskcache.Cache(os.path.join(tmp, "dc"))
+        out.append(("diskcache", dc.get, lambda k: dc.set(k, VALUE)))
+        cleanups.append(dc.close)
+    except ImportError:
+        pass
+    server = shutil.which("redis-server")
+    if server:
+        try:
+            import redis
+            port = _free_port()
+            proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
+                                     "--save", "", "--appendonly", "no"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cleanups.append(lambda: (os.kill(proc.pid, signal.SIGTERM), proc.wait(10)))
+            r = redis.Redis(host="127.0.0.1", port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            out.append(("redis-py", r.get, lambda k: r.set(k, VALUE)))
+            cleanups.append(r.close)
+        except ImportError:
+            pass
+    return out, cleanups
+
+
+def _latency(quick: bool) -> tuple[dict, dict]:
+    repeats = 3 if quick else 7
+    keys = [f"key:{i}" for i in range(N_KEYS)]
+    shuffled = keys[:]
+    random.Random(1).shuffle(shuffled)
+    get_us, set_us = {}, {}
+    with Arena.create(64 << 20) as arena, tempfile.TemporaryDirectory() as tmp:
+        arena.configure_group("b", 16 << 20, "lru2")
+        backends, cleanups = _backends(arena, tmp)
+        try:
+            for name, get, put in backends:
+                sample = shuffled[:2000] if quick and name in ("diskcache", "redis-py") else shuffled
+                set_us[name] = _per_op(put, sample, repeats)
+                get_us[name] = _per_op(get, sample, repeats)
+                assert get(sample[0]) == VALUE, name
+        finally:
+            for c in reversed(cleanups):
+                c()
+    return get_us, set_us
+
+
+def _overhead() -> dict:
+    """Bytes per 100-byte entry beyond key and value, with the arena full."""
+    size = 64 << 20
+    with Arena.create(size) as arena:
+        budget = arena._data_bytes
+        arena.configure_group("o", budget, "lru")
+        n = 0
+        while arena.stats("o")["evictions"] == 0 and n < 10_000_000:
+            arena.set("o", f"key:{n}", VALUE)
+            n += 1
+        nbytes, entries = arena.usage("o")
+        payload = len("key:100000") + len(VALUE)
+        slot_bytes = arena._sps * arena._n_shards * 17
+        return {
+            "entries held": entries,
+            "header+padding B/entry": round(nbytes / entries - payload, 1),
+            "slot table B/entry": round(slot_bytes / entries, 1),
+            "total overhead B/entry": round((nbytes + slot_bytes) / entries - payload, 1),
+            "segment B/entry": round(size / entries, 1),
+        }
+
+
+def _zipf_trace(n_req: int, n_keys: int, s: float, scan_every: int, scan_len: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    cum, total = [], 0.0
+    for i in range(1, n_keys + 1):
+        total += 1 / i ** s
+        cum.append(total)
+    trace, scan_id = [], 0
+    for n in range(n_req):
+        if n and n % scan_every == 0:
+            trace.extend(f"scan:{scan_id}:{j}" for j in range(scan_len))
+            scan_id += 1
+        trace.append(f"z:{bisect.bisect(cum, rng.random() * total)}")
+    return trace
+
+
+def _hit_ratios(quick: bool) -> dict:
+    n_req = 60_000 if quick else 200_000
+    trace = _zipf_trace(n_req, 20_000, 0.9, 10_000, 4_000, 42)
+    cap_entries = 2_000
+    budget = cap_entries * entry_size(len("z:12345"), len(VALUE))
+    ratios = {}
+    with Arena.create(16 << 20) as arena:
+        for policy in ("lru", "lru2"):
+            arena.configure_group(policy, budget, policy)
+            hits = 0
+            for k in trace:
+                if arena.get(policy, k) is None:
+                    arena.set(policy, k, VALUE)
+                else:
+                    hits += 1
+            ratios[f"arena {policy}"] = hits / len(trace)
+    lru = _LRU(cap_entries)
+    hits = 0
+    for k in trace:
+        if lru.get(k) is None:
+            lru.set(k, VALUE)
+        else:
+            hits += 1
+    ratios["exact LRU (OrderedDict)"] = hits / len(trace)
+    return ratios
+
+
+def run(quick: bool = False) -> dict:
+    """Run the benchmark; the perf tool's entry point."""
+    get_us, set_us = _latency(quick)
+    over = _overhead()
+    ratios = _hit_ratios(quick)
+    names = list(get_us)
+    tables = [
+        {"title": f"µs per op, 100-byte values over {N_KEYS} keys (median of repeats)",
+         "columns": ["backend", "get hit µs", "set µs"],
+         "rows": [[n, round(get_us[n], 2), round(set_us[n], 2)] for n in names]},
+        {"title": "ratio to the arena (higher = slower than the arena)",
+         "columns": ["backend", "get", "set"],
+         "rows": [[n, round(get_us[n] / get_us["arena"], 2), round(set_us[n] / set_us["arena"], 2)]
+                  for n in names]},
+        {"title": "arena overhead per 100-byte entry (full 64 MiB arena)",
+         "columns": ["measure", "value"],
+         "rows": [[k, v] for k, v in over.items()]},
+        {"title": "hit ratio, Zipf(0.9) over 20k keys + a 4k-key scan every 10k requests, 2k-entry cache",
+         "columns": ["policy", "hit ratio"],
+         "rows": [[k, round(v, 4)] for k, v in ratios.items()]},
+    ]
+    summary = {
+        "arena_get_us": round(get_us["arena"], 3),
+        "arena_set_us": round(set_us["arena"], 3),
+        "dict_get_us": round(get_us["dict"], 3),
+        "overhead_bytes_per_entry": over["total overhead B/entry"],
+        "hit_ratio_lru": round(ratios["arena lru"], 4),
+        "hit_ratio_lru2": round(ratios["arena lru2"], 4),
+        "lru2_minus_lru_points": round(100 * (ratios["arena lru2"] - ratios["arena lru"]), 2),
+    }
+    for n in names[1:]:
+        summary[f"get_ratio_{n.split()[0].lower().replace('-', '_')}"] = round(get_us[n] / get_us["arena"], 3)
+    return {"name": "arena", "tables": tables, "summary": summary}
+
+
+def _print(result: dict) -> None:
+    for t in result["tables"]:
+        print(f"\n{t['title']}")
+        widths = [max(len(str(x)) for x in col) for col in zip(t["columns"], *t["rows"])]
+        for row in [t["columns"], *t["rows"]]:
+            print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+    print("\nsummary:", result["summary"])
+
+
+if __name__ == "__main__":
+    _print(run(quick="--quick" in sys.argv[1:]))
