@@ -151,7 +151,7 @@ def test_client_that_does_not_trust_the_cert_is_refused(pair, tmp_path):
     "peer_url(host:port) = 'http://...' even under TLS, so it is not found among the https peer URLs and "
     "each ring gets 'http://self' and 'https://self': the hosts' rings disagree on owners, and a host "
     "fetches its own keys from itself over TLS as if from a peer; "
-    "fix: self_url = base_url(cfg.advertise or f'{cfg.host}:{cfg.port}', tls=ssl_context is not None)"))
+    "fix: self_url = base_url(cfg.advertise or f'{cfg.host}:{cfg.port}', tls=cfg.tls_cert is not None)"))
 def test_hosts_route_by_their_https_urls_and_agree_on_owners(pair):
     for i, port in enumerate(pair.ports):
         view = https_json(port, "/cluster", pair.ctx)
