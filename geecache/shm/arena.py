@@ -219,15 +219,14 @@ class Arena:
 
     # ------------------------------------------------------------ locking
 
-    def _acquire(self, i: int) -> None:
+    def _acquire(self, i: int, rc: int | None = None) -> None:
         """Take lock *i*, repairing what it guards if its holder died.
 
-        Hot paths call ``_trylock`` inline and come here only when it fails
-        (a retry of trylock here is harmless: EDEADLK cannot happen because
-        a failed trylock did not take the mutex).
+        Hot paths call ``_trylock`` inline and come here with its nonzero
+        result *rc* (EOWNERDEAD from trylock means we already hold it).
         """
         addr = self._locks[i]
-        if _lock.acquire(addr):
+        if _lock.acquire(addr, rc):
             self._repair(i)
             _lock.consistent(addr)
 
@@ -393,22 +392,24 @@ class Arena:
                         if _u32_unpack(mm, p + SLOT_VERSION_AT)[0] != ver:
                             return None
                         if kv[:klen] == kb:
-                            if exp and exp <= self._clock():
-                                self._expire_slot(g, s, i, ver)
-                                return None
-                            r = self._refs_off + s * spsz + i
-                            if not mm[r]:
-                                mm[r] = 1
-                            return kv[klen:], codec, exp
+                            break
                 elif not sh:
                     return None
                 i += 1
                 if i == spsz:
                     i = 0
+            else:
+                return None
         except (ValueError, IndexError, OverflowError):
             # A torn slot pointed outside the segment: it was being rewritten.
             return None
-        return None
+        if exp and exp <= self._clock():
+            self._expire_slot(g, s, i, ver)  # outside the try: it takes the lock
+            return None
+        r = self._refs_off + s * spsz + i
+        if not mm[r]:
+            mm[r] = 1
+        return kv[klen:], codec, exp
 
     # ------------------------------------------------------------ writes
 
@@ -431,8 +432,9 @@ class Arena:
         esize = (ENTRY_SIZE + 7 + len(kb) + len(value)) & ~7
         gs_at = self._gstate_off + (g.idx * self._n_shards + s) * GSTATE_SIZE
         addr = self._locks[s]
-        if _trylock(addr):
-            self._acquire(s)
+        rc = _trylock(addr)
+        if rc:
+            self._acquire(s, rc)
         try:
             st = list(GSTATE.unpack_from(self._mm, gs_at))
             home = h % self._sps

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import os
 
 from ..errors import ArenaError
 
@@ -65,7 +66,7 @@ def init(addr: int) -> None:
         raise ArenaError(f"pthread mutex init failed: {errno.errorcode.get(rc, rc)}")
 
 
-def acquire(addr: int) -> bool:
+def acquire(addr: int, rc: int | None = None) -> bool:
     """Take the mutex at *addr*; True when its previous holder died holding it.
 
     On True the caller must repair the state the mutex guards and then call
@@ -73,14 +74,18 @@ def acquire(addr: int) -> bool:
     unusable).  If the caller dies while repairing, the next one sees True
     again and repairs again, so repairs must be idempotent.
     """
-    rc = trylock(addr)
+    if rc is None:  # else the caller already tried (EOWNERDEAD there: it holds the mutex)
+        rc = trylock(addr)
     if rc == _EBUSY:
         rc = lock_blocking(addr)
     if rc == 0:
         return False
     if rc == EOWNERDEAD:
         return True
-    raise ArenaError(f"pthread_mutex_lock failed: {errno.errorcode.get(rc, rc)}")
+    word = ctypes.c_int.from_address(addr).value
+    owner = ctypes.c_int.from_address(addr + 8).value
+    raise ArenaError(f"pthread_mutex_lock failed: {errno.errorcode.get(rc, rc)}"
+                     f" (lock word {word:#x}, owner {owner}, pid {os.getpid()})")
 
 
 def base_address(buf) -> int:
