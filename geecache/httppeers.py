@@ -20,12 +20,13 @@ import ssl
 from typing import Protocol
 from urllib.parse import quote
 
-import aiohttp
 from google.protobuf.message import DecodeError
 
 from .compression import pack, unpack
 from .consistenthash import Ring
+from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError
+from .registry.config import peer_url
 from .geecachepb import DeleteRequest, GetResponse, InvalidateRequest, SetRequest
 
 PEER_PREFIX = "/_geecache/"
@@ -55,13 +56,6 @@ class StaticMembers:
         return 1, list(self._members)
 
 
-def base_url(member: str, tls: bool = False) -> str:
-    """``http(s)://host:port`` for a member advertised as ``host:port`` or a URL."""
-    if "://" in member:
-        return member.rstrip("/")
-    return ("https://" if tls else "http://") + member
-
-
 def peer_path(group: str, key: str | None = None) -> str:
     """The peer endpoint path of *group* (and *key*)."""
     path = PEER_PREFIX + quote(group, safe="")
@@ -74,23 +68,26 @@ class HTTPPeer:
     def __init__(self, pool: "HTTPPool", address: str) -> None:
         self.address = address
         self._pool = pool
-        self._base = base_url(address, pool.tls)
+        self._conns = ConnectionPool(peer_url(address, pool.tls), ssl_context=pool.ssl_context,
+                                     connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout)
 
     def __repr__(self) -> str:
         return f"HTTPPeer({self.address!r})"
 
     async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         try:
-            async with self._pool.session.request(
-                method, self._base + path, data=body, headers=self._pool.headers, ssl=self._pool.ssl
-            ) as resp:
-                return resp.status, await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return await self._conns.request(method, path, self._pool.headers, body)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError, PeerProtocolError) as exc:
             raise PeerError(f"peer {self.address}: {type(exc).__name__}: {exc}") from exc
 
     @staticmethod
     def _fail(address: str, status: int, body: bytes) -> PeerError:
         return PeerError(f"peer {address} answered {status}: {body[:200]!r}")
+
+    def close(self) -> None:
+        """Close this peer's idle connections."""
+        self._conns.close()
 
     async def fetch(self, group: str, key: str) -> tuple[bytes, float]:
         status, body = await self._call("GET", peer_path(group, key))
@@ -131,8 +128,8 @@ class HTTPPeer:
 class HTTPPool:
     """Picks owners over the member list and holds the pooled peer connections.
 
-    Create it inside the worker's event loop (after fork): the ClientSession
-    and its connector belong to that loop.
+    Use it inside one event loop (the worker's, after fork): its idle
+    connections belong to that loop.
     """
 
     def __init__(
@@ -141,6 +138,7 @@ class HTTPPool:
         members: MemberSource,
         *,
         token: str | None = None,
+        tls: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 0.5,
         read_timeout: float = 2.0,
@@ -148,8 +146,12 @@ class HTTPPool:
         replicas: int | None = None,
     ) -> None:
         self.self_address = self_address
-        self.tls = ssl_context is not None
-        self.ssl = ssl_context if ssl_context is not None else False
+        # tls: members advertised as bare host:port are reached over https.
+        # ssl_context verifies them; None = the system's CA store (never "no checks").
+        self.tls = tls
+        self.ssl_context = ssl_context
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self.headers = {"Content-Type": PROTOBUF}
         if token:
             self.headers["Authorization"] = "Bearer " + token
@@ -161,11 +163,6 @@ class HTTPPool:
         self._version = -1
         self._ring = Ring(**self._ring_args)
         self._peers: dict[str, HTTPPeer] = {}
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=connect_timeout + read_timeout, sock_connect=connect_timeout,
-                                          sock_read=read_timeout),
-            connector=aiohttp.TCPConnector(limit_per_host=64, keepalive_timeout=30),
-        )
 
     def codec_for(self, group: str) -> str:
         """The codec name peers use for *group*'s values."""
@@ -179,7 +176,10 @@ class HTTPPool:
         ring = Ring(**self._ring_args)
         if members:
             ring.add(*members)
-        self._peers = {m: HTTPPeer(self, m) for m in members if m != self.self_address}
+        old_peers = self._peers
+        self._peers = {m: old_peers.get(m) or HTTPPeer(self, m) for m in members if m != self.self_address}
+        for gone in old_peers.keys() - self._peers.keys():
+            old_peers[gone].close()
         self._ring, self._version = ring, version
 
     def members(self) -> tuple[str, ...]:
@@ -214,4 +214,5 @@ class HTTPPool:
 
     async def close(self) -> None:
         """Close the pooled connections."""
-        await self.session.close()
+        for peer in self._peers.values():
+            peer.close()

@@ -146,12 +146,6 @@ def test_client_that_does_not_trust_the_cert_is_refused(pair, tmp_path):
         https(pair.ports[0], "/healthz", client_context(other_cert))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/groups.py build_peers: with --peers and no --advertise, the host's own member URL is "
-    "peer_url(host:port) = 'http://...' even under TLS, so it is not found among the https peer URLs and "
-    "each ring gets 'http://self' and 'https://self': the hosts' rings disagree on owners, and a host "
-    "fetches its own keys from itself over TLS as if from a peer; "
-    "fix: self_url = base_url(cfg.advertise or f'{cfg.host}:{cfg.port}', tls=cfg.tls_cert is not None)"))
 def test_hosts_route_by_their_https_urls_and_agree_on_owners(pair):
     for i, port in enumerate(pair.ports):
         view = https_json(port, "/cluster", pair.ctx)
@@ -180,12 +174,6 @@ def test_peer_whose_cert_is_not_trusted_is_a_slow_path(tmp_path, certs):
         p.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "peer TLS is not verified on a host without --tls-cert: workers/groups.py build_peers makes the client "
-    "SSLContext only `if cfg.tls_cert:` (ignoring --tls-ca), and geecache/httppeers.py HTTPPool sets "
-    "self.ssl = False without a context, which makes aiohttp skip certificate checks on https peers; "
-    "fix: `if cfg.tls_cert or cfg.tls_ca:` in build_peers, `else True` in HTTPPool, and take the scheme of "
-    "bare members from cfg.tls_cert (an explicit HTTPPool tls= flag), not from the client context"))
 def test_tls_ca_is_enforced_on_a_host_without_its_own_cert(tmp_path, certs):
     """A plain-http host that calls an https peer must verify it against ``--tls-ca``."""
     cert, key = certs

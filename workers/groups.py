@@ -26,22 +26,21 @@ def build_peers(cfg: Config, arena):
 
     With etcd the member list is the arena's ring region (the registrar
     writes it); with ``--peers`` it is that fixed list plus this host.
-    Call inside the worker's event loop: the pool owns a ClientSession.
+    Call inside the worker's event loop: the pool's connections belong to it.
     """
     if not cfg.etcd and not cfg.peers:
         return None
     from geecache.httppeers import HTTPPool, StaticMembers
 
-    ssl_context = None
-    if cfg.tls_cert:
-        ssl_context = ssl.create_default_context(cafile=cfg.tls_ca)
-    codecs = {g.name: g.codec for g in cfg.groups}
+    tls = cfg.tls_cert is not None
+    ssl_context = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else None
     if cfg.etcd:
-        return HTTPPool(cfg.advertise, arena, token=cfg.auth_token, ssl_context=ssl_context, codecs=codecs)
-    self_url = peer_url(cfg.advertise or f"{cfg.host}:{cfg.port}").rstrip("/")
-    members = list(cfg.peers) + ([self_url] if self_url not in cfg.peers else [])
-    return HTTPPool(self_url, StaticMembers(members), token=cfg.auth_token, ssl_context=ssl_context,
-                    codecs=codecs)
+        self_address, members = cfg.advertise, arena
+    else:
+        self_address = peer_url(cfg.advertise or f"{cfg.host}:{cfg.port}", tls)
+        members = StaticMembers(list(cfg.peers) + ([self_address] if self_address not in cfg.peers else []))
+    return HTTPPool(self_address, members, token=cfg.auth_token, tls=tls, ssl_context=ssl_context,
+                    codecs={g.name: g.codec for g in cfg.groups})
 
 
 def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:

@@ -73,9 +73,11 @@ def validate_advertise(advertise: str) -> str:
     return advertise
 
 
-def peer_url(advertise: str) -> str:
-    """The base URL peers use for a member: `http://<advertise>` unless it has a scheme."""
-    return advertise if "://" in advertise else "http://" + advertise
+def peer_url(advertise: str, tls: bool = False) -> str:
+    """The base URL peers use for a member: `http(s)://<advertise>` unless it has a scheme."""
+    if "://" in advertise:
+        return advertise.rstrip("/")
+    return ("https://" if tls else "http://") + advertise
 
 
 def registry_key(advertise: str, prefix: str = REGISTRY_PREFIX) -> str:
