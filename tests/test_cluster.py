@@ -213,3 +213,25 @@ def test_bad_peer_requests_get_4xx(tmp_path, method, path, headers, body, status
         assert "error" in json.loads(answer)
     finally:
         host.stop()
+
+
+def test_etcd_unreachable_at_start_serves_alone_then_joins(tmp_path):
+    (tmp_path / "geecache.toml").write_text(CONFIG.format(db=tmp_path / "kv.db"))
+    etcd = EtcdServer()  # ports chosen, server not started: unreachable
+    port = free_port()
+    host = start_supervisor(
+        tmp_path, "--config", str(tmp_path / "geecache.toml"), "--etcd", etcd.endpoint,
+        "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(LEASE_TTL),
+        workers=1, port=port, wait=False, env={"GEECACHE_TEST_LOAD_DELAY": "0"})
+    try:
+        host.wait_ready(2)
+        assert host.get("/api?group=counted&key=a") == (200, b"value-a")  # serving as a single host
+        assert host.json("/cluster")["members"] == [f"127.0.0.1:{port}"]
+        wait_until(lambda: "unreachable" in host.log(), 10, what="a log line saying etcd is unreachable")
+        etcd.start()
+        wait_until(lambda: etcd.keys("/geecache/registry/") == [f"/geecache/registry/127.0.0.1:{port}"],
+                   LEASE_TTL + 10, what="the host registered once etcd came up")
+        assert host.get("/api?group=counted&key=b") == (200, b"value-b")
+    finally:
+        host.stop()
+        etcd.close()
