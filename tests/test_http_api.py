@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.support.loaders import count_loads
-from tests.support.proc import start_supervisor
+from tests.support.proc import start_supervisor, wait_until
 
 CONFIG = """
 [[groups]]
@@ -117,7 +117,7 @@ def test_stats_add_up_across_workers(host):
     assert set(after) == {"scores", "counted", "upper", "broken"}
     # Both workers served some of them: each worker has its own metrics file.
     metrics_dir = re.search(r"metrics directory (\S+)", host.log()).group(1)
-    assert len({p.name for p in Path(metrics_dir).glob("counter_*.db")}) >= 2
+    wait_until(lambda: len(list(Path(metrics_dir).glob("counter_*.db"))) >= 2, 5, what="two workers' files")
 
 
 def _api_requests_total(text: str) -> float:
@@ -132,10 +132,11 @@ def test_metrics_count_every_request_across_workers(host):
     before = _api_requests_total(host.get("/metrics")[1].decode())
     n = 40
     fetch_all(host.port, ["/api?group=upper&key=m"] * n + ["/api?key="] * 5)
-    status, headers, body = host.request("GET", "/metrics")
+    # Each worker flushes its request counts at least once a second.
+    text = wait_until(lambda: (lambda t: t if _api_requests_total(t) - before == n + 5 else None)(
+        host.get("/metrics")[1].decode()), 5, what="request counts flushed")
+    status, headers, _ = host.request("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    text = body.decode()
-    assert _api_requests_total(text) - before == n + 5
     assert re.search(r'geecache_gets_total\{group="upper"\} [1-9]', text)
     assert re.search(r'geecache_cache_entries\{group="upper"\} [1-9]', text)
     assert 'geecache_http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/api",status="4xx"}' in text

@@ -43,6 +43,9 @@ from geecache import metrics
 m = metrics.HttpMetrics()
 for i in range(int(sys.argv[1])):
     m.observe("GET", "/api", 200 if i % 4 else 404, 0.0001 * i)
+    if i == 10:
+        m.flush()  # flushing twice must add, not overwrite
+m.flush()
 """
 
 _RENDER = """
@@ -72,6 +75,11 @@ def test_request_metrics_sum_over_processes(tmp_path):
         assert 'geecache_http_requests_total{method="GET",route="/api",status="4xx"} 15.0' in text
         assert ('geecache_http_request_duration_seconds_count{method="GET",route="/api",status="2xx"} 45.0'
                 in text)
+        # 0.0001*i for i < 40 and i < 20: 5+5 observations <= 0.0005, and so on.
+        assert ('geecache_http_request_duration_seconds_bucket{le="0.0005",method="GET",route="/api",status="2xx"}'
+                ' 8.0' in text)
+        assert ('geecache_http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/api",status="2xx"}'
+                ' 45.0' in text)
         assert len([n for n in os.listdir(path) if n.endswith(".db")]) >= 2
         # A restart wipes the previous run's files, so counts do not carry over.
         metrics.prepare_multiproc_dir(path)

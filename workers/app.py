@@ -16,7 +16,7 @@ from aiohttp import web
 from geecache import metrics
 from workers import peer_api
 from workers.api import PublicAPI
-from workers.errors import error_middleware
+from workers.errors import error_middleware, response_for
 
 # Room for the request line and headers on top of the largest value: aiohttp's
 # client_max_size caps the body only, but a round number keeps 413s predictable.
@@ -30,27 +30,32 @@ def _route_of(request: web.Request) -> str:
 
 
 def metrics_middleware(http: metrics.HttpMetrics):
-    """Count and time every request by method, route and status class."""
+    """Error mapping plus request metrics, in one layer (each middleware layer costs
+    about a microsecond on a ~35 us hit): every request is counted with the status
+    the client saw."""
     now = time.perf_counter
 
     @web.middleware
     async def record(request: web.Request, handler):
         started = now()
-        status = 500
         try:
             response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
         except asyncio.CancelledError:
-            status = 499  # the client went away (nginx's convention)
+            # The client went away (nginx's 499).
+            http.observe(request.method, _route_of(request), 499, now() - started)
             raise
-        finally:
-            http.observe(request.method, _route_of(request), status, now() - started)
+        except Exception as exc:
+            response = response_for(request, exc)
+        http.observe(request.method, _route_of(request), response.status, now() - started)
+        return response
 
     return record
+
+
+async def _flush_periodically(http: metrics.HttpMetrics) -> None:
+    while True:
+        await asyncio.sleep(http.FLUSH_INTERVAL)
+        http.flush()
 
 
 def host_stats_of(cache) -> Callable[[str], dict]:
@@ -75,16 +80,16 @@ def make_app(
     *http_metrics* None skips request metrics (the library use, benchmarks of
     the bare path).
     """
-    middlewares = [error_middleware]
-    if http_metrics is not None:
-        middlewares.insert(0, metrics_middleware(http_metrics))
-    app = web.Application(middlewares=middlewares, client_max_size=item_limit + _BODY_SLACK)
+    middleware = error_middleware if http_metrics is None else metrics_middleware(http_metrics)
+    app = web.Application(middlewares=[middleware], client_max_size=item_limit + _BODY_SLACK)
     stats = host_stats_of(cache)
     PublicAPI(groups, stats=stats, usage=cache.usage, auth_token=auth_token).setup(app)
 
     collector = metrics.ArenaCollector(groups, stats, cache.usage, arena_bytes)
 
     async def scrape(request: web.Request) -> web.Response:
+        if http_metrics is not None:
+            http_metrics.flush()  # this worker's own requests are exact in its scrape
         body, content_type = metrics.render(collector)
         # content_type must not carry the charset parameter in aiohttp's argument.
         response = web.Response(body=body)
@@ -92,6 +97,14 @@ def make_app(
         return response
 
     app.router.add_get("/metrics", scrape)
+    if http_metrics is not None:
+        async def flusher(app: web.Application):
+            task = asyncio.ensure_future(_flush_periodically(http_metrics))
+            yield
+            task.cancel()
+            http_metrics.flush()  # at exit: nothing counted is lost
+
+        app.cleanup_ctx.append(flusher)
     # The peer API: the single place a host joins a cluster's protocol.
     peer_api.setup(app, groups, auth_token)
     return app

@@ -33,22 +33,27 @@ def _http_reason(exc: web.HTTPException) -> str:
     return exc.reason
 
 
+def response_for(request: web.Request, exc: Exception) -> web.Response:
+    """The answer to *exc* raised while serving *request* (re-raises redirects)."""
+    if isinstance(exc, ReadOnlySourceError):
+        # A 405 must say what is allowed: reads, for a group over a loader.
+        return error_response(exc.http_status, str(exc), {"Allow": "GET, HEAD"})
+    if isinstance(exc, GeeCacheError):
+        return error_response(exc.http_status, str(exc))
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc  # redirects and the like are answers, not errors
+        # Keep Allow (405) and WWW-Authenticate (401); the body is ours.
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        return error_response(exc.status, _http_reason(exc), headers)
+    log.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal error")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     """Map every exception a handler raises to a JSON answer with the right status."""
     try:
         return await handler(request)
-    except ReadOnlySourceError as exc:
-        # A 405 must say what is allowed: reads, for a group over a loader.
-        return error_response(exc.http_status, str(exc), {"Allow": "GET, HEAD"})
-    except GeeCacheError as exc:
-        return error_response(exc.http_status, str(exc))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise  # redirects and the like are answers, not errors
-        # Keep Allow (405) and WWW-Authenticate (401); the body is ours.
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
-        return error_response(exc.status, _http_reason(exc), headers)
-    except Exception:
-        log.exception("unhandled error serving %s %s", request.method, request.path)
-        return error_response(500, "internal error")
+    except Exception as exc:  # CancelledError is a BaseException: it passes
+        return response_for(request, exc)
