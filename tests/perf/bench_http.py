@@ -292,7 +292,7 @@ def run(quick: bool) -> dict:
             progress(f"{name}, {workers} worker(s), {mode}")
             r = measure(start, seconds, warmup)
             got[(name, workers, mode)] = r
-            rows.append([name, workers, mode, r["rps"], r["p50_ms"], r["p99_ms"]])
+            rows.append([name, workers, mode, r["rps"], r["p50_ms"], r["p99_ms"], r["cpu_us"]])
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     base = "shared socket, uvloop"
@@ -302,6 +302,8 @@ def run(quick: bool) -> dict:
         "geecache_hit_rps_1w": g1, "geecache_hit_rps_2w": g2, "bare_rps_1w": b1, "bare_rps_2w": b2,
         "hit_vs_bare_1w": g1 / b1, "hit_vs_bare_2w": g2 / b2,
         "scale_2w_1w_geecache": g2 / g1, "scale_2w_1w_bare": b2 / b1,
+        # CPU per request does not depend on what else runs on the box: the steadier ratio.
+        "bare_vs_hit_cpu_1w": got[("bare aiohttp", 1, base)]["cpu_us"] / got[("geecache", 1, base)]["cpu_us"],
     }
     if not quick:
         summary["reuseport_vs_shared"] = got[("geecache", 2, "SO_REUSEPORT, uvloop")]["rps"] / g2
@@ -309,7 +311,7 @@ def run(quick: bool) -> dict:
         summary["bare_uvloop_vs_asyncio"] = b2 / got[("bare aiohttp", 2, "shared socket, asyncio loop")]["rps"]
     tables = [
         table(f"Cache-hit GET vs bare aiohttp ({generator()}, {CONNECTIONS} conns, {len(VALUE)} B body)",
-              ["server", "workers", "mode", "req/s", "p50 ms", "p99 ms"], rows),
+              ["server", "workers", "mode", "req/s", "p50 ms", "p99 ms", "server CPU us/req"], rows),
         table("Ratios (targets: hit/bare >= 0.95; geecache 2w/1w >= bare 2w/1w)", ["ratio", "value"],
               [[k, v] for k, v in summary.items() if "_vs_" in k or k.startswith("scale")]),
     ]
