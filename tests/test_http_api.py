@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from geecache.metrics import HttpMetrics
 from tests.support.loaders import count_loads
 from tests.support.proc import start_supervisor, wait_until
 
@@ -129,6 +131,8 @@ def _api_requests_total(text: str) -> float:
 
 
 def test_metrics_count_every_request_across_workers(host):
+    # Let earlier tests' requests reach the files (each worker flushes every second).
+    time.sleep(2 * HttpMetrics.FLUSH_INTERVAL + 0.2)
     before = _api_requests_total(host.get("/metrics")[1].decode())
     n = 40
     fetch_all(host.port, ["/api?group=upper&key=m"] * n + ["/api?key="] * 5)
