@@ -2,7 +2,8 @@
 
 Every ``Host`` is stopped by its own pid (SIGTERM, then SIGKILL of it and
 the children it had), so a failing test leaves no process holding a port
-and no worker orphaned.
+and no worker orphaned; the arena of a supervisor that died by a signal
+(it could not unlink it) is unlinked too, so none stays in /dev/shm.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SUPERVISOR = REPO / "supervisor.py"
+SHM_DIR = Path("/dev/shm")
+#: An arena name as geecache.shm.segment makes them (never a path).
+SHM_NAME = re.compile(r"geecache-[A-Za-z0-9_.-]+")
 
 
 def child_pids(pid: int) -> list[int]:
@@ -147,7 +151,8 @@ class Host:
         return self.proc.returncode
 
     def kill_leftovers(self) -> None:
-        """SIGKILL the supervisor and any child it had, if still alive."""
+        """SIGKILL the supervisor and any child it had, if still alive; then drop its arena
+        if it died by a signal (see ``_unlink_orphaned_arena``)."""
         if self.proc.poll() is None:
             self.workers()
             self.proc.kill()
@@ -158,6 +163,32 @@ class Host:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        self._unlink_orphaned_arena()
+
+    def _unlink_orphaned_arena(self) -> None:
+        """Unlink this host's own segment when a signal killed the supervisor.
+
+        Only then: a supervisor that exited by itself had its chance to unlink,
+        and tests assert that it did, so cleaning up after it here would hide
+        that bug.  Only the one name it logged, never a glob: other hosts (and
+        other people's runs) share /dev/shm.
+        """
+        if self.proc.returncode is None or self.proc.returncode >= 0:
+            return
+        name = self.arena_name()
+        if not name or not SHM_NAME.fullmatch(name):
+            return
+        # Unlinking under a still-mapped child is harmless, but wait (bounded) for the
+        # children to be gone so nothing can attach to the name in between.
+        try:
+            wait_until(lambda: not any(alive(p) for p in self._seen_children), 5.0,
+                       what="children of a killed supervisor gone")
+        except TimeoutError:
+            pass
+        try:
+            (SHM_DIR / name).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def start_supervisor(tmp_path: Path, *args: str, workers: int = 2, env: dict | None = None,
