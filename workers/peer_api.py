@@ -16,10 +16,7 @@ from geecache.compression import pack, unpack
 from geecache.errors import CodecError, GeeCacheError, UnknownGroupError
 from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
 from geecache.httppeers import PEER_PREFIX, PROTOBUF
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+from workers.errors import error_response
 
 
 class PeerAPI:
@@ -49,17 +46,21 @@ class PeerAPI:
             raise CodecError("malformed protobuf body") from None
         return message
 
-    @web.middleware
-    async def guard(self, request: web.Request, handler):
-        """Auth and error mapping for peer paths only; other paths pass through."""
-        if not request.path.startswith(PEER_PREFIX):
-            return await handler(request)
-        if not self._authorized(request):
-            return _error(401, "missing or wrong bearer token")
-        try:
-            return await handler(request)
-        except GeeCacheError as exc:
-            return _error(exc.http_status, str(exc))
+    def guarded(self, handler):
+        """*handler* behind the bearer-token check and the JSON error mapping.
+
+        Wrapping the four peer handlers, not a middleware, keeps the check off
+        the public hot path (each aiohttp middleware layer costs every request).
+        """
+        async def serve(request: web.Request) -> web.Response:
+            if not self._authorized(request):
+                return error_response(401, "missing or wrong bearer token")
+            try:
+                return await handler(request)
+            except GeeCacheError as exc:
+                return error_response(exc.http_status, str(exc))
+
+        return serve
 
     async def get(self, request: web.Request) -> web.Response:
         group = self._group(request)
@@ -99,12 +100,11 @@ class PeerAPI:
 
 
 def setup(app: web.Application, groups: dict, token: str | None = None) -> PeerAPI:
-    """Add the peer routes and their guard middleware to *app*."""
+    """Add the peer routes (each behind the token check) to *app*."""
     api = PeerAPI(groups, token)
-    app.middlewares.append(api.guard)
-    app.router.add_get(PEER_PREFIX + "{group}/{key:.+}", api.get)
-    app.router.add_put(PEER_PREFIX + "{group}/{key:.+}", api.put)
-    app.router.add_delete(PEER_PREFIX + "{group}/{key:.+}", api.delete)
-    app.router.add_post(PEER_PREFIX + "{group}", api.invalidate)
+    app.router.add_get(PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.get))
+    app.router.add_put(PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.put))
+    app.router.add_delete(PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.delete))
+    app.router.add_post(PEER_PREFIX + "{group}", api.guarded(api.invalidate))
     app.router.add_get("/cluster", api.cluster)
     return api
