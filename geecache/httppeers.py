@@ -27,7 +27,7 @@ from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError
 from .registry.config import peer_url
-from .geecachepb import DeleteRequest, GetResponse, InvalidateRequest, SetRequest
+from .geecachepb import GetResponse, InvalidateRequest, SetRequest
 
 PEER_PREFIX = "/_geecache/"
 PROTOBUF = "application/x-protobuf"

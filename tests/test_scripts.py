@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.etcd import find_binary
+from tests.support.proc import alive
 
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "scripts" / "start_cluster.sh"
@@ -59,15 +60,6 @@ def _consecutive_free_ports(n: int, attempts: int = 50) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError(f"no {n} consecutive free ports found")
-
-
-def _alive(pid: int) -> bool:
-    """Running (not a zombie waiting to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _tree(pid: int) -> list[int]:
@@ -132,7 +124,7 @@ def test_start_query_each_host_then_stop_leaves_nothing(cluster_env):
     pid_files = sorted((run_dir / "pids").glob("*.pid"))
     assert len(pid_files) == HOSTS + 1  # etcd + one supervisor per host
     pids = [p for f in pid_files for p in _tree(int(f.read_text()))]
-    assert all(_alive(p) for p in pids)
+    assert all(alive(p) for p in pids)
     segments = set().union(*(_mapped_segments(p) for p in pids))
 
     # every host answers for the same key with the same value (routed to one owner)
@@ -155,11 +147,11 @@ def test_start_query_each_host_then_stop_leaves_nothing(cluster_env):
     again = _run(START, env)
     assert again.returncode != 0
     assert "already running" in again.stderr
-    assert all(_alive(p) for p in pids)  # the refused start touched nothing
+    assert all(alive(p) for p in pids)  # the refused start touched nothing
 
     stopped = _run(STOP, env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if alive(p)]
     assert not run_dir.exists()
     assert not [s for s in segments if os.path.exists(s)]
 

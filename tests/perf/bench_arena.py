@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ if __package__ in (None, ""):
 
 from geecache.shm import Arena  # noqa: E402
 from geecache.shm.layout import entry_size  # noqa: E402
+from tests.perf.common import print_result  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 N_KEYS = 10_000
 VALUE = b"v" * 100
@@ -63,12 +64,6 @@ class _LRU:
             self.d.popitem(last=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _backends(arena: Arena, tmp: str):
     """(name, get(key), set(key)) per backend, plus cleanups."""
     d: dict = {}
@@ -90,7 +85,7 @@ def _backends(arena: Arena, tmp: str):
     if server:
         try:
             import redis
-            port = _free_port()
+            port = free_port()
             proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
                                      "--save", "", "--appendonly", "no"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -232,14 +227,5 @@ def run(quick: bool = False) -> dict:
     return {"name": "arena", "tables": tables, "summary": summary}
 
 
-def _print(result: dict) -> None:
-    for t in result["tables"]:
-        print(f"\n{t['title']}")
-        widths = [max(len(str(x)) for x in col) for col in zip(t["columns"], *t["rows"])]
-        for row in [t["columns"], *t["rows"]]:
-            print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
-    print("\nsummary:", result["summary"])
-
-
 if __name__ == "__main__":
-    _print(run(quick="--quick" in sys.argv[1:]))
+    print_result(run(quick="--quick" in sys.argv[1:]))

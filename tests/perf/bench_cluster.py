@@ -50,7 +50,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from geecache.consistenthash import Ring  # noqa: E402
-from tests.perf.common import progress, result, table  # noqa: E402
+from tests.perf.common import load_generator, progress, result, table  # noqa: E402
 from tests.support.etcd import EtcdServer  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from tests.support.proc import start_supervisor, wait_until  # noqa: E402
@@ -129,10 +129,6 @@ end
 
 
 # -- load generators ------------------------------------------------------------------------
-
-
-def generator() -> str:
-    return "wrk" if shutil.which("wrk") else "aiohttp client (install wrk for real figures)"
 
 
 def _finish(r: dict) -> dict:
@@ -299,7 +295,7 @@ def run(quick: bool) -> dict:
             progress(f"{name}: {r['bad']} wrong answers, {r['errors']} socket errors (e.g. {r['sample']})")
         return r
 
-    progress(f"load generator: {generator()}, {CONNECTIONS} connections, {seconds}s per case; "
+    progress(f"load generator: {load_generator()}, {CONNECTIONS} connections, {seconds}s per case; "
              "etcd + 3 supervisors, 1 worker each")
     cluster = Cluster(tmp)
     try:
@@ -359,7 +355,7 @@ def run(quick: bool) -> dict:
         "remote_keys_reused": got["remote hit"]["wrapped"],
     }
     tables = [
-        table(f"Host A of 3 (etcd, 1 worker each), {generator()}, {CONNECTIONS} conns, {seconds}s per case",
+        table(f"Host A of 3 (etcd, 1 worker each), {load_generator()}, {CONNECTIONS} conns, {seconds}s per case",
               ["case", "req/s", "p50 ms", "p99 ms", "requests", "A counter", "counter/request", "keys reused"],
               rows),
         table("Ratios (targets: remote/local >= 0.5; success 100%)", ["figure", "value"],
@@ -375,11 +371,9 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--client"]:
         client_main(int(argv[1]), argv[2], float(argv[3]), int(argv[4]), argv[5] == "once")
     else:
-        from tests.perf.common import format_table
+        from tests.perf.common import print_result
 
-        out = run("--quick" in argv)
-        for t in out["tables"]:
-            print(format_table(t), end="\n\n")
+        print_result(run("--quick" in argv))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(PERF_DIR))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from tests.perf.common import progress, result, table  # noqa: E402
+from tests.perf.common import load_generator, progress, result, table  # noqa: E402
 from tests.support.net import free_port, wait_for_port  # noqa: E402
 
 #: The demo key and its value: both servers answer with these 3 bytes.
@@ -248,10 +248,6 @@ def run_load(url: str, seconds: float) -> dict:
     return json.loads(out.stdout)
 
 
-def generator() -> str:
-    return "wrk" if shutil.which("wrk") else "aiohttp client (install wrk for real figures)"
-
-
 def measure(start, seconds: float, warmup: float) -> dict:
     """Start a server, warm it, measure, stop it."""
     server = start()
@@ -273,7 +269,7 @@ def measure(start, seconds: float, warmup: float) -> dict:
 def run(quick: bool) -> dict:
     seconds, warmup = (3, 1) if quick else (8, 2)
     data_dir = tempfile.mkdtemp(prefix="geecache-bench-")
-    progress(f"load generator: {generator()}, {CONNECTIONS} connections, {seconds}s per run")
+    progress(f"load generator: {load_generator()}, {CONNECTIONS} connections, {seconds}s per run")
     cases = [
         ("geecache", 1, "shared socket, uvloop", lambda: start_geecache(1, data_dir)),
         ("bare aiohttp", 1, "shared socket, uvloop", lambda: start_bare(1)),
@@ -310,7 +306,7 @@ def run(quick: bool) -> dict:
         summary["uvloop_vs_asyncio"] = g2 / got[("geecache", 2, "shared socket, asyncio loop")]["rps"]
         summary["bare_uvloop_vs_asyncio"] = b2 / got[("bare aiohttp", 2, "shared socket, asyncio loop")]["rps"]
     tables = [
-        table(f"Cache-hit GET vs bare aiohttp ({generator()}, {CONNECTIONS} conns, {len(VALUE)} B body)",
+        table(f"Cache-hit GET vs bare aiohttp ({load_generator()}, {CONNECTIONS} conns, {len(VALUE)} B body)",
               ["server", "workers", "mode", "req/s", "p50 ms", "p99 ms", "server CPU us/req"], rows),
         table("Ratios (targets: hit/bare >= 0.95; geecache 2w/1w >= bare 2w/1w)", ["ratio", "value"],
               [[k, v] for k, v in summary.items() if "_vs_" in k or k.startswith("scale")]),
@@ -324,11 +320,9 @@ def main(argv: list[str]) -> None:
     elif argv[:1] == ["--load"]:
         aiohttp_load_main(argv[1], float(argv[2]), int(argv[3]))
     else:
-        from tests.perf.common import format_table
+        from tests.perf.common import print_result
 
-        out = run("--quick" in argv)
-        for t in out["tables"]:
-            print(format_table(t), end="\n\n")
+        print_result(run("--quick" in argv))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Import as ``from tests.perf.common import progress, median_us, table``
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -155,3 +156,15 @@ def plot_lines(
     finally:
         plt.close(fig)
     return path
+
+
+def load_generator() -> str:
+    """The HTTP load generator the benches use: wrk when on PATH, else our aiohttp client."""
+    return "wrk" if shutil.which("wrk") else "aiohttp client (install wrk for real figures)"
+
+
+def print_result(out: dict) -> None:
+    """Print a bench result's tables and summary (a bench module run on its own)."""
+    for t in out["tables"]:
+        print(format_table(t), end="\n\n")
+    print("summary:", out.get("summary", {}))
