@@ -45,7 +45,7 @@ import time
 # The repo root on sys.path when run as a script from elsewhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from geecache import metrics  # noqa: E402
+from geecache import leftovers, metrics  # noqa: E402
 from geecache.config import DEMO_ROWS, Config, parse_args  # noqa: E402
 from geecache.errors import ConfigError  # noqa: E402
 from workers.worker import WORKER_BOOT_ERROR, die_with_parent, worker_main  # noqa: E402
@@ -417,11 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg.port = sock.getsockname()[1]
     if cfg.etcd and not cfg.advertise:
         cfg.advertise = f"{cfg.host}:{cfg.port}"
+    state = leftovers.state_path(cfg.data_dir, cfg.port)
+    leftovers.reclaim(state)
     metrics_dir, created = metrics.prepare_multiproc_dir()
     log.info("metrics directory %s", metrics_dir)
     arena = None
     try:
         arena = create_arena(cfg)
+        leftovers.record(state, arena.name, metrics_dir if created else None)
         configure_arena(cfg, arena)
         return Supervisor(cfg, arena, sock).run()
     except ConfigError as exc:
@@ -433,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             arena.close()
             arena.unlink()
         metrics.remove_multiproc_dir(metrics_dir, created)
+        leftovers.forget(state)
 
 
 if __name__ == "__main__":
