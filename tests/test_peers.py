@@ -14,6 +14,7 @@ from geecache.httppeers import HTTPPool, StaticMembers, peer_path
 from geecache.storage import MemoryStorage
 from tests.support.net import free_port
 from workers import peer_api
+from workers.routes import Routes
 
 TOKEN = "s3cret"
 
@@ -41,7 +42,9 @@ async def cluster(n=2, data=None, token=TOKEN, down=()):
         pool = HTTPPool(members[i], StaticMembers(members), token=token, codecs={"g": "zstd"})
         group = Group("g", storage, peers=pool, codec="zstd")
         app = web.Application()
-        peer_api.setup(app, {"g": group}, token)
+        routes = Routes(app)
+        peer_api.setup(routes, {"g": group}, token)
+        routes.finish()
         runner = web.AppRunner(app)
         await runner.setup()
         if i not in down:

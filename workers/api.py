@@ -125,10 +125,10 @@ class PublicAPI:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pid": os.getpid(), "groups": list(self._groups)})
 
-    def setup(self, app: web.Application) -> None:
-        """Add the routes to *app*."""
-        app.router.add_get("/api", self.get)
-        app.router.add_put("/api", self.put)
-        app.router.add_delete("/api", self.delete)
-        app.router.add_get("/stats", self.stats)
-        app.router.add_get("/healthz", self.healthz)
+    def setup(self, routes) -> None:
+        """Add the routes through *routes* (a ``workers.routes.Routes``)."""
+        routes.add("GET", "/api", self.get)
+        routes.add("PUT", "/api", self.put)
+        routes.add("DELETE", "/api", self.delete)
+        routes.add("GET", "/stats", self.stats)
+        routes.add("GET", "/healthz", self.healthz)

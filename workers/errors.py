@@ -48,12 +48,3 @@ def response_for(request: web.Request, exc: Exception) -> web.Response:
         return error_response(exc.status, _http_reason(exc), headers)
     log.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc)
     return error_response(500, "internal error")
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    """Map every exception a handler raises to a JSON answer with the right status."""
-    try:
-        return await handler(request)
-    except Exception as exc:  # CancelledError is a BaseException: it passes
-        return response_for(request, exc)

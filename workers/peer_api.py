@@ -13,7 +13,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from geecache.compression import pack, unpack
-from geecache.errors import CodecError, GeeCacheError, UnknownGroupError
+from geecache.errors import CodecError, UnknownGroupError
 from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
 from geecache.httppeers import PEER_PREFIX, PROTOBUF
 from workers.errors import error_response
@@ -47,18 +47,11 @@ class PeerAPI:
         return message
 
     def guarded(self, handler):
-        """*handler* behind the bearer-token check and the JSON error mapping.
-
-        Wrapping the four peer handlers, not a middleware, keeps the check off
-        the public hot path (each aiohttp middleware layer costs every request).
-        """
+        """*handler* behind the bearer-token check (errors are mapped by ``Routes``)."""
         async def serve(request: web.Request) -> web.Response:
             if not self._authorized(request):
                 return error_response(401, "missing or wrong bearer token")
-            try:
-                return await handler(request)
-            except GeeCacheError as exc:
-                return error_response(exc.http_status, str(exc))
+            return await handler(request)
 
         return serve
 
@@ -99,12 +92,12 @@ class PeerAPI:
         return web.Response(status=204)
 
 
-def setup(app: web.Application, groups: dict, token: str | None = None) -> PeerAPI:
-    """Add the peer routes (each behind the token check) to *app*."""
+def setup(routes, groups: dict, token: str | None = None) -> PeerAPI:
+    """Add the peer routes (each behind the token check) through *routes* (``workers.routes.Routes``)."""
     api = PeerAPI(groups, token)
-    app.router.add_get(PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.get))
-    app.router.add_put(PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.put))
-    app.router.add_delete(PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.delete))
-    app.router.add_post(PEER_PREFIX + "{group}", api.guarded(api.invalidate))
-    app.router.add_get("/cluster", api.cluster)
+    routes.add("GET", PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.get))
+    routes.add("PUT", PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.put))
+    routes.add("DELETE", PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.delete))
+    routes.add("POST", PEER_PREFIX + "{group}", api.guarded(api.invalidate))
+    routes.add("GET", "/cluster", api.cluster)
     return api
