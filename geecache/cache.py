@@ -23,6 +23,9 @@ class Cache(Protocol):
     def get(self, group: str, key: str) -> bytes | None:
         """The cached value, or None on a miss or an expired entry."""
 
+    def get_entry(self, group: str, key: str) -> tuple[bytes, int, float] | None:
+        """(value, codec id, expire_at or 0), or None: ``get`` with the entry's metadata."""
+
     def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
         """Store *value*; *ttl* seconds (0 = no expiry). Evicts to stay in budget."""
 
@@ -82,6 +85,10 @@ class LocalCache:
             raise KeyError(f"group {group!r} is not configured") from None
 
     def get(self, group: str, key: str) -> bytes | None:
+        entry = self.get_entry(group, key)
+        return None if entry is None else entry[0]
+
+    def get_entry(self, group: str, key: str) -> tuple[bytes, int, float] | None:
         entries = self._group(group)[0]
         item = entries.get(key)
         if item is None:
@@ -91,7 +98,7 @@ class LocalCache:
             self.delete(group, key)
             return None
         entries.move_to_end(key)
-        return value
+        return value, 0, expires_at
 
     def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
         g = self._group(group)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
@@ -86,6 +87,7 @@ class Group:
         # Peer-served loads get their own flight: joining a client get that is
         # itself forwarding to a peer would let two hosts wait on each other.
         self._local_calls = SingleFlight()
+        self._fence = _WriteFence()
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
         self._flight_wait = flight_wait
@@ -124,6 +126,11 @@ class Group:
         cached = self.get_cached(key)
         if cached is not None:
             return cached
+        return await self.load(key)
+
+    async def load(self, key: str) -> bytes:
+        """The miss path of ``get``, for a caller whose ``get_cached`` just missed."""
+        check_key(key)
         self.stats.add("gets")
         value, shared = await self._calls.do_ex(key, lambda: self._load(key))
         if shared:
@@ -131,66 +138,85 @@ class Group:
         return value
 
     async def get_local(self, key: str) -> tuple[bytes, float]:
-        """(value, expire_at) for a peer: served from this host, never forwarded.
+        """(value, expire_at or 0) for a peer: served from this host, never forwarded.
 
         A request from a peer must not hop again, so hosts whose rings briefly
         disagree cannot loop (mailgun/groupcache#72).
         """
         check_key(key)
         self.stats.add("peer_requests")
-        value = self._cache.get(self.name, key)
-        if value is None:
-            value = await self._local_calls.do(key, lambda: self._load_local(key))
-        return value, (time.time() + self.ttl if self.ttl else 0.0)
+        partition, ttl = self._partition(key)
+        entry = self._cache.get_entry(partition, key)
+        if entry is not None:
+            return entry[0], entry[2]
+        value = await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
+        return value, (time.time() + ttl if ttl else 0.0)
+
+    def _partition(self, key: str) -> tuple[str, float]:
+        """Where a value loaded or written here is kept, and for how long.
+
+        The group's own partition only for keys this host owns: the owner's
+        writes invalidate every member, but a copy of a key someone else owns
+        (a fallback load while the owner was down, a peer request while rings
+        disagree) goes to the hot partition, whose short TTL bounds staleness.
+        """
+        if self.peers.pick(key) is None:
+            return self.name, self.ttl
+        return self._hot, self._hot_ttl
 
     async def _load(self, key: str) -> bytes:
         peer = self.peers.pick(key)
-        if peer is not None:
-            try:
-                value, _expire_at = await peer.fetch(self.name, key)
-            except PeerError:
-                self.stats.add("peer_errors")  # invariant 4: a peer down is a slow path
-            else:
-                self.stats.add("peer_hits")
-                self._cache.set(self._hot, key, value, self._hot_ttl)
-                return value
-        return await self._load_local(key)
+        if peer is None:
+            return await self._load_local(key, self.name, self.ttl)
+        try:
+            value, expire_at = await peer.fetch(self.name, key, self.item_limit)
+        except PeerError:
+            self.stats.add("peer_errors")  # invariant 4: a peer down is a slow path
+            return await self._load_local(key, self._hot, self._hot_ttl)
+        self.stats.add("peer_hits")
+        ttl = self._hot_ttl
+        if expire_at:  # a hot copy must not outlive the owner's entry
+            ttl = min(ttl, expire_at - time.time())
+        if ttl > 0:
+            self._store(self._hot, key, value, ttl)
+        return value
 
-    async def _load_local(self, key: str) -> bytes:
+    async def _load_local(self, key: str, partition: str, ttl: float) -> bytes:
         """Load through the host-wide flight: one process per host runs the source."""
         deadline = time.monotonic() + self._flight_wait
         while True:
             if self._flight.try_begin(self.name, key):
                 try:
                     # Another process may have finished loading between our miss and now.
-                    value = self._cache.get(self.name, key)
+                    value = self._cache.get(partition, key)
                     if value is not None:
                         self.stats.add("loads_deduped")
                         return value
-                    return await self._load_source(key)
+                    return await self._load_source(key, partition, ttl)
                 finally:
                     self._flight.end(self.name, key)
-            value = await self._wait_for_other_loader(key, deadline)
+            value = await self._wait_for_other_loader(key, partition, deadline)
             if value is not None:
                 self.stats.add("loads_deduped")
                 return value
             if time.monotonic() >= deadline:
                 # The other loader is stuck: serving beats waiting forever.
-                return await self._load_source(key)
+                return await self._load_source(key, partition, ttl)
             # The loader ended without a value (not found, failed) or died: try to take over.
 
-    async def _wait_for_other_loader(self, key: str, deadline: float) -> bytes | None:
+    async def _wait_for_other_loader(self, key: str, partition: str, deadline: float) -> bytes | None:
         delay = _FLIGHT_POLL_MIN
         while self._flight.loading(self.name, key) and time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _FLIGHT_POLL_MAX)
-            value = self._cache.get(self.name, key)
+            value = self._cache.get(partition, key)
             if value is not None:
                 return value
-        return self._cache.get(self.name, key)
+        return self._cache.get(partition, key)
 
-    async def _load_source(self, key: str) -> bytes:
+    async def _load_source(self, key: str, partition: str, ttl: float) -> bytes:
         self.stats.add("loads")
+        writes = self._fence.enter(key)
         try:
             value = await self.source.get(key)
         except GeeCacheError:
@@ -199,11 +225,19 @@ class Group:
         except Exception as exc:
             self.stats.add("load_errors")
             raise LoadError(f"group {self.name!r}: loading {key!r} failed: {exc!r}") from exc
+        finally:
+            raced = self._fence.leave(key, writes)
         if value is None:
             raise NotFoundError(f"group {self.name!r} has no key {key!r}")
-        value = check_value(value, self.item_limit)
-        self._cache.set(self.name, key, value, self.ttl)
+        value = check_value(value, sys.maxsize)
+        if not raced:  # a write during the load made this value stale: serve it, don't keep it
+            self._store(partition, key, value, ttl)
         return value
+
+    def _store(self, partition: str, key: str, value: bytes, ttl: float) -> None:
+        # Over the item limit: the source's value is served, just never cached.
+        if len(value) <= self.item_limit:
+            self._cache.set(partition, key, value, ttl)
 
     # -- writes ----------------------------------------------------------------
 
@@ -217,9 +251,9 @@ class Group:
         value = check_value(value, self.item_limit)
         self._check_writable()
         self.stats.add("sets")
-        self._cache.delete(self._hot, key)
         peer = self.peers.pick(key)
         if peer is not None:
+            self.invalidate([key])
             try:
                 return await peer.set(self.name, key, value)
             except PeerError:
@@ -227,11 +261,13 @@ class Group:
         await self.set_local(key, value)
 
     async def set_local(self, key: str, value: bytes) -> None:
-        """The owner's half of ``set``: source first, then cache, then drop hot copies."""
+        """The owner's half of ``set``: source first, then cache, then drop copies elsewhere."""
         value = check_value(value, self.item_limit)
         self._check_writable()
         await self.source.set(key, value)
-        self._cache.set(self.name, key, value, self.ttl)
+        self.invalidate([key])
+        partition, ttl = self._partition(key)
+        self._store(partition, key, value, ttl)
         await self.peers.invalidate(self.name, [key])
 
     async def delete(self, key: str) -> bool:
@@ -239,9 +275,9 @@ class Group:
         check_key(key)
         self._check_writable()
         self.stats.add("deletes")
-        self._cache.delete(self._hot, key)
         peer = self.peers.pick(key)
         if peer is not None:
+            self.invalidate([key])
             try:
                 return await peer.delete(self.name, key)
             except PeerError:
@@ -249,14 +285,47 @@ class Group:
         return await self.delete_local(key)
 
     async def delete_local(self, key: str) -> bool:
-        """The owner's half of ``delete``: source, cache, then hot copies elsewhere."""
+        """The owner's half of ``delete``: source, cache, then copies elsewhere."""
         self._check_writable()
         existed = await self.source.delete(key)
-        self._cache.delete(self.name, key)
+        self.invalidate([key])
         await self.peers.invalidate(self.name, [key])
         return bool(existed)
 
-    def invalidate_hot(self, keys: list[str]) -> None:
-        """Drop hot copies of *keys* (the owner changed them)."""
+    def invalidate(self, keys: list[str]) -> None:
+        """Drop this host's copies of *keys*, owned or hot (their owner changed them)."""
         for key in keys:
+            self._fence.wrote(key)
+            self._cache.delete(self.name, key)
             self._cache.delete(self._hot, key)
+
+
+class _WriteFence:
+    """Tells a load whether its key was written while it ran (its value is then stale).
+
+    Only keys with a load in flight are tracked, so it stays as small as the
+    number of concurrent loads; the event loop's single thread guards it.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[str, list[int]] = {}  # key -> [loads in flight, writes seen]
+
+    def enter(self, key: str) -> int:
+        """A load of *key* starts; returns the write count to hand back to ``leave``."""
+        entry = self._keys.setdefault(key, [0, 0])
+        entry[0] += 1
+        return entry[1]
+
+    def leave(self, key: str, writes: int) -> bool:
+        """A load of *key* ended; True when *key* was written since ``enter``."""
+        entry = self._keys[key]
+        entry[0] -= 1
+        if not entry[0]:
+            del self._keys[key]
+        return entry[1] != writes
+
+    def wrote(self, key: str) -> None:
+        """*key* was written or invalidated."""
+        entry = self._keys.get(key)
+        if entry is not None:
+            entry[1] += 1

@@ -63,7 +63,7 @@ def peer_path(group: str, key: str | None = None) -> str:
 
 
 class HTTPPeer:
-    """One other host, reached through the pool's shared ClientSession."""
+    """One other host, reached over its own pool of keep-alive connections."""
 
     def __init__(self, pool: "HTTPPool", address: str) -> None:
         self.address = address
@@ -89,7 +89,8 @@ class HTTPPeer:
         """Close this peer's idle connections."""
         self._conns.close()
 
-    async def fetch(self, group: str, key: str) -> tuple[bytes, float]:
+    async def fetch(self, group: str, key: str, max_size: int) -> tuple[bytes, float]:
+        """(value, expire_at) from the owner (see ``geecache.peers.Peer``)."""
         status, body = await self._call("GET", peer_path(group, key))
         if status == 404:
             raise NotFoundError(f"group {group!r} has no key {key!r}")
@@ -98,12 +99,13 @@ class HTTPPeer:
         msg = GetResponse()
         try:
             msg.ParseFromString(body)
-            value = unpack(msg.codec, msg.value)
+            value = unpack(msg.codec, msg.value, max_size)
         except (DecodeError, CodecError) as exc:
             raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
         return value, msg.expire_at
 
     async def set(self, group: str, key: str, value: bytes) -> None:
+        """Ask the owner to write through (see ``geecache.peers.Peer``)."""
         codec_id, payload = pack(value, self._pool.codec_for(group))
         msg = SetRequest(group=group, key=key, value=payload, codec=codec_id)
         status, body = await self._call("PUT", peer_path(group, key), msg.SerializeToString())
@@ -111,6 +113,7 @@ class HTTPPeer:
             raise self._fail(self.address, status, body)
 
     async def delete(self, group: str, key: str) -> bool:
+        """Ask the owner to delete (see ``geecache.peers.Peer``)."""
         status, body = await self._call("DELETE", peer_path(group, key))
         if status == 404:
             return False
@@ -119,6 +122,7 @@ class HTTPPeer:
         return True
 
     async def invalidate(self, group: str, keys: list[str]) -> None:
+        """Ask this member to drop its copies of *keys*."""
         body = InvalidateRequest(group=group, keys=keys).SerializeToString()
         status, answer = await self._call("POST", peer_path(group), body)
         if status != 204 and status != 200:

@@ -15,14 +15,20 @@ class Peer(Protocol):
 
     address: str
 
-    async def fetch(self, group: str, key: str) -> tuple[bytes, float]:
-        """(value, expire_at) from the owner; NotFoundError, or PeerError when unreachable."""
+    async def fetch(self, group: str, key: str, max_size: int) -> tuple[bytes, float]:
+        """(value, expire_at or 0) from the owner; NotFoundError, or PeerError when unreachable.
+
+        *max_size* bounds the decompressed value (the group's item limit).
+        """
 
     async def set(self, group: str, key: str, value: bytes) -> None:
         """Ask the owner to write through and cache; PeerError when unreachable."""
 
     async def delete(self, group: str, key: str) -> bool:
         """Ask the owner to delete from source and cache; PeerError when unreachable."""
+
+    async def invalidate(self, group: str, keys: list[str]) -> None:
+        """Tell this member to drop its copies of *keys*; PeerError when unreachable."""
 
 
 class PeerPicker(Protocol):

@@ -89,11 +89,37 @@ def test_loader_that_raises_gives_load_error():
 
 
 def test_value_over_item_limit():
-    g = Group("g", MemoryStorage({"big": b"x" * 2000}), item_limit=1000)
-    with pytest.raises(ValueTooLargeError):
-        run(g.get("big"))
+    cache = LocalCache()
+    g = Group("g", MemoryStorage({"big": b"x" * 2000}), item_limit=1000, cache=cache)
+    # The source's value is served, just never cached (the source is the truth).
+    assert run(g.get("big")) == b"x" * 2000
+    assert cache.get("g", "big") is None
     with pytest.raises(ValueTooLargeError):
         run(g.set("k", b"y" * 1001))
+
+
+class ReadThenWait(MemoryStorage):
+    """Reads the value, then takes a while to return it: a load that races a write."""
+
+    async def get(self, key):
+        value = await super().get(key)
+        await asyncio.sleep(0.05)
+        return value
+
+
+def test_write_during_a_load_is_not_undone_by_it():
+    src = ReadThenWait({"k": b"old"})
+    cache = LocalCache()
+    g = Group("g", src, cache=cache)
+
+    async def go():
+        load = asyncio.ensure_future(g.get("k"))   # reads "old", slowly
+        await asyncio.sleep(0.01)
+        await g.set("k", b"new")                   # lands while the load runs
+        assert await load == b"old"                # that caller saw the value of its time
+        assert await g.get("k") == b"new"          # but the stale value was not cached over "new"
+
+    run(go())
 
 
 def test_set_and_delete_write_through():

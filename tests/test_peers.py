@@ -31,15 +31,28 @@ class CountingStorage(MemoryStorage):
         return await super().get(key)
 
 
+class Cluster(list):
+    """The hosts of ``cluster``: (group, pool, member) each; ``start(i)`` brings a down host up."""
+
+    async def start(self, i):
+        host, port = self.members[i].split(":")
+        await web.TCPSite(self.runners[i], host, int(port)).start()
+
+
 @contextlib.asynccontextmanager
-async def cluster(n=2, data=None, token=TOKEN, down=()):
-    """n hosts on free ports, each with its own group over one shared storage."""
+async def cluster(n=2, data=None, token=TOKEN, down=(), views=None):
+    """n hosts on free ports, each with its own group over one shared storage.
+
+    *views* (member indexes per host) gives each host its own member list, to
+    make rings disagree; by default every host sees every member.
+    """
     ports = [free_port() for _ in range(n)]
     members = [f"127.0.0.1:{p}" for p in ports]
     storage = CountingStorage(dict(data or {}))
-    hosts, runners = [], []
+    hosts, runners = Cluster(), []
     for i, port in enumerate(ports):
-        pool = HTTPPool(members[i], StaticMembers(members), token=token, codecs={"g": "zstd"})
+        view = members if views is None else [members[j] for j in views[i]]
+        pool = HTTPPool(members[i], StaticMembers(view), token=token, codecs={"g": "zstd"})
         group = Group("g", storage, peers=pool, codec="zstd")
         app = web.Application()
         routes = Routes(app)
@@ -51,6 +64,7 @@ async def cluster(n=2, data=None, token=TOKEN, down=()):
             await web.TCPSite(runner, "127.0.0.1", port).start()
         hosts.append((group, pool, members[i]))
         runners.append(runner)
+    hosts.members, hosts.runners = members, runners
     try:
         yield hosts, storage
     finally:
@@ -124,6 +138,39 @@ def test_set_routes_to_owner_and_invalidates_hot_copies():
     asyncio.run(go())
 
 
+def test_disagreeing_rings_never_forward_a_peer_request():
+    """Host 0 thinks host 1 owns everything, host 1 thinks host 0 does (invariant 3)."""
+
+    async def go():
+        async with cluster(2, {"k": b"v"}, views=[[1], [0]]) as (hosts, storage):
+            (g0, _, _), (g1, _, _) = hosts
+            assert await g0.get("k") == b"v"
+            assert storage.loads == 1
+            s1 = g1.stats.snapshot()
+            assert (s1["peer_requests"], s1["peer_hits"]) == (1, 0)  # served, not sent back
+            assert await g1.get("k") == b"v"   # host 1 kept it as a hot copy and asks host 0... once
+            assert storage.loads == 1
+
+    asyncio.run(go())
+
+
+def test_copy_loaded_while_owner_was_down_is_invalidated_by_its_write():
+    async def go():
+        data = {f"k{i}": b"old" for i in range(1000)}
+        async with cluster(2, data, down=(1,)) as (hosts, storage):
+            (g0, pool0, _), (g1, _, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            assert await g0.get(key) == b"old"      # owner down: host 0 loads it itself
+            await hosts.start(1)
+            await g1.set(key, b"new")               # the owner is back and writes
+            assert await g0.get(key) == b"new"      # host 0's copy was dropped, not served stale
+            await g0.set(key, b"newer")             # and a write through host 0 reaches the owner
+            assert await g1.get(key) == b"newer"
+            assert await g0.get(key) == b"newer"
+
+    asyncio.run(go())
+
+
 def test_not_found_travels_as_not_found():
     from geecache.errors import NotFoundError
 
@@ -163,5 +210,20 @@ def test_bad_peer_requests_get_4xx(method, path_kind, headers, body, status):
                 async with s.request(method, f"http://{member}{path}", headers=headers, data=body) as r:
                     assert r.status == status
                     assert "error" in await r.json()
+
+    asyncio.run(go())
+
+
+def test_token_that_is_not_utf8_is_a_401_not_a_500():
+    async def go():
+        async with cluster(1, {"a": b"1"}) as (hosts, _):
+            host, port = hosts[0][2].split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET " + peer_path("g", "a").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                         b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+            assert b'"error"' in answer
 
     asyncio.run(go())

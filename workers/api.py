@@ -34,6 +34,21 @@ class Unauthorized(web.HTTPUnauthorized):
                          headers={"WWW-Authenticate": 'Bearer realm="geecache"'})
 
 
+def expected_bearer(token: str | None) -> bytes | None:
+    """The Authorization header value a token requires (None: no token, no check)."""
+    return ("Bearer " + token).encode() if token else None
+
+
+def authorize(request: web.Request, expected: bytes | None) -> None:
+    """Raise Unauthorized unless the request carries *expected* (constant-time compare)."""
+    if expected is None:
+        return
+    # surrogateescape: a header that is not UTF-8 is a wrong token, not a 500.
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, expected):
+        raise Unauthorized()
+
+
 def host_stats(group: str, stats: Callable[[str], dict], usage: Callable[[str], tuple[int, int]]) -> dict:
     """One group's counters summed over the host, its cache usage and hit rate.
 
@@ -66,7 +81,7 @@ class PublicAPI:
         self._default = next(iter(groups.values()))
         self._stats = stats
         self._usage = usage
-        self._expected = ("Bearer " + auth_token).encode() if auth_token else None
+        self._expected = expected_bearer(auth_token)
 
     def _group(self, query):
         name = query.get("group")
@@ -85,11 +100,7 @@ class PublicAPI:
         return key
 
     def _authorize(self, request: web.Request) -> None:
-        if self._expected is None:
-            return
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, self._expected):
-            raise Unauthorized()
+        authorize(request, self._expected)
 
     async def get(self, request: web.Request) -> web.Response:
         """The hot path: a synchronous cache probe first, the async load only on a miss."""
@@ -98,10 +109,11 @@ class PublicAPI:
         group = self._group(query)
         value = group.get_cached(key) if key else None
         if value is None:
-            value = await group.get(key)
+            value = await group.load(key)
         return web.Response(body=value, content_type=OCTET_STREAM)
 
     async def put(self, request: web.Request) -> web.Response:
+        """Write the body through to the owner's source, then cache it (auth required)."""
         self._authorize(request)
         query = request.query
         key = self._key(query)
@@ -111,6 +123,7 @@ class PublicAPI:
         return web.Response(status=204)
 
     async def delete(self, request: web.Request) -> web.Response:
+        """Delete from the owner's source and cache; 404 when the source had no such key."""
         self._authorize(request)
         query = request.query
         key = self._key(query)
@@ -119,10 +132,12 @@ class PublicAPI:
         return web.Response(status=204)
 
     async def stats(self, request: web.Request) -> web.Response:
+        """Every group's counters summed over the host's workers, with usage and hit rate."""
         return web.json_response(
             {name: host_stats(name, self._stats, self._usage) for name in self._groups})
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness: this worker answers, with its pid and groups."""
         return web.json_response({"status": "ok", "pid": os.getpid(), "groups": list(self._groups)})
 
     def setup(self, routes) -> None:

@@ -7,16 +7,14 @@ whose rings briefly disagree (invariant 3, mailgun/groupcache#72).
 
 from __future__ import annotations
 
-import hmac
-
 from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from geecache.compression import pack, unpack
-from geecache.errors import CodecError, UnknownGroupError
+from geecache.errors import CodecError, NotFoundError, UnknownGroupError
 from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
 from geecache.httppeers import PEER_PREFIX, PROTOBUF
-from workers.errors import error_response
+from workers.api import authorize, expected_bearer
 
 
 class PeerAPI:
@@ -24,13 +22,7 @@ class PeerAPI:
 
     def __init__(self, groups: dict, token: str | None = None) -> None:
         self._groups = groups
-        self._expected = ("Bearer " + token).encode() if token else None
-
-    def _authorized(self, request: web.Request) -> bool:
-        if self._expected is None:
-            return True
-        given = request.headers.get("Authorization", "").encode()
-        return hmac.compare_digest(given, self._expected)
+        self._expected = expected_bearer(token)
 
     def _group(self, request: web.Request):
         name = request.match_info["group"]
@@ -49,13 +41,13 @@ class PeerAPI:
     def guarded(self, handler):
         """*handler* behind the bearer-token check (errors are mapped by ``Routes``)."""
         async def serve(request: web.Request) -> web.Response:
-            if not self._authorized(request):
-                return error_response(401, "missing or wrong bearer token")
+            authorize(request, self._expected)
             return await handler(request)
 
         return serve
 
     async def get(self, request: web.Request) -> web.Response:
+        """A key this host serves for a peer (cache or source, never forwarded)."""
         group = self._group(request)
         value, expire_at = await group.get_local(request.match_info["key"])
         codec_id, payload = pack(value, group.codec.name)
@@ -63,15 +55,20 @@ class PeerAPI:
         return web.Response(body=msg.SerializeToString(), content_type=PROTOBUF)
 
     async def put(self, request: web.Request) -> web.Response:
+        """The owner's half of a set: write through, cache, invalidate the others."""
         group = self._group(request)
         msg = await self._body(request, SetRequest())
-        await group.set_local(request.match_info["key"], unpack(msg.codec, msg.value))
+        # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
+        await group.set_local(request.match_info["key"], unpack(msg.codec, msg.value, group.item_limit))
         return web.Response(status=204)
 
     async def delete(self, request: web.Request) -> web.Response:
+        """The owner deletes from its source and cache; 404 when the source had no such key."""
         group = self._group(request)
-        existed = await group.delete_local(request.match_info["key"])
-        return web.Response(status=204 if existed else 404)
+        key = request.match_info["key"]
+        if not await group.delete_local(key):
+            raise NotFoundError(f"group {group.name!r} has no key {key!r}")
+        return web.Response(status=204)
 
     async def cluster(self, request: web.Request) -> web.Response:
         """The member list this host routes by, and the owner of ``?key=`` if given."""
@@ -86,9 +83,10 @@ class PeerAPI:
         })
 
     async def invalidate(self, request: web.Request) -> web.Response:
+        """Drop this host's copies of the keys the owner changed."""
         group = self._group(request)
         msg = await self._body(request, InvalidateRequest())
-        group.invalidate_hot(list(msg.keys))
+        group.invalidate(list(msg.keys))
         return web.Response(status=204)
 
 
