@@ -9,6 +9,7 @@ is the writable group's source, as a shared database would be.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -148,6 +149,10 @@ def test_sigkilled_host_leaves_the_ring_and_no_request_fails(cluster):
     stop, failures, done = threading.Event(), [], []
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(_load_loop, [a, b], stop, failures, done, keys) for _ in range(2)]
+        # The whole machine dies: nothing revokes the lease, it has to expire.
+        victim.send_signal(signal.SIGSTOP)  # no respawn while its children die
+        for pid in victim.workers():         # its worker and its registrar
+            os.kill(pid, signal.SIGKILL)
         victim.stop(signal.SIGKILL)
         wait_until(lambda: gone not in cluster.members(a) and gone not in cluster.members(b),
                    LEASE_TTL + 5, what="the killed host leaves both rings")
