@@ -14,6 +14,10 @@ from typing import Protocol
 from .stats import StatsSink, LocalStats
 
 
+#: Eviction policies every Cache understands: LRU, and LCache's LRU-2.
+POLICIES = ("lru", "lru2")
+
+
 class Cache(Protocol):
     """A byte cache partitioned by group; every method is synchronous and fast."""
 
@@ -74,8 +78,8 @@ class LocalCache:
         self._stats: dict[str, LocalStats] = {}
 
     def configure_group(self, group: str, max_bytes: int, policy: str = "lru") -> None:
-        if policy not in ("lru", "lru2"):
-            raise ValueError(f"unknown policy {policy!r}; known: lru, lru2")
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         self._groups.setdefault(group, [OrderedDict(), max_bytes, 0])[1] = max_bytes
 
     def _group(self, group: str) -> list:

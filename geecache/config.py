@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .cache import POLICIES
+from .errors import ConfigError, InvalidKeyError
+from .group import check_group_name
 from .limits import DEFAULT_ITEM_LIMIT
 from .registry.config import parse_endpoints, validate_advertise
 
 #: Eviction policies the arena implements.
-POLICIES = ("lru", "lru2")
 
 DEFAULT_PORT = 8001
 DEFAULT_ARENA = 256 << 20
@@ -62,9 +63,7 @@ DEMO_GROUP = "scores"
 DEMO_ROWS = {"Tom": b"630", "Jack": b"589", "Sam": b"567"}
 
 # Group names travel in URLs (/_geecache/<group>/<key>) and metric labels.
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # A table name is spliced into SQL, so only plain identifiers pass.
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 _UNITS = {
     "": 1, "b": 1,
@@ -268,8 +267,10 @@ def _parse_group(raw: Any, index: int, base: Path) -> GroupConfig:
     if "name" not in raw:
         raise ConfigError(f"{where}.name", "is required")
     name = _typed(raw["name"], str, f"{where}.name", "a string")
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"{where}.name", f"{name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    try:
+        check_group_name(name)
+    except InvalidKeyError as exc:
+        raise ConfigError(f"{where}.name", str(exc)) from None
     g = GroupConfig(name=name)
     if "max_bytes" in raw:
         g.max_bytes = parse_size(raw["max_bytes"], f"{where}.max_bytes")
@@ -300,9 +301,7 @@ def _parse_group(raw: Any, index: int, base: Path) -> GroupConfig:
         g.sqlite = str(path)
         if "table" in raw:
             g.table = _typed(raw["table"], str, f"{where}.table", "a string")
-            if not _TABLE_RE.match(g.table):
-                raise ConfigError(f"{where}.table", f"{g.table!r} is not a plain SQL identifier")
-        check_sqlite(g.sqlite, g.table, f"{where}.sqlite")
+        check_sqlite(g.sqlite, g.table, where)
     else:
         if "table" in raw:
             raise ConfigError(f"{where}.table", "only applies to a sqlite source")
@@ -311,29 +310,25 @@ def _parse_group(raw: Any, index: int, base: Path) -> GroupConfig:
     return g
 
 
-def import_loader(spec: str):
-    """The callable named by ``module:function`` (raises ConfigError('loader', ...))."""
-    from .storage import load_source
-
-    return load_source(spec)
-
-
 def check_loader(spec: str, fname: str) -> None:
     """Import the loader now so a typo fails the config, not every worker."""
+    from .storage import load_source
+
     try:
-        import_loader(spec)
+        load_source(spec)
     except ConfigError as exc:
         raise ConfigError(fname, exc.reason) from None
 
 
-def check_sqlite(path: str, table: str, fname: str) -> None:
-    """Open the database once now (creating it if new) so a bad file fails the config."""
+def check_sqlite(path: str, table: str, where: str) -> None:
+    """Open the database once now (creating it if new) so a bad file or table fails the config."""
     from .storage import SQLiteStorage
 
     try:
         SQLiteStorage(path, table).close()
-    except ConfigError as exc:
-        raise ConfigError(fname, exc.reason) from None
+    except ConfigError as exc:  # SQLiteStorage names "table" or "storage"; we name the config field
+        field = "table" if exc.field == "table" else "sqlite"
+        raise ConfigError(f"{where}.{field}", exc.reason) from None
 
 
 def load_file(path: str | os.PathLike, cfg: Config | None = None) -> Config:
@@ -391,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--peers", metavar="URL,...", help="static peer list instead of etcd")
     a("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for the HTTP port")
     a("--tls-key", metavar="FILE", help="TLS private key (PEM)")
-    a("--tls-ca", metavar="FILE", help="CA bundle to verify peers and etcd")
+    a("--tls-ca", metavar="FILE", help="CA bundle to verify peers")
     a("--reuseport", action=argparse.BooleanOptionalAction, default=None,
       help="one SO_REUSEPORT socket per worker instead of one shared socket")
     a("--graceful-timeout", type=float, metavar="SECONDS",

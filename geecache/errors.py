@@ -72,12 +72,6 @@ class ConfigError(GeeCacheError, ValueError):
         self.reason = reason
 
 
-class ArenaFullError(GeeCacheError):
-    """The arena could not make room for a value even after evicting."""
-
-    http_status = 507
-
-
 class RefusedError(GeeCacheError):
     """A server refused a client's request with a 4xx other than 404 (bad key, token, size...).
 

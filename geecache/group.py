@@ -45,7 +45,7 @@ _FLIGHT_POLL_MAX = 0.02
 def check_group_name(name: str) -> str:
     """Validate a group name (letters, digits, ``_ . -``; 1-64 chars)."""
     if not isinstance(name, str) or not _GROUP_NAME.match(name):
-        raise InvalidKeyError(f"invalid group name {name!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+        raise InvalidKeyError(f"group name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
     return name
 
 
