@@ -88,6 +88,7 @@ class Group:
         # itself forwarding to a peer would let two hosts wait on each other.
         self._local_calls = SingleFlight()
         self._fence = _WriteFence()
+        self._qps = (time.monotonic(), 0, 0.0)  # window start, gets then, last full window's rate
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
         self._flight_wait = flight_wait
@@ -151,6 +152,22 @@ class Group:
             return entry[0], entry[2]
         value = await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
         return value, (time.time() + ttl if ttl else 0.0)
+
+    def minute_qps(self) -> float:
+        """Gets per second of this process over about the last minute (groupcache's minute_qps).
+
+        Read from the stat counters only when a peer asks, so the hot path
+        pays nothing for it.
+        """
+        now, gets = time.monotonic(), self.stats.snapshot()["gets"]
+        start, base, last = self._qps
+        elapsed = now - start
+        if elapsed >= 60:
+            last = (gets - base) / elapsed
+            self._qps = (now, gets, last)
+            return last
+        current = (gets - base) / max(elapsed, 1.0)
+        return max(current, last) if elapsed < 10 else current  # a young window under-reads
 
     def _partition(self, key: str) -> tuple[str, float]:
         """Where a value loaded or written here is kept, and for how long.
