@@ -386,10 +386,29 @@ def create_arena(cfg: Config):
     """The host's shared-memory arena, sized once."""
     from geecache.shm import Arena
 
+    check_shm_space(cfg.arena)
     try:
-        return Arena.create(cfg.arena, item_limit=cfg.item_limit)
+        # Every group takes two records: itself and its hot partition.
+        return Arena.create(cfg.arena, item_limit=cfg.item_limit, max_groups=max(32, 2 * len(cfg.groups)))
     except ConfigError as exc:
         raise ConfigError("arena", exc.reason) from None
+
+
+def check_shm_space(size: int, shm_dir: str = "/dev/shm") -> None:
+    """Refuse an arena larger than the free space of /dev/shm.
+
+    The segment is only ftruncated, so a tmpfs too small for it (Docker's
+    default --shm-size is 64 MiB) would otherwise fail later, as SIGBUS in a
+    worker when the cache fills.
+    """
+    try:
+        st = os.statvfs(shm_dir)
+    except OSError:
+        return  # no /dev/shm to ask: shm_open will say what is wrong
+    free = st.f_bavail * st.f_frsize
+    if size > free:
+        raise ConfigError("arena", f"{size} bytes do not fit in {shm_dir} ({free} bytes free); "
+                                   "lower --arena or enlarge the tmpfs (docker: --shm-size)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.port == 0:
         cfg.port = sock.getsockname()[1]
     if cfg.etcd and not cfg.advertise:
+        if cfg.host in ("0.0.0.0", "::", ""):
+            sock.close()
+            print(f"config error: advertise: --host {cfg.host or '*'} is no address other hosts can reach; "
+                  "give --advertise HOST:PORT", file=sys.stderr)
+            return 2
         cfg.advertise = f"{cfg.host}:{cfg.port}"
     state = leftovers.state_path(cfg.data_dir, cfg.port)
     leftovers.reclaim(state)
@@ -426,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         arena = create_arena(cfg)
         leftovers.record(state, arena.name, metrics_dir if created else None)
         configure_arena(cfg, arena)
+        if cfg.etcd:
+            # Alone until the registrar says otherwise: the ring is usable from the first request.
+            arena.write_ring([cfg.advertise])
         return Supervisor(cfg, arena, sock).run()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -224,6 +224,29 @@ def test_bad_flags_and_help(tmp_path):
     assert r.returncode == 0 and "--workers" in r.stdout and "--etcd" in r.stdout
 
 
+def test_host_level_config_errors_exit_2_before_forking(tmp_path):
+    # An arena /dev/shm cannot hold would fail later as SIGBUS in a worker.
+    r = run_supervisor("--port", "0", "--arena", "100000GiB", "--data-dir", str(tmp_path))
+    assert r.returncode == 2 and "config error: arena: " in r.stderr and "--shm-size" in r.stderr, r.stderr
+    # A wildcard bind is no address peers can reach: etcd needs an explicit --advertise.
+    r = run_supervisor("--port", "0", "--host", "0.0.0.0", "--etcd", "http://127.0.0.1:9",
+                       "--arena", "32MiB", "--data-dir", str(tmp_path))
+    assert r.returncode == 2 and "config error: advertise: " in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "started worker" not in r.stderr
+
+
+def test_many_groups_fit_the_arena(tmp_path):
+    """Each group also takes a record for its hot partition: 20 groups must still start."""
+    path = tmp_path / "many.toml"
+    path.write_text("".join(f'[[groups]]\nname = "g{i}"\nloader = "tests.support.loaders:sync_upper"\n'
+                            f'max_bytes = "1MiB"\n' for i in range(20)))
+    host = start_supervisor(tmp_path, "--config", str(path), workers=1)
+    try:
+        assert host.get("/api?group=g19&key=abc") == (200, b"ABC")
+    finally:
+        assert host.stop() == 0
+
+
 def test_supervisor_never_imports_grpc():
     code = ("import sys; sys.argv = ['supervisor.py']; import supervisor; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'aetcd')))")
