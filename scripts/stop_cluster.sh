@@ -77,6 +77,13 @@ segments=""
 for pid in $hosts $children; do
     segments="$segments $(grep -o '/dev/shm/geecache-[A-Za-z0-9_.-]*' "/proc/$pid/maps" 2>/dev/null || true)"
 done
+# A supervisor that was SIGKILLed maps nothing any more; it recorded its arena
+# in its data dir (geecache/leftovers.py), so read the name from there.
+for state in "$RUN_DIR"/data/*/supervisor-*.state; do
+    [ -e "$state" ] || continue
+    seg=$(grep -o '"arena": "geecache-[A-Za-z0-9_.-]*"' "$state" | sed 's/.*"\(geecache-[^"]*\)"/\1/')
+    if [ -n "$seg" ]; then segments="$segments /dev/shm/$seg"; fi
+done
 segments=$(echo $segments | tr ' ' '\n' | sort -u)
 
 # Hosts first: a supervisor that stops cleanly revokes its etcd lease, which needs etcd up.
