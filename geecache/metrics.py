@@ -26,6 +26,7 @@ from bisect import bisect_left
 import tempfile
 from typing import Callable, Iterable
 
+from .group import hot_group_name
 from .stats import STAT_FIELDS
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -191,6 +192,10 @@ class ArenaCollector:
             "geecache_cache_bytes", "Bytes of keys and values cached.", labels=["group"])
         cache_entries = GaugeMetricFamily(
             "geecache_cache_entries", "Entries cached.", labels=["group"])
+        hot_bytes = GaugeMetricFamily(
+            "geecache_hot_cache_bytes", "Bytes of hot copies of keys other hosts own.", labels=["group"])
+        hot_entries = GaugeMetricFamily(
+            "geecache_hot_cache_entries", "Hot copies of keys other hosts own.", labels=["group"])
         for group in self._groups:
             snapshot = self._stats(group)
             for field in STAT_FIELDS:
@@ -198,9 +203,11 @@ class ArenaCollector:
             used, entries = self._usage(group)
             cache_bytes.add_metric([group], used)
             cache_entries.add_metric([group], entries)
+            used, entries = self._usage(hot_group_name(group))
+            hot_bytes.add_metric([group], used)
+            hot_entries.add_metric([group], entries)
         yield from counters.values()
-        yield cache_bytes
-        yield cache_entries
+        yield from (cache_bytes, cache_entries, hot_bytes, hot_entries)
         yield GaugeMetricFamily(
             "geecache_arena_size_bytes", "Size of the shared-memory arena.", value=self._arena_bytes)
 

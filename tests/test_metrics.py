@@ -16,7 +16,9 @@ def test_arena_collector_exports_counters_and_gauges():
 
     cache = LocalCache()
     cache.configure_group("g", 1 << 20)
+    cache.configure_group("hot:g", 1 << 17)
     cache.set("g", "k", b"12345")
+    cache.set("hot:g", "r", b"67")
     sink = cache.stats_sink("g")
     sink.add("gets", 7)
     sink.add("local_hits", 5)
@@ -29,6 +31,8 @@ def test_arena_collector_exports_counters_and_gauges():
     assert 'geecache_loads_total{group="g"} 0.0' in text
     assert 'geecache_cache_bytes{group="g"} 6.0' in text  # key + value bytes
     assert 'geecache_cache_entries{group="g"} 1.0' in text
+    assert 'geecache_hot_cache_entries{group="g"} 1.0' in text
+    assert 'geecache_hot_cache_bytes{group="g"} 3.0' in text
     assert "geecache_arena_size_bytes 1.6777216e+07" in text
     assert "# TYPE geecache_gets_total counter" in text
 
