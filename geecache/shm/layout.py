@@ -12,10 +12,14 @@ Segment (every region starts 64-byte aligned)::
     locks       n_locks x 64   robust pthread mutex (40 B) + shard word
                                [0, n_shards) shards, then CONFIG, STATS,
                                FLIGHT, RING
-    groups      max_groups x GROUP (96 B)   name, policy, budget, region
+    groups      max_groups x GROUP (a 112 B record in 128 B)
+                               name, policy, budget, region
     gstate      max_groups x n_shards x GSTATE (48 B)
                                one circular log per (group, shard):
                                head, tail, used, live bytes, entries, hot
+    stats       max_procs x (ROWHEAD + max_groups x len(STAT_FIELDS) x u64)
+    ring        RINGHEAD + 2 buffers (double-buffered member list)
+    flight      flight_slots x u64 hashes, then flight_slots x u32 pids
     slots       n_shards x slots_per_shard x SLOT (16 B)
                                hash u64 (0 = empty), version u32, off u32
     refs        n_shards x slots_per_shard bytes: CLOCK reference bits,
@@ -23,9 +27,9 @@ Segment (every region starts 64-byte aligned)::
     data        data_bytes: each group's budget is one region carved at
                                configure time, split into equal shard slices,
                                each slice a circular log of entries
-    stats       max_procs x (ROWHEAD + max_groups x len(STAT_FIELDS) x u64)
-    ring        RINGHEAD + 2 buffers (double-buffered member list)
-    flight      flight_slots x u64 hashes, then flight_slots x u32 pids
+
+The fixed-size regions come first; the slot table and the data area share
+what is left, sized from the expected entry size (``Geometry``).
 
 An entry in a log: ENTRY header (24 B) + key + value, padded to 8 bytes.
 The header's ``slot`` field points back at the slot that references the
@@ -70,7 +74,7 @@ SHARD_COUNT_AT = 48
 REPAIRS_AT = 52
 MUTEX_BYTES = 40  # sizeof(pthread_mutex_t) on x86-64/aarch64 glibc
 
-GROUP = struct.Struct("B B H I Q Q Q I I 8x 64s")  # 104? asserted below
+GROUP = struct.Struct("B B H I Q Q Q I I 8x 64s")
 # state, policy, name_len, gshards, max_bytes, region_off, slice_bytes,
 # reserved, reserved, name
 GROUP_SIZE = 128
