@@ -24,8 +24,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(PERF_DIR))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from tests.perf.bench_http import generator, measure, start_bare, start_geecache  # noqa: E402
-from tests.perf.common import plot_lines, progress, result, table  # noqa: E402
+from tests.perf.bench_http import measure, start_bare, start_geecache  # noqa: E402
+from tests.perf.common import load_generator, plot_lines, progress, result, table  # noqa: E402
 
 PREDICT_CORES = 16
 
@@ -54,7 +54,7 @@ def run(quick: bool) -> dict:
     counts = list(range(1, max(2, cores) + 1))
     seconds, warmup = (2, 1) if quick else (6, 2)
     data_dir = tempfile.mkdtemp(prefix="geecache-scaling-")
-    progress(f"load generator: {generator()}; workers {counts}; {seconds}s per run")
+    progress(f"load generator: {load_generator()}; workers {counts}; {seconds}s per run")
     curves: dict[str, list[float]] = {"geecache hits": [], "bare aiohttp": []}
     try:
         for n in counts:
@@ -73,7 +73,7 @@ def run(quick: bool) -> dict:
                   f"~{g16:,.0f} req/s of hits (bare aiohttp: {speedup(b, PREDICT_CORES):.1f}x). Indicative only: "
                   f"{len(counts)} points on {cores} cores shared with the load generator.")
     progress(prediction)
-    plot = plot_lines("scaling.png", f"Cache-hit req/s vs workers ({generator()})", "workers", "req/s",
+    plot = plot_lines("scaling.png", f"Cache-hit req/s vs workers ({load_generator()})", "workers", "req/s",
                       {name: (counts, ys) for name, ys in curves.items()})
     summary = {"serial_fraction_geecache": g, "serial_fraction_bare": b,
                f"predicted_speedup_{PREDICT_CORES}_geecache": speedup(g, PREDICT_CORES),
