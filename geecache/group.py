@@ -88,13 +88,14 @@ class Group:
         # itself forwarding to a peer would let two hosts wait on each other.
         self._local_calls = SingleFlight()
         self._fence = _WriteFence()
-        self._qps = (time.monotonic(), 0, 0.0)  # window start, gets then, last full window's rate
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
         self._flight_wait = flight_wait
         self._cache.configure_group(self.name, self.max_bytes, policy)
         self._cache.configure_group(self._hot, max(self.max_bytes // HOT_FRACTION, 1), "lru")
         self.stats = self._cache.stats_sink(self.name)
+        # window start, gets then, last full window's rate (a reused stat row starts above 0)
+        self._qps = (time.monotonic(), self.stats.snapshot()["gets"], 0.0)
 
     @property
     def readonly(self) -> bool:
@@ -285,6 +286,8 @@ class Group:
         self.invalidate([key])
         partition, ttl = self._partition(key)
         self._store(partition, key, value, ttl)
+        if await self._outlast_loads(key):
+            self._store(partition, key, value, ttl)
         await self.peers.invalidate(self.name, [key])
 
     async def delete(self, key: str) -> bool:
@@ -306,8 +309,26 @@ class Group:
         self._check_writable()
         existed = await self.source.delete(key)
         self.invalidate([key])
+        if await self._outlast_loads(key):
+            self.invalidate([key])
         await self.peers.invalidate(self.name, [key])
         return bool(existed)
+
+    async def _outlast_loads(self, key: str) -> bool:
+        """Wait (bounded) for a load of *key* another process of this host is running.
+
+        That load may have read the source before our write and would store
+        the old value after we stored the new one; the caller re-applies its
+        write once the load is over.  True when there was such a load.
+        """
+        if not self._flight.loading(self.name, key):
+            return False
+        deadline = time.monotonic() + self._flight_wait
+        delay = _FLIGHT_POLL_MIN
+        while self._flight.loading(self.name, key) and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _FLIGHT_POLL_MAX)
+        return True
 
     def invalidate(self, keys: list[str]) -> None:
         """Drop this host's copies of *keys*, owned or hot (their owner changed them)."""

@@ -10,6 +10,7 @@ from geecache.cache import LocalCache
 from geecache.errors import InvalidKeyError, LoadError, NotFoundError, ReadOnlySourceError, ValueTooLargeError
 from geecache.group import Group
 from geecache.storage import FunctionSource, MemoryStorage
+from tests.test_arena_common import make_arena  # noqa: F401  (fixture)
 
 
 def run(coro):
@@ -163,3 +164,21 @@ def test_budget_evicts_least_recently_used():
     assert used <= 350 and entries == 3
     assert cache.get("g", "k9") is not None and cache.get("g", "k0") is None
     assert g.stats.snapshot()["evictions"] == 7
+
+
+def test_write_outlasts_a_load_running_in_another_worker(make_arena):
+    """Two Groups over one arena are two workers of a host: the writer's value must win."""
+    arena = make_arena()
+    src = ReadThenWait({"k": b"old"})
+    reader = Group("g", src, cache=arena, flight=arena)
+    writer = Group("g", src, cache=arena, flight=arena)
+
+    async def go():
+        load = asyncio.ensure_future(reader.get("k"))   # holds the host-wide flight, reads "old"
+        await asyncio.sleep(0.01)
+        await writer.set("k", b"new")
+        assert await load == b"old"
+        assert arena.get("g", "k") == b"new"
+        assert await reader.get("k") == b"new"
+
+    run(go())
