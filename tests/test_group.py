@@ -170,8 +170,8 @@ def test_write_outlasts_a_load_running_in_another_worker(make_arena):
     """Two Groups over one arena are two workers of a host: the writer's value must win."""
     arena = make_arena()
     src = ReadThenWait({"k": b"old"})
-    reader = Group("g", src, cache=arena, flight=arena)
-    writer = Group("g", src, cache=arena, flight=arena)
+    reader = Group("g", src, cache=arena, flight=arena, max_bytes=1 << 20)
+    writer = Group("g", src, cache=arena, flight=arena, max_bytes=1 << 20)
 
     async def go():
         load = asyncio.ensure_future(reader.get("k"))   # holds the host-wide flight, reads "old"
