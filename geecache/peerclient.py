@@ -42,8 +42,8 @@ class ConnectionPool:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def _connect(self):
-        return await asyncio.wait_for(
-            asyncio.open_connection(self._host, self._port, ssl=self._ssl), self._connect_timeout)
+        async with asyncio.timeout(self._connect_timeout):
+            return await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
 
     async def request(self, method: str, path: str, headers: dict[str, str] | None = None,
                       body: bytes | None = None) -> tuple[int, bytes]:
@@ -67,7 +67,9 @@ class ConnectionPool:
     async def _exchange(self, reader, writer, raw: bytes) -> tuple[int, bytes]:
         try:
             writer.write(raw)
-            status, body, keep = await asyncio.wait_for(self._read_response(reader), self._read_timeout)
+            # asyncio.timeout, not wait_for: wait_for wraps the read in a new Task per call.
+            async with asyncio.timeout(self._read_timeout):
+                status, body, keep = await self._read_response(reader)
         except BaseException:
             writer.close()
             raise
