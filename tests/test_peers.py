@@ -233,3 +233,27 @@ def test_token_that_is_not_utf8_is_a_401_not_a_500():
             assert b'"error"' in answer
 
     asyncio.run(go())
+
+
+def test_peer_that_never_answers_times_out_into_a_local_load():
+    async def go():
+        import socket
+
+        blackhole = socket.socket()          # accepts connections (backlog), never answers
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(8)
+        silent = f"127.0.0.1:{blackhole.getsockname()[1]}"
+        me = f"127.0.0.1:{free_port()}"
+        pool = HTTPPool(me, StaticMembers([me, silent]), connect_timeout=0.3, read_timeout=0.3)
+        data = {f"k{i}": b"v%d" % i for i in range(1000)}
+        group = Group("g", CountingStorage(data), peers=pool)
+        try:
+            key = owned_by(pool, silent)[0]
+            assert await group.get(key) == data[key]
+            s = group.stats.snapshot()
+            assert (s["peer_errors"], s["loads"]) == (1, 1)
+        finally:
+            await pool.close()
+            blackhole.close()
+
+    asyncio.run(go())
