@@ -40,7 +40,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(PERF_DIR))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from tests.perf.common import load_generator, progress, result, table  # noqa: E402
+from tests.perf.common import load_generator, plot_lines, progress, result, table  # noqa: E402
 from tests.support.net import free_port, wait_for_port  # noqa: E402
 
 #: The demo key and its value: both servers answer with these 3 bytes.
@@ -311,7 +311,13 @@ def run(quick: bool) -> dict:
         table("Ratios (targets: hit/bare >= 0.95; geecache 2w/1w >= bare 2w/1w)", ["ratio", "value"],
               [[k, v] for k, v in summary.items() if "_vs_" in k or k.startswith("scale")]),
     ]
-    return result("http", tables, summary)
+    series = {
+        f"{name} {pct}": ([1, 2], [got[(name, w, base)][f"{pct}_ms"] for w in (1, 2)])
+        for name in ("geecache", "bare aiohttp") for pct in ("p50", "p99")
+    }
+    plot = plot_lines("latency.png", f"Cache-hit latency ({load_generator()}, {CONNECTIONS} conns)",
+                      "workers", "latency (ms)", series)
+    return result("http", tables, summary, [plot] if plot else [])
 
 
 def main(argv: list[str]) -> None:
