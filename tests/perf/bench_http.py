@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -267,7 +268,10 @@ def measure(start, seconds: float, warmup: float) -> dict:
 
 
 def run(quick: bool) -> dict:
-    seconds, warmup = (3, 1) if quick else (8, 2)
+    seconds, warmup = (3, 1) if quick else (6, 1)
+    # Rounds interleave the servers, so drift on a shared box hits every case alike;
+    # each figure is the median over the rounds.
+    rounds = 1 if quick else 3
     data_dir = tempfile.mkdtemp(prefix="geecache-bench-")
     progress(f"load generator: {load_generator()}, {CONNECTIONS} connections, {seconds}s per run")
     cases = [
@@ -282,15 +286,18 @@ def run(quick: bool) -> dict:
             ("geecache", 2, "shared socket, asyncio loop", lambda: start_geecache(2, data_dir, uvloop=False)),
             ("bare aiohttp", 2, "shared socket, asyncio loop", lambda: start_bare(2, uvloop=False)),
         ]
-    rows, got = [], {}
+    runs: dict[tuple, list[dict]] = {}
     try:
-        for name, workers, mode, start in cases:
-            progress(f"{name}, {workers} worker(s), {mode}")
-            r = measure(start, seconds, warmup)
-            got[(name, workers, mode)] = r
-            rows.append([name, workers, mode, r["rps"], r["p50_ms"], r["p99_ms"], r["cpu_us"]])
+        for n in range(rounds):
+            for name, workers, mode, start in cases:
+                progress(f"round {n + 1}/{rounds}: {name}, {workers} worker(s), {mode}")
+                runs.setdefault((name, workers, mode), []).append(measure(start, seconds, warmup))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+    got = {case: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+           for case, rs in runs.items()}
+    rows = [[name, workers, mode, r["rps"], r["p50_ms"], r["p99_ms"], r["cpu_us"]]
+            for (name, workers, mode), r in got.items()]
     base = "shared socket, uvloop"
     g1, g2 = got[("geecache", 1, base)]["rps"], got[("geecache", 2, base)]["rps"]
     b1, b2 = got[("bare aiohttp", 1, base)]["rps"], got[("bare aiohttp", 2, base)]["rps"]
@@ -306,7 +313,8 @@ def run(quick: bool) -> dict:
         summary["uvloop_vs_asyncio"] = g2 / got[("geecache", 2, "shared socket, asyncio loop")]["rps"]
         summary["bare_uvloop_vs_asyncio"] = b2 / got[("bare aiohttp", 2, "shared socket, asyncio loop")]["rps"]
     tables = [
-        table(f"Cache-hit GET vs bare aiohttp ({load_generator()}, {CONNECTIONS} conns, {len(VALUE)} B body)",
+        table(f"Cache-hit GET vs bare aiohttp ({load_generator()}, {CONNECTIONS} conns, {len(VALUE)} B body, "
+              f"median of {rounds} interleaved rounds)",
               ["server", "workers", "mode", "req/s", "p50 ms", "p99 ms", "server CPU us/req"], rows),
         table("Ratios (targets: hit/bare >= 0.95; geecache 2w/1w >= bare 2w/1w)", ["ratio", "value"],
               [[k, v] for k, v in summary.items() if "_vs_" in k or k.startswith("scale")]),
