@@ -23,6 +23,22 @@ from aiohttp import web
 
 log = logging.getLogger("geecache.worker")
 
+
+class _DropMalformedRequests(logging.Filter):
+    """Keep aiohttp's tracebacks for malformed HTTP out of the log.
+
+    aiohttp answers such a request 400 itself, then logs the parser's error
+    with a traceback: one per bad request would let any client flood the log.
+    Errors in our own handlers never reach aiohttp (``workers.routes`` maps
+    and logs them), so this hides nothing of ours.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
+
 #: Exit status of a worker that could not boot: the supervisor halts on it.
 WORKER_BOOT_ERROR = 3
 #: How often a worker checks that its supervisor is still its parent.
@@ -130,6 +146,7 @@ def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int) -> None:
     try:
         _reset_inherited_signals()
         die_with_parent(supervisor_pid)
+        logging.getLogger("aiohttp.server").addFilter(_DropMalformedRequests())
         try:
             arena.register_process()
             loop = new_event_loop()
