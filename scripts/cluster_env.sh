@@ -17,15 +17,20 @@ is_ours() {
     tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR"
 }
 
-# live_pids: the recorded pids that are still running and ours, one per line.
-live_pids() {
+# ours_of PIDFILE...: the recorded pid of each file, when still running and ours.
+ours_of() {
     local f pid
-    for f in "$RUN_DIR"/pids/*.pid; do
+    for f in "$@"; do
         [ -e "$f" ] || continue
         pid=$(cat "$f" 2>/dev/null) || continue
         case "$pid" in '' | *[!0-9]*) continue ;; esac
         if is_ours "$pid"; then echo "$pid"; fi
     done
+}
+
+# live_pids: the recorded pids that are still running and ours, one per line.
+live_pids() {
+    ours_of "$RUN_DIR"/pids/*.pid
 }
 
 # descendants PID: every live descendant of PID (workers, registrar), one per line.

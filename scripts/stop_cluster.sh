@@ -20,17 +20,6 @@ if [ ! -d "$RUN_DIR" ]; then
     exit 0
 fi
 
-# ours_of PIDFILE...: the recorded pid of each file, when still running and ours.
-ours_of() {
-    local f pid
-    for f in "$@"; do
-        [ -e "$f" ] || continue
-        pid=$(cat "$f" 2>/dev/null) || continue
-        case "$pid" in '' | *[!0-9]*) continue ;; esac
-        if is_ours "$pid"; then echo "$pid"; fi
-    done
-}
-
 # stop_pids PID...: TERM, wait up to STOP_TIMEOUT for all to go, then KILL the rest.
 stop_pids() {
     [ "$#" -gt 0 ] || return 0
