@@ -70,7 +70,11 @@ class NoHostFlight:
 
 
 class LocalCache:
-    """An in-process LRU cache per group; not shared, not thread-safe (one event loop)."""
+    """An in-process LRU cache per group; not shared, not thread-safe (one event loop).
+
+    ``lru2`` is accepted and behaves as ``lru``: LCache's two lists live in
+    the arena, the production cache; this one serves the library and tests.
+    """
 
     def __init__(self) -> None:
         # group -> [OrderedDict key -> (value, expires_at), max_bytes, used_bytes]
