@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from geecache import leftovers, metrics  # noqa: E402
 from geecache.config import DEMO_ROWS, Config, parse_args  # noqa: E402
 from geecache.errors import ConfigError  # noqa: E402
-from workers.worker import WORKER_BOOT_ERROR, die_with_parent, worker_main  # noqa: E402
+from workers.worker import STOP_SIGNALS, WORKER_BOOT_ERROR, die_with_parent, worker_main  # noqa: E402
 
 log = logging.getLogger("geecache.supervisor")
 
@@ -65,8 +65,7 @@ REGISTRAR_STABLE = 60.0
 KILL_MARGIN = 2.0
 EXIT_BOOT_FAILED = 3
 
-_HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
-            signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
+_HANDLED = (signal.SIGCHLD, *STOP_SIGNALS, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
 
 
 class Child:
@@ -125,7 +124,7 @@ class Supervisor:
         self._sockets: dict[int, socket.socket] = {0: first_socket}
         self._target = cfg.workers
         self._children: dict[int, Child] = {}  # pid -> Child
-        self._retiring: set[int] = set()       # pids told to stop by SIGTTOU
+        self._retiring: dict[int, float] = {}  # pid told to stop by SIGTTOU -> when to SIGKILL it
         self._boot_failures = 0
         self._registrar_failures = 0
         self._registrar_due = 0.0              # monotonic time the registrar may be respawned
@@ -170,14 +169,24 @@ class Supervisor:
 
     def _fork(self, kind: str, slot: int | None, body) -> None:
         keep = self._socket_for(slot) if kind == "worker" else None
+        # Signals stay blocked across the fork: a SIGTERM that reached the child
+        # before it dropped our handlers would run them in the child, land in
+        # its copy of the queue, and be lost (measured: a retired worker that
+        # never left).  Blocked, it waits for the child's own handlers.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self._children[pid] = Child(kind, pid, slot)
             log.info("started %s%s (pid %d)", kind, f" {slot}" if slot is not None else "", pid)
             return
         # Child: never return into the supervisor's loop.
         code = 1
         try:
+            for sig in _HANDLED:
+                signal.signal(sig, signal.SIG_DFL)
+            # Stop signals stay blocked: each child's body unblocks them once it can handle them.
+            signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) | set(STOP_SIGNALS))
             os.close(self._pipe_r)
             os.close(self._pipe_w)
             for sock in self._sockets.values():
@@ -223,7 +232,7 @@ class Supervisor:
             return
         metrics.mark_process_dead(child.pid)
         if child.pid in self._retiring:
-            self._retiring.discard(child.pid)
+            del self._retiring[child.pid]
             log.info("worker %d (pid %d) retired: %s", child.slot, child.pid, how)
             return
         log.warning("worker %d (pid %d) died after %.1fs: %s", child.slot, child.pid, lived, how)
@@ -262,10 +271,14 @@ class Supervisor:
         for w in workers:
             if w.slot >= self._target:
                 log.info("retiring worker %d (pid %d)", w.slot, w.pid)
-                self._retiring.add(w.pid)
+                self._retiring[w.pid] = time.monotonic() + self.cfg.graceful_timeout + KILL_MARGIN
                 self._signal(w.pid, signal.SIGTERM)
                 if self._reuseport:
                     self._sockets.pop(w.slot).close()
+        for pid, deadline in self._retiring.items():
+            if time.monotonic() >= deadline:
+                log.warning("retired worker (pid %d) did not stop in time; killing it", pid)
+                self._signal(pid, signal.SIGKILL)
         if self.cfg.etcd and time.monotonic() >= self._registrar_due:
             if not any(c.kind == "registrar" for c in self._children.values()):
                 self._fork("registrar", None, self._registrar_body)

@@ -141,6 +141,23 @@ def test_ttin_ttou_change_the_worker_count(tmp_path):
         assert h.stop() == 0
 
 
+def test_worker_retired_while_still_booting_leaves(tmp_path):
+    """SIGTTOU right after SIGTTIN: the new worker gets SIGTERM before it has its own
+    handlers; blocked across the fork, the signal waits for them instead of being lost."""
+    h = start_supervisor(tmp_path, workers=1)
+    try:
+        seen = set()
+        for _ in range(8):
+            h.send_signal(signal.SIGTTIN)
+            seen.update(h.wait_workers(2))
+            h.send_signal(signal.SIGTTOU)
+            seen.update(h.wait_workers(1, timeout=15))
+        assert not [p for p in seen - set(h.workers()) if alive(p)]
+        assert h.get("/api?key=Jack") == (200, b"589")
+    finally:
+        assert h.stop() == 0
+
+
 def test_workers_exit_when_the_supervisor_dies(tmp_path):
     h = start_supervisor(tmp_path, workers=2)
     workers = h.workers()

@@ -44,7 +44,8 @@ WORKER_BOOT_ERROR = 3
 #: How often a worker checks that its supervisor is still its parent.
 PARENT_CHECK_INTERVAL = 1.0
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+#: Signals that stop a worker gracefully (blocked until its event loop can handle them).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -69,9 +70,9 @@ def _reset_inherited_signals() -> None:
     Stop signals stay blocked until the event loop's handlers exist, so a
     SIGTERM during boot is held, not lost and not fatal.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
+    for sig in (signal.SIGCHLD, *STOP_SIGNALS):
         signal.signal(sig, signal.SIG_DFL)
     # Worker count and reload signals are the supervisor's business.
     for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP):
@@ -126,9 +127,9 @@ async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int) -> int:
     except Exception:
         log.exception("worker %d failed to boot", os.getpid())
         return WORKER_BOOT_ERROR
-    for sig in _STOP_SIGNALS:
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     watcher = asyncio.ensure_future(_watch_parent(supervisor_pid, stop))
     await stop.wait()
     watcher.cancel()
