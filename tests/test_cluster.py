@@ -173,7 +173,7 @@ def test_sigterm_host_is_gone_from_the_ring_at_once(cluster):
     assert leaving.stop(signal.SIGTERM) == 0
     # The lease is revoked on the way out, so this does not wait for the TTL.
     assert gone not in cluster.etcd.keys("/geecache/registry/")
-    wait_until(lambda: gone not in cluster.members(a) and gone not in cluster.members(b), 3,
+    wait_until(lambda: gone not in cluster.members(a) and gone not in cluster.members(b), 10,
                what="the stopped host leaves both rings")
 
 

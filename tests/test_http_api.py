@@ -119,7 +119,7 @@ def test_stats_add_up_across_workers(host):
     assert set(after) == {"scores", "counted", "upper", "broken"}
     # Both workers served some of them: each worker has its own metrics file.
     metrics_dir = re.search(r"metrics directory (\S+)", host.log()).group(1)
-    wait_until(lambda: len(list(Path(metrics_dir).glob("counter_*.db"))) >= 2, 5, what="two workers' files")
+    wait_until(lambda: len(list(Path(metrics_dir).glob("counter_*.db"))) >= 2, 15, what="two workers' files")
 
 
 def _api_requests_total(text: str) -> float:

@@ -148,7 +148,7 @@ def test_register_shows_up_under_prefix(etcd_server, spawn):
     assert value == A
     kv = json.loads(etcd_server.etcdctl("get", "-w", "json", KEY_A).stdout)["kvs"][0]
     assert kv.get("lease", 0) != 0, "the key must be held by a lease"
-    assert wait_until(a.members, 5, "member list") == [A]
+    assert wait_until(a.members, 15, "member list") == [A]
 
 
 def test_two_registrars_see_each_other(etcd_server, spawn):
@@ -167,7 +167,7 @@ def test_sigterm_revokes_lease_at_once(etcd_server, spawn):
     b.signal(signal.SIGTERM)
     assert b.wait() == 0
     assert etcd_server.keys(REGISTRY_PREFIX) == [KEY_A]
-    wait_until(lambda: a.members() == [A], 5, "A drops B")
+    wait_until(lambda: a.members() == [A], 15, "A drops B")
 
 
 def test_sigkill_key_expires_with_lease(etcd_server, spawn):

@@ -115,7 +115,7 @@ class Host:
         self._seen_children.update(pids)
         return pids
 
-    def wait_workers(self, n: int, timeout: float = 10.0) -> list[int]:
+    def wait_workers(self, n: int, timeout: float = 20.0) -> list[int]:
         """Wait until exactly *n* children are alive; return their pids."""
         return wait_until(lambda: (lambda w: w if len(w) == n else None)(self.workers()),
                           timeout, what=f"{n} workers")
