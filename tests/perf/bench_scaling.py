@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 
@@ -55,14 +56,19 @@ def run(quick: bool) -> dict:
     seconds, warmup = (2, 1) if quick else (6, 2)
     data_dir = tempfile.mkdtemp(prefix="geecache-scaling-")
     progress(f"load generator: {load_generator()}; workers {counts}; {seconds}s per run")
-    curves: dict[str, list[float]] = {"geecache hits": [], "bare aiohttp": []}
+    # Interleaved rounds, medians: drift on a shared box then hits every point alike.
+    rounds = 1 if quick else 3
+    runs: dict[tuple[str, int], list[float]] = {}
     try:
-        for n in counts:
-            progress(f"{n} worker(s)")
-            curves["geecache hits"].append(measure(lambda: start_geecache(n, data_dir), seconds, warmup)["rps"])
-            curves["bare aiohttp"].append(measure(lambda: start_bare(n), seconds, warmup)["rps"])
+        for r in range(rounds):
+            for n in counts:
+                progress(f"round {r + 1}/{rounds}: {n} worker(s)")
+                runs.setdefault(("geecache hits", n), []).append(
+                    measure(lambda: start_geecache(n, data_dir), seconds, warmup)["rps"])
+                runs.setdefault(("bare aiohttp", n), []).append(measure(lambda: start_bare(n), seconds, warmup)["rps"])
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+    curves = {name: [statistics.median(runs[(name, n)]) for n in counts] for name in ("geecache hits", "bare aiohttp")}
     fits = {name: amdahl_fit(counts, ys) for name, ys in curves.items()}
     rows = [[n, curves["geecache hits"][i], curves["bare aiohttp"][i],
              curves["geecache hits"][i] / curves["bare aiohttp"][i]] for i, n in enumerate(counts)]
@@ -72,6 +78,9 @@ def run(quick: bool) -> dict:
                   f"at {PREDICT_CORES} cores that predicts a {speedup(g, PREDICT_CORES):.1f}x speedup, "
                   f"~{g16:,.0f} req/s of hits (bare aiohttp: {speedup(b, PREDICT_CORES):.1f}x). Indicative only: "
                   f"{len(counts)} points on {cores} cores shared with the load generator.")
+    if any(not 1.0 < ys[-1] / ys[0] < counts[-1] for ys in curves.values()):
+        prediction += (" A curve here is flat or superlinear, which Amdahl's law cannot fit: the run was"
+                       " too noisy to mean anything; run it again without --quick.")
     progress(prediction)
     plot = plot_lines("scaling.png", f"Cache-hit req/s vs workers ({load_generator()})", "workers", "req/s",
                       {name: (counts, ys) for name, ys in curves.items()})
@@ -89,8 +98,6 @@ def run(quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    from tests.perf.common import format_table
+    from tests.perf.common import print_result
 
-    out = run("--quick" in sys.argv)
-    for t in out["tables"]:
-        print(format_table(t), end="\n\n")
+    print_result(run("--quick" in sys.argv))
