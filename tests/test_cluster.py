@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.etcd import EtcdServer
+from tests.support.etcd import EtcdServer, start_etcd
 from tests.support.loaders import count_loads
 from tests.support.net import free_port
 from tests.support.proc import request, start_supervisor, wait_until
@@ -43,7 +43,7 @@ class Cluster:
         self.tmp = tmp_path
         self.count_file = tmp_path / "loads.txt"
         (tmp_path / "geecache.toml").write_text(CONFIG.format(db=tmp_path / "kv.db"))
-        self.etcd = EtcdServer().start()
+        self.etcd = start_etcd()
         self.hosts = []
         try:
             for _ in range(n):
@@ -53,16 +53,23 @@ class Cluster:
             self.close()
             raise
 
-    def add_host(self):
-        port = free_port()
-        host = start_supervisor(
-            self.tmp, "--config", str(self.tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
-            "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(LEASE_TTL), "--auth-token", TOKEN,
-            workers=1, port=port, wait=False,
-            env={"GEECACHE_TEST_COUNT_FILE": str(self.count_file), "GEECACHE_TEST_LOAD_DELAY": "0.05"})
-        self.hosts.append(host)
-        host.wait_ready(2)  # one worker and the registrar
-        return host
+    def add_host(self, attempts=3):
+        for attempt in range(attempts):
+            port = free_port()
+            host = start_supervisor(
+                self.tmp, "--config", str(self.tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
+                "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(LEASE_TTL), "--auth-token", TOKEN,
+                workers=1, port=port, wait=False,
+                env={"GEECACHE_TEST_COUNT_FILE": str(self.count_file), "GEECACHE_TEST_LOAD_DELAY": "0.05"})
+            self.hosts.append(host)
+            try:
+                host.wait_ready(2)  # one worker and the registrar
+                return host
+            except RuntimeError:
+                # The port was taken between choosing and binding it: try a fresh one.
+                if "cannot listen" not in host.log() or attempt == attempts - 1:
+                    raise
+                self.hosts.remove(host)
 
     def members(self, host):
         return host.json("/cluster")["members"]

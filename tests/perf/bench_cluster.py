@@ -51,7 +51,7 @@ if REPO_ROOT not in sys.path:
 
 from geecache.consistenthash import Ring  # noqa: E402
 from tests.perf.common import load_generator, progress, result, table  # noqa: E402
-from tests.support.etcd import EtcdServer  # noqa: E402
+from tests.support.etcd import start_etcd  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from tests.support.proc import start_supervisor, wait_until  # noqa: E402
 
@@ -220,7 +220,7 @@ class Cluster:
         self.tmp = tmp
         (tmp / "geecache.toml").write_text(CONFIG)
         self.hosts = []
-        self.etcd = EtcdServer().start()
+        self.etcd = start_etcd()
         try:
             for _ in range(3):
                 port = free_port()

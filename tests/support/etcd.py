@@ -235,6 +235,23 @@ class EtcdServer:
         return sorted(line for line in out.splitlines() if line)
 
 
+def start_etcd(attempts: int = 3) -> EtcdServer:
+    """A started EtcdServer on fresh ports.
+
+    A port free when chosen can be taken before etcd binds it (an outgoing
+    connection's ephemeral port, say); then it is tried again on new ports.
+    """
+    for attempt in range(attempts):
+        server = EtcdServer()
+        try:
+            return server.start()
+        except RuntimeError as exc:
+            server.close()
+            if "address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def etcd_server() -> Iterator[EtcdServer]:
     """A started EtcdServer, stopped and deleted after the test.
@@ -243,7 +260,7 @@ def etcd_server() -> Iterator[EtcdServer]:
     etcd_server`). The log tail is printed at teardown, which pytest shows only
     for failing tests.
     """
-    server = EtcdServer().start()
+    server = start_etcd()
     try:
         yield server
     finally:

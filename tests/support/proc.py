@@ -193,22 +193,33 @@ class Host:
 
 def start_supervisor(tmp_path: Path, *args: str, workers: int = 2, env: dict | None = None,
                      wait: bool = True, port: int | None = None) -> Host:
-    """Start ``supervisor.py`` on a free port with a data dir under *tmp_path*."""
-    port = port or free_port()
+    """Start ``supervisor.py`` on a free port with a data dir under *tmp_path*.
+
+    With no *port* given, a port taken between choosing and binding it (an
+    outgoing connection's ephemeral port, say) is retried on a fresh one.
+    """
+    for attempt in range(3 if port is None and wait else 1):
+        host = _start_supervisor(tmp_path, args, workers, env, port or free_port())
+        if not wait:
+            return host
+        try:
+            host.wait_ready(workers)
+            return host
+        except BaseException:
+            host.kill_leftovers()
+            if attempt == 2 or port is not None or "cannot listen" not in host.log():
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_supervisor(tmp_path: Path, args, workers: int, env: dict | None, port: int) -> Host:
     log_path = tmp_path / f"supervisor-{port}.log"
     cmd = [sys.executable, str(SUPERVISOR), "--port", str(port), "--workers", str(workers),
            "--data-dir", str(tmp_path / "data"), "--arena", "32MiB", "--graceful-timeout", "5", *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=str(REPO), env=base_env(env), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
-    host = Host(proc, port, log_path)
-    if wait:
-        try:
-            host.wait_ready(workers)
-        except BaseException:
-            host.kill_leftovers()
-            raise
-    return host
+    return Host(proc, port, log_path)
 
 
 def run_supervisor(*args: str, env: dict | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
