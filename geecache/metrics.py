@@ -94,11 +94,6 @@ def mark_process_dead(pid: int) -> None:
     multiprocess.mark_process_dead(pid)
 
 
-def status_class(status: int) -> str:
-    """``2xx`` ... ``5xx``: a bounded label set, whatever statuses occur."""
-    return f"{status // 100}xx"
-
-
 class HttpMetrics:
     """Request counter and latency histogram of one worker, batched into its mmap file.
 

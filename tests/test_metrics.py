@@ -37,10 +37,6 @@ def test_arena_collector_exports_counters_and_gauges():
     assert "# TYPE geecache_gets_total counter" in text
 
 
-def test_status_class():
-    assert [metrics.status_class(s) for s in (200, 204, 404, 413, 502)] == ["2xx", "2xx", "4xx", "4xx", "5xx"]
-
-
 _OBSERVE = """
 import sys
 from geecache import metrics
