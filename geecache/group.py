@@ -25,7 +25,7 @@ from .errors import (
     PeerError,
     ReadOnlySourceError,
 )
-from .limits import DEFAULT_ITEM_LIMIT, check_key, check_value
+from .limits import DEFAULT_ITEM_LIMIT, check_key, check_ttl, check_value
 from .peers import NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
 
@@ -263,28 +263,36 @@ class Group:
         if self.readonly:
             raise ReadOnlySourceError(f"group {self.name!r} has a read-only source")
 
-    async def set(self, key: str, value: bytes) -> None:
-        """Write *value* through to the owner's source, then cache it there."""
+    async def set(self, key: str, value: bytes, ttl: float = 0) -> None:
+        """Write *value* through to the owner's source, then cache it there.
+
+        *ttl* (seconds) overrides the group's TTL for this entry, as
+        memcached's exptime does; 0 keeps the group's.
+        """
         check_key(key)
         value = check_value(value, self.item_limit)
+        ttl = check_ttl(ttl)
         self._check_writable()
         self.stats.add("sets")
         peer = self.peers.pick(key)
         if peer is not None:
             self.invalidate([key])
             try:
-                return await peer.set(self.name, key, value)
+                return await peer.set(self.name, key, value, ttl)
             except PeerError:
                 self.stats.add("peer_errors")
-        await self.set_local(key, value)
+        await self.set_local(key, value, ttl)
 
-    async def set_local(self, key: str, value: bytes) -> None:
+    async def set_local(self, key: str, value: bytes, ttl: float = 0) -> None:
         """The owner's half of ``set``: source first, then cache, then drop copies elsewhere."""
         value = check_value(value, self.item_limit)
+        wanted = check_ttl(ttl)
         self._check_writable()
         await self.source.set(key, value)
         self.invalidate([key])
         partition, ttl = self._partition(key)
+        if wanted:
+            ttl = min(ttl, wanted) if partition == self._hot else wanted
         self._store(partition, key, value, ttl)
         if await self._outlast_loads(key):
             self._store(partition, key, value, ttl)

@@ -104,10 +104,10 @@ class HTTPPeer:
             raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
         return value, msg.expire_at
 
-    async def set(self, group: str, key: str, value: bytes) -> None:
+    async def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
         """Ask the owner to write through (see ``geecache.peers.Peer``)."""
         codec_id, payload = pack(value, self._pool.codec_for(group))
-        msg = SetRequest(group=group, key=key, value=payload, codec=codec_id)
+        msg = SetRequest(group=group, key=key, value=payload, codec=codec_id, ttl=ttl)
         status, body = await self._call("PUT", peer_path(group, key), msg.SerializeToString())
         if status != 204 and status != 200:
             raise self._fail(self.address, status, body)

@@ -23,6 +23,21 @@ def check_key(key: str) -> bytes:
     return raw
 
 
+#: The longest TTL a write may ask for (memcached caps relative exptimes at 30 days).
+MAX_TTL = 30 * 24 * 3600.0
+
+
+def check_ttl(ttl) -> float:
+    """A write's TTL in seconds (0 = the group's own TTL); InvalidKeyError when out of range."""
+    try:
+        ttl = float(ttl)
+    except (TypeError, ValueError):
+        raise InvalidKeyError(f"ttl must be a number of seconds, got {ttl!r}") from None
+    if not 0 <= ttl <= MAX_TTL:  # also refuses NaN
+        raise InvalidKeyError(f"ttl must be between 0 and {MAX_TTL:g} seconds, got {ttl!r}")
+    return ttl
+
+
 def check_value(value: bytes, limit: int = DEFAULT_ITEM_LIMIT) -> bytes:
     """Validate a value's type and size against *limit*; return it as bytes."""
     if isinstance(value, str):

@@ -21,8 +21,8 @@ class Peer(Protocol):
         *max_size* bounds the decompressed value (the group's item limit).
         """
 
-    async def set(self, group: str, key: str, value: bytes) -> None:
-        """Ask the owner to write through and cache; PeerError when unreachable."""
+    async def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
+        """Ask the owner to write through and cache (*ttl* 0: the group's); PeerError when unreachable."""
 
     async def delete(self, group: str, key: str) -> bool:
         """Ask the owner to delete from source and cache; PeerError when unreachable."""

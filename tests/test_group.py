@@ -141,6 +141,21 @@ def test_set_and_delete_write_through():
     run(go())
 
 
+def test_set_with_ttl_overrides_the_group_ttl():
+    import time
+
+    cache = LocalCache()
+    g = Group("g", MemoryStorage({}), cache=cache, ttl=3600)
+    run(g.set("short", b"v", ttl=5))
+    run(g.set("default", b"v"))
+    now = time.time()
+    assert 0 < cache.get_entry("g", "short")[2] - now <= 5
+    assert 5 < cache.get_entry("g", "default")[2] - now <= 3600
+    for bad in (-1, float("nan"), "soon", 10 ** 9):
+        with pytest.raises(InvalidKeyError):
+            run(g.set("k", b"v", ttl=bad))
+
+
 def test_readonly_source_refuses_writes():
     g = Group("g", FunctionSource(lambda key: b"v"))
     assert g.readonly

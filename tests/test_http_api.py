@@ -80,6 +80,19 @@ def test_put_get_delete_round_trip(host):
     assert host.request("DELETE", "/api?key=Ann")[0] == 404
 
 
+def test_put_with_ttl_expires_and_the_next_get_reloads(host):
+    stats = lambda: host.json("/stats")["scores"]  # noqa: E731
+    assert host.request("PUT", "/api?key=Brief&ttl=0.5", b"here")[0] == 204
+    loads = stats()["loads"]
+    # Bounded wait for expiry (no duration is asserted): then a get must go to the source.
+    wait_until(lambda: host.get("/api?key=Brief") == (200, b"here") and stats()["loads"] > loads, 15,
+               interval=0.2, what="the entry to expire and be reloaded")
+    assert host.request("PUT", "/api?key=Lasting", b"stays")[0] == 204  # no ttl: the group's (none)
+    before = stats()
+    assert host.get("/api?key=Lasting") == (200, b"stays")
+    assert stats()["loads"] == before["loads"] and stats()["local_hits"] == before["local_hits"] + 1
+
+
 def test_binary_and_unicode_keys_and_values(host):
     value = bytes(range(256)) * 10
     assert host.request("PUT", "/api?key=%C3%A9t%C3%A9%20%2F%26x", value)[0] == 204
@@ -163,6 +176,9 @@ BIG = b"x" * (100 * 1024)
     ("PUT", "/api?key=big", BIG, 413),                            # over the group's item limit
     ("PUT", "/api?key=huge", b"x" * (2 << 20), 413),              # over the HTTP body limit
     ("PUT", "/api?key=a&group=counted", b"v", 405),               # read-only source
+    ("PUT", "/api?key=a&ttl=soon", b"v", 400),                    # ttl not a number
+    ("PUT", "/api?key=a&ttl=-1", b"v", 400),                      # ttl out of range
+    ("PUT", "/api?key=a&ttl=nan", b"v", 400),
     ("DELETE", "/api?key=a&group=counted", None, 405),
     ("DELETE", "/api", None, 400),
     ("POST", "/api?key=a", b"v", 405),                            # wrong method

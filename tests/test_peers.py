@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import aiohttp
 import pytest
@@ -98,6 +99,18 @@ def test_remote_key_loaded_once_by_owner_then_hot():
                 async with s.get(f"http://{m1}{peer_path('g', key)}", headers=headers) as r:
                     msg = GetResponse.FromString(await r.read())
             assert msg.minute_qps > 0 and msg.value and msg.expire_at == 0
+
+    asyncio.run(go())
+
+
+def test_ttl_of_a_routed_set_reaches_the_owner():
+    async def go():
+        async with cluster(2, {f"k{i}": b"old" for i in range(1000)}) as (hosts, storage):
+            (g0, pool0, _), (g1, _, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            await g0.set(key, b"new", ttl=30)               # routed to host 1
+            value, expire_at = await g1.get_local(key)      # host 1's own cached entry
+            assert value == b"new" and 0 < expire_at - time.time() <= 30
 
     asyncio.run(go())
 

@@ -1,7 +1,7 @@
 """The public HTTP API of a host: ``/api``, ``/stats``, ``/healthz``.
 
     GET    /api?key=K[&group=G]   200 value bytes | 404 no such key | 400 bad key/group
-    PUT    /api?key=K[&group=G]   body = value; 204 | 405 read-only source | 413 too large
+    PUT    /api?key=K[&group=G][&ttl=S]  body = value; 204 | 405 read-only source | 413 too large
     DELETE /api?key=K[&group=G]   204 deleted | 404 the source had no such key
     GET    /stats                 {group: {gets, local_hits, ..., bytes, entries, hit_rate}}
     GET    /healthz               {"status": "ok", "pid": ..., "groups": [...]}
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from geecache.errors import InvalidKeyError, NotFoundError, UnknownGroupError
 from geecache.group import hot_group_name
+from geecache.limits import check_ttl
 from geecache.stats import STAT_FIELDS
 
 OCTET_STREAM = "application/octet-stream"
@@ -118,8 +119,9 @@ class PublicAPI:
         query = request.query
         key = self._key(query)
         group = self._group(query)
+        ttl = check_ttl(query.get("ttl", 0))
         # read() enforces client_max_size (413) before the group checks its own item limit.
-        await group.set(key, await request.read())
+        await group.set(key, await request.read(), ttl)
         return web.Response(status=204)
 
     async def delete(self, request: web.Request) -> web.Response:
