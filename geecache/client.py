@@ -24,7 +24,7 @@ from typing import Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import ConfigError, NotFoundError, RefusedError, UnavailableError
-from .limits import check_key
+from .limits import check_key, check_ttl
 
 __all__ = ["Client", "AsyncClient"]
 
@@ -61,9 +61,11 @@ def _parse_urls(urls: str | Sequence[str]) -> list[_Host]:
     return hosts
 
 
-def _api_target(key: str, group: str | None) -> str:
+def _api_target(key: str, group: str | None, ttl: float = 0) -> str:
     check_key(key)  # a bad key is the caller's bug: say so before any network round trip
     params = {"key": key} if group is None else {"key": key, "group": group}
+    if check_ttl(ttl):
+        params["ttl"] = repr(float(ttl))
     # quote (not quote_plus): a space must arrive as a space, not as "+".
     return "/api?" + urlencode(params, quote_via=quote, safe="")
 
@@ -204,9 +206,12 @@ class Client(_Failover):
         """The value of *key*; NotFoundError when the source has none."""
         return self._request("GET", _api_target(key, group))
 
-    def set(self, key: str, value: bytes | str, group: str | None = None) -> None:
-        """Write *value* through to the source and the cache (str is sent as UTF-8)."""
-        self._request("PUT", _api_target(key, group), _value_bytes(value))
+    def set(self, key: str, value: bytes | str, group: str | None = None, ttl: float = 0) -> None:
+        """Write *value* through to the source and the cache (str is sent as UTF-8).
+
+        *ttl* seconds overrides the group's TTL for this entry (0: the group's).
+        """
+        self._request("PUT", _api_target(key, group, ttl), _value_bytes(value))
 
     def delete(self, key: str, group: str | None = None) -> bool:
         """Delete *key*; False when it did not exist."""
@@ -296,9 +301,9 @@ class AsyncClient(_Failover):
         """The value of *key*; NotFoundError when the source has none."""
         return await self._request("GET", _api_target(key, group))
 
-    async def set(self, key: str, value: bytes | str, group: str | None = None) -> None:
-        """Write *value* through to the source and the cache (str is sent as UTF-8)."""
-        await self._request("PUT", _api_target(key, group), _value_bytes(value))
+    async def set(self, key: str, value: bytes | str, group: str | None = None, ttl: float = 0) -> None:
+        """Write *value* through to the source and the cache; see ``Client.set``."""
+        await self._request("PUT", _api_target(key, group, ttl), _value_bytes(value))
 
     async def delete(self, key: str, group: str | None = None) -> bool:
         """Delete *key*; False when it did not exist."""

@@ -28,6 +28,7 @@ import pytest
 from geecache.client import AsyncClient, Client
 from geecache.errors import ConfigError, InvalidKeyError, NotFoundError, RefusedError, UnavailableError
 from tests.support.net import free_port
+from tests.support.proc import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPERVISOR = ROOT / "supervisor.py"
@@ -165,6 +166,18 @@ def test_set_get_delete_roundtrip_with_awkward_keys(server):
         with pytest.raises(NotFoundError):
             c.get("with space", group=GROUP)
         assert c.delete("with space", group=GROUP) is False
+
+
+def test_set_with_ttl_expires(server):
+    with Client(server.url, token=TOKEN) as c:
+        c.set("fleeting", b"soon gone", group=GROUP, ttl=0.3)
+        assert c.get("fleeting", group=GROUP) == b"soon gone"
+        loads = c.stats()[GROUP]["loads"]
+        # Bounded wait until the cached entry has expired and a get goes back to the source.
+        wait_until(lambda: c.get("fleeting", group=GROUP) == b"soon gone" and c.stats()[GROUP]["loads"] > loads,
+                   15, interval=0.1, what="the entry to expire")
+        with pytest.raises(InvalidKeyError):
+            c.set("k", b"v", group=GROUP, ttl=-1)  # refused before any request
 
 
 def test_str_value_is_sent_as_utf8(server):
