@@ -128,11 +128,14 @@ class Group:
         cached = self.get_cached(key)
         if cached is not None:
             return cached
-        return await self.load(key)
+        return await self._miss(key)
 
     async def load(self, key: str) -> bytes:
         """The miss path of ``get``, for a caller whose ``get_cached`` just missed."""
         check_key(key)
+        return await self._miss(key)
+
+    async def _miss(self, key: str) -> bytes:
         self.stats.add("gets")
         value, shared = await self._calls.do_ex(key, lambda: self._load(key))
         if shared:

@@ -260,18 +260,17 @@ def etcd_server() -> Iterator[EtcdServer]:
     etcd_server`). The log tail is printed at teardown, which pytest shows only
     for failing tests.
     """
-    server = start_etcd()
-    try:
-        yield server
-    finally:
-        print(server.log_tail())
-        server.close()
+    yield from _closed_after(start_etcd())
 
 
 @pytest.fixture
 def etcd_unstarted() -> Iterator[EtcdServer]:
     """An EtcdServer with ports and data dir chosen but not started (the test starts it)."""
-    server = EtcdServer()
+    yield from _closed_after(EtcdServer())
+
+
+def _closed_after(server: EtcdServer) -> Iterator[EtcdServer]:
+    """Yield *server*; then print its log tail (shown for failing tests) and close it."""
     try:
         yield server
     finally:
