@@ -21,7 +21,6 @@ from aiohttp import web
 
 from geecache.errors import InvalidKeyError, NotFoundError, UnknownGroupError
 from geecache.group import hot_group_name
-from geecache.limits import check_ttl
 from geecache.stats import STAT_FIELDS
 
 OCTET_STREAM = "application/octet-stream"
@@ -119,9 +118,9 @@ class PublicAPI:
         query = request.query
         key = self._key(query)
         group = self._group(query)
-        ttl = check_ttl(query.get("ttl", 0))
-        # read() enforces client_max_size (413) before the group checks its own item limit.
-        await group.set(key, await request.read(), ttl)
+        # read() enforces client_max_size (413) before the group checks its own item limit
+        # and the ttl (a string from the query; Group.set validates and converts it).
+        await group.set(key, await request.read(), query.get("ttl", 0))
         return web.Response(status=204)
 
     async def delete(self, request: web.Request) -> web.Response:

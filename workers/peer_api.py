@@ -14,7 +14,6 @@ from geecache.compression import pack, unpack
 from geecache.errors import CodecError, NotFoundError, UnknownGroupError
 from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
 from geecache.httppeers import PEER_PREFIX, PROTOBUF
-from geecache.limits import check_ttl
 from workers.api import authorize, expected_bearer
 
 
@@ -61,7 +60,7 @@ class PeerAPI:
         msg = await self._body(request, SetRequest())
         # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
         value = unpack(msg.codec, msg.value, group.item_limit)
-        await group.set_local(request.match_info["key"], value, check_ttl(msg.ttl))
+        await group.set_local(request.match_info["key"], value, msg.ttl)
         return web.Response(status=204)
 
     async def delete(self, request: web.Request) -> web.Response:
