@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
+from .auth import bearer
 from .errors import ConfigError, NotFoundError, RefusedError, UnavailableError
 from .limits import check_key, check_ttl
 
@@ -138,7 +139,7 @@ class _Failover:
             raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
         self._hosts = _parse_urls(urls)
         self._timeout = float(timeout)
-        self._headers = {"Authorization": "Bearer " + token} if token else {}
+        self._headers = {"Authorization": bearer(token)} if token else {}
         # An int assignment is atomic under the GIL and a stale read only changes which
         # host is tried first, so threads share it without a lock.
         self._preferred = 0

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from google.protobuf.message import DecodeError
 
+from .auth import bearer
 from .compression import pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
@@ -158,7 +159,7 @@ class HTTPPool:
         self.read_timeout = read_timeout
         self.headers = {"Content-Type": PROTOBUF}
         if token:
-            self.headers["Authorization"] = "Bearer " + token
+            self.headers["Authorization"] = bearer(token)
         self._members = members
         self._codecs = codecs or {}
         self._ring_args = {} if replicas is None else {"replicas": replicas}
