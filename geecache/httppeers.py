@@ -27,7 +27,6 @@ from .compression import pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError
-from .registry.config import peer_url
 from .geecachepb import GetResponse, InvalidateRequest, SetRequest
 
 PEER_PREFIX = "/_geecache/"
@@ -55,6 +54,13 @@ class StaticMembers:
 
     def read_ring(self) -> tuple[int, list[str]]:
         return 1, list(self._members)
+
+
+def peer_url(advertise: str, tls: bool = False) -> str:
+    """The base URL peers use for a member: ``http(s)://<advertise>`` unless it has a scheme."""
+    if "://" in advertise:
+        return advertise.rstrip("/")
+    return ("https://" if tls else "http://") + advertise
 
 
 def peer_path(group: str, key: str | None = None) -> str:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from geecache.geecachepb import GetResponse
 from geecache.group import Group
-from geecache.httppeers import HTTPPool, StaticMembers, peer_path
+from geecache.httppeers import HTTPPool, StaticMembers, peer_path, peer_url
 from geecache.storage import MemoryStorage
 from tests.support.net import free_port
 from workers import peer_api
@@ -270,3 +270,10 @@ def test_peer_that_never_answers_times_out_into_a_local_load():
             blackhole.close()
 
     asyncio.run(go())
+
+
+def test_peer_url_defaults_the_scheme_and_keeps_a_given_one():
+    assert peer_url("127.0.0.1:8001") == "http://127.0.0.1:8001"
+    assert peer_url("http://h:1") == "http://h:1"
+    assert peer_url("127.0.0.1:8001", tls=True) == "https://127.0.0.1:8001"
+    assert peer_url("https://h:1/", tls=False) == "https://h:1"

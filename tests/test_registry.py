@@ -27,7 +27,6 @@ from geecache.errors import ConfigError
 from geecache.registry import (
     REGISTRY_PREFIX,
     parse_endpoints,
-    peer_url,
     registry_key,
     run_registrar,
     validate_advertise,
@@ -315,9 +314,7 @@ def test_validate_advertise_rejects(bad):
     assert e.value.field == "advertise"
 
 
-def test_peer_url_and_key():
-    assert peer_url("127.0.0.1:8001") == "http://127.0.0.1:8001"
-    assert peer_url("http://h:1") == "http://h:1"
+def test_registry_key():
     assert registry_key("127.0.0.1:8001") == "/geecache/registry/127.0.0.1:8001"
 
 

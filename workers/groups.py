@@ -10,7 +10,6 @@ import ssl
 
 from geecache.config import Config, GroupConfig
 from geecache.group import Group
-from geecache.registry.config import peer_url
 from geecache.storage import SQLiteStorage, load_source
 
 
@@ -30,7 +29,7 @@ def build_peers(cfg: Config, arena):
     """
     if not cfg.etcd and not cfg.peers:
         return None
-    from geecache.httppeers import HTTPPool, StaticMembers
+    from geecache.httppeers import HTTPPool, StaticMembers, peer_url
 
     tls = cfg.tls_cert is not None
     ssl_context = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else None
