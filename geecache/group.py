@@ -94,8 +94,6 @@ class Group:
         self._cache.configure_group(self.name, self.max_bytes, policy)
         self._cache.configure_group(self._hot, max(self.max_bytes // HOT_FRACTION, 1), "lru")
         self.stats = self._cache.stats_sink(self.name)
-        # window start, gets then, last full window's rate (a reused stat row starts above 0)
-        self._qps = (time.monotonic(), self.stats.snapshot()["gets"], 0.0)
 
     @property
     def readonly(self) -> bool:
@@ -156,22 +154,6 @@ class Group:
             return entry[0], entry[2]
         value = await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
         return value, (time.time() + ttl if ttl else 0.0)
-
-    def minute_qps(self) -> float:
-        """Gets per second of this process over about the last minute (groupcache's minute_qps).
-
-        Read from the stat counters only when a peer asks, so the hot path
-        pays nothing for it.
-        """
-        now, gets = time.monotonic(), self.stats.snapshot()["gets"]
-        start, base, last = self._qps
-        elapsed = now - start
-        if elapsed >= 60:
-            last = (gets - base) / elapsed
-            self._qps = (now, gets, last)
-            return last
-        current = (gets - base) / max(elapsed, 1.0)
-        return max(current, last) if elapsed < 10 else current  # a young window under-reads
 
     def _partition(self, key: str) -> tuple[str, float]:
         """Where a value loaded or written here is kept, and for how long.

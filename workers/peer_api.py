@@ -42,7 +42,7 @@ class PeerAPI:
         group = self._group(request)
         value, expire_at = await group.get_local(request.match_info["key"])
         codec_id, payload = pack(value, group.codec.name)
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at, minute_qps=group.minute_qps())
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
         return web.Response(body=msg.SerializeToString(), content_type=PROTOBUF)
 
     async def put(self, request: web.Request) -> web.Response:
