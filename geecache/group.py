@@ -257,16 +257,8 @@ class Group:
         check_key(key)
         value = check_value(value, self.item_limit)
         ttl = check_ttl(ttl)
-        self._check_writable()
-        self.stats.add("sets")
-        peer = self.peers.pick(key)
-        if peer is not None:
-            self.invalidate([key])
-            try:
-                return await peer.set(self.name, key, value, ttl)
-            except PeerError:
-                self.stats.add("peer_errors")
-        await self.set_local(key, value, ttl)
+        await self._route_write(key, "sets", lambda peer: peer.set(self.name, key, value, ttl),
+                                lambda: self.set_local(key, value, ttl))
 
     async def set_local(self, key: str, value: bytes, ttl: float = 0) -> None:
         """The owner's half of ``set``: source first, then cache, then drop copies elsewhere."""
@@ -286,16 +278,26 @@ class Group:
     async def delete(self, key: str) -> bool:
         """Delete *key* from the owner's source and cache; True when the source had it."""
         check_key(key)
+        return await self._route_write(key, "deletes", lambda peer: peer.delete(self.name, key),
+                                       lambda: self.delete_local(key))
+
+    async def _route_write(self, key: str, stat: str, remote, local):
+        """Run a write of *key* on its owner: ``remote(peer)`` there, else ``local()`` here.
+
+        Also here when the owner is down: the source is the truth, so writing
+        through it from any host is correct (invariant 4: a peer down is a
+        slow path, not an error).
+        """
         self._check_writable()
-        self.stats.add("deletes")
+        self.stats.add(stat)
         peer = self.peers.pick(key)
         if peer is not None:
-            self.invalidate([key])
+            self.invalidate([key])  # our copy is stale whatever the owner answers
             try:
-                return await peer.delete(self.name, key)
+                return await remote(peer)
             except PeerError:
                 self.stats.add("peer_errors")
-        return await self.delete_local(key)
+        return await local()
 
     async def delete_local(self, key: str) -> bool:
         """The owner's half of ``delete``: source, cache, then copies elsewhere."""

@@ -157,6 +157,23 @@ def test_set_routes_to_owner_and_invalidates_hot_copies():
     asyncio.run(go())
 
 
+def test_writes_while_the_owner_is_down_go_through_the_source_here():
+    async def go():
+        data = {f"k{i}": b"old" for i in range(1000)}
+        async with cluster(2, data, down=(1,)) as (hosts, storage):
+            g0, pool0, _ = hosts[0]
+            key = owned_by(pool0, hosts[1][2])[0]
+            await g0.set(key, b"new")
+            assert await storage.get(key) == b"new"
+            assert await g0.delete(key) is True
+            assert await g0.delete(key) is False
+            assert await storage.get(key) is None
+            s0 = g0.stats.snapshot()
+            assert (s0["sets"], s0["deletes"], s0["peer_errors"]) == (1, 2, 3)
+
+    asyncio.run(go())
+
+
 def test_disagreeing_rings_never_forward_a_peer_request():
     """Host 0 thinks host 1 owns everything, host 1 thinks host 0 does (invariant 3)."""
 
