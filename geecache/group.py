@@ -10,11 +10,11 @@ the source is the truth and the cache may lose anything at any time.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 import time
 
+from .backoff import wait_while
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec
 from .errors import (
@@ -38,8 +38,6 @@ DEFAULT_HOT_TTL = 60.0
 HOT_FRACTION = 8
 #: How long a miss waits for another process's load before loading itself.
 DEFAULT_FLIGHT_WAIT = 10.0
-_FLIGHT_POLL_MIN = 0.001
-_FLIGHT_POLL_MAX = 0.02
 
 
 def check_group_name(name: str) -> str:
@@ -208,13 +206,10 @@ class Group:
             # The loader ended without a value (not found, failed) or died: try to take over.
 
     async def _wait_for_other_loader(self, key: str, partition: str, deadline: float) -> bytes | None:
-        delay = _FLIGHT_POLL_MIN
-        while self._flight.loading(self.name, key) and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _FLIGHT_POLL_MAX)
-            value = self._cache.get(partition, key)
-            if value is not None:
-                return value
+        def waiting() -> bool:  # the other process still loads and has stored nothing yet
+            return self._flight.loading(self.name, key) and self._cache.get(partition, key) is None
+
+        await wait_while(waiting, deadline)
         return self._cache.get(partition, key)
 
     async def _load_source(self, key: str, partition: str, ttl: float) -> bytes:
@@ -318,11 +313,7 @@ class Group:
         """
         if not self._flight.loading(self.name, key):
             return False
-        deadline = time.monotonic() + self._flight_wait
-        delay = _FLIGHT_POLL_MIN
-        while self._flight.loading(self.name, key) and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _FLIGHT_POLL_MAX)
+        await wait_while(lambda: self._flight.loading(self.name, key), time.monotonic() + self._flight_wait)
         return True
 
     def invalidate(self, keys: list[str]) -> None:
