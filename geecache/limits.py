@@ -38,13 +38,18 @@ def check_ttl(ttl) -> float:
     return ttl
 
 
+def as_bytes(value: object) -> bytes:
+    """*value* as bytes: bytes-like copied to bytes, str encoded as UTF-8; else TypeError."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"value must be bytes or str, got {type(value).__name__}")
+
+
 def check_value(value: bytes, limit: int = DEFAULT_ITEM_LIMIT) -> bytes:
     """Validate a value's type and size against *limit*; return it as bytes."""
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    elif not isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(f"value must be bytes or str, got {type(value).__name__}")
-    value = bytes(value)
+    value = as_bytes(value)
     if len(value) > limit:
         raise ValueTooLargeError(f"value is {len(value)} bytes; the item limit is {limit}")
     return value
