@@ -11,7 +11,6 @@ the source is the truth and the cache may lose anything at any time.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
 
@@ -19,17 +18,16 @@ from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec
 from .errors import (
     GeeCacheError,
-    InvalidKeyError,
     LoadError,
     NotFoundError,
     PeerError,
     ReadOnlySourceError,
 )
-from .limits import DEFAULT_ITEM_LIMIT, check_key, check_ttl, check_value
+from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
+    DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
+)
 from .peers import NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
-
-_GROUP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 #: Hot copies (values another host owns) live at most this long, so a lost
 #: invalidation is healed by time (groupcache keeps them until evicted).
@@ -40,18 +38,6 @@ HOT_FRACTION = 8
 DEFAULT_FLIGHT_WAIT = 10.0
 _FLIGHT_POLL_MIN = 0.001
 _FLIGHT_POLL_MAX = 0.02
-
-
-def check_group_name(name: str) -> str:
-    """Validate a group name (letters, digits, ``_ . -``; 1-64 chars)."""
-    if not isinstance(name, str) or not _GROUP_NAME.match(name):
-        raise InvalidKeyError(f"group name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
-    return name
-
-
-def hot_group_name(name: str) -> str:
-    """The cache partition holding hot copies of *name*'s remote keys."""
-    return "hot:" + name  # ':' is not allowed in group names: no collision
 
 
 class Group:
