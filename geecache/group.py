@@ -40,6 +40,18 @@ _FLIGHT_POLL_MIN = 0.001
 _FLIGHT_POLL_MAX = 0.02
 
 
+def declare_partitions(cache: Cache, name: str, max_bytes: int, policy: str = "lru",
+                       hot_share: float = 1 / HOT_FRACTION) -> None:
+    """Declare group *name*'s partition and its hot partition in *cache* (idempotent).
+
+    ``Group`` does it in each worker; the supervisor does it once before
+    forking, so a budget the arena cannot hold is a config error there.
+    """
+    check_group_name(name)
+    cache.configure_group(name, max_bytes, policy)
+    cache.configure_group(hot_group_name(name), max(int(max_bytes * hot_share), 1), "lru")
+
+
 class Group:
     """A cache namespace: name, source, budget, policy, TTL, wire codec, peers."""
 
@@ -58,6 +70,7 @@ class Group:
         item_limit: int = DEFAULT_ITEM_LIMIT,
         hot_ttl: float = DEFAULT_HOT_TTL,
         flight_wait: float = DEFAULT_FLIGHT_WAIT,
+        hot_share: float = 1 / HOT_FRACTION,
     ) -> None:
         self.name = check_group_name(name)
         self.source = source
@@ -77,8 +90,7 @@ class Group:
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
         self._flight_wait = flight_wait
-        self._cache.configure_group(self.name, self.max_bytes, policy)
-        self._cache.configure_group(self._hot, max(self.max_bytes // HOT_FRACTION, 1), "lru")
+        declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
         # window start, gets then, last full window's rate (a reused stat row starts above 0)
         self._qps = (time.monotonic(), self.stats.snapshot()["gets"], 0.0)

@@ -301,3 +301,29 @@ def test_operations_doc_shows_the_settings_tables():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     assert reference_table(HOST_SETTINGS) in doc
     assert reference_table(GROUP_SETTINGS) in doc
+
+
+def test_tunables_reach_the_objects_that_use_them(tmp_path):
+    """hot_share sizes each hot partition; the peer timeouts reach the pool (workers/groups.py)."""
+    import asyncio
+
+    from geecache.shm import Arena
+    from workers.groups import build_groups, build_peers
+
+    path = write(tmp_path, GROUP + 'max_bytes = "1MiB"\n')
+    cfg = parse_args(["--config", path, "--hot-share", "0.25", "--peer-connect-timeout", "0.3",
+                      "--peer-read-timeout", "4", "--peers", "http://127.0.0.1:1"], environ={})
+    with Arena.create(8 << 20) as arena:
+        build_groups(cfg, arena, arena)
+        arena.configure_group("hot:g", (1 << 20) // 4)  # the same budget again: accepted
+        with pytest.raises(ConfigError):
+            arena.configure_group("hot:g", (1 << 20) // 8)  # the old fixed 1/8: not what was declared
+
+        async def pool():
+            peers = build_peers(cfg, arena)
+            try:
+                return peers.connect_timeout, peers.read_timeout
+            finally:
+                await peers.close()
+
+        assert asyncio.run(pool()) == (0.3, 4.0)
