@@ -233,9 +233,7 @@ def test_float_settings_refuse_nan_and_inf_from_every_source(tmp_path, setting, 
     for argv, env, field in sources:
         with pytest.raises(ConfigError) as err:
             parse_args(argv, environ=env)
-        assert err.value.field == field
-        assert "finite" in err.value.reason or "negative" in err.value.reason or \
-            "positive" in err.value.reason or "fraction" in err.value.reason
+        assert err.value.field == field and "finite" in err.value.reason
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf"])
