@@ -11,11 +11,9 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
+from .limits import POLICIES, check_policy  # noqa: F401  (POLICIES: re-exported)
 from .stats import StatsSink, LocalStats
 
-
-#: Eviction policies every Cache understands: LRU, and LCache's LRU-2.
-POLICIES = ("lru", "lru2")
 
 
 class Cache(Protocol):
@@ -82,8 +80,7 @@ class LocalCache:
         self._stats: dict[str, LocalStats] = {}
 
     def configure_group(self, group: str, max_bytes: int, policy: str = "lru") -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        check_policy(policy)
         self._groups.setdefault(group, [OrderedDict(), max_bytes, 0])[1] = max_bytes
 
     def _group(self, group: str) -> list:

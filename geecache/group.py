@@ -10,7 +10,6 @@ the source is the truth and the cache may lose anything at any time.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 
@@ -19,17 +18,16 @@ from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec
 from .errors import (
     GeeCacheError,
-    InvalidKeyError,
     LoadError,
     NotFoundError,
     PeerError,
     ReadOnlySourceError,
 )
-from .limits import DEFAULT_ITEM_LIMIT, check_key, check_ttl, check_value
+from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
+    DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
+)
 from .peers import NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
-
-_GROUP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 #: Hot copies (values another host owns) live at most this long, so a lost
 #: invalidation is healed by time (groupcache keeps them until evicted).
@@ -40,16 +38,16 @@ HOT_FRACTION = 8
 DEFAULT_FLIGHT_WAIT = 10.0
 
 
-def check_group_name(name: str) -> str:
-    """Validate a group name (letters, digits, ``_ . -``; 1-64 chars)."""
-    if not isinstance(name, str) or not _GROUP_NAME.match(name):
-        raise InvalidKeyError(f"group name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
-    return name
+def declare_partitions(cache: Cache, name: str, max_bytes: int, policy: str = "lru",
+                       hot_share: float = 1 / HOT_FRACTION) -> None:
+    """Declare group *name*'s partition and its hot partition in *cache* (idempotent).
 
-
-def hot_group_name(name: str) -> str:
-    """The cache partition holding hot copies of *name*'s remote keys."""
-    return "hot:" + name  # ':' is not allowed in group names: no collision
+    ``Group`` does it in each worker; the supervisor does it once before
+    forking, so a budget the arena cannot hold is a config error there.
+    """
+    check_group_name(name)
+    cache.configure_group(name, max_bytes, policy)
+    cache.configure_group(hot_group_name(name), max(int(max_bytes * hot_share), 1), "lru")
 
 
 class Group:
@@ -70,6 +68,7 @@ class Group:
         item_limit: int = DEFAULT_ITEM_LIMIT,
         hot_ttl: float = DEFAULT_HOT_TTL,
         flight_wait: float = DEFAULT_FLIGHT_WAIT,
+        hot_share: float = 1 / HOT_FRACTION,
     ) -> None:
         self.name = check_group_name(name)
         self.source = source
@@ -89,8 +88,7 @@ class Group:
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
         self._flight_wait = flight_wait
-        self._cache.configure_group(self.name, self.max_bytes, policy)
-        self._cache.configure_group(self._hot, max(self.max_bytes // HOT_FRACTION, 1), "lru")
+        declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
 
     @property

@@ -314,7 +314,7 @@ async def run_registrar(
     await _Registrar(parsed, advertise, lease_ttl, on_members, stop, log, prefix).run()
 
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+from geecache.host.signals import STOP_SIGNALS as _STOP_SIGNALS  # noqa: E402  (one definition per host)
 #: Once told to stop, the process exits by this deadline whatever grpc does:
 #: the revoke and the close are bounded, but a channel teardown was seen to
 #: hang the process past both (once in many CI runs).
