@@ -27,7 +27,7 @@ import pytest
 from geecache.errors import InvalidKeyError, UnknownGroupError, ValueTooLargeError, ConfigError
 from geecache.shm.layout import HOT_SHARE, entry_size
 
-from tests.test_arena_common import Clock, make_arena  # noqa: F401  (fixture)
+from tests.support.arena import Clock
 
 
 class RefLog:

@@ -14,7 +14,8 @@ import xxhash
 
 from geecache.shm import Arena
 
-from tests.test_arena_common import fork, geecache_segments, make_arena, reap  # noqa: F401  (fixture)
+from tests.support.arena import geecache_segments
+from tests.support.proc import fork, reap
 
 def make_value(key: str, rng: random.Random) -> bytes:
     """A value that names its key and carries a checksum of itself."""
