@@ -32,7 +32,7 @@ from geecache.registry import (
     run_registrar,
     validate_advertise,
 )
-from tests.support.etcd import EtcdServer, etcd_server, etcd_unstarted  # noqa: F401 (fixtures)
+from tests.support.etcd import EtcdServer
 
 ROOT = Path(__file__).resolve().parents[1]
 

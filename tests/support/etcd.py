@@ -27,9 +27,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from tests.support.net import free_port
 
@@ -250,29 +247,3 @@ def start_etcd(attempts: int = 3) -> EtcdServer:
             if "address already in use" not in str(exc) or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-@pytest.fixture
-def etcd_server() -> Iterator[EtcdServer]:
-    """A started EtcdServer, stopped and deleted after the test.
-
-    Import it into a test module or conftest (`from tests.support.etcd import
-    etcd_server`). The log tail is printed at teardown, which pytest shows only
-    for failing tests.
-    """
-    yield from _closed_after(start_etcd())
-
-
-@pytest.fixture
-def etcd_unstarted() -> Iterator[EtcdServer]:
-    """An EtcdServer with ports and data dir chosen but not started (the test starts it)."""
-    yield from _closed_after(EtcdServer())
-
-
-def _closed_after(server: EtcdServer) -> Iterator[EtcdServer]:
-    """Yield *server*; then print its log tail (shown for failing tests) and close it."""
-    try:
-        yield server
-    finally:
-        print(server.log_tail())
-        server.close()
