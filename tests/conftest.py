@@ -1,4 +1,8 @@
-"""The fixtures shared by several test modules (helpers that are plain code live in tests/support)."""
+"""The fixtures shared by several test modules, and the `etcd`/`procs` marker checks.
+
+Helpers that are plain code live in tests/support; this file holds what
+pytest must find by name (fixtures, hooks).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,34 @@ from typing import Iterator
 import pytest
 
 from geecache.shm import Arena
+from tests.support import marks
 from tests.support.arena import geecache_segments
 from tests.support.etcd import EtcdServer, start_etcd
+
+#: Fixtures that start (or may start) a real etcd: a test using one is marked `etcd`.
+ETCD_FIXTURES = ("etcd_server", "etcd_unstarted")
+
+
+def pytest_configure(config):
+    """Install the check that a test which starts a process is marked (tests/support/marks.py)."""
+    marks.install()
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `etcd` every test that uses an etcd fixture, so that no one has to remember."""
+    for item in items:
+        if any(name in item.fixturenames for name in ETCD_FIXTURES):
+            item.add_marker(pytest.mark.etcd)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Tell the marker checks which test runs (its setup, call and teardown)."""
+    marks.set_running(item.nodeid, (m.name for m in item.iter_markers()))
+    try:
+        yield
+    finally:
+        marks.set_running(None)
 
 
 @pytest.fixture

@@ -113,6 +113,7 @@ def _wait_children(pids, deadline):
     return codes
 
 
+@pytest.mark.procs
 def test_sqlite_from_several_processes_at_once(tmp_path):
     writers, per_child = 3, 200
     s = SQLiteStorage(tmp_path / "db.sqlite")

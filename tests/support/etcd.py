@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support import marks
 from tests.support.net import free_port
 
 #: How long start() waits for a healthy server before giving up.
@@ -127,10 +128,11 @@ class EtcdServer:
         try:
             # Own session: a ^C in the terminal reaches pytest, which stops
             # etcd through stop(); etcd does not die half-way on its own.
-            self._proc = subprocess.Popen(
-                self._argv(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
+            with marks.spawning("etcd", "started an etcd server"):
+                self._proc = subprocess.Popen(
+                    self._argv(), stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
         finally:
             log.close()
         try:
@@ -223,8 +225,9 @@ class EtcdServer:
         argv = [find_binary("etcdctl"), "--endpoints", self.endpoint,
                 "--command-timeout=3s", *args]
         env = dict(os.environ, ETCDCTL_API="3")
-        return subprocess.run(argv, env=env, capture_output=True, text=True,
-                              timeout=timeout, check=True)
+        with marks.spawning("etcd", "ran etcdctl"):
+            return subprocess.run(argv, env=env, capture_output=True, text=True,
+                                  timeout=timeout, check=True)
 
     def keys(self, prefix: str) -> list[str]:
         """The keys under `prefix`, via `etcdctl get --prefix --keys-only`."""
