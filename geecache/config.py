@@ -41,13 +41,16 @@ import argparse
 import dataclasses
 import math
 import os
+import platform
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from . import __version__
 from .errors import ConfigError, reported_as
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
 from .registry.config import parse_endpoints, validate_advertise
@@ -574,15 +577,23 @@ def _help(s: Setting) -> str:
     return f"{s.help.replace('`', '')} (default {s.shown_default().replace('`', '')}; env {s.env})"
 
 
+def version_line() -> str:
+    """What ``geecache --version`` prints: ``geecache 0.1.0 (CPython 3.11.7 on linux)``."""
+    return (f"geecache {__version__} ({platform.python_implementation()} "
+            f"{platform.python_version()} on {sys.platform})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The supervisor's command line: one flag per host setting, read as text like the environment."""
     p = argparse.ArgumentParser(
-        prog="supervisor.py",
+        # Not argv[0]: `python -m geecache` would show `__main__.py`.
+        prog="geecache",
         description="Run one GeeCache host: a supervisor forking N HTTP workers over one "
         "shared-memory arena. With no config, serves the demo group 'scores' "
         "(try: curl 'http://127.0.0.1:8001/api?key=Tom'). Precedence: flag > environment "
         "> config file > default.",
     )
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument("--config", metavar="FILE",
                    help=f"TOML config file (host settings and [[groups]]; env {CONFIG_ENV})")
     for s in HOST_SETTINGS:
