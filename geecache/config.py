@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import math
 import os
 import platform
@@ -276,6 +277,45 @@ def _check_with(validator):
     return check
 
 
+def parse_bind(value: str, fname: str = "bind") -> tuple[str, int]:
+    """``(host, port)`` from a bind address as gunicorn spells it; ConfigError naming *fname*.
+
+    ``HOST:PORT``, ``[IPv6]:PORT`` and ``:PORT`` (every interface, as in Go and
+    gunicorn) are accepted.  The port is required: a bare IPv6 address would
+    make ``HOST`` alone ambiguous.  ``unix:PATH`` and ``fd://N`` are refused:
+    peers and the etcd registry reach a host at a TCP address.
+    """
+    text = value.strip()
+    if text.startswith("unix:"):
+        raise ConfigError(fname, f"{value!r}: unix sockets are not supported (peers and etcd reach a "
+                                 "host at a TCP address); use HOST:PORT")
+    if "://" in text:
+        raise ConfigError(fname, f"{value!r}: only HOST:PORT, [IPv6]:PORT or :PORT (no scheme)")
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or not rest.startswith(":"):
+            raise ConfigError(fname, f"{value!r} is not [IPv6]:PORT")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(fname, f"{host!r} in brackets is not an IPv6 address") from None
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise ConfigError(fname, f"{value!r} has no port; use HOST:PORT, [IPv6]:PORT or :PORT")
+        if ":" in host:
+            raise ConfigError(fname, f"{value!r}: an IPv6 address goes in brackets, as in [::1]:{port_text}")
+        host = host or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(fname, f"{value!r}: {port_text!r} is not a TCP port (0..65535)")
+    return host, int(port_text)
+
+
+def _check_bind(v, f):
+    parse_bind(v, f)
+
+
 def _share(v, f):
     if not 0 < v <= 1:
         raise ConfigError(f, f"must be a fraction in (0, 1], got {v:g}")
@@ -308,6 +348,8 @@ class Setting:
     shown: str | None = None
     #: Host settings come from flags and the environment too; group settings only from the file.
     cli: bool = True
+    #: A one-letter flag as well, where gunicorn has one (``-w``, ``-b``).
+    short: str | None = None
 
     @property
     def flag(self) -> str:
@@ -349,12 +391,16 @@ class Setting:
 
 HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("workers", INT, Computed(lambda: os.cpu_count() or 1, "CPU count"),
-            "worker processes", between(1, MAX_WORKERS), "N", f"int 1..{MAX_WORKERS}"),
+            "worker processes", between(1, MAX_WORKERS), "N", f"int 1..{MAX_WORKERS}", short="-w"),
     Setting("host", STR, "127.0.0.1",
             "address to bind (`0.0.0.0`, `::`, or one interface)", metavar="HOST"),
     Setting("port", INT, DEFAULT_PORT,
             "TCP port for everything (API, peers, metrics); `0` = any free",
             between(0, 65535, "{v} is not a TCP port"), "PORT", "int 0..65535"),
+    Setting("bind", STR, None,
+            "address and port in one, as gunicorn takes them: `HOST:PORT`, `[IPv6]:PORT`, or `:PORT` "
+            "for every interface; instead of `host` and `port` (giving both is an error)",
+            _check_bind, "ADDR", "`HOST:PORT`", shown="`<host>:<port>`", short="-b"),
     Setting("arena", SIZE, DEFAULT_ARENA,
             "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
             metavar="SIZE"),
@@ -477,9 +523,13 @@ Config = dataclasses.make_dataclass(
     "Config", _fields(HOST_SETTINGS) + [
         ("groups", list, field(default_factory=list)),
         ("path", Path | None, None),
+        # setting name -> the field as its source spelled it (`--port`, `GEECACHE_PORT`, `port`),
+        # for each setting given rather than defaulted: conflicts name the source that set them.
+        ("sources", dict, field(default_factory=dict, repr=False, compare=False)),
     ],
     namespace={"__doc__": "The whole host: one attribute per HOST_SETTINGS row, ``groups`` "
-                          "(GroupConfig) and ``path`` (the file it came from, if any).",
+                          "(GroupConfig), ``path`` (the file it came from, if any) and ``sources`` "
+                          "(which source set each given setting).",
                "item_limit": property(_item_limit), "__module__": __name__})
 
 
@@ -492,6 +542,7 @@ def _apply_host(cfg, key: str, value: Any, fname: str, text: bool = False) -> No
     if s is None:
         raise ConfigError(fname, f"unknown setting; known: {', '.join(sorted(_HOST))}")
     setattr(cfg, key, s.read(value, fname, text))
+    cfg.sources[key] = fname
 
 
 def _parse_group(raw: Any, index: int, base: Path):
@@ -594,13 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
         "> config file > default.",
     )
     p.add_argument("--version", action="version", version=version_line())
-    p.add_argument("--config", metavar="FILE",
+    p.add_argument("-c", "--config", metavar="FILE",
                    help=f"TOML config file (host settings and [[groups]]; env {CONFIG_ENV})")
     for s in HOST_SETTINGS:
+        flags = (s.short, s.flag) if s.short else (s.flag,)
         if s.kind is BOOL:
-            p.add_argument(s.flag, action=argparse.BooleanOptionalAction, default=None, help=_help(s))
+            p.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=_help(s))
         else:
-            p.add_argument(s.flag, metavar=s.metavar, help=_help(s))
+            p.add_argument(*flags, metavar=s.metavar, help=_help(s))
     return p
 
 
@@ -637,6 +689,13 @@ def _finish(cfg) -> None:
             raise ConfigError(name, f"file {value!r} does not exist")
     if cfg.etcd and cfg.peers:
         raise ConfigError("peers", "use either etcd discovery or a static peer list, not both")
+    if cfg.bind is not None:
+        where = cfg.sources.get("bind", "bind")
+        given = [cfg.sources[name] for name in ("host", "port") if name in cfg.sources]
+        if given:
+            raise ConfigError(where, f"conflicts with {' and '.join(given)}: give either bind or "
+                                     "host and port, not both")
+        cfg.host, cfg.port = parse_bind(cfg.bind, where)
     if cfg.process_rows is None:
         cfg.process_rows = default_process_rows(cfg.workers)
     needed = cfg.workers + (1 if cfg.etcd else 0)
@@ -669,10 +728,12 @@ def reference_table(table: tuple[Setting, ...]) -> str:
     """The settings of *table* as the Markdown table docs/operations.md shows."""
     if table is HOST_SETTINGS:
         rows = ["| flag | environment | TOML key | type | default | meaning |", "|---|---|---|---|---|---|",
-                f"| `--config FILE` | `{CONFIG_ENV}` | – | path | none | TOML file with host keys and "
+                f"| `-c`, `--config FILE` | `{CONFIG_ENV}` | – | path | none | TOML file with host keys and "
                 "`[[groups]]` |"]
         for s in table:
             flag = f"`{s.flag}` / `--no-{s.flag[2:]}`" if s.kind is BOOL else f"`{s.flag} {s.metavar}`"
+            if s.short:
+                flag = f"`{s.short}`, {flag}"
             rows.append(f"| {flag} | `{s.env}` | `{s.name}` | {s.what or s.kind.what} | "
                         f"{_cell(s)} | {s.help} |")
     else:

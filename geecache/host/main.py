@@ -20,6 +20,11 @@ from .arbiter import Arbiter, bind
 log = logging.getLogger("geecache.supervisor")
 
 
+def address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets (``[::1]:8001``), as ``--bind`` spells it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def seed_demo(path: str) -> None:
     """Create the demo database with the classic rows, if it does not exist yet."""
     if os.path.exists(path):
@@ -101,17 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = bind(cfg, cfg.reuseport)
     except OSError as exc:
-        print(f"error: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", file=sys.stderr)
+        print(f"error: cannot listen on {address(cfg.host, cfg.port)}: {exc.strerror}", file=sys.stderr)
         return 1
     if cfg.port == 0:
         cfg.port = sock.getsockname()[1]
     if cfg.etcd and not cfg.advertise:
         if cfg.host in ("0.0.0.0", "::", ""):
             sock.close()
-            print(f"config error: advertise: --host {cfg.host or '*'} is no address other hosts can reach; "
-                  "give --advertise HOST:PORT", file=sys.stderr)
+            where = cfg.sources.get("bind") or cfg.sources.get("host", "--host")
+            print(f"config error: advertise: {where} {cfg.host or '*'} is no address other hosts can "
+                  "reach; give --advertise HOST:PORT", file=sys.stderr)
             return 2
-        cfg.advertise = f"{cfg.host}:{cfg.port}"
+        cfg.advertise = address(cfg.host, cfg.port)
     state = leftovers.state_path(cfg.data_dir, cfg.port)
     leftovers.reclaim(state)
     metrics_dir, created = metrics.prepare_multiproc_dir()
