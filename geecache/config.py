@@ -405,8 +405,8 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
             metavar="SIZE"),
     Setting("data_dir", PATH, Computed(default_data_dir, "`$XDG_DATA_HOME/geecache`, else `./geecache-data`"),
-            "where the demo database lives (only used by the demo group); relative to the working "
-            "directory", metavar="DIR"),
+            "where the demo database and the state file `supervisor-<port>.state` (this host's arena, "
+            "for the next start to reclaim) live; relative to the working directory", metavar="DIR"),
     Setting("auth_token", STR, None,
             "bearer token for public `PUT`/`DELETE` and **all** peer requests "
             "(prefer the environment: it stays out of `ps`)", _non_empty, "T", "non-empty string"),
