@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     names = BENCHES if args.bench == "all" else (args.bench,)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = common.RUN_STAMP  # the plots of this run carry it too
     commit, mach = git_commit(), machine()
     records, failed = [], []
     for name in names:
