@@ -102,3 +102,15 @@ class UnavailableError(GeeCacheError):
 
 class ArenaError(GeeCacheError):
     """The shared-memory arena is unusable: not an arena, wrong layout, or misused."""
+
+
+class LockTimeoutError(ArenaError):
+    """An arena lock stayed held by a live process past the wait's timeout."""
+
+
+class TooManyProcessesError(ArenaError):
+    """Every per-process stat row of the arena belongs to a live process.
+
+    The arena is created with ``max_procs`` rows; more live processes than
+    that cannot count their work, so registering one more is refused.
+    """

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import xxhash
 
+from geecache.errors import LockTimeoutError
 from geecache.shm import Arena
 
 from tests.test_arena_common import fork, geecache_segments, make_arena, reap  # noqa: F401  (fixture)
@@ -107,7 +110,7 @@ def test_writer_killed_inside_critical_section_is_repaired(make_arena):
     _h, shard, _home = arena._locate(g, b"k0")
 
     def die_holding_lock() -> None:
-        arena._acquire(shard)
+        arena._locks.acquire(shard)
         # Leave a slot mid-write (odd version) as a killed writer would.
         p = arena._slots_off + shard * arena._sps * 16
         arena._mm[p + 8:p + 12] = (1).to_bytes(4, sys.byteorder)
@@ -124,6 +127,34 @@ def test_writer_killed_inside_critical_section_is_repaired(make_arena):
     assert arena.usage("g") == arena.audit("g")
     # Keys of the other shard survived the repair.
     assert any(arena.get("g", f"k{i}") == f"v{i}".encode() for i in range(200))
+
+
+def test_lock_wait_with_timeout_gives_up_while_a_live_process_holds_it(make_arena):
+    arena = make_arena(shards=2)
+    held_r, held_w = os.pipe()
+    done_r, done_w = os.pipe()
+
+    def hold_lock() -> None:
+        with arena._locks.held(0):
+            os.write(held_w, b"x")
+            select.select([done_r], [], [], 30)  # bounded: the test writes long before
+    pid = fork(hold_lock)
+    try:
+        assert select.select([held_r], [], [], 30)[0], "the child never took the lock"
+        with pytest.raises(LockTimeoutError):
+            with arena._locks.held(0, timeout=0.05):
+                pass
+        with arena._locks.held(1, timeout=0.05):  # other locks are free
+            pass
+    finally:
+        os.write(done_w, b"x")
+        status = reap([pid], timeout=30)
+        for fd in (held_r, held_w, done_r, done_w):
+            os.close(fd)
+    assert list(status.values()) == [0]
+    with arena._locks.held(0, timeout=5):  # released with its holder's exit
+        pass
+    assert arena.repairs() == 0
 
 
 def test_host_flight_loads_once(make_arena, tmp_path):

@@ -34,14 +34,14 @@ from xxhash import xxh3_64_intdigest
 from ..errors import ArenaError, ConfigError, UnknownGroupError
 from ..limits import DEFAULT_ITEM_LIMIT, check_key, check_value
 from ..stats import STAT_FIELDS
-from . import lock as _lock
+from .lock import Locks, trylock as _trylock, unlock as _unlock
 from . import segment
 from .flight import Flight
 from .layout import (
     CONFIG, DATA_USED_AT, ENTRY, ENTRY_FLAGS_AT, ENTRY_SIZE, F_HOT, F_LIVE, F_WRAP,
     GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION,
-    LOCK_SIZE, REPAIRS_AT, MAGIC, MAX_GROUP_NAME, MAX_LOAD, POLICIES, POLICY_NAMES,
-    SHARD_COUNT_AT, SLOT, SLOT_OFF_AT, SLOT_SIZE, SLOT_VERSION_AT, FLIGHT,
+    LOCK_SIZE, MAGIC, MAX_GROUP_NAME, MAX_LOAD, POLICIES, POLICY_NAMES,
+    SHARD_COUNT_AT, SLOT, SLOT_OFF_AT, SLOT_SIZE, SLOT_VERSION_AT, FLIGHT, RING, STATS,
     HOT_SHARE, U32, U64, WRAP_MARK, Geometry, entry_size,
 )
 from .ring import Ring
@@ -55,8 +55,6 @@ _entry_pack = ENTRY.pack
 _u32_unpack = U32.unpack_from
 _u32_pack = U32.pack_into
 _u64_pack = U64.pack_into
-_trylock = _lock.trylock
-_unlock = _lock.unlock
 
 #: Arenas of this process, reset in a forked child (their per-process state).
 _live: "weakref.WeakSet[Arena]" = weakref.WeakSet()
@@ -123,13 +121,13 @@ class Arena:
          flight_slots, ring_bytes, n_locks, locks_off, self._groups_off, self._gstate_off,
          self._slots_off, self._refs_off, self._data_off, self._data_bytes, stats_off,
          ring_off, flight_off, _used, _pid) = rest
-        base = _lock.base_address(mm)
-        self._locks = [base + locks_off + i * LOCK_SIZE for i in range(n_locks)]
+        self._locks = Locks(mm, locks_off, n_locks, self._repair)
         self._locks_off = locks_off
         self._groups: dict[str, _Group] = {}
-        self._stats = StatRows(self, stats_off, self._max_procs, self._max_groups)
-        self._ring = Ring(self, ring_off, ring_bytes)
-        self._flight = Flight(self, flight_off, flight_slots)
+        extra = self._n_shards  # the locks after the shard locks
+        self._stats = StatRows(mm, self._locks, extra + STATS, stats_off, self._max_procs, self._max_groups)
+        self._ring = Ring(mm, self._locks, extra + RING, ring_off, ring_bytes)
+        self._flight = Flight(mm, self._locks, extra + FLIGHT, flight_off, flight_slots)
         self._closed = False
         _live.add(self)
 
@@ -153,9 +151,7 @@ class Arena:
             raise ConfigError("size_bytes", str(exc)) from None
         chosen, mm = segment.create(size_bytes, name)
         try:
-            base = _lock.base_address(mm)
-            for i in range(geo.n_locks):
-                _lock.init(base + geo.locks_off + i * LOCK_SIZE)
+            Locks.init_region(mm, geo.locks_off, geo.n_locks)
             mm[0:HEADER.size] = geo.pack_header(os.getpid())
             return cls(chosen, mm, True, clock)
         except BaseException:
@@ -219,24 +215,8 @@ class Arena:
 
     # ------------------------------------------------------------ locking
 
-    def _acquire(self, i: int, rc: int | None = None) -> None:
-        """Take lock *i*, repairing what it guards if its holder died.
-
-        Hot paths call ``_trylock`` inline and come here with its nonzero
-        result *rc* (EOWNERDEAD from trylock means we already hold it).
-        """
-        addr = self._locks[i]
-        if _lock.acquire(addr, rc):
-            self._repair(i)
-            _lock.consistent(addr)
-
-    def _release(self, i: int) -> None:
-        _lock.unlock(self._locks[i])
-
     def _repair(self, i: int) -> None:
-        """The previous holder of lock *i* died inside its critical section."""
-        at = self._locks_off + i * LOCK_SIZE + REPAIRS_AT
-        _u32_pack(self._mm, at, (_u32_unpack(self._mm, at)[0] + 1) & _M32)
+        """The previous holder of lock *i* died inside its critical section (``Locks`` calls this)."""
         if i < self._n_shards:
             self._wipe_shard(i)
         elif i - self._n_shards == FLIGHT:
@@ -265,8 +245,7 @@ class Arena:
 
     def repairs(self) -> int:
         """How many times a lock's guarded state was repaired after its holder died."""
-        return sum(_u32_unpack(self._mm, self._locks_off + i * LOCK_SIZE + REPAIRS_AT)[0]
-                   for i in range(len(self._locks)))
+        return self._locks.repairs()
 
     # ------------------------------------------------------------ groups
 
@@ -284,8 +263,7 @@ class Arena:
             raise ConfigError("group", f"group name must be 1..{MAX_GROUP_NAME} UTF-8 bytes without NUL")
         if not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ConfigError("max_bytes", "must be a positive integer")
-        self._acquire(self._n_shards + CONFIG)
-        try:
+        with self._locks.held(self._n_shards + CONFIG):
             existing = self._find_group(group)
             if existing is not None:
                 if existing.max_bytes != max_bytes or existing.policy != POLICIES[policy]:
@@ -312,8 +290,6 @@ class Arena:
                                  0, 0, 0, 0, 0, 0)
             _u64_pack(self._mm, DATA_USED_AT, used + slice_ * gshards)
             self._mm[at] = GROUP_READY  # published last: a crash before leaves it invisible
-        finally:
-            self._release(self._n_shards + CONFIG)
 
     def groups(self) -> list[str]:
         """Names of the configured groups."""
@@ -431,10 +407,11 @@ class Arena:
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
         esize = (ENTRY_SIZE + 7 + len(kb) + len(value)) & ~7
         gs_at = self._gstate_off + (g.idx * self._n_shards + s) * GSTATE_SIZE
-        addr = self._locks[s]
+        # The shard lock inlined (not ``held``): set is a hot path.
+        addr = self._locks.addrs[s]
         rc = _trylock(addr)
         if rc:
-            self._acquire(s, rc)
+            self._locks.acquire(s, rc)
         try:
             st = list(GSTATE.unpack_from(self._mm, gs_at))
             home = h % self._sps
@@ -463,8 +440,7 @@ class Arena:
         g = self._groups.get(group) or self._group(group)
         kb = check_key(key)
         h, s, home = self._locate(g, kb)
-        self._acquire(s)
-        try:
+        with self._locks.held(s):
             i = self._find(s, h, kb, g.idx, home)
             if i < 0:
                 return False
@@ -472,27 +448,21 @@ class Arena:
             self._remove(g, s, i, st)
             GSTATE.pack_into(self._mm, self._gstate_at(g, s), *st)
             return True
-        finally:
-            self._release(s)
 
     def clear(self, group: str) -> None:
         """Drop every entry of *group*, one shard at a time."""
         g = self._group(group)
         for j in range(g.gshards):
             s = (g.idx + j) % self._n_shards
-            self._acquire(s)
-            try:
+            with self._locks.held(s):
                 st = list(GSTATE.unpack_from(self._mm, self._gstate_at(g, s)))
                 while st[2]:
                     self._reclaim_tail(g, s, st, "clear")
                 GSTATE.pack_into(self._mm, self._gstate_at(g, s), 0, 0, 0, 0, 0, 0)
-            finally:
-                self._release(s)
 
     def _expire_slot(self, g: _Group, s: int, i: int, ver: int) -> None:
         """A reader found slot *i* expired: drop it if nobody changed it since."""
-        self._acquire(s)
-        try:
+        with self._locks.held(s):
             p = self._slots_off + (s * self._sps + i) * SLOT_SIZE
             if _u32_unpack(self._mm, p + SLOT_VERSION_AT)[0] != ver:
                 return
@@ -500,8 +470,6 @@ class Arena:
             self._remove(g, s, i, st)
             GSTATE.pack_into(self._mm, self._gstate_at(g, s), *st)
             self._stats.add(g.idx, "expirations")
-        finally:
-            self._release(s)
 
     # ---- slot table (callers hold the shard lock)
 
@@ -748,8 +716,7 @@ class Arena:
         nbytes = entries = 0
         for j in range(g.gshards):
             s = (g.idx + j) % self._n_shards
-            self._acquire(s)
-            try:
+            with self._locks.held(s):
                 base = self._slots_off + s * self._sps * SLOT_SIZE
                 for i in range(self._sps):
                     h, _v, off = _slot_unpack(self._mm, base + i * SLOT_SIZE)
@@ -761,8 +728,6 @@ class Arena:
                                 raise ArenaError(f"slot {i} of shard {s} is inconsistent")
                             nbytes += entry_size(klen, vlen)
                             entries += 1
-            finally:
-                self._release(s)
         return nbytes, entries
 
     def stats_sink(self, group: str):
