@@ -14,7 +14,7 @@ import time
 import pytest
 import xxhash
 
-from geecache.errors import LockTimeoutError
+from geecache.errors import LockTimeoutError, TooManyProcessesError
 from geecache.shm import Arena
 
 from tests.test_arena_common import fork, geecache_segments, make_arena, reap  # noqa: F401  (fixture)
@@ -270,6 +270,38 @@ def test_stat_rows_per_process_and_reuse(make_arena):
     totals = arena.stats("st")
     assert totals["gets"] == 105 and totals["loads"] == 4
     assert arena.stats_sink("st").snapshot()["gets"] == 5
+
+
+def test_registering_with_every_stat_row_taken_by_a_live_process_is_refused(make_arena):
+    arena = make_arena(max_procs=2)
+    arena.register_process()  # row 1: this process
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+
+    def holder() -> None:  # row 2: a live child
+        arena.register_process()
+        os.write(ready_w, b"x")
+        select.select([done_r], [], [], 30)  # bounded: the test writes long before
+
+    def one_too_many() -> None:
+        try:
+            arena.register_process()
+        except TooManyProcessesError:
+            return
+        raise AssertionError("a third live process got a stat row")
+
+    pid = fork(holder)
+    try:
+        assert select.select([ready_r], [], [], 30)[0], "the holder never registered"
+        assert list(reap([fork(one_too_many)], timeout=20).values()) == [0]
+    finally:
+        os.write(done_w, b"x")
+        status = reap([pid], timeout=30)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+    assert list(status.values()) == [0]
+    # The holder is gone: its row is free for the next process.
+    assert list(reap([fork(arena.register_process)], timeout=20).values()) == [0]
 
 
 def test_ring_readers_see_whole_versions(make_arena):

@@ -3,8 +3,9 @@
 Guarded by: nothing on the write path (one writer per row); the STATS lock
 only serialises claiming a row.  A process claims the first free row, or
 the row of a dead process (continuing its counts, so totals never go
-back).  If every row belongs to a live process the last row is shared,
-which can lose concurrent increments but never corrupts anything.
+back).  If every row belongs to a live process, claiming raises
+TooManyProcessesError: sharing a row would lose increments silently, so
+the arena is sized for the processes (``Arena.create(max_procs=)``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import struct
 
+from ..errors import TooManyProcessesError
 from ..stats import STAT_FIELDS
 from .layout import I64, ROWHEAD
 from .pids import alive
@@ -38,7 +40,10 @@ class StatRows:
         self._row = None
 
     def claim(self) -> int:
-        """Claim (or find) this process's row and return its offset."""
+        """Claim (or find) this process's row and return its offset.
+
+        TooManyProcessesError when every row belongs to a live process.
+        """
         if self._row is not None:
             return self._row
         mm = self._mm
@@ -50,7 +55,11 @@ class StatRows:
             if choice is None:
                 choice = next((at for at, pid in zip(rows, pids) if pid == 0), None)
             if choice is None:
-                choice = next((at for at, pid in zip(rows, pids) if not alive(pid)), rows[-1])
+                choice = next((at for at, pid in zip(rows, pids) if not alive(pid)), None)
+            if choice is None:
+                raise TooManyProcessesError(
+                    f"all {self._max_procs} stat rows of the arena belong to live processes"
+                    " (create it with a larger max_procs)")
             I64.pack_into(mm, choice, me)
         self._row = choice
         return choice
