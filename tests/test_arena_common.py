@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import time
 
@@ -84,3 +86,30 @@ def reap(pids, timeout: float = 60.0) -> dict[int, int]:
             raise AssertionError(f"children {sorted(pending)} did not finish in {timeout}s (wedged?)")
         time.sleep(0.01)
     return status
+
+
+@contextlib.contextmanager
+def child_holding(fn, timeout: float = 30.0):
+    """Run fn() in a forked child that then stays alive until the block ends.
+
+    The block starts once fn() has returned in the child; at its end the
+    child is released, reaped and must have exited 0.
+    """
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+
+    def body() -> None:
+        fn()
+        os.write(ready_w, b"x")
+        select.select([done_r], [], [], timeout)  # bounded: the parent writes long before
+
+    pid = fork(body)
+    try:
+        assert select.select([ready_r], [], [], timeout)[0], "the child never got ready"
+        yield pid
+    finally:
+        os.write(done_w, b"x")
+        status = reap([pid], timeout=timeout)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+    assert list(status.values()) == [0]
