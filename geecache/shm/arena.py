@@ -111,7 +111,8 @@ class Arena:
                                  self._n_shards, gstate_off, self._data_off, self._data_bytes)
         self._slots = SlotTable(mm, self._slots_off, self._refs_off, self._data_off, self._sps,
                                 locks_off)
-        self._logs = Logs(mm, self._slots, self._stats, clock, self._n_shards, self._sps)
+        self._logs = Logs(mm, self._slots, self._stats, clock, self._n_shards, self._sps,
+                          self._refs_off)
         # Bound methods as attributes: ``set`` calls them without one more
         # attribute lookup each.  Keep the instance under 30 attributes:
         # past that CPython 3.11 stops sharing instance-dict keys and every

@@ -5,7 +5,7 @@ circular log of entries (``layout.ENTRY`` header + key + value, 8-byte
 padded).  Allocation is a pointer bump at the head (``fit``); room is made
 by the hand at the tail (``reclaim_tail``), which frees dead bytes, drops
 expired entries, and asks the group's policy (``policy.py``) whether a live
-entry is evicted or copied to the head (a second chance).  A deleted
+entry is evicted or copied to the head (a second chance, ``SlotTable.move``).  A deleted
 entry is only marked dead (``kill``); its bytes return when the hand passes.
 
 Every method runs under the shard's lock, on the log state ``st`` the
@@ -32,8 +32,10 @@ class Logs:
     *stats* counts evictions and expirations; *clock* tells expiry.
     """
 
-    def __init__(self, mm, slots, stats, clock, n_shards: int, sps: int) -> None:
+    def __init__(self, mm, slots, stats, clock, n_shards: int, sps: int, refs_off: int) -> None:
         self._mm = mm
+        self._refs = refs_off
+        self._sps = sps
         self._slots = slots
         self._stats = stats
         self._clock = clock
@@ -152,7 +154,7 @@ class Logs:
         """
         mm = self._mm
         L = g.slice
-        slice_at = self._slice_at(g, s)
+        slice_at = g.data + (s - g.idx) % self._n_shards * L  # as _slice_at, inlined
         t = st[1]
         q = slice_at + t
         klen, codec, flags, vlen, i, _g, exp = _entry_unpack(mm, q)
@@ -169,12 +171,16 @@ class Logs:
             if exp and exp <= self._clock():
                 self._drop(g, s, i, st, esize, flags, "expirations")
                 return
-            kept = g.policy.at_tail(flags, self._slots.ref(s, i), st[5], L)
+            # The slot's reference byte (the refs array parallel to the slot table), read
+            # inline: this runs once per hand step.
+            kept = g.policy.at_tail(flags, mm[self._refs + s * self._sps + i], st[5], L)
             if kept is not None:
                 pos = self.fit(g, s, st, esize)
                 if pos >= 0:
-                    self._move(s, i, q, slice_at + pos, esize, kept[0], st, flags)
-                    self._slots.set_ref(s, i, kept[1])
+                    new_flags = kept[0]
+                    self._slots.move(s, i, q, slice_at + pos, esize, new_flags, kept[1])
+                    if (new_flags ^ flags) & F_HOT:
+                        st[5] += esize if new_flags & F_HOT else -esize
                     return
         self._drop(g, s, i, st, esize, flags, None if mode == "clear" else "evictions")
 
@@ -186,13 +192,3 @@ class Logs:
         self._slots.delete(s, i)
         if counter:
             self._stats.add(g.idx, counter)
-
-    def _move(self, s, i, src, dst, esize, new_flags, st, old_flags) -> None:
-        """Second chance: copy the entry to the head and repoint its slot."""
-        mm = self._mm
-        p, ver = self._slots.begin_move(s, i)
-        mm[dst:dst + esize] = mm[src:src + esize]  # bytes copy: regions may overlap
-        mm[dst + ENTRY_FLAGS_AT] = new_flags
-        self._slots.end_move(p, ver, dst)
-        if (new_flags ^ old_flags) & F_HOT:
-            st[5] += esize if new_flags & F_HOT else -esize

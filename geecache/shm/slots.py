@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..errors import ArenaError
 from .layout import (
-    ENTRY, ENTRY_SIZE, F_LIVE, LOCK_SIZE, SHARD_COUNT_AT, SLOT, SLOT_OFF_AT, SLOT_SIZE,
+    ENTRY, ENTRY_FLAGS_AT, ENTRY_SIZE, F_LIVE, LOCK_SIZE, SHARD_COUNT_AT, SLOT, SLOT_OFF_AT, SLOT_SIZE,
     SLOT_VERSION_AT, U32, U64, entry_size,
 )
 
@@ -98,17 +98,22 @@ class SlotTable:
         _u32_pack(mm, p + SLOT_OFF_AT, off)
         _u32_pack(mm, p + SLOT_VERSION_AT, (v + 2) & _M32)
 
-    def begin_move(self, s: int, i: int) -> tuple[int, int]:
-        """Make slot *i*'s version odd before its entry moves; returns (slot byte, old version)."""
-        p = self._off + (s * self._sps + i) * SLOT_SIZE
-        ver = _u32_unpack(self._mm, p + SLOT_VERSION_AT)[0]
-        _u32_pack(self._mm, p + SLOT_VERSION_AT, (ver + 1) & _M32)
-        return p, ver
+    def move(self, s: int, i: int, src: int, dst: int, esize: int, flags: int, ref: int) -> None:
+        """Copy slot *i*'s entry from *src* to *dst* (absolute), set its flags, repoint the slot.
 
-    def end_move(self, p: int, ver: int, q: int) -> None:
-        """Point the slot at byte *p* at the entry's new offset *q*; version even again."""
-        _u32_pack(self._mm, p + SLOT_OFF_AT, (q - self._data_off) >> 3)
-        _u32_pack(self._mm, p + SLOT_VERSION_AT, (ver + 2) & _M32)
+        The slot's version is odd for the copy, so a reader never takes the
+        half-copied bytes (the regions may overlap).  *ref*: the reference
+        byte the entry keeps.
+        """
+        mm = self._mm
+        p = self._off + (s * self._sps + i) * SLOT_SIZE
+        ver = _u32_unpack(mm, p + SLOT_VERSION_AT)[0]
+        _u32_pack(mm, p + SLOT_VERSION_AT, (ver + 1) & _M32)
+        mm[dst:dst + esize] = mm[src:src + esize]  # bytes copy: regions may overlap
+        mm[dst + ENTRY_FLAGS_AT] = flags
+        _u32_pack(mm, p + SLOT_OFF_AT, (dst - self._data_off) >> 3)
+        _u32_pack(mm, p + SLOT_VERSION_AT, (ver + 2) & _M32)
+        mm[self._refs + s * self._sps + i] = ref
 
     def entry(self, s: int, i: int) -> int:
         """Absolute offset of the entry slot *i* of shard *s* points at."""
@@ -118,14 +123,6 @@ class SlotTable:
     def version(self, s: int, i: int) -> int:
         """Slot *i*'s seqlock version now."""
         return _u32_unpack(self._mm, self._off + (s * self._sps + i) * SLOT_SIZE + SLOT_VERSION_AT)[0]
-
-    def ref(self, s: int, i: int) -> int:
-        """Slot *i*'s reference byte (raised by lock-free reads)."""
-        return self._mm[self._refs + s * self._sps + i]
-
-    def set_ref(self, s: int, i: int, ref: int) -> None:
-        """Set slot *i*'s reference byte."""
-        self._mm[self._refs + s * self._sps + i] = ref
 
     def count_add(self, s: int, n: int) -> int:
         """Add *n* to shard *s*'s count of slots in use; returns the new count."""
