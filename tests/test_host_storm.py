@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from tests.support.host import ready_workers
 from tests.support.loaders import count_loads
 from tests.support.proc import alive, start_supervisor, wait_until
 
@@ -75,12 +76,6 @@ class Load:
                 setattr(self, kind, getattr(self, kind) + 1)
                 if kind != "ok" and len(self.failures) < 20:
                     self.failures.append(why)
-
-
-def ready_workers(h) -> list[int]:
-    """Live workers the supervisor has logged as ready (serving)."""
-    logged = {int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) ready", h.log())}
-    return [p for p in h.workers() if p in logged]
 
 
 def storm(h, kills: int, interval: float, load: Load, deadline: float = 120.0) -> int:
