@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 #: Seconds a misbehaving load takes (longer than any test's timeout).
@@ -21,9 +22,13 @@ async def blocks_the_loop(key: str) -> bytes:
 
 
 def sleeps_in_a_thread(key: str) -> bytes:
-    """A synchronous loader (run in the loads' threads) that takes STALL seconds for ``block*``."""
-    if key.startswith("block"):
-        time.sleep(STALL)
+    """A synchronous loader (run in the loads' threads): ``block*`` keys take up to STALL
+    seconds while the file ``$GEECACHE_TEST_STALL_FILE`` exists, and load once it is gone."""
+    stall = os.environ.get("GEECACHE_TEST_STALL_FILE")
+    if key.startswith("block") and stall:
+        deadline = time.monotonic() + STALL
+        while os.path.exists(stall) and time.monotonic() < deadline:
+            time.sleep(0.05)
     return f"value-{key}".encode()
 
 
