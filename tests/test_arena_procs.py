@@ -10,11 +10,16 @@ import subprocess
 import sys
 import time
 
+import pytest
 import xxhash
 
 from geecache.shm import Arena
 
-from tests.test_arena_common import fork, geecache_segments, make_arena, reap  # noqa: F401  (fixture)
+from tests.support.arena import geecache_segments
+from tests.support.proc import fork, reap
+
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
 
 def make_value(key: str, rng: random.Random) -> bytes:
     """A value that names its key and carries a checksum of itself."""

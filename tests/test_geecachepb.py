@@ -25,6 +25,7 @@ def _normalise(text: str) -> str:
     return _VERSION.sub("", text)
 
 
+@pytest.mark.procs
 def test_committed_module_is_regenerated_from_the_proto(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{PB_DIR}", f"--python_out={tmp_path}",

@@ -17,6 +17,9 @@ import pytest
 from tests.support.loaders import count_loads
 from tests.support.proc import REPO, alive, run_supervisor, start_supervisor, wait_until
 
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
+
 
 def shm_exists(name: str | None) -> bool:
     return bool(name) and Path("/dev/shm", name.lstrip("/")).exists()

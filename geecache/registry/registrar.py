@@ -263,8 +263,12 @@ class _Registrar:
                 session = asyncio.ensure_future(self._session(self._client))
                 await asyncio.wait({session, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if not session.done():
+                    # Revoke first, while the session's channel is up: that is what
+                    # peers see, and a loaded box was seen to spend the whole stop
+                    # deadline cancelling the watch stream before reaching the revoke.
+                    await self._revoke()
                     session.cancel()
-                    await asyncio.gather(session, return_exceptions=True)
+                    await asyncio.wait({session}, timeout=CLOSE_TIMEOUT)
                     break
                 err = session.exception()
                 if isinstance(err, _CallbackFailed):
