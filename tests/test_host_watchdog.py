@@ -16,7 +16,6 @@ import time
 
 import pytest
 
-from tests.support.etcd import etcd_server  # noqa: F401 (fixture)
 from tests.support.host import ready_workers, registrars
 from tests.support.proc import alive, start_supervisor, wait_until
 
