@@ -32,7 +32,7 @@ class SQLiteStorage(Storage):
 
     Reads run on the event loop: a one-row primary-key SELECT measured 9 us,
     less than the hop to a thread (measured 84 us) would cost.  Writes go to a
-    thread (``asyncio.to_thread``): a commit fsyncs the WAL (measured 117 us
+    thread: a commit fsyncs the WAL (measured 117 us
     on an SSD, milliseconds on slower disks) and may wait up to
     ``busy_timeout`` for another process's write, which must not stall every
     request on the worker.  *executor* is that thread pool (None: asyncio's
