@@ -126,3 +126,15 @@ def reported_as(field):
     except (ConfigError, InvalidKeyError) as exc:
         inner, reason = (exc.field, exc.reason) if isinstance(exc, ConfigError) else (None, str(exc))
         raise ConfigError(field(inner) if callable(field) else field, reason) from None
+
+
+class LockTimeoutError(ArenaError):
+    """An arena lock stayed held by a live process past the wait's timeout."""
+
+
+class TooManyProcessesError(ArenaError):
+    """Every per-process stat row of the arena belongs to a live process.
+
+    The arena is created with ``max_procs`` rows; more live processes than
+    that cannot count their work, so registering one more is refused.
+    """

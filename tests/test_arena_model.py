@@ -1,6 +1,6 @@
 """The arena against a reference model of its eviction policy, in one process.
 
-The policies are CLOCK approximations (see ``geecache.shm.arena``): FIFO
+The policies are CLOCK approximations (see ``geecache.shm.policy``): FIFO
 with reinsertion over a circular byte log per (group, shard).  The model
 below is that algorithm written with dicts instead of bytes, so the test
 pins the exact hits, misses, evictions and expirations of the packed
@@ -28,7 +28,8 @@ import random
 import pytest
 
 from geecache.errors import ConfigError, InvalidKeyError
-from geecache.shm.layout import HOT_SHARE, entry_size
+from geecache.shm.layout import entry_size
+from geecache.shm.policy import HOT_SHARE
 
 from tests.support.arena import Clock
 

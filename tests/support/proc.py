@@ -8,10 +8,12 @@ and no worker orphaned; the arena of a supervisor that died by a signal
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -262,3 +264,30 @@ def run_supervisor(*args: str, env: dict | None = None, timeout: float = 30.0) -
     """Run ``supervisor.py`` to completion (for configs that must fail): its result."""
     return subprocess.run([sys.executable, str(SUPERVISOR), *args], cwd=str(REPO), env=base_env(env),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def child_holding(fn, timeout: float = 30.0):
+    """Run fn() in a forked child that then stays alive until the block ends.
+
+    The block starts once fn() has returned in the child; at its end the
+    child is released, reaped and must have exited 0.
+    """
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+
+    def body() -> None:
+        fn()
+        os.write(ready_w, b"x")
+        select.select([done_r], [], [], timeout)  # bounded: the parent writes long before
+
+    pid = fork(body)
+    try:
+        assert select.select([ready_r], [], [], timeout)[0], "the child never got ready"
+        yield pid
+    finally:
+        os.write(done_w, b"x")
+        status = reap([pid], timeout=timeout)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+    assert list(status.values()) == [0]
