@@ -59,6 +59,12 @@ class LoadError(GeeCacheError):
     http_status = 502
 
 
+class LoadTimeoutError(LoadError):
+    """The group's source did not answer within the group's ``load_timeout``."""
+
+    http_status = 504
+
+
 class PeerError(GeeCacheError):
     """A peer fetch failed (refused, timed out, or answered with an error)."""
 
