@@ -423,6 +423,11 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("hot_ttl", NUMBER, 60.0,
             "seconds a hot copy lives at most (and at most the group's `ttl`), so a lost invalidation "
             "heals", _positive, "S", "number > 0"),
+    Setting("lock_timeout", NUMBER, 1.0,
+            "seconds a worker's cache write waits for an arena shard lock held by another live "
+            "process (stopped, say) before giving up: a load is then served uncached, a write "
+            "answers 503 after writing its source; counted as `lock_timeouts`",
+            _positive, "S", "number > 0"),
     Setting("flight_wait", NUMBER, 10.0,
             "seconds a miss waits for another process of this host loading the same key before "
             "loading it itself", _positive, "S", "number > 0"),

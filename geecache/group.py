@@ -20,6 +20,7 @@ from .compression import get_codec
 from .errors import (
     GeeCacheError,
     LoadError,
+    LockTimeoutError,
     LoadTimeoutError,
     NotFoundError,
     PeerError,
@@ -245,7 +246,11 @@ class Group:
     def _store(self, partition: str, key: str, value: bytes, ttl: float) -> None:
         # Over the item limit: the source's value is served, just never cached.
         if len(value) <= self.item_limit:
-            self._cache.set(partition, key, value, ttl)
+            try:
+                self._cache.set(partition, key, value, ttl)
+            except LockTimeoutError:
+                # A stalled process holds the shard: answer with the value, keep nothing.
+                self.stats.add("lock_timeouts")
 
     # -- writes ----------------------------------------------------------------
 
@@ -330,8 +335,13 @@ class Group:
         """Drop this host's copies of *keys*, owned or hot (their owner changed them)."""
         for key in keys:
             self._fence.wrote(key)
-            self._cache.delete(self.name, key)
-            self._cache.delete(self._hot, key)
+            try:
+                self._cache.delete(self.name, key)
+                self._cache.delete(self._hot, key)
+            except LockTimeoutError:
+                # The old value may still be served: the write must not be acknowledged.
+                self.stats.add("lock_timeouts")
+                raise
 
 
 class _WriteFence:

@@ -127,6 +127,7 @@ def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int, pulse=None
         faulthandler.enable(all_threads=True)
         try:
             arena.register_process()
+            arena.lock_timeout = cfg.lock_timeout  # no unbounded lock wait on an event loop
             loop = new_event_loop()
         except Exception:
             log.exception("worker %d failed to boot", os.getpid())
