@@ -62,6 +62,12 @@ DEFAULT_GROUP_BYTES = 64 << 20
 DEFAULT_LEASE_TTL = 10
 MIN_LEASE_TTL = 2
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+#: gunicorn's --timeout: a child whose loop has not stamped its heartbeat for this long is replaced.
+DEFAULT_WORKER_TIMEOUT = 30.0
+#: Shortest worker_timeout: the heartbeat is stamped 4 times per timeout, and a
+#: loop busy for a quarter of a second on one request must not look hung.
+MIN_WORKER_TIMEOUT = 1.0
+DEFAULT_LOAD_TIMEOUT = 5.0
 MAX_WORKERS = 1024
 #: Per-process stat rows the arena has when the config does not say: every worker,
 #: the registrar and the workers still retiring after SIGTTOU each hold one, so
@@ -316,6 +322,14 @@ def _check_bind(v, f):
     parse_bind(v, f)
 
 
+def _zero_or_at_least(lo):
+    """A check that value is 0 (off) or >= *lo*."""
+    def check(v, f):
+        if v != 0 and v < lo:
+            raise ConfigError(f, f"must be 0 (off) or at least {lo:g}, got {v:g}")
+    return check
+
+
 def _share(v, f):
     if not 0 < v <= 1:
         raise ConfigError(f, f"must be a fraction in (0, 1], got {v:g}")
@@ -432,6 +446,18 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("graceful_timeout", NUMBER, DEFAULT_GRACEFUL_TIMEOUT,
             "seconds in-flight requests get after SIGTERM; stragglers are killed 2 s later",
             _not_negative, "S", "number ≥ 0"),
+    Setting("worker_timeout", NUMBER, DEFAULT_WORKER_TIMEOUT,
+            "seconds a worker (or the registrar) may go without its event loop stamping its heartbeat "
+            "(or, booting, without becoming ready) before the supervisor sends SIGABRT, then SIGKILL, "
+            "and replaces it (gunicorn's `--timeout`); `0` = no watchdog",
+            _zero_or_at_least(MIN_WORKER_TIMEOUT), "S", f"0 or number ≥ {MIN_WORKER_TIMEOUT:g}"),
+    Setting("load_threads", INT, 16,
+            "threads per worker for loads that run in a thread (synchronous `loader` functions); a "
+            "load waiting for one still counts against its group's `load_timeout`",
+            between(1, 1024), "N", "int 1..1024"),
+    Setting("write_threads", INT, 4,
+            "threads per worker for source writes (SQLite commits), apart from the loads' threads so "
+            "slow loaders never hold up a PUT", between(1, 1024), "N", "int 1..1024"),
     Setting("log_level", STR, "info", "log level of the supervisor and its children",
             one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS)),
     Setting("peer_connect_timeout", NUMBER, 0.5,
@@ -446,6 +472,11 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("hot_ttl", NUMBER, 60.0,
             "seconds a hot copy lives at most (and at most the group's `ttl`), so a lost invalidation "
             "heals", _positive, "S", "number > 0"),
+    Setting("lock_timeout", NUMBER, 1.0,
+            "seconds a worker's cache write waits for an arena shard lock held by another live "
+            "process (stopped, say) before giving up: a load is then served uncached, a write "
+            "answers 503 after writing its source; counted as `lock_timeouts`",
+            _positive, "S", "number > 0"),
     Setting("flight_wait", NUMBER, 10.0,
             "seconds a miss waits for another process of this host loading the same key before "
             "loading it itself", _positive, "S", "number > 0"),
@@ -472,6 +503,10 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
     Setting("ttl", NUMBER, 0.0,
             "expiry of cached entries (0 = never); hot copies expire after `min(hot_ttl, ttl)` s",
             _not_negative, what="number ≥ 0 (seconds)", cli=False),
+    Setting("load_timeout", NUMBER, DEFAULT_LOAD_TIMEOUT,
+            "seconds a load from the source may take; then the request gets a 504 and the host-wide "
+            "flight is released, so a later request loads again", _positive,
+            what="number > 0 (seconds)", cli=False),
     Setting("codec", STR, "none",
             "compression of values between hosts (used only when it saves ≥ 10 %)",
             one_of(known_codecs, "codec"), what="`none`, `gzip`, `snappy`, `lz4`, `zstd`", cli=False),

@@ -345,8 +345,12 @@ def registrar_main(
     *,
     prefix: str = REGISTRY_PREFIX,
     log: logging.Logger = _log,
+    pulse=None,
 ) -> int:
     """Entry point of the registrar child process; returns its exit code.
+
+    *pulse* (``geecache.host.pulse.Pulse``): stamped from the loop for the
+    supervisor's watchdog.
 
     The supervisor calls it in a freshly forked child and then `os._exit(code)`.
     SIGTERM, SIGINT and SIGQUIT set the stop event (the handlers do nothing
@@ -372,6 +376,8 @@ def registrar_main(
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, request_stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        if pulse is not None:
+            pulse.start(loop)
         await run_registrar(endpoints, advertise, lease_ttl, on_members, stop, log,
                             prefix=prefix)
 

@@ -33,7 +33,7 @@ import weakref
 
 from xxhash import xxh3_64_intdigest
 
-from ..errors import ArenaError, ConfigError
+from ..errors import ArenaError, ConfigError, LockTimeoutError
 from ..limits import DEFAULT_ITEM_LIMIT, check_key, check_value
 from ..stats import STAT_FIELDS
 from . import segment
@@ -123,6 +123,11 @@ class Arena:
         self._find = self._slots.find
         self._fit = self._logs.fit
         self._insert = self._logs.insert
+        #: Seconds a write waits for a shard lock before giving up with
+        #: LockTimeoutError (None: as long as the holder lives).  A worker sets
+        #: it: a holder that is alive but stopped (SIGSTOP, a debugger) must not
+        #: freeze the event loop of every other worker (invariant 8).
+        self.lock_timeout: float | None = None
         self._closed = False
         _live.add(self)
 
@@ -330,7 +335,7 @@ class Arena:
         addr = self._lock_addrs[s]
         rc = _trylock(addr)
         if rc:
-            self._locks.acquire(s, rc)
+            self._locks.acquire(s, rc, self.lock_timeout)
         try:
             st = list(GSTATE.unpack_from(mm, gs_at))
             home = h % self._sps
@@ -359,7 +364,7 @@ class Arena:
         g = self._groups.get(group) or self._group(group)
         kb = check_key(key)
         h, s, home = self._locate(g, kb)
-        with self._locks.held(s):
+        with self._locks.held(s, self.lock_timeout):
             i = self._find(s, h, kb, g.idx, home)
             if i < 0:
                 return False
@@ -371,7 +376,7 @@ class Arena:
         g = self._group(group)
         logs = self._logs
         for s in g.shards:
-            with self._locks.held(s):
+            with self._locks.held(s, self.lock_timeout):
                 st = logs.state(g, s)
                 while st[2]:
                     logs.reclaim_tail(g, s, st, "clear")
@@ -379,11 +384,15 @@ class Arena:
 
     def _expire_slot(self, g, s: int, i: int, ver: int) -> None:
         """A reader found slot *i* expired: drop it if nobody changed it since."""
-        with self._locks.held(s):
-            if self._slots.version(s, i) != ver:
-                return
-            self._remove_and_store(g, s, i)
-            self._stats.add(g.idx, "expirations")
+        try:
+            with self._locks.held(s, self.lock_timeout):
+                if self._slots.version(s, i) != ver:
+                    return
+                self._remove_and_store(g, s, i)
+                self._stats.add(g.idx, "expirations")
+        except LockTimeoutError:
+            pass  # the reader answers a miss either way; a later write or read drops it
+
 
     def _remove_and_store(self, g, s: int, i: int) -> None:
         """Drop slot *i*'s entry and write the log state back (caller holds shard *s*)."""

@@ -23,6 +23,7 @@ or None to evict it.
 
 from __future__ import annotations
 
+from ..limits import POLICIES as _POLICY_NAMES
 from .layout import F_HOT
 
 #: lru2: the hot (second) list may hold this share of a slice before the
@@ -79,5 +80,8 @@ class Lru2(Policy):
 
 #: Policies by the name a group is configured with.
 POLICIES: dict[str, Policy] = {p.name: p for p in (Lru(), Lru2())}
+# The names are a naming rule every cache shares (``geecache.limits``): the
+# config validates against it before any arena exists.
+assert tuple(POLICIES) == _POLICY_NAMES, "geecache.limits.POLICIES must list the arena's policies"
 #: Policies by the code stored in a group record.
 BY_CODE: dict[int, Policy] = {p.code: p for p in POLICIES.values()}
