@@ -20,7 +20,13 @@ queued signal to its ``handle_<name>`` method, and asks every child kind
   SIGQUIT: the same without the grace.  A second SIGINT/SIGQUIT hurries.
 - SIGTTIN/SIGTTOU: one worker more/fewer (never fewer than one; never more
   than the arena's ``process_rows`` hold).
-- SIGHUP: logged and ignored (a restart changes the configuration).
+- SIGHUP: read the configuration again (``reload``) and replace the workers
+  one at a time with processes forked with it, each old one stopped once its
+  replacement is ready; the arena and the sockets stay.  What cannot change
+  in a running host is logged and kept.
+- SIGUSR1: stop as SIGTERM does, but leave the arena for the next start on
+  this port and data dir to reattach (``warm``; ``main`` records it), and
+  the registrar leaves its etcd lease to expire instead of revoking it.
 - With ``--etcd``, a registrar child holds the host's etcd session and
   writes the member list into the arena; it is respawned with backoff.  The
   arbiter never imports grpc (a gRPC client in a process that forks breaks
@@ -30,6 +36,7 @@ queued signal to its ``handle_<name>`` method, and asks every child kind
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import os
 import select
@@ -38,6 +45,7 @@ import socket
 import time
 
 from .children import KILL_MARGIN, Child, ChildKind, Registrar, Workers
+from . import reload
 from .pulse import Pulse, Pulses, beat_interval
 from .signals import ARBITER_SIGNALS, die_with_parent, reset_child_signals
 
@@ -74,8 +82,14 @@ class Arbiter:
     touch nothing but ``_signals`` (a deque, append is atomic) and the pipe.
     """
 
-    def __init__(self, cfg, arena, first_socket: socket.socket) -> None:
+    def __init__(self, cfg, arena, first_socket: socket.socket, argv: list[str] | None = None,
+                 started=None) -> None:
         self.cfg = cfg
+        #: What SIGHUP parses again (None: sys.argv), and the config as first parsed from it.
+        self.argv = argv
+        self.started = started if started is not None else copy.deepcopy(cfg)
+        #: True once a SIGUSR1 stop began: the arena is left for a warm restart.
+        self.warm = False
         self.arena = arena
         self.pid = os.getpid()
         self.workers = Workers(cfg.workers)
@@ -201,8 +215,20 @@ class Arbiter:
         self.workers.shrink()
 
     def handle_hup(self) -> None:
-        """Ignored for now: the configuration is read once."""
-        log.info("SIGHUP ignored: restart the host to change its configuration")
+        """Read the configuration again and roll the workers onto it (``reload``)."""
+        cfg = reload.reread(self.argv, os.environ, self.cfg, self.started)
+        if cfg is None:
+            return
+        logging.getLogger().setLevel(cfg.log_level.upper())
+        self._timeout = cfg.worker_timeout
+        self.workers.roll(self, cfg)
+
+    def handle_usr1(self) -> int:
+        """Warm restart: a graceful stop that leaves the arena (and the etcd lease) behind."""
+        log.info("SIGUSR1: stopping for a warm restart; arena %s stays for the next start", self.arena.name)
+        self.warm = True
+        self._stop(graceful=True)
+        return 0
 
     def _sleep(self, timeout: float) -> None:
         try:
@@ -306,8 +332,8 @@ class Arbiter:
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
-        for pid in self.children:
-            self.send(pid, signal.SIGTERM)
+        for pid, child in self.children.items():
+            self.send(pid, child.kind.warm_stop_signal if self.warm else signal.SIGTERM)
         grace = self.cfg.graceful_timeout + KILL_MARGIN if graceful else KILL_MARGIN
         deadline = time.monotonic() + grace
         while self.children and time.monotonic() < deadline:

@@ -72,6 +72,8 @@ class ChildKind:
     #: monotonic time before which ``manage`` spawns nothing (a respawn backoff); the arbiter
     #: wakes for it.
     due = 0.0
+    #: What the arbiter sends this kind's children when it stops for a warm restart (SIGUSR1).
+    warm_stop_signal = signal.SIGTERM
 
     def became_ready(self, arb, child: Child) -> None:
         """*child* stamped its first heartbeat: it booted and serves."""
@@ -109,6 +111,47 @@ class Workers(ChildKind):
         self.target = target
         self.retiring: dict[int, float] = {}  # pid told to stop by SIGTTOU -> when to SIGKILL it
         self.boot_failures = 0
+        #: pid -> the config it was forked with: a worker forked with another one than the
+        #: arbiter's is replaced (a SIGHUP roll, ``roll``).
+        self.cfg_of: dict[int, object] = {}
+        #: While a roll's first new worker has not become ready: the config to go back to if it
+        #: cannot boot (the old workers still serve; none was stopped yet).
+        self.fallback = None
+        #: True from a SIGHUP until every worker runs the arbiter's config.
+        self.rolling = False
+
+    def roll(self, arb, cfg) -> None:
+        """SIGHUP: fork every worker again with *cfg*, one slot at a time (see ``manage``).
+
+        A new worker is forked for one slot; once it is ready the old worker of
+        that slot is stopped gracefully (its in-flight requests finish, the
+        shared socket keeps accepting) and the next slot follows.  If the first
+        new worker cannot boot, the roll is abandoned and the old config stays.
+        """
+        if self.fallback is None:
+            self.fallback = arb.cfg
+        arb.cfg = cfg
+        self.target = cfg.workers
+        self.rolling = True
+        log.info("SIGHUP: replacing the workers one at a time (%d)", self.target)
+
+    def _stale(self, arb) -> list[Child]:
+        """Serving workers forked with another config than the arbiter's, lowest slot first."""
+        return sorted((w for w in self.live(arb) if self.cfg_of.get(w.pid) is not arb.cfg),
+                      key=lambda w: w.slot)
+
+    def _roll_step(self, arb) -> None:
+        """Fork the next replacement, unless one is booting or the stat rows are all taken."""
+        stale = self._stale(arb)
+        fresh = [w for w in self.live(arb) if self.cfg_of.get(w.pid) is arb.cfg]
+        if not self.rolling or not stale or any(not w.ready for w in fresh) or time.monotonic() < self.due:
+            return
+        if len(arb.children) + 1 > arb.cfg.process_rows:
+            return  # retirees still hold their rows: wait for them
+        used = {w.slot for w in fresh}
+        slot = next((w.slot for w in stale if w.slot not in used), None)
+        if slot is not None:
+            arb.spawn(self, slot)
 
     def live(self, arb) -> list[Child]:
         """The workers serving (not retiring)."""
@@ -132,6 +175,10 @@ class Workers(ChildKind):
         self.target = max(1, self.target - 1)
         log.info("SIGTTOU: worker count now %d", self.target)
 
+    def _retire(self, arb, w: Child) -> None:
+        self.retiring[w.pid] = time.monotonic() + arb.cfg.graceful_timeout + KILL_MARGIN
+        arb.send(w.pid, signal.SIGTERM)
+
     def manage(self, arb) -> None:
         workers = self.live(arb)
         used = {w.slot for w in workers}
@@ -142,9 +189,14 @@ class Workers(ChildKind):
         for w in workers:
             if w.slot >= self.target:
                 log.info("retiring worker %d (pid %d)", w.slot, w.pid)
-                self.retiring[w.pid] = time.monotonic() + arb.cfg.graceful_timeout + KILL_MARGIN
-                arb.send(w.pid, signal.SIGTERM)
-                arb.drop_listener(w.slot)
+                self._retire(arb, w)
+                # Only when no worker of this slot stays (two serve it during a roll).
+                if not any(o.slot == w.slot and o.pid not in self.retiring for o in self.live(arb)):
+                    arb.drop_listener(w.slot)
+        self._roll_step(arb)
+        for c in arb.children_of(self):
+            # Every spawn happens in manage: an untagged child was forked just now, with arb.cfg.
+            self.cfg_of.setdefault(c.pid, arb.cfg)
         for pid, deadline in self.retiring.items():
             if time.monotonic() >= deadline:
                 log.warning("retired worker (pid %d) did not stop in time; killing it", pid)
@@ -153,11 +205,23 @@ class Workers(ChildKind):
     def exited(self, arb, child: Child, status: int) -> None:
         metrics.mark_process_dead(child.pid)
         retired = self.retiring.pop(child.pid, None) is not None
+        forked_with = self.cfg_of.pop(child.pid, None)
         if arb.stopping:
             return
         how = describe_status(status)
         if retired:
             log.info("worker %d (pid %d) retired: %s", child.slot, child.pid, how)
+            return
+        if self.fallback is not None and forked_with is arb.cfg and not child.ready:
+            # The roll's first new worker could not boot: the old ones still serve, keep them.
+            log.error("SIGHUP: worker %d (pid %d) forked with the new configuration did not start (%s; "
+                      "its error is logged above); keeping the running workers and configuration",
+                      child.slot, child.pid, how)
+            arb.cfg, self.fallback, self.rolling = self.fallback, None, False
+            self.target = arb.cfg.workers
+            for w in self.live(arb):
+                if self.cfg_of.get(w.pid) is not arb.cfg:
+                    self._retire(arb, w)
             return
         lived = time.monotonic() - child.started
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR:
@@ -188,6 +252,17 @@ class Workers(ChildKind):
         # A worker that boots proves the host can: the failures in a row end here.
         self.boot_failures = 0
         self.due = 0.0
+        if not self.rolling or self.cfg_of.get(child.pid) is not arb.cfg:
+            return
+        self.fallback = None  # the new configuration boots: no going back from here
+        for old in self._stale(arb):
+            if old.slot == child.slot:
+                log.info("SIGHUP: worker %d replaced (pid %d ready); stopping pid %d", child.slot,
+                         child.pid, old.pid)
+                self._retire(arb, old)
+        if not self._stale(arb):
+            self.rolling = False
+            log.info("SIGHUP: every worker now runs the new configuration")
 
     def listener(self, arb, slot: int | None) -> socket.socket | None:
         return arb.listener(slot)
@@ -200,6 +275,9 @@ class Registrar(ChildKind):
     """The host's one etcd session (with ``--etcd``): respawned with exponential backoff."""
 
     name = "registrar"
+    # Stopped by SIGUSR1 it leaves its lease to expire: peers keep routing this host's keys to
+    # it (and fail over to a local load meanwhile) instead of taking writes for them.
+    warm_stop_signal = signal.SIGUSR1
 
     def __init__(self) -> None:
         self.failures = 0

@@ -7,6 +7,7 @@ Exit status: 0 clean stop, 1 runtime failure (e.g. the port is taken),
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from geecache import leftovers, metrics
 from geecache.config import DEMO_ROWS, parse_args
 from geecache.errors import ConfigError, reported_as
 
+from . import warm
 from .arbiter import Arbiter, bind
 
 log = logging.getLogger("geecache.supervisor")
@@ -83,6 +85,18 @@ def check_shm_space(size: int, shm_dir: str = "/dev/shm") -> None:
                                    "lower --arena or enlarge the tmpfs (docker: --shm-size)")
 
 
+def leave_warm(state, arena, cfg, started) -> bool:
+    """Record *arena* in *state* for a warm restart; False when it must be removed instead."""
+    if started.port == 0:
+        log.warning("removing arena %s after all: a warm restart needs a fixed port (a next start "
+                    "with --port 0 would never find it)", arena.name)
+        return False
+    if not leftovers.record(state, arena.name, None, warm.record(cfg)):
+        return False  # unrecorded, it would leak: removed (the warning names the reason)
+    log.info("arena %s left for a warm restart on port %d (state file %s)", arena.name, cfg.port, state)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, validate, set up, supervise; return the exit status."""
     try:
@@ -90,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    # As parsed, before the port is resolved and advertise derived: what SIGHUP compares against.
+    started = copy.deepcopy(cfg)
     logging.basicConfig(
         level=cfg.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s [%(process)d] %(name)s %(levelname)s: %(message)s")
@@ -119,25 +135,31 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cfg.advertise = address(cfg.host, cfg.port)
     state = leftovers.state_path(cfg.data_dir, cfg.port)
-    leftovers.reclaim(state)
+    left = leftovers.reclaim(state)
     metrics_dir, created = metrics.prepare_multiproc_dir()
     log.info("metrics directory %s", metrics_dir)
-    arena = None
+    arena = arb = None
     try:
-        arena = create_arena(cfg)
+        if left is not None:
+            arena = warm.reattach(*left, cfg, configure_arena)
+        if arena is None:
+            arena = create_arena(cfg)
+            configure_arena(cfg, arena)
         leftovers.record(state, arena.name, metrics_dir if created else None)
-        configure_arena(cfg, arena)
         if cfg.etcd:
             # Alone until the registrar says otherwise: the ring is usable from the first request.
             arena.write_ring([cfg.advertise])
-        return Arbiter(cfg, arena, sock).run()
+        arb = Arbiter(cfg, arena, sock, argv, started)
+        return arb.run()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     finally:
         sock.close()
-        if arena is not None:
-            arena.close()
-            arena.unlink()
         metrics.remove_multiproc_dir(metrics_dir, created)
-        leftovers.forget(state)
+        if arena is not None and arb is not None and arb.warm and leave_warm(state, arena, arb.cfg, started):
+            arena.close()  # left in /dev/shm, recorded for the next start on this port
+        else:
+            if arena is not None:
+                warm.drop(arena)
+            leftovers.forget(state)
