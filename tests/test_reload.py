@@ -12,6 +12,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 from tests.support.host import ready_workers
 from tests.support.loaders import count_loads
 from tests.support.net import free_port
-from tests.support.proc import alive, start_supervisor, wait_until
+from tests.support.proc import REPO, SUPERVISOR, Host, alive, base_env, start_supervisor, wait_until
 
 pytestmark = pytest.mark.procs
 
@@ -34,9 +36,9 @@ def _config(tmp_path: Path, extra: str = "", group: str = "") -> Path:
     return path
 
 
-def _start(tmp_path, cfg: Path, workers: int = 2, port: int | None = None):
+def _start(tmp_path, cfg: Path, *args: str, workers: int = 2, port: int | None = None):
     count_file = tmp_path / "loads.txt"
-    h = start_supervisor(tmp_path, "--config", str(cfg), workers=workers, port=port,
+    h = start_supervisor(tmp_path, "--config", str(cfg), *args, workers=workers, port=port,
                          env={"GEECACHE_TEST_COUNT_FILE": str(count_file), "GEECACHE_TEST_LOAD_DELAY": "0"})
     return h, count_file
 
@@ -64,9 +66,10 @@ def _load(port: int, rounds: int, stop: threading.Event, out: list) -> None:
     asyncio.run(run())
 
 
-def test_sighup_replaces_every_worker_under_load_without_a_failure_or_a_reload(tmp_path):
+@pytest.mark.parametrize("socket_mode", ["shared", "reuseport"])
+def test_sighup_replaces_every_worker_under_load_without_a_failure_or_a_reload(tmp_path, socket_mode):
     cfg = _config(tmp_path, group="ttl = 0\n")
-    h, count_file = _start(tmp_path, cfg)
+    h, count_file = _start(tmp_path, cfg, *(["--reuseport"] if socket_mode == "reuseport" else []))
     try:
         _fill(h)
         loads = count_loads(count_file)
@@ -226,3 +229,26 @@ def test_warm_restart_in_etcd_keeps_the_lease_and_the_cache(tmp_path, etcd_serve
         h.kill_leftovers()
         assert second.stop() == 0
     assert me not in etcd_server.keys("/geecache/registry/")  # a cold stop revokes the new lease
+
+
+def test_warm_stop_on_port_0_removes_the_arena_after_all(tmp_path):
+    """The next start on port 0 would never find it: left, it would leak."""
+    cfg = _config(tmp_path)
+    log_path = tmp_path / "port0.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(SUPERVISOR), "--config", str(cfg), "--port", "0",
+                                 "--workers", "1", "--arena", "32MiB", "--data-dir", str(tmp_path / "data")],
+                                cwd=str(REPO), env=base_env(), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    h = Host(proc, 0, log_path)
+    try:
+        h.port = int(wait_until(lambda: re.search(r"listening on http://127.0.0.1:(\d+)", h.log()), 20,
+                                what="the port logged").group(1))
+        h.wait_ready(1)
+        arena = h.arena_name()
+        assert h.stop(signal.SIGUSR1) == 0
+    finally:
+        h.kill_leftovers()
+    assert "a warm restart needs a fixed port" in h.log()
+    assert not os.path.exists(f"/dev/shm/{arena}")
+    assert not list((tmp_path / "data").glob("supervisor-*.state"))
