@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "http", "scaling", "cluster")
+BENCHES = ("compression", "arena", "policy", "http", "scaling", "cluster")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -31,6 +31,15 @@ def test_quick_compression_bench_runs_and_writes_json(tmp_path):
     codecs = {row[2] for t in record["tables"] for row in t["rows"]}
     assert {"gzip", "snappy", "lz4", "zstd"} <= codecs
     assert "ratio" in r.stdout
+
+
+def test_policy_bench_runs_tiny():
+    from tests.perf import bench_policy
+    out = bench_policy.run(quick=True, n_req=3_000)
+    hit_table = out["tables"][0]
+    assert [row[0] for row in hit_table["rows"]] == [t for t, _ in bench_policy.TRACES]
+    assert "arena s3fifo" in hit_table["columns"]
+    assert all(0 <= float(cell) <= 1 for row in hit_table["rows"] for cell in row[1:])
 
 
 @pytest.mark.procs

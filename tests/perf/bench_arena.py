@@ -280,6 +280,10 @@ def run(quick: bool = False) -> dict:
     }
     for n in names[1:]:
         summary[f"get_ratio_{n.split()[0].lower().replace('-', '_')}"] = round(get_us[n] / get_us["arena"], 3)
+    from tests.perf import bench_policy  # the policies against libCacheSim's, same traces
+    policy = bench_policy.run(quick)
+    tables += policy["tables"]
+    summary.update(policy["summary"])
     return {"name": "arena", "tables": tables, "summary": summary}
 
 
