@@ -26,7 +26,7 @@ File shape (every key optional; with no ``[[groups]]`` the demo group
     [[groups]]
     name = "scores"
     max_bytes = "64MiB"
-    policy = "lru"          # or "lru2"
+    policy = "lru"          # or "lru2", "s3fifo"
     ttl = 0                 # seconds; 0 = no expiry
     codec = "none"
     item_limit = "1MiB"
@@ -498,7 +498,8 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "cache budget of the group's own keys; a further `hot_share` of it is reserved for hot "
             "copies", shown="`min(64MiB, arena / (2 × number of groups))`", cli=False),
     Setting("policy", STR, "lru",
-            "eviction: CLOCK approximation of LRU, or LRU-2 (scan-resistant)",
+            "eviction: CLOCK approximation of LRU, LRU-2 (scan-resistant), or S3-FIFO (scan- and "
+            "one-hit-resistant; hit ratios: `tests/perf/main.py policy`)",
             one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
     Setting("ttl", NUMBER, 0.0,
             "expiry of cached entries (0 = never); hot copies expire after `min(hot_ttl, ttl)` s",

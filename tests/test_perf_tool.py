@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "http", "scaling", "cluster")
+BENCHES = ("compression", "arena", "policy", "http", "scaling", "cluster")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -72,6 +72,15 @@ def test_plots_are_named_per_run_and_line_charts_use_integer_ticks_from_zero(tmp
     path = common.plot_bars("bars.png", "t", [{"title": "a", "ylabel": "y", "categories": ["x", "y"],
                                                "series": {"s": [1.0, None]}}])
     assert path == str(tmp_path / f"bars-{common.RUN_STAMP}.png") and Path(path).is_file()
+
+
+def test_policy_bench_runs_tiny():
+    from tests.perf import bench_policy
+    out = bench_policy.run(quick=True, n_req=3_000)
+    hit_table = out["tables"][0]
+    assert [row[0] for row in hit_table["rows"]] == [t for t, _ in bench_policy.TRACES]
+    assert "arena s3fifo" in hit_table["columns"]
+    assert all(0 <= float(cell) <= 1 for row in hit_table["rows"] for cell in row[1:])
 
 
 @pytest.mark.procs

@@ -297,6 +297,10 @@ def run(quick: bool = False) -> dict:
         {"title": "hit ratio, Zipf(0.9) + scans, 2k entries", "ylabel": "hit ratio",
          "categories": list(ratios), "series": {"hit ratio": list(ratios.values())}},
     ])
+    from tests.perf import bench_policy  # the policies against libCacheSim's, same traces
+    policy = bench_policy.run(quick)
+    tables += policy["tables"]
+    summary.update(policy["summary"])
     return {"name": "arena", "tables": tables, "summary": summary, "plots": [plot] if plot else []}
 
 
