@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 
-import pytest
 
 from geecache.config import parse_args
 from geecache.host import reload, warm
