@@ -46,6 +46,7 @@ log = logging.getLogger("geecache.worker")
 
 _GET = b"GET"
 _API_PATH = b"/api"
+_API_KEY = b"/api?key="
 _MISSING_KEY = "missing query parameter 'key'"
 _EMPTY_KEY = "key must not be empty"
 #: Lengths of the header names the protocol reads (authorization, content-length,
@@ -69,11 +70,11 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_plane", "_router", "_parser", "_transport", "_closed", "_queue", "_pending",
-        "_write_paused", "_read_paused", "_eof", "_lingering", "_linger_since", "_stopped",
+        "_write_paused", "_read_paused", "_busy", "_eof", "_lingering", "_linger_since", "_stopped",
         "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at",
         # the request being parsed
         "_url", "_start", "_auth", "_clen", "_chunked", "_expect", "_conn_hdr", "_special",
-        "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end", "_keep",
+        "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end",
     )
 
     def __init__(self, plane) -> None:
@@ -86,6 +87,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._pending = None
         self._write_paused = False
         self._read_paused = False
+        self._busy = False           # an answer is owed: later requests queue
         self._eof = False            # close once every read request is answered
         self._lingering = False
         self._linger_since = 0.0
@@ -105,13 +107,12 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._conn_hdr = False
         self._special = False
         self._hdr_bytes = 0
-        self._head_left = plane.head_budget
+        self._head_left = 0
         self._headers_done = False
         self._body = None
         self._body_len = 0
         self._method = b""
         self._end = END_KEEP
-        self._keep = True
 
     # -- asyncio protocol ------------------------------------------------------
 
@@ -151,16 +152,18 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         plane = self._plane
-        self._last = plane.tick
+        self._last = tick = plane.tick
         if self._stopped:
             return  # lingering, or after Connection: close: discard
         if not self._headers_done:
-            # Bytes while the head is incomplete: a header httptools is still
-            # buffering is bounded here, since on_header only sees complete ones.
-            self._head_left -= len(data)
-            if not self._in_request:
+            # Raw bytes while a head is incomplete count against its budget: this
+            # bounds what httptools buffers of a field on_header has not seen yet.
+            if self._in_request:
+                self._head_left -= len(data)
+            else:
                 self._in_request = True
-                self._started = self._last
+                self._started = tick
+                self._head_left = plane.head_budget - len(data)
         self._t0 = perf_counter()
         try:
             self._parser.feed_data(data)
@@ -180,29 +183,30 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._refuse(400, f"malformed HTTP request: {exc}")
         else:
             if self._head_left < 0 and self._in_request and not self._headers_done:
-                self._refuse(431, "request header fields too large")
+                if len(self._url) > plane.max_url_bytes:
+                    self._refuse(414, "request target too long")
+                else:
+                    self._refuse(431, "request header fields too large")
 
     # -- parser callbacks ------------------------------------------------------
+    # Kept to the fewest operations: each runs once per request (on_header once
+    # per field), and at ~80k hits/s per core every one shows.  The limits on
+    # target and field sizes are checked once per request, in
+    # on_headers_complete; a head still incomplete is bounded in data_received.
 
     def on_url(self, url: bytes) -> None:
         if self._url:
-            url = self._url + url
-        else:
-            self._start = self._t0
-            if not self._in_request:  # a request that began in the previous read's tail
-                self._in_request = True
-                self._started = self._plane.tick
+            self._url += url
+            return
         self._url = url
-        if len(url) > self._plane.max_url_bytes:
-            self._refusal = (414, "request target too long")
-            raise _REFUSED
+        self._start = self._t0
+        if not self._in_request:  # a request that began in the tail of a read
+            self._in_request = True
+            self._started = self._plane.tick
+            self._head_left = self._plane.head_budget
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        n = self._hdr_bytes + len(name) + len(value) + 4
-        self._hdr_bytes = n
-        if n > self._plane.max_header_bytes:
-            self._refusal = (431, "request header fields too large")
-            raise _REFUSED
+        self._hdr_bytes += len(name) + len(value)
         if len(name) in _SPECIAL_LENGTHS:
             lname = name.lower()
             if lname == b"authorization":
@@ -226,26 +230,33 @@ class DataPlaneProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._headers_done = True
         parser = self._parser
-        self._method = parser.get_method()
         plane = self._plane
-        if parser.should_keep_alive() and not plane.closing and not (self._special and parser.should_upgrade()):
-            self._keep = True
+        self._method = parser.get_method()
+        if len(self._url) > plane.max_url_bytes:
+            self._refusal = (414, "request target too long")
+            raise _REFUSED
+        if self._hdr_bytes > plane.max_header_bytes:
+            self._refusal = (431, "request header fields too large")
+            raise _REFUSED
+        if not self._special:
+            # No Connection, Expect or framing header: HTTP/1.1 keeps, 1.0 closes.
+            self._end = END_KEEP if parser.should_keep_alive() and not plane.closing else END_CLOSE
+            return
+        if parser.should_keep_alive() and not plane.closing and not parser.should_upgrade():
             # An HTTP/1.0 client that asked for keep-alive must hear it back.
             self._end = END_KEEP_ALIVE if self._conn_hdr else END_KEEP
         else:
-            self._keep = False
             self._end = END_CLOSE
-        if self._special:
-            if self._clen > plane.body_limit:
-                # Before any body is read (and instead of a 100 Continue).
-                self._refusal = (413, f"request body too large (the limit is {plane.body_limit} bytes)")
-                raise _REFUSED
-            if self._expect and (self._clen > 0 or self._chunked) and self._pending is None \
-                    and not self._queue and parser.get_http_version() == "1.1":
-                # Only when this request is next to be answered: a 100 must not
-                # overtake the answer to an earlier pipelined request.  Skipping
-                # it is allowed; the client then sends its body after a wait.
-                self._transport.write(CONTINUE)
+        if self._clen > plane.body_limit:
+            # Before any body is read (and instead of a 100 Continue).
+            self._refusal = (413, f"request body too large (the limit is {plane.body_limit} bytes)")
+            raise _REFUSED
+        if self._expect and (self._clen > 0 or self._chunked) and not self._busy \
+                and parser.get_http_version() == "1.1":
+            # Only when this request is next to be answered: a 100 must not
+            # overtake the answer to an earlier pipelined request.  Skipping
+            # it is allowed; the client then sends its body after a wait.
+            self._transport.write(CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         n = self._body_len + len(body)
@@ -259,7 +270,11 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
-        method, url, start, end, keep = self._method, self._url, self._start, self._end, self._keep
+        url = self._url
+        end = self._end
+        self._url = b""
+        self._hdr_bytes = 0
+        self._headers_done = self._in_request = False
         auth = body = None
         if self._special:
             auth = self._auth
@@ -270,32 +285,60 @@ class DataPlaneProtocol(asyncio.Protocol):
             body = b"".join(self._body)
             self._body = None
             self._body_len = 0
-        self._url = b""
-        self._hdr_bytes = 0
-        self._head_left = self._plane.head_budget
-        self._headers_done = False
-        self._in_request = False
-        if self._pending is not None or self._queue or self._write_paused:
+        if self._busy:
             if self._queue is None:
                 self._queue = deque()
-            self._queue.append((method, url, auth, body, end, keep, start))
+            self._queue.append((self._method, url, auth, body, end, self._start))
             self._update_reading()
         else:
-            self._serve(method, url, auth, body, end, keep, start)
-        if not keep:
+            self._serve(self._method, url, auth, body, end, self._start)
+        if end is END_CLOSE:
             # Connection: close (or HTTP/1.0): nothing after this request is read.
             self._stopped = True
             raise _REFUSED
 
     # -- answering -------------------------------------------------------------
 
-    def _serve(self, method: bytes, url: bytes, auth, body, end: bytes, keep: bool, start: float) -> None:
+    def _serve(self, method: bytes, url: bytes, auth, body, end: bytes, start: float) -> None:
         """Answer one complete request: at once when it can be, else through a task."""
+        if method == _GET and url[:9] == _API_KEY:
+            key = url[9:]
+            if b"&" not in key and b"%" not in key and b"+" not in key and key:
+                # The hot path, ``GET /api?key=K`` on the default group: a cache
+                # probe and, on a hit, one write.  llhttp admits only ASCII in a
+                # target, so the key decodes.
+                key = key.decode()
+                group = self._router.default_group
+                try:
+                    value = group.get_cached(key)
+                except Exception as exc:  # over the key limit
+                    self._reply(error_reply_for(exc), "GET", API, start, end, False)
+                    return
+                if value is not None:
+                    self._hit(value, end, start)
+                else:
+                    self._spawn(self._router.api_load(group, key), "GET", API, start, end, False)
+                return
+        self._serve_other(method, url, auth, body, end, start)
+
+    def _hit(self, value: bytes, end: bytes, start: float) -> None:
         plane = self._plane
+        self._transport.write(b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value))
+        seconds = perf_counter() - start
+        tally = plane.hit_tally
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect_left(plane.bounds, seconds)] += 1
+        if end is END_CLOSE:
+            self._close()
+        else:
+            self._last = plane.tick
+
+    def _serve_other(self, method: bytes, url: bytes, auth, body, end: bytes, start: float) -> None:
         router = self._router
         path, _, query = url.partition(b"?")
         if method == _GET and path == _API_PATH:
-            # The hot path: a cache probe, and on a hit one write.
+            # /api with a group or an escaped key: the same probe after the full query parse.
             try:
                 key, name = api_params(query)
                 if key is None:
@@ -305,55 +348,43 @@ class DataPlaneProtocol(asyncio.Protocol):
                     raise InvalidKeyError(_EMPTY_KEY)
                 value = group.get_cached(key)
             except Exception as exc:
-                self._reply(error_reply_for(exc), "GET", API, start, end, keep, False)
+                self._reply(error_reply_for(exc), "GET", API, start, end, False)
                 return
             if value is None:
-                self._spawn(router.api_load(group, key), "GET", API, start, end, keep, False)
-                return
-            self._transport.write(b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value))
-            seconds = perf_counter() - start
-            tally = plane.hit_tally
-            tally[0] += 1
-            tally[1] += seconds
-            tally[2 + bisect_left(plane.bounds, seconds)] += 1
-            if keep:
-                self._last = plane.tick
+                self._spawn(router.api_load(group, key), "GET", API, start, end, False)
             else:
-                self._close()
+                self._hit(value, end, start)
             return
         name = method.decode("ascii", "replace")  # llhttp admits only known method tokens
         head_only = name == "HEAD"
         try:
             label, handler, group_part, key_part = router.resolve(name, path)
         except Exception as exc:
-            self._reply(error_reply_for(exc), name, router.route_label(path), start, end, keep, head_only)
+            self._reply(error_reply_for(exc), name, router.route_label(path), start, end, head_only)
             return
         try:
             result = handler(Request(name, query, group_part, key_part, auth, body or b""))
         except Exception as exc:
             result = error_reply_for(exc)
         if type(result) is tuple:
-            self._reply(result, name, label, start, end, keep, head_only)
+            self._reply(result, name, label, start, end, head_only)
         else:
-            self._spawn(result, name, label, start, end, keep, head_only)
+            self._spawn(result, name, label, start, end, head_only)
 
-    def _reply(self, reply, method: str, label: str, start: float, end: bytes, keep: bool,
-               head_only: bool) -> None:
+    def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
         plane = self._plane
         self._transport.write(render(reply, plane.date, end, head_only))
         plane.metrics.observe(method, label, reply[0], perf_counter() - start)
-        if keep:
-            self._last = plane.tick
-        else:
+        if end is END_CLOSE:
             self._close()
+        else:
+            self._last = plane.tick
 
-    def _spawn(self, coro, method: str, label: str, start: float, end: bytes, keep: bool,
-               head_only: bool) -> None:
-        self._pending = self._plane.spawn(self._complete(coro, method, label, start, end, keep, head_only))
+    def _spawn(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
+        self._pending = self._plane.spawn(self._complete(coro, method, label, start, end, head_only))
         self._update_reading()
 
-    async def _complete(self, coro, method: str, label: str, start: float, end: bytes, keep: bool,
-                        head_only: bool) -> None:
+    async def _complete(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
         try:
             reply = await coro
         except Exception as exc:  # CancelledError (shutdown past its grace) passes
@@ -363,7 +394,7 @@ class DataPlaneProtocol(asyncio.Protocol):
             # The client left before its answer: nginx's 499, never a 5xx.
             self._plane.metrics.observe(method, label, 499, perf_counter() - start)
             return
-        self._reply(reply, method, label, start, end, keep, head_only)
+        self._reply(reply, method, label, start, end, head_only)
         self._drain()
 
     def _drain(self) -> None:
@@ -383,7 +414,8 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
-        pause = self._pending is not None or bool(self._queue) or self._write_paused
+        """Recompute ``_busy`` (an answer is owed before the next request's) and pause reading while it is."""
+        pause = self._busy = self._pending is not None or bool(self._queue) or self._write_paused
         if pause != self._read_paused and not self._closed and not self._lingering:
             self._read_paused = pause
             if pause:
