@@ -11,6 +11,7 @@ import pytest
 
 from geecache.errors import ConfigError, LoadError, NotFoundError, ReadOnlySourceError
 from geecache.storage import FunctionSource, MemoryStorage, SQLiteStorage, Storage, load_source
+from tests.support.proc import reap
 
 
 def run(coro):
@@ -98,21 +99,7 @@ def test_sqlite_bad_path_is_a_config_error(tmp_path):
         SQLiteStorage(tmp_path / "no" / "such" / "dir" / "db.sqlite")
 
 
-def _wait_children(pids, deadline):
-    codes = {}
-    while pids - codes.keys() and time.monotonic() < deadline:
-        for pid in pids - codes.keys():
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                codes[pid] = os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    for pid in pids - codes.keys():  # stuck: do not leave it behind
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        codes[pid] = "killed"
-    return codes
-
-
+@pytest.mark.procs
 def test_sqlite_from_several_processes_at_once(tmp_path):
     writers, per_child = 3, 200
     s = SQLiteStorage(tmp_path / "db.sqlite")
@@ -152,10 +139,12 @@ def test_sqlite_from_several_processes_at_once(tmp_path):
         assert len(got) == writers, "writers did not finish"
         os.write(go_w, b"x" * writers)
     finally:
-        codes = _wait_children(pids, time.monotonic() + 60)
-        for fd in (done_r, done_w, go_r, go_w):
-            os.close(fd)
-    assert list(codes.values()) == [0] * writers
+        try:
+            status = reap(pids, timeout=60)  # a stuck child is killed, and fails the test
+        finally:
+            for fd in (done_r, done_w, go_r, go_w):
+                os.close(fd)
+    assert [os.waitstatus_to_exitcode(st) for st in status.values()] == [0] * writers
     # The parent's pre-fork connection still works: no child closed it or
     # removed the WAL under it.
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Storage, as_bytes
+from ..limits import as_bytes
+from .base import Storage
 
 
 class MemoryStorage(Storage):

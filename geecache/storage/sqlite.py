@@ -14,7 +14,8 @@ import sqlite3
 import threading
 
 from ..errors import ConfigError, LoadError
-from .base import Storage, as_bytes
+from ..limits import as_bytes
+from .base import Storage
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
