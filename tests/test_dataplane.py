@@ -306,6 +306,7 @@ def test_aiohttp_client_pool_and_expect100(plane):
     asyncio.run(main())
 
 
+@pytest.mark.procs
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not on PATH")
 def test_curl(plane):
     def curl(*args):

@@ -220,6 +220,7 @@ def test_graceful_close_finishes_in_flight_requests(tmp_path):
             server.stop()
 
 
+@pytest.mark.procs  # openssl makes the certificate
 def test_tls(tmp_path):
     import ssl
 

@@ -20,13 +20,13 @@ into replies by ``error_reply``, the one mapping of this package.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
 
 from google.protobuf.message import DecodeError
 
+from geecache import auth
 from geecache.compression import pack, unpack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
@@ -47,7 +47,7 @@ PEER_GROUP = "/_geecache/{group}"
 UNMATCHED = "unmatched"
 
 _PEER_PREFIX = b"/_geecache/"
-_CHALLENGE = b'WWW-Authenticate: Bearer realm="geecache"\r\n'
+_CHALLENGE = b"WWW-Authenticate: " + auth.CHALLENGE.encode() + b"\r\n"
 _READ_ONLY_ALLOW = b"Allow: GET, HEAD\r\n"
 
 _GET_METHODS = frozenset({"GET", "HEAD"})
@@ -109,7 +109,7 @@ class Router:
             raise ValueError("at least one group is needed")
         self._groups = groups
         self.default_group = next(iter(groups.values()))
-        self._expected = ("Bearer " + auth_token).encode() if auth_token else None
+        self._expected = auth.expected_bearer(auth_token)
         health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
         self._healthz: Reply = (200, JSON, json.dumps(health).encode(), b"")
         api = {"GET": self.api_get, "HEAD": self.api_get, "PUT": self.api_put, "DELETE": self.api_delete}
@@ -150,10 +150,9 @@ class Router:
 
     # -- shared checks ---------------------------------------------------------
 
-    def _authorize(self, auth: bytes | None) -> None:
-        expected = self._expected
-        if expected is not None and not hmac.compare_digest(auth or b"", expected):
-            raise Unauthorized("missing or wrong bearer token")
+    def _authorize(self, header: bytes | None) -> None:
+        if not auth.authorized(header, self._expected):
+            raise Unauthorized(auth.REASON)
 
     def group_named(self, name: str | None):
         """The group called *name* (None: the default group); UnknownGroupError otherwise."""
@@ -233,7 +232,7 @@ class Router:
     @staticmethod
     def _get_response(group, value: bytes, expire_at: float) -> Reply:
         codec_id, payload = pack(value, group.codec.name)
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at, minute_qps=group.minute_qps())
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
         return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     def peer_get(self, req: Request):
