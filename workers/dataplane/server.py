@@ -19,6 +19,8 @@ import ssl
 import time
 from dataclasses import dataclass
 
+# The three common bounds are host settings: geecache/config.py says why these defaults.
+from geecache.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from workers.dataplane.protocol import DataPlaneProtocol
 from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, render
 from workers.dataplane.routes import API, Router
@@ -33,17 +35,6 @@ FLUSH_INTERVAL = 1.0
 CAP_LOG_INTERVAL = 10.0
 #: Room for protobuf framing on top of the item limit (as aiohttp's client_max_size had).
 BODY_SLACK = 1024
-
-#: Default header-read timeout (s).  nginx waits 60 s for a request head, Apache's
-#: mod_reqtimeout 20-40 s; a cache client sends its head in one packet, so 10 s is
-#: generous and lets a worker shed slowloris connections six times sooner.
-DEFAULT_HEADER_TIMEOUT = 10.0
-#: Default keep-alive idle timeout (s): nginx's and aiohttp's 75 s, so pooled clients
-#: (wrk, the Python client, peers) keep their connections as before.
-DEFAULT_KEEPALIVE_TIMEOUT = 75.0
-#: Default connection cap per worker (also capped by the file-descriptor limit).
-DEFAULT_MAX_CONNECTIONS = 4096
-
 
 @dataclass(frozen=True)
 class Limits:
