@@ -228,7 +228,7 @@ class Cluster:
                     tmp, "--config", str(tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
                     "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(LEASE_TTL), "--arena", "256MiB",
                     workers=1, port=port, wait=False,
-                    env={"GEECACHE_TEST_LOAD_DELAY": "0", "GEECACHE_LOG_LEVEL": "WARNING"}))
+                    env={"GEECACHE_TEST_LOAD_DELAY": "0", "GEECACHE_LOG_LEVEL": "warning"}))
             for h in self.hosts:
                 h.wait_ready(2)  # the worker and the registrar
             self.members = [f"127.0.0.1:{h.port}" for h in self.hosts]
