@@ -271,10 +271,30 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         url = self._url
-        end = self._end
         self._url = b""
         self._hdr_bytes = 0
         self._headers_done = self._in_request = False
+        if self._special or self._body is not None or self._busy:
+            self._complete_other(url)
+            return
+        end = self._end
+        if self._method == _GET and url[:9] == _API_KEY:
+            key = url[9:]
+            if key and b"&" not in key and b"%" not in key and b"+" not in key:
+                # The hot path, GET /api?key=K on the default group, inlined here (this
+                # callback runs once per request): a cache probe and, on a hit, one
+                # write.  llhttp admits only ASCII in a target, so the key decodes.
+                self._serve_api_key(key.decode(), end, self._start)
+                if end is END_CLOSE:
+                    self._stop()
+                return
+        self._serve_other(self._method, url, None, None, end, self._start)
+        if end is END_CLOSE:
+            self._stop()
+
+    def _complete_other(self, url: bytes) -> None:
+        """on_message_complete for a request with a body or special headers, or one that must queue."""
+        end = self._end
         auth = body = None
         if self._special:
             auth = self._auth
@@ -293,9 +313,12 @@ class DataPlaneProtocol(asyncio.Protocol):
         else:
             self._serve(self._method, url, auth, body, end, self._start)
         if end is END_CLOSE:
-            # Connection: close (or HTTP/1.0): nothing after this request is read.
-            self._stopped = True
-            raise _REFUSED
+            self._stop()
+
+    def _stop(self) -> None:
+        """Connection: close (or HTTP/1.0): nothing after this request is read."""
+        self._stopped = True
+        raise _REFUSED
 
     # -- answering -------------------------------------------------------------
 
@@ -303,23 +326,33 @@ class DataPlaneProtocol(asyncio.Protocol):
         """Answer one complete request: at once when it can be, else through a task."""
         if method == _GET and url[:9] == _API_KEY:
             key = url[9:]
-            if b"&" not in key and b"%" not in key and b"+" not in key and key:
-                # The hot path, ``GET /api?key=K`` on the default group: a cache
-                # probe and, on a hit, one write.  llhttp admits only ASCII in a
-                # target, so the key decodes.
-                key = key.decode()
-                group = self._router.default_group
-                try:
-                    value = group.get_cached(key)
-                except Exception as exc:  # over the key limit
-                    self._reply(error_reply_for(exc), "GET", API, start, end, False)
-                    return
-                if value is not None:
-                    self._hit(value, end, start)
-                else:
-                    self._spawn(self._router.api_load(group, key), "GET", API, start, end, False)
+            if key and b"&" not in key and b"%" not in key and b"+" not in key:
+                self._serve_api_key(key.decode(), end, start)
                 return
         self._serve_other(method, url, auth, body, end, start)
+
+    def _serve_api_key(self, key: str, end: bytes, start: float) -> None:
+        """``GET /api?key=K`` on the default group: a hit written at once, a miss loaded in a task."""
+        group = self._router.default_group
+        try:
+            value = group.get_cached(key)
+        except Exception as exc:  # over the key limit
+            self._reply(error_reply_for(exc), "GET", API, start, end, False)
+            return
+        if value is None:
+            self._spawn(self._router.api_load(group, key), "GET", API, start, end, False)
+            return
+        plane = self._plane
+        self._transport.write(b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value))
+        seconds = perf_counter() - start
+        tally = plane.hit_tally
+        tally[0] += 1
+        tally[1] += seconds
+        # Nearly every hit falls in the lowest bucket: skip the bisect for those.
+        tally[2 if seconds <= plane.first_bound else 2 + bisect_left(plane.bounds, seconds)] += 1
+        if end is END_CLOSE:
+            self._close()
+        # (No _last stamp: data_received set it for this read; the idle clock runs from there.)
 
     def _hit(self, value: bytes, end: bytes, start: float) -> None:
         plane = self._plane

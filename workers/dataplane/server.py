@@ -100,6 +100,7 @@ class _Plane:
         self.body_limit = item_limit + BODY_SLACK
         self.metrics = http_metrics if http_metrics is not None else _NoMetrics()
         self.bounds = self.metrics.bounds
+        self.first_bound = self.bounds[0]
         self.hit_tally = self.metrics.tally("GET", API, 200)
         self.conns: set[DataPlaneProtocol] = set()
         self.tasks: set[asyncio.Task] = set()
