@@ -10,7 +10,6 @@ tell which host loaded a key.
 from __future__ import annotations
 
 import http.client
-import json
 
 import pytest
 
