@@ -52,6 +52,7 @@ _COUNTER_HELP = {
     "sets": "Group sets (write-through).",
     "deletes": "Group deletes.",
     "peer_requests": "Requests served for other hosts.",
+    "lock_timeouts": "Cache writes given up because a stalled process held the arena shard lock.",
 }
 assert set(_COUNTER_HELP) == set(STAT_FIELDS), "every stat field needs a metric help string"
 

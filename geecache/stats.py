@@ -23,6 +23,7 @@ STAT_FIELDS = (
     "sets",           # Group.set calls
     "deletes",        # Group.delete calls
     "peer_requests",  # requests served for other hosts
+    "lock_timeouts",  # cache writes given up: a stalled process held the shard lock
 )
 
 
