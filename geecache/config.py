@@ -62,6 +62,12 @@ DEFAULT_GROUP_BYTES = 64 << 20
 DEFAULT_LEASE_TTL = 10
 MIN_LEASE_TTL = 2
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+#: gunicorn's --timeout: a child whose loop has not stamped its heartbeat for this long is replaced.
+DEFAULT_WORKER_TIMEOUT = 30.0
+#: Shortest worker_timeout: the heartbeat is stamped 4 times per timeout, and a
+#: loop busy for a quarter of a second on one request must not look hung.
+MIN_WORKER_TIMEOUT = 1.0
+DEFAULT_LOAD_TIMEOUT = 5.0
 #: The admin port's default distance from the data port.
 ADMIN_PORT_OFFSET = 1000
 #: Seconds for a request head.  nginx waits 60 s, Apache's mod_reqtimeout 20-40 s; a cache
@@ -72,12 +78,6 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 #: Data-port connections per worker (also capped by RLIMIT_NOFILE).
 DEFAULT_MAX_CONNECTIONS = 4096
-#: gunicorn's --timeout: a child whose loop has not stamped its heartbeat for this long is replaced.
-DEFAULT_WORKER_TIMEOUT = 30.0
-#: Shortest worker_timeout: the heartbeat is stamped 4 times per timeout, and a
-#: loop busy for a quarter of a second on one request must not look hung.
-MIN_WORKER_TIMEOUT = 1.0
-DEFAULT_LOAD_TIMEOUT = 5.0
 MAX_WORKERS = 1024
 #: Per-process stat rows the arena has when the config does not say: every worker,
 #: the registrar and the workers still retiring after SIGTTOU each hold one, so

@@ -287,3 +287,11 @@ def test_peer_client_interoperates(tmp_path):
         assert server.groups["upper"].stats.snapshot()["peer_requests"] >= 2
     finally:
         server.stop()
+
+
+def test_empty_lines_between_requests_are_not_a_slow_head(short):
+    with socket.create_connection(("127.0.0.1", short.port), timeout=10) as s:
+        s.sendall(request_bytes("GET", "/healthz"))
+        assert read_answers(s, ["GET"]).answers[0].status == 200
+        s.sendall(b"\r\n")  # a stray CRLF after the request: the connection is idle, not slow
+        assert wait_closed(s) == b""  # closed by the idle timeout, without a 408

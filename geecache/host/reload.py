@@ -7,7 +7,7 @@ its replacement is ready.  The arena and the listening sockets stay, so no
 request fails and no cached key is loaded again.
 
 What a running host cannot change is kept as it is, each with a log line:
-the sockets (``host``, ``port``, ``bind``, ``admin_host``, ``admin_port``, ``reuseport``), the arena's
+the socket (``host``, ``port``, ``bind``, ``reuseport``), the arena's
 geometry (``arena``, ``arena_shards``, ``process_rows``, ``hot_share``),
 the data dir, the etcd registration (``etcd``, ``advertise``, ``lease_ttl``,
 held by the registrar child), and each group's place in the arena (the set
@@ -31,8 +31,8 @@ from geecache.errors import ConfigError
 log = logging.getLogger("geecache.supervisor")
 
 #: Host settings a running host cannot change (see the module docstring).
-FIXED = ("host", "port", "bind", "admin_host", "admin_port", "reuseport", "arena", "arena_shards",
-         "process_rows", "hot_share", "data_dir", "etcd", "advertise", "lease_ttl")
+FIXED = ("host", "port", "bind", "admin_host", "admin_port", "reuseport", "arena", "arena_shards", "process_rows", "hot_share",
+         "data_dir", "etcd", "advertise", "lease_ttl")
 #: Group settings fixed by the group's place in the arena.
 FIXED_GROUP = ("max_bytes", "policy", "item_limit")
 #: Never written to the log.

@@ -10,6 +10,9 @@ One run measures, side by side on one box, the same request (``GET
   commit before the data plane (extracted with ``git archive`` into a temp
   dir; skipped outside a git checkout), i.e. what issue 10 replaced;
 - **bare aiohttp**: an aiohttp app answering a constant, prefork on a shared socket;
+- **the floor**: a bare ``asyncio.Protocol`` over httptools doing one
+  ``Arena.get`` per request (no routing, limits or metrics): what the data
+  plane's own work is measured against;
 - **Go groupcache** (the original, Debian's build), when its binary is there:
   ``$GEECACHE_GROUPCACHE_BIN``, else ``/tmp/gcgo/groupcache-bench``, else
   built into a temp dir when ``go`` and the anchors source

@@ -160,7 +160,9 @@ class DataPlaneProtocol(asyncio.Protocol):
             # bounds what httptools buffers of a field on_header has not seen yet.
             if self._in_request:
                 self._head_left -= len(data)
-            else:
+            elif data[0] != 13 or data.strip(b"\r\n"):
+                # (Empty lines between requests are ignored, RFC 9112 §2.2: they start no
+                # request, so they do not start the header timeout either.)
                 self._in_request = True
                 self._started = tick
                 self._head_left = plane.head_budget - len(data)
