@@ -140,3 +140,60 @@ def test_promtool_accepts_the_documented_alert_rules(tmp_path):
     out = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, timeout=60)
     assert out.returncode == 0, (out.stdout + out.stderr).decode()
     assert b"SUCCESS: 11 rules found" in out.stdout, out.stdout.decode()
+
+
+class _Breaker:
+    """The interface ``geecache.breaker.Breaker`` (issue 11) gives: a state per peer."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        self._states = states
+
+    def state(self, peer: str) -> str:
+        return self._states.get(peer, "closed")
+
+
+class _Pool:
+    """What HostView reads of an HTTPPool: its ring, its own address, and (issue 11) a breaker."""
+
+    def __init__(self, members, me, breaker=None) -> None:
+        from geecache.consistenthash import Ring
+
+        self._ring = Ring()
+        self._ring.add(*members)
+        self.self_address = me
+        if breaker is not None:
+            self.breaker = breaker
+
+    def ring(self):
+        return 7, self._ring
+
+
+def _host_text(pool) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from geecache import metrics
+    from workers.dashboard import HostView
+
+    view = HostView({}, lambda name: {}, pool=pool, workers_configured=3)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics.HostCollector(view))
+    return generate_latest(registry).decode()
+
+
+def test_breaker_state_per_peer_once_the_pool_has_a_breaker():
+    members = ["http://a:1", "http://b:1", "http://c:1"]
+    assert "geecache_peer_breaker_state" not in _host_text(_Pool(members, "http://a:1"))
+    text = _host_text(_Pool(members, "http://a:1", _Breaker({"http://b:1": "open"})))
+    assert _value(text, 'geecache_peer_breaker_state{peer="http://b:1"}') == 1
+    assert _value(text, 'geecache_peer_breaker_state{peer="http://c:1"}') == 0
+    assert 'peer="http://a:1"' not in text  # no breaker to itself
+    assert _value(text, "geecache_ring_members") == 3 and _value(text, "geecache_ring_version") == 7
+    # Outside a supervisor (no heartbeat cells) this process stands for the one worker.
+    assert _value(text, 'geecache_child_ready{process="worker-0"}') == 1
+
+
+@pytest.mark.procs
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+def test_promtool_accepts_the_breaker_series():
+    _promtool_metrics(_host_text(_Pool(["http://a:1", "http://b:1"], "http://a:1",
+                                       _Breaker({"http://b:1": "half_open"}))))
