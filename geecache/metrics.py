@@ -305,9 +305,11 @@ class HostCollector:
         self._view = view
 
     def describe(self):
+        """Nothing: an unchecked collector (its names are fixed)."""
         return []
 
     def collect(self):
+        """The families, read from *view* now."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         view = self._view
