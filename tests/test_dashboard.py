@@ -188,3 +188,31 @@ def test_the_page_renders_in_chromium_and_its_numbers_change(tmp_path):
         assert int(_cell(second, "loads").replace(",", "")) > int(_cell(first, "loads").replace(",", ""))
     finally:
         assert h.stop() == 0
+
+
+@pytest.mark.etcd
+@pytest.mark.procs
+def test_the_registrar_is_listed_with_its_heartbeat(tmp_path, etcd_server):
+    # wait_ready counts children: the one worker and the registrar.
+    h = start_supervisor(tmp_path, "--etcd", etcd_server.endpoint, workers=1, wait=False)
+    try:
+        h.wait_ready(2)
+
+        def registrar():
+            doc = h.admin_json("/dashboard.json")
+            found = [p for p in doc["processes"] if p["kind"] == "registrar"]
+            return doc if found and found[0]["ready"] else None
+        doc = wait_until(registrar, 20, what="the registrar listed ready")
+        [reg] = [p for p in doc["processes"] if p["kind"] == "registrar"]
+        assert reg["process"] == "registrar" and reg["slot"] is None and 0 <= reg["heartbeat_age"] < 30
+        assert reg["pid"] in h.workers() and reg["pid"] != h.proc.pid
+        assert [p["process"] for p in doc["processes"] if p["kind"] == "worker"] == ["worker-0"]
+        # Registered: the ring holds this host, which owns every key.
+        members = wait_until(lambda: h.admin_json("/dashboard.json")["ring"]["members"], 20,
+                             what="the ring from etcd")
+        assert [(m["address"], m["share"], m["self"]) for m in members] == [(f"127.0.0.1:{h.port}", 1.0, True)]
+        text = h.admin_get("/metrics")[1].decode()
+        assert 'geecache_child_heartbeat_age_seconds{process="registrar"}' in text
+        assert 'geecache_process_resident_memory_bytes{process="registrar"}' in text
+    finally:
+        assert h.stop() == 0
