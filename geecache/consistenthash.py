@@ -80,6 +80,22 @@ class Ring:
         # Past the last vnode the ring wraps to the first.
         return owners[i] if i < len(owners) else owners[0]
 
+    def shares(self) -> dict[str, float]:
+        """Each member's exact share of the hash space (of keys, for well-spread keys); sums to 1.
+
+        A vnode owns the arc from the vnode before it (exclusive) to itself
+        (``get`` bisects left), the first one also the wrap past the last.
+        """
+        hashes, owners = self._table
+        if not owners:
+            return {}
+        out = dict.fromkeys(sorted(self._members), 0)
+        previous = hashes[-1] - (1 << 64)
+        for h, owner in zip(hashes, owners):
+            out[owner] += h - previous
+            previous = h
+        return {owner: arc / (1 << 64) for owner, arc in out.items()}
+
     @staticmethod
     def _check(nodes: tuple) -> tuple[str, ...]:
         for node in nodes:

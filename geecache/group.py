@@ -17,6 +17,7 @@ import time
 from .backoff import wait_while
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec
+from .latency import SOURCE_LOADS
 from .errors import (
     GeeCacheError,
     LoadError,
@@ -231,6 +232,7 @@ class Group:
     async def _load_source(self, key: str, partition: str, ttl: float) -> bytes:
         self.stats.add("loads")
         writes = self._fence.enter(key)
+        started = time.perf_counter()
         try:
             # Bounded (invariant 8): on timeout the flights above are released, so a
             # later request loads again; a loader's thread runs on in its own pool.
@@ -247,6 +249,7 @@ class Group:
             raise LoadError(f"group {self.name!r}: loading {key!r} failed: {exc!r}") from exc
         finally:
             raced = self._fence.leave(key, writes)
+            SOURCE_LOADS.observe(self.name, time.perf_counter() - started)
         if value is None:
             raise NotFoundError(f"group {self.name!r} has no key {key!r}")
         value = check_value(value, sys.maxsize)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from typing import Protocol
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from .compression import pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError
+from .latency import PEER_CALLS
 from .geecachepb import GetResponse, InvalidateRequest, SetRequest
 
 PEER_PREFIX = "/_geecache/"
@@ -82,11 +84,14 @@ class HTTPPeer:
         return f"HTTPPeer({self.address!r})"
 
     async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        started = time.perf_counter()
         try:
             return await self._conns.request(method, path, self._pool.headers, body)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError, PeerProtocolError) as exc:
             raise PeerError(f"peer {self.address}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            PEER_CALLS.observe(method, time.perf_counter() - started)
 
     @staticmethod
     def _fail(address: str, status: int, body: bytes) -> PeerError:
@@ -197,6 +202,11 @@ class HTTPPool:
         """The current member list (including this host when registered)."""
         self._refresh()
         return self._ring.nodes
+
+    def ring(self) -> tuple[int, Ring]:
+        """(member list version, the ring built from it) this host routes by now."""
+        self._refresh()
+        return self._version, self._ring
 
     def owner(self, key: str) -> str | None:
         """The owning member of *key*, or None while the ring is empty."""

@@ -245,3 +245,149 @@ def render(collector: ArenaCollector) -> tuple[bytes, str]:
     registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
+
+
+def _add_observations(child, counts: list) -> None:
+    """Add a tally (``[count, sum, non-cumulative bucket counts..., +Inf]``) to histogram *child*.
+
+    prometheus_client has no "add n observations"; its Histogram keeps
+    ``_sum`` and non-cumulative ``_buckets`` (+Inf last), added to directly.
+    """
+    child._sum.inc(counts[1])
+    for i, n in enumerate(counts[2:]):
+        if n:
+            child._buckets[i].inc(n)
+
+
+class LatencyMetrics:
+    """Peer-call and source-load latency histograms of one worker, fed in batch from
+    ``geecache.latency``'s tallies (``flush``: every second and before a scrape)."""
+
+    def __init__(self, registry=None) -> None:
+        from prometheus_client import CollectorRegistry, Histogram
+
+        from .latency import BOUNDS
+
+        registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        self._peer = Histogram(
+            "geecache_peer_call_duration_seconds",
+            "Calls to other hosts (GET fetch, PUT, DELETE, POST invalidate), failures included.",
+            ["method"], buckets=BOUNDS, registry=registry)
+        self._load = Histogram(
+            "geecache_source_load_duration_seconds", "Source loads, failures included.",
+            ["group"], buckets=BOUNDS, registry=registry)
+
+    def flush(self) -> None:
+        """Move this process's tallies into the shared files."""
+        from .latency import PEER_CALLS, SOURCE_LOADS
+
+        for family, tallies in ((self._peer, PEER_CALLS), (self._load, SOURCE_LOADS)):
+            for label, counts in tallies.drain():
+                _add_observations(family.labels(label), counts)
+
+
+#: Gauge values of a breaker's states (``geecache.breaker``): 0 lets calls through.
+BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
+
+
+class HostCollector:
+    """The host's shape at scrape time: build, workers, ring, every child's heartbeat and
+    /proc counters, this worker's breakers.
+
+    *view* is ``workers.dashboard.HostView`` (duck-typed here: ``build()``,
+    ``children()``, ``ring()``, ``breakers()``).  Child series are labelled
+    ``process="worker-<slot>"``, ``"registrar"`` or ``"supervisor"``, never
+    by pid: a slot's respawned worker continues its series (a counter reset,
+    which ``rate()`` handles) instead of starting a new one per restart.
+    """
+
+    def __init__(self, view) -> None:
+        self._view = view
+
+    def describe(self):
+        """Nothing: an unchecked collector (its names are fixed)."""
+        return []
+
+    def collect(self):
+        """The families, read from *view* now."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        view = self._view
+        version, python = view.build()
+        info = GaugeMetricFamily("geecache_build_info", "GeeCache's version and Python's; always 1.",
+                                 labels=["version", "python"])
+        info.add_metric([version, python], 1)
+        yield info
+        children = view.children()
+        workers = [c for c in children if c["kind"] == "worker"]
+        yield GaugeMetricFamily("geecache_workers", "Live worker processes (a roll overlaps old and new).",
+                                value=len(workers))
+        yield GaugeMetricFamily("geecache_workers_ready", "Worker processes that serve (heartbeat seen).",
+                                value=sum(1 for c in workers if c["ready"]))
+        yield GaugeMetricFamily("geecache_workers_configured", "Worker processes the config asks for.",
+                                value=view.workers_configured)
+        ring = view.ring()
+        yield GaugeMetricFamily("geecache_ring_members", "Members of the ring this host routes by.",
+                                value=len(ring["members"]))
+        yield GaugeMetricFamily("geecache_ring_version", "Version of the member list (moves on each change).",
+                                value=ring["version"])
+        ready = GaugeMetricFamily("geecache_child_ready", "1 once the child's first heartbeat was stamped.",
+                                  labels=["process"])
+        age = GaugeMetricFamily("geecache_child_heartbeat_age_seconds",
+                                "Seconds since the child's event loop last stamped its heartbeat "
+                                "(the supervisor replaces it past worker_timeout).", labels=["process"])
+        cpu = CounterMetricFamily("geecache_process_cpu_seconds", "User and system CPU time.",
+                                  labels=["process"])
+        rss = GaugeMetricFamily("geecache_process_resident_memory_bytes", "Resident memory (shared arena "
+                                "pages it touched included).", labels=["process"])
+        vms = GaugeMetricFamily("geecache_process_virtual_memory_bytes", "Virtual memory.", labels=["process"])
+        start = GaugeMetricFamily("geecache_process_start_time_seconds", "Start time since the epoch.",
+                                  labels=["process"])
+        fds = GaugeMetricFamily("geecache_process_open_fds", "Open file descriptors.", labels=["process"])
+        for child in _one_per_label(children):
+            label = [child["process"]]
+            if child["kind"] != "supervisor":
+                ready.add_metric(label, 1 if child["ready"] else 0)
+                if child["heartbeat_age"] is not None:
+                    age.add_metric(label, child["heartbeat_age"])
+            proc = child.get("proc")
+            if proc is None:
+                continue
+            cpu.add_metric(label, proc.cpu_seconds)
+            rss.add_metric(label, proc.resident_bytes)
+            vms.add_metric(label, proc.virtual_bytes)
+            start.add_metric(label, proc.start_time)
+            if proc.open_fds is not None:
+                fds.add_metric(label, proc.open_fds)
+        yield from (ready, age, cpu, rss, vms, start, fds)
+        breakers = view.breakers()
+        if breakers is not None:
+            state = GaugeMetricFamily(
+                "geecache_peer_breaker_state", "This worker's circuit breaker per peer: 0 closed, 1 open, "
+                "2 half-open (each worker keeps its own).", labels=["peer"])
+            for peer, name in sorted(breakers.items()):
+                state.add_metric([peer], BREAKER_STATES.get(name, 1))
+            yield state
+
+
+def _one_per_label(children: list[dict]) -> list[dict]:
+    """One child per ``process`` label: the newest, while a SIGHUP roll overlaps two in one slot."""
+    newest: dict[str, dict] = {}
+    for child in children:
+        seen = newest.get(child["process"])
+        if seen is None or child["started_ns"] > seen["started_ns"]:
+            newest[child["process"]] = child
+    return list(newest.values())
+
+
+def render_all(*collectors) -> tuple[bytes, str]:
+    """(body, content type) of one scrape: every worker's files plus *collectors*."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get(ENV_DIR):
+        MultiProcessCollector(registry)
+    for collector in collectors:
+        registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -84,6 +84,7 @@ def test_the_wheel_holds_the_packages_and_the_entry_point_only(wheel):
         assert tops == {"geecache", "workers", info}, tops
         assert z.read(f"{info}/top_level.txt").decode().split() == ["geecache", "workers"]
         assert "workers/worker.py" in names and "geecache/geecachepb/geecache.proto" in names
+        assert "workers/dashboard.html" in names  # package data: the admin port's page
         entry_points = z.read(f"{info}/entry_points.txt").decode()
         assert "geecache = geecache.host.main:main" in entry_points
         metadata = z.read(f"{info}/METADATA").decode()

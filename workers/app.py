@@ -4,7 +4,8 @@
     GET /stats     {group: {gets, local_hits, ..., bytes, entries, hit_rate}}, summed over the host
     GET /cluster   {"self": ..., "members": [...], "owner": ...} (``?key=K`` names K's owner)
     GET /healthz   {"status": "ok", "pid": ..., "groups": [...]}
-    /              reserved for the dashboard
+    GET /          the live dashboard (one HTML page; ``workers.dashboard``)
+    GET /dashboard.json  what the page polls: ring and shares, groups, children, processes
 
 Nothing here is per-request hot, so it stays on aiohttp, on its own port
 (loopback by default); the request path is the data plane
@@ -15,6 +16,7 @@ error as JSON.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Callable
 
@@ -23,6 +25,7 @@ from aiohttp import web
 from geecache import metrics
 from geecache.group import hot_group_name
 from geecache.stats import STAT_FIELDS
+from workers.dashboard import HostView, page
 from workers.routes import Routes
 
 
@@ -61,13 +64,20 @@ def make_admin_app(
     *,
     arena_bytes: int = 0,
     http_metrics: metrics.HttpMetrics | None = None,
+    pulse=None,
+    workers_configured: int = 1,
+    supervisor_pid: int | None = None,
 ) -> web.Application:
     """The admin app over *groups* (name -> Group, config order) stored in *cache*.
 
     *cache* is the arena (or any Cache with ``usage``).  *http_metrics* (shared
     with the worker's data plane, which flushes it every second) counts the
     admin requests too; a scrape flushes this worker's tallies first, so its
-    own requests are exact in it.
+    own requests are exact in it.  *pulse* (this worker's heartbeat cell,
+    ``geecache.host.pulse``) lists the host's children for the dashboard and
+    the process metrics; *workers_configured* and *supervisor_pid* come from
+    the supervisor.  While the app runs, the peer-call and source-load
+    tallies of this process are flushed every second (``LatencyMetrics``).
     """
     if not groups:
         raise ValueError("at least one group is needed")
@@ -75,12 +85,32 @@ def make_admin_app(
     routes = Routes(app, http_metrics)
     stats = host_stats_of(cache)
     collector = metrics.ArenaCollector(groups, stats, cache.usage, arena_bytes)
+    pool = next((g.peers for g in groups.values() if hasattr(g.peers, "members")), None)
+    view = HostView(groups, lambda name: host_stats(name, stats, cache.usage), pulse=pulse, pool=pool,
+                    workers_configured=workers_configured, supervisor_pid=supervisor_pid,
+                    arena_bytes=arena_bytes)
+    host = metrics.HostCollector(view)
+    latency = metrics.LatencyMetrics()
     health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
+
+    async def flush_latencies(app: web.Application):
+        async def every_second() -> None:
+            while True:
+                await asyncio.sleep(metrics.HttpMetrics.FLUSH_INTERVAL)
+                latency.flush()
+
+        task = asyncio.ensure_future(every_second())
+        yield
+        task.cancel()
+        latency.flush()  # this process's last tallies: counts must not drop when it exits
+
+    app.cleanup_ctx.append(flush_latencies)
 
     async def scrape(request: web.Request) -> web.Response:
         if http_metrics is not None:
             http_metrics.flush()
-        body, content_type = metrics.render(collector)
+        latency.flush()
+        body, content_type = metrics.render_all(collector, host)
         # content_type must not carry the charset parameter in aiohttp's argument.
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
@@ -95,6 +125,15 @@ def make_admin_app(
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response(health)
 
+    async def dashboard(request: web.Request) -> web.Response:
+        return web.Response(body=page(), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    async def dashboard_doc(request: web.Request) -> web.Response:
+        return web.json_response(view.document(), headers={"Cache-Control": "no-store"})
+
+    routes.add("GET", "/", dashboard)
+    routes.add("GET", "/dashboard.json", dashboard_doc)
     routes.add("GET", "/metrics", scrape)
     routes.add("GET", "/stats", host_stats_doc)
     routes.add("GET", "/cluster", cluster)

@@ -98,7 +98,9 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
             header_timeout=cfg.header_timeout, keepalive_timeout=cfg.keepalive_timeout,
             max_connections=cfg.max_connections, ssl_context=server_ssl_context(cfg),
             http_metrics=http_metrics)
-        admin = web.AppRunner(make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics),
+        admin = web.AppRunner(make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
+                                             pulse=pulse, workers_configured=cfg.workers,
+                                             supervisor_pid=supervisor_pid),
                               access_log=None, shutdown_timeout=cfg.graceful_timeout)
         await admin.setup()
         await web.SockSite(admin, admin_sock).start()

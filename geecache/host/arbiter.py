@@ -174,7 +174,8 @@ class Arbiter:
             reset_child_signals(mask)
             os.close(self._pipe_r)
             # The write end stays: the child's first heartbeat wakes the loop through it.
-            self.child_pulse = self.pulses.pulse(cell, self._pipe_w, beat_interval(self._timeout))
+            self.child_pulse = self.pulses.pulse(cell, self._pipe_w, beat_interval(self._timeout),
+                                                 slot if kind is self.workers else None)
             for pair in self._sockets.values():
                 if pair is not keep:
                     for sock in pair:

@@ -27,8 +27,14 @@ import mmap
 import os
 import struct
 import time
+from typing import NamedTuple
 
 _STAMP = struct.Struct("q")
+#: After the stamp: who holds the cell, written by the child itself before its first stamp
+#: (pid, slot or -1, CLOCK_MONOTONIC ns at its start), so any process holding the mapping
+#: (a worker's admin plane) can list every child's heartbeat without asking the supervisor.
+_WHO = struct.Struct("qqq")
+_WHO_AT = _STAMP.size
 #: One cache line per cell, so children's stamps never share a line.
 CELL = 64
 #: Longest time between two stamps; shorter when the timeout is short.
@@ -53,30 +59,56 @@ class Pulses:
             return None
         cell = self._free.pop()
         _STAMP.pack_into(self._mm, cell * CELL, 0)
+        _WHO.pack_into(self._mm, cell * CELL + _WHO_AT, 0, -1, 0)
         return cell
 
     def give_back(self, cell: int | None) -> None:
         """*cell*'s child was reaped."""
         if cell is not None:
+            _WHO.pack_into(self._mm, cell * CELL + _WHO_AT, 0, -1, 0)  # off the list of beats()
             self._free.append(cell)
 
     def last(self, cell: int | None) -> int:
         """*cell*'s last stamp (``time.monotonic_ns``); 0 while its child is not ready."""
         return 0 if cell is None else _STAMP.unpack_from(self._mm, cell * CELL)[0]
 
-    def pulse(self, cell: int | None, wake_fd: int, interval: float) -> "Pulse | None":
-        """The child's side of *cell* (None: no cell, no watchdog)."""
-        return None if cell is None else Pulse(self._mm, cell * CELL, wake_fd, interval)
+    def pulse(self, cell: int | None, wake_fd: int, interval: float, slot: int | None = None) -> "Pulse | None":
+        """The child's side of *cell* (None: no cell, no watchdog); called in the child, which
+        writes its pid and *slot* (a worker's; None for the registrar) into the cell."""
+        return None if cell is None else Pulse(self._mm, cell * CELL, wake_fd, interval, slot)
+
+
+class Beat(NamedTuple):
+    """One child's cell as read by ``Pulse.beats``."""
+
+    pid: int
+    slot: int | None  # the worker's slot; None for a child that is no worker (the registrar)
+    started_ns: int   # ``time.monotonic_ns()`` when the child took the cell
+    last_ns: int      # its last stamp; 0 while not ready
 
 
 class Pulse:
     """One child's cell: ``start(loop)`` once it serves, and the loop stamps it from then on."""
 
-    def __init__(self, mm: mmap.mmap, at: int, wake_fd: int, interval: float) -> None:
+    def __init__(self, mm: mmap.mmap, at: int, wake_fd: int, interval: float, slot: int | None = None) -> None:
         self._mm = mm
         self._at = at
         self._wake_fd = wake_fd
         self.interval = interval
+        _WHO.pack_into(mm, at + _WHO_AT, os.getpid(), -1 if slot is None else slot, time.monotonic_ns())
+
+    def beats(self) -> list[Beat]:
+        """Every live child's cell (this one's too), in cell order: for the admin plane.
+
+        Read without a lock: a cell being handed over may show its old or new
+        holder for one read, which a dashboard or a scrape can bear.
+        """
+        out = []
+        for at in range(0, len(self._mm), CELL):
+            pid, slot, started = _WHO.unpack_from(self._mm, at + _WHO_AT)
+            if pid:
+                out.append(Beat(pid, None if slot < 0 else slot, started, _STAMP.unpack_from(self._mm, at)[0]))
+        return out
 
     def beat(self) -> None:
         """Stamp the cell now."""

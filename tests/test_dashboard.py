@@ -1,0 +1,218 @@
+"""The live dashboard (issue 12 point 5): its JSON on a real host, its numbers moving with
+traffic, ring shares, and the page rendered by a real headless Chromium when installed."""
+
+from __future__ import annotations
+
+import html
+import os
+import random
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from geecache import latency, procstat
+from geecache.consistenthash import Ring
+from tests.support.net import free_port
+from tests.support.proc import start_supervisor, wait_until
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
+                             shutil.which("chromium-browser") or "") if p and os.path.exists(p)), None)
+
+
+def _traffic(h, n: int, prefix: str = "k") -> None:
+    for i in range(n):
+        h.get("/api?key=Tom")
+        h.get(f"/api?key={prefix}{i}")  # not in the demo: a load each (not found, not cached)
+
+
+# -- pure parts ---------------------------------------------------------------------------
+
+
+def test_ring_shares_are_the_arcs_keys_fall_in():
+    ring = Ring()
+    ring.add("10.0.0.1:8001", "10.0.0.2:8001", "10.0.0.3:8001")
+    shares = ring.shares()
+    assert set(shares) == set(ring.nodes) and abs(sum(shares.values()) - 1) < 1e-9
+    rng = random.Random(12)
+    n = 60_000
+    owned = dict.fromkeys(ring.nodes, 0)
+    for _ in range(n):
+        owned[ring.get(str(rng.getrandbits(64)))] += 1
+    for node, share in shares.items():
+        # Sampling error of 60,000 keys: about 0.2 percentage points; 1.5 is generous.
+        assert abs(owned[node] / n - share) < 0.015, (node, owned[node] / n, share)
+    assert Ring().shares() == {}
+    alone = Ring()
+    alone.add("a:1")
+    assert alone.shares() == {"a:1": 1.0}
+
+
+def test_latency_tallies_drain_once():
+    t = latency.Tallies((0.001, 0.01))
+    t.observe("g", 0.0005)
+    t.observe("g", 0.005)
+    t.observe("g", 1.0)
+    [(label, counts)] = t.drain()
+    assert label == "g" and counts[0] == 3 and counts[2:] == [1, 1, 1]
+    assert abs(counts[1] - 1.0055) < 1e-9
+    assert t.drain() == []
+
+
+def test_procstat_reads_this_process():
+    me = procstat.read(os.getpid())
+    assert me is not None and me.cpu_seconds > 0 and me.resident_bytes > 1 << 20
+    assert me.open_fds and me.open_fds > 2 and me.start_time > 1e9
+    assert procstat.read(2 ** 22 + 12345) is None  # above pid_max's default: no such process
+
+
+# -- a real host --------------------------------------------------------------------------
+
+
+@pytest.mark.procs
+def test_dashboard_json_shape_and_numbers_move(tmp_path):
+    h = start_supervisor(tmp_path, workers=2)
+    try:
+        first = h.admin_json("/dashboard.json")
+        assert set(first) >= {"time", "pid", "version", "python", "arena_bytes", "workers_configured",
+                              "ring", "groups", "processes", "breakers"}
+        assert first["workers_configured"] == 2 and first["arena_bytes"] == 32 << 20
+        [g] = first["groups"]
+        assert g["name"] == "scores" and g["max_bytes"] > 0
+        for field in ("gets", "loads", "peer_errors", "local_hits", "hot_hits", "peer_hits", "bytes",
+                      "entries", "hot_bytes", "hot_entries", "hit_rate"):
+            assert isinstance(g[field], (int, float)), field
+        assert first["ring"] == {"version": 0, "self": None, "members": []}  # standalone
+        workers = sorted(h.workers())
+        # Every worker listed by its heartbeat cell (both ready: wait_ready saw them serve).
+        def listed():
+            doc = h.admin_json("/dashboard.json")
+            ws = [p for p in doc["processes"] if p["kind"] == "worker"]
+            return doc if sorted(p["pid"] for p in ws) == workers and all(p["ready"] for p in ws) else None
+        doc = wait_until(listed, 10, what="both workers listed ready")
+        by_kind = {p["process"]: p for p in doc["processes"]}
+        assert set(by_kind) == {"worker-0", "worker-1", "supervisor"}
+        assert by_kind["supervisor"]["pid"] == h.proc.pid
+        for name in ("worker-0", "worker-1"):
+            p = by_kind[name]
+            assert 0 <= p["heartbeat_age"] < 30 and p["rss_bytes"] > 1 << 20 and p["cpu_seconds"] >= 0
+        _traffic(h, 20)
+        after = h.admin_json("/dashboard.json")
+        [g2] = after["groups"]
+        assert g2["gets"] >= g["gets"] + 40 and g2["loads"] >= g["loads"] + 20
+        assert g2["local_hits"] > g["local_hits"] and g2["entries"] >= 1 and g2["bytes"] > 0
+        assert after["time"] > first["time"]
+    finally:
+        assert h.stop() == 0
+
+
+@pytest.mark.procs
+def test_dashboard_page_is_self_contained(tmp_path):
+    h = start_supervisor(tmp_path, workers=1)
+    try:
+        status, headers, body = h.admin_request("GET", "/")
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        text = body.decode()
+        assert "dashboard.json" in text and "<script>" in text
+        # Nothing fetched from elsewhere: no src/href to another origin, no @import, no font.
+        assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', text, re.I), "external resource"
+        assert "@import" not in text and "@font-face" not in text and "url(" not in text
+        assert len(body) < 20_000
+        status, headers, _ = h.admin_request("GET", "/dashboard.json")
+        assert status == 200 and headers["content-type"].startswith("application/json")
+        assert h.get("/")[0] == 404  # the data port has no dashboard
+    finally:
+        assert h.stop() == 0
+
+
+@pytest.mark.procs
+def test_dashboard_shows_the_ring_and_each_members_share(tmp_path):
+    ports = [free_port(), free_port()]
+    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+    hosts = []
+    try:
+        for port in ports:
+            hosts.append(start_supervisor(tmp_path, "--peers", peers, workers=1, port=port))
+        doc = hosts[0].admin_json("/dashboard.json")
+        members = doc["ring"]["members"]
+        # Static peers are ring members as listed (URLs).
+        assert sorted(m["address"] for m in members) == sorted(f"http://127.0.0.1:{p}" for p in ports)
+        assert abs(sum(m["share"] for m in members) - 1) < 1e-3
+        assert all(0.3 < m["share"] < 0.7 for m in members)
+        assert [m["self"] for m in members].count(True) == 1
+        assert doc["ring"]["self"] == f"http://127.0.0.1:{ports[0]}" and doc["ring"]["version"] >= 1
+    finally:
+        for h in hosts:
+            assert h.stop() == 0
+
+
+# -- a real browser -----------------------------------------------------------------------
+
+
+def _render(url: str, profile, budget_ms: int = 3000) -> str:
+    """The DOM Chromium has after running the page for *budget_ms* of virtual time."""
+    out = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+        capture_output=True, timeout=90, check=True)
+    return out.stdout.decode()
+
+
+def _cell(dom: str, cls: str) -> str:
+    m = re.search(r'<tr data-group="scores">.*?<td class="%s(?: [^"]*)?">([^<]*)</td>' % cls, dom, re.S)
+    assert m, f"no {cls} cell in:\n{dom[:4000]}"
+    return html.unescape(m.group(1))
+
+
+@pytest.mark.procs
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_the_page_renders_in_chromium_and_its_numbers_change(tmp_path):
+    h = start_supervisor(tmp_path, workers=2)
+    try:
+        url = f"http://127.0.0.1:{h.admin_port}/"
+        _traffic(h, 5)
+        first = _render(url, tmp_path / "profile1")
+        refreshes = int(re.search(r'id="refreshes">(\d+)<', first).group(1))
+        assert refreshes >= 2, "the page polled its JSON more than once"
+        assert "live" in re.search(r'id="state"[^>]*>([^<]*)<', first).group(1)
+        gets1 = int(_cell(first, "gets").replace(",", ""))
+        assert gets1 >= 10 and _cell(first, "hit_rate").endswith("%")
+        assert re.search(r'<td class="pid">\d+</td>', first) and "worker-1" in first
+        assert re.search(r'<td class="heartbeat_age[^"]*">\d+\.\d\d s</td>', first)
+        _traffic(h, 10, prefix="later")
+        second = _render(url, tmp_path / "profile2")
+        gets2 = int(_cell(second, "gets").replace(",", ""))
+        assert gets2 >= gets1 + 20
+        assert int(_cell(second, "loads").replace(",", "")) > int(_cell(first, "loads").replace(",", ""))
+    finally:
+        assert h.stop() == 0
+
+
+@pytest.mark.etcd
+@pytest.mark.procs
+def test_the_registrar_is_listed_with_its_heartbeat(tmp_path, etcd_server):
+    # wait_ready counts children: the one worker and the registrar.
+    h = start_supervisor(tmp_path, "--etcd", etcd_server.endpoint, workers=1, wait=False)
+    try:
+        h.wait_ready(2)
+
+        def registrar():
+            doc = h.admin_json("/dashboard.json")
+            found = [p for p in doc["processes"] if p["kind"] == "registrar"]
+            return doc if found and found[0]["ready"] else None
+        doc = wait_until(registrar, 20, what="the registrar listed ready")
+        [reg] = [p for p in doc["processes"] if p["kind"] == "registrar"]
+        assert reg["process"] == "registrar" and reg["slot"] is None and 0 <= reg["heartbeat_age"] < 30
+        assert reg["pid"] in h.workers() and reg["pid"] != h.proc.pid
+        assert [p["process"] for p in doc["processes"] if p["kind"] == "worker"] == ["worker-0"]
+        # Registered: the ring holds this host, which owns every key.
+        members = wait_until(lambda: h.admin_json("/dashboard.json")["ring"]["members"], 20,
+                             what="the ring from etcd")
+        assert [(m["address"], m["share"], m["self"]) for m in members] == [(f"127.0.0.1:{h.port}", 1.0, True)]
+        text = h.admin_get("/metrics")[1].decode()
+        assert 'geecache_child_heartbeat_age_seconds{process="registrar"}' in text
+        assert 'geecache_process_resident_memory_bytes{process="registrar"}' in text
+    finally:
+        assert h.stop() == 0

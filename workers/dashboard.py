@@ -1,0 +1,128 @@
+"""The host as the dashboard and the scrape see it: ring, groups, children, processes.
+
+``HostView`` gathers, on demand, what ``GET /dashboard.json`` answers and
+``geecache.metrics.HostCollector`` exports; ``GET /`` serves the page
+(``dashboard.html``, package data: one file, inline CSS and JS, nothing
+fetched from elsewhere) that polls the JSON every second.
+
+Rates (gets/s, loads/s, peer errors/s, the recent hit rate) are computed by
+the page from two successive snapshots, not kept on the server: the
+counters are host-wide sums in shared memory, so whichever worker answers a
+poll gives the same monotonic totals and the difference of two polls is
+exact; a server-side window would need a sampler per worker (each poll can
+reach another worker) running even when nobody watches.  The page keeps
+the previous snapshot; the server keeps nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from importlib import resources
+
+from geecache import __version__, procstat
+
+
+class HostView:
+    """Reads the host's state for one answer; holds nothing that goes stale.
+
+    *pulse* is this worker's ``geecache.host.pulse.Pulse`` (None outside a
+    supervisor: only this process is listed); *pool* the peer pool (None
+    without peers); *group_stats* answers a group's host-wide document
+    (``workers.app.host_stats``).
+    """
+
+    def __init__(self, groups: dict, group_stats, *, pulse=None, pool=None, workers_configured: int = 1,
+                 supervisor_pid: int | None = None, arena_bytes: int = 0) -> None:
+        self._groups = groups
+        self._group_stats = group_stats
+        self._pulse = pulse
+        self._pool = pool
+        self.workers_configured = workers_configured
+        self._supervisor = supervisor_pid
+        self._arena_bytes = arena_bytes
+        self._shares: tuple[int, dict] | None = None  # (ring version, shares): recomputed on a change
+
+    @staticmethod
+    def build() -> tuple[str, str]:
+        """(GeeCache's version, Python's)."""
+        return __version__, platform.python_version()
+
+    def children(self) -> list[dict]:
+        """Every child of the supervisor with a heartbeat cell, and the supervisor: label, pid,
+        readiness, heartbeat age and /proc counters."""
+        now = time.monotonic_ns()
+        out = []
+        beats = self._pulse.beats() if self._pulse is not None else []
+        if not beats:  # no supervisor (an app in a test): this process alone
+            out.append(_child("worker-0", "worker", 0, os.getpid(), True, 0.0, 0))
+        for beat in beats:
+            kind = "worker" if beat.slot is not None else "registrar"
+            label = f"worker-{beat.slot}" if beat.slot is not None else "registrar"
+            age = (now - beat.last_ns) / 1e9 if beat.last_ns else None
+            out.append(_child(label, kind, beat.slot, beat.pid, bool(beat.last_ns), age, beat.started_ns))
+        if self._supervisor:
+            out.append(_child("supervisor", "supervisor", None, self._supervisor, True, None, 0))
+        for child in out:
+            child["proc"] = procstat.read(child["pid"])
+        return out
+
+    def ring(self) -> dict:
+        """The member list this host routes by, its version, and each member's share of keys."""
+        if self._pool is None or not hasattr(self._pool, "ring"):
+            return {"version": 0, "self": None, "members": [], "shares": {}}
+        version, ring = self._pool.ring()
+        if self._shares is None or self._shares[0] != version:
+            self._shares = (version, ring.shares())
+        return {"version": version, "self": self._pool.self_address, "members": list(ring.nodes),
+                "shares": self._shares[1]}
+
+    def breakers(self) -> dict[str, str] | None:
+        """This worker's breaker state per ring peer; None without a breaker (``geecache.breaker``,
+        issue 11: the pool's ``breaker`` attribute once that branch is in)."""
+        breaker = getattr(self._pool, "breaker", None)
+        if breaker is None:
+            return None
+        me = self._pool.self_address
+        return {peer: breaker.state(peer) for peer in self.ring()["members"] if peer != me}
+
+    def groups(self) -> list[dict]:
+        """Per group, config order: host-wide counters, usage, hot copies and budget."""
+        out = []
+        for name, group in self._groups.items():
+            doc = self._group_stats(name)
+            doc["name"] = name
+            doc["max_bytes"] = getattr(group, "max_bytes", 0)
+            out.append(doc)
+        return out
+
+    def document(self) -> dict:
+        """The answer of ``GET /dashboard.json``."""
+        version, python = self.build()
+        ring = self.ring()
+        members = [{"address": m, "share": round(ring["shares"].get(m, 0.0), 6), "self": m == ring["self"]}
+                   for m in ring["members"]]
+        children = []
+        for child in self.children():
+            proc = child.pop("proc")
+            child.pop("started_ns")
+            if proc is not None:
+                child.update(cpu_seconds=round(proc.cpu_seconds, 2), rss_bytes=proc.resident_bytes)
+            children.append(child)
+        return {
+            "time": time.time(), "pid": os.getpid(), "version": version, "python": python,
+            "arena_bytes": self._arena_bytes, "workers_configured": self.workers_configured,
+            "ring": {"version": ring["version"], "self": ring["self"], "members": members},
+            "groups": self.groups(), "processes": children, "breakers": self.breakers(),
+        }
+
+
+def _child(label: str, kind: str, slot, pid: int, ready: bool, age, started_ns: int) -> dict:
+    return {"process": label, "kind": kind, "slot": slot, "pid": pid, "ready": ready,
+            "heartbeat_age": None if age is None else round(age, 3), "started_ns": started_ns}
+
+
+def page() -> bytes:
+    """The dashboard page (read once per request: it is small, and an edit shows on reload)."""
+    return resources.files("workers").joinpath("dashboard.html").read_bytes()
