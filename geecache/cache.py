@@ -11,11 +11,9 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
+from .errors import UnknownGroupError
+from .limits import POLICIES, check_policy  # noqa: F401  (POLICIES: re-exported)
 from .stats import StatsSink, LocalStats
-
-
-#: Eviction policies every Cache understands: LRU, and LCache's LRU-2.
-POLICIES = ("lru", "lru2")
 
 
 class Cache(Protocol):
@@ -76,21 +74,21 @@ class LocalCache:
     the arena, the production cache; this one serves the library and tests.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock=time.time) -> None:
         # group -> [OrderedDict key -> (value, expires_at), max_bytes, used_bytes]
         self._groups: dict[str, list] = {}
         self._stats: dict[str, LocalStats] = {}
+        self._clock = clock
 
     def configure_group(self, group: str, max_bytes: int, policy: str = "lru") -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        check_policy(policy)
         self._groups.setdefault(group, [OrderedDict(), max_bytes, 0])[1] = max_bytes
 
     def _group(self, group: str) -> list:
         try:
             return self._groups[group]
         except KeyError:
-            raise KeyError(f"group {group!r} is not configured") from None
+            raise UnknownGroupError(f"group {group!r} is not configured") from None
 
     def get(self, group: str, key: str) -> bytes | None:
         entry = self.get_entry(group, key)
@@ -102,8 +100,9 @@ class LocalCache:
         if item is None:
             return None
         value, expires_at = item
-        if expires_at and expires_at <= time.time():
+        if expires_at and expires_at <= self._clock():
             self.delete(group, key)
+            self.stats_sink(group).add("expirations")
             return None
         entries.move_to_end(key)
         return value, 0, expires_at
@@ -111,15 +110,15 @@ class LocalCache:
     def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
         g = self._group(group)
         self.delete(group, key)
-        size = len(key) + len(value)
+        size = _size(key, value)
         if size > g[1]:
             return
         entries = g[0]
         while g[2] + size > g[1] and entries:
             old_key, (old_value, _) = entries.popitem(last=False)
-            g[2] -= len(old_key) + len(old_value)
+            g[2] -= _size(old_key, old_value)
             self.stats_sink(group).add("evictions")
-        entries[key] = (value, time.time() + ttl if ttl else 0)
+        entries[key] = (value, self._clock() + ttl if ttl else 0)
         g[2] += size
 
     def delete(self, group: str, key: str) -> bool:
@@ -127,7 +126,7 @@ class LocalCache:
         item = g[0].pop(key, None)
         if item is None:
             return False
-        g[2] -= len(key) + len(item[0])
+        g[2] -= _size(key, item[0])
         return True
 
     def clear(self, group: str) -> None:
@@ -142,3 +141,8 @@ class LocalCache:
 
     def stats_sink(self, group: str) -> LocalStats:
         return self._stats.setdefault(group, LocalStats())
+
+
+def _size(key: str, value: bytes) -> int:
+    """What an entry costs against the budget: the key's UTF-8 bytes and the value's."""
+    return len(key.encode("utf-8", "surrogatepass")) + len(value)

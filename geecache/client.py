@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
+from .auth import bearer
 from .errors import ConfigError, NotFoundError, RefusedError, UnavailableError
-from .limits import check_key, check_ttl
+from .limits import as_bytes, check_key, check_ttl
 
 __all__ = ["Client", "AsyncClient"]
 
@@ -68,14 +69,6 @@ def _api_target(key: str, group: str | None, ttl: float = 0) -> str:
         params["ttl"] = repr(float(ttl))
     # quote (not quote_plus): a space must arrive as a space, not as "+".
     return "/api?" + urlencode(params, quote_via=quote, safe="")
-
-
-def _value_bytes(value: bytes | str) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"value must be bytes or str, got {type(value).__name__}")
 
 
 def _reason(body: bytes, phrase: str) -> str:
@@ -138,7 +131,7 @@ class _Failover:
             raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
         self._hosts = _parse_urls(urls)
         self._timeout = float(timeout)
-        self._headers = {"Authorization": "Bearer " + token} if token else {}
+        self._headers = {"Authorization": bearer(token)} if token else {}
         # An int assignment is atomic under the GIL and a stale read only changes which
         # host is tried first, so threads share it without a lock.
         self._preferred = 0
@@ -211,7 +204,7 @@ class Client(_Failover):
 
         *ttl* seconds overrides the group's TTL for this entry (0: the group's).
         """
-        self._request("PUT", _api_target(key, group, ttl), _value_bytes(value))
+        self._request("PUT", _api_target(key, group, ttl), as_bytes(value))
 
     def delete(self, key: str, group: str | None = None) -> bool:
         """Delete *key*; False when it did not exist."""
@@ -303,7 +296,7 @@ class AsyncClient(_Failover):
 
     async def set(self, key: str, value: bytes | str, group: str | None = None, ttl: float = 0) -> None:
         """Write *value* through to the source and the cache; see ``Client.set``."""
-        await self._request("PUT", _api_target(key, group, ttl), _value_bytes(value))
+        await self._request("PUT", _api_target(key, group, ttl), as_bytes(value))
 
     async def delete(self, key: str, group: str | None = None) -> bool:
         """Delete *key*; False when it did not exist."""

@@ -1,9 +1,17 @@
-"""Host configuration: the TOML file, the command line, and their validation.
+"""Host configuration: every setting declared once, read from TOML, the environment and flags.
+
+Each host setting is one ``Setting`` row in ``HOST_SETTINGS`` (name, kind,
+default, check, help); the command line (``--<name>``), the environment
+(``GEECACHE_<NAME>``) and the TOML file (``<name> = ...``) are derived from
+that table, as are ``Config``'s attributes and the reference table in
+docs/operations.md (``scripts/settings_reference.py``).  ``[[groups]]``
+entries have their own table, ``GROUP_SETTINGS``.  Precedence: flag >
+environment > file > default.  gunicorn's ``config.py`` is the model.
 
 Everything the supervisor needs is parsed and checked here, in the
 supervisor, before anything forks: a bad config must end the program with
-one message naming the field (``groups[1].max_bytes: ...``), never with a
-worker crash loop.  Command-line flags override file values.
+one message naming the field (``groups[1].max_bytes: ...``, ``--port: ...``,
+``GEECACHE_WORKERS: ...``), never with a worker crash loop.
 
 File shape (every key optional; with no ``[[groups]]`` the demo group
 ``scores`` is served from an embedded SQLite database in the data dir)::
@@ -12,13 +20,8 @@ File shape (every key optional; with no ``[[groups]]`` the demo group
     port = 8001
     workers = 4
     arena = "256MiB"
-    data_dir = "/var/lib/geecache"
-    auth_token = "secret"
     etcd = ["http://127.0.0.1:2379"]
     advertise = "10.0.0.5:8001"
-    lease_ttl = 10
-    peers = ["http://10.0.0.6:8001"]
-    graceful_timeout = 10
 
     [[groups]]
     name = "scores"
@@ -36,21 +39,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .cache import POLICIES
-from .errors import ConfigError, InvalidKeyError
-from .group import check_group_name
-from .limits import DEFAULT_ITEM_LIMIT
+from .errors import ConfigError, reported_as
+from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
 from .registry.config import parse_endpoints, validate_advertise
-
-#: Eviction policies the arena implements.
 
 DEFAULT_PORT = 8001
 DEFAULT_ARENA = 256 << 20
@@ -58,12 +58,15 @@ DEFAULT_GROUP_BYTES = 64 << 20
 DEFAULT_LEASE_TTL = 10
 MIN_LEASE_TTL = 2
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+MAX_WORKERS = 1024
+#: Per-process stat rows the arena has when the config does not say: every worker,
+#: the registrar and the workers still retiring after SIGTTOU each hold one, so
+#: there is room to double the workers with SIGTTIN.
+MIN_PROCESS_ROWS = 64
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEMO_GROUP = "scores"
 #: The demo database's rows: the classic GeeCache example.
 DEMO_ROWS = {"Tom": b"630", "Jack": b"589", "Sam": b"567"}
-
-# Group names travel in URLs (/_geecache/<group>/<key>) and metric labels.
-# A table name is spliced into SQL, so only plain identifiers pass.
 
 _UNITS = {
     "": 1, "b": 1,
@@ -123,60 +126,25 @@ def default_data_dir() -> Path:
     return Path(xdg) / "geecache" if xdg else Path("geecache-data")
 
 
-@dataclass
-class GroupConfig:
-    """One ``[[groups]]`` entry: a named cache namespace and its single source."""
-
-    name: str
-    #: None until resolved: 64MiB, or an equal share of half the arena when that is smaller.
-    max_bytes: int | None = None
-    policy: str = "lru"
-    ttl: float = 0
-    codec: str = "none"
-    #: None until resolved: 1MiB, or max_bytes when that is smaller.
-    item_limit: int | None = None
-    #: Path of the SQLite database (absolute once loaded), or None.
-    sqlite: str | None = None
-    table: str = "kv"
-    #: ``module:function`` of a loader, or None.
-    loader: str | None = None
-    #: True for the built-in demo group whose database the supervisor seeds.
-    demo: bool = False
+def default_process_rows(workers: int) -> int:
+    """Stat rows for *workers*: room for SIGTTIN to double them, plus the registrar and retirees."""
+    return max(MIN_PROCESS_ROWS, 2 * workers + 4)
 
 
-@dataclass
-class Config:
-    """The whole host: where to listen, how many workers, the arena, the groups."""
-
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    arena: int = DEFAULT_ARENA
-    data_dir: Path = field(default_factory=default_data_dir)
-    auth_token: str | None = None
-    etcd: list[str] = field(default_factory=list)
-    advertise: str | None = None
-    lease_ttl: int = DEFAULT_LEASE_TTL
-    peers: list[str] = field(default_factory=list)
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_ca: str | None = None
-    #: One SO_REUSEPORT socket per worker instead of one shared socket.
-    reuseport: bool = False
-    #: Seconds in-flight requests get to finish after SIGTERM.
-    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
-    groups: list[GroupConfig] = field(default_factory=list)
-    #: The file this came from, if any.
-    path: Path | None = None
-
-    @property
-    def item_limit(self) -> int:
-        """The largest per-item limit of any group: the HTTP body size cap."""
-        return max((g.item_limit for g in self.groups), default=DEFAULT_ITEM_LIMIT)
+# -- kinds: how a value of one type is read ---------------------------------
+#
+# A TOML value arrives typed (``port = "8001"`` is an error, as it is a
+# string); a flag or an environment variable arrives as text and is parsed.
 
 
-_HOST_KEYS = {f.name for f in dataclasses.fields(Config)} - {"groups", "path"}
-_GROUP_KEYS = {f.name for f in dataclasses.fields(GroupConfig)} - {"demo"}
+@dataclass(frozen=True)
+class Kind:
+    """One type of setting: its Python type, how the reference names it, how values are read."""
+
+    type: Any
+    what: str
+    #: (value, field name, value is text from a flag or the environment) -> value
+    read: Callable[[Any, str, bool], Any]
 
 
 def _typed(value: Any, types: type | tuple[type, ...], fname: str, what: str) -> Any:
@@ -187,13 +155,99 @@ def _typed(value: Any, types: type | tuple[type, ...], fname: str, what: str) ->
     return value
 
 
-def _str_list(value: Any, fname: str) -> list[str]:
+def _read_int(value: Any, fname: str, text: bool) -> int:
+    if text and isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ConfigError(fname, f"expected an integer, got {value!r}") from None
+    return _typed(value, int, fname, "an integer")
+
+
+def _read_number(value: Any, fname: str, text: bool) -> float:
+    if text and isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(fname, f"expected a number, got {value!r}") from None
+    value = float(_typed(value, (int, float), fname, "a number"))
+    # nan passes every range check (all comparisons are false) and inf never ends a wait.
+    if not math.isfinite(value):
+        raise ConfigError(fname, f"must be a finite number, got {value!r}")
+    return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _read_bool(value: Any, fname: str, text: bool) -> bool:
+    if text and isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ConfigError(fname, f"expected true or false, got {value!r}")
+    return _typed(value, bool, fname, "true or false")
+
+
+def _str_list(value: Any, fname: str, text: bool = False) -> list[str]:
     """A list from a TOML array or a comma-separated string."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise ConfigError(fname, f"expected a list of strings or a comma-separated string, got {value!r}")
+
+
+STR = Kind(str, "string", lambda v, f, text: _typed(v, str, f, "a string"))
+PATH = Kind(Path, "path", lambda v, f, text: Path(_typed(v, str, f, "a path")))
+INT = Kind(int, "int", _read_int)
+NUMBER = Kind(float, "number", _read_number)
+SIZE = Kind(int, "size", lambda v, f, text: parse_size(v, f))
+BOOL = Kind(bool, "bool", _read_bool)
+LIST = Kind(list, "list or comma string", _str_list)
+
+
+# -- checks: the value's range, after its kind has read it ------------------
+
+
+def between(lo, hi, message: str = "must be between {lo} and {hi}, got {v}"):
+    """A check that *lo* <= value <= *hi*."""
+    def check(v, f):
+        if not lo <= v <= hi:
+            raise ConfigError(f, message.format(lo=lo, hi=hi, v=v))
+    return check
+
+
+def at_least(lo, unit: str = ""):
+    """A check that value >= *lo*."""
+    def check(v, f):
+        if v < lo:
+            raise ConfigError(f, f"must be at least {lo:g}{unit}, got {v:g}")
+    return check
+
+
+def _not_negative(v, f):
+    if v < 0:
+        raise ConfigError(f, f"must not be negative, got {v:g}")
+
+
+def _positive(v, f):
+    if v <= 0:
+        raise ConfigError(f, f"must be positive, got {v:g}")
+
+
+def one_of(names: Callable[[], tuple[str, ...]] | tuple[str, ...], what: str):
+    """A check that value is one of *names* (or of what the callable returns)."""
+    def check(v, f):
+        known = names() if callable(names) else names
+        if v not in known:
+            raise ConfigError(f, f"unknown {what} {v!r}; known: {', '.join(known)}")
+    return check
+
+
+def _non_empty(v, f):
+    if not v:
+        raise ConfigError(f, "must not be empty")
 
 
 def _check_url(url: str, fname: str) -> str:
@@ -207,105 +261,260 @@ def _check_url(url: str, fname: str) -> str:
     return url.rstrip("/")
 
 
-def _reraise(check, value: Any, fname: str) -> Any:
-    """Run another module's validator, naming our field in its ConfigError."""
-    try:
-        check(value)
-    except ConfigError as exc:
-        raise ConfigError(fname, exc.reason) from None
-    return value
+def _check_peers(urls: list[str], fname: str) -> None:
+    urls[:] = [_check_url(u, fname) for u in urls]
 
 
-def _apply_host(cfg: Config, key: str, value: Any, fname: str) -> None:
-    """Set one host-level setting on *cfg* after checking its type and range."""
-    if key in ("host", "auth_token", "tls_cert", "tls_key", "tls_ca", "advertise"):
-        value = _typed(value, str, fname, "a string")
-        if key == "advertise":
-            value = _reraise(validate_advertise, value, fname)
-        if key == "auth_token" and not value:
-            raise ConfigError(fname, "must not be empty")
-    elif key == "port":
-        value = _typed(value, int, fname, "an integer")
-        if not 0 <= value < 65536:
-            raise ConfigError(fname, f"{value} is not a TCP port")
-    elif key == "workers":
-        value = _typed(value, int, fname, "an integer")
-        if not 1 <= value <= 1024:
-            raise ConfigError(fname, f"must be between 1 and 1024, got {value}")
-    elif key == "arena":
-        value = parse_size(value, fname)
-    elif key == "data_dir":
-        value = Path(_typed(value, str, fname, "a path"))
-    elif key == "etcd":
-        value = _str_list(value, fname)
-        _reraise(parse_endpoints, value, fname)
-    elif key == "peers":
-        value = [_check_url(u, fname) for u in _str_list(value, fname)]
-    elif key == "lease_ttl":
-        # etcd leases are whole seconds.
-        value = _typed(value, int, fname, "an integer of seconds")
-        if value < MIN_LEASE_TTL:
-            raise ConfigError(fname, f"must be at least {MIN_LEASE_TTL} seconds, got {value}")
-    elif key == "graceful_timeout":
-        value = _typed(value, (int, float), fname, "a number of seconds")
-        if value < 0:
-            raise ConfigError(fname, f"must not be negative, got {value}")
-    elif key == "reuseport":
-        value = _typed(value, bool, fname, "true or false")
-    else:
-        raise ConfigError(fname, f"unknown setting; known: {', '.join(sorted(_HOST_KEYS))}")
-    setattr(cfg, key, value)
+def _check_with(validator):
+    """A check running another module's validator, its ConfigError renamed to our field."""
+    def check(v, f):
+        with reported_as(f):
+            validator(v)
+    return check
 
 
-def _parse_group(raw: Any, index: int, base: Path) -> GroupConfig:
+def _share(v, f):
+    if not 0 < v <= 1:
+        raise ConfigError(f, f"must be a fraction in (0, 1], got {v:g}")
+
+
+# -- the tables --------------------------------------------------------------
+
+#: A default the config computes (the CPU count, the data dir) rather than a constant.
+@dataclass(frozen=True)
+class Computed:
+    """A default computed when a Config is made; *shown* is how the reference states it."""
+
+    make: Callable[[], Any]
+    shown: str
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: the single place its name, type, default, check and help are written."""
+
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    check: Callable[[Any, str], None] | None = None
+    metavar: str | None = None
+    #: The type column of the reference when the kind's name says too little (``int 1..1024``).
+    what: str | None = None
+    #: How the reference states a default of None (``<host>:<port>``, ``CPU count``).
+    shown: str | None = None
+    #: Host settings come from flags and the environment too; group settings only from the file.
+    cli: bool = True
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag: ``--graceful-timeout``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable: ``GEECACHE_GRACEFUL_TIMEOUT``."""
+        return "GEECACHE_" + self.name.upper()
+
+    def read(self, value: Any, fname: str, text: bool = False) -> Any:
+        """*value* read and checked; ConfigError naming *fname* otherwise."""
+        value = self.kind.read(value, fname, text)
+        if self.check is not None:
+            self.check(value, fname)
+        return value
+
+    def make_default(self) -> Any:
+        """A fresh default value (lists are not shared between Configs)."""
+        if isinstance(self.default, Computed):
+            return self.default.make()
+        return list(self.default) if isinstance(self.default, list) else self.default
+
+    def shown_default(self) -> str:
+        """The default as the reference and ``--help`` state it."""
+        if isinstance(self.default, Computed):
+            return self.default.shown
+        if self.default is None or self.default == []:
+            return self.shown or "none"
+        if self.kind is SIZE:
+            return format_size(self.default)
+        if self.kind is BOOL:
+            return str(self.default).lower()
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+
+HOST_SETTINGS: tuple[Setting, ...] = (
+    Setting("workers", INT, Computed(lambda: os.cpu_count() or 1, "CPU count"),
+            "worker processes", between(1, MAX_WORKERS), "N", f"int 1..{MAX_WORKERS}"),
+    Setting("host", STR, "127.0.0.1",
+            "address to bind (`0.0.0.0`, `::`, or one interface)", metavar="HOST"),
+    Setting("port", INT, DEFAULT_PORT,
+            "TCP port for everything (API, peers, metrics); `0` = any free",
+            between(0, 65535, "{v} is not a TCP port"), "PORT", "int 0..65535"),
+    Setting("arena", SIZE, DEFAULT_ARENA,
+            "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
+            metavar="SIZE"),
+    Setting("data_dir", PATH, Computed(default_data_dir, "`$XDG_DATA_HOME/geecache`, else `./geecache-data`"),
+            "where the demo database lives (only used by the demo group); relative to the working "
+            "directory", metavar="DIR"),
+    Setting("auth_token", STR, None,
+            "bearer token for public `PUT`/`DELETE` and **all** peer requests "
+            "(prefer the environment: it stays out of `ps`)", _non_empty, "T", "non-empty string"),
+    Setting("etcd", LIST, [],
+            "etcd endpoints `[http://]host[:port]` (port 2379 if omitted; `https` is refused); "
+            "enables registration and discovery", _check_with(parse_endpoints), "URL[,URL]"),
+    Setting("advertise", STR, None,
+            "the address other hosts reach this one at; also its etcd key and ring member name",
+            _check_with(validate_advertise), "HOST:PORT", shown="`<host>:<port>` (with `--etcd`)"),
+    Setting("lease_ttl", INT, DEFAULT_LEASE_TTL,
+            "etcd lease TTL (seconds): how long an unreachable host stays in the ring",
+            at_least(MIN_LEASE_TTL, " seconds"), "S", f"int ≥ {MIN_LEASE_TTL}"),
+    Setting("peers", LIST, [], "static member list instead of etcd (not both)", _check_peers,
+            "URL,...", "list of `http(s)://host:port`"),
+    Setting("tls_cert", STR, None,
+            "PEM certificate: the port serves HTTPS; peers are called over https (needs `tls_key`)",
+            metavar="FILE", what="path"),
+    Setting("tls_key", STR, None, "PEM private key (needs `tls_cert`)", metavar="FILE", what="path"),
+    Setting("tls_ca", STR, None, "CA bundle that peer certificates are verified against",
+            metavar="FILE", what="path", shown="system CA store"),
+    Setting("reuseport", BOOL, False,
+            "one `SO_REUSEPORT` socket per worker (kernel load-balances) instead of one shared socket"),
+    Setting("graceful_timeout", NUMBER, DEFAULT_GRACEFUL_TIMEOUT,
+            "seconds in-flight requests get after SIGTERM; stragglers are killed 2 s later",
+            _not_negative, "S", "number ≥ 0"),
+    Setting("log_level", STR, "info", "log level of the supervisor and its children",
+            one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS)),
+    Setting("peer_connect_timeout", NUMBER, 0.5,
+            "seconds to connect to a peer before falling back to loading locally",
+            _positive, "S", "number > 0"),
+    Setting("peer_read_timeout", NUMBER, 2.0,
+            "seconds a peer has to answer once connected before falling back to loading locally",
+            _positive, "S", "number > 0"),
+    Setting("hot_share", NUMBER, 0.125,
+            "share of each group's budget reserved, on top of it, for hot copies of keys other hosts "
+            "own (groupcache: 1/8)", _share, "F", "number in (0, 1]"),
+    Setting("hot_ttl", NUMBER, 60.0,
+            "seconds a hot copy lives at most (and at most the group's `ttl`), so a lost invalidation "
+            "heals", _positive, "S", "number > 0"),
+    Setting("flight_wait", NUMBER, 10.0,
+            "seconds a miss waits for another process of this host loading the same key before "
+            "loading it itself", _positive, "S", "number > 0"),
+    Setting("arena_shards", INT, 8,
+            "lock shards of the arena's data area (each with its own lock and lists)",
+            between(1, 256), "N", "int 1..256"),
+    Setting("process_rows", INT, None,
+            "per-process stat rows in the arena: the most workers + registrar + retiring workers "
+            "at once; SIGTTIN beyond it is refused", between(1, 4 * MAX_WORKERS), "N",
+            f"int 1..{4 * MAX_WORKERS}", shown=f"max({MIN_PROCESS_ROWS}, 2 × workers + 4)"),
+)
+
+GROUP_SETTINGS: tuple[Setting, ...] = (
+    Setting("name", STR, None,
+            "group name (in URLs and metric labels); the first group is the default for `/api`",
+            _check_with(check_group_name), what="string, 1–64 of `A-Z a-z 0-9 _ . -`",
+            shown="required", cli=False),
+    Setting("max_bytes", SIZE, None,
+            "cache budget of the group's own keys; a further `hot_share` of it is reserved for hot "
+            "copies", shown="`min(64MiB, arena / (2 × number of groups))`", cli=False),
+    Setting("policy", STR, "lru",
+            "eviction: CLOCK approximation of LRU, or LRU-2 (scan-resistant)",
+            one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
+    Setting("ttl", NUMBER, 0.0,
+            "expiry of cached entries (0 = never); hot copies expire after `min(hot_ttl, ttl)` s",
+            _not_negative, what="number ≥ 0 (seconds)", cli=False),
+    Setting("codec", STR, "none",
+            "compression of values between hosts (used only when it saves ≥ 10 %)",
+            one_of(known_codecs, "codec"), what="`none`, `gzip`, `snappy`, `lz4`, `zstd`", cli=False),
+    Setting("item_limit", SIZE, None,
+            "largest value cached; a larger PUT gets 413, a larger value from the source is served "
+            "but not cached", what="size ≤ `max_bytes`", shown="`min(1MiB, max_bytes)`", cli=False),
+    Setting("sqlite", STR, None,
+            "SQLite database (created if missing; its directory must exist); relative to the config "
+            "file", what="path", shown="–", cli=False),
+    Setting("table", STR, "kv",
+            "table (`key TEXT PRIMARY KEY, value BLOB`) in `sqlite`; only with `sqlite`",
+            what="SQL identifier", cli=False),
+    Setting("loader", STR, None,
+            "read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
+            "`async def`); `None` = not found. Imported at config time from `sys.path` (set "
+            "`PYTHONPATH`)", what='`"module:function"`', shown="–", cli=False),
+)
+
+_HOST = {s.name: s for s in HOST_SETTINGS}
+_GROUP = {s.name: s for s in GROUP_SETTINGS}
+
+
+def _fields(table: tuple[Setting, ...]) -> list[tuple[str, Any, Any]]:
+    out = []
+    for s in table:
+        if s.name == "name":  # the one required field
+            out.append((s.name, s.kind.type))
+        else:
+            out.append((s.name, s.kind.type, field(default_factory=s.make_default)))
+    return out
+
+
+def _item_limit(self) -> int:
+    """The largest per-item limit of any group: the HTTP body size cap."""
+    return max((g.item_limit for g in self.groups), default=DEFAULT_ITEM_LIMIT)
+
+
+#: One ``[[groups]]`` entry: a named cache namespace and its single source.  ``max_bytes``
+#: and ``item_limit`` are None until resolved; ``sqlite`` is absolute once loaded;
+#: ``demo`` is True for the built-in demo group whose database the supervisor seeds.
+GroupConfig = dataclasses.make_dataclass(
+    "GroupConfig", _fields(GROUP_SETTINGS) + [("demo", bool, False)],
+    namespace={"__doc__": "One ``[[groups]]`` entry: a named cache namespace and its single source "
+                          "(one attribute per GROUP_SETTINGS row, plus ``demo``).",
+               "__module__": __name__})
+
+#: The whole host: one attribute per HOST_SETTINGS row, its groups, and the file it came from.
+Config = dataclasses.make_dataclass(
+    "Config", _fields(HOST_SETTINGS) + [
+        ("groups", list, field(default_factory=list)),
+        ("path", Path | None, None),
+    ],
+    namespace={"__doc__": "The whole host: one attribute per HOST_SETTINGS row, ``groups`` "
+                          "(GroupConfig) and ``path`` (the file it came from, if any).",
+               "item_limit": property(_item_limit), "__module__": __name__})
+
+
+# -- reading -----------------------------------------------------------------
+
+
+def _apply_host(cfg, key: str, value: Any, fname: str, text: bool = False) -> None:
+    """Set one host-level setting on *cfg* after reading and checking it."""
+    s = _HOST.get(key)
+    if s is None:
+        raise ConfigError(fname, f"unknown setting; known: {', '.join(sorted(_HOST))}")
+    setattr(cfg, key, s.read(value, fname, text))
+
+
+def _parse_group(raw: Any, index: int, base: Path):
     where = f"groups[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(where, "expected a table ([[groups]])")
     for key in raw:
-        if key not in _GROUP_KEYS:
-            raise ConfigError(f"{where}.{key}", f"unknown field; known: {', '.join(sorted(_GROUP_KEYS))}")
+        if key not in _GROUP:
+            raise ConfigError(f"{where}.{key}", f"unknown field; known: {', '.join(sorted(_GROUP))}")
     if "name" not in raw:
         raise ConfigError(f"{where}.name", "is required")
-    name = _typed(raw["name"], str, f"{where}.name", "a string")
-    try:
-        check_group_name(name)
-    except InvalidKeyError as exc:
-        raise ConfigError(f"{where}.name", str(exc)) from None
-    g = GroupConfig(name=name)
-    if "max_bytes" in raw:
-        g.max_bytes = parse_size(raw["max_bytes"], f"{where}.max_bytes")
-    if "item_limit" in raw:
-        g.item_limit = parse_size(raw["item_limit"], f"{where}.item_limit")
-    if "policy" in raw:
-        g.policy = _typed(raw["policy"], str, f"{where}.policy", "a string")
-        if g.policy not in POLICIES:
-            raise ConfigError(f"{where}.policy", f"unknown policy {g.policy!r}; known: {', '.join(POLICIES)}")
-    if "ttl" in raw:
-        g.ttl = _typed(raw["ttl"], (int, float), f"{where}.ttl", "a number of seconds")
-        if g.ttl < 0:
-            raise ConfigError(f"{where}.ttl", f"must not be negative, got {g.ttl}")
-    if "codec" in raw:
-        g.codec = _typed(raw["codec"], str, f"{where}.codec", "a string")
-        codecs = known_codecs()
-        if g.codec not in codecs:
-            raise ConfigError(f"{where}.codec", f"unknown codec {g.codec!r}; known: {', '.join(codecs)}")
+    g = GroupConfig(**{key: _GROUP[key].read(value, f"{where}.{key}") for key, value in raw.items()})
     sources = [k for k in ("sqlite", "loader") if k in raw]
     if len(sources) != 1:
         found = " and ".join(sources) if sources else "none"
         raise ConfigError(where, f"needs exactly one source, sqlite or loader; found {found}")
-    if "sqlite" in raw:
-        path = Path(_typed(raw["sqlite"], str, f"{where}.sqlite", "a path"))
+    if g.sqlite is not None:
+        path = Path(g.sqlite)
         path = path if path.is_absolute() else base / path
         if not path.parent.is_dir():
             raise ConfigError(f"{where}.sqlite", f"directory {str(path.parent)!r} does not exist")
         g.sqlite = str(path)
-        if "table" in raw:
-            g.table = _typed(raw["table"], str, f"{where}.table", "a string")
         check_sqlite(g.sqlite, g.table, where)
     else:
         if "table" in raw:
             raise ConfigError(f"{where}.table", "only applies to a sqlite source")
-        g.loader = _typed(raw["loader"], str, f"{where}.loader", "a string like module:function")
         check_loader(g.loader, f"{where}.loader")
     return g
 
@@ -314,24 +523,20 @@ def check_loader(spec: str, fname: str) -> None:
     """Import the loader now so a typo fails the config, not every worker."""
     from .storage import load_source
 
-    try:
+    with reported_as(fname):
         load_source(spec)
-    except ConfigError as exc:
-        raise ConfigError(fname, exc.reason) from None
 
 
 def check_sqlite(path: str, table: str, where: str) -> None:
     """Open the database once now (creating it if new) so a bad file or table fails the config."""
     from .storage import SQLiteStorage
 
-    try:
+    # SQLiteStorage names "table" or "storage"; we name the config field.
+    with reported_as(lambda inner: f"{where}.{'table' if inner == 'table' else 'sqlite'}"):
         SQLiteStorage(path, table).close()
-    except ConfigError as exc:  # SQLiteStorage names "table" or "storage"; we name the config field
-        field = "table" if exc.field == "table" else "sqlite"
-        raise ConfigError(f"{where}.{field}", exc.reason) from None
 
 
-def load_file(path: str | os.PathLike, cfg: Config | None = None) -> Config:
+def load_file(path: str | os.PathLike, cfg=None):
     """Read a TOML config file into *cfg* (a fresh Config by default)."""
     cfg = cfg or Config()
     path = Path(path)
@@ -361,62 +566,56 @@ def load_file(path: str | os.PathLike, cfg: Config | None = None) -> Config:
     return cfg
 
 
+#: The config file's environment variable (the file is named by a flag or here, never in itself).
+CONFIG_ENV = "GEECACHE_CONFIG"
+
+
+def _help(s: Setting) -> str:
+    return f"{s.help.replace('`', '')} (default {s.shown_default().replace('`', '')}; env {s.env})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The supervisor's command line; every flag overrides the config file."""
+    """The supervisor's command line: one flag per host setting, read as text like the environment."""
     p = argparse.ArgumentParser(
         prog="supervisor.py",
         description="Run one GeeCache host: a supervisor forking N HTTP workers over one "
         "shared-memory arena. With no config, serves the demo group 'scores' "
-        "(try: curl 'http://127.0.0.1:8001/api?key=Tom').",
+        "(try: curl 'http://127.0.0.1:8001/api?key=Tom'). Precedence: flag > environment "
+        "> config file > default.",
     )
-    a = p.add_argument
-    a("--config", metavar="FILE", help="TOML config file (host settings and [[groups]])")
-    a("--workers", type=int, metavar="N", help="worker processes (default: CPU count)")
-    a("--host", help="address to bind (default 127.0.0.1)")
-    a("--port", type=int, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
-    a("--arena", metavar="SIZE", help="shared-memory arena size, e.g. 256MiB (default)")
-    a("--data-dir", metavar="DIR",
-      help="where the demo database lives (default $XDG_DATA_HOME/geecache, else ./geecache-data)")
-    a("--auth-token", metavar="T",
-      help="require 'Authorization: Bearer T' for PUT/DELETE (or env GEECACHE_AUTH_TOKEN)")
-    a("--etcd", metavar="URL[,URL]", help="etcd endpoints; enables registration and discovery")
-    a("--advertise", metavar="HOST:PORT", help="address other hosts reach this one at")
-    a("--lease-ttl", type=int, metavar="SECONDS",
-      help=f"etcd lease TTL (default {DEFAULT_LEASE_TTL}, min {MIN_LEASE_TTL})")
-    a("--peers", metavar="URL,...", help="static peer list instead of etcd")
-    a("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for the HTTP port")
-    a("--tls-key", metavar="FILE", help="TLS private key (PEM)")
-    a("--tls-ca", metavar="FILE", help="CA bundle to verify peers")
-    a("--reuseport", action=argparse.BooleanOptionalAction, default=None,
-      help="one SO_REUSEPORT socket per worker instead of one shared socket")
-    a("--graceful-timeout", type=float, metavar="SECONDS",
-      help=f"time in-flight requests get after SIGTERM (default {DEFAULT_GRACEFUL_TIMEOUT:g})")
+    p.add_argument("--config", metavar="FILE",
+                   help=f"TOML config file (host settings and [[groups]]; env {CONFIG_ENV})")
+    for s in HOST_SETTINGS:
+        if s.kind is BOOL:
+            p.add_argument(s.flag, action=argparse.BooleanOptionalAction, default=None, help=_help(s))
+        else:
+            p.add_argument(s.flag, metavar=s.metavar, help=_help(s))
     return p
 
 
-def from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
-    """Build and validate the Config: file first, then flags, then checks across fields."""
+def from_args(args: argparse.Namespace, environ: dict[str, str] | None = None):
+    """Build and validate the Config: file, then environment, then flags, then checks across fields."""
     environ = os.environ if environ is None else environ
-    cfg = load_file(args.config) if args.config else Config()
-    flag_fields = ("host", "port", "workers", "arena", "data_dir", "auth_token", "etcd",
-                   "advertise", "lease_ttl", "peers", "tls_cert", "tls_key", "tls_ca",
-                   "reuseport", "graceful_timeout")
-    for name in flag_fields:
-        value = getattr(args, name, None)
+    path = args.config or environ.get(CONFIG_ENV)
+    cfg = load_file(path) if path else Config()
+    for s in HOST_SETTINGS:
+        # An empty variable counts as unset, as a shell's `VAR= cmd` means.
+        if environ.get(s.env):
+            _apply_host(cfg, s.name, environ[s.env], s.env, text=True)
+    for s in HOST_SETTINGS:
+        value = getattr(args, s.name, None)
         if value is not None:
-            _apply_host(cfg, name, value, "--" + name.replace("_", "-"))
-    if cfg.auth_token is None and environ.get("GEECACHE_AUTH_TOKEN"):
-        cfg.auth_token = environ["GEECACHE_AUTH_TOKEN"]
+            _apply_host(cfg, s.name, value, s.flag, text=True)
     _finish(cfg)
     return cfg
 
 
-def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = None):
     """Parse the command line (``--help`` and usage errors exit like argparse)."""
     return from_args(build_parser().parse_args(argv), environ)
 
 
-def _finish(cfg: Config) -> None:
+def _finish(cfg) -> None:
     """Checks that span fields, and the demo group when no group is configured."""
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ConfigError("tls_key" if cfg.tls_key is None else "tls_cert",
@@ -427,6 +626,14 @@ def _finish(cfg: Config) -> None:
             raise ConfigError(name, f"file {value!r} does not exist")
     if cfg.etcd and cfg.peers:
         raise ConfigError("peers", "use either etcd discovery or a static peer list, not both")
+    if cfg.process_rows is None:
+        cfg.process_rows = default_process_rows(cfg.workers)
+    needed = cfg.workers + (1 if cfg.etcd else 0)
+    if needed > cfg.process_rows:
+        raise ConfigError("workers", (
+            f"{cfg.workers} workers{' and the registrar' if cfg.etcd else ''} need {needed} of the "
+            f"arena's per-process stat rows; process_rows is {cfg.process_rows}: raise process_rows "
+            "or lower workers"))
     if not cfg.groups:
         cfg.groups.append(GroupConfig(
             name=DEMO_GROUP, sqlite=str(cfg.data_dir / "demo.db"), demo=True))
@@ -442,3 +649,28 @@ def _finish(cfg: Config) -> None:
         if g.item_limit > g.max_bytes:
             raise ConfigError(f"groups[{i}].item_limit",
                               f"{format_size(g.item_limit)} exceeds max_bytes ({format_size(g.max_bytes)})")
+
+
+# -- the reference -----------------------------------------------------------
+
+
+def reference_table(table: tuple[Setting, ...]) -> str:
+    """The settings of *table* as the Markdown table docs/operations.md shows."""
+    if table is HOST_SETTINGS:
+        rows = ["| flag | environment | TOML key | type | default | meaning |", "|---|---|---|---|---|---|",
+                f"| `--config FILE` | `{CONFIG_ENV}` | – | path | none | TOML file with host keys and "
+                "`[[groups]]` |"]
+        for s in table:
+            flag = f"`{s.flag}` / `--no-{s.flag[2:]}`" if s.kind is BOOL else f"`{s.flag} {s.metavar}`"
+            rows.append(f"| {flag} | `{s.env}` | `{s.name}` | {s.what or s.kind.what} | "
+                        f"{_cell(s)} | {s.help} |")
+    else:
+        rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+        rows += [f"| `{s.name}` | {s.what or s.kind.what} | {_cell(s)} | {s.help} |" for s in table]
+    return "\n".join(rows) + "\n"
+
+
+def _cell(s: Setting) -> str:
+    """A literal default in code font; a computed or absent one as prose."""
+    literal = not isinstance(s.default, Computed) and s.default not in (None, [])
+    return f"`{s.shown_default()}`" if literal else s.shown_default()

@@ -4,6 +4,8 @@ Every error a caller can provoke is one of these, so the HTTP layer maps
 them to status codes in one table and a library user catches them by name.
 """
 
+from contextlib import contextmanager
+
 
 class GeeCacheError(Exception):
     """Base of every error this package raises on purpose."""
@@ -102,3 +104,31 @@ class UnavailableError(GeeCacheError):
 
 class ArenaError(GeeCacheError):
     """The shared-memory arena is unusable: not an arena, wrong layout, or misused."""
+
+
+@contextmanager
+def reported_as(field):
+    """Re-raise a ConfigError (or InvalidKeyError) from the block under *our* field name.
+
+    A validator in another module names its own field (``etcd``, ``max_bytes``,
+    ``table``); the caller knows which setting it was checking.  *field* is
+    that name, or a function of the inner error's field (``None`` for an
+    InvalidKeyError), e.g. ``lambda f: f"groups[0].{f}"``.
+    """
+    try:
+        yield
+    except (ConfigError, InvalidKeyError) as exc:
+        inner, reason = (exc.field, exc.reason) if isinstance(exc, ConfigError) else (None, str(exc))
+        raise ConfigError(field(inner) if callable(field) else field, reason) from None
+
+
+class LockTimeoutError(ArenaError):
+    """An arena lock stayed held by a live process past the wait's timeout."""
+
+
+class TooManyProcessesError(ArenaError):
+    """Every per-process stat row of the arena belongs to a live process.
+
+    The arena is created with ``max_procs`` rows; more live processes than
+    that cannot count their work, so registering one more is refused.
+    """

@@ -10,26 +10,24 @@ the source is the truth and the cache may lose anything at any time.
 
 from __future__ import annotations
 
-import asyncio
-import re
 import sys
 import time
 
+from .backoff import wait_while
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec
 from .errors import (
     GeeCacheError,
-    InvalidKeyError,
     LoadError,
     NotFoundError,
     PeerError,
     ReadOnlySourceError,
 )
-from .limits import DEFAULT_ITEM_LIMIT, check_key, check_ttl, check_value
+from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
+    DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
+)
 from .peers import NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
-
-_GROUP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 #: Hot copies (values another host owns) live at most this long, so a lost
 #: invalidation is healed by time (groupcache keeps them until evicted).
@@ -38,20 +36,18 @@ DEFAULT_HOT_TTL = 60.0
 HOT_FRACTION = 8
 #: How long a miss waits for another process's load before loading itself.
 DEFAULT_FLIGHT_WAIT = 10.0
-_FLIGHT_POLL_MIN = 0.001
-_FLIGHT_POLL_MAX = 0.02
 
 
-def check_group_name(name: str) -> str:
-    """Validate a group name (letters, digits, ``_ . -``; 1-64 chars)."""
-    if not isinstance(name, str) or not _GROUP_NAME.match(name):
-        raise InvalidKeyError(f"group name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
-    return name
+def declare_partitions(cache: Cache, name: str, max_bytes: int, policy: str = "lru",
+                       hot_share: float = 1 / HOT_FRACTION) -> None:
+    """Declare group *name*'s partition and its hot partition in *cache* (idempotent).
 
-
-def hot_group_name(name: str) -> str:
-    """The cache partition holding hot copies of *name*'s remote keys."""
-    return "hot:" + name  # ':' is not allowed in group names: no collision
+    ``Group`` does it in each worker; the supervisor does it once before
+    forking, so a budget the arena cannot hold is a config error there.
+    """
+    check_group_name(name)
+    cache.configure_group(name, max_bytes, policy)
+    cache.configure_group(hot_group_name(name), max(int(max_bytes * hot_share), 1), "lru")
 
 
 class Group:
@@ -72,6 +68,7 @@ class Group:
         item_limit: int = DEFAULT_ITEM_LIMIT,
         hot_ttl: float = DEFAULT_HOT_TTL,
         flight_wait: float = DEFAULT_FLIGHT_WAIT,
+        hot_share: float = 1 / HOT_FRACTION,
     ) -> None:
         self.name = check_group_name(name)
         self.source = source
@@ -91,11 +88,8 @@ class Group:
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
         self._flight_wait = flight_wait
-        self._cache.configure_group(self.name, self.max_bytes, policy)
-        self._cache.configure_group(self._hot, max(self.max_bytes // HOT_FRACTION, 1), "lru")
+        declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
-        # window start, gets then, last full window's rate (a reused stat row starts above 0)
-        self._qps = (time.monotonic(), self.stats.snapshot()["gets"], 0.0)
 
     @property
     def readonly(self) -> bool:
@@ -157,22 +151,6 @@ class Group:
         value = await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
         return value, (time.time() + ttl if ttl else 0.0)
 
-    def minute_qps(self) -> float:
-        """Gets per second of this process over about the last minute (groupcache's minute_qps).
-
-        Read from the stat counters only when a peer asks, so the hot path
-        pays nothing for it.
-        """
-        now, gets = time.monotonic(), self.stats.snapshot()["gets"]
-        start, base, last = self._qps
-        elapsed = now - start
-        if elapsed >= 60:
-            last = (gets - base) / elapsed
-            self._qps = (now, gets, last)
-            return last
-        current = (gets - base) / max(elapsed, 1.0)
-        return max(current, last) if elapsed < 10 else current  # a young window under-reads
-
     def _partition(self, key: str) -> tuple[str, float]:
         """Where a value loaded or written here is kept, and for how long.
 
@@ -226,13 +204,10 @@ class Group:
             # The loader ended without a value (not found, failed) or died: try to take over.
 
     async def _wait_for_other_loader(self, key: str, partition: str, deadline: float) -> bytes | None:
-        delay = _FLIGHT_POLL_MIN
-        while self._flight.loading(self.name, key) and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _FLIGHT_POLL_MAX)
-            value = self._cache.get(partition, key)
-            if value is not None:
-                return value
+        def waiting() -> bool:  # the other process still loads and has stored nothing yet
+            return self._flight.loading(self.name, key) and self._cache.get(partition, key) is None
+
+        await wait_while(waiting, deadline)
         return self._cache.get(partition, key)
 
     async def _load_source(self, key: str, partition: str, ttl: float) -> bytes:
@@ -275,16 +250,8 @@ class Group:
         check_key(key)
         value = check_value(value, self.item_limit)
         ttl = check_ttl(ttl)
-        self._check_writable()
-        self.stats.add("sets")
-        peer = self.peers.pick(key)
-        if peer is not None:
-            self.invalidate([key])
-            try:
-                return await peer.set(self.name, key, value, ttl)
-            except PeerError:
-                self.stats.add("peer_errors")
-        await self.set_local(key, value, ttl)
+        await self._route_write(key, "sets", lambda peer: peer.set(self.name, key, value, ttl),
+                                lambda: self.set_local(key, value, ttl))
 
     async def set_local(self, key: str, value: bytes, ttl: float = 0) -> None:
         """The owner's half of ``set``: source first, then cache, then drop copies elsewhere."""
@@ -304,16 +271,26 @@ class Group:
     async def delete(self, key: str) -> bool:
         """Delete *key* from the owner's source and cache; True when the source had it."""
         check_key(key)
+        return await self._route_write(key, "deletes", lambda peer: peer.delete(self.name, key),
+                                       lambda: self.delete_local(key))
+
+    async def _route_write(self, key: str, stat: str, remote, local):
+        """Run a write of *key* on its owner: ``remote(peer)`` there, else ``local()`` here.
+
+        Also here when the owner is down: the source is the truth, so writing
+        through it from any host is correct (invariant 4: a peer down is a
+        slow path, not an error).
+        """
         self._check_writable()
-        self.stats.add("deletes")
+        self.stats.add(stat)
         peer = self.peers.pick(key)
         if peer is not None:
-            self.invalidate([key])
+            self.invalidate([key])  # our copy is stale whatever the owner answers
             try:
-                return await peer.delete(self.name, key)
+                return await remote(peer)
             except PeerError:
                 self.stats.add("peer_errors")
-        return await self.delete_local(key)
+        return await local()
 
     async def delete_local(self, key: str) -> bool:
         """The owner's half of ``delete``: source, cache, then copies elsewhere."""
@@ -334,11 +311,7 @@ class Group:
         """
         if not self._flight.loading(self.name, key):
             return False
-        deadline = time.monotonic() + self._flight_wait
-        delay = _FLIGHT_POLL_MIN
-        while self._flight.loading(self.name, key) and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _FLIGHT_POLL_MAX)
+        await wait_while(lambda: self._flight.loading(self.name, key), time.monotonic() + self._flight_wait)
         return True
 
     def invalidate(self, keys: list[str]) -> None:

@@ -22,11 +22,11 @@ from urllib.parse import quote
 
 from google.protobuf.message import DecodeError
 
+from .auth import bearer
 from .compression import pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError
-from .registry.config import peer_url
 from .geecachepb import GetResponse, InvalidateRequest, SetRequest
 
 PEER_PREFIX = "/_geecache/"
@@ -54,6 +54,13 @@ class StaticMembers:
 
     def read_ring(self) -> tuple[int, list[str]]:
         return 1, list(self._members)
+
+
+def peer_url(advertise: str, tls: bool = False) -> str:
+    """The base URL peers use for a member: ``http(s)://<advertise>`` unless it has a scheme."""
+    if "://" in advertise:
+        return advertise.rstrip("/")
+    return ("https://" if tls else "http://") + advertise
 
 
 def peer_path(group: str, key: str | None = None) -> str:
@@ -158,7 +165,7 @@ class HTTPPool:
         self.read_timeout = read_timeout
         self.headers = {"Content-Type": PROTOBUF}
         if token:
-            self.headers["Authorization"] = "Bearer " + token
+            self.headers["Authorization"] = bearer(token)
         self._members = members
         self._codecs = codecs or {}
         self._ring_args = {} if replicas is None else {"replicas": replicas}

@@ -15,7 +15,9 @@ import os
 import shutil
 from pathlib import Path
 
+from .metrics import MULTIPROC_PREFIX
 from .shm.pids import alive
+from .shm.segment import PREFIX as SEGMENT_PREFIX
 
 log = logging.getLogger("geecache.supervisor")
 
@@ -42,10 +44,10 @@ def reclaim(path: Path) -> None:
         return  # still running (or its pid was reused): nothing of it is ours to remove
     # Only names this project creates: a corrupt file must not delete anything else.
     segment = _SHM_DIR / arena
-    if arena.startswith("geecache-") and "/" not in arena and segment.exists():
+    if arena.startswith(SEGMENT_PREFIX) and "/" not in arena and segment.exists():
         segment.unlink(missing_ok=True)
         log.warning("removed arena %s left by supervisor %d, which died without cleaning up", arena, pid)
-    if metrics_dir and Path(metrics_dir).name.startswith("geecache-metrics-"):
+    if metrics_dir and Path(metrics_dir).name.startswith(MULTIPROC_PREFIX):
         shutil.rmtree(metrics_dir, ignore_errors=True)
     path.unlink(missing_ok=True)
 

@@ -1,4 +1,10 @@
-"""Key and value limits shared by the library, the arena and the HTTP layer."""
+"""Key and value limits and naming rules shared by the library, the config, the arena and HTTP.
+
+The one place that says what a group name, a partition name and a policy
+name may be, so the config check, ``Group`` and the caches agree.
+"""
+
+import re
 
 from .errors import InvalidKeyError, ValueTooLargeError
 
@@ -38,13 +44,47 @@ def check_ttl(ttl) -> float:
     return ttl
 
 
+def as_bytes(value: object) -> bytes:
+    """*value* as bytes: bytes-like copied to bytes, str encoded as UTF-8; else TypeError."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"value must be bytes or str, got {type(value).__name__}")
+
+
 def check_value(value: bytes, limit: int = DEFAULT_ITEM_LIMIT) -> bytes:
     """Validate a value's type and size against *limit*; return it as bytes."""
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    elif not isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(f"value must be bytes or str, got {type(value).__name__}")
-    value = bytes(value)
+    value = as_bytes(value)
     if len(value) > limit:
         raise ValueTooLargeError(f"value is {len(value)} bytes; the item limit is {limit}")
     return value
+
+
+#: Eviction policies every cache implements (the arena maps them to ids in its layout).
+POLICIES = ("lru", "lru2")
+
+# Group names travel in URLs (/_geecache/<group>/<key>) and metric labels.
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+#: Prefix of the partition holding a group's hot copies; ':' is not allowed in
+#: group names, so a hot partition never collides with a group.
+HOT_PREFIX = "hot:"
+
+
+def check_group_name(name: str) -> str:
+    """Validate a group name (letters, digits, ``_ . -``; 1-64 chars)."""
+    if not isinstance(name, str) or not _GROUP_NAME.match(name):
+        raise InvalidKeyError(f"group name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    return name
+
+
+def hot_group_name(name: str) -> str:
+    """The cache partition holding hot copies of *name*'s remote keys."""
+    return HOT_PREFIX + name
+
+
+def check_policy(policy: str) -> str:
+    """Validate an eviction policy name; ValueError naming the known ones otherwise."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    return policy

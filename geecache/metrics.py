@@ -52,6 +52,9 @@ _COUNTER_HELP = {
 }
 assert set(_COUNTER_HELP) == set(STAT_FIELDS), "every stat field needs a metric help string"
 
+#: Name prefix of the metrics directories the supervisor creates (and may remove).
+MULTIPROC_PREFIX = "geecache-metrics-"
+
 
 def prepare_multiproc_dir(path: str | None = None) -> tuple[str, bool]:
     """Create (or wipe) the multiprocess directory and export it; (path, created).
@@ -64,7 +67,7 @@ def prepare_multiproc_dir(path: str | None = None) -> tuple[str, bool]:
     path = path or os.environ.get(ENV_DIR)
     created = not path
     if created:
-        path = tempfile.mkdtemp(prefix="geecache-metrics-")
+        path = tempfile.mkdtemp(prefix=MULTIPROC_PREFIX)
     else:
         os.makedirs(path, exist_ok=True)
         for name in os.listdir(path):

@@ -1,6 +1,6 @@
 """The arena against a reference model of its eviction policy, in one process.
 
-The policies are CLOCK approximations (see ``geecache.shm.arena``): FIFO
+The policies are CLOCK approximations (see ``geecache.shm.policy``): FIFO
 with reinsertion over a circular byte log per (group, shard).  The model
 below is that algorithm written with dicts instead of bytes, so the test
 pins the exact hits, misses, evictions and expirations of the packed
@@ -16,6 +16,9 @@ the policies guarantee relative to exact LRU / LRU-2:
   the next pass unless read).  So a scan of cold entries cannot evict hot
   ones, and cold entries always go first.
 - expired entries are never returned and get no second chance.
+
+What every cache must do (LocalCache too: get/set/delete/clear, TTLs, the
+budget, lru2 against a scan) is in test_cache_contract.py.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import random
 
 import pytest
 
-from geecache.errors import InvalidKeyError, UnknownGroupError, ValueTooLargeError, ConfigError
-from geecache.shm.layout import HOT_SHARE, entry_size
+from geecache.errors import ConfigError, InvalidKeyError
+from geecache.shm.layout import entry_size
+from geecache.shm.policy import HOT_SHARE
 
-from tests.test_arena_common import Clock, make_arena  # noqa: F401  (fixture)
+from tests.support.arena import Clock
 
 
 class RefLog:
@@ -179,40 +183,6 @@ def test_matches_reference_model(make_arena, policy, seed):
     assert ref.evictions > 1000 and ref.expirations > 10  # the run exercised both
 
 
-def test_lru2_keeps_hot_entries_through_a_scan(make_arena):
-    arena = make_arena(8 << 20)
-    budget = 32 * 1024
-    arena.configure_group("lru", budget, "lru")
-    arena.configure_group("lru2", budget, "lru2")
-    value = b"v" * 100
-    for g in ("lru", "lru2"):
-        for i in range(50):
-            arena.set(g, f"hot{i}", value)
-        for _ in range(2):
-            for i in range(50):
-                arena.get(g, f"hot{i}")
-        for i in range(500):  # a scan about twice the group's size
-            arena.set(g, f"scan{i}", value)
-    survivors = {g: sum(arena.get(g, f"hot{i}") is not None for i in range(50)) for g in ("lru", "lru2")}
-    assert survivors["lru2"] == 50
-    assert survivors["lru"] < 50
-
-
-def test_ttl_expiry_with_controlled_clock(make_arena):
-    clock = Clock()
-    arena = make_arena(clock=clock)
-    arena.configure_group("t", 1 << 20)
-    arena.set("t", "a", b"1", ttl=10)
-    arena.set("t", "b", b"2")
-    clock.now += 9.5
-    assert arena.get_entry("t", "a") == (b"1", 0, clock.now + 0.5)
-    clock.now += 0.5
-    assert arena.get("t", "a") is None
-    assert arena.get("t", "b") == b"2"
-    assert arena.stats("t")["expirations"] == 1
-    assert arena.usage("t") == arena.audit("t") == (entry_size(1, 1), 1)
-
-
 def test_codec_travels_with_value(make_arena):
     arena = make_arena()
     arena.configure_group("c", 1 << 20)
@@ -223,17 +193,14 @@ def test_codec_travels_with_value(make_arena):
 
 
 def test_bad_input_is_named(make_arena):
-    arena = make_arena(item_limit=1000)
+    # The item limit and unknown groups: test_cache_contract.py (for every cache).
+    arena = make_arena()
     arena.configure_group("g", 1 << 20)
-    with pytest.raises(ValueTooLargeError):
-        arena.set("g", "k", b"x" * 1001)
     for bad in ("", "x" * 251, 5):
         with pytest.raises(InvalidKeyError):
             arena.set("g", bad, b"v")
         with pytest.raises(InvalidKeyError):
             arena.get("g", bad)
-    with pytest.raises(UnknownGroupError):
-        arena.get("nope", "k")
     with pytest.raises(ConfigError):
         arena.configure_group("g", 2 << 20)  # a different budget for an existing group
     with pytest.raises(ConfigError):
@@ -241,21 +208,3 @@ def test_bad_input_is_named(make_arena):
     with pytest.raises(ConfigError):
         arena.configure_group("huge", 1 << 40)
     arena.configure_group("g", 1 << 20)  # the same again is fine (every worker calls it)
-
-
-def test_clear_delete_and_budget(make_arena):
-    arena = make_arena(16 << 20)
-    arena.configure_group("a", 1 << 20, "lru2")
-    arena.configure_group("b", 1 << 20)
-    for i in range(20_000):
-        arena.set("a", f"k{i}", b"x" * 100)
-        arena.set("b", f"k{i}", b"y" * 100)
-    nbytes, entries = arena.usage("a")
-    assert nbytes <= 1 << 20 and entries > 5000
-    assert arena.usage("a") == arena.audit("a")
-    assert arena.delete("a", "k19999") and not arena.delete("a", "k19999")
-    arena.clear("a")
-    assert arena.usage("a") == (0, 0) == arena.audit("a")
-    assert arena.get("a", "k19998") is None
-    assert arena.get("b", "k19998") == b"y" * 100
-    assert sorted(arena.groups()) == ["a", "b"]

@@ -10,11 +10,18 @@ import subprocess
 import sys
 import time
 
+import pytest
 import xxhash
 
+from geecache.errors import LockTimeoutError, TooManyProcessesError
 from geecache.shm import Arena
 
-from tests.test_arena_common import fork, geecache_segments, make_arena, reap  # noqa: F401  (fixture)
+from tests.support.arena import geecache_segments
+from tests.support.proc import child_holding, fork, reap
+
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
+
 
 def make_value(key: str, rng: random.Random) -> bytes:
     """A value that names its key and carries a checksum of itself."""
@@ -107,7 +114,7 @@ def test_writer_killed_inside_critical_section_is_repaired(make_arena):
     _h, shard, _home = arena._locate(g, b"k0")
 
     def die_holding_lock() -> None:
-        arena._acquire(shard)
+        arena._locks.acquire(shard)
         # Leave a slot mid-write (odd version) as a killed writer would.
         p = arena._slots_off + shard * arena._sps * 16
         arena._mm[p + 8:p + 12] = (1).to_bytes(4, sys.byteorder)
@@ -124,6 +131,19 @@ def test_writer_killed_inside_critical_section_is_repaired(make_arena):
     assert arena.usage("g") == arena.audit("g")
     # Keys of the other shard survived the repair.
     assert any(arena.get("g", f"k{i}") == f"v{i}".encode() for i in range(200))
+
+
+def test_lock_wait_with_timeout_gives_up_while_a_live_process_holds_it(make_arena):
+    arena = make_arena(shards=2)
+    with child_holding(arena._locks.held(0).__enter__):  # the child exits holding it
+        with pytest.raises(LockTimeoutError):
+            with arena._locks.held(0, timeout=0.05):
+                pass
+        with arena._locks.held(1, timeout=0.05):  # other locks are free
+            pass
+    with arena._locks.held(0, timeout=5):  # freed with its holder's exit
+        pass
+    assert arena.repairs() == 1  # a holder that exits holding a robust mutex counts as dead
 
 
 def test_host_flight_loads_once(make_arena, tmp_path):
@@ -239,6 +259,23 @@ def test_stat_rows_per_process_and_reuse(make_arena):
     totals = arena.stats("st")
     assert totals["gets"] == 105 and totals["loads"] == 4
     assert arena.stats_sink("st").snapshot()["gets"] == 5
+
+
+def test_registering_with_every_stat_row_taken_by_a_live_process_is_refused(make_arena):
+    arena = make_arena(max_procs=2)
+    arena.register_process()  # row 1: this process
+
+    def one_too_many() -> None:
+        try:
+            arena.register_process()
+        except TooManyProcessesError:
+            return
+        raise AssertionError("a third live process got a stat row")
+
+    with child_holding(arena.register_process):  # row 2: a live child
+        assert list(reap([fork(one_too_many)], timeout=20).values()) == [0]
+    # The holder is gone: its row is free for the next process.
+    assert list(reap([fork(arena.register_process)], timeout=20).values()) == [0]
 
 
 def test_ring_readers_see_whole_versions(make_arena):

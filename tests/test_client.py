@@ -149,6 +149,7 @@ def dead_url() -> str:
 AWKWARD_KEYS = ["Tom", "with space", "a&b=c?d#e", "slash/and%25percent+plus", "ключ-鍵-🔑"]
 
 
+@pytest.mark.procs
 def test_set_get_delete_roundtrip_with_awkward_keys(server):
     with Client(server.url, token=TOKEN) as c:
         for i, key in enumerate(AWKWARD_KEYS):
@@ -168,6 +169,7 @@ def test_set_get_delete_roundtrip_with_awkward_keys(server):
         assert c.delete("with space", group=GROUP) is False
 
 
+@pytest.mark.procs
 def test_set_with_ttl_expires(server):
     with Client(server.url, token=TOKEN) as c:
         c.set("fleeting", b"soon gone", group=GROUP, ttl=0.3)
@@ -180,17 +182,20 @@ def test_set_with_ttl_expires(server):
             c.set("k", b"v", group=GROUP, ttl=-1)  # refused before any request
 
 
+@pytest.mark.procs
 def test_str_value_is_sent_as_utf8(server):
     with Client(server.url, token=TOKEN) as c:
         c.set("greeting", "héllo", group=GROUP)
         assert c.get("greeting", group=GROUP) == "héllo".encode()
 
 
+@pytest.mark.procs
 def test_missing_key_is_not_found_not_refused(server):
     with Client(server.url) as c, pytest.raises(NotFoundError):
         c.get("no-such-key-anywhere", group=GROUP)
 
 
+@pytest.mark.procs
 def test_write_without_token_is_refused_401(server):
     with Client(server.url) as c, pytest.raises(RefusedError) as info:
         c.set("Tom", b"1", group=GROUP)
@@ -198,18 +203,21 @@ def test_write_without_token_is_refused_401(server):
     assert info.value.reason
 
 
+@pytest.mark.procs
 def test_wrong_token_is_refused_401(server):
     with Client(server.url, token="wrong") as c, pytest.raises(RefusedError) as info:
         c.delete("Tom", group=GROUP)
     assert info.value.status == 401
 
 
+@pytest.mark.procs
 def test_value_over_item_limit_is_refused_413(server):
     with Client(server.url, token=TOKEN) as c, pytest.raises(RefusedError) as info:
         c.set("big", b"x" * ((1 << 20) + 1), group=GROUP)
     assert info.value.status == 413
 
 
+@pytest.mark.procs
 def test_unknown_group_is_refused_400_with_reason(server):
     with Client(server.url) as c, pytest.raises(RefusedError) as info:
         c.get("Tom", group="no-such-group")
@@ -236,18 +244,21 @@ def test_bad_base_url_is_a_config_error():
         Client("http://127.0.0.1:8001", timeout=0)
 
 
+@pytest.mark.procs
 def test_stats_is_a_dict(server):
     with Client(server.url) as c:
         doc = c.stats()
     assert isinstance(doc, dict) and doc
 
 
+@pytest.mark.procs
 def test_fails_over_from_a_dead_host(server):
     with Client([dead_url(), server.url], token=TOKEN) as c:
         c.set("failover", b"ok", group=GROUP)
         assert c.get("failover", group=GROUP) == b"ok"
 
 
+@pytest.mark.procs
 def test_fails_over_from_a_5xx_host_and_then_prefers_the_good_one(server, broken_host):
     url, handler = broken_host
     with Client([url, server.url], token=TOKEN) as c:
@@ -257,6 +268,7 @@ def test_fails_over_from_a_5xx_host_and_then_prefers_the_good_one(server, broken
     assert handler.hits == 1  # tried once, then the answering host goes first
 
 
+@pytest.mark.procs
 def test_not_found_is_not_retried_on_other_hosts(server, broken_host):
     url, handler = broken_host
     with Client([server.url, url]) as c, pytest.raises(NotFoundError):
@@ -279,6 +291,7 @@ def test_hung_host_times_out_as_unavailable(silent_host):
     assert "timed out" in str(info.value).lower() or "timeout" in str(info.value).lower()
 
 
+@pytest.mark.procs
 def test_pooled_connection_survives_a_server_restart():
     s = Server(token=TOKEN).start()
     try:
@@ -293,6 +306,7 @@ def test_pooled_connection_survives_a_server_restart():
         s.close()
 
 
+@pytest.mark.procs
 def test_one_client_shared_by_threads(server):
     errors: list[BaseException] = []
     with Client(server.url, token=TOKEN, pool_size=2) as c:
@@ -315,6 +329,7 @@ def test_one_client_shared_by_threads(server):
     assert not any(th.is_alive() for th in threads)
 
 
+@pytest.mark.procs
 def test_async_client_roundtrip_and_errors(server):
     async def scenario() -> None:
         async with AsyncClient([dead_url(), server.url], token=TOKEN) as c:
@@ -335,6 +350,7 @@ def test_async_client_roundtrip_and_errors(server):
     asyncio.run(scenario())
 
 
+@pytest.mark.procs
 def test_async_client_unavailable_and_5xx_failover(server, broken_host, silent_host):
     url, handler = broken_host
 

@@ -22,6 +22,9 @@ from tests.support.loaders import count_loads
 from tests.support.net import free_port
 from tests.support.proc import request, start_supervisor, wait_until
 
+# Every test here starts a real etcd and forks or spawns processes (see tests/support/marks.py).
+pytestmark = [pytest.mark.etcd, pytest.mark.procs]
+
 LEASE_TTL = 2
 TOKEN = "cluster-token"
 CONFIG = """

@@ -170,3 +170,158 @@ def test_sqlite_file_that_is_not_a_database(tmp_path):
     with pytest.raises(ConfigError) as err:
         parse_args(["--config", path], environ={})
     assert err.value.field == "groups[0].sqlite" and "cannot open" in err.value.reason
+
+
+# -- the settings table: every source, every float, the arena's rows -------------------------
+
+from geecache.config import (  # noqa: E402
+    GROUP_SETTINGS, HOST_SETTINGS, NUMBER, build_parser, default_process_rows, reference_table,
+)
+
+FLOAT_SETTINGS = [s for s in HOST_SETTINGS if s.kind is NUMBER]
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path):
+    path = write(tmp_path, "workers = 3\nlease_ttl = 7\nhost = \"127.0.0.3\"\n")
+    env = {"GEECACHE_WORKERS": "5", "GEECACHE_LEASE_TTL": "8"}
+    cfg = parse_args(["--config", path, "--workers", "6"], environ=env)
+    assert cfg.workers == 6          # flag beats environment and file
+    assert cfg.lease_ttl == 8        # environment beats file
+    assert cfg.host == "127.0.0.3"   # file beats default
+    assert cfg.port == 8001          # default
+    # The file itself may come from the environment.
+    assert parse_args([], environ={"GEECACHE_CONFIG": path}).workers == 3
+
+
+def test_every_host_setting_has_a_flag_and_an_environment_variable():
+    text = build_parser().format_help()
+    for s in HOST_SETTINGS:
+        assert s.flag in text and s.env in text
+        assert s.env == "GEECACHE_" + s.name.upper()
+
+
+def test_environment_values_are_parsed_and_named():
+    cfg = parse_args([], environ={"GEECACHE_REUSEPORT": "yes", "GEECACHE_ARENA": "32MiB",
+                                  "GEECACHE_PEERS": "http://127.0.0.1:1, http://127.0.0.1:2",
+                                  "GEECACHE_HOT_SHARE": "0.25", "GEECACHE_WORKERS": ""})
+    assert cfg.reuseport is True and cfg.arena == 32 << 20 and cfg.hot_share == 0.25
+    assert cfg.peers == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    for env, reason in [({"GEECACHE_WORKERS": "many"}, "expected an integer"),
+                        ({"GEECACHE_REUSEPORT": "perhaps"}, "true or false"),
+                        ({"GEECACHE_PORT": "70000"}, "not a TCP port")]:
+        with pytest.raises(ConfigError) as err:
+            parse_args([], environ=env)
+        assert err.value.field == next(iter(env)) and reason in err.value.reason
+
+
+def test_bad_flag_values_are_config_errors_naming_the_flag():
+    for argv, reason in [(["--port", "eighty"], "expected an integer"),
+                         (["--graceful-timeout", "soon"], "expected a number")]:
+        with pytest.raises(ConfigError) as err:
+            parse_args(argv, environ={})
+        assert err.value.field == argv[0] and reason in err.value.reason
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("setting", FLOAT_SETTINGS, ids=lambda s: s.name)
+def test_float_settings_refuse_nan_and_inf_from_every_source(tmp_path, setting, bad):
+    sources = [
+        (["--config", write(tmp_path, f"{setting.name} = {bad}\n")], {}, setting.name),
+        ([f"{setting.flag}={bad}"], {}, setting.flag),  # = : argparse would take -inf for a flag
+        ([], {setting.env: bad}, setting.env),
+    ]
+    for argv, env, field in sources:
+        with pytest.raises(ConfigError) as err:
+            parse_args(argv, environ=env)
+        assert err.value.field == field and "finite" in err.value.reason
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_group_ttl_refuses_nan_and_inf(tmp_path, bad):
+    path = write(tmp_path, GROUP + f"ttl = {bad}\n")
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--config", path], environ={})
+    assert err.value.field == "groups[0].ttl" and "finite" in err.value.reason
+
+
+def test_graceful_timeout_nan_is_refused():
+    # nan compared false to everything, so it passed "must not be negative" and disabled draining.
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--graceful-timeout", "nan"], environ={})
+    assert err.value.field == "--graceful-timeout"
+
+
+def test_log_level_is_a_checked_setting():
+    assert parse_args([], environ={"GEECACHE_LOG_LEVEL": "warning"}).log_level == "warning"
+    with pytest.raises(ConfigError) as err:
+        parse_args([], environ={"GEECACHE_LOG_LEVEL": "verbose"})
+    assert err.value.field == "GEECACHE_LOG_LEVEL" and "unknown log level" in err.value.reason
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--log-level", "loud"], environ={})
+    assert err.value.field == "--log-level"
+
+
+def test_process_rows_leave_room_for_sigttin_and_must_hold_the_workers():
+    cfg = parse_args(["--workers", "100"], environ={})
+    assert cfg.process_rows == default_process_rows(100) == 204
+    assert parse_args(["--workers", "2"], environ={}).process_rows == 64
+    # 1024 workers: allowed, and rows for all of them (the arena had 64 whatever the config).
+    assert parse_args(["--workers", "1024"], environ={}).process_rows == 2052
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--workers", "65", "--process-rows", "64"], environ={})
+    assert err.value.field == "workers" and "process_rows" in err.value.reason
+    # The registrar takes a row too.
+    with pytest.raises(ConfigError) as err:
+        parse_args(["--workers", "4", "--process-rows", "4", "--etcd", "127.0.0.1:2379"], environ={})
+    assert err.value.field == "workers" and "registrar" in err.value.reason
+
+
+def test_defaults_match_the_library_defaults():
+    """The config's defaults for the tunables are today's constructor defaults (no drift)."""
+    import inspect
+
+    from geecache.group import DEFAULT_FLIGHT_WAIT, DEFAULT_HOT_TTL, HOT_FRACTION
+    from geecache.httppeers import HTTPPool
+    from geecache.shm import Arena
+
+    cfg = Config()
+    pool = inspect.signature(HTTPPool).parameters
+    assert cfg.peer_connect_timeout == pool["connect_timeout"].default
+    assert cfg.peer_read_timeout == pool["read_timeout"].default
+    assert (cfg.hot_ttl, cfg.flight_wait, cfg.hot_share) == (DEFAULT_HOT_TTL, DEFAULT_FLIGHT_WAIT, 1 / HOT_FRACTION)
+    create = inspect.signature(Arena.create).parameters
+    assert cfg.arena_shards == create["shards"].default
+    assert default_process_rows(1) == create["max_procs"].default
+
+
+def test_operations_doc_shows_the_settings_tables():
+    """docs/operations.md carries the generated tables (scripts/settings_reference.py rewrites them)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    assert reference_table(HOST_SETTINGS) in doc
+    assert reference_table(GROUP_SETTINGS) in doc
+
+
+def test_tunables_reach_the_objects_that_use_them(tmp_path):
+    """hot_share sizes each hot partition; the peer timeouts reach the pool (workers/groups.py)."""
+    import asyncio
+
+    from geecache.shm import Arena
+    from workers.groups import build_groups, build_peers
+
+    path = write(tmp_path, GROUP + 'max_bytes = "1MiB"\n')
+    cfg = parse_args(["--config", path, "--hot-share", "0.25", "--peer-connect-timeout", "0.3",
+                      "--peer-read-timeout", "4", "--peers", "http://127.0.0.1:1"], environ={})
+    with Arena.create(8 << 20) as arena:
+        build_groups(cfg, arena, arena)
+        arena.configure_group("hot:g", (1 << 20) // 4)  # the same budget again: accepted
+        with pytest.raises(ConfigError):
+            arena.configure_group("hot:g", (1 << 20) // 8)  # the old fixed 1/8: not what was declared
+
+        async def pool():
+            peers = build_peers(cfg, arena)
+            try:
+                return peers.connect_timeout, peers.read_timeout
+            finally:
+                await peers.close()
+
+        assert asyncio.run(pool()) == (0.3, 4.0)

@@ -61,6 +61,7 @@ def test_rings_built_in_different_orders_agree():
     assert owners(a)[:20_000] == owners(b)[:20_000]
 
 
+@pytest.mark.procs
 def test_mapping_is_fixed_across_processes():
     # xxh3 is unseeded, so this holds on every host and every run; Python's
     # hash() would change with PYTHONHASHSEED.

@@ -15,6 +15,9 @@ import pytest
 
 from tests.support.proc import start_supervisor
 
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
+
 TOKEN = "fuzz-token"
 CONFIG = """
 [[groups]]

@@ -10,9 +10,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings, strategies as st
 
 from geecache import geecachepb
-from geecache.geecachepb import (
-    DeleteRequest, ErrorResponse, GetRequest, GetResponse, InvalidateRequest, SetRequest,
-)
+from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
 
 PB_DIR = Path(geecachepb.__file__).parent
 
@@ -27,6 +25,7 @@ def _normalise(text: str) -> str:
     return _VERSION.sub("", text)
 
 
+@pytest.mark.procs
 def test_committed_module_is_regenerated_from_the_proto(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{PB_DIR}", f"--python_out={tmp_path}",
@@ -54,32 +53,35 @@ def test_fields_match_the_design():
     def fields(cls):
         return {f.name: (f.number, f.type) for f in cls.DESCRIPTOR.fields}
 
-    D = GetRequest.DESCRIPTOR.fields[0]
+    D = SetRequest.DESCRIPTOR.fields[0]
     string, bytes_, uint32, double = D.TYPE_STRING, D.TYPE_BYTES, D.TYPE_UINT32, D.TYPE_DOUBLE
-    assert GetRequest.DESCRIPTOR.full_name == "geecachepb.GetRequest"
-    assert fields(GetRequest) == {"group": (1, string), "key": (2, string)}
-    assert fields(GetResponse) == {
-        "value": (1, bytes_), "codec": (2, uint32), "expire_at": (3, double), "minute_qps": (4, double),
-    }
+    assert SetRequest.DESCRIPTOR.full_name == "geecachepb.SetRequest"
+    assert fields(GetResponse) == {"value": (1, bytes_), "codec": (2, uint32), "expire_at": (3, double)}
     assert fields(SetRequest) == {
         "group": (1, string), "key": (2, string), "value": (3, bytes_), "codec": (4, uint32),
         "ttl": (5, double),
     }
-    assert fields(DeleteRequest) == {"group": (1, string), "key": (2, string)}
     assert fields(InvalidateRequest) == {"group": (1, string), "keys": (2, string)}
     assert InvalidateRequest.DESCRIPTOR.fields_by_name["keys"].is_repeated
-    assert fields(ErrorResponse) == {"error": (1, string)}
+    # Only what is sent is defined; GET/DELETE carry group and key in the path.
+    assert set(geecachepb.geecache_pb2.DESCRIPTOR.message_types_by_name) == {
+        "GetResponse", "SetRequest", "InvalidateRequest"}
+
+
+def test_dropped_field_number_stays_reserved():
+    # minute_qps (4) was dropped: an old owner's field 4 is skipped, never misread.
+    old = b"\x0a\x01v" + b"\x21" + b"\x00" * 8  # value=b"v", field 4 (double) = 0.0
+    assert GetResponse.FromString(old).value == b"v"
+    proto = (PB_DIR / "geecache.proto").read_text()
+    assert "reserved 4;" in proto and 'reserved "minute_qps";' in proto
 
 
 def test_round_trips():
     messages = [
-        GetRequest(group="scores", key="Tom ü"),
-        GetResponse(value=b"\x00\xff" * 100, codec=4, expire_at=1_700_000_000.25, minute_qps=12.5),
+        GetResponse(value=b"\x00\xff" * 100, codec=4, expire_at=1_700_000_000.25),
         GetResponse(value=b""),
         SetRequest(group="g", key="k", value=b"v", codec=3, ttl=30.0),
-        DeleteRequest(group="g", key="k"),
         InvalidateRequest(group="g", keys=["a", "b", "c"]),
-        ErrorResponse(error="key is 300 bytes; the limit is 250"),
     ]
     for msg in messages:
         data = msg.SerializeToString()
@@ -90,16 +92,15 @@ def test_round_trips():
 
 @settings(max_examples=100, deadline=None)
 @given(value=st.binary(max_size=2048), codec=st.integers(0, 2**32 - 1),
-       expire_at=st.floats(allow_nan=False), qps=st.floats(allow_nan=False))
-def test_get_response_round_trip_property(value, codec, expire_at, qps):
-    msg = GetResponse(value=value, codec=codec, expire_at=expire_at, minute_qps=qps)
+       expire_at=st.floats(allow_nan=False))
+def test_get_response_round_trip_property(value, codec, expire_at):
+    msg = GetResponse(value=value, codec=codec, expire_at=expire_at)
     back = GetResponse.FromString(msg.SerializeToString())
     assert (back.value, back.codec) == (value, codec)
     assert back.expire_at == expire_at
-    assert back.minute_qps == qps
 
 
-@pytest.mark.parametrize("cls", [GetRequest, GetResponse, SetRequest, InvalidateRequest, ErrorResponse])
+@pytest.mark.parametrize("cls", [GetResponse, SetRequest, InvalidateRequest])
 @pytest.mark.parametrize(
     "garbage",
     [
@@ -117,4 +118,4 @@ def test_garbage_raises_decode_error(cls, garbage):
 
 def test_invalid_utf8_in_string_field_raises_decode_error():
     with pytest.raises(DecodeError):
-        GetRequest.FromString(b"\x12\x02\xff\xfe")  # key = invalid UTF-8
+        SetRequest.FromString(b"\x12\x02\xff\xfe")  # key = invalid UTF-8

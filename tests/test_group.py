@@ -10,7 +10,6 @@ from geecache.cache import LocalCache
 from geecache.errors import InvalidKeyError, LoadError, NotFoundError, ReadOnlySourceError, ValueTooLargeError
 from geecache.group import Group
 from geecache.storage import FunctionSource, MemoryStorage
-from tests.test_arena_common import make_arena  # noqa: F401  (fixture)
 
 
 def run(coro):

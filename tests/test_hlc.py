@@ -9,6 +9,7 @@ import pytest
 
 from geecache import hlc
 from geecache.hlc import HLC, LIMIT, BufferFloor, ClockDriftError, pack, to_unix, unpack
+from tests.support.proc import reap
 
 T0 = 1_750_000_000_000_000  # µs: mid-2025
 
@@ -129,6 +130,7 @@ def test_the_process_clock_reads_the_system_clock():
     assert abs(to_unix(b) - time.time()) < 60
 
 
+@pytest.mark.procs
 def test_a_shared_floor_keeps_the_workers_of_a_host_in_order():
     """Two processes over one shared 8-byte floor: their timestamps interleave in
     order even though one of them reads a wall clock 1 s behind the other's."""
@@ -172,21 +174,12 @@ def test_a_shared_floor_keeps_the_workers_of_a_host_in_order():
         while len(data) < 16 * rounds and time.monotonic() < deadline:
             if select.select([out_r], [], [], 1)[0]:
                 data += os.read(out_r, 4096)
-        codes = []
-        for pid in pids:
-            for _ in range(300):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    codes.append(os.waitstatus_to_exitcode(status))
-                    break
-                time.sleep(0.01)
-            else:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                codes.append("killed")
-        for fd in (*turn_a, *turn_b, out_r, out_w):
-            os.close(fd)
-        assert codes == [0, 0]
+        try:
+            status = reap(pids, timeout=30)
+        finally:
+            for fd in (*turn_a, *turn_b, out_r, out_w):
+                os.close(fd)
+        assert [os.waitstatus_to_exitcode(st) for st in status.values()] == [0, 0]
         stamps = [int.from_bytes(data[i:i + 8], "big") for i in range(0, len(data), 8)]
         assert len(stamps) == 2 * rounds
         assert stamps == sorted(set(stamps)), "a worker issued a timestamp below another's"

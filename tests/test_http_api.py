@@ -15,6 +15,9 @@ from geecache.metrics import HttpMetrics
 from tests.support.loaders import count_loads
 from tests.support.proc import start_supervisor, wait_until
 
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
+
 CONFIG = """
 [[groups]]
 name = "scores"

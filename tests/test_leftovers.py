@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from tests.support.proc import alive, start_supervisor, wait_until
+
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
 
 
 def test_next_supervisor_reclaims_a_killed_ones_arena(tmp_path):

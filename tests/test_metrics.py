@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from geecache import metrics
 from geecache.cache import LocalCache
 from tests.support.proc import REPO, base_env
@@ -63,6 +65,7 @@ def _python(code: str, *args: str, env: dict) -> str:
     return r.stdout
 
 
+@pytest.mark.procs
 def test_request_metrics_sum_over_processes(tmp_path):
     path, created = metrics.prepare_multiproc_dir(str(tmp_path / "mp"))
     try:

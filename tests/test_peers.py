@@ -12,7 +12,7 @@ from aiohttp import web
 
 from geecache.geecachepb import GetResponse
 from geecache.group import Group
-from geecache.httppeers import HTTPPool, StaticMembers, peer_path
+from geecache.httppeers import HTTPPool, StaticMembers, peer_path, peer_url
 from geecache.storage import MemoryStorage
 from tests.support.net import free_port
 from workers import peer_api
@@ -94,11 +94,11 @@ def test_remote_key_loaded_once_by_owner_then_hot():
             s0 = g0.stats.snapshot()
             assert (s0["peer_hits"], s0["hot_hits"], s0["loads"]) == (1, 1, 0)
             assert g1.stats.snapshot()["peer_requests"] == 1
-            async with aiohttp.ClientSession() as s:   # the owner reports its load, as groupcache does
+            async with aiohttp.ClientSession() as s:   # the owner's answer: the value, no expiry
                 headers = {"Authorization": f"Bearer {TOKEN}"}
                 async with s.get(f"http://{m1}{peer_path('g', key)}", headers=headers) as r:
                     msg = GetResponse.FromString(await r.read())
-            assert msg.minute_qps > 0 and msg.value and msg.expire_at == 0
+            assert msg.value and msg.expire_at == 0
 
     asyncio.run(go())
 
@@ -153,6 +153,23 @@ def test_set_routes_to_owner_and_invalidates_hot_copies():
             assert await g1.get(key) == b"newer"
             assert await g0.delete(key) is True
             assert await storage.get(key) is None
+
+    asyncio.run(go())
+
+
+def test_writes_while_the_owner_is_down_go_through_the_source_here():
+    async def go():
+        data = {f"k{i}": b"old" for i in range(1000)}
+        async with cluster(2, data, down=(1,)) as (hosts, storage):
+            g0, pool0, _ = hosts[0]
+            key = owned_by(pool0, hosts[1][2])[0]
+            await g0.set(key, b"new")
+            assert await storage.get(key) == b"new"
+            assert await g0.delete(key) is True
+            assert await g0.delete(key) is False
+            assert await storage.get(key) is None
+            s0 = g0.stats.snapshot()
+            assert (s0["sets"], s0["deletes"], s0["peer_errors"]) == (1, 2, 3)
 
     asyncio.run(go())
 
@@ -270,3 +287,10 @@ def test_peer_that_never_answers_times_out_into_a_local_load():
             blackhole.close()
 
     asyncio.run(go())
+
+
+def test_peer_url_defaults_the_scheme_and_keeps_a_given_one():
+    assert peer_url("127.0.0.1:8001") == "http://127.0.0.1:8001"
+    assert peer_url("http://h:1") == "http://h:1"
+    assert peer_url("127.0.0.1:8001", tls=True) == "https://127.0.0.1:8001"
+    assert peer_url("https://h:1/", tls=False) == "https://h:1"

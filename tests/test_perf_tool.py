@@ -20,6 +20,7 @@ def test_every_bench_imports_and_has_run(name):
     assert callable(module.run)
 
 
+@pytest.mark.procs
 def test_quick_compression_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "compression.json"
     r = subprocess.run([sys.executable, "tests/perf/main.py", "compression", "--quick", "--json", str(out)],
@@ -32,6 +33,7 @@ def test_quick_compression_bench_runs_and_writes_json(tmp_path):
     assert "ratio" in r.stdout
 
 
+@pytest.mark.procs
 def test_unknown_bench_is_refused():
     r = subprocess.run([sys.executable, "tests/perf/main.py", "nosuch"], cwd=str(REPO),
                        capture_output=True, text=True, timeout=60)

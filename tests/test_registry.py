@@ -27,12 +27,11 @@ from geecache.errors import ConfigError
 from geecache.registry import (
     REGISTRY_PREFIX,
     parse_endpoints,
-    peer_url,
     registry_key,
     run_registrar,
     validate_advertise,
 )
-from tests.support.etcd import EtcdServer, etcd_server, etcd_unstarted  # noqa: F401 (fixtures)
+from tests.support.etcd import EtcdServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,6 +140,7 @@ A, B = "127.0.0.1:18001", "127.0.0.1:18002"
 KEY_A, KEY_B = registry_key(A), registry_key(B)
 
 
+@pytest.mark.procs
 def test_register_shows_up_under_prefix(etcd_server, spawn):
     a = spawn(etcd_server.endpoint, A)
     wait_until(lambda: etcd_server.keys(REGISTRY_PREFIX) == [KEY_A], 10, "key in etcd")
@@ -151,6 +151,7 @@ def test_register_shows_up_under_prefix(etcd_server, spawn):
     assert wait_until(a.members, 15, "member list") == [A]
 
 
+@pytest.mark.procs
 def test_two_registrars_see_each_other(etcd_server, spawn):
     a = spawn(etcd_server.endpoint, A)
     b = spawn(etcd_server.endpoint, B)
@@ -159,6 +160,7 @@ def test_two_registrars_see_each_other(etcd_server, spawn):
     assert etcd_server.keys(REGISTRY_PREFIX) == [KEY_A, KEY_B]
 
 
+@pytest.mark.procs
 def test_sigterm_revokes_lease_at_once(etcd_server, spawn):
     # A TTL far longer than the test: only a revoke can make the key vanish.
     a = spawn(etcd_server.endpoint, A, ttl=60)
@@ -170,6 +172,7 @@ def test_sigterm_revokes_lease_at_once(etcd_server, spawn):
     wait_until(lambda: a.members() == [A], 15, "A drops B")
 
 
+@pytest.mark.procs
 def test_sigkill_key_expires_with_lease(etcd_server, spawn):
     ttl = 2
     a = spawn(etcd_server.endpoint, A, ttl=ttl)
@@ -183,6 +186,7 @@ def test_sigkill_key_expires_with_lease(etcd_server, spawn):
     assert a.proc.poll() is None
 
 
+@pytest.mark.procs
 def test_etcd_unreachable_at_start_then_registers(etcd_unstarted, spawn):
     a = spawn(etcd_unstarted.endpoint, A, ttl=2)
     assert wait_until(a.members, 10, "single-host list while etcd is down") == [A]
@@ -197,6 +201,7 @@ def test_etcd_unreachable_at_start_then_registers(etcd_unstarted, spawn):
     assert a.proc.stderr.read().count("etcd unreachable") == 1
 
 
+@pytest.mark.procs
 def test_sigterm_while_etcd_down_exits_cleanly(etcd_unstarted, spawn):
     a = spawn(etcd_unstarted.endpoint, A)
     assert wait_until(a.members, 10, "single-host list") == [A]
@@ -204,6 +209,7 @@ def test_sigterm_while_etcd_down_exits_cleanly(etcd_unstarted, spawn):
     assert a.wait() == 0  # the revoke attempt is bounded; no hang on a dead etcd
 
 
+@pytest.mark.procs
 def test_dead_endpoint_is_skipped(etcd_server, spawn):
     from tests.support.net import free_port
 
@@ -217,6 +223,7 @@ def _lease_of(etcd: EtcdServer, key: str) -> int:
     return kvs[0].get("lease", 0) if kvs else 0
 
 
+@pytest.mark.procs
 def test_lease_revoked_behind_its_back_is_regranted(etcd_server, spawn):
     a = spawn(etcd_server.endpoint, A, ttl=30)
     old = wait_until(lambda: _lease_of(etcd_server, KEY_A), 10, "key with a lease")
@@ -226,6 +233,7 @@ def test_lease_revoked_behind_its_back_is_regranted(etcd_server, spawn):
     assert a.members() == [A] and a.proc.poll() is None
 
 
+@pytest.mark.procs
 def test_outage_keeps_list_and_reregisters(etcd_server, spawn):
     ttl = 2
     a = spawn(etcd_server.endpoint, A, ttl=ttl)
@@ -246,6 +254,7 @@ def test_outage_keeps_list_and_reregisters(etcd_server, spawn):
     wait_until(lambda: a.members() == [A], 10, "A drops B after the outage")
 
 
+@pytest.mark.procs
 def test_hung_etcd_does_not_hang_registrar(etcd_server, spawn):
     ttl = 2
     a = spawn(etcd_server.endpoint, A, ttl=ttl)
@@ -268,6 +277,7 @@ def test_hung_etcd_does_not_hang_registrar(etcd_server, spawn):
     wait_until(lambda: etcd_server.keys(REGISTRY_PREFIX) == [KEY_A], 10, "A registered")
 
 
+@pytest.mark.procs
 def test_operator_delete_of_own_key_is_repaired(etcd_server, spawn):
     a = spawn(etcd_server.endpoint, A)
     wait_until(lambda: etcd_server.keys(REGISTRY_PREFIX) == [KEY_A], 10, "key in etcd")
@@ -276,6 +286,7 @@ def test_operator_delete_of_own_key_is_repaired(etcd_server, spawn):
     assert a.members() == [A]
 
 
+@pytest.mark.procs
 def test_importing_registry_does_not_load_grpc():
     code = "import sys, geecache.registry; print('grpc' in sys.modules or 'aetcd' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -315,9 +326,7 @@ def test_validate_advertise_rejects(bad):
     assert e.value.field == "advertise"
 
 
-def test_peer_url_and_key():
-    assert peer_url("127.0.0.1:8001") == "http://127.0.0.1:8001"
-    assert peer_url("http://h:1") == "http://h:1"
+def test_registry_key():
     assert registry_key("127.0.0.1:8001") == "/geecache/registry/127.0.0.1:8001"
 
 

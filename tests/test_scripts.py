@@ -22,6 +22,9 @@ import pytest
 from tests.support.etcd import find_binary
 from tests.support.proc import alive
 
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
+
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "scripts" / "start_cluster.sh"
 STOP = ROOT / "scripts" / "stop_cluster.sh"
@@ -111,6 +114,7 @@ def _run(script: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.etcd  # the cluster script starts one
 def test_start_query_each_host_then_stop_leaves_nothing(cluster_env):
     env = cluster_env
     run_dir = Path(env["GEECACHE_RUN_DIR"])
@@ -168,6 +172,7 @@ def test_stop_without_a_cluster_is_a_no_op(tmp_path):
     assert "nothing to stop" in out.stdout
 
 
+@pytest.mark.etcd  # the cluster script starts one
 def test_start_with_a_port_taken_fails_and_leaves_nothing(cluster_env):
     env = cluster_env
     run_dir = Path(env["GEECACHE_RUN_DIR"])

@@ -11,6 +11,7 @@ import pytest
 
 from geecache.errors import ConfigError, LoadError, NotFoundError, ReadOnlySourceError
 from geecache.storage import FunctionSource, MemoryStorage, SQLiteStorage, Storage, load_source
+from tests.support.proc import reap
 
 
 def run(coro):
@@ -99,21 +100,7 @@ def test_sqlite_bad_path_is_a_config_error(tmp_path):
         SQLiteStorage(tmp_path / "no" / "such" / "dir" / "db.sqlite")
 
 
-def _wait_children(pids, deadline):
-    codes = {}
-    while pids - codes.keys() and time.monotonic() < deadline:
-        for pid in pids - codes.keys():
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                codes[pid] = os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    for pid in pids - codes.keys():  # stuck: do not leave it behind
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        codes[pid] = "killed"
-    return codes
-
-
+@pytest.mark.procs
 def test_sqlite_from_several_processes_at_once(tmp_path):
     writers, per_child = 3, 200
     s = SQLiteStorage(tmp_path / "db.sqlite")
@@ -153,10 +140,12 @@ def test_sqlite_from_several_processes_at_once(tmp_path):
         assert len(got) == writers, "writers did not finish"
         os.write(go_w, b"x" * writers)
     finally:
-        codes = _wait_children(pids, time.monotonic() + 60)
-        for fd in (done_r, done_w, go_r, go_w):
-            os.close(fd)
-    assert list(codes.values()) == [0] * writers
+        try:
+            status = reap(pids, timeout=60)  # a stuck child is killed, and fails the test
+        finally:
+            for fd in (done_r, done_w, go_r, go_w):
+                os.close(fd)
+    assert [os.waitstatus_to_exitcode(st) for st in status.values()] == [0] * writers
     # The parent's pre-fork connection still works: no child closed it or
     # removed the WAL under it.
 
@@ -477,6 +466,7 @@ def test_expired_rows_and_tombstones_are_purged_on_write(store, tmp_path):
     assert rows == 10
 
 
+@pytest.mark.procs
 def test_sqlite_waits_for_the_lock_no_longer_than_the_deadline(tmp_path):
     """Another process holds SQLite's write lock: a write with a deadline is
     refused as late once the deadline passes, instead of waiting out the
@@ -543,6 +533,7 @@ def test_sqlite_migrates_a_table_from_before_versions_in_place(tmp_path):
     assert cols == ["key", "value", "version", "expire_at", "deleted"]
 
 
+@pytest.mark.procs
 def test_sqlite_migration_by_several_processes_at_once(tmp_path):
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -564,16 +555,19 @@ def test_sqlite_migration_by_several_processes_at_once(tmp_path):
                 os._exit(code)
         pids.add(pid)
     os.write(go_w, b"x" * 4)  # all four open the old table together
-    codes = _wait_children(pids, time.monotonic() + 60)
-    os.close(go_r)
-    os.close(go_w)
-    assert list(codes.values()) == [0] * 4
+    try:
+        status = reap(pids, timeout=60)
+    finally:
+        os.close(go_r)
+        os.close(go_w)
+    assert [os.waitstatus_to_exitcode(st) for st in status.values()] == [0] * 4
     s = SQLiteStorage(path)
     assert run(s.get("k")) == b"1"
     assert [run(s.get(f"c{n}")) for n in range(4)] == [b"x"] * 4
     s.close()
 
 
+@pytest.mark.procs
 def test_versioned_writers_in_several_processes_keep_the_newest(tmp_path):
     """Processes write and delete the same keys with interleaved versions in
     shuffled order; each key ends with its highest-versioned write, whatever
@@ -617,7 +611,12 @@ def test_versioned_writers_in_several_processes_keep_the_newest(tmp_path):
                 os._exit(code)
         pids.add(pid)
     os.write(go_w, b"x" * writers)
-    codes = _wait_children(pids, time.monotonic() + 120)
+    try:
+        status = reap(pids, timeout=120)
+    except BaseException:
+        for fd in (out_r, out_w, go_r, go_w):
+            os.close(fd)
+        raise
     got = b""
     while select.select([out_r], [], [], 0)[0]:
         chunk = os.read(out_r, 4096)
@@ -626,7 +625,7 @@ def test_versioned_writers_in_several_processes_keep_the_newest(tmp_path):
         got += chunk
     for fd in (out_r, out_w, go_r, go_w):
         os.close(fd)
-    assert list(codes.values()) == [0] * writers
+    assert [os.waitstatus_to_exitcode(st) for st in status.values()] == [0] * writers
     assert got.split() == [b"0"] * writers
     s = SQLiteStorage(path)
     for k in range(keys):

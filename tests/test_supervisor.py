@@ -17,6 +17,9 @@ import pytest
 from tests.support.loaders import count_loads
 from tests.support.proc import REPO, alive, run_supervisor, start_supervisor, wait_until
 
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
+
 
 def shm_exists(name: str | None) -> bool:
     return bool(name) and Path("/dev/shm", name.lstrip("/")).exists()
@@ -270,3 +273,37 @@ def test_supervisor_never_imports_grpc():
     r = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_sigttin_beyond_the_arenas_process_rows_is_refused(tmp_path):
+    # Three stat rows: two workers, a third by SIGTTIN, and no more.
+    h = start_supervisor(tmp_path, "--process-rows", "3", workers=2)
+    try:
+        h.send_signal(signal.SIGTTIN)
+        three = h.wait_workers(3)
+        h.send_signal(signal.SIGTTIN)
+        wait_until(lambda: "SIGTTIN refused" in h.log(), 10, what="the refusal logged")
+        assert "process_rows" in h.log()
+        assert sorted(h.workers()) == sorted(three)
+        assert h.get("/api?key=Tom") == (200, b"630")
+    finally:
+        assert h.stop() == 0
+
+
+@pytest.mark.parametrize("args,env,field", [
+    ((), {"GEECACHE_LOG_LEVEL": "verbose"}, "GEECACHE_LOG_LEVEL"),   # was a traceback
+    (("--graceful-timeout", "nan"), {}, "--graceful-timeout"),       # was accepted: no draining
+    (("--workers", "70", "--process-rows", "64"), {}, "workers"),    # more workers than stat rows
+    (("--port", "eighty"), {}, "--port"),
+])
+def test_bad_settings_from_flags_and_environment_exit_2_naming_them(tmp_path, args, env, field):
+    r = run_supervisor(*args, "--data-dir", str(tmp_path), env=env)
+    assert r.returncode == 2, r.stderr
+    assert f"config error: {field}: " in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "started worker" not in r.stderr
+
+
+def test_python_m_geecache_is_the_supervisor():
+    r = subprocess.run([sys.executable, "-m", "geecache", "--help"], cwd=str(REPO), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "--workers" in r.stdout and "GEECACHE_WORKERS" in r.stdout, r.stderr

@@ -19,6 +19,9 @@ from tests.support.loaders import count_loads
 from tests.support.net import free_port
 from tests.support.proc import start_supervisor, wait_until
 
+# Every test here forks or spawns processes (see tests/support/marks.py).
+pytestmark = pytest.mark.procs
+
 CONFIG = """
 [[groups]]
 name = "counted"

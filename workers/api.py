@@ -6,47 +6,25 @@
     GET    /stats                 {group: {gets, local_hits, ..., bytes, entries, hit_rate}}
     GET    /healthz               {"status": "ok", "pid": ..., "groups": [...]}
 
-``group`` defaults to the first configured group.  Errors are raised as
-GeeCacheErrors and answered by ``workers.errors``; nothing here builds an
-error response itself.
+``group`` defaults to the first configured group.  With a token configured,
+PUT and DELETE require it (``Routes`` checks it, see ``geecache.auth``).
+Errors are raised as GeeCacheErrors and answered by ``workers.errors``;
+nothing here builds an error response itself.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 from typing import Callable
 
 from aiohttp import web
 
+from geecache.auth import expected_bearer
 from geecache.errors import InvalidKeyError, NotFoundError, UnknownGroupError
 from geecache.group import hot_group_name
 from geecache.stats import STAT_FIELDS
 
 OCTET_STREAM = "application/octet-stream"
-
-
-class Unauthorized(web.HTTPUnauthorized):
-    """401 with a WWW-Authenticate challenge; the error middleware makes it JSON."""
-
-    def __init__(self) -> None:
-        super().__init__(reason="missing or wrong bearer token",
-                         headers={"WWW-Authenticate": 'Bearer realm="geecache"'})
-
-
-def expected_bearer(token: str | None) -> bytes | None:
-    """The Authorization header value a token requires (None: no token, no check)."""
-    return ("Bearer " + token).encode() if token else None
-
-
-def authorize(request: web.Request, expected: bytes | None) -> None:
-    """Raise Unauthorized unless the request carries *expected* (constant-time compare)."""
-    if expected is None:
-        return
-    # surrogateescape: a header that is not UTF-8 is a wrong token, not a 500.
-    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(given, expected):
-        raise Unauthorized()
 
 
 def host_stats(group: str, stats: Callable[[str], dict], usage: Callable[[str], tuple[int, int]]) -> dict:
@@ -99,9 +77,6 @@ class PublicAPI:
             raise InvalidKeyError("missing query parameter 'key'")
         return key
 
-    def _authorize(self, request: web.Request) -> None:
-        authorize(request, self._expected)
-
     async def get(self, request: web.Request) -> web.Response:
         """The hot path: a synchronous cache probe first, the async load only on a miss."""
         query = request.query
@@ -114,7 +89,6 @@ class PublicAPI:
 
     async def put(self, request: web.Request) -> web.Response:
         """Write the body through to the owner's source, then cache it (auth required)."""
-        self._authorize(request)
         query = request.query
         key = self._key(query)
         group = self._group(query)
@@ -124,8 +98,7 @@ class PublicAPI:
         return web.Response(status=204)
 
     async def delete(self, request: web.Request) -> web.Response:
-        """Delete from the owner's source and cache; 404 when the source had no such key."""
-        self._authorize(request)
+        """Delete from the owner's source and cache; 404 when the source had no such key (auth required)."""
         query = request.query
         key = self._key(query)
         if not await self._group(query).delete(key):
@@ -144,7 +117,7 @@ class PublicAPI:
     def setup(self, routes) -> None:
         """Add the routes through *routes* (a ``workers.routes.Routes``)."""
         routes.add("GET", "/api", self.get)
-        routes.add("PUT", "/api", self.put)
-        routes.add("DELETE", "/api", self.delete)
+        routes.add("PUT", "/api", self.put, bearer=self._expected)
+        routes.add("DELETE", "/api", self.delete, bearer=self._expected)
         routes.add("GET", "/stats", self.stats)
         routes.add("GET", "/healthz", self.healthz)

@@ -10,7 +10,6 @@ import ssl
 
 from geecache.config import Config, GroupConfig
 from geecache.group import Group
-from geecache.registry.config import peer_url
 from geecache.storage import SQLiteStorage, load_source
 
 
@@ -30,7 +29,7 @@ def build_peers(cfg: Config, arena):
     """
     if not cfg.etcd and not cfg.peers:
         return None
-    from geecache.httppeers import HTTPPool, StaticMembers
+    from geecache.httppeers import HTTPPool, StaticMembers, peer_url
 
     tls = cfg.tls_cert is not None
     ssl_context = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else None
@@ -40,7 +39,8 @@ def build_peers(cfg: Config, arena):
         self_address = peer_url(cfg.advertise or f"{cfg.host}:{cfg.port}", tls)
         members = StaticMembers(list(cfg.peers) + ([self_address] if self_address not in cfg.peers else []))
     return HTTPPool(self_address, members, token=cfg.auth_token, tls=tls, ssl_context=ssl_context,
-                    codecs={g.name: g.codec for g in cfg.groups})
+                    codecs={g.name: g.codec for g in cfg.groups},
+                    connect_timeout=cfg.peer_connect_timeout, read_timeout=cfg.peer_read_timeout)
 
 
 def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:
@@ -48,7 +48,8 @@ def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:
     return {
         g.name: Group(
             g.name, open_source(g), max_bytes=g.max_bytes, policy=g.policy, ttl=g.ttl,
-            codec=g.codec, cache=cache, flight=flight, peers=peers, item_limit=g.item_limit)
+            codec=g.codec, cache=cache, flight=flight, peers=peers, item_limit=g.item_limit,
+            hot_ttl=cfg.hot_ttl, hot_share=cfg.hot_share, flight_wait=cfg.flight_wait)
         for g in cfg.groups
     }
 

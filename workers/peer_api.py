@@ -10,19 +10,18 @@ from __future__ import annotations
 from aiohttp import web
 from google.protobuf.message import DecodeError
 
+from geecache.auth import expected_bearer
 from geecache.compression import pack, unpack
 from geecache.errors import CodecError, NotFoundError, UnknownGroupError
 from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
 from geecache.httppeers import PEER_PREFIX, PROTOBUF
-from workers.api import authorize, expected_bearer
 
 
 class PeerAPI:
-    """Handlers for ``/_geecache/...``; groups by name, optional bearer token."""
+    """Handlers for ``/_geecache/...`` over groups by name (``setup`` adds the token check)."""
 
-    def __init__(self, groups: dict, token: str | None = None) -> None:
+    def __init__(self, groups: dict) -> None:
         self._groups = groups
-        self._expected = expected_bearer(token)
 
     def _group(self, request: web.Request):
         name = request.match_info["group"]
@@ -38,20 +37,12 @@ class PeerAPI:
             raise CodecError("malformed protobuf body") from None
         return message
 
-    def guarded(self, handler):
-        """*handler* behind the bearer-token check (errors are mapped by ``Routes``)."""
-        async def serve(request: web.Request) -> web.Response:
-            authorize(request, self._expected)
-            return await handler(request)
-
-        return serve
-
     async def get(self, request: web.Request) -> web.Response:
         """A key this host serves for a peer (cache or source, never forwarded)."""
         group = self._group(request)
         value, expire_at = await group.get_local(request.match_info["key"])
         codec_id, payload = pack(value, group.codec.name)
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at, minute_qps=group.minute_qps())
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
         return web.Response(body=msg.SerializeToString(), content_type=PROTOBUF)
 
     async def put(self, request: web.Request) -> web.Response:
@@ -93,10 +84,11 @@ class PeerAPI:
 
 def setup(routes, groups: dict, token: str | None = None) -> PeerAPI:
     """Add the peer routes (each behind the token check) through *routes* (``workers.routes.Routes``)."""
-    api = PeerAPI(groups, token)
-    routes.add("GET", PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.get))
-    routes.add("PUT", PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.put))
-    routes.add("DELETE", PEER_PREFIX + "{group}/{key:.+}", api.guarded(api.delete))
-    routes.add("POST", PEER_PREFIX + "{group}", api.guarded(api.invalidate))
+    api = PeerAPI(groups)
+    bearer = expected_bearer(token)
+    routes.add("GET", PEER_PREFIX + "{group}/{key:.+}", api.get, bearer=bearer)
+    routes.add("PUT", PEER_PREFIX + "{group}/{key:.+}", api.put, bearer=bearer)
+    routes.add("DELETE", PEER_PREFIX + "{group}/{key:.+}", api.delete, bearer=bearer)
+    routes.add("POST", PEER_PREFIX + "{group}", api.invalidate, bearer=bearer)
     routes.add("GET", "/cluster", api.cluster)
     return api

@@ -1,7 +1,8 @@
 """The body of a worker process: forked by the supervisor, never returns.
 
-Boot (attach to the arena, open the sources, build the app, start serving
-on the inherited socket) then one event loop until SIGTERM/SIGINT or the
+Forked by ``geecache.host.arbiter``, which resets the inherited signals
+first, as for every child.  Boot (attach to the arena, open the sources,
+build the app, start serving on the inherited socket) then one event loop until SIGTERM/SIGINT or the
 supervisor's death; then a graceful stop: the listener closes first, and
 in-flight requests get ``graceful_timeout`` seconds.  A failure during boot
 exits with ``WORKER_BOOT_ERROR`` so the supervisor stops instead of
@@ -11,7 +12,6 @@ respawning into the same failure (gunicorn's convention).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -20,6 +20,8 @@ import ssl
 import sys
 
 from aiohttp import web
+
+from geecache.host.signals import STOP_SIGNALS
 
 log = logging.getLogger("geecache.worker")
 
@@ -43,40 +45,6 @@ class _DropMalformedRequests(logging.Filter):
 WORKER_BOOT_ERROR = 3
 #: How often a worker checks that its supervisor is still its parent.
 PARENT_CHECK_INTERVAL = 1.0
-
-#: Signals that stop a worker gracefully (blocked until its event loop can handle them).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(supervisor_pid: int) -> None:
-    """Ask the kernel for SIGTERM when the supervisor dies; then close the race.
-
-    The supervisor may have died between fork and prctl, in which case the
-    signal will never come: the getppid check catches that.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the periodic getppid check still ends orphans
-    if os.getppid() != supervisor_pid:
-        os._exit(0)
-
-
-def _reset_inherited_signals() -> None:
-    """Drop the supervisor's handlers: a signal must not reach its self-pipe from here.
-
-    Stop signals stay blocked until the event loop's handlers exist, so a
-    SIGTERM during boot is held, not lost and not fatal.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, *STOP_SIGNALS):
-        signal.signal(sig, signal.SIG_DFL)
-    # Worker count and reload signals are the supervisor's business.
-    for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -145,8 +113,8 @@ def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int) -> None:
     """Serve *cfg*'s groups on *sock* until told to stop; leaves with ``os._exit``."""
     code = 1
     try:
-        _reset_inherited_signals()
-        die_with_parent(supervisor_pid)
+        # The arbiter's spawn already reset the inherited signals (reset_child_signals)
+        # and asked for SIGTERM at its death (die_with_parent).
         logging.getLogger("aiohttp.server").addFilter(_DropMalformedRequests())
         try:
             arena.register_process()

@@ -24,23 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egeecache.proto\x12\ngeecachepb\"(\n\nGetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"R\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\r\n\x05\x63odec\x18\x02 \x01(\r\x12\x11\n\texpire_at\x18\x03 \x01(\x01\x12\x12\n\nminute_qps\x18\x04 \x01(\x01\"S\n\nSetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\r\x12\x0b\n\x03ttl\x18\x05 \x01(\x01\"+\n\rDeleteRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"0\n\x11InvalidateRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\"\x1e\n\rErrorResponse\x12\r\n\x05\x65rror\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egeecache.proto\x12\ngeecachepb\"P\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\r\n\x05\x63odec\x18\x02 \x01(\r\x12\x11\n\texpire_at\x18\x03 \x01(\x01J\x04\x08\x04\x10\x05R\nminute_qps\"S\n\nSetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\r\x12\x0b\n\x03ttl\x18\x05 \x01(\x01\"0\n\x11InvalidateRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geecache_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETREQUEST']._serialized_start=30
-  _globals['_GETREQUEST']._serialized_end=70
-  _globals['_GETRESPONSE']._serialized_start=72
-  _globals['_GETRESPONSE']._serialized_end=154
-  _globals['_SETREQUEST']._serialized_start=156
-  _globals['_SETREQUEST']._serialized_end=239
-  _globals['_DELETEREQUEST']._serialized_start=241
-  _globals['_DELETEREQUEST']._serialized_end=284
-  _globals['_INVALIDATEREQUEST']._serialized_start=286
-  _globals['_INVALIDATEREQUEST']._serialized_end=334
-  _globals['_ERRORRESPONSE']._serialized_start=336
-  _globals['_ERRORRESPONSE']._serialized_end=366
+  _globals['_GETRESPONSE']._serialized_start=30
+  _globals['_GETRESPONSE']._serialized_end=110
+  _globals['_SETREQUEST']._serialized_start=112
+  _globals['_SETREQUEST']._serialized_end=195
+  _globals['_INVALIDATEREQUEST']._serialized_start=197
+  _globals['_INVALIDATEREQUEST']._serialized_end=245
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,6 @@ from geecache.registry.config import (
     DEFAULT_ETCD_PORT,
     REGISTRY_PREFIX,
     parse_endpoints,
-    peer_url,
     registry_key,
     validate_advertise,
 )
@@ -20,7 +19,6 @@ __all__ = [
     "DEFAULT_ETCD_PORT",
     "REGISTRY_PREFIX",
     "parse_endpoints",
-    "peer_url",
     "registry_key",
     "registrar_main",
     "run_registrar",

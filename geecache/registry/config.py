@@ -64,20 +64,15 @@ def validate_advertise(advertise: str) -> str:
     if any(c.isspace() for c in advertise) or not advertise.isprintable():
         raise ConfigError("advertise", f"{advertise!r} contains whitespace or control characters")
     try:
-        parts = urlsplit(peer_url(advertise))
+        # Parsed as the peer picker's peer_url makes it a URL; not imported from
+        # there, so that validating a config never loads the peer protocol.
+        parts = urlsplit(advertise if "://" in advertise else "http://" + advertise)
         parts.port
     except ValueError as e:
         raise ConfigError("advertise", f"bad address {advertise!r}: {e}") from None
     if not parts.hostname:
         raise ConfigError("advertise", f"bad address {advertise!r}: no host")
     return advertise
-
-
-def peer_url(advertise: str, tls: bool = False) -> str:
-    """The base URL peers use for a member: `http(s)://<advertise>` unless it has a scheme."""
-    if "://" in advertise:
-        return advertise.rstrip("/")
-    return ("https://" if tls else "http://") + advertise
 
 
 def registry_key(advertise: str, prefix: str = REGISTRY_PREFIX) -> str:

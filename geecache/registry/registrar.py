@@ -263,8 +263,12 @@ class _Registrar:
                 session = asyncio.ensure_future(self._session(self._client))
                 await asyncio.wait({session, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if not session.done():
+                    # Revoke first, while the session's channel is up: that is what
+                    # peers see, and a loaded box was seen to spend the whole stop
+                    # deadline cancelling the watch stream before reaching the revoke.
+                    await self._revoke()
                     session.cancel()
-                    await asyncio.gather(session, return_exceptions=True)
+                    await asyncio.wait({session}, timeout=CLOSE_TIMEOUT)
                     break
                 err = session.exception()
                 if isinstance(err, _CallbackFailed):
@@ -314,7 +318,7 @@ async def run_registrar(
     await _Registrar(parsed, advertise, lease_ttl, on_members, stop, log, prefix).run()
 
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+from geecache.host.signals import STOP_SIGNALS as _STOP_SIGNALS  # noqa: E402  (one definition per host)
 #: Once told to stop, the process exits by this deadline whatever grpc does:
 #: the revoke and the close are bounded, but a channel teardown was seen to
 #: hang the process past both (once in many CI runs).

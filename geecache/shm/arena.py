@@ -1,26 +1,28 @@
 """The shared-memory arena: one segment, N processes, one byte cache.
 
+This module is the arena's lifecycle (create, attach, close, unlink, fork)
+and its entry points; each job behind them has its own module:
+
+=============  ==============================================================
+``layout``     the byte layout (the one place that documents it)
+``segment``    create / attach / unlink the POSIX shared-memory segment
+``lock``       robust pthread mutexes; ``Locks`` and ``held(i)`` over the lock region
+``groups``     group records: configure, find, the per-process cache
+``slots``      the slot table: probe, insert, backward-shift delete, seqlock order
+``log``        the circular log per (group, shard): fit, alloc, the hand, moves
+``policy``     eviction policies (``lru``, ``lru2``): one class each
+``stats``      per-process counter rows
+``ring``       the member list (double-buffered)
+``flight``     the host-wide in-flight table
+=============  ==============================================================
+
 Reads take no lock: a slot is a seqlock (its version is odd while a writer
 changes it), so a reader copies the entry, rechecks the version and treats
-any change as a miss (a miss is always safe; the source is the truth).
-Writes take the lock of one shard (a robust pthread mutex, see ``lock.py``).
+any change as a miss (a miss is always safe; the source is the truth); the
+read path is inlined here for speed.  Writes take the lock of one shard.
 If the holder of a shard lock dies, the next holder empties that shard: every
 slot is cleared and every log of the shard reset, which is correct whatever
-instruction the dead writer stopped at.  Layout: ``layout.py``.
-
-Eviction is CLOCK expressed as FIFO-with-reinsertion over each (group,
-shard) log: a get sets the slot's reference byte (a plain byte store, no
-lock); when a write needs room, the hand at the log's tail either drops the
-entry or copies it to the head with the bit cleared.
-
-- ``lru``: referenced -> second chance; unreferenced -> evicted.
-- ``lru2`` (LCache's two lists, as two CLOCK states): a new entry is *cold*;
-  a cold entry referenced since the hand last passed is promoted to *hot*
-  (the second list), an unreferenced cold one is evicted; a hot entry keeps
-  its place while referenced and is demoted to cold when not.  Cold entries
-  are therefore evicted first, and a one-time scan cannot push hot entries
-  out in one sweep.
-- An expired entry gets no second chance under either policy.
+instruction the dead writer stopped at (``_repair``).
 """
 
 from __future__ import annotations
@@ -31,32 +33,25 @@ import weakref
 
 from xxhash import xxh3_64_intdigest
 
-from ..errors import ArenaError, ConfigError, UnknownGroupError
+from ..errors import ArenaError, ConfigError
 from ..limits import DEFAULT_ITEM_LIMIT, check_key, check_value
 from ..stats import STAT_FIELDS
-from . import lock as _lock
 from . import segment
 from .flight import Flight
+from .groups import GroupTable
 from .layout import (
-    CONFIG, DATA_USED_AT, ENTRY, ENTRY_FLAGS_AT, ENTRY_SIZE, F_HOT, F_LIVE, F_WRAP,
-    GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION,
-    LOCK_SIZE, REPAIRS_AT, MAGIC, MAX_GROUP_NAME, MAX_LOAD, POLICIES, POLICY_NAMES,
-    SHARD_COUNT_AT, SLOT, SLOT_OFF_AT, SLOT_SIZE, SLOT_VERSION_AT, FLIGHT,
-    HOT_SHARE, U32, U64, WRAP_MARK, Geometry, entry_size,
+    CONFIG, ENTRY, ENTRY_SIZE, FLIGHT, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION, MAGIC,
+    RING, SLOT, SLOT_SIZE, SLOT_VERSION_AT, STATS, U32, Geometry,
 )
+from .lock import Locks, trylock as _trylock, unlock as _unlock
+from .log import Logs
 from .ring import Ring
+from .slots import SlotTable
 from .stats import StatRows
 
-_M32 = 0xFFFFFFFF
-_MIN_SLICE = 64 * 1024
 _slot_unpack = SLOT.unpack_from
 _entry_unpack = ENTRY.unpack_from
-_entry_pack = ENTRY.pack
 _u32_unpack = U32.unpack_from
-_u32_pack = U32.pack_into
-_u64_pack = U64.pack_into
-_trylock = _lock.trylock
-_unlock = _lock.unlock
 
 #: Arenas of this process, reset in a forked child (their per-process state).
 _live: "weakref.WeakSet[Arena]" = weakref.WeakSet()
@@ -78,22 +73,6 @@ def _key_bytes(key) -> bytes:
         except UnicodeEncodeError:
             pass
     return check_key(key)
-
-
-class _Group:
-    """What a process caches about a configured group (immutable once READY)."""
-
-    __slots__ = ("idx", "name", "prefix", "policy", "max_bytes", "gshards", "slice", "region")
-
-    def __init__(self, idx, name, policy, max_bytes, gshards, slice_, region):
-        self.idx = idx
-        self.name = name
-        self.prefix = name.encode("utf-8") + b"\0"
-        self.policy = policy
-        self.max_bytes = max_bytes
-        self.gshards = gshards
-        self.slice = slice_
-        self.region = region
 
 
 class Arena:
@@ -119,17 +98,31 @@ class Arena:
         if version != LAYOUT_VERSION:
             self._close_map()
             raise ArenaError(f"arena {name!r} has layout {version}; this code reads {LAYOUT_VERSION}")
-        (self._n_shards, self._sps, self._max_groups, self._max_procs, self._item_limit,
-         flight_slots, ring_bytes, n_locks, locks_off, self._groups_off, self._gstate_off,
+        (self._n_shards, self._sps, max_groups, max_procs, self._item_limit,
+         flight_slots, ring_bytes, n_locks, locks_off, groups_off, gstate_off,
          self._slots_off, self._refs_off, self._data_off, self._data_bytes, stats_off,
          ring_off, flight_off, _used, _pid) = rest
-        base = _lock.base_address(mm)
-        self._locks = [base + locks_off + i * LOCK_SIZE for i in range(n_locks)]
-        self._locks_off = locks_off
-        self._groups: dict[str, _Group] = {}
-        self._stats = StatRows(self, stats_off, self._max_procs, self._max_groups)
-        self._ring = Ring(self, ring_off, ring_bytes)
-        self._flight = Flight(self, flight_off, flight_slots)
+        locks = self._locks = Locks(mm, locks_off, n_locks, self._repair)
+        extra = self._n_shards  # the locks after the shard locks
+        self._stats = StatRows(mm, locks, extra + STATS, stats_off, max_procs, max_groups)
+        self._ring = Ring(mm, locks, extra + RING, ring_off, ring_bytes)
+        self._flight = Flight(mm, locks, extra + FLIGHT, flight_off, flight_slots)
+        self._table = GroupTable(mm, locks, extra + CONFIG, groups_off, max_groups,
+                                 self._n_shards, gstate_off, self._data_off, self._data_bytes)
+        self._slots = SlotTable(mm, self._slots_off, self._refs_off, self._data_off, self._sps,
+                                locks_off)
+        self._logs = Logs(mm, self._slots, self._stats, clock, self._n_shards, self._sps,
+                          self._refs_off)
+        # Bound methods as attributes: ``set`` calls them without one more
+        # attribute lookup each.  Keep the instance under 30 attributes:
+        # past that CPython 3.11 stops sharing instance-dict keys and every
+        # ``self._x`` load gets slower (measured: 2-3 ns each).
+        self._lock_addrs = locks.addrs
+        self._groups = self._table.by_name
+        self._group = self._table.get
+        self._find = self._slots.find
+        self._fit = self._logs.fit
+        self._insert = self._logs.insert
         self._closed = False
         _live.add(self)
 
@@ -153,9 +146,7 @@ class Arena:
             raise ConfigError("size_bytes", str(exc)) from None
         chosen, mm = segment.create(size_bytes, name)
         try:
-            base = _lock.base_address(mm)
-            for i in range(geo.n_locks):
-                _lock.init(base + geo.locks_off + i * LOCK_SIZE)
+            Locks.init_region(mm, geo.locks_off, geo.n_locks)
             mm[0:HEADER.size] = geo.pack_header(os.getpid())
             return cls(chosen, mm, True, clock)
         except BaseException:
@@ -219,54 +210,22 @@ class Arena:
 
     # ------------------------------------------------------------ locking
 
-    def _acquire(self, i: int, rc: int | None = None) -> None:
-        """Take lock *i*, repairing what it guards if its holder died.
-
-        Hot paths call ``_trylock`` inline and come here with its nonzero
-        result *rc* (EOWNERDEAD from trylock means we already hold it).
-        """
-        addr = self._locks[i]
-        if _lock.acquire(addr, rc):
-            self._repair(i)
-            _lock.consistent(addr)
-
-    def _release(self, i: int) -> None:
-        _lock.unlock(self._locks[i])
-
     def _repair(self, i: int) -> None:
-        """The previous holder of lock *i* died inside its critical section."""
-        at = self._locks_off + i * LOCK_SIZE + REPAIRS_AT
-        _u32_pack(self._mm, at, (_u32_unpack(self._mm, at)[0] + 1) & _M32)
+        """The previous holder of lock *i* died inside its critical section (``Locks`` calls this)."""
         if i < self._n_shards:
-            self._wipe_shard(i)
+            # Empty the shard: slots first (seqlock order), then its logs.
+            self._slots.wipe(i)
+            for g in self._table.all():
+                if i in g.shards:
+                    self._logs.reset(g, i)
         elif i - self._n_shards == FLIGHT:
             self._flight.repair()
         # CONFIG: a group record is published by its state byte last, so a
         # half-written one is invisible; STATS/RING: single stores, nothing to fix.
 
-    def _wipe_shard(self, s: int) -> None:
-        """Empty shard *s*: clear its slots (seqlock order) and reset its logs."""
-        mm = self._mm
-        sps = self._sps
-        base = self._slots_off + s * sps * SLOT_SIZE
-        for i in range(sps):
-            p = base + i * SLOT_SIZE
-            h, ver, _off = _slot_unpack(mm, p)
-            if h or ver & 1:
-                v = (ver | 1) & _M32  # odd: readers back off
-                _u32_pack(mm, p + SLOT_VERSION_AT, v)
-                _u64_pack(mm, p, 0)
-                _u32_pack(mm, p + SLOT_VERSION_AT, (v + 1) & _M32)
-        _u32_pack(mm, self._locks_off + s * LOCK_SIZE + SHARD_COUNT_AT, 0)
-        for g in self._all_groups():
-            j = (s - g.idx) % self._n_shards
-            if j < g.gshards:
-                GSTATE.pack_into(mm, self._gstate_at(g, s), 0, 0, 0, 0, 0, 0)
-
     def repairs(self) -> int:
         """How many times a lock's guarded state was repaired after its holder died."""
-        return sum(_u32_unpack(self._mm, self._locks_off + i * LOCK_SIZE + REPAIRS_AT)[0]
-                   for i in range(len(self._locks)))
+        return self._locks.repairs()
 
     # ------------------------------------------------------------ groups
 
@@ -275,85 +234,15 @@ class Arena:
 
         Idempotent for the same budget and policy (every worker calls it);
         a different budget or policy for an existing group is a ConfigError,
-        as is a budget the data area cannot hold.
+        as is a budget the data area cannot hold.  Policies: ``policy.py``.
         """
-        if policy not in POLICIES:
-            raise ConfigError("policy", f"unknown policy {policy!r}; known: lru, lru2")
-        raw = group.encode("utf-8") if isinstance(group, str) else b""
-        if not raw or len(raw) > MAX_GROUP_NAME or b"\0" in raw:
-            raise ConfigError("group", f"group name must be 1..{MAX_GROUP_NAME} UTF-8 bytes without NUL")
-        if not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise ConfigError("max_bytes", "must be a positive integer")
-        self._acquire(self._n_shards + CONFIG)
-        try:
-            existing = self._find_group(group)
-            if existing is not None:
-                if existing.max_bytes != max_bytes or existing.policy != POLICIES[policy]:
-                    raise ConfigError("group", (
-                        f"group {group!r} is already configured with max_bytes="
-                        f"{existing.max_bytes}, policy={POLICY_NAMES[existing.policy]}"))
-                return
-            free_idx = self._free_group_index()
-            # Budgets under n_shards x 64 KiB use fewer shards, so a slice
-            # is never tiny; a value larger than a slice is not cached.
-            gshards = max(1, min(self._n_shards, max_bytes // _MIN_SLICE))
-            slice_ = (max_bytes // gshards) & ~7
-            used = U64.unpack_from(self._mm, DATA_USED_AT)[0]
-            if used + slice_ * gshards > self._data_bytes:
-                raise ConfigError("max_bytes", (
-                    f"group {group!r} needs {max_bytes} bytes; the arena has "
-                    f"{self._data_bytes - used} of {self._data_bytes} data bytes left"))
-            at = self._groups_off + free_idx * GROUP_SIZE
-            GROUP.pack_into(self._mm, at, 0, POLICIES[policy], len(raw), gshards, max_bytes,
-                            used, slice_, 0, 0, raw)
-            for j in range(gshards):
-                s = (free_idx + j) % self._n_shards
-                GSTATE.pack_into(self._mm, self._gstate_off + (free_idx * self._n_shards + s) * GSTATE_SIZE,
-                                 0, 0, 0, 0, 0, 0)
-            _u64_pack(self._mm, DATA_USED_AT, used + slice_ * gshards)
-            self._mm[at] = GROUP_READY  # published last: a crash before leaves it invisible
-        finally:
-            self._release(self._n_shards + CONFIG)
+        self._table.configure(group, max_bytes, policy)
 
     def groups(self) -> list[str]:
         """Names of the configured groups."""
-        return [g.name for g in self._all_groups()]
+        return [g.name for g in self._table.all()]
 
-    def _free_group_index(self) -> int:
-        for idx in range(self._max_groups):
-            if self._mm[self._groups_off + idx * GROUP_SIZE] != GROUP_READY:
-                return idx
-        raise ConfigError("group", f"the arena holds at most {self._max_groups} groups")
-
-    def _read_group(self, idx: int) -> _Group | None:
-        state, policy, nlen, gshards, max_bytes, region, slice_, _a, _b, raw = \
-            GROUP.unpack_from(self._mm, self._groups_off + idx * GROUP_SIZE)
-        if state != GROUP_READY:
-            return None
-        return _Group(idx, raw[:nlen].decode("utf-8"), policy, max_bytes, gshards, slice_, region)
-
-    def _all_groups(self) -> list[_Group]:
-        return [g for g in map(self._read_group, range(self._max_groups)) if g is not None]
-
-    def _find_group(self, name: str) -> _Group | None:
-        for g in self._all_groups():
-            if g.name == name:
-                self._groups[name] = g
-                return g
-        return None
-
-    def _group(self, name: str) -> _Group:
-        g = self._groups.get(name)
-        if g is None:
-            g = self._find_group(name)
-            if g is None:
-                raise UnknownGroupError(f"group {name!r} is not configured in the arena")
-        return g
-
-    def _gstate_at(self, g: _Group, s: int) -> int:
-        return self._gstate_off + (g.idx * self._n_shards + s) * GSTATE_SIZE
-
-    def _locate(self, g: _Group, kb: bytes) -> tuple[int, int, int]:
+    def _locate(self, g, kb: bytes) -> tuple[int, int, int]:
         """(hash, shard, home slot index) of key bytes *kb* in group *g*."""
         h = xxh3_64_intdigest(g.prefix + kb) or 1  # 0 marks an empty slot
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
@@ -367,7 +256,10 @@ class Arena:
         return None if e is None else e[0]
 
     def get_entry(self, group: str, key: str) -> tuple[bytes, int, float] | None:
-        """(value, codec id, expire_at or 0) for *key*, or None.  Takes no lock."""
+        """(value, codec id, expire_at or 0) for *key*, or None.  Takes no lock.
+
+        The slot-table probe (``slots.py``) inlined: this is the hit path.
+        """
         g = self._groups.get(group) or self._group(group)
         kb = _key_bytes(key)
         h = xxh3_64_intdigest(g.prefix + kb) or 1
@@ -406,9 +298,11 @@ class Arena:
         if exp and exp <= self._clock():
             self._expire_slot(g, s, i, ver)  # outside the try: it takes the lock
             return None
+        # The policy's reference byte (a plain store, no lock; racing readers may lose a count).
         r = self._refs_off + s * spsz + i
-        if not mm[r]:
-            mm[r] = 1
+        ref = mm[r]
+        if ref < g.ref_max:
+            mm[r] = ref + 1
         return kv[klen:], codec, exp
 
     # ------------------------------------------------------------ writes
@@ -430,16 +324,18 @@ class Arena:
         h = xxh3_64_intdigest(g.prefix + kb) or 1
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
         esize = (ENTRY_SIZE + 7 + len(kb) + len(value)) & ~7
-        gs_at = self._gstate_off + (g.idx * self._n_shards + s) * GSTATE_SIZE
-        addr = self._locks[s]
+        gs_at = g.gstate + s * GSTATE_SIZE
+        mm = self._mm
+        # The shard lock inlined (not ``held``): set is a hot path.
+        addr = self._lock_addrs[s]
         rc = _trylock(addr)
         if rc:
-            self._acquire(s, rc)
+            self._locks.acquire(s, rc)
         try:
-            st = list(GSTATE.unpack_from(self._mm, gs_at))
+            st = list(GSTATE.unpack_from(mm, gs_at))
             home = h % self._sps
             i = self._find(s, h, kb, g.idx, home)
-            if esize > g.slice or (i < 0 and not self._make_slot_room(g, s, st)):
+            if esize > g.slice or (i < 0 and not self._logs.make_slot_room(g, s, st)):
                 pos = -1
             else:
                 # Fast path: room at the head without evicting, so no slot
@@ -447,14 +343,14 @@ class Arena:
                 pos = self._fit(g, s, st, esize)
                 if pos < 0:
                     if i >= 0:
-                        self._remove(g, s, i, st)
+                        self._logs.remove(g, s, i, st)
                         i = -1
-                    pos = self._alloc(g, s, st, esize)
+                    pos = self._logs.alloc(g, s, st, esize)
             if pos < 0 and i >= 0:
-                self._remove(g, s, i, st)  # never leave the old value behind a failed set
+                self._logs.remove(g, s, i, st)  # never leave the old value behind a failed set
             elif pos >= 0:
                 self._insert(g, s, st, h, home, i, pos, esize, kb, value, codec, exp)
-            GSTATE.pack_into(self._mm, gs_at, *st)
+            GSTATE.pack_into(mm, gs_at, *st)
         finally:
             _unlock(addr)
 
@@ -463,269 +359,37 @@ class Arena:
         g = self._groups.get(group) or self._group(group)
         kb = check_key(key)
         h, s, home = self._locate(g, kb)
-        self._acquire(s)
-        try:
+        with self._locks.held(s):
             i = self._find(s, h, kb, g.idx, home)
             if i < 0:
                 return False
-            st = list(GSTATE.unpack_from(self._mm, self._gstate_at(g, s)))
-            self._remove(g, s, i, st)
-            GSTATE.pack_into(self._mm, self._gstate_at(g, s), *st)
+            self._remove_and_store(g, s, i)
             return True
-        finally:
-            self._release(s)
 
     def clear(self, group: str) -> None:
         """Drop every entry of *group*, one shard at a time."""
         g = self._group(group)
-        for j in range(g.gshards):
-            s = (g.idx + j) % self._n_shards
-            self._acquire(s)
-            try:
-                st = list(GSTATE.unpack_from(self._mm, self._gstate_at(g, s)))
+        logs = self._logs
+        for s in g.shards:
+            with self._locks.held(s):
+                st = logs.state(g, s)
                 while st[2]:
-                    self._reclaim_tail(g, s, st, "clear")
-                GSTATE.pack_into(self._mm, self._gstate_at(g, s), 0, 0, 0, 0, 0, 0)
-            finally:
-                self._release(s)
+                    logs.reclaim_tail(g, s, st, "clear")
+                logs.reset(g, s)
 
-    def _expire_slot(self, g: _Group, s: int, i: int, ver: int) -> None:
+    def _expire_slot(self, g, s: int, i: int, ver: int) -> None:
         """A reader found slot *i* expired: drop it if nobody changed it since."""
-        self._acquire(s)
-        try:
-            p = self._slots_off + (s * self._sps + i) * SLOT_SIZE
-            if _u32_unpack(self._mm, p + SLOT_VERSION_AT)[0] != ver:
+        with self._locks.held(s):
+            if self._slots.version(s, i) != ver:
                 return
-            st = list(GSTATE.unpack_from(self._mm, self._gstate_at(g, s)))
-            self._remove(g, s, i, st)
-            GSTATE.pack_into(self._mm, self._gstate_at(g, s), *st)
+            self._remove_and_store(g, s, i)
             self._stats.add(g.idx, "expirations")
-        finally:
-            self._release(s)
 
-    # ---- slot table (callers hold the shard lock)
-
-    def _find(self, s: int, h: int, kb: bytes, gidx: int, i: int) -> int:
-        mm = self._mm
-        spsz = self._sps
-        base = self._slots_off + s * spsz * SLOT_SIZE
-        for _ in range(spsz):
-            sh, _v, off = _slot_unpack(mm, base + i * SLOT_SIZE)
-            if not sh:
-                return -1
-            if sh == h:
-                q = self._data_off + off * 8
-                klen, _c, _f, _vl, _sl, eg, _e = _entry_unpack(mm, q)
-                if eg == gidx and mm[q + ENTRY_SIZE:q + ENTRY_SIZE + klen] == kb:
-                    return i
-            i = i + 1 if i + 1 < spsz else 0
-        return -1
-
-    def _slot_write(self, p: int, h: int, off: int) -> None:
-        """Rewrite the slot at byte *p* in seqlock order (odd, fields, even)."""
-        mm = self._mm
-        v = _u32_unpack(mm, p + SLOT_VERSION_AT)[0]
-        _u32_pack(mm, p + SLOT_VERSION_AT, (v + 1) & _M32)
-        _u64_pack(mm, p, h)
-        _u32_pack(mm, p + SLOT_OFF_AT, off)
-        _u32_pack(mm, p + SLOT_VERSION_AT, (v + 2) & _M32)
-
-    def _shard_count_add(self, s: int, n: int) -> int:
-        at = self._locks_off + s * LOCK_SIZE + SHARD_COUNT_AT
-        c = _u32_unpack(self._mm, at)[0] + n
-        _u32_pack(self._mm, at, c)
-        return c
-
-    def _make_slot_room(self, g: _Group, s: int, st: list) -> bool:
-        """Keep the shard's slot load under MAX_LOAD by evicting from *g*'s log."""
-        limit = int(self._sps * MAX_LOAD)
-        while self._shard_count_add(s, 0) >= limit:
-            if not st[2]:
-                return False
-            self._reclaim_tail(g, s, st, "evict")
-        return True
-
-    def _insert(self, g, s, st, h, home, i, pos, esize, kb, value, codec, exp) -> None:
-        """Write the entry at *pos* and point a slot at it: slot *i* if >= 0, else a free one."""
-        mm = self._mm
-        spsz = self._sps
-        base = self._slots_off + s * spsz * SLOT_SIZE
-        new = i < 0
-        if new:
-            i = home
-            while _slot_unpack(mm, base + i * SLOT_SIZE)[0]:
-                i = i + 1 if i + 1 < spsz else 0
-        q = self._data_off + g.region + (s - g.idx) % self._n_shards * g.slice + pos
-        # One copy of header, key and value (measured: cheaper than three).
-        mm[q:q + ENTRY_SIZE + len(kb) + len(value)] = \
-            _entry_pack(len(kb), codec, F_LIVE, len(value), i, g.idx, exp) + kb + value
-        q += ENTRY_SIZE
-        if new:
-            self._shard_count_add(s, 1)
-        else:
-            self._kill(s, i, st)
-        mm[self._refs_off + s * spsz + i] = 0
-        p = base + i * SLOT_SIZE + SLOT_VERSION_AT
-        v = _u32_unpack(mm, p)[0]
-        _u32_pack(mm, p, (v + 1) & _M32)  # seqlock: odd, fields, even (as _slot_write)
-        _u64_pack(mm, p - SLOT_VERSION_AT, h)
-        _u32_pack(mm, p + 4, (q - ENTRY_SIZE - self._data_off) >> 3)
-        _u32_pack(mm, p, (v + 2) & _M32)
-        st[3] += esize
-        st[4] += 1
-
-    def _kill(self, s: int, i: int, st: list) -> None:
-        """Mark the entry slot *i* points at dead (its bytes return when the hand passes)."""
-        mm = self._mm
-        off = _u32_unpack(mm, self._slots_off + (s * self._sps + i) * SLOT_SIZE + SLOT_OFF_AT)[0]
-        q = self._data_off + off * 8
-        klen, _c, flags, vlen, _sl, _g, _e = _entry_unpack(mm, q)
-        mm[q + ENTRY_FLAGS_AT] = flags & ~(F_LIVE | F_HOT)
-        st[3] -= entry_size(klen, vlen)
-        st[4] -= 1
-        if flags & F_HOT:
-            st[5] -= entry_size(klen, vlen)
-
-    def _remove(self, g: _Group, s: int, i: int, st: list) -> None:
-        """Drop the entry in slot *i*: mark its log bytes dead, then delete the slot."""
-        self._kill(s, i, st)
-        self._delete_slot(s, i)
-
-    def _delete_slot(self, s: int, i: int) -> None:
-        """Backward-shift deletion: later members of the probe run move up.
-
-        Each moved slot is written before its old place is cleared, so a
-        concurrent reader sees the entry in one place or the other, or
-        misses; the back pointer in the moved entry's header follows it.
-        """
-        mm = self._mm
-        spsz = self._sps
-        base = self._slots_off + s * spsz * SLOT_SIZE
-        refs = self._refs_off + s * spsz
-        j = i
-        while True:
-            j = j + 1 if j + 1 < spsz else 0
-            hj, _v, offj = _slot_unpack(mm, base + j * SLOT_SIZE)
-            if not hj:
-                break
-            k = hj % spsz
-            # Stay when the home k lies cyclically in (i, j].
-            if (i < j and i < k <= j) or (i > j and (k > i or k <= j)):
-                continue
-            self._slot_write(base + i * SLOT_SIZE, hj, offj)
-            mm[refs + i] = mm[refs + j]
-            _u32_pack(mm, self._data_off + offj * 8 + 8, i)  # ENTRY.slot
-            i = j
-        self._slot_write(base + i * SLOT_SIZE, 0, 0)
-        self._shard_count_add(s, -1)
-
-    # ---- the log (callers hold the shard lock; st = [head, tail, used, live, entries, hot])
-
-    def _alloc(self, g: _Group, s: int, st: list, esize: int) -> int:
-        """Offset in the slice for *esize* bytes, evicting at the tail as needed; -1 if impossible."""
-        budget = 3 * st[4] + 8  # a full CLOCK cycle or three, then force
-        while True:
-            pos = self._fit(g, s, st, esize)
-            if pos >= 0:
-                return pos
-            if not st[2]:
-                return -1
-            budget -= 1
-            self._reclaim_tail(g, s, st, "evict" if budget > 0 else "force")
-
-    def _fit(self, g: _Group, s: int, st: list, esize: int) -> int:
-        """Reserve *esize* bytes at the head without evicting; -1 when they do not fit."""
-        head, tail, used = st[0], st[1], st[2]
-        L = g.slice
-        if not used:
-            head = tail = st[0] = st[1] = 0
-        if head > tail or not used:
-            if esize <= L - head:
-                pos = head
-            elif esize <= tail:
-                # Skip the slice's end: the hand treats the marker as used bytes.
-                q = self._data_off + g.region + (s - g.idx) % self._n_shards * g.slice + head
-                WRAP_MARK.pack_into(self._mm, q, 0, 0, F_WRAP)  # may be only 8 bytes left
-                st[2] += L - head
-                pos = 0
-            else:
-                return -1
-        elif head < tail and esize <= tail - head:
-            pos = head
-        else:
-            return -1
-        st[0] = (pos + esize) % L
-        st[2] += esize
-        return pos
-
-    def _reclaim_tail(self, g: _Group, s: int, st: list, mode: str) -> None:
-        """Advance the hand over the record at the tail.
-
-        *mode*: ``evict`` applies the policy (second chances), ``force``
-        drops a live entry whatever its bits, ``clear`` drops without
-        counting an eviction.
-        """
-        mm = self._mm
-        L = g.slice
-        slice_at = self._data_off + g.region + (s - g.idx) % self._n_shards * L
-        t = st[1]
-        q = slice_at + t
-        klen, codec, flags, vlen, i, _g, exp = _entry_unpack(mm, q)
-        if flags & F_WRAP:
-            st[2] -= L - t
-            st[1] = 0
-            return
-        esize = entry_size(klen, vlen)
-        st[1] = (t + esize) % L
-        st[2] -= esize
-        if not flags & F_LIVE:
-            return
-        refs = self._refs_off + s * self._sps
-        if mode == "evict":
-            if exp and exp <= self._clock():
-                self._drop(g, s, i, st, esize, flags, "expirations")
-                return
-            ref = mm[refs + i]
-            if g.policy == 0:
-                keep = ref
-                new_flags = flags
-            elif flags & F_HOT:
-                # The second list only shrinks when over its share: a scan of
-                # cold entries never pushes hot ones out.
-                keep = True
-                new_flags = flags if ref or st[5] <= g.slice * HOT_SHARE else flags & ~F_HOT
-            else:
-                keep = ref
-                new_flags = flags | F_HOT
-            if keep:
-                pos = self._fit(g, s, st, esize)
-                if pos >= 0:
-                    self._move(g, s, i, q, slice_at + pos, esize, new_flags, st, flags)
-                    mm[refs + i] = 0
-                    return
-        self._drop(g, s, i, st, esize, flags, None if mode == "clear" else "evictions")
-
-    def _drop(self, g, s, i, st, esize, flags, counter) -> None:
-        st[3] -= esize
-        st[4] -= 1
-        if flags & F_HOT:
-            st[5] -= esize
-        self._delete_slot(s, i)
-        if counter:
-            self._stats.add(g.idx, counter)
-
-    def _move(self, g, s, i, src, dst, esize, new_flags, st, old_flags) -> None:
-        """Second chance: copy the entry to the head and repoint its slot."""
-        mm = self._mm
-        p = self._slots_off + (s * self._sps + i) * SLOT_SIZE
-        h, ver, _off = _slot_unpack(mm, p)
-        _u32_pack(mm, p + SLOT_VERSION_AT, (ver + 1) & _M32)
-        mm[dst:dst + esize] = mm[src:src + esize]  # bytes copy: regions may overlap
-        mm[dst + ENTRY_FLAGS_AT] = new_flags
-        _u32_pack(mm, p + SLOT_OFF_AT, (dst - self._data_off) >> 3)
-        _u32_pack(mm, p + SLOT_VERSION_AT, (ver + 2) & _M32)
-        if (new_flags ^ old_flags) & F_HOT:
-            st[5] += esize if new_flags & F_HOT else -esize
+    def _remove_and_store(self, g, s: int, i: int) -> None:
+        """Drop slot *i*'s entry and write the log state back (caller holds shard *s*)."""
+        st = self._logs.state(g, s)
+        self._logs.remove(g, s, i, st)
+        self._logs.store(g, s, st)
 
     # ------------------------------------------------------------ accounting
 
@@ -733,8 +397,8 @@ class Arena:
         """(bytes, entries) *group* holds; bytes count entry headers and padding."""
         g = self._group(group)
         nbytes = entries = 0
-        for j in range(g.gshards):
-            st = GSTATE.unpack_from(self._mm, self._gstate_at(g, (g.idx + j) % self._n_shards))
+        for s in g.shards:
+            st = self._logs.state(g, s)
             nbytes += st[3]
             entries += st[4]
         return nbytes, entries
@@ -746,23 +410,11 @@ class Arena:
         """
         g = self._group(group)
         nbytes = entries = 0
-        for j in range(g.gshards):
-            s = (g.idx + j) % self._n_shards
-            self._acquire(s)
-            try:
-                base = self._slots_off + s * self._sps * SLOT_SIZE
-                for i in range(self._sps):
-                    h, _v, off = _slot_unpack(self._mm, base + i * SLOT_SIZE)
-                    if h:
-                        klen, _c, flags, vlen, back, gidx, _e = _entry_unpack(
-                            self._mm, self._data_off + off * 8)
-                        if gidx == g.idx:
-                            if back != i or not flags & F_LIVE:
-                                raise ArenaError(f"slot {i} of shard {s} is inconsistent")
-                            nbytes += entry_size(klen, vlen)
-                            entries += 1
-            finally:
-                self._release(s)
+        for s in g.shards:
+            with self._locks.held(s):
+                b, e = self._slots.audit(s, g.idx)
+            nbytes += b
+            entries += e
         return nbytes, entries
 
     def stats_sink(self, group: str):

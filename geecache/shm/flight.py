@@ -15,29 +15,26 @@ from __future__ import annotations
 import os
 import struct
 
-from .layout import FLIGHT
 from .pids import alive
 
 
 class Flight:
-    """The in-flight table of one arena mapping."""
+    """The in-flight table of one arena mapping (*mm*), guarded by lock *lock* of *locks*."""
 
-    def __init__(self, arena, off: int, slots: int) -> None:
-        self._arena = arena
+    def __init__(self, mm, locks, lock: int, off: int, slots: int) -> None:
+        self._mm = mm
+        self._held = locks.held(lock)
         self._hashes = struct.Struct(f"{slots}Q")
         self._off = off
         self._pids_off = off + 8 * slots
         self._u64 = struct.Struct("Q")
         self._u32 = struct.Struct("I")
 
-    def _lock(self) -> int:
-        return self._arena._n_shards + FLIGHT
-
     def _pid(self, i: int) -> int:
-        return self._u32.unpack_from(self._arena._mm, self._pids_off + 4 * i)[0]
+        return self._u32.unpack_from(self._mm, self._pids_off + 4 * i)[0]
 
     def _put(self, i: int, h: int, pid: int) -> None:
-        mm = self._arena._mm
+        mm = self._mm
         # pid before hash on claim, hash before pid on release: a half entry
         # is either invisible (no hash) or has a pid that is checked anyway.
         if h:
@@ -50,10 +47,8 @@ class Flight:
     def try_begin(self, h: int) -> bool:
         """True when the caller is now the loader of hash *h*."""
         me = os.getpid()
-        arena = self._arena
-        arena._acquire(self._lock())
-        try:
-            hashes = self._hashes.unpack_from(arena._mm, self._off)
+        with self._held:
+            hashes = self._hashes.unpack_from(self._mm, self._off)
             try:
                 i = hashes.index(h)
             except ValueError:
@@ -72,25 +67,19 @@ class Flight:
                 self._put(i, h, me)
             # A full table of live loaders: load untracked (a duplicate load, never a wrong value).
             return True
-        finally:
-            arena._release(self._lock())
 
     def end(self, h: int) -> None:
         """The caller's load of *h* is over."""
         me = os.getpid()
-        arena = self._arena
-        arena._acquire(self._lock())
-        try:
-            hashes = self._hashes.unpack_from(arena._mm, self._off)
+        with self._held:
+            hashes = self._hashes.unpack_from(self._mm, self._off)
             for i, x in enumerate(hashes):
                 if x == h and self._pid(i) == me:
                     self._put(i, 0, 0)
-        finally:
-            arena._release(self._lock())
 
     def loading(self, h: int) -> bool:
         """True while a live process holds *h*."""
-        hashes = self._hashes.unpack_from(self._arena._mm, self._off)
+        hashes = self._hashes.unpack_from(self._mm, self._off)
         try:
             i = hashes.index(h)
         except ValueError:
@@ -99,7 +88,7 @@ class Flight:
 
     def repair(self) -> None:
         """After a holder of the FLIGHT lock died: drop entries with no live pid."""
-        hashes = self._hashes.unpack_from(self._arena._mm, self._off)
+        hashes = self._hashes.unpack_from(self._mm, self._off)
         for i, x in enumerate(hashes):
             if x and not alive(self._pid(i)):
                 self._put(i, 0, 0)

@@ -75,8 +75,8 @@ REPAIRS_AT = 52
 MUTEX_BYTES = 40  # sizeof(pthread_mutex_t) on x86-64/aarch64 glibc
 
 GROUP = struct.Struct("B B H I Q Q Q I I 8x 64s")
-# state, policy, name_len, gshards, max_bytes, region_off, slice_bytes,
-# reserved, reserved, name
+# state, policy (``Policy.code``, see policy.py), name_len, gshards,
+# max_bytes, region_off, slice_bytes, reserved, reserved, name
 GROUP_SIZE = 128
 assert GROUP.size <= GROUP_SIZE
 MAX_GROUP_NAME = 64
@@ -112,12 +112,6 @@ RING_LEN = struct.Struct("I")
 #: Lock indices after the shard locks.
 CONFIG, STATS, FLIGHT, RING = range(4)
 N_EXTRA_LOCKS = 4
-
-POLICIES = {"lru": 0, "lru2": 1}
-#: lru2: the hot (second) list may hold this share of a slice before the
-#: hand demotes its unreferenced entries (measured in bench_arena.py).
-HOT_SHARE = 0.75
-POLICY_NAMES = {v: k for k, v in POLICIES.items()}
 
 #: Slots are sized so that at most this share is in use (linear probing).
 MAX_LOAD = 0.75

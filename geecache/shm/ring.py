@@ -12,16 +12,17 @@ from __future__ import annotations
 import time
 
 from ..errors import ArenaError, ConfigError
-from .layout import RING, RING_LEN, U64
+from .layout import RING_LEN, U64
 
 _RETRIES = 1000
 
 
 class Ring:
-    """The ring region of one arena mapping."""
+    """The ring region of one arena mapping (*mm*); writers hold lock *lock* of *locks*."""
 
-    def __init__(self, arena, off: int, capacity: int) -> None:
-        self._arena = arena
+    def __init__(self, mm, locks, lock: int, off: int, capacity: int) -> None:
+        self._mm = mm
+        self._held = locks.held(lock)
         self._off = off
         self._capacity = capacity
         self._buf_bytes = RING_LEN.size + capacity
@@ -31,7 +32,7 @@ class Ring:
 
     def version(self) -> int:
         """The published version; 0 before the first write."""
-        return U64.unpack_from(self._arena._mm, self._off)[0]
+        return U64.unpack_from(self._mm, self._off)[0]
 
     def write(self, members: list[str]) -> int:
         """Publish *members*; returns the new version."""
@@ -40,23 +41,18 @@ class Ring:
         raw = "\n".join(members).encode("utf-8")
         if len(raw) > self._capacity:
             raise ConfigError("members", f"{len(raw)} bytes; the ring region holds {self._capacity}")
-        arena = self._arena
-        mm = arena._mm
-        lk = arena._n_shards + RING
-        arena._acquire(lk)
-        try:
+        mm = self._mm
+        with self._held:
             version = self.version() + 1
             at = self._buffer(version)
             RING_LEN.pack_into(mm, at, len(raw))
             mm[at + RING_LEN.size:at + RING_LEN.size + len(raw)] = raw
             U64.pack_into(mm, self._off, version)  # publish
-        finally:
-            arena._release(lk)
         return version
 
     def read(self) -> tuple[int, list[str]]:
         """(version, members) read consistently (retries while the writer laps a buffer)."""
-        mm = self._arena._mm
+        mm = self._mm
         for attempt in range(_RETRIES):
             v1 = self.version()
             if v1 == 0:

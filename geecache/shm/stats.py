@@ -3,8 +3,9 @@
 Guarded by: nothing on the write path (one writer per row); the STATS lock
 only serialises claiming a row.  A process claims the first free row, or
 the row of a dead process (continuing its counts, so totals never go
-back).  If every row belongs to a live process the last row is shared,
-which can lose concurrent increments but never corrupts anything.
+back).  If every row belongs to a live process, claiming raises
+TooManyProcessesError: sharing a row would lose increments silently, so
+the arena is sized for the processes (``Arena.create(max_procs=)``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import os
 import struct
 
+from ..errors import TooManyProcessesError
 from ..stats import STAT_FIELDS
-from .layout import I64, ROWHEAD, STATS
+from .layout import I64, ROWHEAD
 from .pids import alive
 
 _NF = len(STAT_FIELDS)
@@ -23,10 +25,11 @@ _ROW = struct.Struct(f"{_NF}Q")
 
 
 class StatRows:
-    """The stat-row region of one arena mapping."""
+    """The stat-row region of one arena mapping (*mm*); claims hold lock *lock* of *locks*."""
 
-    def __init__(self, arena, off: int, max_procs: int, max_groups: int) -> None:
-        self._arena = arena
+    def __init__(self, mm, locks, lock: int, off: int, max_procs: int, max_groups: int) -> None:
+        self._mm = mm
+        self._held = locks.held(lock)
         self._off = off
         self._max_procs = max_procs
         self._row_bytes = ROWHEAD + max_groups * _NF * 8
@@ -37,25 +40,27 @@ class StatRows:
         self._row = None
 
     def claim(self) -> int:
-        """Claim (or find) this process's row and return its offset."""
+        """Claim (or find) this process's row and return its offset.
+
+        TooManyProcessesError when every row belongs to a live process.
+        """
         if self._row is not None:
             return self._row
-        arena = self._arena
-        mm = arena._mm
+        mm = self._mm
         me = os.getpid()
-        lk = arena._n_shards + STATS
-        arena._acquire(lk)
-        try:
+        with self._held:
             rows = [self._off + r * self._row_bytes for r in range(self._max_procs)]
             pids = [I64.unpack_from(mm, at)[0] for at in rows]
             choice = next((at for at, pid in zip(rows, pids) if pid == me), None)
             if choice is None:
                 choice = next((at for at, pid in zip(rows, pids) if pid == 0), None)
             if choice is None:
-                choice = next((at for at, pid in zip(rows, pids) if not alive(pid)), rows[-1])
+                choice = next((at for at, pid in zip(rows, pids) if not alive(pid)), None)
+            if choice is None:
+                raise TooManyProcessesError(
+                    f"all {self._max_procs} stat rows of the arena belong to live processes"
+                    " (create it with a larger max_procs)")
             I64.pack_into(mm, choice, me)
-        finally:
-            arena._release(lk)
         self._row = choice
         return choice
 
@@ -63,17 +68,17 @@ class StatRows:
         """Add *n* to *field* of group *gidx* in this process's row."""
         row = self._row if self._row is not None else self.claim()
         at = row + ROWHEAD + (gidx * _NF + _FIELD[field]) * 8
-        mm = self._arena._mm
+        mm = self._mm
         _U64.pack_into(mm, at, _U64.unpack_from(mm, at)[0] + n)
 
     def own(self, gidx: int) -> dict[str, int]:
         """This process's counters for group *gidx*."""
         row = self._row if self._row is not None else self.claim()
-        return dict(zip(STAT_FIELDS, _ROW.unpack_from(self._arena._mm, row + ROWHEAD + gidx * _NF * 8)))
+        return dict(zip(STAT_FIELDS, _ROW.unpack_from(self._mm, row + ROWHEAD + gidx * _NF * 8)))
 
     def totals(self, gidx: int) -> dict[str, int]:
         """Counters for group *gidx* summed over every claimed row."""
-        mm = self._arena._mm
+        mm = self._mm
         sums = [0] * _NF
         for r in range(self._max_procs):
             at = self._off + r * self._row_bytes

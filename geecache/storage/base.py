@@ -26,6 +26,7 @@ import time
 from typing import NamedTuple
 
 from ..errors import ReadOnlySourceError
+from ..limits import as_bytes
 
 
 class Row(NamedTuple):
@@ -141,15 +142,6 @@ class Storage:
 
     def close(self) -> None:
         """Release connections or files; the default holds none."""
-
-
-def as_bytes(value: object) -> bytes:
-    """*value* as bytes for storing: bytes-like kept, str encoded as UTF-8."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"value must be bytes or str, got {type(value).__name__}")
 
 
 def check_write(version: int, expire_at: float, deadline: float) -> None:

@@ -7,7 +7,8 @@ import time
 from typing import Callable
 
 from .. import hlc
-from .base import Row, Storage, WriteResult, as_bytes, check_write
+from ..limits import as_bytes
+from .base import Row, Storage, WriteResult, check_write
 
 #: How long a delete's tombstone refuses older writes (see SQLiteStorage).
 DEFAULT_TOMBSTONE_TTL = 600.0

@@ -18,7 +18,8 @@ from typing import Callable
 
 from .. import hlc
 from ..errors import ConfigError, LoadError
-from .base import Row, Storage, WriteResult, as_bytes, check_write
+from ..limits import as_bytes
+from .base import Row, Storage, WriteResult, check_write
 
 #: How long a delete's tombstone refuses older writes.  A late write is one
 #: an owner was asked to apply before its deadline (the peer timeout, a few

@@ -27,10 +27,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
-import pytest
-
+from tests.support import marks
 from tests.support.net import free_port
 
 #: How long start() waits for a healthy server before giving up.
@@ -130,10 +128,11 @@ class EtcdServer:
         try:
             # Own session: a ^C in the terminal reaches pytest, which stops
             # etcd through stop(); etcd does not die half-way on its own.
-            self._proc = subprocess.Popen(
-                self._argv(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
+            with marks.spawning("etcd", "started an etcd server"):
+                self._proc = subprocess.Popen(
+                    self._argv(), stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
         finally:
             log.close()
         try:
@@ -226,8 +225,9 @@ class EtcdServer:
         argv = [find_binary("etcdctl"), "--endpoints", self.endpoint,
                 "--command-timeout=3s", *args]
         env = dict(os.environ, ETCDCTL_API="3")
-        return subprocess.run(argv, env=env, capture_output=True, text=True,
-                              timeout=timeout, check=True)
+        with marks.spawning("etcd", "ran etcdctl"):
+            return subprocess.run(argv, env=env, capture_output=True, text=True,
+                                  timeout=timeout, check=True)
 
     def keys(self, prefix: str) -> list[str]:
         """The keys under `prefix`, via `etcdctl get --prefix --keys-only`."""
@@ -250,29 +250,3 @@ def start_etcd(attempts: int = 3) -> EtcdServer:
             if "address already in use" not in str(exc) or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-@pytest.fixture
-def etcd_server() -> Iterator[EtcdServer]:
-    """A started EtcdServer, stopped and deleted after the test.
-
-    Import it into a test module or conftest (`from tests.support.etcd import
-    etcd_server`). The log tail is printed at teardown, which pytest shows only
-    for failing tests.
-    """
-    yield from _closed_after(start_etcd())
-
-
-@pytest.fixture
-def etcd_unstarted() -> Iterator[EtcdServer]:
-    """An EtcdServer with ports and data dir chosen but not started (the test starts it)."""
-    yield from _closed_after(EtcdServer())
-
-
-def _closed_after(server: EtcdServer) -> Iterator[EtcdServer]:
-    """Yield *server*; then print its log tail (shown for failing tests) and close it."""
-    try:
-        yield server
-    finally:
-        print(server.log_tail())
-        server.close()

@@ -8,10 +8,12 @@ and no worker orphaned; the arena of a supervisor that died by a signal
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -222,7 +224,70 @@ def _start_supervisor(tmp_path: Path, args, workers: int, env: dict | None, port
     return Host(proc, port, log_path)
 
 
+def fork(fn, *args) -> int:
+    """Run fn(*args) in a forked child that exits 0 on success, 1 on an exception."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn(*args)
+            code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def reap(pids, timeout: float = 60.0) -> dict[int, int]:
+    """Wait for every pid (killing stragglers after *timeout*); pid -> exit status."""
+    deadline = time.monotonic() + timeout
+    status: dict[int, int] = {}
+    pending = set(pids)
+    while pending:
+        for pid in list(pending):
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status[pid] = st
+                pending.discard(pid)
+        if pending and time.monotonic() > deadline:
+            for pid in pending:
+                os.kill(pid, signal.SIGKILL)
+                status[pid] = os.waitpid(pid, 0)[1]
+            raise AssertionError(f"children {sorted(pending)} did not finish in {timeout}s (wedged?)")
+        time.sleep(0.01)
+    return status
+
+
 def run_supervisor(*args: str, env: dict | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """Run ``supervisor.py`` to completion (for configs that must fail): its result."""
     return subprocess.run([sys.executable, str(SUPERVISOR), *args], cwd=str(REPO), env=base_env(env),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def child_holding(fn, timeout: float = 30.0):
+    """Run fn() in a forked child that then stays alive until the block ends.
+
+    The block starts once fn() has returned in the child; at its end the
+    child is released, reaped and must have exited 0.
+    """
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+
+    def body() -> None:
+        fn()
+        os.write(ready_w, b"x")
+        select.select([done_r], [], [], timeout)  # bounded: the parent writes long before
+
+    pid = fork(body)
+    try:
+        assert select.select([ready_r], [], [], timeout)[0], "the child never got ready"
+        yield pid
+    finally:
+        os.write(done_w, b"x")
+        status = reap([pid], timeout=timeout)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+    assert list(status.values()) == [0]

@@ -1,0 +1,262 @@
+"""The arbiter: one loop that owns the listening sockets, the arena and every child.
+
+Modelled on gunicorn's arbiter: signal handlers only enqueue the signal and
+wake the loop through a self-pipe; the loop waits, reaps, dispatches each
+queued signal to its ``handle_<name>`` method, and asks every child kind
+(``children``) to bring its processes in line.
+
+- SIGCHLD: reap; a dead worker is respawned on the next turn (well under 1 s);
+  the arena and its cached data survive it.
+- A worker that exits with WORKER_BOOT_ERROR (3), or workers that die within
+  BOOT_WINDOW of starting MAX_BOOT_FAILURES times in a row, stop the host
+  with a message instead of a restart storm (exit status 3).
+- SIGTERM/SIGINT: close the listener, SIGTERM the children (workers finish
+  in-flight requests within ``graceful_timeout``), SIGKILL stragglers, exit 0.
+  SIGQUIT: the same without the grace.  A second SIGINT/SIGQUIT hurries.
+- SIGTTIN/SIGTTOU: one worker more/fewer (never fewer than one; never more
+  than the arena's ``process_rows`` hold).
+- SIGHUP: logged and ignored (a restart changes the configuration).
+- With ``--etcd``, a registrar child holds the host's etcd session and
+  writes the member list into the arena; it is respawned with backoff.  The
+  arbiter never imports grpc (a gRPC client in a process that forks breaks
+  its children), only that child does.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import signal
+import socket
+import time
+
+from .children import KILL_MARGIN, Child, ChildKind, Registrar, Workers
+from .signals import ARBITER_SIGNALS, die_with_parent, reset_child_signals
+
+log = logging.getLogger("geecache.supervisor")
+
+#: The loop wakes at least this often even without signals.
+TICK = 1.0
+EXIT_BOOT_FAILED = 3
+
+
+def bind(cfg, reuseport: bool) -> socket.socket:
+    """A listening TCP socket on cfg.host:cfg.port (SO_REUSEPORT when asked)."""
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((cfg.host, cfg.port))
+        sock.listen(1024)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Arbiter:
+    """The supervisor's loop and the services child kinds use (spawn, send, listener, halt).
+
+    All state here is touched only by the main thread's loop; signal handlers
+    touch nothing but ``_signals`` (a deque, append is atomic) and the pipe.
+    """
+
+    def __init__(self, cfg, arena, first_socket: socket.socket) -> None:
+        self.cfg = cfg
+        self.arena = arena
+        self.pid = os.getpid()
+        self.workers = Workers(cfg.workers)
+        self.kinds: list[ChildKind] = [self.workers] + ([Registrar()] if cfg.etcd else [])
+        self.children: dict[int, Child] = {}  # pid -> Child
+        #: True once the stop began: kinds then only do their bookkeeping for a reaped child.
+        self.stopping = False
+        # slot index -> listening socket; one shared socket unless reuseport.
+        self._sockets: dict[int, socket.socket] = {0: first_socket}
+        self._halt: str | None = None
+        self._signals: collections.deque[int] = collections.deque(maxlen=16)
+        self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- services for the child kinds ---------------------------------------------
+
+    def children_of(self, kind: ChildKind) -> list[Child]:
+        """The live children of *kind*."""
+        return [c for c in self.children.values() if c.kind is kind]
+
+    def listener(self, slot: int) -> socket.socket:
+        """The socket worker *slot* serves on: the shared one, or its own with reuseport."""
+        if not self.cfg.reuseport:
+            return self._sockets[0]
+        sock = self._sockets.get(slot)
+        if sock is None:
+            sock = self._sockets[slot] = bind(self.cfg, reuseport=True)
+        return sock
+
+    def drop_listener(self, slot: int) -> None:
+        """Close retired *slot*'s own socket (reuseport), so the kernel stops routing to it."""
+        if self.cfg.reuseport:
+            self._sockets.pop(slot).close()
+
+    def halt(self, reason: str) -> None:
+        """Stop the host at the end of this turn with EXIT_BOOT_FAILED, logging *reason*."""
+        self._halt = reason
+
+    @staticmethod
+    def send(pid: int, sig: int) -> None:
+        """Signal *pid*, which may already be gone."""
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def spawn(self, kind: ChildKind, slot: int | None) -> None:
+        """Fork a child of *kind* (in *slot*) that runs ``kind.body`` and never returns here."""
+        keep = kind.listener(self, slot)
+        # Signals stay blocked across the fork: a SIGTERM that reached the child
+        # before it dropped our handlers would run them in the child, land in
+        # its copy of the queue, and be lost (measured: a retired worker that
+        # never left).  Blocked, it waits for the child's own handlers.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ARBITER_SIGNALS)
+        pid = os.fork()
+        if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            child = self.children[pid] = Child(kind, pid, slot)
+            log.info("started %s (pid %d)", child.label, pid)
+            return
+        code = 1
+        try:
+            reset_child_signals(mask)
+            os.close(self._pipe_r)
+            os.close(self._pipe_w)
+            for sock in self._sockets.values():
+                if sock is not keep:
+                    sock.close()  # a retired reuseport socket must die with its slot
+            die_with_parent(self.pid)
+            kind.body(self, slot, keep)
+        except BaseException:
+            log.exception("%s child failed", kind.name)
+        finally:
+            os._exit(code)
+
+    # -- signals ---------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if signum != signal.SIGCHLD:
+            self._signals.append(signum)
+        try:
+            os.write(self._pipe_w, b".")
+        except OSError:
+            pass  # pipe full: the loop is awake anyway
+
+    def handle_term(self) -> int:
+        """Graceful stop: in-flight requests get graceful_timeout."""
+        log.info("SIGTERM: stopping")
+        self._stop(graceful=True)
+        return 0
+
+    def handle_int(self) -> int:
+        """Ctrl-C: as SIGTERM (a second one hurries)."""
+        log.info("SIGINT: stopping")
+        self._stop(graceful=True)
+        return 0
+
+    def handle_quit(self) -> int:
+        """Quick stop: children get KILL_MARGIN, not the grace."""
+        log.info("SIGQUIT: stopping")
+        self._stop(graceful=False)
+        return 0
+
+    def handle_ttin(self) -> None:
+        """One worker more."""
+        self.workers.grow(self)
+
+    def handle_ttou(self) -> None:
+        """One worker fewer."""
+        self.workers.shrink()
+
+    def handle_hup(self) -> None:
+        """Ignored for now: the configuration is read once."""
+        log.info("SIGHUP ignored: restart the host to change its configuration")
+
+    def _sleep(self, timeout: float) -> None:
+        try:
+            ready, _, _ = select.select([self._pipe_r], [], [], timeout)
+            if ready:
+                while os.read(self._pipe_r, 512):
+                    pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # -- the loop --------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Collect every child that exited and hand it to its kind."""
+        for pid in list(self.children):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                child = self.children.pop(pid)
+                child.kind.exited(self, child, status)
+
+    def manage(self) -> None:
+        """Bring every kind's children in line (unless the host is halting)."""
+        if not self._halt:
+            for kind in self.kinds:
+                kind.manage(self)
+
+    def run(self) -> int:
+        """Run until a stop signal or a halt; return the process exit status."""
+        for sig in ARBITER_SIGNALS:
+            signal.signal(sig, self._on_signal)
+        addr = self._sockets[0].getsockname()
+        log.info("supervisor %d listening on http://%s:%d with %d workers%s; arena %s", self.pid,
+                 addr[0], addr[1], self.workers.target, " (SO_REUSEPORT)" if self.cfg.reuseport else "",
+                 self.arena.name)
+        try:
+            self.manage()
+            while True:
+                self._sleep(TICK)
+                self.reap()
+                while self._signals:
+                    name = signal.Signals(self._signals.popleft()).name
+                    code = getattr(self, "handle_" + name[3:].lower())()
+                    if code is not None:
+                        return code
+                if self._halt:
+                    log.error("%s", self._halt)
+                    self._stop(graceful=False)
+                    return EXIT_BOOT_FAILED
+                self.manage()
+        except BaseException:
+            self._stop(graceful=False)
+            raise
+
+    def _stop(self, graceful: bool) -> None:
+        """Stop accepting, stop every child (gracefully when asked), reap them all."""
+        self.stopping = True
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+        for pid in self.children:
+            self.send(pid, signal.SIGTERM)
+        grace = self.cfg.graceful_timeout + KILL_MARGIN if graceful else KILL_MARGIN
+        deadline = time.monotonic() + grace
+        while self.children and time.monotonic() < deadline:
+            self._sleep(0.05)
+            self.reap()
+            if any(s in (signal.SIGINT, signal.SIGQUIT) for s in self._signals):
+                break  # a second Ctrl-C: no more waiting
+        for pid in list(self.children):
+            log.warning("pid %d did not stop in time; killing it", pid)
+            self.send(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.01)
+        log.info("supervisor %d stopped", self.pid)

@@ -1,0 +1,137 @@
+"""Set a host up and run its arbiter: parse, seed, bind, create the arena, supervise, clean up.
+
+Exit status: 0 clean stop, 1 runtime failure (e.g. the port is taken),
+2 invalid configuration (before anything forks), 3 workers failed to boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from geecache import leftovers, metrics
+from geecache.config import DEMO_ROWS, parse_args
+from geecache.errors import ConfigError, reported_as
+
+from .arbiter import Arbiter, bind
+
+log = logging.getLogger("geecache.supervisor")
+
+
+def seed_demo(path: str) -> None:
+    """Create the demo database with the classic rows, if it does not exist yet."""
+    if os.path.exists(path):
+        return
+    from geecache.storage import SQLiteStorage
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    store = SQLiteStorage(path)
+
+    async def fill() -> None:
+        for key, value in DEMO_ROWS.items():
+            await store.set(key, value)
+
+    try:
+        asyncio.run(fill())
+    finally:
+        store.close()
+    log.info("created the demo database %s", path)
+
+
+def configure_arena(cfg, arena) -> None:
+    """Declare every group in the arena before forking, so a budget that does not fit
+    is a config error now rather than a boot failure in every worker."""
+    from geecache.group import declare_partitions
+
+    for i, g in enumerate(cfg.groups):
+        with reported_as(lambda inner, i=i: f"groups[{i}].{inner}"):
+            declare_partitions(arena, g.name, g.max_bytes, g.policy, cfg.hot_share)
+
+
+def create_arena(cfg):
+    """The host's shared-memory arena, sized once."""
+    from geecache.shm import Arena
+
+    check_shm_space(cfg.arena)
+    with reported_as("arena"):
+        # Every group takes two records: itself and its hot partition.
+        return Arena.create(cfg.arena, item_limit=cfg.item_limit, max_groups=max(32, 2 * len(cfg.groups)),
+                            shards=cfg.arena_shards, max_procs=cfg.process_rows)
+
+
+def check_shm_space(size: int, shm_dir: str = "/dev/shm") -> None:
+    """Refuse an arena larger than the free space of /dev/shm.
+
+    The segment is only ftruncated, so a tmpfs too small for it (Docker's
+    default --shm-size is 64 MiB) would otherwise fail later, as SIGBUS in a
+    worker when the cache fills.
+    """
+    try:
+        st = os.statvfs(shm_dir)
+    except OSError:
+        return  # no /dev/shm to ask: shm_open will say what is wrong
+    free = st.f_bavail * st.f_frsize
+    if size > free:
+        raise ConfigError("arena", f"{size} bytes do not fit in {shm_dir} ({free} bytes free); "
+                                   "lower --arena or enlarge the tmpfs (docker: --shm-size)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, validate, set up, supervise; return the exit status."""
+    try:
+        cfg = parse_args(argv)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s [%(process)d] %(name)s %(levelname)s: %(message)s")
+    try:
+        for g in cfg.groups:
+            if g.demo:
+                seed_demo(g.sqlite)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot create the demo database: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind(cfg, cfg.reuseport)
+    except OSError as exc:
+        print(f"error: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if cfg.port == 0:
+        cfg.port = sock.getsockname()[1]
+    if cfg.etcd and not cfg.advertise:
+        if cfg.host in ("0.0.0.0", "::", ""):
+            sock.close()
+            print(f"config error: advertise: --host {cfg.host or '*'} is no address other hosts can reach; "
+                  "give --advertise HOST:PORT", file=sys.stderr)
+            return 2
+        cfg.advertise = f"{cfg.host}:{cfg.port}"
+    state = leftovers.state_path(cfg.data_dir, cfg.port)
+    leftovers.reclaim(state)
+    metrics_dir, created = metrics.prepare_multiproc_dir()
+    log.info("metrics directory %s", metrics_dir)
+    arena = None
+    try:
+        arena = create_arena(cfg)
+        leftovers.record(state, arena.name, metrics_dir if created else None)
+        configure_arena(cfg, arena)
+        if cfg.etcd:
+            # Alone until the registrar says otherwise: the ring is usable from the first request.
+            arena.write_ring([cfg.advertise])
+        return Arbiter(cfg, arena, sock).run()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        sock.close()
+        if arena is not None:
+            arena.close()
+            arena.unlink()
+        metrics.remove_multiproc_dir(metrics_dir, created)
+        leftovers.forget(state)

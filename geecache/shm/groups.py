@@ -1,0 +1,134 @@
+"""Group records: which groups the arena holds, each with a budget, a policy and a data region.
+
+A record (``layout.GROUP``) is written once, under the CONFIG lock, and
+published by its state byte last: a process killed while writing one leaves
+it invisible, so CONFIG needs no repair.  Records are never changed or
+removed; each process caches the ones it has read (``GroupTable.get``).
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError, UnknownGroupError
+from .layout import (
+    DATA_USED_AT, GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_SIZE, MAX_GROUP_NAME, U64,
+)
+from .policy import BY_CODE, POLICIES
+
+#: Budgets under n_shards x this use fewer shards, so a slice is never tiny.
+_MIN_SLICE = 64 * 1024
+
+
+class GroupRecord:
+    """What a process caches about a configured group (immutable once READY).
+
+    ``data`` is the absolute offset of the group's data region, ``gstate``
+    that of its shard-0 log state (shard *s*'s is ``gstate + s *
+    GSTATE_SIZE``); ``shards`` are the arena shards its keys hash to.
+    """
+
+    __slots__ = ("idx", "name", "prefix", "policy", "ref_max", "max_bytes", "gshards", "slice",
+                 "region", "data", "gstate", "shards")
+
+    def __init__(self, idx, name, policy, max_bytes, gshards, slice_, region, data_off, gstate_off,
+                 n_shards):
+        self.idx = idx
+        self.name = name
+        self.prefix = name.encode("utf-8") + b"\0"
+        self.policy = policy
+        self.ref_max = policy.ref_max
+        self.max_bytes = max_bytes
+        self.gshards = gshards
+        self.slice = slice_
+        self.region = region
+        self.data = data_off + region
+        self.gstate = gstate_off + idx * n_shards * GSTATE_SIZE
+        self.shards = tuple((idx + j) % n_shards for j in range(gshards))
+
+
+class GroupTable:
+    """The group records of one arena mapping; ``configure`` holds lock *lock* of *locks*."""
+
+    def __init__(self, mm, locks, lock: int, off: int, max_groups: int, n_shards: int,
+                 gstate_off: int, data_off: int, data_bytes: int) -> None:
+        self._mm = mm
+        self._held = locks.held(lock)
+        self._off = off
+        self._max_groups = max_groups
+        self._n_shards = n_shards
+        self._gstate_off = gstate_off
+        self._data_off = data_off
+        self._data_bytes = data_bytes
+        #: name -> record, filled as records are read (hot paths look here first).
+        self.by_name: dict[str, GroupRecord] = {}
+
+    def configure(self, group: str, max_bytes: int, policy: str) -> None:
+        """Publish a record for *group* (see ``Arena.configure_group``)."""
+        if policy not in POLICIES:
+            raise ConfigError("policy", f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        raw = group.encode("utf-8") if isinstance(group, str) else b""
+        if not raw or len(raw) > MAX_GROUP_NAME or b"\0" in raw:
+            raise ConfigError("group", f"group name must be 1..{MAX_GROUP_NAME} UTF-8 bytes without NUL")
+        if not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ConfigError("max_bytes", "must be a positive integer")
+        mm = self._mm
+        with self._held:
+            existing = self.find(group)
+            if existing is not None:
+                if existing.max_bytes != max_bytes or existing.policy is not POLICIES[policy]:
+                    raise ConfigError("group", (
+                        f"group {group!r} is already configured with max_bytes="
+                        f"{existing.max_bytes}, policy={existing.policy.name}"))
+                return
+            free_idx = self._free_index()
+            # A value larger than a slice is not cached.
+            gshards = max(1, min(self._n_shards, max_bytes // _MIN_SLICE))
+            slice_ = (max_bytes // gshards) & ~7
+            used = U64.unpack_from(mm, DATA_USED_AT)[0]
+            if used + slice_ * gshards > self._data_bytes:
+                raise ConfigError("max_bytes", (
+                    f"group {group!r} needs {max_bytes} bytes; the arena has "
+                    f"{self._data_bytes - used} of {self._data_bytes} data bytes left"))
+            at = self._off + free_idx * GROUP_SIZE
+            GROUP.pack_into(mm, at, 0, POLICIES[policy].code, len(raw), gshards, max_bytes,
+                            used, slice_, 0, 0, raw)
+            for j in range(gshards):
+                s = (free_idx + j) % self._n_shards
+                GSTATE.pack_into(mm, self._gstate_off + (free_idx * self._n_shards + s) * GSTATE_SIZE,
+                                 0, 0, 0, 0, 0, 0)
+            U64.pack_into(mm, DATA_USED_AT, used + slice_ * gshards)
+            mm[at] = GROUP_READY  # published last: a crash before leaves it invisible
+
+    def _free_index(self) -> int:
+        for idx in range(self._max_groups):
+            if self._mm[self._off + idx * GROUP_SIZE] != GROUP_READY:
+                return idx
+        raise ConfigError("group", f"the arena holds at most {self._max_groups} groups")
+
+    def _read(self, idx: int) -> GroupRecord | None:
+        state, code, nlen, gshards, max_bytes, region, slice_, _a, _b, raw = \
+            GROUP.unpack_from(self._mm, self._off + idx * GROUP_SIZE)
+        if state != GROUP_READY:
+            return None
+        return GroupRecord(idx, raw[:nlen].decode("utf-8"), BY_CODE[code], max_bytes, gshards,
+                           slice_, region, self._data_off, self._gstate_off, self._n_shards)
+
+    def all(self) -> list[GroupRecord]:
+        """Every published record, read from the segment now."""
+        return [g for g in map(self._read, range(self._max_groups)) if g is not None]
+
+    def find(self, name: str) -> GroupRecord | None:
+        """The record of *name* read from the segment (and cached), or None."""
+        for g in self.all():
+            if g.name == name:
+                self.by_name[name] = g
+                return g
+        return None
+
+    def get(self, name: str) -> GroupRecord:
+        """The record of *name*, cached after the first read; UnknownGroupError if none."""
+        g = self.by_name.get(name)
+        if g is None:
+            g = self.find(name)
+            if g is None:
+                raise UnknownGroupError(f"group {name!r} is not configured in the arena")
+        return g

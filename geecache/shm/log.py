@@ -1,0 +1,194 @@
+"""The circular log of each (group, shard): where entries' bytes live and how room is made.
+
+Each group's data region is split into one slice per shard; each slice is a
+circular log of entries (``layout.ENTRY`` header + key + value, 8-byte
+padded).  Allocation is a pointer bump at the head (``fit``); room is made
+by the hand at the tail (``reclaim_tail``), which frees dead bytes, drops
+expired entries, and asks the group's policy (``policy.py``) whether a live
+entry is evicted or copied to the head (a second chance, ``SlotTable.move``).  A deleted
+entry is only marked dead (``kill``); its bytes return when the hand passes.
+
+Every method runs under the shard's lock, on the log state ``st`` the
+caller read with ``state`` and writes back with ``store``:
+``st = [head, tail, used, live bytes, entries, hot bytes]`` (``layout.GSTATE``).
+"""
+
+from __future__ import annotations
+
+from .layout import (
+    ENTRY, ENTRY_FLAGS_AT, ENTRY_SIZE, F_HOT, F_LIVE, F_WRAP, GSTATE, GSTATE_SIZE, MAX_LOAD,
+    WRAP_MARK, entry_size,
+)
+
+_entry_unpack = ENTRY.unpack_from
+_entry_pack = ENTRY.pack
+_gstate_unpack = GSTATE.unpack_from
+_gstate_pack = GSTATE.pack_into
+
+
+class Logs:
+    """The logs of one arena mapping (*mm*): entries in the data area, their slots in *slots*.
+
+    *stats* counts evictions and expirations; *clock* tells expiry.
+    """
+
+    def __init__(self, mm, slots, stats, clock, n_shards: int, sps: int, refs_off: int) -> None:
+        self._mm = mm
+        self._refs = refs_off
+        self._sps = sps
+        self._slots = slots
+        self._stats = stats
+        self._clock = clock
+        self._n_shards = n_shards
+        self._slot_limit = int(sps * MAX_LOAD)
+
+    # ---- log state
+
+    def state(self, g, s: int) -> list:
+        """A copy of the log state of group *g* in shard *s*, to change and ``store``."""
+        return list(_gstate_unpack(self._mm, g.gstate + s * GSTATE_SIZE))
+
+    def store(self, g, s: int, st: list) -> None:
+        """Write back the log state *st* of group *g* in shard *s*."""
+        _gstate_pack(self._mm, g.gstate + s * GSTATE_SIZE, *st)
+
+    def reset(self, g, s: int) -> None:
+        """Empty the log of group *g* in shard *s* (its slots must be gone already)."""
+        _gstate_pack(self._mm, g.gstate + s * GSTATE_SIZE, 0, 0, 0, 0, 0, 0)
+
+    def _slice_at(self, g, s: int) -> int:
+        return g.data + (s - g.idx) % self._n_shards * g.slice
+
+    # ---- writing entries
+
+    def make_slot_room(self, g, s: int, st: list) -> bool:
+        """Keep the shard's slot load under MAX_LOAD by evicting from *g*'s log."""
+        count_add = self._slots.count_add
+        while count_add(s, 0) >= self._slot_limit:
+            if not st[2]:
+                return False
+            self.reclaim_tail(g, s, st, "evict")
+        return True
+
+    def insert(self, g, s, st, h, home, i, pos, esize, kb, value, codec, exp) -> None:
+        """Write the entry at *pos* and point a slot at it: slot *i* if >= 0, else a free one.
+
+        A replaced entry is marked dead after its slot moved to the new one
+        (readers never look at the flags; both happen under the shard lock).
+        """
+        slots = self._slots
+        if i < 0:
+            i = slots.free(s, home)
+        q = g.data + (s - g.idx) % self._n_shards * g.slice + pos
+        # One copy of header, key and value (measured: cheaper than three).
+        self._mm[q:q + ENTRY_SIZE + len(kb) + len(value)] = \
+            _entry_pack(len(kb), codec, F_LIVE, len(value), i, g.idx, exp) + kb + value
+        old = slots.point(s, i, h, q)
+        if old:
+            self._kill_at(old, st)
+        st[3] += esize
+        st[4] += 1
+
+    def kill(self, s: int, i: int, st: list) -> None:
+        """Mark the entry slot *i* points at dead (its bytes return when the hand passes)."""
+        self._kill_at(self._slots.entry(s, i), st)
+
+    def _kill_at(self, q: int, st: list) -> None:
+        mm = self._mm
+        klen, _c, flags, vlen, _sl, _g, _e = _entry_unpack(mm, q)
+        mm[q + ENTRY_FLAGS_AT] = flags & ~(F_LIVE | F_HOT)
+        st[3] -= entry_size(klen, vlen)
+        st[4] -= 1
+        if flags & F_HOT:
+            st[5] -= entry_size(klen, vlen)
+
+    def remove(self, g, s: int, i: int, st: list) -> None:
+        """Drop the entry in slot *i*: mark its log bytes dead, then delete the slot."""
+        self.kill(s, i, st)
+        self._slots.delete(s, i)
+
+    # ---- allocation and the hand
+
+    def alloc(self, g, s: int, st: list, esize: int) -> int:
+        """Offset in the slice for *esize* bytes, evicting at the tail as needed; -1 if impossible."""
+        budget = 3 * st[4] + 8  # a full CLOCK cycle or three, then force
+        while True:
+            pos = self.fit(g, s, st, esize)
+            if pos >= 0:
+                return pos
+            if not st[2]:
+                return -1
+            budget -= 1
+            self.reclaim_tail(g, s, st, "evict" if budget > 0 else "force")
+
+    def fit(self, g, s: int, st: list, esize: int) -> int:
+        """Reserve *esize* bytes at the head without evicting; -1 when they do not fit."""
+        head, tail, used = st[0], st[1], st[2]
+        L = g.slice
+        if not used:
+            head = tail = st[0] = st[1] = 0
+        if head > tail or not used:
+            if esize <= L - head:
+                pos = head
+            elif esize <= tail:
+                # Skip the slice's end: the hand treats the marker as used bytes.
+                WRAP_MARK.pack_into(self._mm, self._slice_at(g, s) + head, 0, 0, F_WRAP)  # may be only 8 bytes left
+                st[2] += L - head
+                pos = 0
+            else:
+                return -1
+        elif head < tail and esize <= tail - head:
+            pos = head
+        else:
+            return -1
+        st[0] = (pos + esize) % L
+        st[2] += esize
+        return pos
+
+    def reclaim_tail(self, g, s: int, st: list, mode: str) -> None:
+        """Advance the hand over the record at the tail.
+
+        *mode*: ``evict`` applies the policy (second chances), ``force``
+        drops a live entry whatever its bits, ``clear`` drops without
+        counting an eviction.
+        """
+        mm = self._mm
+        L = g.slice
+        slice_at = g.data + (s - g.idx) % self._n_shards * L  # as _slice_at, inlined
+        t = st[1]
+        q = slice_at + t
+        klen, codec, flags, vlen, i, _g, exp = _entry_unpack(mm, q)
+        if flags & F_WRAP:
+            st[2] -= L - t
+            st[1] = 0
+            return
+        esize = entry_size(klen, vlen)
+        st[1] = (t + esize) % L
+        st[2] -= esize
+        if not flags & F_LIVE:
+            return
+        if mode == "evict":
+            if exp and exp <= self._clock():
+                self._drop(g, s, i, st, esize, flags, "expirations")
+                return
+            # The slot's reference byte (the refs array parallel to the slot table), read
+            # inline: this runs once per hand step.
+            kept = g.policy.at_tail(flags, mm[self._refs + s * self._sps + i], st[5], L)
+            if kept is not None:
+                pos = self.fit(g, s, st, esize)
+                if pos >= 0:
+                    new_flags = kept[0]
+                    self._slots.move(s, i, q, slice_at + pos, esize, new_flags, kept[1])
+                    if (new_flags ^ flags) & F_HOT:
+                        st[5] += esize if new_flags & F_HOT else -esize
+                    return
+        self._drop(g, s, i, st, esize, flags, None if mode == "clear" else "evictions")
+
+    def _drop(self, g, s, i, st, esize, flags, counter) -> None:
+        st[3] -= esize
+        st[4] -= 1
+        if flags & F_HOT:
+            st[5] -= esize
+        self._slots.delete(s, i)
+        if counter:
+            self._stats.add(g.idx, counter)
