@@ -120,8 +120,8 @@ class Breaker:
         if self._failed:
             self._failed.pop(peer, None)
 
-    def failure(self, peer: str) -> None:
-        """A call to *peer* timed out or was refused."""
+    def failure(self, peer: str) -> bool:
+        """A call to *peer* timed out or was refused; True when that opened its breaker."""
         tripped = self._tripped.get(peer)
         now = self._clock()
         if tripped is None:
@@ -129,12 +129,14 @@ class Breaker:
                 count = self._failed.get(peer, 0) + 1
                 if count < self.failures:
                     self._failed[peer] = count
-                    return
+                    return False
                 self._failed.pop(peer, None)
             self._open(peer, now, self.cooldown)
-        elif now >= tripped.until:  # half-open: the probe (or a straggler after the cooldown) failed
+            return True
+        if now >= tripped.until:  # half-open: the probe (or a straggler after the cooldown) failed
             self._open(peer, now, min(tripped.cooldown * self.backoff, self.max_cooldown))
-        # else: open already; a call that started before the trip adds nothing
+            return True
+        return False  # open already; a call that started before the trip adds nothing
 
     def _open(self, peer: str, now: float, cooldown: float) -> None:
         self._tripped[peer] = _Tripped(now + cooldown, cooldown)
@@ -148,6 +150,11 @@ class Breaker:
         if tripped is None:
             return CLOSED
         return OPEN if self._clock() < tripped.until else HALF_OPEN
+
+    def retry_in(self, peer: str) -> float:
+        """Seconds until *peer*'s breaker lets a probe through (0 when closed or half-open)."""
+        tripped = self._tripped.get(peer)
+        return 0.0 if tripped is None else max(0.0, tripped.until - self._clock())
 
     def forget(self, peer: str) -> None:
         """Drop *peer*'s state (it left the ring); if it comes back it starts closed."""

@@ -391,6 +391,16 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("peer_read_timeout", NUMBER, 2.0,
             "seconds a peer has to answer once connected before falling back to loading locally",
             _positive, "S", "number > 0"),
+    Setting("breaker_failures", INT, 1,
+            "consecutive timeouts or refusals of a peer that open its circuit breaker: its keys are "
+            "then served by local loads, without calling it, for a cooldown",
+            between(1, 1000), "N", "int 1..1000"),
+    Setting("breaker_cooldown", NUMBER, 1.0,
+            "seconds an open breaker routes around its peer before letting one probe call through; "
+            "each failed probe doubles it, up to `breaker_max_cooldown`", _positive, "S", "number > 0"),
+    Setting("breaker_max_cooldown", NUMBER, 30.0,
+            "seconds an open breaker's cooldown grows to at most", _positive, "S",
+            "number ≥ `breaker_cooldown`"),
     Setting("hot_share", NUMBER, 0.125,
             "share of each group's budget reserved, on top of it, for hot copies of keys other hosts "
             "own (groupcache: 1/8)", _share, "F", "number in (0, 1]"),
@@ -626,6 +636,9 @@ def _finish(cfg) -> None:
             raise ConfigError(name, f"file {value!r} does not exist")
     if cfg.etcd and cfg.peers:
         raise ConfigError("peers", "use either etcd discovery or a static peer list, not both")
+    if cfg.breaker_max_cooldown < cfg.breaker_cooldown:
+        raise ConfigError("breaker_max_cooldown", f"{cfg.breaker_max_cooldown:g} is below "
+                          f"breaker_cooldown ({cfg.breaker_cooldown:g})")
     if cfg.process_rows is None:
         cfg.process_rows = default_process_rows(cfg.workers)
     needed = cfg.workers + (1 if cfg.etcd else 0)

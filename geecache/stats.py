@@ -23,6 +23,9 @@ STAT_FIELDS = (
     "sets",           # Group.set calls
     "deletes",        # Group.delete calls
     "peer_requests",  # requests served for other hosts
+    "peer_skipped",   # peer calls not made: the owner's circuit breaker was open (served locally)
+    "peer_trips",     # peer calls whose timeout or refusal opened that peer's circuit breaker
+    "writes_refused", # writes the source did not apply: older than its version, or past the deadline
 )
 
 

@@ -22,7 +22,7 @@ def make(**kw):
 def test_one_failure_opens_for_a_cooldown_then_one_probe_at_a_time():
     b, clock, trips = make(cooldown=1.0)
     assert b.allow("A") and b.state("A") == CLOSED
-    b.failure("A")
+    assert b.failure("A") is True
     assert b.state("A") == OPEN and trips == ["A"] and b.trips == 1
     assert [b.allow("A") for _ in range(5)] == [False] * 5
     assert b.allow("B")  # other peers are not affected
@@ -63,7 +63,7 @@ def test_failures_while_open_do_not_extend_it():
     b, clock, trips = make(cooldown=1.0)
     b.failure("A")
     clock.t += 0.5
-    b.failure("A")  # a call that started before the trip
+    assert b.failure("A") is False  # a call that started before the trip
     b.failure("A")
     clock.t += 0.5
     assert b.allow("A")
@@ -72,7 +72,7 @@ def test_failures_while_open_do_not_extend_it():
 
 def test_n_consecutive_failures_when_configured():
     b, clock, trips = make(failures=3)
-    b.failure("A")
+    assert b.failure("A") is False
     b.failure("A")
     assert b.state("A") == CLOSED and b.allow("A")
     b.success("A")  # a success in between starts the count again

@@ -29,6 +29,7 @@ def build_peers(cfg: Config, arena):
     """
     if not cfg.etcd and not cfg.peers:
         return None
+    from geecache.breaker import Breaker
     from geecache.httppeers import HTTPPool, StaticMembers, peer_url
 
     tls = cfg.tls_cert is not None
@@ -40,7 +41,9 @@ def build_peers(cfg: Config, arena):
         members = StaticMembers(list(cfg.peers) + ([self_address] if self_address not in cfg.peers else []))
     return HTTPPool(self_address, members, token=cfg.auth_token, tls=tls, ssl_context=ssl_context,
                     codecs={g.name: g.codec for g in cfg.groups},
-                    connect_timeout=cfg.peer_connect_timeout, read_timeout=cfg.peer_read_timeout)
+                    connect_timeout=cfg.peer_connect_timeout, read_timeout=cfg.peer_read_timeout,
+                    breaker=Breaker(failures=cfg.breaker_failures, cooldown=cfg.breaker_cooldown,
+                                    max_cooldown=cfg.breaker_max_cooldown))
 
 
 def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:

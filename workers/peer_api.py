@@ -11,10 +11,11 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from geecache.auth import expected_bearer
-from geecache.compression import pack, unpack
-from geecache.errors import CodecError, NotFoundError, UnknownGroupError
-from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
+from geecache.compression import pack
+from geecache.errors import CodecError, UnknownGroupError
+from geecache.geecachepb import GetResponse, InvalidateRequest
 from geecache.httppeers import PEER_PREFIX, PROTOBUF
+from geecache.peerwrites import serve_delete, serve_set
 
 
 class PeerAPI:
@@ -46,21 +47,16 @@ class PeerAPI:
         return web.Response(body=msg.SerializeToString(), content_type=PROTOBUF)
 
     async def put(self, request: web.Request) -> web.Response:
-        """The owner's half of a set: write through, cache, invalidate the others."""
+        """The owner's half of a set (``geecache.peerwrites``): a WriteResponse."""
         group = self._group(request)
-        msg = await self._body(request, SetRequest())
-        # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
-        value = unpack(msg.codec, msg.value, group.item_limit)
-        await group.set_local(request.match_info["key"], value, msg.ttl)
-        return web.Response(status=204)
+        body = await serve_set(group, request.match_info["key"], await request.read())
+        return web.Response(body=body, content_type=PROTOBUF)
 
     async def delete(self, request: web.Request) -> web.Response:
-        """The owner deletes from its source and cache; 404 when the source had no such key."""
+        """The owner's half of a delete (``geecache.peerwrites``): a WriteResponse."""
         group = self._group(request)
-        key = request.match_info["key"]
-        if not await group.delete_local(key):
-            raise NotFoundError(f"group {group.name!r} has no key {key!r}")
-        return web.Response(status=204)
+        body = await serve_delete(group, request.match_info["key"], await request.read())
+        return web.Response(body=body, content_type=PROTOBUF)
 
     async def cluster(self, request: web.Request) -> web.Response:
         """The member list this host routes by, and the owner of ``?key=`` if given."""
@@ -72,6 +68,7 @@ class PeerAPI:
             "self": pool.self_address,
             "members": list(pool.members()),
             "owner": pool.owner(key) if key else None,
+            "breakers": pool.breaker.snapshot(),  # this worker's view
         })
 
     async def invalidate(self, request: web.Request) -> web.Response:

@@ -22,8 +22,9 @@ seen for that key, which is what an unconditional write means.
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import NamedTuple
+from typing import Awaitable, Callable, NamedTuple
 
 from ..errors import ReadOnlySourceError
 from ..limits import as_bytes
@@ -151,3 +152,27 @@ def check_write(version: int, expire_at: float, deadline: float) -> None:
     for name, t in (("expire_at", expire_at), ("deadline", deadline)):
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t < float("inf"):
             raise ValueError(f"{name} must be Unix seconds >= 0 (0 = none), got {t!r}")
+
+
+def _defining_class(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+
+def row_reader(source) -> Callable[[str], Awaitable[Row | None]]:
+    """How a Group loads a row from *source*: its ``read``, unless a subclass overrode only ``get``.
+
+    A subclass that wraps ``get`` (to count or slow loads, say) keeps being
+    called through it; its rows then read as unversioned and unexpiring,
+    which is what ``get`` can tell (it already hides expired rows).
+    """
+    cls = type(source)
+    read_at, get_at = _defining_class(cls, "read"), _defining_class(cls, "get")
+    if read_at is not None and get_at is not None and issubclass(read_at, get_at):
+        return source.read
+    return functools.partial(Storage.read, source)
+
+
+def source_writer(source) -> Callable[..., Awaitable[WriteResult]]:
+    """*source*'s ``write``; for an object with only ``set``/``delete``, the legacy adapter."""
+    write = getattr(source, "write", None)
+    return write if write is not None else functools.partial(Storage.write, source)
