@@ -394,6 +394,16 @@ class Group:
         await wait_while(lambda: self._flight.loading(self.name, key), time.monotonic() + self._flight_wait)
         return True
 
+    def drop_copies(self) -> None:
+        """Drop every copy of this group on the host, owned and hot (see ``geecache.pauseguard``).
+
+        A load running now may have read the source before writes this host
+        missed, so it serves its value but does not keep it.
+        """
+        self._fence.wrote_all()
+        self._cache.clear(self.name)
+        self._cache.clear(self._hot)
+
     def invalidate(self, keys: list[str]) -> None:
         """Drop this host's copies of *keys*, owned or hot (their owner changed them)."""
         for key in keys:
@@ -430,4 +440,9 @@ class _WriteFence:
         """*key* was written or invalidated."""
         entry = self._keys.get(key)
         if entry is not None:
+            entry[1] += 1
+
+    def wrote_all(self) -> None:
+        """Every key may have been written (the host missed invalidations)."""
+        for entry in self._keys.values():
             entry[1] += 1

@@ -80,6 +80,7 @@ async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
 async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int) -> int:
     from geecache import metrics
     from workers.app import make_app
+    from geecache.pauseguard import PauseGuard
     from workers.groups import build_groups, build_peers, close_sources
 
     loop = asyncio.get_running_loop()
@@ -99,7 +100,11 @@ async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     watcher = asyncio.ensure_future(_watch_parent(supervisor_pid, stop))
+    # A pause long enough to miss invalidations drops this host's copies (invariant 7).
+    guard = PauseGuard(groups.values())
+    guard.start(loop)
     await stop.wait()
+    guard.stop()
     watcher.cancel()
     # cleanup() closes the listener first, then waits for in-flight handlers.
     await runner.cleanup()
