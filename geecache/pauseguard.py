@@ -14,6 +14,15 @@ for that long.  Shorter pauses lose nothing: a sender still waiting for its
 answer, and a write's originator waits longer still (the peer read timeout)
 before it writes elsewhere.  The hosts's workers share the arena, so
 whichever worker wakes first drops the copies for all of them.
+
+Joining has the same hole for a short while.  A host that the others do
+not know yet (it just started, or re-registered after its lease expired
+while it was paused) already serves: copies it keeps then miss the
+invalidations of hosts that have not added it to their rings.  So the guard
+drops the copies once more ``settle`` seconds after a pause, and ``join_settle``
+seconds after the host's ring goes from "alone" (only itself, as a host
+starts) or "without itself" to a ring with itself and others: by then every
+host routes to it and invalidates it.
 """
 
 from __future__ import annotations
@@ -30,27 +39,53 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.9
 #: How often the guard's timer runs.
 DEFAULT_INTERVAL = 0.1
+#: Seconds after a join before the copies kept meanwhile are dropped: every
+#: host's registrar sees the new member through its etcd watch within that.
+DEFAULT_JOIN_SETTLE = 1.0
 
 
 class PauseGuard:
-    """Calls ``drop_copies()`` on every group after a gap in this loop's timer.
+    """Calls ``drop_copies()`` on every group after a gap in this loop's timer, and after joins.
 
     *clock* is monotonic (it keeps counting while a process is stopped).
-    ``pauses`` counts the gaps seen.
+    *settle* is how long after a pause the copies are dropped once more (the
+    paused host may have left the ring and be re-joining: give it the lease
+    TTL).  *members* (``HTTPPool.members``) and *self_address* let it see
+    this host join; without them only pauses are watched.  ``pauses`` counts
+    the gaps seen, ``drops`` every time the copies were dropped.
     """
 
     def __init__(self, groups: Iterable, *, threshold: float = DEFAULT_THRESHOLD,
-                 interval: float = DEFAULT_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float = DEFAULT_INTERVAL, settle: float = 0.0,
+                 join_settle: float = DEFAULT_JOIN_SETTLE,
+                 members: Callable[[], Iterable[str]] | None = None, self_address: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not 0 < interval < threshold:
             raise ValueError(f"need 0 < interval < threshold, got {interval!r}, {threshold!r}")
         self._groups = list(groups)
         self.threshold = threshold
         self.interval = interval
+        self.settle = settle
+        self.join_settle = join_settle
+        self._members = members
+        self._self = self_address
         self._clock = clock
         self._last = clock()
+        self._joined = self._in_a_ring()
+        self._due: list[float] = []  # monotonic times of the drops still to do
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Gaps over the threshold seen so far.
         self.pauses = 0
+        #: Times the copies were dropped.
+        self.drops = 0
+
+    def _in_a_ring(self) -> bool:
+        """This host is in its ring with other hosts (True when not watching the ring)."""
+        if self._members is None:
+            return True
+        members = set(self._members())
+        return self._self in members and len(members) > 1
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Run the timer on *loop* (the running one by default)."""
@@ -59,18 +94,32 @@ class PauseGuard:
         self._handle = self._loop.call_later(self.interval, self.tick)
 
     def tick(self) -> None:
-        """One run of the timer: drop the copies if the loop was away too long."""
+        """One run of the timer: drop the copies if the loop was away too long, or it is time."""
         now = self._clock()
         gap = now - self._last
         self._last = now
         if gap > self.threshold:
             self.pauses += 1
-            for group in self._groups:
-                group.drop_copies()
+            self._drop()
             log.warning("worker loop did not run for %.1f s (paused?): dropped this host's cached "
                         "copies, which may have missed invalidations meanwhile", gap)
+            if self.settle:
+                self._due.append(now + self.settle)
+        joined = self._in_a_ring()
+        if joined and not self._joined:
+            self._due.append(now + self.join_settle)
+        self._joined = joined
+        if self._due and min(self._due) <= now:
+            self._due = [t for t in self._due if t > now]
+            self._drop()
+            log.info("dropped this host's cached copies again, now that every host routes to it")
         if self._handle is not None:
             self._handle = self._loop.call_later(self.interval, self.tick)
+
+    def _drop(self) -> None:
+        self.drops += 1
+        for group in self._groups:
+            group.drop_copies()
 
     def stop(self) -> None:
         """Stop the timer."""

@@ -68,3 +68,57 @@ def test_a_load_running_across_the_pause_is_served_not_kept():
 def test_bad_intervals():
     with pytest.raises(ValueError):
         PauseGuard([], threshold=0.1, interval=0.1)
+
+
+def test_copies_are_dropped_again_after_the_pause_settles_and_after_a_join():
+    cache = LocalCache()
+    g = Group("g", MemoryStorage({"k": b"v"}), cache=cache)
+    clock = Clock()
+    ring = ["me"]  # a host starts alone (the supervisor's seed), then the registrar adds the others
+
+    def fill():
+        cache.set("g", "k", b"v")
+
+    async def main():
+        guard = PauseGuard([g], threshold=1.0, interval=0.1, settle=3.0, join_settle=1.0,
+                           members=lambda: ring, self_address="me", clock=clock)
+        guard.start()
+        fill()
+        ring[:] = ["me", "a", "b"]  # joined
+        clock.t += 0.1
+        guard.tick()
+        assert guard.drops == 0 and cache.get("g", "k") == b"v"
+        clock.t += 0.5
+        guard.tick()
+        assert guard.drops == 0
+        clock.t += 0.5
+        guard.tick()  # join_settle after the join
+        assert guard.drops == 1 and cache.get("g", "k") is None
+        fill()
+        clock.t += 10  # paused
+        guard.tick()
+        assert guard.drops == 2 and cache.get("g", "k") is None
+        fill()
+        ring[:] = ["a", "b"]  # its lease expired: its own ring loses it ...
+        clock.t += 0.1
+        guard.tick()
+        fill()
+        ring[:] = ["me", "a", "b"]  # ... and it re-registers
+        clock.t += 0.1
+        guard.tick()
+        assert guard.drops == 2 and cache.get("g", "k") == b"v"
+        clock.t += 1.0
+        guard.tick()  # join_settle after the re-join
+        assert guard.drops == 3
+        fill()
+        for _ in range(4):
+            clock.t += 0.5
+            guard.tick()  # settle after the pause (at the last of these)
+        assert guard.drops == 4 and cache.get("g", "k") is None
+        for _ in range(10):
+            clock.t += 0.1
+            guard.tick()
+        guard.stop()
+        return guard.drops
+
+    assert asyncio.run(main()) == 4

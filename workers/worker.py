@@ -101,7 +101,9 @@ async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     watcher = asyncio.ensure_future(_watch_parent(supervisor_pid, stop))
     # A pause long enough to miss invalidations drops this host's copies (invariant 7).
-    guard = PauseGuard(groups.values())
+    guard = PauseGuard(groups.values(), settle=cfg.lease_ttl + 1.0,
+                       members=peers.members if peers is not None else None,
+                       self_address=getattr(peers, "self_address", None))
     guard.start(loop)
     await stop.wait()
     guard.stop()
