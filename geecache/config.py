@@ -431,7 +431,9 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "eviction: CLOCK approximation of LRU, or LRU-2 (scan-resistant)",
             one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
     Setting("ttl", NUMBER, 0.0,
-            "expiry of cached entries (0 = never); hot copies expire after `min(hot_ttl, ttl)` s",
+            "freshness bound of cached copies (0 = none): after it a copy is loaded again from the "
+            "source; hot copies expire after `min(hot_ttl, ttl)` s. A write's `?ttl=` is different: "
+            "the value's lifetime",
             _not_negative, what="number ≥ 0 (seconds)", cli=False),
     Setting("codec", STR, "none",
             "compression of values between hosts (used only when it saves ≥ 10 %)",
@@ -443,7 +445,8 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "SQLite database (created if missing; its directory must exist); relative to the config "
             "file", what="path", shown="–", cli=False),
     Setting("table", STR, "kv",
-            "table (`key TEXT PRIMARY KEY, value BLOB`) in `sqlite`; only with `sqlite`",
+            "table (`key TEXT PRIMARY KEY, value BLOB`, plus `version`, `expire_at`, `deleted`, "
+            "added in place to an older table) in `sqlite`; only with `sqlite`",
             what="SQL identifier", cli=False),
     Setting("loader", STR, None,
             "read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
