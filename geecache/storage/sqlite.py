@@ -72,10 +72,11 @@ class SQLiteStorage(Storage):
 
     Reads run on the event loop: a one-row primary-key SELECT measured 9 us,
     less than the hop to a thread (measured 84 us) would cost.  Writes go to a
-    thread (``asyncio.to_thread``): a commit fsyncs the WAL (measured 117 us
-    on an SSD, milliseconds on slower disks) and may wait up to
-    ``busy_timeout`` for another process's write, which must not stall every
-    request on the worker.
+    thread: a commit fsyncs the WAL (measured 117 us on an SSD, milliseconds
+    on slower disks) and may wait up to ``busy_timeout`` for another
+    process's write, which must not stall every request on the worker.
+    *executor* is that thread pool (None: asyncio's default).  *clock* (Unix
+    seconds) is injectable for tests.
     """
 
     versioned = True
@@ -85,6 +86,7 @@ class SQLiteStorage(Storage):
         path: str | os.PathLike,
         table: str = "kv",
         busy_timeout: float = 5.0,
+        executor=None,
         *,
         clock: Callable[[], float] = time.time,
         tombstone_ttl: float = DEFAULT_TOMBSTONE_TTL,
@@ -97,6 +99,7 @@ class SQLiteStorage(Storage):
         self._path = os.fspath(path)
         self._table = table
         self._busy_timeout = busy_timeout
+        self._executor = executor
         self._clock = clock
         self._tombstone_ttl = float(tombstone_ttl)
         self._versions = versions or hlc.clock
@@ -235,9 +238,9 @@ class SQLiteStorage(Storage):
         unversioned = not version
         if unversioned:
             version = self._versions.now()
-        return await asyncio.to_thread(
-            self._write_row, key, value, version, unversioned, float(expire_at), float(deadline)
-        )
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._write_row, key, value, version, unversioned, float(expire_at),
+            float(deadline))
 
     def _write_row(self, key: str, value: bytes | None, version: int, unversioned: bool,
                    expire_at: float, deadline: float) -> WriteResult:
