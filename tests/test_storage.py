@@ -664,3 +664,27 @@ def test_a_legacy_storage_subclass_still_works():
             await Nothing().write("k", b"v")
 
     run(main())
+
+
+def test_row_reader_keeps_a_subclass_that_wraps_get():
+    from geecache.storage.base import row_reader
+
+    class Counting(MemoryStorage):
+        def __init__(self, data):
+            super().__init__(data)
+            self.calls = 0
+
+        async def get(self, key):
+            self.calls += 1
+            return await super().get(key)
+
+    async def main():
+        plain = MemoryStorage({})
+        await plain.set("k", b"v", version=v(1), expire_at=T0 + 10**6)
+        assert await row_reader(plain)("k") == Row(b"v", v(1), T0 + 10**6)  # its own read
+        counting = Counting({"k": b"v"})
+        assert await row_reader(counting)("k") == Row(b"v", 0, 0.0)  # through its get
+        assert counting.calls == 1
+        assert await row_reader(FunctionSource(lambda k: b"f"))("k") == Row(b"f", 0, 0.0)
+
+    run(main())

@@ -158,6 +158,13 @@ def _defining_class(cls: type, name: str) -> type | None:
     return next((c for c in cls.__mro__ if name in c.__dict__), None)
 
 
+@functools.lru_cache(maxsize=256)
+def _reads_rows(cls: type) -> bool:
+    """*cls* defines ``read`` at or below the class that defines its ``get``."""
+    read_at, get_at = _defining_class(cls, "read"), _defining_class(cls, "get")
+    return read_at is not None and get_at is not None and issubclass(read_at, get_at)
+
+
 def row_reader(source) -> Callable[[str], Awaitable[Row | None]]:
     """How a Group loads a row from *source*: its ``read``, unless a subclass overrode only ``get``.
 
@@ -165,9 +172,7 @@ def row_reader(source) -> Callable[[str], Awaitable[Row | None]]:
     called through it; its rows then read as unversioned and unexpiring,
     which is what ``get`` can tell (it already hides expired rows).
     """
-    cls = type(source)
-    read_at, get_at = _defining_class(cls, "read"), _defining_class(cls, "get")
-    if read_at is not None and get_at is not None and issubclass(read_at, get_at):
+    if _reads_rows(type(source)):
         return source.read
     return functools.partial(Storage.read, source)
 
