@@ -4,6 +4,10 @@ The library's entry points: ``Group`` (a namespace over a source), the
 storages a group loads from, and the HTTP clients of a running cluster.
 """
 
+#: The package version: the one place it is written (pyproject.toml reads it from here, so
+#: the installed metadata, ``geecache --version`` and this attribute always agree).
+__version__ = "0.1.0"
+
 from .client import AsyncClient, Client
 from .errors import (
     GeeCacheError,

@@ -20,7 +20,7 @@ class Cache(Protocol):
     """A byte cache partitioned by group; every method is synchronous and fast."""
 
     def configure_group(self, group: str, max_bytes: int, policy: str = "lru") -> None:
-        """Declare *group* with its byte budget and eviction policy (``lru``/``lru2``)."""
+        """Declare *group* with its byte budget and eviction policy (``limits.POLICIES``)."""
 
     def get(self, group: str, key: str) -> bytes | None:
         """The cached value, or None on a miss or an expired entry."""
@@ -70,8 +70,9 @@ class NoHostFlight:
 class LocalCache:
     """An in-process LRU cache per group; not shared, not thread-safe (one event loop).
 
-    ``lru2`` is accepted and behaves as ``lru``: LCache's two lists live in
-    the arena, the production cache; this one serves the library and tests.
+    ``lru2`` and ``s3fifo`` are accepted and behave as ``lru``: LCache's two
+    lists and S3-FIFO's queues live in the arena, the production cache; this
+    one serves the library and tests.
     """
 
     def __init__(self, clock=time.time) -> None:

@@ -26,7 +26,7 @@ File shape (every key optional; with no ``[[groups]]`` the demo group
     [[groups]]
     name = "scores"
     max_bytes = "64MiB"
-    policy = "lru"          # or "lru2"
+    policy = "lru"          # or "lru2", "s3fifo"
     ttl = 0                 # seconds; 0 = no expiry
     codec = "none"
     item_limit = "1MiB"
@@ -39,15 +39,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import math
 import os
+import platform
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from . import __version__
 from .errors import ConfigError, reported_as
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
 from .registry.config import parse_endpoints, validate_advertise
@@ -58,6 +62,12 @@ DEFAULT_GROUP_BYTES = 64 << 20
 DEFAULT_LEASE_TTL = 10
 MIN_LEASE_TTL = 2
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+#: gunicorn's --timeout: a child whose loop has not stamped its heartbeat for this long is replaced.
+DEFAULT_WORKER_TIMEOUT = 30.0
+#: Shortest worker_timeout: the heartbeat is stamped 4 times per timeout, and a
+#: loop busy for a quarter of a second on one request must not look hung.
+MIN_WORKER_TIMEOUT = 1.0
+DEFAULT_LOAD_TIMEOUT = 5.0
 MAX_WORKERS = 1024
 #: Per-process stat rows the arena has when the config does not say: every worker,
 #: the registrar and the workers still retiring after SIGTTOU each hold one, so
@@ -273,6 +283,53 @@ def _check_with(validator):
     return check
 
 
+def parse_bind(value: str, fname: str = "bind") -> tuple[str, int]:
+    """``(host, port)`` from a bind address as gunicorn spells it; ConfigError naming *fname*.
+
+    ``HOST:PORT``, ``[IPv6]:PORT`` and ``:PORT`` (every interface, as in Go and
+    gunicorn) are accepted.  The port is required: a bare IPv6 address would
+    make ``HOST`` alone ambiguous.  ``unix:PATH`` and ``fd://N`` are refused:
+    peers and the etcd registry reach a host at a TCP address.
+    """
+    text = value.strip()
+    if text.startswith("unix:"):
+        raise ConfigError(fname, f"{value!r}: unix sockets are not supported (peers and etcd reach a "
+                                 "host at a TCP address); use HOST:PORT")
+    if "://" in text:
+        raise ConfigError(fname, f"{value!r}: only HOST:PORT, [IPv6]:PORT or :PORT (no scheme)")
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or not rest.startswith(":"):
+            raise ConfigError(fname, f"{value!r} is not [IPv6]:PORT")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(fname, f"{host!r} in brackets is not an IPv6 address") from None
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise ConfigError(fname, f"{value!r} has no port; use HOST:PORT, [IPv6]:PORT or :PORT")
+        if ":" in host:
+            raise ConfigError(fname, f"{value!r}: an IPv6 address goes in brackets, as in [::1]:{port_text}")
+        host = host or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(fname, f"{value!r}: {port_text!r} is not a TCP port (0..65535)")
+    return host, int(port_text)
+
+
+def _check_bind(v, f):
+    parse_bind(v, f)
+
+
+def _zero_or_at_least(lo):
+    """A check that value is 0 (off) or >= *lo*."""
+    def check(v, f):
+        if v != 0 and v < lo:
+            raise ConfigError(f, f"must be 0 (off) or at least {lo:g}, got {v:g}")
+    return check
+
+
 def _share(v, f):
     if not 0 < v <= 1:
         raise ConfigError(f, f"must be a fraction in (0, 1], got {v:g}")
@@ -305,6 +362,8 @@ class Setting:
     shown: str | None = None
     #: Host settings come from flags and the environment too; group settings only from the file.
     cli: bool = True
+    #: A one-letter flag as well, where gunicorn has one (``-w``, ``-b``).
+    short: str | None = None
 
     @property
     def flag(self) -> str:
@@ -346,18 +405,22 @@ class Setting:
 
 HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("workers", INT, Computed(lambda: os.cpu_count() or 1, "CPU count"),
-            "worker processes", between(1, MAX_WORKERS), "N", f"int 1..{MAX_WORKERS}"),
+            "worker processes", between(1, MAX_WORKERS), "N", f"int 1..{MAX_WORKERS}", short="-w"),
     Setting("host", STR, "127.0.0.1",
             "address to bind (`0.0.0.0`, `::`, or one interface)", metavar="HOST"),
     Setting("port", INT, DEFAULT_PORT,
             "TCP port for everything (API, peers, metrics); `0` = any free",
             between(0, 65535, "{v} is not a TCP port"), "PORT", "int 0..65535"),
+    Setting("bind", STR, None,
+            "address and port in one, as gunicorn takes them: `HOST:PORT`, `[IPv6]:PORT`, or `:PORT` "
+            "for every interface; instead of `host` and `port` (giving both is an error)",
+            _check_bind, "ADDR", "`HOST:PORT`", shown="`<host>:<port>`", short="-b"),
     Setting("arena", SIZE, DEFAULT_ARENA,
             "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
             metavar="SIZE"),
     Setting("data_dir", PATH, Computed(default_data_dir, "`$XDG_DATA_HOME/geecache`, else `./geecache-data`"),
-            "where the demo database lives (only used by the demo group); relative to the working "
-            "directory", metavar="DIR"),
+            "where the demo database and the state file `supervisor-<port>.state` (this host's arena, "
+            "for the next start to reclaim) live; relative to the working directory", metavar="DIR"),
     Setting("auth_token", STR, None,
             "bearer token for public `PUT`/`DELETE` and **all** peer requests "
             "(prefer the environment: it stays out of `ps`)", _non_empty, "T", "non-empty string"),
@@ -383,6 +446,18 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("graceful_timeout", NUMBER, DEFAULT_GRACEFUL_TIMEOUT,
             "seconds in-flight requests get after SIGTERM; stragglers are killed 2 s later",
             _not_negative, "S", "number ≥ 0"),
+    Setting("worker_timeout", NUMBER, DEFAULT_WORKER_TIMEOUT,
+            "seconds a worker (or the registrar) may go without its event loop stamping its heartbeat "
+            "(or, booting, without becoming ready) before the supervisor sends SIGABRT, then SIGKILL, "
+            "and replaces it (gunicorn's `--timeout`); `0` = no watchdog",
+            _zero_or_at_least(MIN_WORKER_TIMEOUT), "S", f"0 or number ≥ {MIN_WORKER_TIMEOUT:g}"),
+    Setting("load_threads", INT, 16,
+            "threads per worker for loads that run in a thread (synchronous `loader` functions); a "
+            "load waiting for one still counts against its group's `load_timeout`",
+            between(1, 1024), "N", "int 1..1024"),
+    Setting("write_threads", INT, 4,
+            "threads per worker for source writes (SQLite commits), apart from the loads' threads so "
+            "slow loaders never hold up a PUT", between(1, 1024), "N", "int 1..1024"),
     Setting("log_level", STR, "info", "log level of the supervisor and its children",
             one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS)),
     Setting("peer_connect_timeout", NUMBER, 0.5,
@@ -407,6 +482,11 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("hot_ttl", NUMBER, 60.0,
             "seconds a hot copy lives at most (and at most the group's `ttl`), so a lost invalidation "
             "heals", _positive, "S", "number > 0"),
+    Setting("lock_timeout", NUMBER, 1.0,
+            "seconds a worker's cache write waits for an arena shard lock held by another live "
+            "process (stopped, say) before giving up: a load is then served uncached, a write "
+            "answers 503 after writing its source; counted as `lock_timeouts`",
+            _positive, "S", "number > 0"),
     Setting("flight_wait", NUMBER, 10.0,
             "seconds a miss waits for another process of this host loading the same key before "
             "loading it itself", _positive, "S", "number > 0"),
@@ -428,13 +508,18 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "cache budget of the group's own keys; a further `hot_share` of it is reserved for hot "
             "copies", shown="`min(64MiB, arena / (2 × number of groups))`", cli=False),
     Setting("policy", STR, "lru",
-            "eviction: CLOCK approximation of LRU, or LRU-2 (scan-resistant)",
+            "eviction: CLOCK approximation of LRU, LRU-2 (scan-resistant), or S3-FIFO (scan- and "
+            "one-hit-resistant; hit ratios: `tests/perf/main.py policy`)",
             one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
     Setting("ttl", NUMBER, 0.0,
             "freshness bound of cached copies (0 = none): after it a copy is loaded again from the "
             "source; hot copies expire after `min(hot_ttl, ttl)` s. A write's `?ttl=` is different: "
             "the value's lifetime",
             _not_negative, what="number ≥ 0 (seconds)", cli=False),
+    Setting("load_timeout", NUMBER, DEFAULT_LOAD_TIMEOUT,
+            "seconds a load from the source may take; then the request gets a 504 and the host-wide "
+            "flight is released, so a later request loads again", _positive,
+            what="number > 0 (seconds)", cli=False),
     Setting("codec", STR, "none",
             "compression of values between hosts (used only when it saves ≥ 10 %)",
             one_of(known_codecs, "codec"), what="`none`, `gzip`, `snappy`, `lz4`, `zstd`", cli=False),
@@ -487,9 +572,13 @@ Config = dataclasses.make_dataclass(
     "Config", _fields(HOST_SETTINGS) + [
         ("groups", list, field(default_factory=list)),
         ("path", Path | None, None),
+        # setting name -> the field as its source spelled it (`--port`, `GEECACHE_PORT`, `port`),
+        # for each setting given rather than defaulted: conflicts name the source that set them.
+        ("sources", dict, field(default_factory=dict, repr=False, compare=False)),
     ],
     namespace={"__doc__": "The whole host: one attribute per HOST_SETTINGS row, ``groups`` "
-                          "(GroupConfig) and ``path`` (the file it came from, if any).",
+                          "(GroupConfig), ``path`` (the file it came from, if any) and ``sources`` "
+                          "(which source set each given setting).",
                "item_limit": property(_item_limit), "__module__": __name__})
 
 
@@ -502,6 +591,7 @@ def _apply_host(cfg, key: str, value: Any, fname: str, text: bool = False) -> No
     if s is None:
         raise ConfigError(fname, f"unknown setting; known: {', '.join(sorted(_HOST))}")
     setattr(cfg, key, s.read(value, fname, text))
+    cfg.sources[key] = fname
 
 
 def _parse_group(raw: Any, index: int, base: Path):
@@ -587,22 +677,31 @@ def _help(s: Setting) -> str:
     return f"{s.help.replace('`', '')} (default {s.shown_default().replace('`', '')}; env {s.env})"
 
 
+def version_line() -> str:
+    """What ``geecache --version`` prints: ``geecache 0.1.0 (CPython 3.11.7 on linux)``."""
+    return (f"geecache {__version__} ({platform.python_implementation()} "
+            f"{platform.python_version()} on {sys.platform})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The supervisor's command line: one flag per host setting, read as text like the environment."""
     p = argparse.ArgumentParser(
-        prog="supervisor.py",
+        # Not argv[0]: `python -m geecache` would show `__main__.py`.
+        prog="geecache",
         description="Run one GeeCache host: a supervisor forking N HTTP workers over one "
         "shared-memory arena. With no config, serves the demo group 'scores' "
         "(try: curl 'http://127.0.0.1:8001/api?key=Tom'). Precedence: flag > environment "
         "> config file > default.",
     )
-    p.add_argument("--config", metavar="FILE",
+    p.add_argument("--version", action="version", version=version_line())
+    p.add_argument("-c", "--config", metavar="FILE",
                    help=f"TOML config file (host settings and [[groups]]; env {CONFIG_ENV})")
     for s in HOST_SETTINGS:
+        flags = (s.short, s.flag) if s.short else (s.flag,)
         if s.kind is BOOL:
-            p.add_argument(s.flag, action=argparse.BooleanOptionalAction, default=None, help=_help(s))
+            p.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=_help(s))
         else:
-            p.add_argument(s.flag, metavar=s.metavar, help=_help(s))
+            p.add_argument(*flags, metavar=s.metavar, help=_help(s))
     return p
 
 
@@ -642,6 +741,13 @@ def _finish(cfg) -> None:
     if cfg.breaker_max_cooldown < cfg.breaker_cooldown:
         raise ConfigError("breaker_max_cooldown", f"{cfg.breaker_max_cooldown:g} is below "
                           f"breaker_cooldown ({cfg.breaker_cooldown:g})")
+    if cfg.bind is not None:
+        where = cfg.sources.get("bind", "bind")
+        given = [cfg.sources[name] for name in ("host", "port") if name in cfg.sources]
+        if given:
+            raise ConfigError(where, f"conflicts with {' and '.join(given)}: give either bind or "
+                                     "host and port, not both")
+        cfg.host, cfg.port = parse_bind(cfg.bind, where)
     if cfg.process_rows is None:
         cfg.process_rows = default_process_rows(cfg.workers)
     needed = cfg.workers + (1 if cfg.etcd else 0)
@@ -674,10 +780,12 @@ def reference_table(table: tuple[Setting, ...]) -> str:
     """The settings of *table* as the Markdown table docs/operations.md shows."""
     if table is HOST_SETTINGS:
         rows = ["| flag | environment | TOML key | type | default | meaning |", "|---|---|---|---|---|---|",
-                f"| `--config FILE` | `{CONFIG_ENV}` | – | path | none | TOML file with host keys and "
+                f"| `-c`, `--config FILE` | `{CONFIG_ENV}` | – | path | none | TOML file with host keys and "
                 "`[[groups]]` |"]
         for s in table:
             flag = f"`{s.flag}` / `--no-{s.flag[2:]}`" if s.kind is BOOL else f"`{s.flag} {s.metavar}`"
+            if s.short:
+                flag = f"`{s.short}`, {flag}"
             rows.append(f"| {flag} | `{s.env}` | `{s.name}` | {s.what or s.kind.what} | "
                         f"{_cell(s)} | {s.help} |")
     else:

@@ -59,6 +59,12 @@ class LoadError(GeeCacheError):
     http_status = 502
 
 
+class LoadTimeoutError(LoadError):
+    """The group's source did not answer within the group's ``load_timeout``."""
+
+    http_status = 504
+
+
 class PeerError(GeeCacheError):
     """A peer fetch failed (refused, timed out, or answered with an error)."""
 
@@ -129,7 +135,15 @@ def reported_as(field):
 
 
 class LockTimeoutError(ArenaError):
-    """An arena lock stayed held by a live process past the wait's timeout."""
+    """An arena lock stayed held by a live process past the wait's timeout.
+
+    Reaches a client only from a write whose old cached value could not be
+    dropped (the source has the write; a retry is safe): 503, like any
+    briefly unavailable service.  The worker watchdog replaces the stalled
+    holder, and the lock's robust repair then frees the shard.
+    """
+
+    http_status = 503
 
 
 class TooManyProcessesError(ArenaError):

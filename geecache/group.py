@@ -18,6 +18,7 @@ writes were done elsewhere cannot undo them when it resumes (invariant 7).
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 
@@ -28,6 +29,8 @@ from .compression import get_codec
 from .errors import (
     GeeCacheError,
     LoadError,
+    LockTimeoutError,
+    LoadTimeoutError,
     NotFoundError,
     PeerError,
     PeerUnavailableError,
@@ -50,6 +53,8 @@ DEFAULT_FLIGHT_WAIT = 10.0
 #: How many times a write the source refused as older than its stored version
 #: is re-stamped above that version and tried again (see ``_route_write``).
 WRITE_ATTEMPTS = 3
+#: How long a load from the source may take before the request gets a 504.
+DEFAULT_LOAD_TIMEOUT = 5.0
 
 
 def declare_partitions(cache: Cache, name: str, max_bytes: int, policy: str = "lru",
@@ -83,6 +88,7 @@ class Group:
         hot_ttl: float = DEFAULT_HOT_TTL,
         flight_wait: float = DEFAULT_FLIGHT_WAIT,
         hot_share: float = 1 / HOT_FRACTION,
+        load_timeout: float = DEFAULT_LOAD_TIMEOUT,
     ) -> None:
         self.name = check_group_name(name)
         self.source = source
@@ -102,6 +108,7 @@ class Group:
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
         self._flight_wait = flight_wait
+        self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
 
@@ -231,7 +238,13 @@ class Group:
         self.stats.add("loads")
         writes = self._fence.enter(key)
         try:
-            row = await row_reader(self.source)(key)
+            # Bounded (invariant 8): on timeout the flights above are released, so a
+            # later request loads again; a loader's thread runs on in its own pool.
+            row = await asyncio.wait_for(row_reader(self.source)(key), self.load_timeout)
+        except asyncio.TimeoutError:
+            self.stats.add("load_errors")
+            raise LoadTimeoutError(f"group {self.name!r}: loading {key!r} took longer than "
+                                   f"load_timeout ({self.load_timeout:g}s)") from None
         except GeeCacheError:
             self.stats.add("load_errors")
             raise
@@ -255,7 +268,11 @@ class Group:
     def _store(self, partition: str, key: str, value: bytes, ttl: float) -> None:
         # Over the item limit: the source's value is served, just never cached.
         if len(value) <= self.item_limit:
-            self._cache.set(partition, key, value, ttl)
+            try:
+                self._cache.set(partition, key, value, ttl)
+            except LockTimeoutError:
+                # A stalled process holds the shard: answer with the value, keep nothing.
+                self.stats.add("lock_timeouts")
 
     # -- writes ----------------------------------------------------------------
 
@@ -408,8 +425,13 @@ class Group:
         """Drop this host's copies of *keys*, owned or hot (their owner changed them)."""
         for key in keys:
             self._fence.wrote(key)
-            self._cache.delete(self.name, key)
-            self._cache.delete(self._hot, key)
+            try:
+                self._cache.delete(self.name, key)
+                self._cache.delete(self._hot, key)
+            except LockTimeoutError:
+                # The old value may still be served: the write must not be acknowledged.
+                self.stats.add("lock_timeouts")
+                raise
 
 
 class _WriteFence:

@@ -95,6 +95,13 @@ class PauseGuard:
 
     def tick(self) -> None:
         """One run of the timer: drop the copies if the loop was away too long, or it is time."""
+        try:
+            self._check()
+        finally:  # the timer must go on whatever a drop raised
+            if self._handle is not None:
+                self._handle = self._loop.call_later(self.interval, self.tick)
+
+    def _check(self) -> None:
         now = self._clock()
         gap = now - self._last
         self._last = now
@@ -113,13 +120,14 @@ class PauseGuard:
             self._due = [t for t in self._due if t > now]
             self._drop()
             log.info("dropped this host's cached copies again, now that every host routes to it")
-        if self._handle is not None:
-            self._handle = self._loop.call_later(self.interval, self.tick)
 
     def _drop(self) -> None:
         self.drops += 1
         for group in self._groups:
-            group.drop_copies()
+            try:
+                group.drop_copies()
+            except Exception:  # a shard lock a stalled process holds (LockTimeoutError): go on
+                log.exception("dropping the cached copies of group %r failed", group.name)
 
     def stop(self) -> None:
         """Stop the timer."""

@@ -208,3 +208,87 @@ def test_bad_input_is_named(make_arena):
     with pytest.raises(ConfigError):
         arena.configure_group("huge", 1 << 40)
     arena.configure_group("g", 1 << 20)  # the same again is fine (every worker calls it)
+
+
+# ---- s3fifo: two logs per slice and a ghost set (policy.S3Fifo).  The
+# packed structure is pinned by invariants and behaviour rather than an
+# exact model: values always the last set, usage == audit, every entry in
+# the log its flags say, a scan leaving the main log alone, the ghost.
+
+def _in_main(arena, group, key):
+    """Whether *key*'s entry is in the group's main log (``F_HOT``), None if absent."""
+    g = arena._group(group)
+    kb = key.encode()
+    h, s, home = arena._locate(g, kb)
+    i = arena._slots.find(s, h, kb, g.idx, home)
+    return None if i < 0 else arena._logs.view_of(g, s, i) is g.main
+
+
+def test_s3fifo_random_ops_keep_values_and_accounting(make_arena):
+    rng = random.Random(5)
+    clock = Clock()
+    arena = make_arena(8 << 20, clock=clock)
+    arena.configure_group("m", 24 * 1024, "s3fifo")
+    latest: dict[str, tuple[bytes, float]] = {}
+    keys = [f"k{i}" for i in range(400)]
+    hot = keys[:40]
+    for step in range(20_000):
+        op = rng.random()
+        key = rng.choice(hot) if rng.random() < 0.6 else rng.choice(keys)
+        if op < 0.55:
+            got = arena.get("m", key)
+            value, exp = latest.get(key, (None, 0))
+            # A miss is always allowed (evicted); a hit is the latest value, unexpired.
+            assert got is None or (got == value and not (exp and exp <= clock.now)), step
+        elif op < 0.9:
+            value = (key * 40)[: rng.choice([1, 20, 100, 300, 1500, 3000])].encode() + bytes([step % 256])
+            ttl = rng.choice([0, 0, 0, 5, 50])
+            arena.set("m", key, value, ttl=ttl)
+            latest[key] = (value, clock.now + ttl if ttl else 0)
+        elif op < 0.97:
+            arena.delete("m", key)
+            latest.pop(key, None)
+        else:
+            clock.now += rng.choice([1, 3, 10])
+        if step % 997 == 0:
+            assert arena.usage("m") == arena.audit("m")
+    g = arena._group("m")
+    (s,) = g.shards
+    small, main = arena._logs.state(g, s), arena._logs.state(g.main, s)
+    assert small[5] == 0 and main[5] == main[3] > 0  # main-log bytes are all F_HOT, small none
+    assert arena.stats("m")["evictions"] > 1000
+
+
+def test_s3fifo_scan_does_not_flush_the_main_queue(make_arena):
+    arena = make_arena(8 << 20)
+    budget = 60 * 1024  # one shard: a small log of ~6 KiB, a main log of ~54 KiB
+    arena.configure_group("s", budget, "s3fifo")
+    value = b"v" * 100
+    hot = [f"hot{i}" for i in range(200)]  # ~28 KiB: fits the main log
+    for _ in range(3):
+        for k in hot:
+            if arena.get("s", k) is None:
+                arena.set("s", k, value)
+    for i in range(5_000):  # a one-time scan ten times the group's size
+        arena.set("s", f"scan{i}", value)
+    # The hot keys still in the small log were read: its hand promoted them.
+    assert all(_in_main(arena, "s", k) for k in hot)
+    assert all(arena.get("s", k) == value for k in hot)
+    assert sum(_in_main(arena, "s", f"scan{i}") is True for i in range(5_000)) < 400
+
+
+def test_s3fifo_ghost_sends_a_returning_key_to_main(make_arena):
+    arena = make_arena(8 << 20)
+    arena.configure_group("s", 60 * 1024, "s3fifo")
+    value = b"v" * 100
+    for i in range(2_000):  # fill both logs: the small log now evicts to the ghost
+        arena.set("s", f"fill{i}", value)
+    arena.set("s", "back", value)
+    assert _in_main(arena, "s", "back") is False  # a new key enters the small log
+    for i in range(100):  # more than the small log holds, unread: "back" is evicted
+        arena.set("s", f"more{i}", value)
+    assert arena.get("s", "back") is None
+    arena.set("s", "back", value)  # remembered: straight to the main log
+    assert _in_main(arena, "s", "back") is True
+    arena.set("s", "new", value)
+    assert _in_main(arena, "s", "new") is False

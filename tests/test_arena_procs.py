@@ -75,9 +75,10 @@ def test_stress_four_processes(make_arena):
     assert arena.usage("s") == arena.audit("s")
 
 
-def test_sigkill_never_wedges_or_tears(make_arena):
+@pytest.mark.parametrize("policy", ["lru", "s3fifo"])  # s3fifo: a repair resets both logs
+def test_sigkill_never_wedges_or_tears(make_arena, policy):
     arena = make_arena(8 << 20, shards=4, item_limit=8192)
-    arena.configure_group("s", 4 << 20, "lru")
+    arena.configure_group("s", 4 << 20, policy)
     rng = random.Random(7)
     writers = {fork(churn, arena, seed, 10**9, 3000, 60.0) for seed in range(3)}
     kills = 0

@@ -29,6 +29,8 @@ DIFFERENCES = {
     "local": {
         "lru2": "LocalCache accepts lru2 and behaves as lru: LCache's two lists live in the arena "
                 "(see LocalCache's docstring)",
+        "s3fifo": "LocalCache accepts s3fifo and behaves as lru: S3-FIFO's queues and ghost set live "
+                  "in the arena (see LocalCache's docstring)",
         "item_limit": "LocalCache has no item limit of its own: Group enforces it above the cache "
                       "(test_group.py::test_value_over_item_limit)",
     },
@@ -127,7 +129,7 @@ def test_delete(backend):
     assert backend.check("g") == (0, 0)
 
 
-@pytest.mark.parametrize("policy", ["lru", "lru2"])
+@pytest.mark.parametrize("policy", ["lru", "lru2", "s3fifo"])
 def test_clear_delete_and_budget(backend, policy):
     """Many times the budget through two groups: each stays in its budget and uses it."""
     c = backend.cache = backend.make(size=16 << 20)
@@ -186,14 +188,15 @@ def test_a_read_entry_outlives_unread_ones(backend):
     assert c.get("g", "k001") is None
 
 
-def test_lru2_keeps_hot_entries_through_a_scan(backend):
-    backend.differs("lru2")
+@pytest.mark.parametrize("policy", ["lru2", "s3fifo"])
+def test_scan_resistant_policy_keeps_hot_entries_through_a_scan(backend, policy):
+    backend.differs(policy)
     c = backend.cache
     budget = SMALL
     c.configure_group("lru", budget, "lru")
-    c.configure_group("lru2", budget, "lru2")
+    c.configure_group(policy, budget, policy)
     value = b"v" * 100
-    for g in ("lru", "lru2"):
+    for g in ("lru", policy):
         for i in range(50):
             c.set(g, f"hot{i}", value)
         for _ in range(2):
@@ -201,8 +204,8 @@ def test_lru2_keeps_hot_entries_through_a_scan(backend):
                 c.get(g, f"hot{i}")
         for i in range(500):  # a scan about twice the group's size
             c.set(g, f"scan{i}", value)
-    survivors = {g: sum(c.get(g, f"hot{i}") is not None for i in range(50)) for g in ("lru", "lru2")}
-    assert survivors["lru2"] == 50
+    survivors = {g: sum(c.get(g, f"hot{i}") is not None for i in range(50)) for g in ("lru", policy)}
+    assert survivors[policy] == 50
     assert survivors["lru"] < 50
 
 

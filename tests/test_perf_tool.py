@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "http", "scaling", "cluster")
+BENCHES = ("compression", "arena", "policy", "http", "scaling", "cluster")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -23,14 +26,61 @@ def test_every_bench_imports_and_has_run(name):
 @pytest.mark.procs
 def test_quick_compression_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "compression.json"
+    env = {**os.environ, "GEECACHE_PERF_OUT": str(tmp_path / "out")}
     r = subprocess.run([sys.executable, "tests/perf/main.py", "compression", "--quick", "--json", str(out)],
-                       cwd=str(REPO), capture_output=True, text=True, timeout=300)
+                       cwd=str(REPO), capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     record = json.loads(out.read_text())
     assert record["name"] == "compression"
     codecs = {row[2] for t in record["tables"] for row in t["rows"]}
     assert {"gzip", "snappy", "lz4", "zstd"} <= codecs
     assert "ratio" in r.stdout
+    # `none` does no work: no speed is reported for it (it was hundreds of GB/s), none in the summary.
+    none_rows = [row for t in record["tables"] for row in t["rows"] if row[2] == "none"]
+    assert none_rows and all(row[5] is None and row[6] is None for row in none_rows)
+    assert not [k for k in record["summary"] if k.endswith(".none") and "mbs" in k]
+    # A plot per run, named with the run's stamp (a later run does not overwrite it).
+    pytest.importorskip("matplotlib")
+    (plot,) = record["plots"]
+    assert Path(plot).parent == tmp_path / "out" and Path(plot).is_file()
+    assert re.fullmatch(r"compression-\d{8}-\d{6}\.png", Path(plot).name)
+
+
+def test_not_measured_cells_show_as_a_dash_in_a_right_aligned_column():
+    from tests.perf.common import format_table, table
+
+    text = format_table(table("t", ["codec", "MB/s"], [["none", None], ["lz4", 1234.5]]))
+    assert text.splitlines()[-2:] == ["none       –", "lz4    1,234"]
+
+
+def test_plots_are_named_per_run_and_line_charts_use_integer_ticks_from_zero(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from tests.perf import common
+
+    monkeypatch.setattr(common, "OUT_DIR", str(tmp_path))
+    assert common.plot_path("scaling.png") == str(tmp_path / f"scaling-{common.RUN_STAMP}.png")
+    fig = common.line_figure("t", "workers", "req/s", {"geecache": ([1, 2, 3, 4], [900.0, 1700.0, 2300.0, 2600.0])})
+    try:
+        ax = fig.axes[0]
+        lo, hi = ax.get_xlim()
+        assert all(float(x).is_integer() for x in ax.get_xticks() if lo <= x <= hi)
+        assert ax.get_ylim()[0] == 0
+    finally:
+        plt.close(fig)
+    path = common.plot_bars("bars.png", "t", [{"title": "a", "ylabel": "y", "categories": ["x", "y"],
+                                               "series": {"s": [1.0, None]}}])
+    assert path == str(tmp_path / f"bars-{common.RUN_STAMP}.png") and Path(path).is_file()
+
+
+def test_policy_bench_runs_tiny():
+    from tests.perf import bench_policy
+    out = bench_policy.run(quick=True, n_req=3_000)
+    hit_table = out["tables"][0]
+    assert [row[0] for row in hit_table["rows"]] == [t for t, _ in bench_policy.TRACES]
+    assert "arena s3fifo" in hit_table["columns"]
+    assert all(0 <= float(cell) <= 1 for row in hit_table["rows"] for cell in row[1:])
 
 
 @pytest.mark.procs

@@ -7,17 +7,29 @@ process (and event loop) that uses them.
 from __future__ import annotations
 
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 
 from geecache.config import Config, GroupConfig
 from geecache.group import Group
 from geecache.storage import SQLiteStorage, load_source
 
 
-def open_source(g: GroupConfig):
+class Executors:
+    """A worker's two bounded thread pools: loads (``load_threads``) and source writes
+    (``write_threads``).  Apart, and not asyncio's default pool, so loaders that hang
+    can fill only their own pool: a PUT, or a load that must time out, never queues
+    behind them.  Threads start on first use, in the worker."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.loads = ThreadPoolExecutor(cfg.load_threads, thread_name_prefix="geecache-load")
+        self.writes = ThreadPoolExecutor(cfg.write_threads, thread_name_prefix="geecache-write")
+
+
+def open_source(g: GroupConfig, executors: Executors | None = None):
     """The Storage a group reads from: its SQLite table or its loader function."""
     if g.sqlite is not None:
-        return SQLiteStorage(g.sqlite, g.table)
-    return load_source(g.loader)
+        return SQLiteStorage(g.sqlite, g.table, executor=executors and executors.writes)
+    return load_source(g.loader, executor=executors and executors.loads)
 
 
 def build_peers(cfg: Config, arena):
@@ -48,11 +60,13 @@ def build_peers(cfg: Config, arena):
 
 def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:
     """Every configured group over the shared *cache* and host-wide *flight*, in config order."""
+    executors = Executors(cfg)
     return {
         g.name: Group(
-            g.name, open_source(g), max_bytes=g.max_bytes, policy=g.policy, ttl=g.ttl,
+            g.name, open_source(g, executors), max_bytes=g.max_bytes, policy=g.policy, ttl=g.ttl,
             codec=g.codec, cache=cache, flight=flight, peers=peers, item_limit=g.item_limit,
-            hot_ttl=cfg.hot_ttl, hot_share=cfg.hot_share, flight_wait=cfg.flight_wait)
+            hot_ttl=cfg.hot_ttl, hot_share=cfg.hot_share, flight_wait=cfg.flight_wait,
+            load_timeout=g.load_timeout)
         for g in cfg.groups
     }
 

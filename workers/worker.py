@@ -12,6 +12,7 @@ respawning into the same failure (gunicorn's convention).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -77,7 +78,7 @@ async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(PARENT_CHECK_INTERVAL)
 
 
-async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int) -> int:
+async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int, pulse) -> int:
     from geecache import metrics
     from workers.app import make_app
     from geecache.pauseguard import PauseGuard
@@ -96,6 +97,8 @@ async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int) -> int:
     except Exception:
         log.exception("worker %d failed to boot", os.getpid())
         return WORKER_BOOT_ERROR
+    if pulse is not None:  # ready: it serves; from now on the loop stamps the heartbeat
+        pulse.start(loop)
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -116,22 +119,29 @@ async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int) -> int:
     return 0
 
 
-def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int) -> None:
-    """Serve *cfg*'s groups on *sock* until told to stop; leaves with ``os._exit``."""
+def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int, pulse=None) -> None:
+    """Serve *cfg*'s groups on *sock* until told to stop; leaves with ``os._exit``.
+
+    *pulse* (``geecache.host.pulse.Pulse``) is stamped once serving (ready)
+    and then from the event loop, for the supervisor's watchdog.
+    """
     code = 1
     try:
         # The arbiter's spawn already reset the inherited signals (reset_child_signals)
         # and asked for SIGTERM at its death (die_with_parent).
         logging.getLogger("aiohttp.server").addFilter(_DropMalformedRequests())
+        # The watchdog's SIGABRT then leaves every thread's stack in the log: where it hung.
+        faulthandler.enable(all_threads=True)
         try:
             arena.register_process()
+            arena.lock_timeout = cfg.lock_timeout  # no unbounded lock wait on an event loop
             loop = new_event_loop()
         except Exception:
             log.exception("worker %d failed to boot", os.getpid())
             code = WORKER_BOOT_ERROR
         else:
             asyncio.set_event_loop(loop)
-            code = loop.run_until_complete(_serve(cfg, sock, arena, supervisor_pid))
+            code = loop.run_until_complete(_serve(cfg, sock, arena, supervisor_pid, pulse))
     except BaseException:
         log.exception("worker %d crashed", os.getpid())
     finally:

@@ -5,17 +5,28 @@ wake the loop through a self-pipe; the loop waits, reaps, dispatches each
 queued signal to its ``handle_<name>`` method, and asks every child kind
 (``children``) to bring its processes in line.
 
-- SIGCHLD: reap; a dead worker is respawned on the next turn (well under 1 s);
-  the arena and its cached data survive it.
-- A worker that exits with WORKER_BOOT_ERROR (3), or workers that die within
-  BOOT_WINDOW of starting MAX_BOOT_FAILURES times in a row, stop the host
-  with a message instead of a restart storm (exit status 3).
+- SIGCHLD: reap; a dead worker that had become ready is respawned on the next
+  turn (well under 1 s), whatever killed it and however often; the arena and
+  its cached data survive it.
+- Ready and alive are told by heartbeats (``pulse``): each child stamps its
+  cell from its event loop.  One that stays silent for ``worker_timeout``
+  (not ready by then, or its loop stuck) gets SIGABRT, then SIGKILL
+  ABORT_GRACE later, and is replaced; the log says why.
+- Only boot failures stop the host (exit status 3): a worker exiting with
+  WORKER_BOOT_ERROR, or MAX_BOOT_FAILURES deaths before ready in a row
+  (respawned with exponential backoff until then).
 - SIGTERM/SIGINT: close the listener, SIGTERM the children (workers finish
   in-flight requests within ``graceful_timeout``), SIGKILL stragglers, exit 0.
   SIGQUIT: the same without the grace.  A second SIGINT/SIGQUIT hurries.
 - SIGTTIN/SIGTTOU: one worker more/fewer (never fewer than one; never more
   than the arena's ``process_rows`` hold).
-- SIGHUP: logged and ignored (a restart changes the configuration).
+- SIGHUP: read the configuration again (``reload``) and replace the workers
+  one at a time with processes forked with it, each old one stopped once its
+  replacement is ready; the arena and the sockets stay.  What cannot change
+  in a running host is logged and kept.
+- SIGUSR1: stop as SIGTERM does, but leave the arena for the next start on
+  this port and data dir to reattach (``warm``; ``main`` records it), and
+  the registrar leaves its etcd lease to expire instead of revoking it.
 - With ``--etcd``, a registrar child holds the host's etcd session and
   writes the member list into the arena; it is respawned with backoff.  The
   arbiter never imports grpc (a gRPC client in a process that forks breaks
@@ -25,6 +36,7 @@ queued signal to its ``handle_<name>`` method, and asks every child kind
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import os
 import select
@@ -33,12 +45,16 @@ import socket
 import time
 
 from .children import KILL_MARGIN, Child, ChildKind, Registrar, Workers
+from . import reload
+from .pulse import Pulse, Pulses, beat_interval
 from .signals import ARBITER_SIGNALS, die_with_parent, reset_child_signals
 
 log = logging.getLogger("geecache.supervisor")
 
 #: The loop wakes at least this often even without signals.
 TICK = 1.0
+#: Seconds between the watchdog's SIGABRT and its SIGKILL (a stopped process ignores SIGABRT).
+ABORT_GRACE = 1.0
 EXIT_BOOT_FAILED = 3
 
 
@@ -66,8 +82,14 @@ class Arbiter:
     touch nothing but ``_signals`` (a deque, append is atomic) and the pipe.
     """
 
-    def __init__(self, cfg, arena, first_socket: socket.socket) -> None:
+    def __init__(self, cfg, arena, first_socket: socket.socket, argv: list[str] | None = None,
+                 started=None) -> None:
         self.cfg = cfg
+        #: What SIGHUP parses again (None: sys.argv), and the config as first parsed from it.
+        self.argv = argv
+        self.started = started if started is not None else copy.deepcopy(cfg)
+        #: True once a SIGUSR1 stop began: the arena is left for a warm restart.
+        self.warm = False
         self.arena = arena
         self.pid = os.getpid()
         self.workers = Workers(cfg.workers)
@@ -80,6 +102,11 @@ class Arbiter:
         self._halt: str | None = None
         self._signals: collections.deque[int] = collections.deque(maxlen=16)
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Every child at once: the workers, the registrar, the workers retiring.
+        self.pulses = Pulses(cfg.process_rows + 1)
+        self._timeout = cfg.worker_timeout
+        #: In a forked child: its heartbeat (None in the arbiter, or without a free cell).
+        self.child_pulse: Pulse | None = None
 
     # -- services for the child kinds ---------------------------------------------
 
@@ -120,18 +147,27 @@ class Arbiter:
         # before it dropped our handlers would run them in the child, land in
         # its copy of the queue, and be lost (measured: a retired worker that
         # never left).  Blocked, it waits for the child's own handlers.
+        cell = self.pulses.take()
+        if cell is None:  # cannot happen while process_rows bounds the children; never fatal
+            log.error("no free heartbeat cell: %s %s runs without a watchdog", kind.name, slot)
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, ARBITER_SIGNALS)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            self.pulses.give_back(cell)
+            raise
         if pid:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            child = self.children[pid] = Child(kind, pid, slot)
+            child = self.children[pid] = Child(kind, pid, slot, cell)
             log.info("started %s (pid %d)", child.label, pid)
             return
         code = 1
         try:
             reset_child_signals(mask)
             os.close(self._pipe_r)
-            os.close(self._pipe_w)
+            # The write end stays: the child's first heartbeat wakes the loop through it.
+            self.child_pulse = self.pulses.pulse(cell, self._pipe_w, beat_interval(self._timeout))
             for sock in self._sockets.values():
                 if sock is not keep:
                     sock.close()  # a retired reuseport socket must die with its slot
@@ -179,8 +215,20 @@ class Arbiter:
         self.workers.shrink()
 
     def handle_hup(self) -> None:
-        """Ignored for now: the configuration is read once."""
-        log.info("SIGHUP ignored: restart the host to change its configuration")
+        """Read the configuration again and roll the workers onto it (``reload``)."""
+        cfg = reload.reread(self.argv, os.environ, self.cfg, self.started)
+        if cfg is None:
+            return
+        logging.getLogger().setLevel(cfg.log_level.upper())
+        self._timeout = cfg.worker_timeout
+        self.workers.roll(self, cfg)
+
+    def handle_usr1(self) -> int:
+        """Warm restart: a graceful stop that leaves the arena (and the etcd lease) behind."""
+        log.info("SIGUSR1: stopping for a warm restart; arena %s stays for the next start", self.arena.name)
+        self.warm = True
+        self._stop(graceful=True)
+        return 0
 
     def _sleep(self, timeout: float) -> None:
         try:
@@ -202,7 +250,46 @@ class Arbiter:
                 done, status = pid, 0
             if done:
                 child = self.children.pop(pid)
+                # A child that beat once and died before this turn saw it was ready all the same.
+                child.ready = child.ready or self.pulses.last(child.cell) != 0
+                self.pulses.give_back(child.cell)
                 child.kind.exited(self, child, status)
+
+    def watch(self) -> None:
+        """Notice children becoming ready; abort, then kill, the ones whose heartbeat stopped."""
+        now_ns = time.monotonic_ns()
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            last = self.pulses.last(child.cell)
+            if last and not child.ready:
+                child.ready = True
+                child.kind.became_ready(self, child)
+            if not self._timeout or child.cell is None:
+                continue
+            if child.aborted:
+                if now - child.aborted >= ABORT_GRACE:
+                    log.error("%s (pid %d) still there %.1fs after SIGABRT; sending SIGKILL",
+                              child.label, child.pid, now - child.aborted)
+                    self.send(child.pid, signal.SIGKILL)
+                    child.aborted = float("inf")  # once; the reap follows
+                continue
+            silent = (now_ns - last) / 1e9 if last else now - child.started
+            if silent >= self._timeout:
+                why = (f"sent no heartbeat for {silent:.1f}s" if last
+                       else f"not ready {silent:.1f}s after its start")
+                log.error("%s (pid %d) %s (worker_timeout %gs): its event loop is stuck; sending "
+                          "SIGABRT and replacing it", child.label, child.pid, why, self._timeout)
+                self.send(child.pid, signal.SIGABRT)
+                child.aborted = now
+
+    def _next_wake(self) -> float:
+        """Seconds until the loop must turn again: TICK, sooner for a short timeout or a backoff."""
+        wait = TICK if not self._timeout else min(TICK, beat_interval(self._timeout))
+        now = time.monotonic()
+        for kind in self.kinds:
+            if kind.due > now:
+                wait = min(wait, kind.due - now)
+        return max(wait, 0.01)
 
     def manage(self) -> None:
         """Bring every kind's children in line (unless the host is halting)."""
@@ -221,8 +308,10 @@ class Arbiter:
         try:
             self.manage()
             while True:
-                self._sleep(TICK)
+                self._sleep(self._next_wake())
                 self.reap()
+                if not self._halt:
+                    self.watch()
                 while self._signals:
                     name = signal.Signals(self._signals.popleft()).name
                     code = getattr(self, "handle_" + name[3:].lower())()
@@ -243,8 +332,8 @@ class Arbiter:
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
-        for pid in self.children:
-            self.send(pid, signal.SIGTERM)
+        for pid, child in self.children.items():
+            self.send(pid, child.kind.warm_stop_signal if self.warm else signal.SIGTERM)
         grace = self.cfg.graceful_timeout + KILL_MARGIN if graceful else KILL_MARGIN
         deadline = time.monotonic() + grace
         while self.children and time.monotonic() < deadline:

@@ -3,7 +3,7 @@
 The arbiter knows no kind by name.  Every turn it asks each kind to bring
 its children in line (``manage``), hands each reaped child back to its kind
 (``exited``), and runs ``body`` in the forked process.  A new kind (a
-worker watched by heartbeats, a reloader) is one more class here.
+reloader) is one more class here.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from workers.worker import WORKER_BOOT_ERROR, worker_main
 
 log = logging.getLogger("geecache.supervisor")
 
-#: A worker dying sooner than this after its fork counts as a boot failure.
-BOOT_WINDOW = 2.0
-#: This many boot failures in a row (no worker surviving BOOT_WINDOW between them) halt the host.
-MAX_BOOT_FAILURES = 5
+#: Deaths before ready (no worker becoming ready between them) that halt the host.
+MAX_BOOT_FAILURES = 10
+#: Respawn delay after a death before ready: first delay, cap (seconds); doubles per failure.
+BOOT_BACKOFF = (0.1, 5.0)
 #: Registrar respawn backoff: first delay, cap (seconds); reset after it ran REGISTRAR_STABLE.
 REGISTRAR_BACKOFF = (0.5, 30.0)
 REGISTRAR_STABLE = 60.0
@@ -44,13 +44,19 @@ def describe_status(status: int) -> str:
 class Child:
     """A forked process the arbiter owns: its kind, pid, slot (workers only) and start time."""
 
-    __slots__ = ("kind", "pid", "slot", "started")
+    __slots__ = ("kind", "pid", "slot", "started", "cell", "ready", "aborted")
 
-    def __init__(self, kind: "ChildKind", pid: int, slot: int | None) -> None:
+    def __init__(self, kind: "ChildKind", pid: int, slot: int | None, cell: int | None = None) -> None:
         self.kind = kind
         self.pid = pid
         self.slot = slot
         self.started = time.monotonic()
+        #: Its heartbeat cell (``pulse.Pulses``); None: no watchdog for it.
+        self.cell = cell
+        #: True once its first heartbeat was seen (it serves); set by the arbiter.
+        self.ready = False
+        #: monotonic time the watchdog sent SIGABRT (0: not yet).
+        self.aborted = 0.0
 
     @property
     def label(self) -> str:
@@ -63,6 +69,14 @@ class ChildKind:
 
     #: How log lines name this kind's children.
     name = "child"
+    #: monotonic time before which ``manage`` spawns nothing (a respawn backoff); the arbiter
+    #: wakes for it.
+    due = 0.0
+    #: What the arbiter sends this kind's children when it stops for a warm restart (SIGUSR1).
+    warm_stop_signal = signal.SIGTERM
+
+    def became_ready(self, arb, child: Child) -> None:
+        """*child* stamped its first heartbeat: it booted and serves."""
 
     def manage(self, arb) -> None:
         """Spawn what is missing and retire what is extra (called every turn, not when stopping)."""
@@ -80,11 +94,15 @@ class ChildKind:
 
 
 class Workers(ChildKind):
-    """The HTTP workers: ``target`` slots, resized by SIGTTIN/SIGTTOU, respawned at once.
+    """The HTTP workers: ``target`` slots, resized by SIGTTIN/SIGTTOU.
 
-    A worker that exits with WORKER_BOOT_ERROR, or workers dying within
-    BOOT_WINDOW of their fork MAX_BOOT_FAILURES times in a row, halt the host
-    instead of a restart storm.
+    A worker that had become ready (its first heartbeat: it serves) and dies,
+    by any signal or exit, is respawned at once and never stops the host: an
+    OOM killer or an operator may kill workers at any rate.  Only boot
+    failures do (gunicorn's WORKER_BOOT_ERROR): a worker exiting with
+    WORKER_BOOT_ERROR halts the host, and deaths before ready back off
+    exponentially (BOOT_BACKOFF, logged) and halt it after MAX_BOOT_FAILURES
+    in a row with no worker becoming ready between them.
     """
 
     name = "worker"
@@ -93,6 +111,47 @@ class Workers(ChildKind):
         self.target = target
         self.retiring: dict[int, float] = {}  # pid told to stop by SIGTTOU -> when to SIGKILL it
         self.boot_failures = 0
+        #: pid -> the config it was forked with: a worker forked with another one than the
+        #: arbiter's is replaced (a SIGHUP roll, ``roll``).
+        self.cfg_of: dict[int, object] = {}
+        #: While a roll's first new worker has not become ready: the config to go back to if it
+        #: cannot boot (the old workers still serve; none was stopped yet).
+        self.fallback = None
+        #: True from a SIGHUP until every worker runs the arbiter's config.
+        self.rolling = False
+
+    def roll(self, arb, cfg) -> None:
+        """SIGHUP: fork every worker again with *cfg*, one slot at a time (see ``manage``).
+
+        A new worker is forked for one slot; once it is ready the old worker of
+        that slot is stopped gracefully (its in-flight requests finish, the
+        shared socket keeps accepting) and the next slot follows.  If the first
+        new worker cannot boot, the roll is abandoned and the old config stays.
+        """
+        if self.fallback is None:
+            self.fallback = arb.cfg
+        arb.cfg = cfg
+        self.target = cfg.workers
+        self.rolling = True
+        log.info("SIGHUP: replacing the workers one at a time (%d)", self.target)
+
+    def _stale(self, arb) -> list[Child]:
+        """Serving workers forked with another config than the arbiter's, lowest slot first."""
+        return sorted((w for w in self.live(arb) if self.cfg_of.get(w.pid) is not arb.cfg),
+                      key=lambda w: w.slot)
+
+    def _roll_step(self, arb) -> None:
+        """Fork the next replacement, unless one is booting or the stat rows are all taken."""
+        stale = self._stale(arb)
+        fresh = [w for w in self.live(arb) if self.cfg_of.get(w.pid) is arb.cfg]
+        if not self.rolling or not stale or any(not w.ready for w in fresh) or time.monotonic() < self.due:
+            return
+        if len(arb.children) + 1 > arb.cfg.process_rows:
+            return  # retirees still hold their rows: wait for them
+        used = {w.slot for w in fresh}
+        slot = next((w.slot for w in stale if w.slot not in used), None)
+        if slot is not None:
+            arb.spawn(self, slot)
 
     def live(self, arb) -> list[Child]:
         """The workers serving (not retiring)."""
@@ -116,22 +175,28 @@ class Workers(ChildKind):
         self.target = max(1, self.target - 1)
         log.info("SIGTTOU: worker count now %d", self.target)
 
+    def _retire(self, arb, w: Child) -> None:
+        self.retiring[w.pid] = time.monotonic() + arb.cfg.graceful_timeout + KILL_MARGIN
+        arb.send(w.pid, signal.SIGTERM)
+
     def manage(self, arb) -> None:
         workers = self.live(arb)
-        now = time.monotonic()
-        # A worker that has outlived the boot window proves the host can boot.
-        if any(now - w.started >= BOOT_WINDOW for w in workers):
-            self.boot_failures = 0
         used = {w.slot for w in workers}
-        for slot in range(self.target):
-            if slot not in used:
-                arb.spawn(self, slot)
+        if time.monotonic() >= self.due:
+            for slot in range(self.target):
+                if slot not in used:
+                    arb.spawn(self, slot)
         for w in workers:
             if w.slot >= self.target:
                 log.info("retiring worker %d (pid %d)", w.slot, w.pid)
-                self.retiring[w.pid] = time.monotonic() + arb.cfg.graceful_timeout + KILL_MARGIN
-                arb.send(w.pid, signal.SIGTERM)
-                arb.drop_listener(w.slot)
+                self._retire(arb, w)
+                # Only when no worker of this slot stays (two serve it during a roll).
+                if not any(o.slot == w.slot and o.pid not in self.retiring for o in self.live(arb)):
+                    arb.drop_listener(w.slot)
+        self._roll_step(arb)
+        for c in arb.children_of(self):
+            # Every spawn happens in manage: an untagged child was forked just now, with arb.cfg.
+            self.cfg_of.setdefault(c.pid, arb.cfg)
         for pid, deadline in self.retiring.items():
             if time.monotonic() >= deadline:
                 log.warning("retired worker (pid %d) did not stop in time; killing it", pid)
@@ -140,37 +205,79 @@ class Workers(ChildKind):
     def exited(self, arb, child: Child, status: int) -> None:
         metrics.mark_process_dead(child.pid)
         retired = self.retiring.pop(child.pid, None) is not None
+        forked_with = self.cfg_of.pop(child.pid, None)
         if arb.stopping:
             return
         how = describe_status(status)
         if retired:
             log.info("worker %d (pid %d) retired: %s", child.slot, child.pid, how)
             return
+        if self.fallback is not None and forked_with is arb.cfg and not child.ready:
+            # The roll's first new worker could not boot: the old ones still serve, keep them.
+            log.error("SIGHUP: worker %d (pid %d) forked with the new configuration did not start (%s; "
+                      "its error is logged above); keeping the running workers and configuration",
+                      child.slot, child.pid, how)
+            arb.cfg, self.fallback, self.rolling = self.fallback, None, False
+            self.target = arb.cfg.workers
+            for w in self.live(arb):
+                if self.cfg_of.get(w.pid) is not arb.cfg:
+                    self._retire(arb, w)
+            return
         lived = time.monotonic() - child.started
-        log.warning("worker %d (pid %d) died after %.1fs: %s", child.slot, child.pid, lived, how)
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR:
+            log.warning("worker %d (pid %d) exited after %.1fs: %s", child.slot, child.pid, lived, how)
             arb.halt(f"worker {child.slot} failed to boot ({how}; its error is logged above); "
                      "stopping instead of restarting it")
-        elif lived < BOOT_WINDOW:
+        elif child.ready:
+            # Never a reason to stop: respawned on this turn, whatever killed it.
+            log.warning("worker %d (pid %d) died after %.1fs: %s; respawning it", child.slot,
+                        child.pid, lived, how)
+        else:
             self.boot_failures += 1
             if self.boot_failures >= MAX_BOOT_FAILURES:
-                arb.halt(f"workers died within {BOOT_WINDOW:g}s of starting "
-                         f"{self.boot_failures} times in a row (last: {how}); "
-                         "stopping instead of restarting them")
-        else:
-            self.boot_failures = 0
+                arb.halt(f"workers died before they were ready {self.boot_failures} times in a row "
+                         f"(last: worker {child.slot}, {how}); stopping instead of restarting them")
+                return
+            delay = min(BOOT_BACKOFF[0] * 2 ** (self.boot_failures - 1), BOOT_BACKOFF[1])
+            self.due = max(self.due, time.monotonic() + delay)
+            log.warning("worker %d (pid %d) died after %.1fs before it was ready: %s; boot failure "
+                        "%d of %d in a row; respawning in %.1fs", child.slot, child.pid, lived, how,
+                        self.boot_failures, MAX_BOOT_FAILURES, delay)
+
+    def became_ready(self, arb, child: Child) -> None:
+        if child.pid in self.retiring:
+            return
+        log.info("worker %d (pid %d) ready after %.2fs", child.slot, child.pid,
+                 time.monotonic() - child.started)
+        # A worker that boots proves the host can: the failures in a row end here.
+        self.boot_failures = 0
+        self.due = 0.0
+        if not self.rolling or self.cfg_of.get(child.pid) is not arb.cfg:
+            return
+        self.fallback = None  # the new configuration boots: no going back from here
+        for old in self._stale(arb):
+            if old.slot == child.slot:
+                log.info("SIGHUP: worker %d replaced (pid %d ready); stopping pid %d", child.slot,
+                         child.pid, old.pid)
+                self._retire(arb, old)
+        if not self._stale(arb):
+            self.rolling = False
+            log.info("SIGHUP: every worker now runs the new configuration")
 
     def listener(self, arb, slot: int | None) -> socket.socket | None:
         return arb.listener(slot)
 
     def body(self, arb, child_slot: int | None, sock: socket.socket | None) -> None:
-        worker_main(arb.cfg, sock, arb.arena, arb.pid)
+        worker_main(arb.cfg, sock, arb.arena, arb.pid, pulse=arb.child_pulse)
 
 
 class Registrar(ChildKind):
     """The host's one etcd session (with ``--etcd``): respawned with exponential backoff."""
 
     name = "registrar"
+    # Stopped by SIGUSR1 it leaves its lease to expire: peers keep routing this host's keys to
+    # it (and fail over to a local load meanwhile) instead of taking writes for them.
+    warm_stop_signal = signal.SIGUSR1
 
     def __init__(self) -> None:
         self.failures = 0
@@ -196,4 +303,5 @@ class Registrar(ChildKind):
         from geecache.registry import registrar_main
 
         cfg = arb.cfg
-        os._exit(registrar_main(cfg.etcd, cfg.advertise, cfg.lease_ttl, arb.arena.write_ring))
+        os._exit(registrar_main(cfg.etcd, cfg.advertise, cfg.lease_ttl, arb.arena.write_ring,
+                                pulse=arb.child_pulse))

@@ -7,6 +7,7 @@ Exit status: 0 clean stop, 1 runtime failure (e.g. the port is taken),
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import sys
@@ -15,9 +16,15 @@ from geecache import leftovers, metrics
 from geecache.config import DEMO_ROWS, parse_args
 from geecache.errors import ConfigError, reported_as
 
+from . import warm
 from .arbiter import Arbiter, bind
 
 log = logging.getLogger("geecache.supervisor")
+
+
+def address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets (``[::1]:8001``), as ``--bind`` spells it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def seed_demo(path: str) -> None:
@@ -78,6 +85,18 @@ def check_shm_space(size: int, shm_dir: str = "/dev/shm") -> None:
                                    "lower --arena or enlarge the tmpfs (docker: --shm-size)")
 
 
+def leave_warm(state, arena, cfg, started) -> bool:
+    """Record *arena* in *state* for a warm restart; False when it must be removed instead."""
+    if started.port == 0:
+        log.warning("removing arena %s after all: a warm restart needs a fixed port (a next start "
+                    "with --port 0 would never find it)", arena.name)
+        return False
+    if not leftovers.record(state, arena.name, None, warm.record(cfg)):
+        return False  # unrecorded, it would leak: removed (the warning names the reason)
+    log.info("arena %s left for a warm restart on port %d (state file %s)", arena.name, cfg.port, state)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, validate, set up, supervise; return the exit status."""
     try:
@@ -85,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    # As parsed, before the port is resolved and advertise derived: what SIGHUP compares against.
+    started = copy.deepcopy(cfg)
     logging.basicConfig(
         level=cfg.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s [%(process)d] %(name)s %(levelname)s: %(message)s")
@@ -101,37 +122,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = bind(cfg, cfg.reuseport)
     except OSError as exc:
-        print(f"error: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", file=sys.stderr)
+        print(f"error: cannot listen on {address(cfg.host, cfg.port)}: {exc.strerror}", file=sys.stderr)
         return 1
     if cfg.port == 0:
         cfg.port = sock.getsockname()[1]
     if cfg.etcd and not cfg.advertise:
         if cfg.host in ("0.0.0.0", "::", ""):
             sock.close()
-            print(f"config error: advertise: --host {cfg.host or '*'} is no address other hosts can reach; "
-                  "give --advertise HOST:PORT", file=sys.stderr)
+            where = cfg.sources.get("bind") or cfg.sources.get("host", "--host")
+            print(f"config error: advertise: {where} {cfg.host or '*'} is no address other hosts can "
+                  "reach; give --advertise HOST:PORT", file=sys.stderr)
             return 2
-        cfg.advertise = f"{cfg.host}:{cfg.port}"
+        cfg.advertise = address(cfg.host, cfg.port)
     state = leftovers.state_path(cfg.data_dir, cfg.port)
-    leftovers.reclaim(state)
+    left = leftovers.reclaim(state)
     metrics_dir, created = metrics.prepare_multiproc_dir()
     log.info("metrics directory %s", metrics_dir)
-    arena = None
+    arena = arb = None
     try:
-        arena = create_arena(cfg)
+        if left is not None:
+            arena = warm.reattach(*left, cfg, configure_arena)
+        if arena is None:
+            arena = create_arena(cfg)
+            configure_arena(cfg, arena)
         leftovers.record(state, arena.name, metrics_dir if created else None)
-        configure_arena(cfg, arena)
         if cfg.etcd:
             # Alone until the registrar says otherwise: the ring is usable from the first request.
             arena.write_ring([cfg.advertise])
-        return Arbiter(cfg, arena, sock).run()
+        arb = Arbiter(cfg, arena, sock, argv, started)
+        return arb.run()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     finally:
         sock.close()
-        if arena is not None:
-            arena.close()
-            arena.unlink()
         metrics.remove_multiproc_dir(metrics_dir, created)
-        leftovers.forget(state)
+        if arena is not None and arb is not None and arb.warm and leave_warm(state, arena, arb.cfg, started):
+            arena.close()  # left in /dev/shm, recorded for the next start on this port
+        else:
+            if arena is not None:
+                warm.drop(arena)
+            leftovers.forget(state)

@@ -12,10 +12,11 @@ import signal
 
 #: Signals that stop a process gracefully (SIGQUIT: the supervisor without waiting).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+#: The supervisor's business (worker count, reload, warm restart): a child ignores them (the
+#: registrar handles SIGUSR1 itself: sent by the supervisor, it stops keeping the lease).
+SUPERVISOR_ONLY = (signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP, signal.SIGUSR1)
 #: Every signal the arbiter handles; its handlers only enqueue and wake the loop.
-ARBITER_SIGNALS = (signal.SIGCHLD, *STOP_SIGNALS, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
-#: The supervisor's business (worker count, reload): a child ignores them.
-_SUPERVISOR_ONLY = (signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
+ARBITER_SIGNALS = (signal.SIGCHLD, *STOP_SIGNALS, *SUPERVISOR_ONLY)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -33,7 +34,7 @@ def reset_child_signals(mask: set[int] | frozenset[int] = frozenset()) -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, *STOP_SIGNALS):
         signal.signal(sig, signal.SIG_DFL)
-    for sig in _SUPERVISOR_ONLY:
+    for sig in SUPERVISOR_ONLY:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) | set(STOP_SIGNALS))
 

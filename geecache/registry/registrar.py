@@ -82,7 +82,7 @@ class _SessionEnded(Exception):
 class _Registrar:
     """State of one registrar run; touched only by its own event loop task."""
 
-    def __init__(self, endpoints, advertise, lease_ttl, on_members, stop, log, prefix):
+    def __init__(self, endpoints, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease=None):
         import aetcd  # grpc is loaded here, after the fork, never at module import
 
         self._aetcd = aetcd
@@ -92,6 +92,8 @@ class _Registrar:
         self._ttl = lease_ttl
         self._on_members = on_members
         self._stop = stop
+        #: Set (with stop) for a warm restart: the lease is left to expire, not revoked.
+        self._keep_lease = keep_lease
         self._log = log
         self._prefix = prefix.encode()
         self._key = registry_key(advertise, prefix).encode()
@@ -242,6 +244,11 @@ class _Registrar:
     async def _revoke(self) -> None:
         if self._lease_id is None:
             return
+        if self._keep_lease is not None and self._keep_lease.is_set():
+            self._log.info("leaving lease %x to expire within %ss (warm restart): %s stays registered",
+                           self._lease_id, self._granted_ttl, self._advertise)
+            self._lease_id = None
+            return
         if self._client is None:
             self._client = self._new_client()
         try:
@@ -296,8 +303,12 @@ async def run_registrar(
     log: logging.Logger = _log,
     *,
     prefix: str = REGISTRY_PREFIX,
+    keep_lease: asyncio.Event | None = None,
 ) -> None:
     """Register this host in etcd and report the member list until `stop` is set.
+
+    `keep_lease`, set before `stop`: leave the lease to expire instead of
+    revoking it (a warm restart, whose successor registers again).
 
     `endpoints`: etcd client endpoints (see `parse_endpoints`), tried in turn.
     `advertise`: this host's address as peers reach it (`host:port` or a URL);
@@ -315,7 +326,7 @@ async def run_registrar(
         raise ConfigError("lease_ttl", f"must be a positive integer of seconds, got {lease_ttl!r}")
     if not prefix.startswith("/") or not prefix.endswith("/"):
         raise ConfigError("prefix", f"must start and end with '/', got {prefix!r}")
-    await _Registrar(parsed, advertise, lease_ttl, on_members, stop, log, prefix).run()
+    await _Registrar(parsed, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease).run()
 
 
 from geecache.host.signals import STOP_SIGNALS as _STOP_SIGNALS  # noqa: E402  (one definition per host)
@@ -345,12 +356,17 @@ def registrar_main(
     *,
     prefix: str = REGISTRY_PREFIX,
     log: logging.Logger = _log,
+    pulse=None,
 ) -> int:
     """Entry point of the registrar child process; returns its exit code.
 
+    *pulse* (``geecache.host.pulse.Pulse``): stamped from the loop for the
+    supervisor's watchdog.
+
     The supervisor calls it in a freshly forked child and then `os._exit(code)`.
     SIGTERM, SIGINT and SIGQUIT set the stop event (the handlers do nothing
-    else), so a stop always revokes the lease. Exit codes: 0 clean stop,
+    else), so a stop always revokes the lease; SIGUSR1 (the supervisor's warm
+    restart) stops it leaving the lease to expire. Exit codes: 0 clean stop,
     2 bad configuration, 1 anything else (the supervisor respawns it).
     """
     # Signals are held until the loop's handlers exist: a SIGTERM in between
@@ -371,9 +387,18 @@ def registrar_main(
 
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, request_stop)
+        keep_lease = asyncio.Event()
+
+        def request_warm_stop() -> None:
+            keep_lease.set()
+            request_stop()
+
+        loop.add_signal_handler(signal.SIGUSR1, request_warm_stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        if pulse is not None:
+            pulse.start(loop)
         await run_registrar(endpoints, advertise, lease_ttl, on_members, stop, log,
-                            prefix=prefix)
+                            prefix=prefix, keep_lease=keep_lease)
 
     try:
         asyncio.run(main())

@@ -10,7 +10,8 @@ and its entry points; each job behind them has its own module:
 ``groups``     group records: configure, find, the per-process cache
 ``slots``      the slot table: probe, insert, backward-shift delete, seqlock order
 ``log``        the circular log per (group, shard): fit, alloc, the hand, moves
-``policy``     eviction policies (``lru``, ``lru2``): one class each
+``policy``     eviction policies (``lru``, ``lru2``, ``s3fifo``): one class each
+``ghost``      S3-FIFO's ghost set: recently evicted keys, per shard
 ``stats``      per-process counter rows
 ``ring``       the member list (double-buffered)
 ``flight``     the host-wide in-flight table
@@ -33,11 +34,12 @@ import weakref
 
 from xxhash import xxh3_64_intdigest
 
-from ..errors import ArenaError, ConfigError
+from ..errors import ArenaError, ConfigError, LockTimeoutError
 from ..limits import DEFAULT_ITEM_LIMIT, check_key, check_value
 from ..stats import STAT_FIELDS
 from . import segment
 from .flight import Flight
+from .ghost import Ghost
 from .groups import GroupTable
 from .layout import (
     CONFIG, ENTRY, ENTRY_SIZE, FLIGHT, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION, MAGIC,
@@ -101,7 +103,7 @@ class Arena:
         (self._n_shards, self._sps, max_groups, max_procs, self._item_limit,
          flight_slots, ring_bytes, n_locks, locks_off, groups_off, gstate_off,
          self._slots_off, self._refs_off, self._data_off, self._data_bytes, stats_off,
-         ring_off, flight_off, _used, _pid) = rest
+         ring_off, flight_off, ghost_off, _used, _pid) = rest
         locks = self._locks = Locks(mm, locks_off, n_locks, self._repair)
         extra = self._n_shards  # the locks after the shard locks
         self._stats = StatRows(mm, locks, extra + STATS, stats_off, max_procs, max_groups)
@@ -112,7 +114,7 @@ class Arena:
         self._slots = SlotTable(mm, self._slots_off, self._refs_off, self._data_off, self._sps,
                                 locks_off)
         self._logs = Logs(mm, self._slots, self._stats, clock, self._n_shards, self._sps,
-                          self._refs_off)
+                          self._refs_off, Ghost(mm, ghost_off, self._sps, locks_off))
         # Bound methods as attributes: ``set`` calls them without one more
         # attribute lookup each.  Keep the instance under 30 attributes:
         # past that CPython 3.11 stops sharing instance-dict keys and every
@@ -123,6 +125,11 @@ class Arena:
         self._find = self._slots.find
         self._fit = self._logs.fit
         self._insert = self._logs.insert
+        #: Seconds a write waits for a shard lock before giving up with
+        #: LockTimeoutError (None: as long as the holder lives).  A worker sets
+        #: it: a holder that is alive but stopped (SIGSTOP, a debugger) must not
+        #: freeze the event loop of every other worker (invariant 8).
+        self.lock_timeout: float | None = None
         self._closed = False
         _live.add(self)
 
@@ -217,7 +224,8 @@ class Arena:
             self._slots.wipe(i)
             for g in self._table.all():
                 if i in g.shards:
-                    self._logs.reset(g, i)
+                    for view in g.logs:
+                        self._logs.reset(view, i)
         elif i - self._n_shards == FLIGHT:
             self._flight.repair()
         # CONFIG: a group record is published by its state byte last, so a
@@ -324,17 +332,19 @@ class Arena:
         h = xxh3_64_intdigest(g.prefix + kb) or 1
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
         esize = (ENTRY_SIZE + 7 + len(kb) + len(value)) & ~7
-        gs_at = g.gstate + s * GSTATE_SIZE
         mm = self._mm
         # The shard lock inlined (not ``held``): set is a hot path.
         addr = self._lock_addrs[s]
         rc = _trylock(addr)
         if rc:
-            self._locks.acquire(s, rc)
+            self._locks.acquire(s, rc, self.lock_timeout)
         try:
-            st = list(GSTATE.unpack_from(mm, gs_at))
             home = h % self._sps
             i = self._find(s, h, kb, g.idx, home)
+            if g.main is not None:
+                g = self._logs.target(g, s, i, h, esize)  # a two-log policy: which log
+            gs_at = g.gstate + s * GSTATE_SIZE
+            st = list(GSTATE.unpack_from(mm, gs_at))
             if esize > g.slice or (i < 0 and not self._logs.make_slot_room(g, s, st)):
                 pos = -1
             else:
@@ -359,7 +369,7 @@ class Arena:
         g = self._groups.get(group) or self._group(group)
         kb = check_key(key)
         h, s, home = self._locate(g, kb)
-        with self._locks.held(s):
+        with self._locks.held(s, self.lock_timeout):
             i = self._find(s, h, kb, g.idx, home)
             if i < 0:
                 return False
@@ -371,22 +381,28 @@ class Arena:
         g = self._group(group)
         logs = self._logs
         for s in g.shards:
-            with self._locks.held(s):
-                st = logs.state(g, s)
-                while st[2]:
-                    logs.reclaim_tail(g, s, st, "clear")
-                logs.reset(g, s)
+            with self._locks.held(s, self.lock_timeout):
+                for view in g.logs:
+                    st = logs.state(view, s)
+                    while st[2]:
+                        logs.reclaim_tail(view, s, st, "clear")
+                    logs.reset(view, s)
 
     def _expire_slot(self, g, s: int, i: int, ver: int) -> None:
         """A reader found slot *i* expired: drop it if nobody changed it since."""
-        with self._locks.held(s):
-            if self._slots.version(s, i) != ver:
-                return
-            self._remove_and_store(g, s, i)
-            self._stats.add(g.idx, "expirations")
+        try:
+            with self._locks.held(s, self.lock_timeout):
+                if self._slots.version(s, i) != ver:
+                    return
+                self._remove_and_store(g, s, i)
+                self._stats.add(g.idx, "expirations")
+        except LockTimeoutError:
+            pass  # the reader answers a miss either way; a later write or read drops it
+
 
     def _remove_and_store(self, g, s: int, i: int) -> None:
         """Drop slot *i*'s entry and write the log state back (caller holds shard *s*)."""
+        g = self._logs.view_of(g, s, i)
         st = self._logs.state(g, s)
         self._logs.remove(g, s, i, st)
         self._logs.store(g, s, st)
@@ -398,9 +414,10 @@ class Arena:
         g = self._group(group)
         nbytes = entries = 0
         for s in g.shards:
-            st = self._logs.state(g, s)
-            nbytes += st[3]
-            entries += st[4]
+            for view in g.logs:
+                st = self._logs.state(view, s)
+                nbytes += st[3]
+                entries += st[4]
         return nbytes, entries
 
     def audit(self, group: str) -> tuple[int, int]:

@@ -8,9 +8,12 @@ removed; each process caches the ones it has read (``GroupTable.get``).
 
 from __future__ import annotations
 
+import copy
+
 from ..errors import ConfigError, UnknownGroupError
 from .layout import (
-    DATA_USED_AT, GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_SIZE, MAX_GROUP_NAME, U64,
+    DATA_USED_AT, F_HOT, F_LIVE, GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_BANKS, GSTATE_SIZE, MAX_GROUP_NAME,
+    U64,
 )
 from .policy import BY_CODE, POLICIES
 
@@ -24,10 +27,18 @@ class GroupRecord:
     ``data`` is the absolute offset of the group's data region, ``gstate``
     that of its shard-0 log state (shard *s*'s is ``gstate + s *
     GSTATE_SIZE``); ``shards`` are the arena shards its keys hash to.
+
+    A record is also the view of one log per shard that ``log.py`` works
+    on (``data``, ``slice``, ``gstate``).  A two-log policy
+    (``Policy.small_share``) makes the record the small logs' view and
+    ``main`` the main logs' (the same group, its data region's second
+    part, gstate bank 1, entries flagged ``F_HOT``); ``logs`` is every view, ``other`` the view a
+    view is not (None for one log).
     """
 
     __slots__ = ("idx", "name", "prefix", "policy", "ref_max", "max_bytes", "gshards", "slice",
-                 "region", "data", "gstate", "shards")
+                 "region", "data", "gstate", "shards", "main", "other", "logs",
+                 "entry_flags")
 
     def __init__(self, idx, name, policy, max_bytes, gshards, slice_, region, data_off, gstate_off,
                  n_shards):
@@ -41,8 +52,23 @@ class GroupRecord:
         self.slice = slice_
         self.region = region
         self.data = data_off + region
-        self.gstate = gstate_off + idx * n_shards * GSTATE_SIZE
+        self.gstate = gstate_off + idx * GSTATE_BANKS * n_shards * GSTATE_SIZE
         self.shards = tuple((idx + j) % n_shards for j in range(gshards))
+        self.main = self.other = None
+        self.logs = (self,)
+        #: The flag byte a new entry in this view's logs starts with.
+        self.entry_flags = F_LIVE
+        if policy.small_share:
+            small = max(8, int(slice_ * policy.small_share) & ~7)
+            main = copy.copy(self)
+            main.slice = slice_ - small
+            main.data = self.data + small * gshards  # every shard's small log, then the main logs
+            main.gstate = self.gstate + n_shards * GSTATE_SIZE
+            main.entry_flags = F_LIVE | F_HOT  # every main-log entry is in the main queue
+            self.slice = small
+            self.main = self.other = main
+            main.other = self
+            self.logs = main.logs = (self, main)
 
 
 class GroupTable:
@@ -93,8 +119,9 @@ class GroupTable:
                             used, slice_, 0, 0, raw)
             for j in range(gshards):
                 s = (free_idx + j) % self._n_shards
-                GSTATE.pack_into(mm, self._gstate_off + (free_idx * self._n_shards + s) * GSTATE_SIZE,
-                                 0, 0, 0, 0, 0, 0)
+                for bank in range(GSTATE_BANKS):
+                    GSTATE.pack_into(mm, self._gstate_off + ((free_idx * GSTATE_BANKS + bank) * self._n_shards
+                                                            + s) * GSTATE_SIZE, 0, 0, 0, 0, 0, 0)
             U64.pack_into(mm, DATA_USED_AT, used + slice_ * gshards)
             mm[at] = GROUP_READY  # published last: a crash before leaves it invisible
 

@@ -14,19 +14,27 @@ Segment (every region starts 64-byte aligned)::
                                FLIGHT, RING
     groups      max_groups x GROUP (a 112 B record in 128 B)
                                name, policy, budget, region
-    gstate      max_groups x n_shards x GSTATE (48 B)
-                               one circular log per (group, shard):
-                               head, tail, used, live bytes, entries, hot
+    gstate      max_groups x 2 x n_shards x GSTATE (48 B)
+                               two circular logs per (group, shard), bank 0
+                               then bank 1 (``s3fifo``'s main queue; unused
+                               by one-log policies): head, tail, used, live
+                               bytes, entries, hot
     stats       max_procs x (ROWHEAD + max_groups x len(STAT_FIELDS) x u64)
     ring        RINGHEAD + 2 buffers (double-buffered member list)
     flight      flight_slots x u64 hashes, then flight_slots x u32 pids
     slots       n_shards x slots_per_shard x SLOT (16 B)
                                hash u64 (0 = empty), version u32, off u32
-    refs        n_shards x slots_per_shard bytes: CLOCK reference bits,
-                               set by lock-free readers
+    refs        n_shards x slots_per_shard bytes: CLOCK reference bits
+                               (or counters), set by lock-free readers
+    ghost       n_shards x slots_per_shard x GHOST (u64): per shard a 2-way
+                               set-associative table of recently evicted
+                               keys (``ghost.py``), shard lock
     data        data_bytes: each group's budget is one region carved at
                                configure time, split into equal shard slices,
-                               each slice a circular log of entries
+                               each slice a circular log of entries (a
+                               two-queue policy splits each slice in two:
+                               the small logs of every shard, then the
+                               main logs, ``GroupRecord``)
 
 The fixed-size regions come first; the slot table and the data area share
 what is left, sized from the expected entry size (``Geometry``).
@@ -49,7 +57,7 @@ from __future__ import annotations
 import struct
 
 MAGIC = b"GEECACHE"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 #: Native formats (see module docstring for why not "<").
 HEADER = struct.Struct(
@@ -59,6 +67,7 @@ HEADER = struct.Struct(
     " I I I I"      # item_limit, flight_slots, ring_bytes (per buffer), n_locks
     " Q Q Q Q Q"    # locks_off, groups_off, gstate_off, slots_off, refs_off
     " Q Q Q Q Q"    # data_off, data_bytes, stats_off, ring_off, flight_off
+    " Q"            # ghost_off
     " Q"            # data_used: bump pointer for group regions (CONFIG lock)
     " q"            # creator pid
 )
@@ -72,6 +81,8 @@ LOCK_SIZE = 64
 SHARD_COUNT_AT = 48
 #: Word after that: how many times the lock's state was repaired after a death.
 REPAIRS_AT = 52
+#: Word after that: the shard's ghost sequence number (keys recorded so far, mod 2**32).
+GHOST_SEQ_AT = 56
 MUTEX_BYTES = 40  # sizeof(pthread_mutex_t) on x86-64/aarch64 glibc
 
 GROUP = struct.Struct("B B H I Q Q Q I I 8x 64s")
@@ -84,6 +95,13 @@ GROUP_READY = 1
 
 GSTATE = struct.Struct("6q")  # head, tail, used, live, entries, hot
 GSTATE_SIZE = 48
+#: Log states per (group, shard): a two-queue policy's small and main logs.
+GSTATE_BANKS = 2
+
+#: A ghost word: the key hash's top 40 bits, then a 24-bit sequence stamp (0 = empty).
+GHOST = struct.Struct("Q")
+GHOST_SIZE = 8
+GHOST_STAMP_BITS = 24
 
 SLOT = struct.Struct("Q I I")  # hash, version, offset (in 8-byte units)
 SLOT_SIZE = 16
@@ -153,7 +171,7 @@ class Geometry:
         self.groups_off = off
         off = align(off + max_groups * GROUP_SIZE)
         self.gstate_off = off
-        off = align(off + max_groups * shards * GSTATE_SIZE)
+        off = align(off + max_groups * GSTATE_BANKS * shards * GSTATE_SIZE)
         self.stats_off = off
         off = align(off + max_procs * self.row_bytes)
         self.ring_off = off
@@ -162,7 +180,7 @@ class Geometry:
         off = align(off + flight_slots * 12)
         fixed = off
         rest = size - fixed
-        per_entry = avg_entry_bytes + (SLOT_SIZE + 1) / MAX_LOAD
+        per_entry = avg_entry_bytes + (SLOT_SIZE + 1 + GHOST_SIZE) / MAX_LOAD
         if rest < per_entry * shards * 8:
             raise ValueError(f"arena size {size} is too small: the fixed regions take {fixed} bytes")
         entries = rest / per_entry
@@ -170,7 +188,8 @@ class Geometry:
         n_slots = self.slots_per_shard * shards
         self.slots_off = fixed
         self.refs_off = align(fixed + n_slots * SLOT_SIZE)
-        self.data_off = align(self.refs_off + n_slots)
+        self.ghost_off = align(self.refs_off + n_slots)
+        self.data_off = align(self.ghost_off + n_slots * GHOST_SIZE)
         # 64 spare bytes at the end: the hand reads a full ENTRY header even
         # at a wrap marker in the last 8 bytes of the last slice.
         self.data_bytes = (size - self.data_off - 64) & ~63
@@ -183,4 +202,4 @@ class Geometry:
             self.item_limit, self.flight_slots, self.ring_bytes, self.n_locks,
             self.locks_off, self.groups_off, self.gstate_off, self.slots_off, self.refs_off,
             self.data_off, self.data_bytes, self.stats_off, self.ring_off, self.flight_off,
-            0, pid)
+            self.ghost_off, 0, pid)

@@ -11,6 +11,11 @@ entry is only marked dead (``kill``); its bytes return when the hand passes.
 Every method runs under the shard's lock, on the log state ``st`` the
 caller read with ``state`` and writes back with ``store``:
 ``st = [head, tail, used, live bytes, entries, hot bytes]`` (``layout.GSTATE``).
+
+``g`` is a view of one log per shard (``groups.GroupRecord``): a two-log
+policy's group has a small and a main view; the hand moves an entry the
+policy promotes from the small log to the main log (``_promote``) and
+remembers the keys the small log evicts (``ghost.py``).
 """
 
 from __future__ import annotations
@@ -26,14 +31,26 @@ _gstate_unpack = GSTATE.unpack_from
 _gstate_pack = GSTATE.pack_into
 
 
+def _room(L: int, st: list, esize: int) -> bool:
+    """Whether *esize* bytes fit at the head of a log of *L* bytes in state *st* without evicting (``fit``'s test)."""
+    head, tail, used = st[0], st[1], st[2]
+    if not used:
+        return esize <= L
+    if head > tail:
+        return esize <= L - head or esize <= tail
+    return head < tail and esize <= tail - head
+
+
 class Logs:
     """The logs of one arena mapping (*mm*): entries in the data area, their slots in *slots*.
 
     *stats* counts evictions and expirations; *clock* tells expiry.
     """
 
-    def __init__(self, mm, slots, stats, clock, n_shards: int, sps: int, refs_off: int) -> None:
+    def __init__(self, mm, slots, stats, clock, n_shards: int, sps: int, refs_off: int,
+                 ghost) -> None:
         self._mm = mm
+        self._ghost = ghost
         self._refs = refs_off
         self._sps = sps
         self._slots = slots
@@ -62,13 +79,58 @@ class Logs:
     # ---- writing entries
 
     def make_slot_room(self, g, s: int, st: list) -> bool:
-        """Keep the shard's slot load under MAX_LOAD by evicting from *g*'s log."""
+        """Keep the shard's slot load under MAX_LOAD by evicting from *g*'s log.
+
+        With two logs, once *g*'s is empty the other's tail is dropped
+        ("force": no promotion into the log whose state the caller holds).
+        """
         count_add = self._slots.count_add
         while count_add(s, 0) >= self._slot_limit:
-            if not st[2]:
+            if st[2]:
+                self.reclaim_tail(g, s, st, "evict")
+                continue
+            o = g.other
+            if o is None:
                 return False
-            self.reclaim_tail(g, s, st, "evict")
+            ost = self.state(o, s)
+            if not ost[2]:
+                return False
+            self.reclaim_tail(o, s, ost, "force")
+            self.store(o, s, ost)
         return True
+
+    def view_of(self, g, s: int, i: int):
+        """The view of the log slot *i*'s entry is in: *g*'s main one for an ``F_HOT`` entry of a two-log group."""
+        if g.main is not None and self._mm[self._slots.entry(s, i) + ENTRY_FLAGS_AT] & F_HOT:
+            return g.main
+        return g
+
+    def target(self, g, s: int, i: int, h: int, esize: int):
+        """The view a write of hash *h* goes to in a two-log group *g* (slot *i*, -1 if new).
+
+        The log its key is in already; else the main log for a key in the
+        ghost set (which forgets it), for one larger than a small log, and
+        while the small log is full but the main one has free room (as
+        libCacheSim's S3FIFO.c: a fixed split would otherwise leave the
+        main log empty while it warms up; measured in bench_policy.py);
+        else the small log.
+        """
+        main = g.main
+        if i >= 0:
+            return self.view_of(g, s, i)
+        if esize > g.slice:
+            return main
+        sst = self.state(g, s)
+        mst = self.state(main, s)
+        # The ghost remembers about as many keys as the main log holds
+        # (S3-FIFO's ghost size): its entries now, or what it holds at the
+        # small log's entry size while it fills.
+        window = max(mst[4], sst[4] * main.slice // g.slice)
+        if self._ghost.take(s, h, window):
+            return main
+        if not _room(g.slice, sst, esize) and _room(main.slice, mst, esize):
+            return main
+        return g
 
     def insert(self, g, s, st, h, home, i, pos, esize, kb, value, codec, exp) -> None:
         """Write the entry at *pos* and point a slot at it: slot *i* if >= 0, else a free one.
@@ -80,14 +142,17 @@ class Logs:
         if i < 0:
             i = slots.free(s, home)
         q = g.data + (s - g.idx) % self._n_shards * g.slice + pos
+        flags = g.entry_flags  # F_HOT in a main log
         # One copy of header, key and value (measured: cheaper than three).
         self._mm[q:q + ENTRY_SIZE + len(kb) + len(value)] = \
-            _entry_pack(len(kb), codec, F_LIVE, len(value), i, g.idx, exp) + kb + value
+            _entry_pack(len(kb), codec, flags, len(value), i, g.idx, exp) + kb + value
         old = slots.point(s, i, h, q)
         if old:
             self._kill_at(old, st)
         st[3] += esize
         st[4] += 1
+        if flags & F_HOT:
+            st[5] += esize
 
     def kill(self, s: int, i: int, st: list) -> None:
         """Mark the entry slot *i* points at dead (its bytes return when the hand passes)."""
@@ -175,6 +240,10 @@ class Logs:
             # inline: this runs once per hand step.
             kept = g.policy.at_tail(flags, mm[self._refs + s * self._sps + i], st[5], L)
             if kept is not None:
+                main = g.main
+                if main is not None and kept[0] & F_HOT:
+                    self._promote(g, main, s, st, i, q, esize, kept[0], kept[1])
+                    return
                 pos = self.fit(g, s, st, esize)
                 if pos >= 0:
                     new_flags = kept[0]
@@ -182,7 +251,29 @@ class Logs:
                     if (new_flags ^ flags) & F_HOT:
                         st[5] += esize if new_flags & F_HOT else -esize
                     return
+            elif g.main is not None:
+                self._ghost.add(s, self._slots.hash(s, i))
         self._drop(g, s, i, st, esize, flags, None if mode == "clear" else "evictions")
+
+    def _promote(self, g, main, s, st, i, q, esize, flags, ref) -> None:
+        """Move slot *i*'s entry (at *q*, just passed by the small log's hand) to the main log's head.
+
+        The main log makes room with its own hand; nothing writes the small
+        log meanwhile, so the entry's bytes at *q* stay intact until copied.
+        """
+        mst = self.state(main, s)
+        pos = self.alloc(main, s, mst, esize)
+        st[3] -= esize
+        st[4] -= 1
+        if pos < 0:  # only if the main log cannot hold it at all
+            self._slots.delete(s, i)
+            self._stats.add(g.idx, "evictions")
+        else:
+            self._slots.move(s, i, q, self._slice_at(main, s) + pos, esize, flags, ref)
+            mst[3] += esize
+            mst[4] += 1
+            mst[5] += esize
+        self.store(main, s, mst)
 
     def _drop(self, g, s, i, st, esize, flags, counter) -> None:
         st[3] -= esize

@@ -10,7 +10,7 @@ A policy is one small class here and one line in ``POLICIES``; nothing
 else changes to add one.  What a policy decides with:
 
 - ``flags``: the entry's flag byte; ``F_HOT`` marks the second queue (lru2's
-  hot list; S3-FIFO's main queue would use it the same way).
+  hot list; S3-FIFO's main queue).
 - ``ref``: the slot's reference byte, which lock-free reads raise up to the
   policy's ``ref_max`` (1: a bit; a frequency-counting policy such as
   S3-FIFO's 2-bit counter sets 3).
@@ -19,6 +19,15 @@ else changes to add one.  What a policy decides with:
 
 ``at_tail`` returns ``(new flags, new reference byte)`` to keep the entry,
 or None to evict it.
+
+A policy with ``small_share`` > 0 has two logs per (group, shard): the
+slice is split into a small log (that share) and a main log (the rest).
+New entries go to the small log; an entry whose flags gain ``F_HOT`` at
+the small log's tail moves to the main log's head (which may run the main
+log's hand); an entry the small log evicts is remembered in the ghost set
+(``ghost.py``), and a remembered key set again goes to the main log
+directly.  The plumbing is ``log.py`` (the move, the ghost) and
+``Arena.set`` (which log a write goes to).
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ class Policy:
     code = -1
     #: How far lock-free reads count the reference byte (1: a reference bit).
     ref_max = 1
+    #: Share of a slice for a small log before the main one (0: one log per slice).
+    small_share = 0.0
 
     def at_tail(self, flags: int, ref: int, hot: int, slice_bytes: int) -> tuple[int, int] | None:
         """(flags, reference byte) to keep the entry at the tail with, or None to evict it."""
@@ -78,8 +89,35 @@ class Lru2(Policy):
         return (flags | F_HOT, 0) if ref else None
 
 
+class S3Fifo(Policy):
+    """S3-FIFO (Yang et al., SOSP'23): a small FIFO, a main FIFO, a ghost set.
+
+    Reads count to 3 (a 2-bit counter).  At the small log's tail an entry
+    read at least ``PROMOTE_AT`` times moves to the main log (counter
+    kept), any other is evicted and its key remembered in the ghost set; at
+    the main log's tail a read entry is reinserted with its counter one
+    lower, an unread one is evicted.  New entries therefore meet the hand
+    after a tenth of a slice of writes, and one-time keys (a scan) leave
+    from the small log without touching the main one.
+    """
+
+    name = "s3fifo"
+    code = 2
+    ref_max = 3
+    #: The paper's 10 %.
+    small_share = 0.1
+    #: Reads an entry needs in the small log to enter the main one (measured in bench_policy.py).
+    PROMOTE_AT = 1
+
+    def at_tail(self, flags, ref, hot, slice_bytes):
+        """Small log: promote at PROMOTE_AT reads, else evict; main log: CLOCK with a counter."""
+        if flags & F_HOT:
+            return (flags, ref - 1) if ref else None
+        return (flags | F_HOT, ref) if ref >= self.PROMOTE_AT else None
+
+
 #: Policies by the name a group is configured with.
-POLICIES: dict[str, Policy] = {p.name: p for p in (Lru(), Lru2())}
+POLICIES: dict[str, Policy] = {p.name: p for p in (Lru(), Lru2(), S3Fifo())}
 # The names are a naming rule every cache shares (``geecache.limits``): the
 # config validates against it before any arena exists.
 assert tuple(POLICIES) == _POLICY_NAMES, "geecache.limits.POLICIES must list the arena's policies"

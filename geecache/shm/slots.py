@@ -23,6 +23,7 @@ _entry_unpack = ENTRY.unpack_from
 _u32_unpack = U32.unpack_from
 _u32_pack = U32.pack_into
 _u64_pack = U64.pack_into
+_u64_unpack = U64.unpack_from
 
 
 class SlotTable:
@@ -119,6 +120,10 @@ class SlotTable:
         """Absolute offset of the entry slot *i* of shard *s* points at."""
         off = _u32_unpack(self._mm, self._off + (s * self._sps + i) * SLOT_SIZE + SLOT_OFF_AT)[0]
         return self._data_off + off * 8
+
+    def hash(self, s: int, i: int) -> int:
+        """Slot *i*'s key hash (0: empty)."""
+        return _u64_unpack(self._mm, self._off + (s * self._sps + i) * SLOT_SIZE)[0]
 
     def version(self, s: int, i: int) -> int:
         """Slot *i*'s seqlock version now."""

@@ -23,23 +23,26 @@ class FunctionSource(Storage):
     *fn* runs in a thread by default (``in_thread=True``), because a loader
     that blocks on I/O would otherwise stall every request of the worker;
     pass ``in_thread=False`` for a fast pure function to skip the hop.
+    *executor* is the thread pool it runs in (None: asyncio's default); a
+    worker gives every loader one bounded pool of its own (``load_threads``).
     Exceptions from *fn* reach the caller as LoadError with the cause chained
     (the package's own errors, e.g. NotFoundError, pass through unchanged).
     """
 
     readonly = True
 
-    def __init__(self, fn: Callable[[str], Any], *, in_thread: bool = True) -> None:
+    def __init__(self, fn: Callable[[str], Any], *, in_thread: bool = True, executor=None) -> None:
         if not callable(fn):
             raise TypeError(f"FunctionSource needs a callable, got {type(fn).__name__}")
         self._fn = fn
         self._in_thread = in_thread and not _is_async(fn)
+        self._executor = executor
         self.name = _describe(fn)
 
     async def get(self, key: str) -> bytes | None:
         try:
             if self._in_thread:
-                result = await asyncio.to_thread(self._fn, key)
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, self._fn, key)
             else:
                 result = self._fn(key)
             if inspect.isawaitable(result):

@@ -75,8 +75,10 @@ class SQLiteStorage(Storage):
     thread: a commit fsyncs the WAL (measured 117 us on an SSD, milliseconds
     on slower disks) and may wait up to ``busy_timeout`` for another
     process's write, which must not stall every request on the worker.
-    *executor* is that thread pool (None: asyncio's default).  *clock* (Unix
-    seconds) is injectable for tests.
+    *executor* is that thread pool (None: asyncio's default); a worker gives
+    writes a bounded pool of their own (``write_threads``), so slow loaders in
+    another pool never delay a write.  *clock* (Unix seconds) is injectable
+    for tests.
     """
 
     versioned = True

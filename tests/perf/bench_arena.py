@@ -4,7 +4,9 @@
 (``python tests/perf/main.py arena``); ``python tests/perf/bench_arena.py
 [--quick]`` prints the tables on its own.  Compared in the same run: a
 dict, an OrderedDict LRU, diskcache (if importable) and redis-py against a
-redis-server this starts on a free loopback port (if on PATH).
+redis-server this starts on a free loopback port (if on PATH).  Each step
+prints a progress line (the full run takes tens of seconds); a plot of the
+latencies and hit ratios goes to ``tests/perf/out/``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from xxhash import xxh3_64_intdigest  # noqa: E402
 
 from geecache.shm import Arena  # noqa: E402
 from geecache.shm.layout import entry_size  # noqa: E402
-from tests.perf.common import print_result  # noqa: E402
+from tests.perf.common import plot_bars, print_result, progress  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
 N_KEYS = 10_000
@@ -169,6 +171,8 @@ def _latency(quick: bool) -> tuple[dict, dict]:
                 set_us[name] = _per_op(put, sample, repeats)
                 get_us[name] = _per_op(get, sample, repeats)
                 assert get(sample[0]) == VALUE, name
+                progress(f"latency {name}: get {get_us[name]:.2f} µs, set {set_us[name]:.2f} µs "
+                         f"({len(sample)} keys x {repeats})")
         finally:
             for c in reversed(cleanups):
                 c()
@@ -181,11 +185,15 @@ def _overhead() -> dict:
     with Arena.create(size) as arena:
         budget = arena._data_bytes
         arena.configure_group("o", budget, "lru")
+        progress("overhead: filling a 64 MiB arena with 100-byte values until the first eviction")
         n = 0
         while arena.stats("o")["evictions"] == 0 and n < 10_000_000:
             arena.set("o", f"key:{n}", VALUE)
             n += 1
+            if n % 100_000 == 0:
+                progress(f"overhead: {n} entries set")
         nbytes, entries = arena.usage("o")
+        progress(f"overhead: full at {entries} entries")
         payload = len("key:100000") + len(VALUE)
         slot_bytes = arena._sps * arena._n_shards * 17
         return {
@@ -218,6 +226,7 @@ def _hit_ratios(quick: bool) -> dict:
     cap_entries = 2_000
     budget = cap_entries * entry_size(len("z:12345"), len(VALUE))
     ratios = {}
+    progress(f"hit ratio: a trace of {len(trace)} requests")
     with Arena.create(16 << 20) as arena:
         for policy in ("lru", "lru2"):
             arena.configure_group(policy, budget, policy)
@@ -228,6 +237,7 @@ def _hit_ratios(quick: bool) -> dict:
                 else:
                     hits += 1
             ratios[f"arena {policy}"] = hits / len(trace)
+            progress(f"hit ratio arena {policy}: {ratios[f'arena {policy}']:.4f}")
     lru = _LRU(cap_entries)
     hits = 0
     for k in trace:
@@ -280,7 +290,18 @@ def run(quick: bool = False) -> dict:
     }
     for n in names[1:]:
         summary[f"get_ratio_{n.split()[0].lower().replace('-', '_')}"] = round(get_us[n] / get_us["arena"], 3)
-    return {"name": "arena", "tables": tables, "summary": summary}
+    plot = plot_bars("arena.png", "The shared-memory arena against in-process and remote caches", [
+        {"title": f"µs per op, 100-byte values, {N_KEYS} keys", "ylabel": "µs (log scale)", "logy": True,
+         "categories": names, "series": {"get hit": [get_us[n] for n in names],
+                                         "set": [set_us[n] for n in names]}},
+        {"title": "hit ratio, Zipf(0.9) + scans, 2k entries", "ylabel": "hit ratio",
+         "categories": list(ratios), "series": {"hit ratio": list(ratios.values())}},
+    ])
+    from tests.perf import bench_policy  # the policies against libCacheSim's, same traces
+    policy = bench_policy.run(quick)
+    tables += policy["tables"]
+    summary.update(policy["summary"])
+    return {"name": "arena", "tables": tables, "summary": summary, "plots": [plot] if plot else []}
 
 
 if __name__ == "__main__":

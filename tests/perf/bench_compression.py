@@ -6,6 +6,10 @@ the same bytes: JSON documents shaped like API responses, English-like text
 case: nothing to find), each at ~64 KiB and ~1 KiB.  The ``pack`` column
 says what ``geecache.compression.pack`` stores when a group is configured
 with that codec: the codec (``*``) or raw bytes (``raw``, it saved < 10%).
+The ``none`` codec does no work (it hands back the same object), so its
+speed is not reported: a figure would be the cost of a function call
+divided into the payload size, hundreds of GB/s that say nothing.  A plot
+(ratio and MB/s per payload and codec) goes to ``tests/perf/out/``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import random
 
 from geecache.compression import CODECS, get_codec, pack, unpack
-from tests.perf.common import auto_n, median_us, progress, result, table
+from tests.perf.common import auto_n, median_us, plot_bars, progress, result, table
 
 SIZES = (("64k", 64 * 1024), ("1k", 1024))
 KINDS = ("json", "text", "random")
@@ -108,28 +112,54 @@ def run(quick: bool) -> dict:
     names = [c.name for c in CODECS]
     rows_by_size: dict[str, list[list]] = {label: [] for label, _ in SIZES}
     summary: dict[str, float] = {}
+    # payload label -> codec -> (ratio, compress MB/s, decompress MB/s), for the plot
+    figures: dict[str, dict[str, tuple[float, float | None, float | None]]] = {}
     for label, data in payloads():
         for name in names:
             codec = get_codec(name)
             blob = codec.compress(data)
             if codec.decompress(blob) != data:
                 raise AssertionError(f"{name} did not round-trip {label}")
-            c_us = median_us(lambda: codec.compress(data), auto_n(lambda: codec.compress(data), target_s), repeats)
-            d_us = median_us(lambda: codec.decompress(blob), auto_n(lambda: codec.decompress(blob), target_s), repeats)
             ratio = len(data) / len(blob)
-            c_mbs, d_mbs = len(data) / c_us, len(data) / d_us  # bytes per microsecond == MB/s
+            if name == "none":  # no work to time: see the module docstring
+                c_mbs = d_mbs = None
+            else:
+                c_us = median_us(lambda: codec.compress(data), auto_n(lambda: codec.compress(data), target_s),
+                                 repeats)
+                d_us = median_us(lambda: codec.decompress(blob), auto_n(lambda: codec.decompress(blob), target_s),
+                                 repeats)
+                c_mbs, d_mbs = len(data) / c_us, len(data) / d_us  # bytes per microsecond == MB/s
+                summary[f"compress_mbs.{label}.{name}"] = round(c_mbs, 1)
+                summary[f"decompress_mbs.{label}.{name}"] = round(d_mbs, 1)
             kind, size_label = label.rsplit("-", 1)
             rows_by_size[size_label].append(
                 [kind, len(data), name, len(blob), round(ratio, 2), c_mbs, d_mbs, pack_mark(data, name)]
             )
             summary[f"ratio.{label}.{name}"] = round(ratio, 3)
-            summary[f"compress_mbs.{label}.{name}"] = round(c_mbs, 1)
-            summary[f"decompress_mbs.{label}.{name}"] = round(d_mbs, 1)
+            figures.setdefault(label, {})[name] = (ratio, c_mbs, d_mbs)
         progress(f"{label}: {len(data)} bytes, {len(names)} codecs")
     columns = ["payload", "bytes", "codec", "packed", "ratio", "compress MB/s", "decompress MB/s", "pack"]
     tables = [
-        table(f"codecs on ~{size_label.replace('k', ' KiB')} payloads (ratio = original/compressed; pack: * keeps codec, raw = stored plain)",
-              columns, rows)
+        table(f"codecs on ~{size_label.replace('k', ' KiB')} payloads (ratio = original/compressed; "
+              "pack: * keeps codec, raw = stored plain; none: no work, no speed)", columns, rows)
         for size_label, rows in rows_by_size.items()
     ]
-    return result("compression", tables, summary)
+    plot = _plot(figures, [n for n in names if n != "none"])
+    return result("compression", tables, summary, [plot] if plot else [])
+
+
+def _plot(figures: dict[str, dict[str, tuple]], codecs: list[str]) -> str | None:
+    """Ratio, compress and decompress MB/s: one panel each, a bar per codec per payload."""
+    labels = list(figures)
+
+    def series(i: int) -> dict[str, list]:
+        return {c: [figures[label][c][i] for label in labels] for c in codecs}
+
+    return plot_bars("compression.png", "Codecs (geecache.compression) on the bench payloads", [
+        {"title": "ratio (original / compressed; 1 = none)", "ylabel": "ratio", "categories": labels,
+         "series": series(0)},
+        {"title": "compress", "ylabel": "MB/s (log scale)", "categories": labels, "series": series(1),
+         "logy": True},
+        {"title": "decompress", "ylabel": "MB/s (log scale)", "categories": labels, "series": series(2),
+         "logy": True},
+    ])

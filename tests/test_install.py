@@ -1,0 +1,123 @@
+"""The package as a user gets it: a wheel, installed non-editable, run from another directory.
+
+The wheel is built from a copy of the checkout (a build writes ``build/`` and
+``*.egg-info`` into its source tree, which must not be this one), with this
+environment's setuptools and no index (``--no-build-isolation --no-index``),
+so the test needs no network.  It goes into a fresh venv; the dependencies
+come from this environment through a ``.pth`` file written after the install,
+so pip never sees (or offers to uninstall) the checkout's own editable install,
+and the fresh venv's copy of ``geecache`` comes first on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.net import free_port
+from tests.support.proc import REPO, Host, wait_until
+
+pytestmark = pytest.mark.procs
+
+#: Not part of a source tree a user would build from (or too big to copy).
+_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "build", "dist", "*.egg-info", "run",
+                                     "out", ".pytest_cache", ".hypothesis", "geecache-data", "*.db*")
+
+
+def _run(cmd, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, **kw)
+    assert r.returncode == 0, f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the checkout that also holds a demo data dir, as a run leaves."""
+    src = tmp_path_factory.mktemp("src") / "geecache"
+    shutil.copytree(REPO, src, ignore=_NOT_SOURCE)
+    (src / "geecache-data").mkdir()
+    (src / "geecache-data" / "demo.db").write_bytes(b"a run from the checkout left this")
+    dist = tmp_path_factory.mktemp("dist")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+          "-q", "-w", str(dist), str(src)])
+    (found,) = dist.glob("geecache-*.whl")
+    return found
+
+
+@pytest.fixture(scope="module")
+def venv(wheel, tmp_path_factory) -> Path:
+    """A fresh venv with the wheel installed non-editable; dependencies from this environment."""
+    root = tmp_path_factory.mktemp("venv")
+    _run([sys.executable, "-m", "venv", "--without-pip", str(root)])
+    python = root / "bin" / "python"
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+          "--no-index", str(wheel)])
+    site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    ours = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    # Appended after the venv's own site-packages: its geecache wins, the dependencies resolve.
+    Path(site, "zz_test_dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
+    return root
+
+
+def _env(venv: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PROMETHEUS_MULTIPROC_DIR", "XDG_DATA_HOME", "VIRTUAL_ENV")
+           and not k.startswith("GEECACHE_")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def test_the_wheel_holds_the_packages_and_the_entry_point_only(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        tops = {n.split("/")[0] for n in names}
+        # The demo data dir, tests, scripts, docs and supervisor.py stay out.
+        assert tops == {"geecache", "workers", info}, tops
+        assert z.read(f"{info}/top_level.txt").decode().split() == ["geecache", "workers"]
+        assert "workers/worker.py" in names and "geecache/geecachepb/geecache.proto" in names
+        entry_points = z.read(f"{info}/entry_points.txt").decode()
+        assert "geecache = geecache.host.main:main" in entry_points
+        metadata = z.read(f"{info}/METADATA").decode()
+    assert "Classifier: Operating System :: POSIX :: Linux" in metadata
+    assert "Requires-Dist: uvloop" in metadata
+
+
+def test_installed_command_serves_the_demo_from_another_directory(venv, tmp_path):
+    env, cwd = _env(venv), tmp_path / "elsewhere"
+    cwd.mkdir()
+    python, command = str(venv / "bin" / "python"), str(venv / "bin" / "geecache")
+    where = _run([python, "-c", "import importlib.metadata as m, geecache; "
+                  "print(geecache.__file__); print(m.version('geecache'))"], cwd=cwd, env=env).stdout.split()
+    assert where[0].startswith(str(venv)), where  # the installed copy, not the checkout
+    version = _run([command, "--version"], cwd=cwd, env=env).stdout.split()
+    assert version[:2] == ["geecache", where[1]], version
+    assert "--workers" in _run([python, "-m", "geecache", "--help"], cwd=cwd, env=env).stdout
+
+    port = free_port()
+    log_path = tmp_path / "host.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([command, "--workers", "1", "--port", str(port), "--arena", "32MiB"],
+                                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    host = Host(proc, port, log_path)
+    try:
+        def tom():
+            if proc.poll() is not None:
+                raise AssertionError(f"exited {proc.returncode}:\n{host.log()}")
+            try:
+                return host.get("/api?key=Tom")
+            except OSError:
+                return None
+        assert wait_until(tom, 30, what="the installed host answering") == (200, b"630"), host.log()
+        # The demo database went to the default data dir under the working directory.
+        assert (cwd / "geecache-data" / "demo.db").is_file()
+    finally:
+        assert host.stop(signal.SIGTERM) == 0, host.log()
