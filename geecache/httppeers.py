@@ -23,6 +23,7 @@ caller serves its keys as if it were down.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import time
@@ -193,6 +194,8 @@ TRIPPED_WAIT = 0.05
 MAX_UNDELIVERED = 100_000
 #: Least pause between two deliveries to a member that did not answer.
 RETRY_MIN = 0.1
+#: Keys written recently that a pool remembers for members it adds (see ``HTTPPool``).
+MAX_RECENT = 100_000
 
 
 class _Mailbox:
@@ -246,6 +249,7 @@ class HTTPPool:
         codecs: dict[str, str] | None = None,
         replicas: int | None = None,
         breaker: Breaker | None = None,
+        replay_window: float = 10.0,
     ) -> None:
         self.self_address = self_address
         # tls: members advertised as bare host:port are reached over https.
@@ -268,6 +272,13 @@ class HTTPPool:
         self._ring = Ring(**self._ring_args)
         self._peers: dict[str, HTTPPeer] = {}
         self._mail: dict[str, _Mailbox] = {}  # address -> undelivered invalidations
+        # (monotonic time, group, keys) of this host's recent invalidations, newest
+        # last, for members added to the ring: a host joining serves (and keeps copies)
+        # before every other host routes to it, and those copies missed the writes of
+        # hosts that did not know it yet.  Its ring adds them, it sends them these.
+        self.replay_window = float(replay_window)
+        self._recent: collections.deque = collections.deque()
+        self._recent_keys = 0
 
     def codec_for(self, group: str) -> str:
         """The codec name peers use for *group*'s values."""
@@ -287,7 +298,10 @@ class HTTPPool:
             old_peers[gone].close()
             self.breaker.forget(gone)  # if it comes back, it starts closed
             self._drop_mail(gone)
+        added = self._peers.keys() - old_peers.keys()
         self._ring, self._version = ring, version
+        if added and self._recent:
+            self._replay(added)
 
     def members(self) -> tuple[str, ...]:
         """The current member list (including this host when registered)."""
@@ -311,7 +325,9 @@ class HTTPPool:
 
         A member with a closed breaker and nothing pending is waited for (up
         to *timeout*), so a client that wrote here and reads there sees its
-        write.  One whose breaker is open, or that already has undelivered
+        write.  The keys are also remembered for ``replay_window`` seconds,
+        for members added to the ring meanwhile.  One whose breaker is open,
+        or that already has undelivered
         invalidations, gets them through its mailbox: sent at once, waited
         for only TRIPPED_WAIT, and retried after each cooldown until it
         answers or leaves the ring.  A member that fails or does not answer
@@ -319,6 +335,8 @@ class HTTPPool:
         this opened.
         """
         self._refresh()
+        if self.replay_window > 0:
+            self._remember(group, keys)
         if not self._peers:
             return 0
         calls: dict[asyncio.Future, HTTPPeer] = {}
@@ -346,6 +364,29 @@ class HTTPPool:
         if started:
             await asyncio.wait(started, timeout=TRIPPED_WAIT)
         return trips
+
+    def _remember(self, group: str, keys: list[str]) -> None:
+        now = time.monotonic()
+        self._recent.append((now, group, tuple(keys)))
+        self._recent_keys += len(keys)
+        self._forget_old(now)
+
+    def _forget_old(self, now: float) -> None:
+        recent = self._recent
+        while recent and (recent[0][0] < now - self.replay_window or self._recent_keys > MAX_RECENT):
+            self._recent_keys -= len(recent.popleft()[2])
+
+    def _replay(self, added) -> None:
+        """Send members just added to the ring the keys this host wrote in the replay window."""
+        self._forget_old(time.monotonic())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # outside the worker's loop (a test reading the ring): nobody to tell
+            return
+        for address in added:
+            peer = self._peers[address]
+            for _, group, keys in self._recent:
+                self._post(peer, group, list(keys))
 
     def _post(self, peer: HTTPPeer, group: str, keys: list[str]) -> asyncio.Task | None:
         """Put *keys* in *peer*'s mailbox; the delivery task if this started one."""

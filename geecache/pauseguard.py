@@ -15,14 +15,14 @@ answer, and a write's originator waits longer still (the peer read timeout)
 before it writes elsewhere.  The hosts's workers share the arena, so
 whichever worker wakes first drops the copies for all of them.
 
-Joining has the same hole for a short while.  A host that the others do
-not know yet (it just started, or re-registered after its lease expired
-while it was paused) already serves: copies it keeps then miss the
-invalidations of hosts that have not added it to their rings.  So the guard
-drops the copies once more ``settle`` seconds after a pause, and ``join_settle``
-seconds after the host's ring goes from "alone" (only itself, as a host
-starts) or "without itself" to a ring with itself and others: by then every
-host routes to it and invalidates it.
+A host that served alone (its ring only itself: as it starts, or all
+the while etcd could not be reached) missed every write elsewhere: the guard
+drops its copies when its ring first holds other hosts too.  Copies a host
+keeps while it is joining (the others do not route to it yet) are covered
+by the others: a host that adds a member to its ring sends it the keys it
+wrote in the last moments (``HTTPPool``).  As a backstop the guard drops
+the copies once more ``settle`` seconds after a pause (a lease TTL: the
+paused host may have left the ring and be re-joining).
 """
 
 from __future__ import annotations
@@ -39,25 +39,21 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.9
 #: How often the guard's timer runs.
 DEFAULT_INTERVAL = 0.1
-#: Seconds after a join before the copies kept meanwhile are dropped: every
-#: host's registrar sees the new member through its etcd watch within that.
-DEFAULT_JOIN_SETTLE = 1.0
 
 
 class PauseGuard:
     """Calls ``drop_copies()`` on every group after a gap in this loop's timer, and after joins.
 
     *clock* is monotonic (it keeps counting while a process is stopped).
-    *settle* is how long after a pause the copies are dropped once more (the
-    paused host may have left the ring and be re-joining: give it the lease
-    TTL).  *members* (``HTTPPool.members``) and *self_address* let it see
-    this host join; without them only pauses are watched.  ``pauses`` counts
-    the gaps seen, ``drops`` every time the copies were dropped.
+    *settle* is how long after a pause the copies are dropped once more (0:
+    not).  *members* (``HTTPPool.members``) and *self_address* let it see
+    this host go from alone to a ring with others; without them only pauses
+    are watched.  ``pauses`` counts the gaps seen, ``drops`` every time the
+    copies were dropped.
     """
 
     def __init__(self, groups: Iterable, *, threshold: float = DEFAULT_THRESHOLD,
                  interval: float = DEFAULT_INTERVAL, settle: float = 0.0,
-                 join_settle: float = DEFAULT_JOIN_SETTLE,
                  members: Callable[[], Iterable[str]] | None = None, self_address: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 0 < interval < threshold:
@@ -66,12 +62,11 @@ class PauseGuard:
         self.threshold = threshold
         self.interval = interval
         self.settle = settle
-        self.join_settle = join_settle
         self._members = members
         self._self = self_address
         self._clock = clock
         self._last = clock()
-        self._joined = self._in_a_ring()
+        self._alone = self._serving_alone()
         self._due: list[float] = []  # monotonic times of the drops still to do
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -80,12 +75,11 @@ class PauseGuard:
         #: Times the copies were dropped.
         self.drops = 0
 
-    def _in_a_ring(self) -> bool:
-        """This host is in its ring with other hosts (True when not watching the ring)."""
+    def _serving_alone(self) -> bool:
+        """This host's ring is only itself (False when not watching the ring)."""
         if self._members is None:
-            return True
-        members = set(self._members())
-        return self._self in members and len(members) > 1
+            return False
+        return set(self._members()) <= {self._self}
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Run the timer on *loop* (the running one by default)."""
@@ -112,14 +106,15 @@ class PauseGuard:
                         "copies, which may have missed invalidations meanwhile", gap)
             if self.settle:
                 self._due.append(now + self.settle)
-        joined = self._in_a_ring()
-        if joined and not self._joined:
-            self._due.append(now + self.join_settle)
-        self._joined = joined
+        alone = self._serving_alone()
+        if self._alone and not alone:
+            self._drop()
+            log.info("joined a ring: dropped the cached copies kept while serving alone")
+        self._alone = alone
         if self._due and min(self._due) <= now:
             self._due = [t for t in self._due if t > now]
             self._drop()
-            log.info("dropped this host's cached copies again, now that every host routes to it")
+            log.info("dropped this host's cached copies again, %g s after a pause", self.settle)
 
     def _drop(self) -> None:
         self.drops += 1

@@ -137,3 +137,41 @@ def test_invalidations_to_a_hung_peer_do_not_cost_every_write_a_timeout():
             blackhole.close()
 
     asyncio.run(go())
+
+
+class _Members:
+    """A member list that changes: version 2 (StaticMembers is version 1)."""
+
+    def __init__(self, members):
+        self.members = members
+
+    def ring_version(self):
+        return 2
+
+    def read_ring(self):
+        return 2, list(self.members)
+
+
+def test_a_member_added_to_the_ring_is_sent_the_keys_written_just_before():
+    """Host 1 serves (and keeps a copy) before host 0 knows it: host 0's write cannot
+    invalidate it then.  When host 0's ring adds host 1, it sends the keys it wrote in
+    the replay window, so that copy does not outlive the write."""
+
+    async def go():
+        async with cluster(2, {"k": b"old"}, views=[[0], [0, 1]]) as (hosts, storage):
+            (g0, pool0, m0), (g1, pool1, m1) = hosts
+            key = next(k for k in (f"k{i}" for i in range(1000)) if pool1.owner(k) == m1)
+            await storage.set(key, b"old")
+            assert await g1.get(key) == b"old"  # host 1 owns it by its ring: its own copy
+            await g0.set(key, b"new")  # host 0 owns everything by its ring: host 1 is not told
+            assert g1._cache.get("g", key) == b"old"
+            pool0._members = _Members([m0, m1])
+            assert pool0.owner(key) == m1  # the ring grows, and host 1 is sent the key
+            for _ in range(200):  # bounded: the delivery is a task of this loop
+                if g1._cache.get("g", key) is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert g1._cache.get("g", key) is None
+            assert await g1.get(key) == b"new"
+
+    asyncio.run(go())

@@ -55,7 +55,9 @@ def build_peers(cfg: Config, arena):
                     codecs={g.name: g.codec for g in cfg.groups},
                     connect_timeout=cfg.peer_connect_timeout, read_timeout=cfg.peer_read_timeout,
                     breaker=Breaker(failures=cfg.breaker_failures, cooldown=cfg.breaker_cooldown,
-                                    max_cooldown=cfg.breaker_max_cooldown))
+                                    max_cooldown=cfg.breaker_max_cooldown),
+                    # A paused host re-joins within its lease TTL of resuming.
+                    replay_window=cfg.lease_ttl + 1.0)
 
 
 def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:
