@@ -11,6 +11,11 @@ nothing usable from any host -> ``UnavailableError``.
     with geecache.Client(["http://127.0.0.1:8001", "http://127.0.0.1:8002"]) as c:
         c.set("Tom", b"630", group="scores")
         c.get("Tom", group="scores")   # b"630"
+
+``stats()`` reads ``/stats`` from a host's admin port, not its data port:
+*admin_urls* names them, by default each data URL's host at the port + 1000
+over plain http (the server's defaults; the admin port listens on loopback
+unless ``--admin-host`` says otherwise).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
 from .auth import bearer
+from .config import ADMIN_PORT_OFFSET
 from .errors import ConfigError, NotFoundError, RefusedError, UnavailableError
 from .limits import as_bytes, check_key, check_ttl
 
@@ -60,6 +66,12 @@ def _parse_urls(urls: str | Sequence[str]) -> list[_Host]:
     if not hosts:
         raise ConfigError("urls", "at least one base URL is required")
     return hosts
+
+
+def default_admin_url(host: _Host) -> str:
+    """The admin base URL a host has by default: same address, port + 1000, plain http."""
+    name = f"[{host.host}]" if ":" in host.host else host.host
+    return f"http://{name}:{host.port + ADMIN_PORT_OFFSET}"
 
 
 def _api_target(key: str, group: str | None, ttl: float = 0) -> str:
@@ -126,10 +138,13 @@ def _describe(exc: BaseException) -> str:
 class _Failover:
     """Host order and the 'last host that answered' memory shared by both clients."""
 
-    def __init__(self, urls: str | Sequence[str], token: str | None, timeout: float) -> None:
+    def __init__(self, urls: str | Sequence[str], token: str | None, timeout: float,
+                 admin_urls: str | Sequence[str] | None = None) -> None:
         if timeout <= 0:
             raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
         self._hosts = _parse_urls(urls)
+        self._admin_hosts = _parse_urls(admin_urls if admin_urls else
+                                        [default_admin_url(h) for h in self._hosts])
         self._timeout = float(timeout)
         self._headers = {"Authorization": bearer(token)} if token else {}
         # An int assignment is atomic under the GIL and a stale read only changes which
@@ -181,7 +196,8 @@ class Client(_Failover):
 
     *urls*: one base URL or several (``http://127.0.0.1:8001``); *token* is
     sent as ``Authorization: Bearer``; *timeout* bounds each connect and each
-    socket read, per host tried.
+    socket read, per host tried; *admin_urls*: where ``stats`` asks (see the
+    module's docstring).
     """
 
     def __init__(
@@ -191,9 +207,11 @@ class Client(_Failover):
         timeout: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
         pool_size: int = 8,
+        admin_urls: str | Sequence[str] | None = None,
     ) -> None:
-        super().__init__(urls, token, timeout)
+        super().__init__(urls, token, timeout, admin_urls)
         self._pools = [_HostPool(h, self._timeout, ssl_context, pool_size) for h in self._hosts]
+        self._admin_pools = [_HostPool(h, self._timeout, ssl_context, 1) for h in self._admin_hosts]
 
     def get(self, key: str, group: str | None = None) -> bytes:
         """The value of *key*; NotFoundError when the source has none."""
@@ -214,12 +232,12 @@ class Client(_Failover):
             return False
 
     def stats(self) -> dict:
-        """The answering host's ``/stats`` document."""
-        return _stats_doc(self._request("GET", "/stats"))
+        """The answering host's ``/stats`` document, from its admin port."""
+        return _stats_doc(self._request("GET", "/stats", admin=True))
 
     def close(self) -> None:
         """Close every pooled connection; the client may still be used (it reconnects)."""
-        for pool in self._pools:
+        for pool in self._pools + self._admin_pools:
             pool.close()
 
     def __enter__(self) -> "Client":
@@ -228,19 +246,22 @@ class Client(_Failover):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, target: str, body: bytes | None = None) -> bytes:
+    def _request(self, method: str, target: str, body: bytes | None = None, admin: bool = False) -> bytes:
         attempts: list[tuple[str, str]] = []
-        for i in self._order():
+        hosts, pools = (self._admin_hosts, self._admin_pools) if admin else (self._hosts, self._pools)
+        for i in (range(len(hosts)) if admin else self._order()):
             try:
-                status, data, phrase = self._send(self._pools[i], self._hosts[i].prefix + target, method, body)
+                status, data, phrase = self._send(pools[i], hosts[i].prefix + target, method, body)
                 out = _answer(status, data, phrase)
             except (OSError, http.client.HTTPException, _ServerFault) as exc:
-                attempts.append((self._hosts[i].url, _describe(exc)))
+                attempts.append((hosts[i].url, _describe(exc)))
                 continue
             except (NotFoundError, RefusedError):
-                self._preferred = i  # the host answered; it is up
+                if not admin:
+                    self._preferred = i  # the host answered; it is up
                 raise
-            self._preferred = i
+            if not admin:
+                self._preferred = i
             return out
         raise UnavailableError(attempts)
 
@@ -284,8 +305,9 @@ class AsyncClient(_Failover):
         timeout: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
         limit_per_host: int = 8,
+        admin_urls: str | Sequence[str] | None = None,
     ) -> None:
-        super().__init__(urls, token, timeout)
+        super().__init__(urls, token, timeout, admin_urls)
         self._ssl_context = ssl_context
         self._limit_per_host = limit_per_host
         self._session = None  # created on first use: aiohttp wants a running loop
@@ -306,8 +328,8 @@ class AsyncClient(_Failover):
             return False
 
     async def stats(self) -> dict:
-        """The answering host's ``/stats`` document."""
-        return _stats_doc(await self._request("GET", "/stats"))
+        """The answering host's ``/stats`` document, from its admin port."""
+        return _stats_doc(await self._request("GET", "/stats", admin=True))
 
     async def close(self) -> None:
         """Close the session and its connections."""
@@ -336,7 +358,7 @@ class AsyncClient(_Failover):
             )
         return self._session
 
-    async def _request(self, method: str, target: str, body: bytes | None = None) -> bytes:
+    async def _request(self, method: str, target: str, body: bytes | None = None, admin: bool = False) -> bytes:
         import asyncio
 
         import aiohttp
@@ -344,9 +366,10 @@ class AsyncClient(_Failover):
 
         session = self._get_session()
         attempts: list[tuple[str, str]] = []
-        for i in self._order():
+        hosts = self._admin_hosts if admin else self._hosts
+        for i in (range(len(hosts)) if admin else self._order()):
             # encoded=True: the query is already percent-encoded; yarl must not re-quote it.
-            url = yarl.URL(self._hosts[i].url + target, encoded=True)
+            url = yarl.URL(hosts[i].url + target, encoded=True)
             for attempt in (1, 2):
                 try:
                     async with session.request(method, url, data=body) as resp:
@@ -356,14 +379,16 @@ class AsyncClient(_Failover):
                     # A reused keep-alive connection the server had closed: retry once, fresh.
                     if attempt == 1:
                         continue
-                    attempts.append((self._hosts[i].url, _describe(exc)))
+                    attempts.append((hosts[i].url, _describe(exc)))
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, _ServerFault) as exc:
-                    attempts.append((self._hosts[i].url, _describe(exc)))
+                    attempts.append((hosts[i].url, _describe(exc)))
                 except (NotFoundError, RefusedError):
-                    self._preferred = i
+                    if not admin:
+                        self._preferred = i
                     raise
                 else:
-                    self._preferred = i
+                    if not admin:
+                        self._preferred = i
                     return out
                 break
         raise UnavailableError(attempts)

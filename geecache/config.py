@@ -68,6 +68,16 @@ DEFAULT_WORKER_TIMEOUT = 30.0
 #: loop busy for a quarter of a second on one request must not look hung.
 MIN_WORKER_TIMEOUT = 1.0
 DEFAULT_LOAD_TIMEOUT = 5.0
+#: The admin port's default distance from the data port.
+ADMIN_PORT_OFFSET = 1000
+#: Seconds for a request head.  nginx waits 60 s, Apache's mod_reqtimeout 20-40 s; a cache
+#: client sends its head in one packet, so 10 s is generous and sheds slowloris sooner.
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Seconds an idle keep-alive connection lives: nginx's and aiohttp's 75 s, so pooled
+#: clients (load tools, the Python client, peers) keep their connections as before.
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+#: Data-port connections per worker (also capped by RLIMIT_NOFILE).
+DEFAULT_MAX_CONNECTIONS = 4096
 MAX_WORKERS = 1024
 #: Per-process stat rows the arena has when the config does not say: every worker,
 #: the registrar and the workers still retiring after SIGTTOU each hold one, so
@@ -409,12 +419,28 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("host", STR, "127.0.0.1",
             "address to bind (`0.0.0.0`, `::`, or one interface)", metavar="HOST"),
     Setting("port", INT, DEFAULT_PORT,
-            "TCP port for everything (API, peers, metrics); `0` = any free",
+            "the data port: `/api`, the peer API, `/healthz`; `0` = any free",
             between(0, 65535, "{v} is not a TCP port"), "PORT", "int 0..65535"),
     Setting("bind", STR, None,
             "address and port in one, as gunicorn takes them: `HOST:PORT`, `[IPv6]:PORT`, or `:PORT` "
             "for every interface; instead of `host` and `port` (giving both is an error)",
             _check_bind, "ADDR", "`HOST:PORT`", shown="`<host>:<port>`", short="-b"),
+    Setting("admin_host", STR, "127.0.0.1",
+            "address the admin port binds: loopback unless metrics, stats and the dashboard must be "
+            "reachable from elsewhere (plain HTTP, no token)", metavar="HOST"),
+    Setting("admin_port", INT, None,
+            "the admin port (aiohttp): `/metrics`, `/stats`, `/cluster`, `/healthz`, `/`; `0` = any free",
+            between(0, 65535, "{v} is not a TCP port"), "PORT", "int 0..65535",
+            shown="`port` + 1000 (any free when `port` is 0)"),
+    Setting("header_timeout", NUMBER, DEFAULT_HEADER_TIMEOUT,
+            "seconds a client has to send a request's head, and the longest pause inside its body, "
+            "before a 408 and close (slowloris)", _positive, "S", "number > 0"),
+    Setting("keepalive_timeout", NUMBER, DEFAULT_KEEPALIVE_TIMEOUT,
+            "seconds an idle keep-alive connection stays open on the data port", _positive, "S",
+            "number > 0"),
+    Setting("max_connections", INT, DEFAULT_MAX_CONNECTIONS,
+            "open data-port connections per worker (lowered to the file-descriptor limit); past it a "
+            "new one gets a 503 and is closed", between(1, 1_000_000), "N", "int 1..1000000"),
     Setting("arena", SIZE, DEFAULT_ARENA,
             "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
             metavar="SIZE"),
@@ -748,6 +774,13 @@ def _finish(cfg) -> None:
             raise ConfigError(where, f"conflicts with {' and '.join(given)}: give either bind or "
                                      "host and port, not both")
         cfg.host, cfg.port = parse_bind(cfg.bind, where)
+    if cfg.admin_port is None:
+        cfg.admin_port = cfg.port + ADMIN_PORT_OFFSET if cfg.port else 0
+        if cfg.admin_port > 65535:
+            raise ConfigError("admin_port", f"the default (port + {ADMIN_PORT_OFFSET}) is past 65535; "
+                                            "give one")
+    if cfg.admin_port and cfg.admin_port == cfg.port:
+        raise ConfigError("admin_port", f"{cfg.admin_port} is the data port too; give another")
     if cfg.process_rows is None:
         cfg.process_rows = default_process_rows(cfg.workers)
     needed = cfg.workers + (1 if cfg.etcd else 0)

@@ -163,12 +163,23 @@ class Group:
         A request from a peer must not hop again, so hosts whose rings briefly
         disagree cannot loop (mailgun/groupcache#72).
         """
+        hit = self.get_local_cached(key)
+        return hit if hit is not None else await self.load_local(key)
+
+    def get_local_cached(self, key: str) -> tuple[bytes, float] | None:
+        """The synchronous half of ``get_local``: (value, expire_at or 0) when cached here, else None.
+
+        Counts the peer request; after a None, ``load_local`` is the rest.  The
+        data plane answers a peer's hit from it without starting a task.
+        """
         check_key(key)
         self.stats.add("peer_requests")
+        entry = self._cache.get_entry(self._partition(key)[0], key)
+        return None if entry is None else (entry[0], entry[2])
+
+    async def load_local(self, key: str) -> tuple[bytes, float]:
+        """The miss path of ``get_local``, for a caller whose ``get_local_cached`` just missed."""
         partition, ttl = self._partition(key)
-        entry = self._cache.get_entry(partition, key)
-        if entry is not None:
-            return entry[0], entry[2]
         return await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
 
     def _partition(self, key: str) -> tuple[str, float]:

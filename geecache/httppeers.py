@@ -5,7 +5,7 @@ arena's ring region, written by the host's registrar from etcd, or a static
 ``--peers`` list); ``pick`` rebuilds the consistent-hash ring only when the
 member list's version changes, so the request path reads one integer.
 
-Peer paths (served by ``workers.peer_api``):
+Peer paths (served by ``workers.dataplane.routes``):
 
     GET    /_geecache/<group>/<key>   -> GetResponse (value packed with the group's codec)
     PUT    /_geecache/<group>/<key>   <- SetRequest -> WriteResponse (the owner writes through)

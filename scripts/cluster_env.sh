@@ -9,6 +9,8 @@ ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 RUN_DIR=${GEECACHE_RUN_DIR:-$ROOT/run/cluster}
 case "$RUN_DIR" in /*) ;; *) RUN_DIR="$PWD/$RUN_DIR" ;; esac
 BASE_PORT=${GEECACHE_BASE_PORT:-8001}
+# Each host's admin port (metrics, stats, cluster view): the data port + 1000 unless told.
+ADMIN_BASE_PORT=${GEECACHE_ADMIN_BASE_PORT:-$((BASE_PORT + 1000))}
 ETCD_PORT=${GEECACHE_ETCD_PORT:-2379}
 
 # is_ours PID: alive and launched for this run directory.

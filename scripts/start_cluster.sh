@@ -7,7 +7,8 @@
 #
 # Environment (all optional):
 #   GEECACHE_RUN_DIR        run directory (default ./run/cluster under the repo root)
-#   GEECACHE_BASE_PORT      first host's port (default 8001; hosts use BASE..BASE+N-1)
+#   GEECACHE_BASE_PORT      first host's data port (default 8001; hosts use BASE..BASE+N-1)
+#   GEECACHE_ADMIN_BASE_PORT  first host's admin port (default BASE+1000; /metrics, /stats, /cluster)
 #   GEECACHE_HOSTS          number of hosts (default 3)
 #   GEECACHE_WORKERS        workers per host (default 2)
 #   GEECACHE_ARENA          arena size per host (default 64MiB)
@@ -93,7 +94,7 @@ for i in $(seq 0 $((HOSTS - 1))); do
     port=$((BASE_PORT + i))
     mkdir -p "$RUN_DIR/data/$port"
     "$PY" "$ROOT/supervisor.py" --host 127.0.0.1 --port "$port" --workers "$WORKERS" \
-        --arena "$ARENA" --data-dir "$RUN_DIR/data/$port" \
+        --admin-port "$((ADMIN_BASE_PORT + i))" --arena "$ARENA" --data-dir "$RUN_DIR/data/$port" \
         --etcd "$ETCD_URL" --advertise "127.0.0.1:$port" \
         </dev/null >"$RUN_DIR/logs/host-$port.log" 2>&1 &
     echo $! >"$RUN_DIR/pids/host-$port.pid"
@@ -101,6 +102,8 @@ done
 for i in $(seq 0 $((HOSTS - 1))); do
     port=$((BASE_PORT + i))
     wait_healthy "host 127.0.0.1:$port" "http://127.0.0.1:$port/healthz" \
+        "$RUN_DIR/pids/host-$port.pid" "$RUN_DIR/logs/host-$port.log"
+    wait_healthy "admin 127.0.0.1:$((ADMIN_BASE_PORT + i))" "http://127.0.0.1:$((ADMIN_BASE_PORT + i))/healthz" \
         "$RUN_DIR/pids/host-$port.pid" "$RUN_DIR/logs/host-$port.log"
 done
 
@@ -113,8 +116,10 @@ run directory: $RUN_DIR (pids/, logs/, data/)
   query any host (each routes the key to its owner):
     curl 'http://127.0.0.1:$BASE_PORT/api?key=Tom'
     curl 'http://127.0.0.1:$last/api?key=Tom'
-  host stats:
-    curl 'http://127.0.0.1:$BASE_PORT/stats'
+  host stats, metrics and member list (admin ports $ADMIN_BASE_PORT-$((ADMIN_BASE_PORT + HOSTS - 1))):
+    curl 'http://127.0.0.1:$ADMIN_BASE_PORT/stats'
+    curl 'http://127.0.0.1:$ADMIN_BASE_PORT/metrics'
+    curl 'http://127.0.0.1:$ADMIN_BASE_PORT/cluster?key=Tom'
   registrations in etcd:
     $ETCDCTL --endpoints $ETCD_URL get --prefix /geecache/registry/
   stop everything:

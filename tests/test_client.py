@@ -45,12 +45,14 @@ class Server:
         self.token = token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_port = free_port()  # explicit: the default (port + 1000) may be taken
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.data_dir = tempfile.mkdtemp(prefix="geecache-client-test-")
         self.proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
         cmd = [sys.executable, str(SUPERVISOR), "--port", str(self.port), "--workers", "1",
-               "--arena", "16MiB", "--data-dir", self.data_dir]
+               "--admin-port", str(self.admin_port), "--arena", "16MiB", "--data-dir", self.data_dir]
         return cmd + (["--auth-token", self.token] if self.token else [])
 
     def start(self) -> "Server":
@@ -178,7 +180,7 @@ def test_set_with_ttl_expires(server):
             return True
         return False
 
-    with Client(server.url, token=TOKEN) as c:
+    with Client(server.url, token=TOKEN, admin_urls=server.admin_url) as c:
         c.set("fleeting", b"soon gone", group=GROUP, ttl=0.3)
         assert c.get("fleeting", group=GROUP) == b"soon gone"
         # Bounded wait until the value's lifetime is over: gone, from the source too.
@@ -251,9 +253,14 @@ def test_bad_base_url_is_a_config_error():
 
 @pytest.mark.procs
 def test_stats_is_a_dict(server):
-    with Client(server.url) as c:
+    with Client(server.url, admin_urls=server.admin_url) as c:
         doc = c.stats()
     assert isinstance(doc, dict) and doc
+
+
+def test_stats_default_to_the_admin_port_beside_each_data_url():
+    c = Client(["http://10.0.0.5:8001", "https://[::1]:8443/prefix"])
+    assert [h.url for h in c._admin_hosts] == ["http://10.0.0.5:9001", "http://[::1]:9443"]
 
 
 @pytest.mark.procs
@@ -337,7 +344,7 @@ def test_one_client_shared_by_threads(server):
 @pytest.mark.procs
 def test_async_client_roundtrip_and_errors(server):
     async def scenario() -> None:
-        async with AsyncClient([dead_url(), server.url], token=TOKEN) as c:
+        async with AsyncClient([dead_url(), server.url], token=TOKEN, admin_urls=server.admin_url) as c:
             for key in AWKWARD_KEYS:
                 await c.set(key, key.encode() * 3, group=GROUP)
             got = await asyncio.gather(*(c.get(k, group=GROUP) for k in AWKWARD_KEYS))

@@ -75,14 +75,14 @@ class Cluster:
                 self.hosts.remove(host)
 
     def members(self, host):
-        return host.json("/cluster")["members"]
+        return host.admin_json("/cluster")["members"]
 
     def wait_members(self, n, hosts=None, timeout=LEASE_TTL + 10):
         for h in hosts or self.hosts:
             wait_until(lambda: len(self.members(h)) == n, timeout, what=f"{n} members on :{h.port}")
 
     def owner(self, host, key):
-        return host.json(f"/cluster?key={key}")["owner"]
+        return host.admin_json(f"/cluster?key={key}")["owner"]
 
     def close(self):
         for h in self.hosts:
@@ -108,7 +108,7 @@ def test_every_key_loaded_once_cluster_wide_and_owners_agree(cluster):
         assert count_loads(cluster.count_file, key) == 1, key
     # Keys are spread: every host owns some of them.
     assert {cluster.owner(cluster.hosts[0], k) for k in keys} == {f"127.0.0.1:{h.port}" for h in cluster.hosts}
-    stats = [h.json("/stats")["counted"] for h in cluster.hosts]
+    stats = [h.admin_json("/stats")["counted"] for h in cluster.hosts]
     assert sum(s["loads"] for s in stats) == len(keys)
     assert sum(s["peer_hits"] for s in stats) >= len(keys)
 
@@ -241,7 +241,7 @@ def test_etcd_unreachable_at_start_serves_alone_then_joins(tmp_path):
     try:
         host.wait_ready(2)
         assert host.get("/api?group=counted&key=a") == (200, b"value-a")  # serving as a single host
-        assert host.json("/cluster")["members"] == [f"127.0.0.1:{port}"]
+        assert host.admin_json("/cluster")["members"] == [f"127.0.0.1:{port}"]
         wait_until(lambda: "unreachable" in host.log(), 10, what="a log line saying etcd is unreachable")
         etcd.start()
         wait_until(lambda: etcd.keys("/geecache/registry/") == [f"/geecache/registry/127.0.0.1:{port}"],

@@ -62,7 +62,7 @@ def test_stalled_loads_time_out_and_block_neither_a_fresh_key_nor_a_put(tmp_path
         # The flights were released: once the source answers again, the next request loads.
         stall.unlink()
         assert h.get("/api?group=slow&key=block0") == (200, b"value-block0")
-        assert h.json("/stats")["slow"]["load_errors"] >= STALLED
+        assert h.admin_json("/stats")["slow"]["load_errors"] >= STALLED
     finally:
         assert h.stop() == 0
 

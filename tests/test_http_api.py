@@ -86,7 +86,7 @@ def test_put_get_delete_round_trip(host):
 def test_put_with_ttl_is_gone_after_it_everywhere(host):
     """Issue 11 point 6: a PUT with ?ttl=S is gone after S (memcached's exptime, Redis SET EX),
     not just out of the cache: the source row expires too, so a reload finds nothing."""
-    stats = lambda: host.json("/stats")["scores"]  # noqa: E731
+    stats = lambda: host.admin_json("/stats")["scores"]  # noqa: E731
     assert host.request("PUT", "/api?key=Brief&ttl=0.5", b"here")[0] == 204
     assert host.get("/api?key=Brief") == (200, b"here")
     # Bounded wait for expiry (no duration is asserted).  Before the fix the entry
@@ -111,10 +111,10 @@ def test_binary_and_unicode_keys_and_values(host):
 
 def test_loader_group_loads_once_then_hits(host):
     assert host.get("/api?group=counted&key=alpha") == (200, b"value-alpha")
-    stats_before = host.json("/stats")["counted"]
+    stats_before = host.admin_json("/stats")["counted"]
     for _ in range(5):
         assert host.get("/api?group=counted&key=alpha") == (200, b"value-alpha")
-    stats = host.json("/stats")["counted"]
+    stats = host.admin_json("/stats")["counted"]
     assert count_loads(host.count_file, "alpha") == 1
     assert stats["local_hits"] - stats_before["local_hits"] == 5
     assert stats["gets"] - stats_before["gets"] == 5
@@ -131,10 +131,10 @@ def test_single_flight_across_workers(host):
 
 def test_stats_add_up_across_workers(host):
     assert host.request("PUT", "/api?key=statkey", b"1")[0] == 204
-    before = host.json("/stats")["scores"]
+    before = host.admin_json("/stats")["scores"]
     n = 60
     assert fetch_all(host.port, ["/api?key=statkey"] * n) == [(200, b"1")] * n
-    after = host.json("/stats")
+    after = host.admin_json("/stats")
     s = after["scores"]
     assert s["gets"] - before["gets"] == n
     assert s["local_hits"] - before["local_hits"] == n
@@ -156,13 +156,13 @@ def _api_requests_total(text: str) -> float:
 def test_metrics_count_every_request_across_workers(host):
     # Let earlier tests' requests reach the files (each worker flushes every second).
     time.sleep(2 * HttpMetrics.FLUSH_INTERVAL + 0.2)
-    before = _api_requests_total(host.get("/metrics")[1].decode())
+    before = _api_requests_total(host.admin_get("/metrics")[1].decode())
     n = 40
     fetch_all(host.port, ["/api?group=upper&key=m"] * n + ["/api?key="] * 5)
     # Each worker flushes its request counts at least once a second.
     text = wait_until(lambda: (lambda t: t if _api_requests_total(t) - before == n + 5 else None)(
-        host.get("/metrics")[1].decode()), 5, what="request counts flushed")
-    status, headers, _ = host.request("GET", "/metrics")
+        host.admin_get("/metrics")[1].decode()), 5, what="request counts flushed")
+    status, headers, _ = host.admin_request("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert re.search(r'geecache_gets_total\{group="upper"\} [1-9]', text)
     assert re.search(r'geecache_cache_entries\{group="upper"\} [1-9]', text)
@@ -177,7 +177,7 @@ BIG = b"x" * (100 * 1024)
     ("GET", "/api", None, 400),                                   # no key
     ("GET", "/api?key=", None, 400),                              # empty key
     ("GET", "/api?key=" + "k" * 251, None, 400),                  # over the key limit
-    ("GET", "/api?key=%FF%FE", None, 404),                        # odd bytes are just a key nobody has
+    ("GET", "/api?key=%FF%FE", None, 400),                        # not UTF-8: refused, never a U+FFFD key
     ("GET", "/api?key=Tom&group=nope", None, 400),                # unknown group
     ("GET", "/api?key=Tom&group=", None, 400),                    # empty group
     ("PUT", "/api", b"v", 400),                                   # no key
@@ -192,7 +192,8 @@ BIG = b"x" * (100 * 1024)
     ("DELETE", "/api?key=a&group=counted", None, 405),
     ("DELETE", "/api", None, 400),
     ("POST", "/api?key=a", b"v", 405),                            # wrong method
-    ("PATCH", "/stats", b"", 405),
+    ("PATCH", "/healthz", b"", 405),
+    ("GET", "/stats", None, 404),                                 # the admin port's, not the data port's
     ("GET", "/nope", None, 404),                                  # unknown path
     ("GET", "/api/extra", None, 404),
     ("GET", "/_geecache/nope/k", None, 400),                      # peer API: unknown group
@@ -211,7 +212,7 @@ def test_bad_requests_get_json_4xx_never_5xx(host, method, path, body, status):
 def test_failing_loader_is_502_not_a_crash(host):
     status, body = host.get("/api?group=broken&key=x")
     assert status == 502 and "backend down" in json.loads(body)["error"]
-    assert host.json("/stats")["broken"]["load_errors"] >= 1
+    assert host.admin_json("/stats")["broken"]["load_errors"] >= 1
     assert host.get("/healthz")[0] == 200
 
 

@@ -37,7 +37,7 @@ def test_a_hung_peer_costs_a_timeout_per_cooldown_not_per_request(tmp_path):
         first = next(keys)
         assert cluster.owner(a, first) == member(c)  # the local ring agrees with A's
         assert a.get(f"/api?group=counted&key={first}")[0] == 200  # a pooled connection to C
-        before = a.json("/stats")["counted"]
+        before = a.admin_json("/stats")["counted"]
 
         cluster.pause(c)
         lock = threading.Lock()
@@ -60,7 +60,7 @@ def test_a_hung_peer_costs_a_timeout_per_cooldown_not_per_request(tmp_path):
         for t in threads:
             t.join(60)
         assert not any(t.is_alive() for t in threads)
-        after = a.json("/stats")["counted"]
+        after = a.admin_json("/stats")["counted"]
         cluster.resume(c)
 
         timeouts = after["peer_errors"] - before["peer_errors"]
@@ -82,9 +82,9 @@ def test_a_hung_peer_costs_a_timeout_per_cooldown_not_per_request(tmp_path):
         def asks_c_again():
             key = next(keys)
             assert a.get(f"/api?group=counted&key={key}")[0] == 200
-            return a.json("/stats")["counted"]["peer_hits"] > hits
+            return a.admin_json("/stats")["counted"]["peer_hits"] > hits
 
         wait_until(asks_c_again, 40, interval=0.2, what="A to call C again")
-        assert a.json("/cluster")["breakers"]["peers"] == {}
+        assert a.admin_json("/cluster")["breakers"]["peers"] == {}
     finally:
         cluster.close()

@@ -1,22 +1,21 @@
-"""The peer protocol between real aiohttp servers on loopback (one event loop, two hosts)."""
+"""The peer protocol between real data planes on loopback (one event loop, two hosts)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from geecache.geecachepb import GetResponse
 from geecache.group import Group
 from geecache.httppeers import HTTPPool, StaticMembers, peer_path, peer_url
 from geecache.storage import MemoryStorage
 from tests.support.net import free_port
-from workers import peer_api
-from workers.routes import Routes
+from workers.dataplane import serve_data_plane
 
 TOKEN = "s3cret"
 
@@ -37,43 +36,48 @@ class Cluster(list):
     """The hosts of ``cluster``: (group, pool, member) each; ``start(i)`` brings a down host up."""
 
     async def start(self, i):
-        host, port = self.members[i].split(":")
-        await web.TCPSite(self.runners[i], host, int(port)).start()
+        self.sockets[i].listen(128)
+        self.planes[i] = await serve_data_plane(self.sockets[i], self.groups[i], auth_token=self.token,
+                                                item_limit=1 << 20)
 
 
 @contextlib.asynccontextmanager
 async def cluster(n=2, data=None, token=TOKEN, down=(), views=None):
-    """n hosts on free ports, each with its own group over one shared storage.
+    """n hosts on free ports, each with its own group over one shared storage, served by the data plane.
 
     *views* (member indexes per host) gives each host its own member list, to
-    make rings disagree; by default every host sees every member.
+    make rings disagree; by default every host sees every member.  A host in
+    *down* has its port bound but not listening (connections are refused).
     """
-    ports = [free_port() for _ in range(n)]
-    members = [f"127.0.0.1:{p}" for p in ports]
+    sockets = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    members = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
     storage = CountingStorage(dict(data or {}))
-    hosts, runners = Cluster(), []
-    for i, port in enumerate(ports):
+    hosts = Cluster()
+    hosts.members, hosts.sockets, hosts.token = members, sockets, token
+    hosts.groups, hosts.planes = [], [None] * n
+    for i in range(n):
         view = members if views is None else [members[j] for j in views[i]]
         pool = HTTPPool(members[i], StaticMembers(view), token=token, codecs={"g": "zstd"})
         group = Group("g", storage, peers=pool, codec="zstd")
-        app = web.Application()
-        routes = Routes(app)
-        peer_api.setup(routes, {"g": group}, token)
-        routes.finish()
-        runner = web.AppRunner(app)
-        await runner.setup()
-        if i not in down:
-            await web.TCPSite(runner, "127.0.0.1", port).start()
         hosts.append((group, pool, members[i]))
-        runners.append(runner)
-    hosts.members, hosts.runners = members, runners
+        hosts.groups.append({"g": group})
     try:
+        for i in range(n):
+            if i not in down:
+                await hosts.start(i)
         yield hosts, storage
     finally:
         for group, pool, _ in hosts:
             await pool.close()
-        for runner in runners:
-            await runner.cleanup()
+        for plane in hosts.planes:
+            if plane is not None:
+                await plane.close(1.0)
+        for sock in sockets:
+            sock.close()
 
 
 def owned_by(pool, member, count=1, prefix="k"):
@@ -269,8 +273,6 @@ def test_token_that_is_not_utf8_is_a_401_not_a_500():
 
 def test_peer_that_never_answers_times_out_into_a_local_load():
     async def go():
-        import socket
-
         blackhole = socket.socket()          # accepts connections (backlog), never answers
         blackhole.bind(("127.0.0.1", 0))
         blackhole.listen(8)

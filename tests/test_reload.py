@@ -73,7 +73,7 @@ def test_sighup_replaces_every_worker_under_load_without_a_failure_or_a_reload(t
     try:
         _fill(h)
         loads = count_loads(count_file)
-        assert loads == len(KEYS) and h.json("/stats")["c"]["loads"] == len(KEYS)
+        assert loads == len(KEYS) and h.admin_json("/stats")["c"]["loads"] == len(KEYS)
         old = set(h.wait_workers(2))
         # A live change (the TTL), and one the running arena cannot take (its shard count).
         _config(tmp_path, extra="arena_shards = 4\n", group="ttl = 3600\n")
@@ -102,7 +102,7 @@ def test_sighup_replaces_every_worker_under_load_without_a_failure_or_a_reload(t
         # Every key is still cached: none was loaded again, by either count.
         _fill(h)
         assert count_loads(count_file) == loads
-        assert h.json("/stats")["c"]["loads"] == len(KEYS)
+        assert h.admin_json("/stats")["c"]["loads"] == len(KEYS)
     finally:
         assert h.stop() == 0
 
@@ -164,7 +164,7 @@ def test_warm_restart_serves_every_cached_key_without_loading_it(tmp_path):
         assert re.search(rf"reattached arena {arena} left for a warm restart: {len(KEYS)} cached entries", second.log())
         _fill(second)
         assert count_loads(count_file) == len(KEYS)  # not one loaded again
-        assert second.json("/stats")["c"]["local_hits"] >= len(KEYS)
+        assert second.admin_json("/stats")["c"]["local_hits"] >= len(KEYS)
     finally:
         h.kill_leftovers()
         assert second.stop() == 0

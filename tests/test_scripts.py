@@ -99,6 +99,7 @@ def cluster_env(tmp_path):
     env.update({
         "GEECACHE_RUN_DIR": str(tmp_path / "run" / "cluster"),
         "GEECACHE_BASE_PORT": str(_consecutive_free_ports(HOSTS)),
+        "GEECACHE_ADMIN_BASE_PORT": str(_consecutive_free_ports(HOSTS)),
         "GEECACHE_ETCD_PORT": str(_consecutive_free_ports(2)),  # client port and peer port
         "GEECACHE_WORKERS": "1",
         "GEECACHE_ARENA": "16MiB",
@@ -135,6 +136,9 @@ def test_start_query_each_host_then_stop_leaves_nothing(cluster_env):
     # every host answers for the same key with the same value (routed to one owner)
     values = {_get(f"http://127.0.0.1:{base + i}/api?key=Tom") for i in range(HOSTS)}
     assert len(values) == 1 and values.pop()
+    admin = int(env["GEECACHE_ADMIN_BASE_PORT"])
+    assert f"curl 'http://127.0.0.1:{admin}/stats'" in started.stdout
+    assert all(b'"scores"' in _get(f"http://127.0.0.1:{admin + i}/stats") for i in range(HOSTS))
 
     # every host registered itself in etcd (bounded wait: registration may trail /healthz)
     want = {f"/geecache/registry/127.0.0.1:{base + i}" for i in range(HOSTS)}

@@ -98,7 +98,7 @@ def test_sigkill_worker_under_load_is_respawned_and_cache_survives(tmp_path):
             assert h.get(f"/api?group=c&key={k}") == (200, f"value-{k}".encode())
         loads_before = count_loads(count_file)
         assert loads_before == len(keys)
-        hits_before = h.json("/stats")["c"]["local_hits"]
+        hits_before = h.admin_json("/stats")["c"]["local_hits"]
         victim = h.workers()[0]
         stop, out = threading.Event(), []
         loader = threading.Thread(target=_load, args=(h.port, keys, 30, stop, out))
@@ -118,7 +118,7 @@ def test_sigkill_worker_under_load_is_respawned_and_cache_survives(tmp_path):
         for k in keys:
             assert h.get(f"/api?group=c&key={k}") == (200, f"value-{k}".encode())
         assert count_loads(count_file) == loads_before
-        assert h.json("/stats")["c"]["local_hits"] > hits_before
+        assert h.admin_json("/stats")["c"]["local_hits"] > hits_before
         assert re.search(rf"worker \d \(pid {victim}\) died after .*killed by SIGKILL", h.log())
     finally:
         assert h.stop() == 0

@@ -10,7 +10,6 @@ tell which host loaded a key.
 from __future__ import annotations
 
 import http.client
-import json
 
 import pytest
 
@@ -38,12 +37,6 @@ def https(port: int, path: str, ctx) -> tuple[int, bytes]:
         return resp.status, resp.read()
     finally:
         conn.close()
-
-
-def https_json(port: int, path: str, ctx):
-    status, body = https(port, path, ctx)
-    assert status == 200, (status, body)
-    return json.loads(body)
 
 
 def url(port: int) -> str:
@@ -85,13 +78,13 @@ class TLSPair:
             return False
 
     def stats(self, i: int) -> dict:
-        return https_json(self.ports[i], "/stats", self.ctx)["counted"]
+        return self.hosts[i].admin_json("/stats")["counted"]  # the admin port is plain http
 
     def key_owned_by(self, asker: int, owner: int, prefix: str) -> str:
         """A key that host *asker* routes to host *owner*'s https URL."""
         for i in range(200):
             key = f"{prefix}{i}"
-            if https_json(self.ports[asker], f"/cluster?key={key}", self.ctx)["owner"] == url(self.ports[owner]):
+            if self.hosts[asker].admin_json(f"/cluster?key={key}")["owner"] == url(self.ports[owner]):
                 return key
         raise AssertionError(f"no key of 200 routes to {url(self.ports[owner])}")
 
@@ -150,12 +143,12 @@ def test_client_that_does_not_trust_the_cert_is_refused(pair, tmp_path):
 
 
 def test_hosts_route_by_their_https_urls_and_agree_on_owners(pair):
-    for i, port in enumerate(pair.ports):
-        view = https_json(port, "/cluster", pair.ctx)
+    for i, (port, host) in enumerate(zip(pair.ports, pair.hosts)):
+        view = host.admin_json("/cluster")
         assert view["self"] == url(port), i
         assert sorted(view["members"]) == sorted(url(p) for p in pair.ports), i
     for n in range(20):
-        owners = {https_json(port, f"/cluster?key=agree{n}", pair.ctx)["owner"] for port in pair.ports}
+        owners = {host.admin_json(f"/cluster?key=agree{n}")["owner"] for host in pair.hosts}
         assert len(owners) == 1, (n, owners)
 
 
@@ -198,14 +191,14 @@ def test_tls_ca_is_enforced_on_a_host_without_its_own_cert(tmp_path, certs):
             workers=1, port=pb, env=env, wait=False))
         wait_until(lambda: _answers(pb, ctx), 20, what=f"https /healthz on :{pb}")
         a = hosts[0]
-        remote = next(k for k in (f"ca{i}" for i in range(200)) if a.json(f"/cluster?key={k}")["owner"] == url(pb))
-        before = a.json("/stats")["counted"]
+        remote = next(k for k in (f"ca{i}" for i in range(200)) if a.admin_json(f"/cluster?key={k}")["owner"] == url(pb))
+        before = a.admin_json("/stats")["counted"]
         assert a.get(f"/api?group=counted&key={remote}") == (200, f"value-{remote}".encode())
-        after = a.json("/stats")["counted"]
+        after = a.admin_json("/stats")["counted"]
         # B's certificate is not signed by A's --tls-ca: the fetch must fail verification.
         assert after["peer_hits"] == before["peer_hits"]
         assert after["peer_errors"] - before["peer_errors"] == 1
-        assert https_json(pb, "/stats", ctx)["counted"]["peer_requests"] == 0
+        assert hosts[1].admin_json("/stats")["counted"]["peer_requests"] == 0
     finally:
         for host in hosts:
             host.stop()

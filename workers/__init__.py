@@ -1,7 +1,9 @@
-"""The worker process of a host: an aiohttp app on the supervisor's socket.
+"""The worker process of a host: the data plane and the admin app on the supervisor's sockets.
 
 ``worker.worker_main`` is what the supervisor runs in each forked child;
-``app.make_app`` builds the HTTP app (public API, peer API, metrics) and is
-usable on its own; ``groups.build_groups`` turns the config into Groups over
-the shared arena; ``errors`` is the one place errors become HTTP answers.
+``dataplane`` is the lean HTTP/1.1 server of ``/api``, the peer API and
+``/healthz``; ``app.make_admin_app`` builds the aiohttp admin app
+(``/metrics``, ``/stats``, ``/cluster``, ``/healthz``); ``groups.build_groups``
+turns the config into Groups over the shared arena; ``errors`` and
+``routes`` give the admin app's errors their JSON shape.
 """

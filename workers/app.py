@@ -1,31 +1,44 @@
-"""The worker's aiohttp application: public API, peer API and metrics on one port.
+"""The admin plane of a worker: an aiohttp app on the admin port.
 
-No middleware: every route is added through ``workers.routes.Routes``, which
-wraps its handler so that every request is counted with the status the
-client saw and every error leaves as JSON.
+    GET /metrics   Prometheus text: the host's group counters and every worker's requests
+    GET /stats     {group: {gets, local_hits, ..., bytes, entries, hit_rate}}, summed over the host
+    GET /cluster   {"self": ..., "members": [...], "owner": ..., "breakers": ...} (``?key=K`` names K's owner)
+    GET /healthz   {"status": "ok", "pid": ..., "groups": [...]}
+    /              reserved for the dashboard
+
+Nothing here is per-request hot, so it stays on aiohttp, on its own port
+(loopback by default); the request path is the data plane
+(``workers/dataplane``).  No middleware: every route is added through
+``workers.routes.Routes``, which counts each request and answers every
+error as JSON.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 from typing import Callable
 
 from aiohttp import web
 
 from geecache import metrics
-from workers import peer_api
-from workers.api import PublicAPI
+from geecache.group import hot_group_name
+from geecache.stats import STAT_FIELDS
 from workers.routes import Routes
 
-# Room for the request line and headers on top of the largest value: aiohttp's
-# client_max_size caps the body only, but a round number keeps 413s predictable.
-_BODY_SLACK = 1024
 
+def host_stats(group: str, stats: Callable[[str], dict], usage: Callable[[str], tuple[int, int]]) -> dict:
+    """One group's counters summed over the host, its cache usage and hit rate.
 
-async def _flush_periodically(http: metrics.HttpMetrics) -> None:
-    while True:
-        await asyncio.sleep(http.FLUSH_INTERVAL)
-        http.flush()
+    ``hit_rate`` is the share of gets served without a source load on this
+    host: from the cache, a hot copy, or the owning peer.
+    """
+    counts = stats(group)
+    out = {field: counts.get(field, 0) for field in STAT_FIELDS}
+    out["bytes"], out["entries"] = usage(group)
+    out["hot_bytes"], out["hot_entries"] = usage(hot_group_name(group))
+    hits = out["local_hits"] + out["hot_hits"] + out["peer_hits"]
+    out["hit_rate"] = round(hits / out["gets"], 4) if out["gets"] else 0.0
+    return out
 
 
 def host_stats_of(cache) -> Callable[[str], dict]:
@@ -34,48 +47,58 @@ def host_stats_of(cache) -> Callable[[str], dict]:
     return stats if callable(stats) else (lambda group: cache.stats_sink(group).snapshot())
 
 
-def make_app(
+def cluster_view(groups: dict, key: str | None) -> dict:
+    """The member list this host routes by, and the owner of *key* if given."""
+    pool = next((g.peers for g in groups.values() if hasattr(g.peers, "members")), None)
+    if pool is None:
+        return {"self": None, "members": [], "owner": None}
+    return {"self": pool.self_address, "members": list(pool.members()), "owner": pool.owner(key) if key else None,
+            "breakers": pool.breaker.snapshot()}  # this worker's view
+
+
+def make_admin_app(
     groups: dict,
     cache,
     *,
-    auth_token: str | None = None,
-    item_limit: int,
     arena_bytes: int = 0,
     http_metrics: metrics.HttpMetrics | None = None,
 ) -> web.Application:
-    """The HTTP app over *groups* (name -> Group, first = default) stored in *cache*.
+    """The admin app over *groups* (name -> Group, config order) stored in *cache*.
 
-    *cache* is the arena (or any Cache with ``usage``); *item_limit* is the
-    largest value any group accepts, which bounds request bodies.
-    *http_metrics* None skips request metrics (the library use, benchmarks of
-    the bare path).
+    *cache* is the arena (or any Cache with ``usage``).  *http_metrics* (shared
+    with the worker's data plane, which flushes it every second) counts the
+    admin requests too; a scrape flushes this worker's tallies first, so its
+    own requests are exact in it.
     """
-    app = web.Application(client_max_size=item_limit + _BODY_SLACK)
+    if not groups:
+        raise ValueError("at least one group is needed")
+    app = web.Application()
     routes = Routes(app, http_metrics)
     stats = host_stats_of(cache)
-    PublicAPI(groups, stats=stats, usage=cache.usage, auth_token=auth_token).setup(routes)
-
     collector = metrics.ArenaCollector(groups, stats, cache.usage, arena_bytes)
+    health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
 
     async def scrape(request: web.Request) -> web.Response:
         if http_metrics is not None:
-            http_metrics.flush()  # this worker's own requests are exact in its scrape
+            http_metrics.flush()
         body, content_type = metrics.render(collector)
         # content_type must not carry the charset parameter in aiohttp's argument.
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response
 
-    routes.add("GET", "/metrics", scrape)
-    if http_metrics is not None:
-        async def flusher(app: web.Application):
-            task = asyncio.ensure_future(_flush_periodically(http_metrics))
-            yield
-            task.cancel()
-            http_metrics.flush()  # at exit: nothing counted is lost
+    async def host_stats_doc(request: web.Request) -> web.Response:
+        return web.json_response({name: host_stats(name, stats, cache.usage) for name in groups})
 
-        app.cleanup_ctx.append(flusher)
-    # The peer API: the single place a host joins a cluster's protocol.
-    peer_api.setup(routes, groups, auth_token)
+    async def cluster(request: web.Request) -> web.Response:
+        return web.json_response(cluster_view(groups, request.query.get("key")))
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response(health)
+
+    routes.add("GET", "/metrics", scrape)
+    routes.add("GET", "/stats", host_stats_doc)
+    routes.add("GET", "/cluster", cluster)
+    routes.add("GET", "/healthz", healthz)
     routes.finish()
     return app

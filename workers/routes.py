@@ -1,12 +1,10 @@
-"""Route registration that gives every handler JSON errors and request metrics.
+"""Route registration for the admin app: every handler gets JSON errors and request metrics.
 
 Each handler is wrapped when it is added, instead of one aiohttp middleware:
-aiohttp runs middlewares through extra layers of calls on every request,
-measured with py-spy at ~8% of a cache hit's CPU in a worker, more than the
-arena lookup itself.  A route added with ``bearer`` checks the token
-(``geecache.auth``) before its handler runs.  ``finish`` adds the catch-alls
-that make unknown paths (404) and wrong methods (405) answer in the same
-JSON shape.
+aiohttp runs middlewares through extra layers of calls on every request
+(measured with py-spy at ~8% of a cache hit's CPU when the data path was
+aiohttp).  ``finish`` adds the catch-alls that make unknown paths (404) and
+wrong methods (405) answer in the same JSON shape.
 """
 
 from __future__ import annotations
@@ -16,35 +14,11 @@ import time
 
 from aiohttp import web
 
-from geecache import auth, metrics
+from geecache import metrics
 from workers.errors import response_for
 
 #: The metrics label of requests no route matched.
 UNMATCHED = "unmatched"
-
-
-class Unauthorized(web.HTTPUnauthorized):
-    """401 with a WWW-Authenticate challenge; ``workers.errors`` gives it the JSON body."""
-
-    def __init__(self) -> None:
-        super().__init__(reason=auth.REASON, headers={"WWW-Authenticate": auth.CHALLENGE})
-
-
-def require_bearer(handler, expected: bytes | None):
-    """*handler* behind the bearer-token check (*expected*: ``auth.expected_bearer``'s bytes)."""
-    if expected is None:
-        return handler
-
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        # aiohttp decoded the header with surrogateescape: this gives back its wire bytes,
-        # so a header that is not UTF-8 is a wrong token, not a 500.
-        header = request.headers.get("Authorization")
-        if not auth.authorized(None if header is None else header.encode("utf-8", "surrogateescape"),
-                               expected):
-            raise Unauthorized()
-        return await handler(request)
-
-    return guarded
 
 
 class Routes:
@@ -83,12 +57,9 @@ class Routes:
 
         return serve_counted
 
-    def add(self, method: str, path: str, handler, *, bearer: bytes | None = None) -> None:
-        """Route *method* on *path* (a router pattern, also the metrics label) to *handler*.
-
-        *bearer*: the ``Authorization`` bytes the route requires (None: open).
-        """
-        wrapped = self._wrap(require_bearer(handler, bearer), path)
+    def add(self, method: str, path: str, handler) -> None:
+        """Route *method* on *path* (a router pattern, also the metrics label) to *handler*."""
+        wrapped = self._wrap(handler, path)
         if method == "GET":
             self._app.router.add_get(path, wrapped)  # HEAD too
             self._methods.setdefault(path, set()).update(("GET", "HEAD"))

@@ -2,9 +2,10 @@
 
 Forked by ``geecache.host.arbiter``, which resets the inherited signals
 first, as for every child.  Boot (attach to the arena, open the sources,
-build the app, start serving on the inherited socket) then one event loop until SIGTERM/SIGINT or the
-supervisor's death; then a graceful stop: the listener closes first, and
-in-flight requests get ``graceful_timeout`` seconds.  A failure during boot
+serve the data plane on the inherited data socket and the admin app on the
+admin socket) then one event loop until SIGTERM/SIGINT or the supervisor's
+death; then a graceful stop: the listeners close first, and in-flight
+requests get ``graceful_timeout`` seconds.  A failure during boot
 exits with ``WORKER_BOOT_ERROR`` so the supervisor stops instead of
 respawning into the same failure (gunicorn's convention).
 """
@@ -28,7 +29,7 @@ log = logging.getLogger("geecache.worker")
 
 
 class _DropMalformedRequests(logging.Filter):
-    """Keep aiohttp's tracebacks for malformed HTTP out of the log.
+    """Keep aiohttp's tracebacks for malformed HTTP out of the log (the admin port).
 
     aiohttp answers such a request 400 itself, then logs the parser's error
     with a traceback: one per bad request would let any client flood the log.
@@ -61,7 +62,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def server_ssl_context(cfg) -> ssl.SSLContext | None:
-    """The TLS context of the HTTP port, when a certificate is configured."""
+    """The TLS context of the data port, when a certificate is configured (the admin port is plain)."""
     if not cfg.tls_cert:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -78,10 +79,12 @@ async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(PARENT_CHECK_INTERVAL)
 
 
-async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int, pulse) -> int:
+async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supervisor_pid: int,
+                 pulse) -> int:
     from geecache import metrics
-    from workers.app import make_app
     from geecache.pauseguard import PauseGuard
+    from workers.app import make_admin_app
+    from workers.dataplane import serve_data_plane
     from workers.groups import build_groups, build_peers, close_sources
 
     loop = asyncio.get_running_loop()
@@ -89,11 +92,17 @@ async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int, pulse) ->
     try:
         peers = build_peers(cfg, arena)
         groups = build_groups(cfg, arena, arena, peers)
-        app = make_app(groups, arena, auth_token=cfg.auth_token, item_limit=cfg.item_limit,
-                       arena_bytes=cfg.arena, http_metrics=metrics.HttpMetrics())
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=cfg.graceful_timeout)
-        await runner.setup()
-        await web.SockSite(runner, sock, ssl_context=server_ssl_context(cfg)).start()
+        # One request tally for both planes; the data plane flushes it every second.
+        http_metrics = metrics.HttpMetrics()
+        plane = await serve_data_plane(
+            sock, groups, auth_token=cfg.auth_token, item_limit=cfg.item_limit,
+            header_timeout=cfg.header_timeout, keepalive_timeout=cfg.keepalive_timeout,
+            max_connections=cfg.max_connections, ssl_context=server_ssl_context(cfg),
+            http_metrics=http_metrics)
+        admin = web.AppRunner(make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics),
+                              access_log=None, shutdown_timeout=cfg.graceful_timeout)
+        await admin.setup()
+        await web.SockSite(admin, admin_sock).start()
     except Exception:
         log.exception("worker %d failed to boot", os.getpid())
         return WORKER_BOOT_ERROR
@@ -111,16 +120,18 @@ async def _serve(cfg, sock: socket.socket, arena, supervisor_pid: int, pulse) ->
     await stop.wait()
     guard.stop()
     watcher.cancel()
-    # cleanup() closes the listener first, then waits for in-flight handlers.
-    await runner.cleanup()
+    # Both close their listeners first, then give in-flight requests the grace.
+    await asyncio.gather(plane.close(cfg.graceful_timeout), admin.cleanup())
     if peers is not None:
         await peers.close()
     close_sources(groups)
     return 0
 
 
-def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int, pulse=None) -> None:
-    """Serve *cfg*'s groups on *sock* until told to stop; leaves with ``os._exit``.
+def worker_main(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supervisor_pid: int,
+                pulse=None) -> None:
+    """Serve *cfg*'s groups: the data plane on *sock*, the admin app on *admin_sock*, until told
+    to stop; leaves with ``os._exit``.
 
     *pulse* (``geecache.host.pulse.Pulse``) is stamped once serving (ready)
     and then from the event loop, for the supervisor's watchdog.
@@ -141,7 +152,7 @@ def worker_main(cfg, sock: socket.socket, arena, supervisor_pid: int, pulse=None
             code = WORKER_BOOT_ERROR
         else:
             asyncio.set_event_loop(loop)
-            code = loop.run_until_complete(_serve(cfg, sock, arena, supervisor_pid, pulse))
+            code = loop.run_until_complete(_serve(cfg, sock, admin_sock, arena, supervisor_pid, pulse))
     except BaseException:
         log.exception("worker %d crashed", os.getpid())
     finally:

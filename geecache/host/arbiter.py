@@ -58,15 +58,16 @@ ABORT_GRACE = 1.0
 EXIT_BOOT_FAILED = 3
 
 
-def bind(cfg, reuseport: bool) -> socket.socket:
-    """A listening TCP socket on cfg.host:cfg.port (SO_REUSEPORT when asked)."""
-    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+def bind(cfg, reuseport: bool, admin: bool = False) -> socket.socket:
+    """A listening TCP socket on cfg.host:cfg.port, or the admin port's (SO_REUSEPORT when asked)."""
+    host, port = (cfg.admin_host, cfg.admin_port) if admin else (cfg.host, cfg.port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((cfg.host, cfg.port))
+        sock.bind((host, port))
         sock.listen(1024)
         sock.set_inheritable(True)
     except BaseException:
@@ -82,8 +83,8 @@ class Arbiter:
     touch nothing but ``_signals`` (a deque, append is atomic) and the pipe.
     """
 
-    def __init__(self, cfg, arena, first_socket: socket.socket, argv: list[str] | None = None,
-                 started=None) -> None:
+    def __init__(self, cfg, arena, first_socket: socket.socket, admin_socket: socket.socket,
+                 argv: list[str] | None = None, started=None) -> None:
         self.cfg = cfg
         #: What SIGHUP parses again (None: sys.argv), and the config as first parsed from it.
         self.argv = argv
@@ -97,8 +98,8 @@ class Arbiter:
         self.children: dict[int, Child] = {}  # pid -> Child
         #: True once the stop began: kinds then only do their bookkeeping for a reaped child.
         self.stopping = False
-        # slot index -> listening socket; one shared socket unless reuseport.
-        self._sockets: dict[int, socket.socket] = {0: first_socket}
+        # slot index -> (data, admin) listening sockets; one shared pair unless reuseport.
+        self._sockets: dict[int, tuple[socket.socket, socket.socket]] = {0: (first_socket, admin_socket)}
         self._halt: str | None = None
         self._signals: collections.deque[int] = collections.deque(maxlen=16)
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -114,19 +115,25 @@ class Arbiter:
         """The live children of *kind*."""
         return [c for c in self.children.values() if c.kind is kind]
 
-    def listener(self, slot: int) -> socket.socket:
-        """The socket worker *slot* serves on: the shared one, or its own with reuseport."""
+    def listener(self, slot: int) -> tuple[socket.socket, socket.socket]:
+        """The (data, admin) sockets worker *slot* serves on: the shared pair, or its own with reuseport."""
         if not self.cfg.reuseport:
             return self._sockets[0]
-        sock = self._sockets.get(slot)
-        if sock is None:
-            sock = self._sockets[slot] = bind(self.cfg, reuseport=True)
-        return sock
+        pair = self._sockets.get(slot)
+        if pair is None:
+            data = bind(self.cfg, reuseport=True)
+            try:
+                pair = self._sockets[slot] = (data, bind(self.cfg, reuseport=True, admin=True))
+            except BaseException:
+                data.close()
+                raise
+        return pair
 
     def drop_listener(self, slot: int) -> None:
-        """Close retired *slot*'s own socket (reuseport), so the kernel stops routing to it."""
+        """Close retired *slot*'s own sockets (reuseport), so the kernel stops routing to them."""
         if self.cfg.reuseport:
-            self._sockets.pop(slot).close()
+            for sock in self._sockets.pop(slot):
+                sock.close()
 
     def halt(self, reason: str) -> None:
         """Stop the host at the end of this turn with EXIT_BOOT_FAILED, logging *reason*."""
@@ -168,9 +175,10 @@ class Arbiter:
             os.close(self._pipe_r)
             # The write end stays: the child's first heartbeat wakes the loop through it.
             self.child_pulse = self.pulses.pulse(cell, self._pipe_w, beat_interval(self._timeout))
-            for sock in self._sockets.values():
-                if sock is not keep:
-                    sock.close()  # a retired reuseport socket must die with its slot
+            for pair in self._sockets.values():
+                if pair is not keep:
+                    for sock in pair:
+                        sock.close()  # a retired reuseport socket must die with its slot
             die_with_parent(self.pid)
             kind.body(self, slot, keep)
         except BaseException:
@@ -301,10 +309,10 @@ class Arbiter:
         """Run until a stop signal or a halt; return the process exit status."""
         for sig in ARBITER_SIGNALS:
             signal.signal(sig, self._on_signal)
-        addr = self._sockets[0].getsockname()
-        log.info("supervisor %d listening on http://%s:%d with %d workers%s; arena %s", self.pid,
-                 addr[0], addr[1], self.workers.target, " (SO_REUSEPORT)" if self.cfg.reuseport else "",
-                 self.arena.name)
+        addr, admin = (sock.getsockname() for sock in self._sockets[0])
+        log.info("supervisor %d listening on http://%s:%d (admin http://%s:%d) with %d workers%s; arena %s",
+                 self.pid, addr[0], addr[1], admin[0], admin[1], self.workers.target,
+                 " (SO_REUSEPORT)" if self.cfg.reuseport else "", self.arena.name)
         try:
             self.manage()
             while True:
@@ -329,8 +337,9 @@ class Arbiter:
     def _stop(self, graceful: bool) -> None:
         """Stop accepting, stop every child (gracefully when asked), reap them all."""
         self.stopping = True
-        for sock in self._sockets.values():
-            sock.close()
+        for pair in self._sockets.values():
+            for sock in pair:
+                sock.close()
         self._sockets.clear()
         for pid, child in self.children.items():
             self.send(pid, child.kind.warm_stop_signal if self.warm else signal.SIGTERM)

@@ -84,11 +84,11 @@ class ChildKind:
     def exited(self, arb, child: Child, status: int) -> None:
         """*child* was reaped with *status*; while ``arb.stopping`` only bookkeeping, no respawn."""
 
-    def listener(self, arb, slot: int | None) -> socket.socket | None:
-        """The listening socket the child keeps (every other one is closed in it)."""
+    def listener(self, arb, slot: int | None) -> tuple[socket.socket, socket.socket] | None:
+        """The (data, admin) listening sockets the child keeps (every other one is closed in it)."""
         return None
 
-    def body(self, arb, child_slot: int | None, sock: socket.socket | None) -> None:
+    def body(self, arb, child_slot: int | None, sock: tuple[socket.socket, socket.socket] | None) -> None:
         """Run in the forked child; never returns into the arbiter's loop."""
         raise NotImplementedError
 
@@ -264,11 +264,12 @@ class Workers(ChildKind):
             self.rolling = False
             log.info("SIGHUP: every worker now runs the new configuration")
 
-    def listener(self, arb, slot: int | None) -> socket.socket | None:
+    def listener(self, arb, slot: int | None) -> tuple[socket.socket, socket.socket] | None:
         return arb.listener(slot)
 
-    def body(self, arb, child_slot: int | None, sock: socket.socket | None) -> None:
-        worker_main(arb.cfg, sock, arb.arena, arb.pid, pulse=arb.child_pulse)
+    def body(self, arb, child_slot: int | None, sock: tuple[socket.socket, socket.socket] | None) -> None:
+        data, admin = sock
+        worker_main(arb.cfg, data, admin, arb.arena, arb.pid, pulse=arb.child_pulse)
 
 
 class Registrar(ChildKind):
@@ -298,7 +299,7 @@ class Registrar(ChildKind):
         log.warning("registrar (pid %d) exited: %s; respawning in %.1fs", child.pid,
                     describe_status(status), delay)
 
-    def body(self, arb, child_slot: int | None, sock: socket.socket | None) -> None:
+    def body(self, arb, child_slot: int | None, sock: tuple[socket.socket, socket.socket] | None) -> None:
         # Imported here only: grpc must never be loaded in the forking supervisor.
         from geecache.registry import registrar_main
 

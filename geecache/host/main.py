@@ -126,9 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if cfg.port == 0:
         cfg.port = sock.getsockname()[1]
+    try:
+        admin_sock = bind(cfg, cfg.reuseport, admin=True)
+    except OSError as exc:
+        sock.close()
+        print(f"error: cannot listen on {cfg.admin_host}:{cfg.admin_port} (the admin port): {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    if cfg.admin_port == 0:
+        cfg.admin_port = admin_sock.getsockname()[1]
     if cfg.etcd and not cfg.advertise:
         if cfg.host in ("0.0.0.0", "::", ""):
             sock.close()
+            admin_sock.close()
             where = cfg.sources.get("bind") or cfg.sources.get("host", "--host")
             print(f"config error: advertise: {where} {cfg.host or '*'} is no address other hosts can "
                   "reach; give --advertise HOST:PORT", file=sys.stderr)
@@ -149,13 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.etcd:
             # Alone until the registrar says otherwise: the ring is usable from the first request.
             arena.write_ring([cfg.advertise])
-        arb = Arbiter(cfg, arena, sock, argv, started)
+        arb = Arbiter(cfg, arena, sock, admin_sock, argv, started)
         return arb.run()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     finally:
         sock.close()
+        admin_sock.close()
         metrics.remove_multiproc_dir(metrics_dir, created)
         if arena is not None and arb is not None and arb.warm and leave_warm(state, arena, arb.cfg, started):
             arena.close()  # left in /dev/shm, recorded for the next start on this port

@@ -31,7 +31,7 @@ from geecache.errors import ConfigError
 log = logging.getLogger("geecache.supervisor")
 
 #: Host settings a running host cannot change (see the module docstring).
-FIXED = ("host", "port", "bind", "reuseport", "arena", "arena_shards", "process_rows", "hot_share",
+FIXED = ("host", "port", "bind", "admin_host", "admin_port", "reuseport", "arena", "arena_shards", "process_rows", "hot_share",
          "data_dir", "etcd", "advertise", "lease_ttl")
 #: Group settings fixed by the group's place in the arena.
 FIXED_GROUP = ("max_bytes", "policy", "item_limit")

@@ -188,6 +188,8 @@ class Arena:
             self._close_map()
 
     def _close_map(self) -> None:
+        if hasattr(self, "_stats"):
+            self._stats.release()  # its view of the row must go before the mapping
         self._buf.release() if hasattr(self, "_buf") else None
         self._mm.close()
 

@@ -16,7 +16,7 @@ load goes to host A, over 127.0.0.1, in three cases:
 - **hot hit**: keys B or C owns, fetched through A once before, so A serves
   its hot copy.
 
-Each case is checked against A's ``/stats``: the counter it means to
+Each case is checked against A's ``/stats`` (its admin port): the counter it means to
 exercise (local_hits, peer_hits, hot_hits) must account for the requests,
 and the owners must not load during the remote case.  Every response is
 checked (status 200 and exactly ``value-<key>`` for the key asked); the
@@ -228,19 +228,19 @@ class Cluster:
                     tmp, "--config", str(tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
                     "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(LEASE_TTL), "--arena", "256MiB",
                     workers=1, port=port, wait=False,
-                    env={"GEECACHE_TEST_LOAD_DELAY": "0", "GEECACHE_LOG_LEVEL": "WARNING"}))
+                    env={"GEECACHE_TEST_LOAD_DELAY": "0", "GEECACHE_LOG_LEVEL": "warning"}))
             for h in self.hosts:
                 h.wait_ready(2)  # the worker and the registrar
             self.members = [f"127.0.0.1:{h.port}" for h in self.hosts]
             for h in self.hosts:
-                wait_until(lambda: sorted(h.json("/cluster")["members"]) == sorted(self.members),
+                wait_until(lambda: sorted(h.admin_json("/cluster")["members"]) == sorted(self.members),
                            LEASE_TTL + 10, what=f"3 members on :{h.port}")
         except BaseException:
             self.close()
             raise
 
     def stats(self, i: int) -> dict:
-        return self.hosts[i].json("/stats")[GROUP]
+        return self.hosts[i].admin_json("/stats")[GROUP]
 
     def close(self) -> None:
         """Stop every host and etcd by pid; remove an arena a killed supervisor left behind."""
@@ -303,7 +303,7 @@ def run(quick: bool) -> dict:
         ring = Ring()
         ring.add(*cluster.members)
         for key in (f"check{i}" for i in range(10)):  # the bench's ring must be the hosts' ring
-            assert a.json(f"/cluster?key={key}")["owner"] == ring.get(key), key
+            assert a.admin_json(f"/cluster?key={key}")["owner"] == ring.get(key), key
         others = set(cluster.members[1:])
         local_keys = owned_keys(ring, {cluster.members[0]}, "loc", POOL)
         hot_keys = owned_keys(ring, others, "hot", POOL)

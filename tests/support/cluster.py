@@ -81,7 +81,7 @@ class Cluster:
 
     def members(self, host: Host) -> list[str]:
         """The member list *host* routes by."""
-        return host.json("/cluster")["members"]
+        return host.admin_json("/cluster")["members"]
 
     def wait_members(self, expected: list[Host], on: list[Host] | None = None, timeout: float | None = None):
         """Wait until every host of *on* (default: *expected*) routes by exactly *expected*."""
@@ -92,7 +92,7 @@ class Cluster:
 
     def owner(self, host: Host, key: str) -> str:
         """The owner of *key* by *host*'s ring."""
-        return host.json(f"/cluster?key={key}")["owner"]
+        return host.admin_json(f"/cluster?key={key}")["owner"]
 
     def pause(self, host: Host) -> None:
         """SIGSTOP the host's supervisor, then its children: the whole machine stalls."""

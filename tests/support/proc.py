@@ -82,10 +82,11 @@ def base_env(extra: dict | None = None) -> dict:
 class Host:
     """A running supervisor process and what a test needs from it."""
 
-    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path, admin_port: int | None = None) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.port = port
+        self.admin_port = admin_port  # the aiohttp admin plane: /metrics, /stats, /cluster
         self.log_path = log_path
         self._seen_children: set[int] = set()
 
@@ -111,6 +112,21 @@ class Host:
         assert status == 200, (status, body)
         return json.loads(body)
 
+    def admin_request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """(status, headers, body) of one request to this host's admin port."""
+        return request(self.admin_port, method, path, body, headers)
+
+    def admin_get(self, path: str) -> tuple[int, bytes]:
+        """(status, body) of a GET on the admin port (``/metrics``, ``/stats``, ``/cluster``)."""
+        status, _h, body = self.admin_request("GET", path)
+        return status, body
+
+    def admin_json(self, path: str):
+        """The JSON document the admin port answers at *path* (asserting a 200)."""
+        status, body = self.admin_get(path)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
     def workers(self) -> list[int]:
         """Pids of the supervisor's live children (workers, and the registrar if any)."""
         pids = [p for p in child_pids(self.pid) if alive(p)]
@@ -128,7 +144,8 @@ class Host:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"supervisor exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                return self.request("GET", "/healthz")[0] == 200
+                return self.request("GET", "/healthz")[0] == 200 and (
+                    self.admin_port is None or self.admin_request("GET", "/healthz")[0] == 200)
             except OSError:
                 return False
         wait_until(ready, timeout, what="supervisor ready")
@@ -216,12 +233,15 @@ def start_supervisor(tmp_path: Path, *args: str, workers: int = 2, env: dict | N
 
 def _start_supervisor(tmp_path: Path, args, workers: int, env: dict | None, port: int) -> Host:
     log_path = tmp_path / f"supervisor-{port}.log"
+    # A free admin port of its own: the default (port + 1000) may be another test's.
+    admin = [] if "--admin-port" in args else ["--admin-port", str(free_port())]
     cmd = [sys.executable, str(SUPERVISOR), "--port", str(port), "--workers", str(workers),
-           "--data-dir", str(tmp_path / "data"), "--arena", "32MiB", "--graceful-timeout", "5", *args]
+           "--data-dir", str(tmp_path / "data"), "--arena", "32MiB", "--graceful-timeout", "5", *admin, *args]
+    admin_port = int(admin[1]) if admin else int(args[list(args).index("--admin-port") + 1])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=str(REPO), env=base_env(env), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
-    return Host(proc, port, log_path)
+    return Host(proc, port, log_path, admin_port)
 
 
 def fork(fn, *args) -> int:

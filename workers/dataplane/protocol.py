@@ -1,0 +1,547 @@
+"""One data-plane connection: an ``asyncio.Protocol`` over httptools' request parser.
+
+The parser calls back as bytes arrive; a request is acted on when its
+message is complete.  A hit on ``GET /api`` is answered right there, inside
+the callback: one ``transport.write`` of the prebuilt head and the value, no
+Task, no request or response object.  Everything else that can answer at
+once (errors, ``/healthz``, a peer's hit, an invalidation) does too; misses
+and writes run as a task.
+
+Order on a pipelined connection: while a task is answering, or the
+transport's write buffer is over its high-water mark, later requests are
+queued (already parsed: they came in the same read) and reading is paused;
+the queue is answered in order when the task is done or the buffer drains.
+The queue is therefore bounded by what one read delivers.
+
+Limits (``server.Limits``): request target, header bytes, body bytes (with
+``Expect: 100-continue``, before the body is sent).  A request that breaks
+one, or bytes that are not HTTP, get a JSON error with ``Connection: close``;
+then the connection stops parsing and *lingers* — it half-closes and
+discards what the client still sends, so the client reads the error
+instead of a reset — for a bounded time.
+
+No timer per request or connection: each connection keeps plain stamps of
+the worker's coarse clock, and the worker's one sweep (``server``) calls
+``check`` on every connection twice a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from bisect import bisect_left
+from collections import deque
+from time import perf_counter
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from geecache.errors import InvalidKeyError
+from workers.dataplane.query import api_params
+from workers.dataplane.responses import (
+    CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, error_reply, render,
+)
+from workers.dataplane.routes import API, UNMATCHED, Request, error_reply_for
+
+log = logging.getLogger("geecache.worker")
+
+_GET = b"GET"
+_API_PATH = b"/api"
+_API_KEY = b"/api?key="
+_MISSING_KEY = "missing query parameter 'key'"
+_EMPTY_KEY = "key must not be empty"
+#: Lengths of the header names the protocol reads (authorization, content-length,
+#: connection, expect, transfer-encoding, upgrade): others skip the lower() and compares.
+_SPECIAL_LENGTHS = frozenset({13, 14, 10, 6, 17, 7})
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; the reason is on the protocol."""
+
+
+_REFUSED = _Refused()
+
+
+class DataPlaneProtocol(asyncio.Protocol):
+    """One connection of the data plane; *plane* is the worker's shared ``server._Plane``.
+
+    ``__slots__`` (asyncio's protocol classes have empty ones) keeps every
+    attribute access on the hot path a slot read.
+    """
+
+    __slots__ = (
+        "_plane", "_router", "_parser", "_transport", "_closed", "_queue", "_pending",
+        "_write_paused", "_read_paused", "_busy", "_eof", "_lingering", "_linger_since", "_stopped",
+        "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at",
+        # the request being parsed
+        "_url", "_start", "_auth", "_clen", "_chunked", "_expect", "_conn_hdr", "_special",
+        "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end",
+    )
+
+    def __init__(self, plane) -> None:
+        self._plane = plane
+        self._router = plane.router
+        self._parser = HttpRequestParser(self)
+        self._transport = None
+        self._closed = False
+        self._queue: deque | None = None
+        self._pending = None
+        self._write_paused = False
+        self._read_paused = False
+        self._busy = False           # an answer is owed: later requests queue
+        self._eof = False            # close once every read request is answered
+        self._lingering = False
+        self._linger_since = 0.0
+        self._stopped = False        # parse nothing more on this connection
+        self._refusal = None
+        self._last = plane.tick      # coarse clock: last bytes in, or last answer out
+        self._started = 0.0          # coarse clock: first bytes of the current request
+        self._in_request = False
+        self._t0 = 0.0
+        self._paused_at = 0.0
+        self._url = b""
+        self._start = 0.0
+        self._auth = None
+        self._clen = -1
+        self._chunked = False
+        self._expect = False
+        self._conn_hdr = False
+        self._special = False
+        self._hdr_bytes = 0
+        self._head_left = 0
+        self._headers_done = False
+        self._body = None
+        self._body_len = 0
+        self._method = b""
+        self._end = END_KEEP
+
+    # -- asyncio protocol ------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        plane = self._plane
+        if plane.closing or not plane.admit(self):
+            self._closed = True
+            if not plane.closing:
+                transport.write(plane.busy_answer)
+            transport.close()
+
+    def connection_lost(self, exc) -> None:
+        # A client that went away mid-request is not an error: nothing to log.
+        self._closed = True
+        self._parser = None  # break the protocol <-> parser cycle now
+        if self._queue:
+            self._queue.clear()
+        self._plane.forget(self)
+
+    def eof_received(self):
+        if self._pending is not None or self._queue:
+            if self._plane.tls:
+                return False  # an SSL transport cannot stay half-open; it closes
+            self._eof = True
+            return True  # keep the transport to answer what was read, then close
+        return False  # the transport closes itself
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._paused_at = self._plane.tick
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._drain()
+
+    def data_received(self, data: bytes) -> None:
+        plane = self._plane
+        self._last = tick = plane.tick
+        if self._stopped:
+            return  # lingering, or after Connection: close: discard
+        if not self._headers_done:
+            # Raw bytes while a head is incomplete count against its budget: this
+            # bounds what httptools buffers of a field on_header has not seen yet.
+            if self._in_request:
+                self._head_left -= len(data)
+            elif data[0] != 13 or data.strip(b"\r\n"):
+                # (Empty lines between requests are ignored, RFC 9112 §2.2: they start no
+                # request, so they do not start the header timeout either.)
+                self._in_request = True
+                self._started = tick
+                self._head_left = plane.head_budget - len(data)
+        self._t0 = perf_counter()
+        try:
+            self._parser.feed_data(data)
+        except HttpParserCallbackError:
+            refusal = self._refusal
+            if refusal is not None:
+                self._refusal = None
+                self._refuse(*refusal)
+            elif not self._stopped:  # a bug in a callback: httptools kept only its repr
+                log.error("data plane: parser callback failed", exc_info=True)
+                self._refuse(500, "internal error")
+        except HttpParserUpgrade:
+            # Answered as plain HTTP/1.1 with Connection: close (on_headers_complete).
+            self._stop_after_answers()
+        except HttpParserError as exc:
+            # llhttp's reasons are fixed strings of its own, never request bytes.
+            self._refuse(400, f"malformed HTTP request: {exc}")
+        else:
+            if self._head_left < 0 and self._in_request and not self._headers_done:
+                if len(self._url) > plane.max_url_bytes:
+                    self._refuse(414, "request target too long")
+                else:
+                    self._refuse(431, "request header fields too large")
+
+    # -- parser callbacks ------------------------------------------------------
+    # Kept to the fewest operations: each runs once per request (on_header once
+    # per field), and at ~80k hits/s per core every one shows.  The limits on
+    # target and field sizes are checked once per request, in
+    # on_headers_complete; a head still incomplete is bounded in data_received.
+
+    def on_url(self, url: bytes) -> None:
+        if self._url:
+            self._url += url
+            return
+        self._url = url
+        self._start = self._t0
+        if not self._in_request:  # a request that began in the tail of a read
+            self._in_request = True
+            self._started = self._plane.tick
+            self._head_left = self._plane.head_budget
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._hdr_bytes += len(name) + len(value)
+        if len(name) in _SPECIAL_LENGTHS:
+            lname = name.lower()
+            if lname == b"authorization":
+                self._auth = value
+            elif lname == b"content-length":
+                try:
+                    self._clen = int(value)
+                except ValueError:
+                    self._refusal = (400, "malformed HTTP request: bad Content-Length")
+                    raise _REFUSED from None
+            elif lname == b"connection":
+                self._conn_hdr = True
+            elif lname == b"expect":
+                self._expect = value.lower() == b"100-continue"
+            elif lname == b"transfer-encoding":
+                self._chunked = True
+            elif lname != b"upgrade":
+                return
+            self._special = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        parser = self._parser
+        plane = self._plane
+        self._method = parser.get_method()
+        if len(self._url) > plane.max_url_bytes:
+            self._refusal = (414, "request target too long")
+            raise _REFUSED
+        if self._hdr_bytes > plane.max_header_bytes:
+            self._refusal = (431, "request header fields too large")
+            raise _REFUSED
+        if not self._special:
+            # No Connection, Expect or framing header: HTTP/1.1 keeps, 1.0 closes.
+            self._end = END_KEEP if parser.should_keep_alive() and not plane.closing else END_CLOSE
+            return
+        if parser.should_keep_alive() and not plane.closing and not parser.should_upgrade():
+            # An HTTP/1.0 client that asked for keep-alive must hear it back.
+            self._end = END_KEEP_ALIVE if self._conn_hdr else END_KEEP
+        else:
+            self._end = END_CLOSE
+        if self._clen > plane.body_limit:
+            # Before any body is read (and instead of a 100 Continue).
+            self._refusal = (413, f"request body too large (the limit is {plane.body_limit} bytes)")
+            raise _REFUSED
+        if self._expect and (self._clen > 0 or self._chunked) and not self._busy \
+                and parser.get_http_version() == "1.1":
+            # Only when this request is next to be answered: a 100 must not
+            # overtake the answer to an earlier pipelined request.  Skipping
+            # it is allowed; the client then sends its body after a wait.
+            self._transport.write(CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        n = self._body_len + len(body)
+        if n > self._plane.body_limit:
+            self._refusal = (413, f"request body too large (the limit is {self._plane.body_limit} bytes)")
+            raise _REFUSED
+        self._body_len = n
+        if self._body is None:
+            self._body = [body]
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        url = self._url
+        self._url = b""
+        self._hdr_bytes = 0
+        self._headers_done = self._in_request = False
+        if self._special or self._body is not None or self._busy:
+            self._complete_other(url)
+            return
+        end = self._end
+        if self._method == _GET and url[:9] == _API_KEY:
+            key = url[9:]
+            if key and b"&" not in key and b"%" not in key and b"+" not in key:
+                # The hot path, GET /api?key=K on the default group, inlined here (this
+                # callback runs once per request): a cache probe and, on a hit, one
+                # write.  llhttp admits only ASCII in a target, so the key decodes.
+                self._serve_api_key(key.decode(), end, self._start)
+                if end is END_CLOSE:
+                    self._stop()
+                return
+        self._serve_other(self._method, url, None, None, end, self._start)
+        if end is END_CLOSE:
+            self._stop()
+
+    def _complete_other(self, url: bytes) -> None:
+        """on_message_complete for a request with a body or special headers, or one that must queue."""
+        end = self._end
+        auth = body = None
+        if self._special:
+            auth = self._auth
+            self._auth = None
+            self._clen = -1
+            self._chunked = self._expect = self._conn_hdr = self._special = False
+        if self._body is not None:
+            body = b"".join(self._body)
+            self._body = None
+            self._body_len = 0
+        if self._busy:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append((self._method, url, auth, body, end, self._start))
+            self._update_reading()
+        else:
+            self._serve(self._method, url, auth, body, end, self._start)
+        if end is END_CLOSE:
+            self._stop()
+
+    def _stop(self) -> None:
+        """Connection: close (or HTTP/1.0): nothing after this request is read."""
+        self._stopped = True
+        raise _REFUSED
+
+    # -- answering -------------------------------------------------------------
+
+    def _serve(self, method: bytes, url: bytes, auth, body, end: bytes, start: float) -> None:
+        """Answer one complete request: at once when it can be, else through a task."""
+        if method == _GET and url[:9] == _API_KEY:
+            key = url[9:]
+            if key and b"&" not in key and b"%" not in key and b"+" not in key:
+                self._serve_api_key(key.decode(), end, start)
+                return
+        self._serve_other(method, url, auth, body, end, start)
+
+    def _serve_api_key(self, key: str, end: bytes, start: float) -> None:
+        """``GET /api?key=K`` on the default group: a hit written at once, a miss loaded in a task."""
+        group = self._router.default_group
+        try:
+            value = group.get_cached(key)
+        except Exception as exc:  # over the key limit
+            self._reply(error_reply_for(exc), "GET", API, start, end, False)
+            return
+        if value is None:
+            self._spawn(self._router.api_load(group, key), "GET", API, start, end, False)
+            return
+        plane = self._plane
+        self._transport.write(b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value))
+        seconds = perf_counter() - start
+        tally = plane.hit_tally
+        tally[0] += 1
+        tally[1] += seconds
+        # Nearly every hit falls in the lowest bucket: skip the bisect for those.
+        tally[2 if seconds <= plane.first_bound else 2 + bisect_left(plane.bounds, seconds)] += 1
+        if end is END_CLOSE:
+            self._close()
+        # (No _last stamp: data_received set it for this read; the idle clock runs from there.)
+
+    def _hit(self, value: bytes, end: bytes, start: float) -> None:
+        plane = self._plane
+        self._transport.write(b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value))
+        seconds = perf_counter() - start
+        tally = plane.hit_tally
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect_left(plane.bounds, seconds)] += 1
+        if end is END_CLOSE:
+            self._close()
+        else:
+            self._last = plane.tick
+
+    def _serve_other(self, method: bytes, url: bytes, auth, body, end: bytes, start: float) -> None:
+        router = self._router
+        path, _, query = url.partition(b"?")
+        if method == _GET and path == _API_PATH:
+            # /api with a group or an escaped key: the same probe after the full query parse.
+            try:
+                key, name = api_params(query)
+                if key is None:
+                    raise InvalidKeyError(_MISSING_KEY)
+                group = router.default_group if name is None else router.group_named(name)
+                if not key:
+                    raise InvalidKeyError(_EMPTY_KEY)
+                value = group.get_cached(key)
+            except Exception as exc:
+                self._reply(error_reply_for(exc), "GET", API, start, end, False)
+                return
+            if value is None:
+                self._spawn(router.api_load(group, key), "GET", API, start, end, False)
+            else:
+                self._hit(value, end, start)
+            return
+        name = method.decode("ascii", "replace")  # llhttp admits only known method tokens
+        head_only = name == "HEAD"
+        try:
+            label, handler, group_part, key_part = router.resolve(name, path)
+        except Exception as exc:
+            self._reply(error_reply_for(exc), name, router.route_label(path), start, end, head_only)
+            return
+        try:
+            result = handler(Request(name, query, group_part, key_part, auth, body or b""))
+        except Exception as exc:
+            result = error_reply_for(exc)
+        if type(result) is tuple:
+            self._reply(result, name, label, start, end, head_only)
+        else:
+            self._spawn(result, name, label, start, end, head_only)
+
+    def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
+        plane = self._plane
+        self._transport.write(render(reply, plane.date, end, head_only))
+        plane.metrics.observe(method, label, reply[0], perf_counter() - start)
+        if end is END_CLOSE:
+            self._close()
+        else:
+            self._last = plane.tick
+
+    def _spawn(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
+        self._pending = self._plane.spawn(self._complete(coro, method, label, start, end, head_only))
+        self._update_reading()
+
+    async def _complete(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
+        try:
+            reply = await coro
+        except Exception as exc:  # CancelledError (shutdown past its grace) passes
+            reply = error_reply_for(exc)
+        self._pending = None
+        if self._closed:
+            # The client left before its answer: nginx's 499, never a 5xx.
+            self._plane.metrics.observe(method, label, 499, perf_counter() - start)
+            return
+        self._reply(reply, method, label, start, end, head_only)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Answer queued requests in order until one needs a task or the buffer is full."""
+        queue = self._queue
+        while queue and self._pending is None and not self._write_paused and not self._closed:
+            item = queue.popleft()
+            if item[0] is None:  # a refusal, queued behind earlier answers
+                self._refuse_now(item[1], item[2])
+                return
+            self._serve(*item)
+        if self._closed:
+            return
+        if self._eof and self._pending is None and not queue:
+            self._close()
+            return
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Recompute ``_busy`` (an answer is owed before the next request's) and pause reading while it is."""
+        pause = self._busy = self._pending is not None or bool(self._queue) or self._write_paused
+        if pause != self._read_paused and not self._closed and not self._lingering:
+            self._read_paused = pause
+            if pause:
+                self._transport.pause_reading()
+            else:
+                self._transport.resume_reading()
+
+    def _stop_after_answers(self) -> None:
+        self._stopped = True
+        if self._pending is None and not self._queue:
+            self._close()
+        else:
+            self._eof = True
+
+    # -- refusals, timeouts, closing -------------------------------------------
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer *status* with Connection: close after any earlier answers, then linger."""
+        self._stopped = True
+        if self._closed:
+            return
+        if self._pending is not None or self._queue:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append((None, status, reason))
+        else:
+            self._refuse_now(status, reason)
+
+    def _refuse_now(self, status: int, reason: str) -> None:
+        plane = self._plane
+        self._transport.write(render(error_reply(status, reason), plane.date, END_CLOSE))
+        label = self._router.route_label(self._url.partition(b"?")[0]) if self._url else UNMATCHED
+        method = self._method.decode("ascii", "replace") if self._headers_done else "other"
+        plane.metrics.observe(method, label, status, perf_counter() - (self._start or self._t0))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close and discard input for a bounded time, so the client reads our answer."""
+        transport = self._transport
+        self._lingering = True
+        self._linger_since = self._plane.tick
+        self._queue = None
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()  # FIN after the buffered answer; reading goes on
+        # (TLS cannot half-close: the client closes on our Connection: close, or the sweep does.)
+
+    def check(self, now: float) -> None:
+        """The sweep's visit (*now*: the worker's coarse clock): enforce the timeouts."""
+        if self._closed:
+            return
+        plane = self._plane
+        if self._lingering:
+            if now - self._linger_since > plane.linger_timeout:
+                self._close()
+        elif self._write_paused:
+            # A client that stopped reading its answers.
+            if now - self._paused_at > plane.send_timeout:
+                self._abort()
+        elif self._pending is not None or self._queue:
+            return  # our turn to answer; handlers have their own bounds
+        elif self._in_request:
+            # Slowloris: the head must arrive within the header timeout; a body
+            # may not stall for longer than that between reads.
+            since = self._last if self._headers_done else self._started
+            if now - since > plane.header_timeout:
+                self._refuse(408, "request timeout")
+        elif now - self._last > plane.keepalive_timeout:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Graceful close: an idle connection closes now, a busy one after its answers."""
+        if self._closed:
+            return
+        if self._pending is None and not self._queue and not self._in_request:
+            self._close()
+        else:
+            self._eof = True
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
+
+    def _abort(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now (past the graceful close's grace)."""
+        self._abort()

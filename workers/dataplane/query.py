@@ -1,0 +1,64 @@
+"""Parameters and path parts from the raw bytes of a request target.
+
+Decoded the way aiohttp (yarl) decoded queries before, so clients see the
+same keys: ``&``-separated, the first occurrence of a name wins, a name
+without ``=`` has the value ``""``, ``+`` is a space and ``%XX`` a byte, a
+malformed escape stays literal.  One change on purpose: bytes that do not
+decode as UTF-8 are refused (InvalidKeyError, a 400) instead of becoming
+U+FFFD, which made ``%ff``, ``%fe`` and a literal U+FFFD one key.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+from geecache.errors import InvalidKeyError
+
+
+def decode(raw: bytes, plus: bool = True) -> str:
+    """*raw* percent-decoded (``+`` as a space when *plus*) as strict UTF-8."""
+    if plus and b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    if b"%" in raw:
+        raw = unquote_to_bytes(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidKeyError("the request target is not valid UTF-8 after percent-decoding") from None
+
+
+def parse_query(query: bytes) -> dict[str, str]:
+    """The parameters of a raw query string (no leading ``?``), first occurrence wins."""
+    params: dict[str, str] = {}
+    for part in query.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        name = decode(name)
+        if name not in params:
+            params[name] = decode(value)
+    return params
+
+
+def api_params(query: bytes) -> tuple[str | None, str | None]:
+    """``(key, group)`` of an ``/api`` query; None for an absent one.
+
+    The common shapes (``key=K``, ``key=K&group=G`` with nothing to decode)
+    skip the general parser: this runs on every hit.
+    """
+    if query[:4] == b"key=":
+        amp = query.find(b"&")
+        if amp < 0:
+            if b"%" not in query and b"+" not in query:
+                try:
+                    return query[4:].decode(), None
+                except UnicodeDecodeError:
+                    pass  # the general path raises the 400
+        elif query[amp + 1:amp + 7] == b"group=" and b"&" not in query[amp + 7:] and b"%" not in query \
+                and b"+" not in query:
+            try:
+                return query[4:amp].decode(), query[amp + 7:].decode()
+            except UnicodeDecodeError:
+                pass
+    params = parse_query(query)
+    return params.get("key"), params.get("group")

@@ -1,0 +1,284 @@
+"""The data port's route table and its handlers, over the configured Groups.
+
+    GET|HEAD /api?key=K[&group=G]          200 value | 404 | 400
+    PUT      /api?key=K[&group=G][&ttl=S]  204 (bearer token when configured)
+    DELETE   /api?key=K[&group=G]          204 | 404 (bearer token when configured)
+    GET|HEAD /healthz                      {"status": "ok", "pid": ..., "groups": [...]}
+    GET|HEAD|PUT|DELETE /_geecache/<group>/<key>   the peer API (always behind the token;
+                                                   PUT/DELETE answer a WriteResponse, see
+                                                   ``geecache.peerwrites``)
+    POST     /_geecache/<group>                    InvalidateRequest
+
+Same behaviour and wire format as the aiohttp handlers they replace
+(``workers/api.py``, ``workers/peer_api.py``), so existing peers and clients
+interoperate.  Anything else is a JSON 404, a known path with another method
+a JSON 405 with ``Allow``.
+
+A handler gets a ``Request`` and returns either a reply (answered at once,
+inside the parser's callback) or a coroutine that will produce one (the
+protocol runs it as a task).  Errors are raised as GeeCacheErrors and turned
+into replies by ``error_reply``, the one mapping of this package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from google.protobuf.message import DecodeError
+
+from geecache import auth
+from geecache.compression import pack
+from geecache.errors import (
+    CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
+)
+from geecache.geecachepb import GetResponse, InvalidateRequest
+from geecache.peerwrites import serve_delete, serve_set
+from workers.dataplane.query import decode, parse_query
+from workers.dataplane.responses import (
+    JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
+)
+
+log = logging.getLogger("geecache.worker")
+
+#: Route labels in metrics: the aiohttp router's patterns before, so dashboards carry over.
+API = "/api"
+HEALTHZ = "/healthz"
+PEER_KEY = "/_geecache/{group}/{key:.+}"
+PEER_GROUP = "/_geecache/{group}"
+UNMATCHED = "unmatched"
+
+_PEER_PREFIX = b"/_geecache/"
+_CHALLENGE = b"WWW-Authenticate: " + auth.CHALLENGE.encode() + b"\r\n"
+_READ_ONLY_ALLOW = b"Allow: GET, HEAD\r\n"
+
+_GET_METHODS = frozenset({"GET", "HEAD"})
+_API_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+_INVALIDATE_METHODS = frozenset({"POST"})
+
+
+class Unauthorized(GeeCacheError):
+    """A write or peer call without the configured bearer token: 401 with a challenge."""
+
+    http_status = 401
+
+
+class RouteError(GeeCacheError):
+    """No route for the path (404), or not for this method (405, with the allowed ones)."""
+
+    def __init__(self, status: int, reason: str, allowed=()) -> None:
+        super().__init__(reason)
+        self.http_status = status
+        self.allowed = allowed
+
+
+class Request:
+    """What a handler needs of a request that is not a hit: built only off the hot path."""
+
+    __slots__ = ("method", "query", "group", "key", "auth", "body")
+
+    def __init__(self, method: str, query: bytes, group: bytes, key: bytes, auth: bytes | None,
+                 body: bytes) -> None:
+        self.method = method
+        self.query = query    # raw, after '?'
+        self.group = group    # raw path parts of the peer API (b"" elsewhere)
+        self.key = key
+        self.auth = auth      # the Authorization header, raw
+        self.body = body
+
+
+def error_reply_for(exc: BaseException) -> Reply:
+    """The reply to an exception a handler raised; a bug is logged with its traceback, answered 500."""
+    if isinstance(exc, RouteError):
+        extra = allow_line(exc.allowed) if exc.allowed else b""
+        return error_reply(exc.http_status, str(exc), extra)
+    if isinstance(exc, Unauthorized):
+        return error_reply(401, str(exc), _CHALLENGE)
+    if isinstance(exc, ReadOnlySourceError):
+        # A 405 must say what is allowed: reads, for a group over a loader.
+        return error_reply(exc.http_status, str(exc), _READ_ONLY_ALLOW)
+    if isinstance(exc, GeeCacheError):
+        return error_reply(exc.http_status, str(exc))
+    log.error("unhandled error on the data plane", exc_info=exc)
+    return error_reply(500, "internal error")
+
+
+class Router:
+    """Resolves (method, path) to a handler and holds the handlers over *groups* (config order)."""
+
+    def __init__(self, groups: dict, auth_token: str | None = None) -> None:
+        if not groups:
+            raise ValueError("at least one group is needed")
+        self._groups = groups
+        self.default_group = next(iter(groups.values()))
+        self._expected = auth.expected_bearer(auth_token)
+        health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
+        self._healthz: Reply = (200, JSON, json.dumps(health).encode(), b"")
+        api = {"GET": self.api_get, "HEAD": self.api_get, "PUT": self.api_put, "DELETE": self.api_delete}
+        peer = {"GET": self.peer_get, "HEAD": self.peer_get, "PUT": self.peer_put,
+                "DELETE": self.peer_delete}
+        self._exact = {b"/api": (API, api, _API_METHODS),
+                       b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS)}
+        self._peer_key = (PEER_KEY, peer, _API_METHODS)
+        self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
+
+    # -- routing ---------------------------------------------------------------
+
+    def resolve(self, method: str, path: bytes):
+        """``(route label, handler, group part, key part)``; RouteError (404/405) when none."""
+        group = key = b""
+        entry = self._exact.get(path)
+        if entry is None:
+            if not path.startswith(_PEER_PREFIX):
+                raise RouteError(404, "no such path")
+            group, slash, key = path[len(_PEER_PREFIX):].partition(b"/")
+            if not group or (slash and not key):
+                raise RouteError(404, "no such path")
+            entry = self._peer_key if slash else self._peer_group
+        label, handlers, allowed = entry
+        handler = handlers.get(method)
+        if handler is None:
+            raise RouteError(405, f"method {method} not allowed; allowed: {', '.join(sorted(allowed))}",
+                             allowed)
+        return label, handler, group, key
+
+    def route_label(self, path: bytes) -> str:
+        """The metrics label of *path* (for requests refused before routing)."""
+        if path in self._exact:
+            return self._exact[path][0]
+        if path.startswith(_PEER_PREFIX):
+            return PEER_KEY if b"/" in path[len(_PEER_PREFIX):] else PEER_GROUP
+        return UNMATCHED
+
+    # -- shared checks ---------------------------------------------------------
+
+    def _authorize(self, header: bytes | None) -> None:
+        if not auth.authorized(header, self._expected):
+            raise Unauthorized(auth.REASON)
+
+    def group_named(self, name: str | None):
+        """The group called *name* (None: the default group); UnknownGroupError otherwise."""
+        if name is None:
+            return self.default_group
+        group = self._groups.get(name)
+        if group is None:
+            raise UnknownGroupError(f"unknown group {name!r}; known: {', '.join(self._groups)}")
+        return group
+
+    def _peer_group_of(self, raw: bytes):
+        name = decode(raw, plus=False)
+        group = self._groups.get(name)
+        if group is None:
+            raise UnknownGroupError(f"unknown group {name!r}")
+        return group
+
+    @staticmethod
+    def _key(params: dict) -> str:
+        key = params.get("key")
+        if key is None:
+            raise InvalidKeyError("missing query parameter 'key'")
+        return key
+
+    # -- the public API --------------------------------------------------------
+
+    @staticmethod
+    async def api_load(group, key: str) -> Reply:
+        """The miss path of ``GET /api``: the group's load (peer or source), as a reply."""
+        return (200, OCTET_STREAM, await group.load(key), b"")
+
+    def api_get(self, req: Request):
+        """``GET /api`` off the protocol's own fast path (a HEAD, or a pipelined GET)."""
+        params = parse_query(req.query)
+        key = self._key(params)
+        group = self.group_named(params.get("group"))
+        if not key:
+            raise InvalidKeyError("key must not be empty")
+        value = group.get_cached(key)
+        if value is not None:
+            return (200, OCTET_STREAM, value, b"")
+        return self.api_load(group, key)
+
+    def api_put(self, req: Request):
+        """Write the body through to the owner's source, then cache it (token when configured)."""
+        self._authorize(req.auth)
+        params = parse_query(req.query)
+        key = self._key(params)
+        group = self.group_named(params.get("group"))
+        return self._put(group, key, req.body, params.get("ttl", 0))
+
+    @staticmethod
+    async def _put(group, key: str, value: bytes, ttl) -> Reply:
+        # The ttl is the query's string: Group.set validates and converts it.
+        await group.set(key, value, ttl)
+        return NO_CONTENT
+
+    def api_delete(self, req: Request):
+        """Delete from the owner's source and cache; 404 when the source had no such key."""
+        self._authorize(req.auth)
+        params = parse_query(req.query)
+        key = self._key(params)
+        return self._delete(self.group_named(params.get("group")), key)
+
+    @staticmethod
+    async def _delete(group, key: str) -> Reply:
+        if not await group.delete(key):
+            raise NotFoundError(f"no key {key!r}")
+        return NO_CONTENT
+
+    def healthz(self, req: Request) -> Reply:
+        """Liveness: this worker answers, with its pid and groups."""
+        return self._healthz
+
+    # -- the peer API (served here, never forwarded: invariant 3) --------------
+
+    @staticmethod
+    def _get_response(group, value: bytes, expire_at: float) -> Reply:
+        codec_id, payload = pack(value, group.codec.name)
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
+
+    def peer_get(self, req: Request):
+        """A key this host serves for a peer: answered at once on a hit, else loaded here."""
+        self._authorize(req.auth)
+        group = self._peer_group_of(req.group)
+        key = decode(req.key, plus=False)
+        hit = group.get_local_cached(key)
+        if hit is not None:
+            return self._get_response(group, *hit)
+        return self._peer_load(group, key)
+
+    async def _peer_load(self, group, key: str) -> Reply:
+        return self._get_response(group, *(await group.load_local(key)))
+
+    @staticmethod
+    def _message(body: bytes, message):
+        try:
+            message.ParseFromString(body)
+        except DecodeError:
+            raise CodecError("malformed protobuf body") from None
+        return message
+
+    def peer_put(self, req: Request):
+        """The owner's half of a set (versioned, refused after its deadline): a WriteResponse."""
+        self._authorize(req.auth)
+        group = self._peer_group_of(req.group)
+        return self._peer_write(serve_set, group, decode(req.key, plus=False), req.body)
+
+    def peer_delete(self, req: Request):
+        """The owner's half of a delete (its body may be empty: an older peer's): a WriteResponse."""
+        self._authorize(req.auth)
+        group = self._peer_group_of(req.group)
+        return self._peer_write(serve_delete, group, decode(req.key, plus=False), req.body)
+
+    @staticmethod
+    async def _peer_write(serve, group, key: str, body: bytes) -> Reply:
+        return (200, PROTOBUF, await serve(group, key, body), b"")
+
+    def peer_invalidate(self, req: Request) -> Reply:
+        """Drop this host's copies of the keys the owner changed (synchronous: no task)."""
+        self._authorize(req.auth)
+        group = self._peer_group_of(req.group)
+        msg = self._message(req.body, InvalidateRequest())
+        group.invalidate(list(msg.keys))
+        return NO_CONTENT

@@ -1,0 +1,243 @@
+"""Serving the data plane on a worker's inherited socket; the state its connections share.
+
+``serve_data_plane`` starts the server; the returned ``DataPlane`` closes it
+gracefully.  ``_Plane`` is the per-worker state every connection reads:
+limits, the coarse clock, the prebuilt ``Date`` line and hit head, the
+request tallies, the connection set.  Its one sweep (every
+``SWEEP_INTERVAL``) moves the clock, rebuilds the ``Date`` line, visits
+every connection for its timeouts and flushes the request tallies to
+Prometheus: a timer per worker instead of one per request or connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+# The three common bounds are host settings: geecache/config.py says why these defaults.
+from geecache.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from workers.dataplane.protocol import DataPlaneProtocol
+from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, render
+from workers.dataplane.routes import API, Router
+
+log = logging.getLogger("geecache.worker")
+
+#: Seconds between sweeps: the resolution of every timeout and of the Date header.
+SWEEP_INTERVAL = 0.5
+#: Seconds between flushes of the request tallies into the Prometheus files.
+FLUSH_INTERVAL = 1.0
+#: At most one "connection cap reached" line per this many seconds.
+CAP_LOG_INTERVAL = 10.0
+#: Room for protobuf framing on top of the item limit (as aiohttp's client_max_size had).
+BODY_SLACK = 1024
+
+@dataclass(frozen=True)
+class Limits:
+    """The data plane's bounds; every one configurable, defaults as nginx/aiohttp give them."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: A request target over this is a 414 (nginx, aiohttp: 8 KiB lines).
+    max_url_bytes: int = 8192
+    #: All header fields together over this are a 431 (Node's 16 KiB).
+    max_header_bytes: int = 16384
+    #: A client that reads none of its answers for this long is dropped (nginx's send_timeout).
+    send_timeout: float = 60.0
+    #: How long a refused connection lingers, discarding input, before it is closed.
+    linger_timeout: float = 2.0
+
+
+def fd_headroom(cap: int, reserve: int = 64) -> int:
+    """*cap* lowered to what RLIMIT_NOFILE allows, keeping *reserve* descriptors for the rest."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return cap
+    if soft == resource.RLIM_INFINITY:
+        return cap
+    return max(1, min(cap, soft - reserve))
+
+
+class _NoMetrics:
+    """Stands in for HttpMetrics when request metrics are off: tallies nobody reads."""
+
+    bounds = (float("inf"),)
+
+    def tally(self, method: str, route: str, status: int) -> list:
+        return [0, 0.0, 0, 0]
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class _Plane:
+    """What every connection of one worker's data plane shares (one event loop: no locks)."""
+
+    def __init__(self, loop, router: Router, limits: Limits, item_limit: int, http_metrics, tls: bool) -> None:
+        self.loop = loop
+        self.router = router
+        self.tls = tls
+        self.header_timeout = limits.header_timeout
+        self.keepalive_timeout = limits.keepalive_timeout
+        self.send_timeout = limits.send_timeout
+        self.linger_timeout = limits.linger_timeout
+        self.max_connections = fd_headroom(limits.max_connections)
+        self.max_url_bytes = limits.max_url_bytes
+        self.max_header_bytes = limits.max_header_bytes
+        # Raw head bytes a request may use before its head completes (target + fields + slack).
+        self.head_budget = limits.max_url_bytes + limits.max_header_bytes + 1024
+        self.body_limit = item_limit + BODY_SLACK
+        self.metrics = http_metrics if http_metrics is not None else _NoMetrics()
+        self.bounds = self.metrics.bounds
+        self.first_bound = self.bounds[0]
+        self.hit_tally = self.metrics.tally("GET", API, 200)
+        self.conns: set[DataPlaneProtocol] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.closing = False
+        self._drained: asyncio.Event | None = None
+        self._refused = 0
+        self._cap_logged = -CAP_LOG_INTERVAL
+        self._last_flush = 0.0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.tick = loop.time()
+        self.date = date_line(time.time())
+        self.hit_head = hit_head(self.date)
+        self.busy_answer = render(error_reply(503, "too many connections"), self.date, END_CLOSE)
+
+    # -- connections -----------------------------------------------------------
+
+    def admit(self, conn: DataPlaneProtocol) -> bool:
+        """Take *conn* in, or False at the connection cap (logged, at most every CAP_LOG_INTERVAL)."""
+        if len(self.conns) < self.max_connections:
+            self.conns.add(conn)
+            return True
+        self._refused += 1
+        if self.tick - self._cap_logged >= CAP_LOG_INTERVAL:
+            log.warning("worker %d: %d connections open, the cap (max_connections); refused %d since "
+                        "the last such line", os.getpid(), len(self.conns), self._refused)
+            self._refused = 0
+            self._cap_logged = self.tick
+        return False
+
+    def forget(self, conn: DataPlaneProtocol) -> None:
+        """*conn* is gone."""
+        self.conns.discard(conn)
+        if self._drained is not None and not self.conns:
+            self._drained.set()
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run *coro* as a task the plane keeps a reference to (and cancels past the grace)."""
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # -- the sweep -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sweep."""
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        self.tick = now
+        self.date = date_line(time.time())
+        self.hit_head = hit_head(self.date)
+        for conn in list(self.conns):
+            conn.check(now)
+        if now - self._last_flush >= FLUSH_INTERVAL:
+            self._last_flush = now
+            self.metrics.flush()
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def stop(self) -> None:
+        """Stop the sweep and flush what was counted."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.metrics.flush()
+
+    async def drain(self, grace: float) -> None:
+        """Close idle connections now, busy ones after their answers; abort what is left after *grace*."""
+        self.closing = True
+        self._drained = asyncio.Event()
+        for conn in list(self.conns):
+            conn.shutdown()
+        if self.conns:
+            try:
+                await asyncio.wait_for(self._drained.wait(), grace)
+            except asyncio.TimeoutError:
+                pass
+        for conn in list(self.conns):
+            conn.abort()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=1.0)
+
+
+class DataPlane:
+    """A running data plane: its server, its connections; ``close`` stops it gracefully."""
+
+    def __init__(self, plane: _Plane, server) -> None:
+        self._plane = plane
+        self._server = server
+
+    @property
+    def connections(self) -> int:
+        """Open connections (for tests and stats)."""
+        return len(self._plane.conns)
+
+    @property
+    def max_connections(self) -> int:
+        """The connection cap in force (the configured one, lowered to the fd limit)."""
+        return self._plane.max_connections
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting; let in-flight requests finish within *grace* seconds; close the rest."""
+        self._server.close()  # this process's listener only: other workers keep theirs
+        await self._plane.drain(grace)
+        self._plane.stop()
+
+
+async def serve_data_plane(
+    sock: socket.socket,
+    groups: dict,
+    *,
+    auth_token: str | None = None,
+    item_limit: int,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ssl_context: ssl.SSLContext | None = None,
+    http_metrics=None,
+    limits: Limits | None = None,
+    backlog: int = 1024,
+) -> DataPlane:
+    """Serve *groups* (name -> Group, first = default) on the listening *sock*; call in the worker's loop.
+
+    *item_limit* is the largest value any group accepts (it bounds request
+    bodies); *http_metrics* (a ``geecache.metrics.HttpMetrics``) gets every
+    request's count and latency, None skips them.  *limits* overrides every
+    bound at once (tests); otherwise the three common ones come as keywords.
+    """
+    loop = asyncio.get_running_loop()
+    if limits is None:
+        limits = Limits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout,
+                        max_connections=max_connections)
+    plane = _Plane(loop, Router(groups, auth_token), limits, item_limit, http_metrics, ssl_context is not None)
+    server = await loop.create_server(lambda: DataPlaneProtocol(plane), sock=sock, ssl=ssl_context,
+                                      backlog=backlog)
+    plane.start()
+    return DataPlane(plane, server)
