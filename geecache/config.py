@@ -492,6 +492,16 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("peer_read_timeout", NUMBER, 2.0,
             "seconds a peer has to answer once connected before falling back to loading locally",
             _positive, "S", "number > 0"),
+    Setting("breaker_failures", INT, 1,
+            "consecutive timeouts or refusals of a peer that open its circuit breaker: its keys are "
+            "then served by local loads, without calling it, for a cooldown",
+            between(1, 1000), "N", "int 1..1000"),
+    Setting("breaker_cooldown", NUMBER, 1.0,
+            "seconds an open breaker routes around its peer before letting one probe call through; "
+            "each failed probe doubles it, up to `breaker_max_cooldown`", _positive, "S", "number > 0"),
+    Setting("breaker_max_cooldown", NUMBER, 30.0,
+            "seconds an open breaker's cooldown grows to at most", _positive, "S",
+            "number ≥ `breaker_cooldown`"),
     Setting("hot_share", NUMBER, 0.125,
             "share of each group's budget reserved, on top of it, for hot copies of keys other hosts "
             "own (groupcache: 1/8)", _share, "F", "number in (0, 1]"),
@@ -528,7 +538,9 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "one-hit-resistant; hit ratios: `tests/perf/main.py policy`)",
             one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
     Setting("ttl", NUMBER, 0.0,
-            "expiry of cached entries (0 = never); hot copies expire after `min(hot_ttl, ttl)` s",
+            "freshness bound of cached copies (0 = none): after it a copy is loaded again from the "
+            "source; hot copies expire after `min(hot_ttl, ttl)` s. A write's `?ttl=` is different: "
+            "the value's lifetime",
             _not_negative, what="number ≥ 0 (seconds)", cli=False),
     Setting("load_timeout", NUMBER, DEFAULT_LOAD_TIMEOUT,
             "seconds a load from the source may take; then the request gets a 504 and the host-wide "
@@ -544,7 +556,8 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "SQLite database (created if missing; its directory must exist); relative to the config "
             "file", what="path", shown="–", cli=False),
     Setting("table", STR, "kv",
-            "table (`key TEXT PRIMARY KEY, value BLOB`) in `sqlite`; only with `sqlite`",
+            "table (`key TEXT PRIMARY KEY, value BLOB`, plus `version`, `expire_at`, `deleted`, "
+            "added in place to an older table) in `sqlite`; only with `sqlite`",
             what="SQL identifier", cli=False),
     Setting("loader", STR, None,
             "read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
@@ -751,6 +764,9 @@ def _finish(cfg) -> None:
             raise ConfigError(name, f"file {value!r} does not exist")
     if cfg.etcd and cfg.peers:
         raise ConfigError("peers", "use either etcd discovery or a static peer list, not both")
+    if cfg.breaker_max_cooldown < cfg.breaker_cooldown:
+        raise ConfigError("breaker_max_cooldown", f"{cfg.breaker_max_cooldown:g} is below "
+                          f"breaker_cooldown ({cfg.breaker_cooldown:g})")
     if cfg.bind is not None:
         where = cfg.sources.get("bind", "bind")
         given = [cfg.sources[name] for name in ("host", "port") if name in cfg.sources]

@@ -69,6 +69,12 @@ class PeerError(GeeCacheError):
     """A peer fetch failed (refused, timed out, or answered with an error)."""
 
     http_status = 502
+    #: True when this failure opened the peer's circuit breaker (``geecache.breaker``).
+    tripped = False
+
+
+class PeerUnavailableError(PeerError):
+    """No call was made: the peer's circuit breaker is open (it timed out or refused lately)."""
 
 
 class ConfigError(GeeCacheError, ValueError):

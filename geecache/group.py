@@ -6,6 +6,14 @@ here), a key this host owns is loaded from the source once per host (an
 in-process single flight in front of the arena's host-wide one) and cached.
 ``set``/``delete`` go to the owner, which writes through to the source first:
 the source is the truth and the cache may lose anything at any time.
+
+Every write carries a version, this process's HLC timestamp (``geecache.hlc``)
+taken when the write is originated, and the source refuses a version not
+above the key's stored one (``geecache.storage.base``).  A write forwarded to
+the owner also carries a deadline: the owner never applies it after that,
+because by then the originator has given up and written it itself.  So an
+owner that was paused (SIGSTOP, swap, a long SQLite lock wait) while its
+writes were done elsewhere cannot undo them when it resumes (invariant 7).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import asyncio
 import sys
 import time
 
+from . import hlc
 from .backoff import wait_while
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec
@@ -25,6 +34,7 @@ from .errors import (
     LoadTimeoutError,
     NotFoundError,
     PeerError,
+    PeerUnavailableError,
     ReadOnlySourceError,
 )
 from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
@@ -32,6 +42,7 @@ from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics 
 )
 from .peers import NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
+from .storage.base import WriteResult, row_reader, source_writer
 
 #: Hot copies (values another host owns) live at most this long, so a lost
 #: invalidation is healed by time (groupcache keeps them until evicted).
@@ -40,6 +51,9 @@ DEFAULT_HOT_TTL = 60.0
 HOT_FRACTION = 8
 #: How long a miss waits for another process's load before loading itself.
 DEFAULT_FLIGHT_WAIT = 10.0
+#: How many times a write the source refused as older than its stored version
+#: is re-stamped above that version and tried again (see ``_route_write``).
+WRITE_ATTEMPTS = 3
 #: How long a load from the source may take before the request gets a 504.
 DEFAULT_LOAD_TIMEOUT = 5.0
 
@@ -167,8 +181,7 @@ class Group:
     async def load_local(self, key: str) -> tuple[bytes, float]:
         """The miss path of ``get_local``, for a caller whose ``get_local_cached`` just missed."""
         partition, ttl = self._partition(key)
-        value = await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
-        return value, (time.time() + ttl if ttl else 0.0)
+        return await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
 
     def _partition(self, key: str) -> tuple[str, float]:
         """Where a value loaded or written here is kept, and for how long.
@@ -185,12 +198,12 @@ class Group:
     async def _load(self, key: str) -> bytes:
         peer = self.peers.pick(key)
         if peer is None:
-            return await self._load_local(key, self.name, self.ttl)
+            return (await self._load_local(key, self.name, self.ttl))[0]
         try:
             value, expire_at = await peer.fetch(self.name, key, self.item_limit)
-        except PeerError:
-            self.stats.add("peer_errors")  # invariant 4: a peer down is a slow path
-            return await self._load_local(key, self._hot, self._hot_ttl)
+        except PeerError as exc:
+            self._peer_failed(exc)  # invariant 4: a peer down is a slow path
+            return (await self._load_local(key, self._hot, self._hot_ttl))[0]
         self.stats.add("peer_hits")
         ttl = self._hot_ttl
         if expire_at:  # a hot copy must not outlive the owner's entry
@@ -199,44 +212,48 @@ class Group:
             self._store(self._hot, key, value, ttl)
         return value
 
-    async def _load_local(self, key: str, partition: str, ttl: float) -> bytes:
-        """Load through the host-wide flight: one process per host runs the source."""
+    async def _load_local(self, key: str, partition: str, ttl: float) -> tuple[bytes, float]:
+        """Load through the host-wide flight: one process per host runs the source.
+
+        (value, expire_at or 0): when the value is gone, the sooner of the
+        cache entry's TTL and the source row's own expiry (a per-item TTL).
+        """
         deadline = time.monotonic() + self._flight_wait
         while True:
             if self._flight.try_begin(self.name, key):
                 try:
                     # Another process may have finished loading between our miss and now.
-                    value = self._cache.get(partition, key)
-                    if value is not None:
+                    entry = self._cache.get_entry(partition, key)
+                    if entry is not None:
                         self.stats.add("loads_deduped")
-                        return value
+                        return entry[0], entry[2]
                     return await self._load_source(key, partition, ttl)
                 finally:
                     self._flight.end(self.name, key)
-            value = await self._wait_for_other_loader(key, partition, deadline)
-            if value is not None:
+            entry = await self._wait_for_other_loader(key, partition, deadline)
+            if entry is not None:
                 self.stats.add("loads_deduped")
-                return value
+                return entry[0], entry[2]
             if time.monotonic() >= deadline:
                 # The other loader is stuck: serving beats waiting forever.
                 return await self._load_source(key, partition, ttl)
             # The loader ended without a value (not found, failed) or died: try to take over.
 
-    async def _wait_for_other_loader(self, key: str, partition: str, deadline: float) -> bytes | None:
+    async def _wait_for_other_loader(self, key: str, partition: str, deadline: float):
         def waiting() -> bool:  # the other process still loads and has stored nothing yet
             return self._flight.loading(self.name, key) and self._cache.get(partition, key) is None
 
         await wait_while(waiting, deadline)
-        return self._cache.get(partition, key)
+        return self._cache.get_entry(partition, key)
 
-    async def _load_source(self, key: str, partition: str, ttl: float) -> bytes:
+    async def _load_source(self, key: str, partition: str, ttl: float) -> tuple[bytes, float]:
         self.stats.add("loads")
         writes = self._fence.enter(key)
         started = time.perf_counter()
         try:
             # Bounded (invariant 8): on timeout the flights above are released, so a
             # later request loads again; a loader's thread runs on in its own pool.
-            value = await asyncio.wait_for(self.source.get(key), self.load_timeout)
+            row = await asyncio.wait_for(row_reader(self.source)(key), self.load_timeout)
         except asyncio.TimeoutError:
             self.stats.add("load_errors")
             raise LoadTimeoutError(f"group {self.name!r}: loading {key!r} took longer than "
@@ -250,12 +267,17 @@ class Group:
         finally:
             raced = self._fence.leave(key, writes)
             SOURCE_LOADS.observe(self.name, time.perf_counter() - started)
-        if value is None:
+        if row is None:
             raise NotFoundError(f"group {self.name!r} has no key {key!r}")
-        value = check_value(value, sys.maxsize)
-        if not raced:  # a write during the load made this value stale: serve it, don't keep it
-            self._store(partition, key, value, ttl)
-        return value
+        value = check_value(row.value, sys.maxsize)
+        now = time.time()
+        expire_at = now + ttl if ttl else 0.0
+        if row.expire_at and (not expire_at or row.expire_at < expire_at):
+            expire_at = row.expire_at  # a per-item TTL: the copy must not outlive the row
+        if not raced and (not expire_at or expire_at > now):
+            # (A write during the load made this value stale: serve it, don't keep it.)
+            self._store(partition, key, value, expire_at - now if expire_at else 0)
+        return value, expire_at
 
     def _store(self, partition: str, key: str, value: bytes, ttl: float) -> None:
         # Over the item limit: the source's value is served, just never cached.
@@ -275,63 +297,121 @@ class Group:
     async def set(self, key: str, value: bytes, ttl: float = 0) -> None:
         """Write *value* through to the owner's source, then cache it there.
 
-        *ttl* (seconds) overrides the group's TTL for this entry, as
-        memcached's exptime does; 0 keeps the group's.
+        *ttl* (seconds) is this value's lifetime, as memcached's exptime and
+        Redis's ``SET EX``: the source row expires then, and a get after it
+        is a NotFoundError on every host.  0 keeps the value until it is
+        overwritten (the group's ``ttl`` still bounds how long a cached copy
+        is served before it is loaded again).
         """
         check_key(key)
         value = check_value(value, self.item_limit)
         ttl = check_ttl(ttl)
-        await self._route_write(key, "sets", lambda peer: peer.set(self.name, key, value, ttl),
-                                lambda: self.set_local(key, value, ttl))
-
-    async def set_local(self, key: str, value: bytes, ttl: float = 0) -> None:
-        """The owner's half of ``set``: source first, then cache, then drop copies elsewhere."""
-        value = check_value(value, self.item_limit)
-        wanted = check_ttl(ttl)
-        self._check_writable()
-        await self.source.set(key, value)
-        self.invalidate([key])
-        partition, ttl = self._partition(key)
-        if wanted:
-            ttl = min(ttl, wanted) if partition == self._hot else wanted
-        self._store(partition, key, value, ttl)
-        if await self._outlast_loads(key):
-            self._store(partition, key, value, ttl)
-        await self.peers.invalidate(self.name, [key])
+        await self._route_write(key, value, ttl, "sets")
 
     async def delete(self, key: str) -> bool:
         """Delete *key* from the owner's source and cache; True when the source had it."""
         check_key(key)
-        return await self._route_write(key, "deletes", lambda peer: peer.delete(self.name, key),
-                                       lambda: self.delete_local(key))
+        return (await self._route_write(key, None, 0, "deletes")).existed
 
-    async def _route_write(self, key: str, stat: str, remote, local):
-        """Run a write of *key* on its owner: ``remote(peer)`` there, else ``local()`` here.
+    async def _route_write(self, key: str, value: bytes | None, ttl: float, stat: str) -> WriteResult:
+        """Run a write of *key* (*value* None: a delete) on its owner, else here.
 
-        Also here when the owner is down: the source is the truth, so writing
-        through it from any host is correct (invariant 4: a peer down is a
-        slow path, not an error).
+        Also here when the owner is down or answers too late: the source is
+        the truth, so writing through it from any host is correct (invariant
+        4), and the write's version keeps the owner from applying it again
+        later.  If the source holds a newer version (another write, or a
+        clock behind another host's), the write is re-stamped above it and
+        tried again: its client has not been answered, so ordering it after
+        that one is allowed.  After WRITE_ATTEMPTS refusals in a row (writes
+        keep landing concurrently) it is ordered before them and answered.
         """
         self._check_writable()
         self.stats.add(stat)
+        version = hlc.clock.now()
+        for _ in range(WRITE_ATTEMPTS):
+            result = await self._write_once(key, value, ttl, version)
+            if result.applied or result.version == version:  # ours landed (maybe on an earlier try)
+                return result
+            hlc.clock.update(result.version)
+            version = hlc.clock.now()
+        return result
+
+    async def _write_once(self, key: str, value: bytes | None, ttl: float, version: int) -> WriteResult:
         peer = self.peers.pick(key)
         if peer is not None:
             self.invalidate([key])  # our copy is stale whatever the owner answers
             try:
-                return await remote(peer)
-            except PeerError:
-                self.stats.add("peer_errors")
-        return await local()
+                result = await peer.write(self.name, key, value, ttl, version=version)
+            except PeerError as exc:
+                self._peer_failed(exc)
+            else:
+                if not result.late:
+                    return result
+                # The owner got it after the deadline and did not apply it: write it here.
+        return await self.apply_write(key, value, ttl, version=version)
 
-    async def delete_local(self, key: str) -> bool:
-        """The owner's half of ``delete``: source, cache, then copies elsewhere."""
+    def _peer_failed(self, exc: PeerError) -> None:
+        """Count a failed (or skipped) peer call."""
+        if isinstance(exc, PeerUnavailableError):
+            self.stats.add("peer_skipped")  # its breaker is open: no call, no timeout
+            return
+        self.stats.add("peer_errors")
+        if exc.tripped:
+            self.stats.add("peer_trips")
+
+    async def apply_write(self, key: str, value: bytes | None, ttl: float = 0, *, version: int = 0,
+                          deadline: float = 0.0) -> WriteResult:
+        """The owner's half of a write: source first, then cache, then drop copies elsewhere.
+
+        *value* None is a delete.  *version* 0 is an unversioned write (an
+        older peer's), which the source orders after every stored version.
+        At or after *deadline* (Unix seconds, 0 = none) nothing is applied:
+        the originator has given up on this call and written it itself.  A
+        write the source refuses changes nothing but drops this host's copies
+        of the key, so the next read loads the newer value.
+        """
         self._check_writable()
-        existed = await self.source.delete(key)
+        wanted = 0.0
+        if value is not None:
+            value = check_value(value, self.item_limit)
+            wanted = check_ttl(ttl)
+        if deadline and time.time() >= deadline:
+            self.stats.add("writes_refused")
+            return WriteResult(False, False, 0, late=True)
+        if version:
+            hlc.clock.update(version)  # never issue a version below one this host has seen
+        expire_at = time.time() + wanted if wanted else 0.0
+        result = await source_writer(self.source)(key, value, version=version, expire_at=expire_at,
+                                                  deadline=deadline)
         self.invalidate([key])
-        if await self._outlast_loads(key):
+        if not result.applied:
+            self.stats.add("writes_refused")
+            if result.version:
+                hlc.clock.update(result.version)
+            return result
+        if value is not None:
+            partition, ttl = self._partition(key)
+            if wanted:
+                ttl = min(ttl, wanted) if partition == self._hot else wanted
+            self._store(partition, key, value, ttl)
+            if await self._outlast_loads(key):
+                self._store(partition, key, value, ttl)
+        elif await self._outlast_loads(key):
             self.invalidate([key])
-        await self.peers.invalidate(self.name, [key])
-        return bool(existed)
+        trips = await self.peers.invalidate(self.name, [key])
+        if trips:
+            self.stats.add("peer_trips", trips)
+        return result
+
+    async def set_local(self, key: str, value: bytes, ttl: float = 0, *, version: int = 0,
+                        deadline: float = 0.0) -> WriteResult:
+        """The owner's half of ``set`` (see ``apply_write``)."""
+        return await self.apply_write(key, value, ttl, version=version, deadline=deadline)
+
+    async def delete_local(self, key: str, *, version: int = 0, deadline: float = 0.0) -> bool:
+        """The owner's half of ``delete``; True when it removed a live value (see ``apply_write``)."""
+        result = await self.apply_write(key, None, version=version, deadline=deadline)
+        return result.applied and result.existed
 
     async def _outlast_loads(self, key: str) -> bool:
         """Wait (bounded) for a load of *key* another process of this host is running.
@@ -344,6 +424,16 @@ class Group:
             return False
         await wait_while(lambda: self._flight.loading(self.name, key), time.monotonic() + self._flight_wait)
         return True
+
+    def drop_copies(self) -> None:
+        """Drop every copy of this group on the host, owned and hot (see ``geecache.pauseguard``).
+
+        A load running now may have read the source before writes this host
+        missed, so it serves its value but does not keep it.
+        """
+        self._fence.wrote_all()
+        self._cache.clear(self.name)
+        self._cache.clear(self._hot)
 
     def invalidate(self, keys: list[str]) -> None:
         """Drop this host's copies of *keys*, owned or hot (their owner changed them)."""
@@ -386,4 +476,9 @@ class _WriteFence:
         """*key* was written or invalidated."""
         entry = self._keys.get(key)
         if entry is not None:
+            entry[1] += 1
+
+    def wrote_all(self) -> None:
+        """Every key may have been written (the host missed invalidations)."""
+        for entry in self._keys.values():
             entry[1] += 1

@@ -8,14 +8,23 @@ member list's version changes, so the request path reads one integer.
 Peer paths (served by ``workers.dataplane.routes``):
 
     GET    /_geecache/<group>/<key>   -> GetResponse (value packed with the group's codec)
-    PUT    /_geecache/<group>/<key>   <- SetRequest  (the owner writes through)
-    DELETE /_geecache/<group>/<key>   (the owner deletes from source and cache)
+    PUT    /_geecache/<group>/<key>   <- SetRequest -> WriteResponse (the owner writes through)
+    DELETE /_geecache/<group>/<key>   <- DeleteRequest -> WriteResponse (from source and cache)
     POST   /_geecache/<group>         <- InvalidateRequest (drop hot copies)
+
+A write carries its version (the originator's HLC timestamp) and a deadline
+(when the originator gives up and writes it itself); the owner's
+WriteResponse says whether it applied, and the key's version if not.  Every
+call goes through the pool's per-peer circuit breaker (``geecache.breaker``):
+after a timeout or refusal the peer is not called for a cooldown, and the
+caller serves its keys as if it were down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import ssl
 import time
 from typing import Protocol
@@ -24,12 +33,16 @@ from urllib.parse import quote
 from google.protobuf.message import DecodeError
 
 from .auth import bearer
+from .breaker import CLOSED, Breaker
 from .compression import pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
-from .errors import CodecError, NotFoundError, PeerError
+from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
+from .geecachepb import DeleteRequest, GetResponse, InvalidateRequest, SetRequest, WriteResponse
 from .latency import PEER_CALLS
-from .geecachepb import GetResponse, InvalidateRequest, SetRequest
+from .storage import WriteResult
+
+log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_geecache/"
 PROTOBUF = "application/x-protobuf"
@@ -83,15 +96,24 @@ class HTTPPeer:
     def __repr__(self) -> str:
         return f"HTTPPeer({self.address!r})"
 
-    async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    async def _call(self, method: str, path: str, body: bytes | None = None,
+                    gated: bool = True) -> tuple[int, bytes]:
+        breaker = self._pool.breaker
+        if gated and not breaker.allow(self.address):
+            raise PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal")
         started = time.perf_counter()
         try:
-            return await self._conns.request(method, path, self._pool.headers, body)
+            answer = await self._conns.request(method, path, self._pool.headers, body)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError, PeerProtocolError) as exc:
-            raise PeerError(f"peer {self.address}: {type(exc).__name__}: {exc}") from exc
+            error = PeerError(f"peer {self.address}: {type(exc).__name__}: {exc}")
+            error.tripped = breaker.failure(self.address)
+            raise error from exc
         finally:
             PEER_CALLS.observe(method, time.perf_counter() - started)
+        # Any answer, even a 5xx, shows the peer alive: only the transport trips the breaker.
+        breaker.success(self.address)
+        return answer
 
     @staticmethod
     def _fail(address: str, status: int, body: bytes) -> PeerError:
@@ -116,29 +138,99 @@ class HTTPPeer:
             raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
         return value, msg.expire_at
 
+    async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
+                    version: int = 0) -> WriteResult:
+        """Ask the owner to apply a write (*value* None: a delete); see ``geecache.peers.Peer``.
+
+        Its deadline is now + the read timeout: the owner must not apply it
+        once this host may have given up on the answer and written it itself.
+        """
+        deadline = time.time() + self._pool.read_timeout
+        if value is None:
+            method, msg = "DELETE", DeleteRequest(version=version, deadline=deadline)
+        else:
+            codec_id, payload = pack(value, self._pool.codec_for(group))
+            method = "PUT"
+            msg = SetRequest(group=group, key=key, value=payload, codec=codec_id, ttl=ttl,
+                             version=version, deadline=deadline)
+        status, body = await self._call(method, peer_path(group, key), msg.SerializeToString())
+        if status == 200:
+            answer = WriteResponse()
+            try:
+                answer.ParseFromString(body)
+            except DecodeError as exc:
+                raise PeerError(f"peer {self.address}: bad write response: {exc}") from exc
+            return WriteResult(answer.applied, answer.existed, answer.version, answer.late)
+        # An owner from before versions: 204 applied, 404 "delete found nothing".
+        if status == 204:
+            return WriteResult(True, value is None, 0)
+        if status == 404 and value is None:
+            return WriteResult(True, False, 0)
+        raise self._fail(self.address, status, body)
+
     async def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
-        """Ask the owner to write through (see ``geecache.peers.Peer``)."""
-        codec_id, payload = pack(value, self._pool.codec_for(group))
-        msg = SetRequest(group=group, key=key, value=payload, codec=codec_id, ttl=ttl)
-        status, body = await self._call("PUT", peer_path(group, key), msg.SerializeToString())
-        if status != 204 and status != 200:
-            raise self._fail(self.address, status, body)
+        """Ask the owner to write through, unversioned (see ``write``)."""
+        await self.write(group, key, value, ttl)
 
     async def delete(self, group: str, key: str) -> bool:
-        """Ask the owner to delete (see ``geecache.peers.Peer``)."""
-        status, body = await self._call("DELETE", peer_path(group, key))
-        if status == 404:
-            return False
-        if status != 204 and status != 200:
-            raise self._fail(self.address, status, body)
-        return True
+        """Ask the owner to delete, unversioned; True when it had the key (see ``write``)."""
+        return (await self.write(group, key, None)).existed
 
     async def invalidate(self, group: str, keys: list[str]) -> None:
-        """Ask this member to drop its copies of *keys*."""
+        """Ask this member to drop its copies of *keys*.
+
+        Sent even while its breaker is open (the pool decides how long to
+        wait for it): a member back from a failure must hear of the writes
+        done meanwhile, and its answer closes the breaker.
+        """
         body = InvalidateRequest(group=group, keys=keys).SerializeToString()
-        status, answer = await self._call("POST", peer_path(group), body)
+        status, answer = await self._call("POST", peer_path(group), body, gated=False)
         if status != 204 and status != 200:
             raise self._fail(self.address, status, answer)
+
+
+#: How long a write waits for an invalidation to a member whose breaker is open
+#: or that has undelivered ones: long enough for a member that is back to answer
+#: (on a LAN, milliseconds), short enough that a hung one costs writes little.
+TRIPPED_WAIT = 0.05
+#: Undelivered invalidations kept per member (keys over all groups); past it
+#: more are dropped (logged) and those copies are healed by their TTL only.
+MAX_UNDELIVERED = 100_000
+#: Least pause between two deliveries to a member that did not answer.
+RETRY_MIN = 0.1
+#: Keys written recently that a pool remembers for members it adds (see ``HTTPPool``).
+MAX_RECENT = 100_000
+
+
+class _Mailbox:
+    """Invalidations a member has not acknowledged: retried until it does or leaves the ring.
+
+    A write done while its owner was unreachable (paused, partitioned) left
+    that owner's copy stale; without the retry it would be served until its
+    TTL, forever with none.  The event loop's single thread guards it.
+    """
+
+    __slots__ = ("keys", "size", "task", "dropped")
+
+    def __init__(self) -> None:
+        self.keys: dict[str, set[str]] = {}  # group -> keys
+        self.size = 0
+        self.task: asyncio.Task | None = None
+        self.dropped = 0
+
+    def post(self, group: str, keys: list[str]) -> None:
+        held = self.keys.setdefault(group, set())
+        for key in keys:
+            if key not in held:
+                if self.size >= MAX_UNDELIVERED:
+                    self.dropped += 1
+                    continue
+                held.add(key)
+                self.size += 1
+
+    def take(self) -> dict[str, set[str]]:
+        batch, self.keys, self.size = self.keys, {}, 0
+        return batch
 
 
 class HTTPPool:
@@ -160,6 +252,8 @@ class HTTPPool:
         read_timeout: float = 2.0,
         codecs: dict[str, str] | None = None,
         replicas: int | None = None,
+        breaker: Breaker | None = None,
+        replay_window: float = 10.0,
     ) -> None:
         self.self_address = self_address
         # tls: members advertised as bare host:port are reached over https.
@@ -172,6 +266,8 @@ class HTTPPool:
         if token:
             self.headers["Authorization"] = bearer(token)
         self._members = members
+        #: Per-peer circuit breakers; their state and counters are in ``snapshot()``.
+        self.breaker = breaker or Breaker()
         self._codecs = codecs or {}
         self._ring_args = {} if replicas is None else {"replicas": replicas}
         # Rebuilt (and rebound whole) when the member version moves; the event
@@ -179,6 +275,14 @@ class HTTPPool:
         self._version = -1
         self._ring = Ring(**self._ring_args)
         self._peers: dict[str, HTTPPeer] = {}
+        self._mail: dict[str, _Mailbox] = {}  # address -> undelivered invalidations
+        # (monotonic time, group, keys) of this host's recent invalidations, newest
+        # last, for members added to the ring: a host joining serves (and keeps copies)
+        # before every other host routes to it, and those copies missed the writes of
+        # hosts that did not know it yet.  Its ring adds them, it sends them these.
+        self.replay_window = float(replay_window)
+        self._recent: collections.deque = collections.deque()
+        self._recent_keys = 0
 
     def codec_for(self, group: str) -> str:
         """The codec name peers use for *group*'s values."""
@@ -196,7 +300,12 @@ class HTTPPool:
         self._peers = {m: old_peers.get(m) or HTTPPeer(self, m) for m in members if m != self.self_address}
         for gone in old_peers.keys() - self._peers.keys():
             old_peers[gone].close()
+            self.breaker.forget(gone)  # if it comes back, it starts closed
+            self._drop_mail(gone)
+        added = self._peers.keys() - old_peers.keys()
         self._ring, self._version = ring, version
+        if added and self._recent:
+            self._replay(added)
 
     def members(self) -> tuple[str, ...]:
         """The current member list (including this host when registered)."""
@@ -220,20 +329,117 @@ class HTTPPool:
             return None
         return self._peers.get(owner)
 
-    async def invalidate(self, group: str, keys: list[str], timeout: float = 1.0) -> None:
-        """Ask every other member to drop hot copies; best effort, bounded by *timeout*."""
+    async def invalidate(self, group: str, keys: list[str], timeout: float = 1.0) -> int:
+        """Ask every other member to drop its copies of *keys*; bounded by *timeout*.
+
+        A member with a closed breaker and nothing pending is waited for (up
+        to *timeout*), so a client that wrote here and reads there sees its
+        write.  The keys are also remembered for ``replay_window`` seconds,
+        for members added to the ring meanwhile.  One whose breaker is open,
+        or that already has undelivered
+        invalidations, gets them through its mailbox: sent at once, waited
+        for only TRIPPED_WAIT, and retried after each cooldown until it
+        answers or leaves the ring.  A member that fails or does not answer
+        in time has the keys put in its mailbox.  Returns how many breakers
+        this opened.
+        """
         self._refresh()
-        peers = list(self._peers.values())
-        if not peers:
+        if self.replay_window > 0:
+            self._remember(group, keys)
+        if not self._peers:
+            return 0
+        calls: dict[asyncio.Future, HTTPPeer] = {}
+        started = []
+        for peer in self._peers.values():
+            if self.breaker.state(peer.address) == CLOSED and peer.address not in self._mail:
+                calls[asyncio.ensure_future(peer.invalidate(group, keys))] = peer
+            else:
+                task = self._post(peer, group, keys)
+                if task is not None:
+                    started.append(task)
+        trips = 0
+        if calls:
+            done, pending = await asyncio.wait(calls, timeout=timeout)
+            for task in pending:
+                task.cancel()
+                peer = calls[task]
+                trips += self.breaker.failure(peer.address)
+                self._post(peer, group, keys)
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    trips += bool(getattr(error, "tripped", False))
+                    self._post(calls[task], group, keys)
+        if started:
+            await asyncio.wait(started, timeout=TRIPPED_WAIT)
+        return trips
+
+    def _remember(self, group: str, keys: list[str]) -> None:
+        now = time.monotonic()
+        self._recent.append((now, group, tuple(keys)))
+        self._recent_keys += len(keys)
+        self._forget_old(now)
+
+    def _forget_old(self, now: float) -> None:
+        recent = self._recent
+        while recent and (recent[0][0] < now - self.replay_window or self._recent_keys > MAX_RECENT):
+            self._recent_keys -= len(recent.popleft()[2])
+
+    def _replay(self, added) -> None:
+        """Send members just added to the ring the keys this host wrote in the replay window."""
+        self._forget_old(time.monotonic())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # outside the worker's loop (a test reading the ring): nobody to tell
             return
-        calls = [asyncio.ensure_future(p.invalidate(group, keys)) for p in peers]
-        done, pending = await asyncio.wait(calls, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        for task in done:
-            task.exception()  # retrieved: a down peer's hot copy expires by TTL
+        for address in added:
+            peer = self._peers[address]
+            for _, group, keys in self._recent:
+                self._post(peer, group, list(keys))
+
+    def _post(self, peer: HTTPPeer, group: str, keys: list[str]) -> asyncio.Task | None:
+        """Put *keys* in *peer*'s mailbox; the delivery task if this started one."""
+        mail = self._mail.get(peer.address)
+        if mail is None:
+            mail = self._mail[peer.address] = _Mailbox()
+        mail.post(group, keys)
+        if mail.task is None or mail.task.done():
+            mail.task = asyncio.ensure_future(self._deliver(peer, mail))
+            return mail.task
+        return None
+
+    async def _deliver(self, peer: HTTPPeer, mail: _Mailbox, timeout: float = 1.0) -> None:
+        """Send *peer* its undelivered invalidations until it has them all."""
+        while mail.size:
+            batch = mail.take()
+            failed = False
+            for group, keys in batch.items():
+                if failed:
+                    mail.post(group, list(keys))
+                    continue
+                try:
+                    await asyncio.wait_for(peer.invalidate(group, list(keys)), timeout)
+                except (PeerError, asyncio.TimeoutError):
+                    failed = True
+                    self.breaker.failure(peer.address)
+                    mail.post(group, list(keys))
+            if mail.dropped:
+                log.warning("peer %s: %d invalidations dropped (over %d undelivered); those copies "
+                            "expire by their TTL only", peer.address, mail.dropped, MAX_UNDELIVERED)
+                mail.dropped = 0
+            if failed:
+                await asyncio.sleep(max(self.breaker.retry_in(peer.address), RETRY_MIN))
+        if self._mail.get(peer.address) is mail:
+            del self._mail[peer.address]
+
+    def _drop_mail(self, address: str) -> None:
+        mail = self._mail.pop(address, None)
+        if mail is not None and mail.task is not None:
+            mail.task.cancel()
 
     async def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections; undelivered invalidations are given up."""
+        for address in list(self._mail):
+            self._drop_mail(address)
         for peer in self._peers.values():
             peer.close()

@@ -53,6 +53,9 @@ _COUNTER_HELP = {
     "deletes": "Group deletes.",
     "peer_requests": "Requests served for other hosts.",
     "lock_timeouts": "Cache writes given up because a stalled process held the arena shard lock.",
+    "peer_skipped": "Peer calls not made because the owner's circuit breaker was open (served locally).",
+    "peer_trips": "Peer calls whose timeout or refusal opened that peer's circuit breaker.",
+    "writes_refused": "Writes not applied: older than the source's version of the key, or past their deadline.",
 }
 assert set(_COUNTER_HELP) == set(STAT_FIELDS), "every stat field needs a metric help string"
 

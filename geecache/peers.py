@@ -7,7 +7,10 @@ invalidates on that host.  ``NoPeers`` is the single-host picker.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .storage import WriteResult
 
 
 class Peer(Protocol):
@@ -19,6 +22,13 @@ class Peer(Protocol):
         """(value, expire_at or 0) from the owner; NotFoundError, or PeerError when unreachable.
 
         *max_size* bounds the decompressed value (the group's item limit).
+        """
+
+    async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
+                    version: int = 0) -> "WriteResult":
+        """Ask the owner to apply a versioned write (*value* None: delete); its WriteResult.
+
+        PeerError when unreachable (PeerUnavailableError: its breaker is open, no call made).
         """
 
     async def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
@@ -37,8 +47,11 @@ class PeerPicker(Protocol):
     def pick(self, key: str) -> Peer | None:
         """The owning peer of *key*, or None when this host owns it."""
 
-    async def invalidate(self, group: str, keys: list[str]) -> None:
-        """Tell every other member to drop hot copies of *keys* (best effort, bounded)."""
+    async def invalidate(self, group: str, keys: list[str]) -> int | None:
+        """Tell every other member to drop hot copies of *keys* (best effort, bounded).
+
+        May return how many peers' circuit breakers that opened.
+        """
 
 
 class NoPeers:

@@ -24,6 +24,9 @@ STAT_FIELDS = (
     "deletes",        # Group.delete calls
     "peer_requests",  # requests served for other hosts
     "lock_timeouts",  # cache writes given up: a stalled process held the shard lock
+    "peer_skipped",   # peer calls not made: the owner's circuit breaker was open (served locally)
+    "peer_trips",     # peer calls whose timeout or refusal opened that peer's circuit breaker
+    "writes_refused", # writes the source did not apply: older than its version, or past the deadline
 )
 
 

@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings, strategies as st
 
 from geecache import geecachepb
-from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
+from geecache.geecachepb import DeleteRequest, GetResponse, InvalidateRequest, SetRequest, WriteResponse
 
 PB_DIR = Path(geecachepb.__file__).parent
 
@@ -55,17 +55,32 @@ def test_fields_match_the_design():
 
     D = SetRequest.DESCRIPTOR.fields[0]
     string, bytes_, uint32, double = D.TYPE_STRING, D.TYPE_BYTES, D.TYPE_UINT32, D.TYPE_DOUBLE
+    uint64, bool_ = D.TYPE_UINT64, D.TYPE_BOOL
     assert SetRequest.DESCRIPTOR.full_name == "geecachepb.SetRequest"
     assert fields(GetResponse) == {"value": (1, bytes_), "codec": (2, uint32), "expire_at": (3, double)}
     assert fields(SetRequest) == {
         "group": (1, string), "key": (2, string), "value": (3, bytes_), "codec": (4, uint32),
-        "ttl": (5, double),
+        "ttl": (5, double), "version": (6, uint64), "deadline": (7, double),
     }
+    assert fields(DeleteRequest) == {"version": (1, uint64), "deadline": (2, double)}
+    assert fields(WriteResponse) == {"applied": (1, bool_), "existed": (2, bool_), "version": (3, uint64),
+                                     "late": (4, bool_)}
     assert fields(InvalidateRequest) == {"group": (1, string), "keys": (2, string)}
     assert InvalidateRequest.DESCRIPTOR.fields_by_name["keys"].is_repeated
-    # Only what is sent is defined; GET/DELETE carry group and key in the path.
+    # Only what is sent is defined; GET carries group and key in the path.
     assert set(geecachepb.geecache_pb2.DESCRIPTOR.message_types_by_name) == {
-        "GetResponse", "SetRequest", "InvalidateRequest"}
+        "GetResponse", "SetRequest", "DeleteRequest", "WriteResponse", "InvalidateRequest"}
+
+
+def test_an_older_peers_messages_read_as_unversioned():
+    # A SetRequest from before versions, and a DELETE with no body.
+    old = SetRequest(group="g", key="k", value=b"v", ttl=3.0).SerializeToString()
+    msg = SetRequest.FromString(old)
+    assert (msg.version, msg.deadline) == (0, 0.0)
+    assert DeleteRequest.FromString(b"") == DeleteRequest(version=0, deadline=0.0)
+    # Versions use the whole 63 bits of an HLC timestamp.
+    big = SetRequest(version=(1 << 63) - 1).SerializeToString()
+    assert SetRequest.FromString(big).version == (1 << 63) - 1
 
 
 def test_dropped_field_number_stays_reserved():
@@ -82,6 +97,10 @@ def test_round_trips():
         GetResponse(value=b""),
         SetRequest(group="g", key="k", value=b"v", codec=3, ttl=30.0),
         InvalidateRequest(group="g", keys=["a", "b", "c"]),
+        SetRequest(group="g", key="k", value=b"v", version=123456789 << 11, deadline=1_700_000_002.5),
+        DeleteRequest(version=5, deadline=1.5),
+        WriteResponse(applied=True, existed=True, version=7),
+        WriteResponse(late=True),
     ]
     for msg in messages:
         data = msg.SerializeToString()
@@ -100,7 +119,7 @@ def test_get_response_round_trip_property(value, codec, expire_at):
     assert back.expire_at == expire_at
 
 
-@pytest.mark.parametrize("cls", [GetResponse, SetRequest, InvalidateRequest])
+@pytest.mark.parametrize("cls", [GetResponse, SetRequest, DeleteRequest, WriteResponse, InvalidateRequest])
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -2,7 +2,7 @@
 
     GET /metrics   Prometheus text: the host's group counters and every worker's requests
     GET /stats     {group: {gets, local_hits, ..., bytes, entries, hit_rate}}, summed over the host
-    GET /cluster   {"self": ..., "members": [...], "owner": ...} (``?key=K`` names K's owner)
+    GET /cluster   {"self": ..., "members": [...], "owner": ..., "breakers": ...} (``?key=K`` names K's owner)
     GET /healthz   {"status": "ok", "pid": ..., "groups": [...]}
     GET /          the live dashboard (one HTML page; ``workers.dashboard``)
     GET /dashboard.json  what the page polls: ring and shares, groups, children, processes
@@ -55,7 +55,8 @@ def cluster_view(groups: dict, key: str | None) -> dict:
     pool = next((g.peers for g in groups.values() if hasattr(g.peers, "members")), None)
     if pool is None:
         return {"self": None, "members": [], "owner": None}
-    return {"self": pool.self_address, "members": list(pool.members()), "owner": pool.owner(key) if key else None}
+    return {"self": pool.self_address, "members": list(pool.members()), "owner": pool.owner(key) if key else None,
+            "breakers": pool.breaker.snapshot()}  # this worker's view
 
 
 def make_admin_app(

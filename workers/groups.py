@@ -41,6 +41,7 @@ def build_peers(cfg: Config, arena):
     """
     if not cfg.etcd and not cfg.peers:
         return None
+    from geecache.breaker import Breaker
     from geecache.httppeers import HTTPPool, StaticMembers, peer_url
 
     tls = cfg.tls_cert is not None
@@ -52,7 +53,11 @@ def build_peers(cfg: Config, arena):
         members = StaticMembers(list(cfg.peers) + ([self_address] if self_address not in cfg.peers else []))
     return HTTPPool(self_address, members, token=cfg.auth_token, tls=tls, ssl_context=ssl_context,
                     codecs={g.name: g.codec for g in cfg.groups},
-                    connect_timeout=cfg.peer_connect_timeout, read_timeout=cfg.peer_read_timeout)
+                    connect_timeout=cfg.peer_connect_timeout, read_timeout=cfg.peer_read_timeout,
+                    breaker=Breaker(failures=cfg.breaker_failures, cooldown=cfg.breaker_cooldown,
+                                    max_cooldown=cfg.breaker_max_cooldown),
+                    # A paused host re-joins within its lease TTL of resuming.
+                    replay_window=cfg.lease_ttl + 1.0)
 
 
 def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:

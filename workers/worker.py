@@ -82,6 +82,7 @@ async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
 async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supervisor_pid: int,
                  pulse) -> int:
     from geecache import metrics
+    from geecache.pauseguard import PauseGuard
     from workers.app import make_admin_app
     from workers.dataplane import serve_data_plane
     from workers.groups import build_groups, build_peers, close_sources
@@ -113,7 +114,13 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
         loop.add_signal_handler(sig, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     watcher = asyncio.ensure_future(_watch_parent(supervisor_pid, stop))
+    # A pause long enough to miss invalidations drops this host's copies (invariant 7).
+    guard = PauseGuard(groups.values(), settle=cfg.lease_ttl + 1.0,
+                       members=peers.members if peers is not None else None,
+                       self_address=getattr(peers, "self_address", None))
+    guard.start(loop)
     await stop.wait()
+    guard.stop()
     watcher.cancel()
     # Both close their listeners first, then give in-flight requests the grace.
     await asyncio.gather(plane.close(cfg.graceful_timeout), admin.cleanup())

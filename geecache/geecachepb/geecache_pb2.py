@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egeecache.proto\x12\ngeecachepb\"P\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\r\n\x05\x63odec\x18\x02 \x01(\r\x12\x11\n\texpire_at\x18\x03 \x01(\x01J\x04\x08\x04\x10\x05R\nminute_qps\"S\n\nSetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\r\x12\x0b\n\x03ttl\x18\x05 \x01(\x01\"0\n\x11InvalidateRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egeecache.proto\x12\ngeecachepb\"P\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\r\n\x05\x63odec\x18\x02 \x01(\r\x12\x11\n\texpire_at\x18\x03 \x01(\x01J\x04\x08\x04\x10\x05R\nminute_qps\"v\n\nSetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\r\x12\x0b\n\x03ttl\x18\x05 \x01(\x01\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x10\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x01\"2\n\rDeleteRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x10\n\x08\x64\x65\x61\x64line\x18\x02 \x01(\x01\"P\n\rWriteResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x0c\n\x04late\x18\x04 \x01(\x08\"0\n\x11InvalidateRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRESPONSE']._serialized_start=30
   _globals['_GETRESPONSE']._serialized_end=110
   _globals['_SETREQUEST']._serialized_start=112
-  _globals['_SETREQUEST']._serialized_end=195
-  _globals['_INVALIDATEREQUEST']._serialized_start=197
-  _globals['_INVALIDATEREQUEST']._serialized_end=245
+  _globals['_SETREQUEST']._serialized_end=230
+  _globals['_DELETEREQUEST']._serialized_start=232
+  _globals['_DELETEREQUEST']._serialized_end=282
+  _globals['_WRITERESPONSE']._serialized_start=284
+  _globals['_WRITERESPONSE']._serialized_end=364
+  _globals['_INVALIDATEREQUEST']._serialized_start=366
+  _globals['_INVALIDATEREQUEST']._serialized_end=414
 # @@protoc_insertion_point(module_scope)

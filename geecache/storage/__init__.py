@@ -5,9 +5,11 @@ many processes), ``FunctionSource`` (any ``fn(key)``, groupcache's
 GetterFunc) and ``load_source("module:function")`` to name one in config.
 """
 
-from .base import Storage
+from .base import Row, Storage, WriteResult
 from .function import FunctionSource, load_source
 from .memory import MemoryStorage
 from .sqlite import SQLiteStorage
 
-__all__ = ["FunctionSource", "MemoryStorage", "SQLiteStorage", "Storage", "load_source"]
+__all__ = [
+    "FunctionSource", "MemoryStorage", "Row", "SQLiteStorage", "Storage", "WriteResult", "load_source",
+]

@@ -4,7 +4,9 @@
     PUT      /api?key=K[&group=G][&ttl=S]  204 (bearer token when configured)
     DELETE   /api?key=K[&group=G]          204 | 404 (bearer token when configured)
     GET|HEAD /healthz                      {"status": "ok", "pid": ..., "groups": [...]}
-    GET|HEAD|PUT|DELETE /_geecache/<group>/<key>   the peer API (always behind the token)
+    GET|HEAD|PUT|DELETE /_geecache/<group>/<key>   the peer API (always behind the token;
+                                                   PUT/DELETE answer a WriteResponse, see
+                                                   ``geecache.peerwrites``)
     POST     /_geecache/<group>                    InvalidateRequest
 
 Same behaviour and wire format as the aiohttp handlers they replace
@@ -27,11 +29,12 @@ import os
 from google.protobuf.message import DecodeError
 
 from geecache import auth
-from geecache.compression import pack, unpack
+from geecache.compression import pack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
 )
-from geecache.geecachepb import GetResponse, InvalidateRequest, SetRequest
+from geecache.geecachepb import GetResponse, InvalidateRequest
+from geecache.peerwrites import serve_delete, serve_set
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
     JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
@@ -257,31 +260,20 @@ class Router:
         return message
 
     def peer_put(self, req: Request):
-        """The owner's half of a set: write through, cache, invalidate the others."""
+        """The owner's half of a set (versioned, refused after its deadline): a WriteResponse."""
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
-        key = decode(req.key, plus=False)
-        msg = self._message(req.body, SetRequest())
-        # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
-        value = unpack(msg.codec, msg.value, group.item_limit)
-        return self._peer_set(group, key, value, msg.ttl)
-
-    @staticmethod
-    async def _peer_set(group, key: str, value: bytes, ttl: float) -> Reply:
-        await group.set_local(key, value, ttl)
-        return NO_CONTENT
+        return self._peer_write(serve_set, group, decode(req.key, plus=False), req.body)
 
     def peer_delete(self, req: Request):
-        """The owner deletes from its source and cache; 404 when the source had no such key."""
+        """The owner's half of a delete (its body may be empty: an older peer's): a WriteResponse."""
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
-        return self._peer_del(group, decode(req.key, plus=False))
+        return self._peer_write(serve_delete, group, decode(req.key, plus=False), req.body)
 
     @staticmethod
-    async def _peer_del(group, key: str) -> Reply:
-        if not await group.delete_local(key):
-            raise NotFoundError(f"group {group.name!r} has no key {key!r}")
-        return NO_CONTENT
+    async def _peer_write(serve, group, key: str, body: bytes) -> Reply:
+        return (200, PROTOBUF, await serve(group, key, body), b"")
 
     def peer_invalidate(self, req: Request) -> Reply:
         """Drop this host's copies of the keys the owner changed (synchronous: no task)."""

@@ -1,0 +1,90 @@
+"""Issue 11 point 4: a hung peer costs one timeout per cooldown, not one per request.
+
+Host C is stopped (SIGSTOP: its sockets still accept, nothing answers) while
+its lease keeps it in the ring.  Clients ask host A for keys C owns, each key
+new (so each needs its owner).  Before the breaker, every one of them waited
+out the peer read timeout (2 s) before A loaded it itself.  Now the first
+timeout opens C's breaker: A serves C's keys by local loads at once, and
+lets one probe through per cooldown.  Counted, not timed: A's ``peer_errors``
+(calls to C that failed, each a full timeout) against its requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from geecache.consistenthash import Ring
+from tests.support.cluster import Cluster, member
+from tests.support.proc import request, wait_until
+
+pytestmark = [pytest.mark.etcd, pytest.mark.procs]
+
+CLIENTS = 4
+WINDOW = 8.0  # seconds of load while C hangs
+
+
+def test_a_hung_peer_costs_a_timeout_per_cooldown_not_per_request(tmp_path):
+    # A long lease: C stays in every ring for the whole hang, as in the issue's run.
+    cluster = Cluster(tmp_path, 3, lease_ttl=30)
+    try:
+        a, b, c = cluster.hosts
+        ring = Ring()
+        ring.add(*cluster.members(a))
+        keys = iter(k for k in (f"hung{i}" for i in range(100_000)) if ring.get(k) == member(c))
+        first = next(keys)
+        assert cluster.owner(a, first) == member(c)  # the local ring agrees with A's
+        assert a.get(f"/api?group=counted&key={first}")[0] == 200  # a pooled connection to C
+        before = a.admin_json("/stats")["counted"]
+
+        cluster.pause(c)
+        lock = threading.Lock()
+        results = []  # (status, seconds) per request
+        end = time.monotonic() + WINDOW
+
+        def client():
+            while time.monotonic() < end:
+                with lock:
+                    key = next(keys)
+                started = time.monotonic()
+                status, _h, body = request(a.port, "GET", f"/api?group=counted&key={key}", timeout=15)
+                ok = status == 200 and body == f"value-{key}".encode()
+                with lock:
+                    results.append((ok, time.monotonic() - started))
+
+        threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+        after = a.admin_json("/stats")["counted"]
+        cluster.resume(c)
+
+        timeouts = after["peer_errors"] - before["peer_errors"]
+        skipped = after.get("peer_skipped", 0) - before.get("peer_skipped", 0)
+        failed = sum(1 for ok, _ in results if not ok)
+        slow = sum(1 for _, seconds in results if seconds >= 1.0)  # reported, not asserted
+        print(f"while C hung for {WINDOW:g} s: {len(results)} requests, {failed} failed, "
+              f"{timeouts} waited out a peer timeout ({slow} took >= 1 s), {skipped} routed around C")
+        assert failed == 0
+        # The requests in flight when C stopped each pay one timeout; after that, one probe per
+        # cooldown (1 s, doubling: 1, 2, 4 ... within the window).  Before the breaker this was
+        # every request: CLIENTS x WINDOW / 2 s.
+        assert timeouts <= CLIENTS + 3, (timeouts, len(results))
+        assert skipped >= 10 * timeouts
+        # C back: a probe gets through within a (grown) cooldown, an answer closes the breaker,
+        # and C's keys come from C again.
+        hits = after["peer_hits"]
+
+        def asks_c_again():
+            key = next(keys)
+            assert a.get(f"/api?group=counted&key={key}")[0] == 200
+            return a.admin_json("/stats")["counted"]["peer_hits"] > hits
+
+        wait_until(asks_c_again, 40, interval=0.2, what="A to call C again")
+        assert a.admin_json("/cluster")["breakers"]["peers"] == {}
+    finally:
+        cluster.close()
