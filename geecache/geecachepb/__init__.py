@@ -7,6 +7,6 @@
 (protoc 7.35.1) needs protobuf runtime >=7.35.1,<8, as pyproject pins.
 """
 
-from .geecache_pb2 import GetResponse, InvalidateRequest, SetRequest
+from .geecache_pb2 import BatchItem, BatchRequest, BatchResponse, GetResponse, InvalidateRequest, SetRequest
 
-__all__ = ["GetResponse", "InvalidateRequest", "SetRequest"]
+__all__ = ["BatchItem", "BatchRequest", "BatchResponse", "GetResponse", "InvalidateRequest", "SetRequest"]

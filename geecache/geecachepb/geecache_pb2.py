@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egeecache.proto\x12\ngeecachepb\"P\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\r\n\x05\x63odec\x18\x02 \x01(\r\x12\x11\n\texpire_at\x18\x03 \x01(\x01J\x04\x08\x04\x10\x05R\nminute_qps\"S\n\nSetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\r\x12\x0b\n\x03ttl\x18\x05 \x01(\x01\"0\n\x11InvalidateRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egeecache.proto\x12\ngeecachepb\"P\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\r\n\x05\x63odec\x18\x02 \x01(\r\x12\x11\n\texpire_at\x18\x03 \x01(\x01J\x04\x08\x04\x10\x05R\nminute_qps\"S\n\nSetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\r\x12\x0b\n\x03ttl\x18\x05 \x01(\x01\"0\n\x11InvalidateRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\"u\n\tBatchItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\r\n\x05\x63odec\x18\x03 \x01(\r\x12\x0b\n\x03ttl\x18\x04 \x01(\x01\x12\x0e\n\x06status\x18\x05 \x01(\r\x12\x11\n\texpire_at\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"C\n\x0c\x42\x61tchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.geecachepb.BatchItem\"5\n\rBatchResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.geecachepb.BatchItemb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETREQUEST']._serialized_end=195
   _globals['_INVALIDATEREQUEST']._serialized_start=197
   _globals['_INVALIDATEREQUEST']._serialized_end=245
+  _globals['_BATCHITEM']._serialized_start=247
+  _globals['_BATCHITEM']._serialized_end=364
+  _globals['_BATCHREQUEST']._serialized_start=366
+  _globals['_BATCHREQUEST']._serialized_end=433
+  _globals['_BATCHRESPONSE']._serialized_start=435
+  _globals['_BATCHRESPONSE']._serialized_end=488
 # @@protoc_insertion_point(module_scope)
