@@ -169,6 +169,112 @@ class Group:
         value = await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
         return value, (time.time() + ttl if ttl else 0.0)
 
+    async def get_many(self, keys: list[str]) -> tuple[dict[str, bytes], dict[str, GeeCacheError]]:
+        """(values found, errors) of *keys*; a key the source has not is in neither.
+
+        What this host has cached is served at once; the rest is grouped by
+        owner: one peer batch request per owner (``peer.fetch_many``), loads
+        here for the keys this host owns.  Every key still goes through the
+        per-key single flight, so a batch and a single get of one key load it
+        once.  A peer down (or one failing key of its answer) is loaded here,
+        as a single get falls back (invariant 4).
+        """
+        found: dict[str, bytes] = {}
+        misses: list[str] = []
+        for key in keys:
+            check_key(key)
+            value = self.get_cached(key)
+            if value is None:
+                misses.append(key)
+            else:
+                found[key] = value
+        if not misses:
+            return found, {}
+        calls, remote = [], {}
+        for key in dict.fromkeys(misses):  # a key asked twice is loaded once
+            peer = self.peers.pick(key)
+            if peer is None or self._calls.in_flight(key):
+                calls.append((key, self._miss(key)))  # joins a get of the key already running
+            else:
+                remote.setdefault(peer, []).append(key)
+        for peer, owned in remote.items():
+            batch = asyncio.ensure_future(self._fetch_batch(peer, owned))
+            calls.extend((key, self._miss_in(key, batch)) for key in owned)
+        results = await asyncio.gather(*(call for _, call in calls), return_exceptions=True)
+        errors: dict[str, GeeCacheError] = {}
+        for (key, _), result in zip(calls, results):
+            if isinstance(result, bytes):
+                found[key] = result
+            elif isinstance(result, NotFoundError):
+                pass
+            elif isinstance(result, GeeCacheError):
+                errors[key] = result
+            else:
+                raise result  # a bug or a cancellation: not an answer about this key
+        return found, errors
+
+    async def _fetch_batch(self, peer, keys: list[str]) -> dict:
+        try:
+            return await peer.fetch_many(self.name, keys, self.item_limit)
+        except PeerError:
+            self.stats.add("peer_errors")  # once per failed batch; its keys load here
+            return {}
+
+    async def _miss_in(self, key: str, batch: asyncio.Future) -> bytes:
+        """A miss of *key* answered by the owner's batch *batch* (single flight per key)."""
+        self.stats.add("gets")
+        value, shared = await self._calls.do_ex(key, lambda: self._from_batch(key, batch))
+        if shared:
+            self.stats.add("loads_deduped")
+        return value
+
+    async def _from_batch(self, key: str, batch: asyncio.Future) -> bytes:
+        answer = (await asyncio.shield(batch)).get(key)
+        if answer is None or answer[0] not in (200, 404):
+            # The owner was unreachable or failed this key: load it here, as a single get would.
+            return await self._load_local(key, self._hot, self._hot_ttl)
+        status, value, expire_at = answer
+        if status == 404:
+            raise NotFoundError(f"group {self.name!r} has no key {key!r}")
+        self.stats.add("peer_hits")
+        ttl = self._hot_ttl
+        if expire_at:  # a hot copy must not outlive the owner's entry
+            ttl = min(ttl, expire_at - time.time())
+        if ttl > 0:
+            self._store(self._hot, key, value, ttl)
+        return value
+
+    async def get_local_many(self, keys: list[str]) -> list[tuple[int, bytes, float, str]]:
+        """A peer's batch: ``(status, value, expire_at, error)`` per key, in order; never forwarded.
+
+        Counted as one peer request.  Hits come from this host's cache, the
+        rest is loaded here (``load_local``: single flight per key, never a
+        peer: invariant 3); 404 for a key the source has not, else the
+        error's HTTP status and text.
+        """
+        for key in keys:
+            check_key(key)
+        self.stats.add("peer_requests")
+        out: list = [None] * len(keys)
+        misses = []
+        for i, key in enumerate(keys):
+            entry = self._cache.get_entry(self._partition(key)[0], key)
+            if entry is None:
+                misses.append(i)
+            else:
+                out[i] = (200, entry[0], entry[2], "")
+        results = await asyncio.gather(*(self.load_local(keys[i]) for i in misses), return_exceptions=True)
+        for i, result in zip(misses, results):
+            if isinstance(result, tuple):
+                out[i] = (200, result[0], result[1], "")
+            elif isinstance(result, NotFoundError):
+                out[i] = (404, b"", 0.0, "")
+            elif isinstance(result, GeeCacheError):
+                out[i] = (result.http_status, b"", 0.0, str(result))
+            else:
+                raise result
+        return out
+
     def _partition(self, key: str) -> tuple[str, float]:
         """Where a value loaded or written here is kept, and for how long.
 

@@ -11,6 +11,7 @@ Peer paths (served by ``workers.dataplane.routes``):
     PUT    /_geecache/<group>/<key>   <- SetRequest  (the owner writes through)
     DELETE /_geecache/<group>/<key>   (the owner deletes from source and cache)
     POST   /_geecache/<group>         <- InvalidateRequest (drop hot copies)
+    POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from .compression import pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError
-from .geecachepb import GetResponse, InvalidateRequest, SetRequest
+from .geecachepb import BatchItem, BatchRequest, BatchResponse, GetResponse, InvalidateRequest, SetRequest
 
 PEER_PREFIX = "/_geecache/"
 PROTOBUF = "application/x-protobuf"
+#: The key part of the peer batch path: POST there is a batch, never a key (no POST of a key).
+BATCH = "_batch"
 
 
 class MemberSource(Protocol):
@@ -110,6 +113,34 @@ class HTTPPeer:
         except (DecodeError, CodecError) as exc:
             raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
         return value, msg.expire_at
+
+    async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
+        """key -> (status, value, expire_at) from the owner, in one request; PeerError when unreachable.
+
+        Status 200 (found), 404 (the source has no such key), or the HTTP
+        status of the error the owner met loading that key.
+        """
+        body = BatchRequest(group=group, items=[BatchItem(key=k) for k in keys]).SerializeToString()
+        status, answer = await self._call("POST", peer_path(group, BATCH), body)
+        if status != 200:
+            raise self._fail(self.address, status, answer)
+        msg = BatchResponse()
+        try:
+            msg.ParseFromString(answer)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad batch response: {exc}") from exc
+        if len(msg.items) != len(keys):
+            raise PeerError(f"peer {self.address}: {len(msg.items)} answers to a batch of {len(keys)}")
+        out = {}
+        for key, item in zip(keys, msg.items):
+            if item.status == 200:
+                try:
+                    out[key] = (200, unpack(item.codec, item.value, max_size), item.expire_at)
+                except CodecError:
+                    out[key] = (502, b"", 0.0)  # this key loads locally
+            else:
+                out[key] = (item.status, b"", 0.0)
+        return out
 
     async def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
         """Ask the owner to write through (see ``geecache.peers.Peer``)."""

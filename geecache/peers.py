@@ -21,6 +21,10 @@ class Peer(Protocol):
         *max_size* bounds the decompressed value (the group's item limit).
         """
 
+    async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
+        """key -> (status 200/404/error status, value, expire_at) from the owner in one request;
+        PeerError when unreachable."""
+
     async def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
         """Ask the owner to write through and cache (*ttl* 0: the group's); PeerError when unreachable."""
 
