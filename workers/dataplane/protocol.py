@@ -249,7 +249,7 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._end = END_KEEP_ALIVE if self._conn_hdr else END_KEEP
         else:
             self._end = END_CLOSE
-        if self._clen > plane.body_limit:
+        if self._clen > plane.min_body_limit:
             limit = self._body_limit()
             if self._clen > limit:
                 # Before any body is read (and instead of a 100 Continue).
@@ -263,12 +263,12 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._transport.write(CONTINUE)
 
     def _body_limit(self) -> int:
-        """This request's body bound: a batch's, else one value's (asked only past the latter)."""
+        """This request's body bound: a batch's, else one value's (asked only past the smaller)."""
         return self._plane.batch_body_limit if is_batch_path(self._url) else self._plane.body_limit
 
     def on_body(self, body: bytes) -> None:
         n = self._body_len + len(body)
-        if n > self._plane.body_limit:
+        if n > self._plane.min_body_limit:
             limit = self._body_limit()
             if n > limit:
                 self._refusal = (413, f"request body too large (the limit is {limit} bytes)")

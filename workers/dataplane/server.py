@@ -99,7 +99,8 @@ class _Plane:
         self.head_budget = limits.max_url_bytes + limits.max_header_bytes + 1024
         self.body_limit = item_limit + BODY_SLACK
         # A batch (POST /api/batch, a peer's /_batch) carries many values: its own bound.
-        self.batch_body_limit = max(router.batch_max_bytes, item_limit) + BODY_SLACK
+        self.batch_body_limit = router.batch_max_bytes + BODY_SLACK
+        self.min_body_limit = min(self.body_limit, self.batch_body_limit)
         self.metrics = http_metrics if http_metrics is not None else _NoMetrics()
         self.bounds = self.metrics.bounds
         self.first_bound = self.bounds[0]
