@@ -193,16 +193,19 @@ class Group:
         calls, remote = [], {}
         for key in dict.fromkeys(misses):  # a key asked twice is loaded once
             peer = self.peers.pick(key)
-            if peer is None or self._calls.in_flight(key):
-                calls.append((key, self._miss(key)))  # joins a get of the key already running
+            claimed = None if peer is None else self._calls.claim(key)
+            if claimed is None:  # ours to load, or a get of the key already runs: join it
+                calls.append((key, self._miss(key)))
             else:
-                remote.setdefault(peer, []).append(key)
-        for peer, owned in remote.items():
-            batch = asyncio.ensure_future(self._fetch_batch(peer, owned))
-            calls.extend((key, self._miss_in(key, batch)) for key in owned)
-        results = await asyncio.gather(*(call for _, call in calls), return_exceptions=True)
+                remote.setdefault(peer, []).append((key, claimed))
+        # One task per owner, not one per key: the keys' Futures are settled by it.
+        batches = [self._fetch_batch(peer, claimed) for peer, claimed in remote.items()]
+        results = await asyncio.gather(*(call for _, call in calls), *batches, return_exceptions=True)
         errors: dict[str, GeeCacheError] = {}
-        for (key, _), result in zip(calls, results):
+        settled = [(key, r) for (key, _), r in zip(calls, results)]
+        for claimed in remote.values():
+            settled.extend((key, future.exception() or future.result()) for key, future in claimed)
+        for key, result in settled:
             if isinstance(result, bytes):
                 found[key] = result
             elif isinstance(result, NotFoundError):
@@ -213,36 +216,51 @@ class Group:
                 raise result  # a bug or a cancellation: not an answer about this key
         return found, errors
 
-    async def _fetch_batch(self, peer, keys: list[str]) -> dict:
+    async def _fetch_batch(self, peer, claimed: list[tuple[str, asyncio.Future]]) -> None:
+        """Ask *peer* for the *claimed* keys at once and settle each key's Future.
+
+        The owner's value becomes a hot copy, as a single get's does; a key
+        the owner could not serve, or every key when it is unreachable, is
+        loaded here (invariant 4).
+        """
+        keys = [key for key, _ in claimed]
+        self.stats.add("gets", len(keys))
         try:
-            return await peer.fetch_many(self.name, keys, self.item_limit)
-        except PeerError:
-            self.stats.add("peer_errors")  # once per failed batch; its keys load here
-            return {}
-
-    async def _miss_in(self, key: str, batch: asyncio.Future) -> bytes:
-        """A miss of *key* answered by the owner's batch *batch* (single flight per key)."""
-        self.stats.add("gets")
-        value, shared = await self._calls.do_ex(key, lambda: self._from_batch(key, batch))
-        if shared:
-            self.stats.add("loads_deduped")
-        return value
-
-    async def _from_batch(self, key: str, batch: asyncio.Future) -> bytes:
-        answer = (await asyncio.shield(batch)).get(key)
-        if answer is None or answer[0] not in (200, 404):
-            # The owner was unreachable or failed this key: load it here, as a single get would.
-            return await self._load_local(key, self._hot, self._hot_ttl)
-        status, value, expire_at = answer
-        if status == 404:
-            raise NotFoundError(f"group {self.name!r} has no key {key!r}")
-        self.stats.add("peer_hits")
-        ttl = self._hot_ttl
-        if expire_at:  # a hot copy must not outlive the owner's entry
-            ttl = min(ttl, expire_at - time.time())
-        if ttl > 0:
-            self._store(self._hot, key, value, ttl)
-        return value
+            try:
+                answers = await peer.fetch_many(self.name, keys, self.item_limit)
+            except PeerError:
+                self.stats.add("peer_errors")  # once per failed batch; its keys load here
+                answers = {}
+            fallback = []
+            now = time.time()
+            for key, future in claimed:
+                status, value, expire_at = answers.get(key, (0, b"", 0.0))
+                if status == 200:
+                    self.stats.add("peer_hits")
+                    ttl = self._hot_ttl
+                    if expire_at:  # a hot copy must not outlive the owner's entry
+                        ttl = min(ttl, expire_at - now)
+                    if ttl > 0:
+                        self._store(self._hot, key, value, ttl)
+                    future.set_result(value)
+                elif status == 404:
+                    future.set_exception(NotFoundError(f"group {self.name!r} has no key {key!r}"))
+                else:
+                    fallback.append((key, future))
+            if fallback:
+                loaded = await asyncio.gather(*(self._load_local(key, self._hot, self._hot_ttl)
+                                                for key, _ in fallback), return_exceptions=True)
+                for (key, future), result in zip(fallback, loaded):
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            for key, future in claimed:
+                if not future.done():  # cancelled or a bug: joiners must not wait forever
+                    future.set_exception(LoadError(f"group {self.name!r}: the batch for {key!r} ended"))
+                    future.exception()  # retrieved: nobody may be waiting, and that is no error
+                self._calls.release(key, future)
 
     async def get_local_many(self, keys: list[str]) -> list[tuple[int, bytes, float, str]]:
         """A peer's batch: ``(status, value, expire_at, error)`` per key, in order; never forwarded.

@@ -18,7 +18,8 @@ def test_one_peer_request_per_owner_and_values_right():
         data = {f"k{i}": f"value-{i}".encode() * 20 for i in range(1000)}
         async with cluster(3, data) as (hosts, storage):
             (g0, pool0, m0), (g1, _, m1), (g2, _, m2) = hosts
-            keys = owned_by(pool0, m0, 5) + owned_by(pool0, m1, 5) + owned_by(pool0, m2, 5) + ["missing"]
+            keys = owned_by(pool0, m0, 5) + owned_by(pool0, m1, 5) + owned_by(pool0, m2, 5)
+            keys += owned_by(pool0, m0, 1, prefix="missing")   # host 0's: asked again, it loads here
             found, errors = await g0.get_many(keys)
             assert errors == {}
             assert found == {k: data[k] for k in keys if k in data}
@@ -28,7 +29,7 @@ def test_one_peer_request_per_owner_and_values_right():
             assert storage.loads == 16   # every key once, the missing one included
             found, _ = await g0.get_many(keys)   # now all cached here (owned or hot): no peer request
             assert len(found) == 15
-            assert g1.stats.snapshot()["peer_requests"] == 1 and storage.loads == 16 + 1  # "missing" again
+            assert g1.stats.snapshot()["peer_requests"] == 1 and storage.loads == 16 + 1  # the missing one again
 
     asyncio.run(go())
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "policy", "http", "scaling", "cluster")
+BENCHES = ("compression", "arena", "policy", "http", "scaling", "cluster", "batch")
 
 
 @pytest.mark.parametrize("name", BENCHES)
