@@ -34,7 +34,7 @@ from geecache.compression import pack, unpack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
 )
-from geecache.geecachepb import BatchItem, BatchRequest, BatchResponse, GetResponse, InvalidateRequest, SetRequest
+from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, SetRequest
 from geecache.limits import check_key, check_ttl
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
@@ -391,9 +391,15 @@ class Router:
         if size > self.batch_max_bytes:
             raise BatchRefused(413, f"the values of this batch take {size} bytes, over batch_max_bytes "
                                     f"({self.batch_max_bytes}); ask for fewer keys")
-        items = [BatchItem(key=key, value=found[key], status=200) if key in found
-                 else BatchItem(key=key, status=404) for key in keys]
-        return (200, PROTOBUF, BatchResponse(items=items).SerializeToString(), b"")
+        msg = BatchResponse()
+        add = msg.items.add  # in place: cheaper than BatchItems copied in
+        for key in keys:
+            value = found.get(key)
+            if value is None:
+                add(key=key, status=404)
+            else:
+                add(key=key, value=value, status=200)
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     @classmethod
     async def _batch_set(cls, group, values: dict) -> Reply:
@@ -409,8 +415,10 @@ class Router:
         results = await asyncio.gather(*(group.delete(key) for key in unique), return_exceptions=True)
         cls._first_failure(unique, results)
         existed = dict(zip(unique, results))
-        items = [BatchItem(key=key, status=200 if existed[key] else 404) for key in keys]
-        return (200, PROTOBUF, BatchResponse(items=items).SerializeToString(), b"")
+        msg = BatchResponse()
+        for key in keys:
+            msg.items.add(key=key, status=200 if existed[key] else 404)
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     def peer_batch(self, req: Request):
         """A peer's batch get of keys this host owns: served here, never forwarded (invariant 3)."""
@@ -420,16 +428,19 @@ class Router:
 
     async def _peer_batch_get(self, group, keys: list[str]) -> Reply:
         answers = await group.get_local_many(keys)
-        items, size = [], 0
+        msg = BatchResponse()
+        add = msg.items.add
+        size = 0
+        codec = group.codec.name
         for status, value, expire_at, error in answers:
             if status == 200:
                 size += len(value)
                 if size > self.batch_max_bytes:
                     # The asker's answer would be a 413 anyway; keep this one bounded.
-                    items.append(BatchItem(status=413, error="over batch_max_bytes"))
+                    add(status=413, error="over batch_max_bytes")
                     continue
-                codec_id, payload = pack(value, group.codec.name)
-                items.append(BatchItem(status=200, value=payload, codec=codec_id, expire_at=expire_at))
+                codec_id, payload = pack(value, codec)
+                add(status=200, value=payload, codec=codec_id, expire_at=expire_at)
             else:
-                items.append(BatchItem(status=status, error=error))
-        return (200, PROTOBUF, BatchResponse(items=items).SerializeToString(), b"")
+                add(status=status, error=error)
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
