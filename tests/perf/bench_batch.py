@@ -79,9 +79,10 @@ def _warm(url: str, keys: list[str]) -> None:
             c.get_many(keys[i:i + BATCH], group=GROUP)
 
 
-def run(quick: bool = False) -> dict:
-    """One host, then three: single GETs and 100-key batches of the same keys."""
-    n = 2_000 if quick else 20_000
+def run(quick: bool = False, n: int | None = None) -> dict:
+    """One host, then three: single GETs and 100-key batches of the same *n* keys (by default
+    2,000 quick, else 20,000)."""
+    n = n or (2_000 if quick else 20_000)
     tmp = Path(tempfile.mkdtemp(prefix="geecache-bench-batch-"))
     (tmp / "geecache.toml").write_text(CONFIG)
     rows, summary = [], {}
@@ -100,7 +101,7 @@ def run(quick: bool = False) -> dict:
         summary.update({"one_host.single_keys_per_s": single, "one_host.batch_keys_per_s": batched,
                         "one_host.ratio": batched / single})
 
-        progress(f"three hosts (--peers), keys A does not own: remote, then hot")
+        progress("three hosts (--peers), keys A does not own: remote, then hot")
         ports = [free_port() for _ in range(3)]
         members = [f"http://127.0.0.1:{p}" for p in ports]
         hosts = []
