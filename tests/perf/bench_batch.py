@@ -15,7 +15,8 @@ key against ``Client.get_many`` of 100 keys (one ``POST /api/batch``).
   peer fetch and every batch one peer batch per owner.
 - **three hosts, hot**: the same keys again: A serves its hot copies.
 
-Every answer is checked (the value is exactly ``value-<key>``).  On a 2-core
+Every answer is checked (the value is exactly ``value-<key>``), and A's
+``/stats`` per case (peer_hits, hot_hits, loads) are in the summary.  On a 2-core
 box the client threads and the hosts share the cores: only the ratios carry
 (target: batch/single >= 10x on one host).
 """
@@ -121,10 +122,21 @@ def run(quick: bool = False, n: int | None = None) -> dict:
                 for owner in members[1:]:
                     _warm(owner, [k for k in pool if ring.get(k) == owner])
                 pools[mode] = pool
-            remote_single = _run(a, pools["single"], 1)
-            remote_batch = _run(a, pools["batch"], BATCH)
-            hot_single = _run(a, pools["single"], 1)
-            hot_batch = _run(a, pools["batch"], BATCH)
+            stats = lambda: hosts[0].admin_json("/stats")[GROUP]  # noqa: E731
+            counted = {}
+
+            def measured(name, pool, batch):
+                before = stats()
+                rate = _run(a, pool, batch)
+                after = stats()
+                counted[name] = {f: after[f] - before[f] for f in ("peer_hits", "hot_hits", "loads")}
+                return rate
+
+            remote_single = measured("remote_single", pools["single"], 1)
+            remote_batch = measured("remote_batch", pools["batch"], BATCH)
+            hot_single = measured("hot_single", pools["single"], 1)
+            hot_batch = measured("hot_batch", pools["batch"], BATCH)
+            progress(f"A's counters per case: {counted}")
         finally:
             for host in hosts:
                 host.stop()
@@ -137,6 +149,7 @@ def run(quick: bool = False, n: int | None = None) -> dict:
                         "three_hosts.hot_single_keys_per_s": hot_single,
                         "three_hosts.hot_batch_keys_per_s": hot_batch,
                         "three_hosts.hot_ratio": hot_batch / hot_single})
+        summary.update({f"three_hosts.{case}.{f}": v for case, c in counted.items() for f, v in c.items()})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result("batch", [table(f"keys/s: single GETs vs {BATCH}-key batches ({THREADS} client threads, "
