@@ -13,7 +13,8 @@ key against ``Client.get_many`` of 100 keys (one ``POST /api/batch``).
 - **three hosts, remote**: keys the two other hosts own, cached on their
   owners and new to A (a fresh pool walked once), so every single GET is a
   peer fetch and every batch one peer batch per owner.
-- **three hosts, hot**: the same keys again: A serves its hot copies.
+- **three hosts, hot**: the same keys again: A serves its hot copies (``--hot-share 1``,
+  so both pools' copies fit).
 
 Every answer is checked (the value is exactly ``value-<key>``), and A's
 ``/stats`` per case (peer_hits, hot_hits, loads) are in the summary.  On a 2-core
@@ -43,7 +44,7 @@ from tests.support.net import free_port  # noqa: E402
 from tests.support.proc import start_supervisor  # noqa: E402
 
 GROUP = "bench"
-CONFIG = f'[[groups]]\nname = "{GROUP}"\nloader = "tests.support.loaders:counting"\n'
+CONFIG = f'[[groups]]\nname = "{GROUP}"\nloader = "tests.support.loaders:counting"\nmax_bytes = "16MiB"\n'
 BATCH = 100
 THREADS = 4
 ENV = {"GEECACHE_TEST_LOAD_DELAY": "0"}
@@ -108,8 +109,10 @@ def run(quick: bool = False, n: int | None = None) -> dict:
         hosts = []
         try:
             for port in ports:
+                # A hot region as large as the group: both pools' hot copies must stay for the hot case.
                 hosts.append(start_supervisor(tmp, "--config", str(tmp / "geecache.toml"), "--peers",
-                                              ",".join(members), workers=1, port=port, env=ENV, wait=False))
+                                              ",".join(members), "--arena", "64MiB", "--hot-share", "1",
+                                              workers=1, port=port, env=ENV, wait=False))
             for host in hosts:
                 host.wait_ready(1)
             ring = Ring()
