@@ -11,6 +11,14 @@ nothing usable from any host -> ``UnavailableError``.
     with geecache.Client(["http://127.0.0.1:8001", "http://127.0.0.1:8002"]) as c:
         c.set("Tom", b"630", group="scores")
         c.get("Tom", group="scores")   # b"630"
+        c.get("Ann", group="scores", default=None)         # None: no such key
+        c.set_many({"Tom": b"630", "Ann": b"1"}, group="scores")
+        c.get_many(["Tom", "Ann", "Bob"], group="scores")  # {"Tom": b"630", "Ann": b"1"}
+        c.get_many(["Tom", "Bob"], fill=None)              # {"Tom": ..., "Bob": None}
+
+Batches go in one ``POST /api/batch`` each (protobuf ``BatchRequest``, see
+docs/operations.md); the host serves its cached keys and asks each owner once
+for the rest.
 
 ``stats()`` reads ``/stats`` from a host's admin port, not its data port:
 *admin_urls* names them, by default each data URL's host at the port + 1000
@@ -37,6 +45,9 @@ __all__ = ["Client", "AsyncClient"]
 
 #: Longest server error text kept in an exception message.
 _REASON_CHARS = 300
+
+#: The default of ``default``/``fill``: a miss raises (get) or is left out (get_many).
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,50 @@ def _api_target(key: str, group: str | None, ttl: float = 0) -> str:
         params["ttl"] = repr(float(ttl))
     # quote (not quote_plus): a space must arrive as a space, not as "+".
     return "/api?" + urlencode(params, quote_via=quote, safe="")
+
+
+def _batch_target(op: str, group: str | None) -> str:
+    params = {"op": op} if group is None else {"op": op, "group": group}
+    return "/api/batch?" + urlencode(params, quote_via=quote, safe="")
+
+
+def _batch_body(keys, values=None, ttl: float = 0) -> bytes:
+    """A BatchRequest of *keys* (with *values*, for a set), keys checked before any round trip."""
+    from .geecachepb import BatchRequest
+
+    if isinstance(keys, str):
+        raise TypeError("keys must be a list of keys, not one str")
+    ttl = check_ttl(ttl)
+    msg = BatchRequest()
+    add = msg.items.add  # add() in place: a third cheaper than building BatchItems to copy in
+    for key in keys:
+        check_key(key)
+        if values is None:
+            add(key=key)
+        else:
+            add(key=key, value=as_bytes(values[key]), ttl=ttl)
+    return msg.SerializeToString()
+
+
+def _batch_items(body: bytes):
+    from .geecachepb import BatchResponse
+
+    try:
+        return BatchResponse.FromString(body).items
+    except Exception:  # DecodeError: not our server's answer
+        raise RefusedError(200, "POST /api/batch did not answer with a BatchResponse") from None
+
+
+def _found(keys, body: bytes, fill) -> dict:
+    out = {item.key: item.value for item in _batch_items(body) if item.status == 200}
+    if fill is not _MISSING:
+        for key in keys:
+            out.setdefault(key, fill)
+    return out
+
+
+def _deleted_count(body: bytes) -> int:
+    return sum(1 for item in _batch_items(body) if item.status == 200)
 
 
 def _reason(body: bytes, phrase: str) -> str:
@@ -213,9 +268,38 @@ class Client(_Failover):
         self._pools = [_HostPool(h, self._timeout, ssl_context, pool_size) for h in self._hosts]
         self._admin_pools = [_HostPool(h, self._timeout, ssl_context, 1) for h in self._admin_hosts]
 
-    def get(self, key: str, group: str | None = None) -> bytes:
-        """The value of *key*; NotFoundError when the source has none."""
-        return self._request("GET", _api_target(key, group))
+    def get(self, key: str, group: str | None = None, default=_MISSING) -> bytes:
+        """The value of *key*; NotFoundError when the source has none, unless *default* is given
+        (``default=None`` reads a miss as None, as pymemcache and redis-py do)."""
+        try:
+            return self._request("GET", _api_target(key, group))
+        except NotFoundError:
+            if default is _MISSING:
+                raise
+            return default
+
+    def get_many(self, keys, group: str | None = None, fill=_MISSING) -> dict:
+        """``{key: value}`` of the *keys* found, in one request; with *fill* given, every key is
+        there and a missing one maps to *fill* (``fill=None``: redis-py's ``mget``)."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        return _found(keys, self._request("POST", _batch_target("get", group), _batch_body(keys)), fill)
+
+    def set_many(self, mapping, group: str | None = None, ttl: float = 0) -> None:
+        """Write every ``key -> value`` of *mapping* (str values as UTF-8) in one request; see ``set``.
+
+        A failing key raises its error; the other keys may have been written.
+        """
+        if mapping:
+            self._request("POST", _batch_target("set", group), _batch_body(list(mapping), mapping, ttl))
+
+    def delete_many(self, keys, group: str | None = None) -> int:
+        """Delete *keys* in one request; how many existed."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        return _deleted_count(self._request("POST", _batch_target("delete", group), _batch_body(keys)))
 
     def set(self, key: str, value: bytes | str, group: str | None = None, ttl: float = 0) -> None:
         """Write *value* through to the source and the cache (str is sent as UTF-8).
@@ -268,7 +352,8 @@ class Client(_Failover):
     def _send(self, pool: _HostPool, target: str, method: str, body: bytes | None) -> tuple[int, bytes, str]:
         headers = dict(self._headers)
         if body is not None:
-            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Type"] = ("application/x-protobuf" if "/api/batch?" in target
+                                       else "application/octet-stream")
         # A pooled connection the server closed while idle fails on first use; one
         # retry on a fresh connection tells that apart from a host that is down.
         for attempt in (1, 2):
@@ -312,9 +397,33 @@ class AsyncClient(_Failover):
         self._limit_per_host = limit_per_host
         self._session = None  # created on first use: aiohttp wants a running loop
 
-    async def get(self, key: str, group: str | None = None) -> bytes:
-        """The value of *key*; NotFoundError when the source has none."""
-        return await self._request("GET", _api_target(key, group))
+    async def get(self, key: str, group: str | None = None, default=_MISSING) -> bytes:
+        """The value of *key*; NotFoundError when the source has none, unless *default* is given."""
+        try:
+            return await self._request("GET", _api_target(key, group))
+        except NotFoundError:
+            if default is _MISSING:
+                raise
+            return default
+
+    async def get_many(self, keys, group: str | None = None, fill=_MISSING) -> dict:
+        """``{key: value}`` of the *keys* found, in one request; see ``Client.get_many``."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        return _found(keys, await self._request("POST", _batch_target("get", group), _batch_body(keys)), fill)
+
+    async def set_many(self, mapping, group: str | None = None, ttl: float = 0) -> None:
+        """Write every ``key -> value`` of *mapping* in one request; see ``Client.set_many``."""
+        if mapping:
+            await self._request("POST", _batch_target("set", group), _batch_body(list(mapping), mapping, ttl))
+
+    async def delete_many(self, keys, group: str | None = None) -> int:
+        """Delete *keys* in one request; how many existed."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        return _deleted_count(await self._request("POST", _batch_target("delete", group), _batch_body(keys)))
 
     async def set(self, key: str, value: bytes | str, group: str | None = None, ttl: float = 0) -> None:
         """Write *value* through to the source and the cache; see ``Client.set``."""

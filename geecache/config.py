@@ -413,6 +413,12 @@ class Setting:
         return str(self.default)
 
 
+def _check_batch_bytes(value: int, fname: str) -> None:
+    # A peer answers one batch in one body, and the peer client refuses bodies past 64 MiB.
+    if value > 64 << 20:
+        raise ConfigError(fname, f"{format_size(value)} is over 64MiB")
+
+
 HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("workers", INT, Computed(lambda: os.cpu_count() or 1, "CPU count"),
             "worker processes", between(1, MAX_WORKERS), "N", f"int 1..{MAX_WORKERS}", short="-w"),
@@ -523,6 +529,13 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "per-process stat rows in the arena: the most workers + registrar + retiring workers "
             "at once; SIGTTIN beyond it is refused", between(1, 4 * MAX_WORKERS), "N",
             f"int 1..{4 * MAX_WORKERS}", shown=f"max({MIN_PROCESS_ROWS}, 2 × workers + 4)"),
+    Setting("batch_max_keys", INT, 1000,
+            "keys one `POST /api/batch` (and one peer batch) may name; past it a 413",
+            between(1, 100_000), "N", "int 1..100000"),
+    Setting("batch_max_bytes", SIZE, 16 << 20,
+            "bytes of one batch's request body, and of the values one batch get answers; past it a "
+            "413 (at most 64MiB, what a peer accepts in one answer)",
+            _check_batch_bytes, metavar="SIZE"),
 )
 
 GROUP_SETTINGS: tuple[Setting, ...] = (

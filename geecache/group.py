@@ -183,6 +183,130 @@ class Group:
         partition, ttl = self._partition(key)
         return await self._local_calls.do(key, lambda: self._load_local(key, partition, ttl))
 
+    async def get_many(self, keys: list[str]) -> tuple[dict[str, bytes], dict[str, GeeCacheError]]:
+        """(values found, errors) of *keys*; a key the source has not is in neither.
+
+        What this host has cached is served at once; the rest is grouped by
+        owner: one peer batch request per owner (``peer.fetch_many``), loads
+        here for the keys this host owns.  Every key still goes through the
+        per-key single flight, so a batch and a single get of one key load it
+        once.  A peer down (or one failing key of its answer) is loaded here,
+        as a single get falls back (invariant 4).
+        """
+        found: dict[str, bytes] = {}
+        misses: list[str] = []
+        for key in keys:
+            check_key(key)
+            value = self.get_cached(key)
+            if value is None:
+                misses.append(key)
+            else:
+                found[key] = value
+        if not misses:
+            return found, {}
+        calls, remote = [], {}
+        for key in dict.fromkeys(misses):  # a key asked twice is loaded once
+            peer = self.peers.pick(key)
+            claimed = None if peer is None else self._calls.claim(key)
+            if claimed is None:  # ours to load, or a get of the key already runs: join it
+                calls.append((key, self._miss(key)))
+            else:
+                remote.setdefault(peer, []).append((key, claimed))
+        # One task per owner, not one per key: the keys' Futures are settled by it.
+        batches = [self._fetch_batch(peer, claimed) for peer, claimed in remote.items()]
+        results = await asyncio.gather(*(call for _, call in calls), *batches, return_exceptions=True)
+        errors: dict[str, GeeCacheError] = {}
+        settled = [(key, r) for (key, _), r in zip(calls, results)]
+        for claimed in remote.values():
+            settled.extend((key, future.exception() or future.result()) for key, future in claimed)
+        for key, result in settled:
+            if isinstance(result, bytes):
+                found[key] = result
+            elif isinstance(result, NotFoundError):
+                pass
+            elif isinstance(result, GeeCacheError):
+                errors[key] = result
+            else:
+                raise result  # a bug or a cancellation: not an answer about this key
+        return found, errors
+
+    async def _fetch_batch(self, peer, claimed: list[tuple[str, asyncio.Future]]) -> None:
+        """Ask *peer* for the *claimed* keys at once and settle each key's Future.
+
+        The owner's value becomes a hot copy, as a single get's does; a key
+        the owner could not serve, or every key when it is unreachable, is
+        loaded here (invariant 4).
+        """
+        keys = [key for key, _ in claimed]
+        self.stats.add("gets", len(keys))
+        try:
+            try:
+                answers = await peer.fetch_many(self.name, keys, self.item_limit)
+            except PeerError:
+                self.stats.add("peer_errors")  # once per failed batch; its keys load here
+                answers = {}
+            fallback = []
+            now = time.time()
+            for key, future in claimed:
+                status, value, expire_at = answers.get(key, (0, b"", 0.0))
+                if status == 200:
+                    self.stats.add("peer_hits")
+                    ttl = self._hot_ttl
+                    if expire_at:  # a hot copy must not outlive the owner's entry
+                        ttl = min(ttl, expire_at - now)
+                    if ttl > 0:
+                        self._store(self._hot, key, value, ttl)
+                    future.set_result(value)
+                elif status == 404:
+                    future.set_exception(NotFoundError(f"group {self.name!r} has no key {key!r}"))
+                else:
+                    fallback.append((key, future))
+            if fallback:
+                loaded = await asyncio.gather(*(self._load_local(key, self._hot, self._hot_ttl)
+                                                for key, _ in fallback), return_exceptions=True)
+                for (key, future), result in zip(fallback, loaded):
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            for key, future in claimed:
+                if not future.done():  # cancelled or a bug: joiners must not wait forever
+                    future.set_exception(LoadError(f"group {self.name!r}: the batch for {key!r} ended"))
+                    future.exception()  # retrieved: nobody may be waiting, and that is no error
+                self._calls.release(key, future)
+
+    async def get_local_many(self, keys: list[str]) -> list[tuple[int, bytes, float, str]]:
+        """A peer's batch: ``(status, value, expire_at, error)`` per key, in order; never forwarded.
+
+        Counted as one peer request.  Hits come from this host's cache, the
+        rest is loaded here (``load_local``: single flight per key, never a
+        peer: invariant 3); 404 for a key the source has not, else the
+        error's HTTP status and text.
+        """
+        for key in keys:
+            check_key(key)
+        self.stats.add("peer_requests")
+        out: list = [None] * len(keys)
+        misses = []
+        for i, key in enumerate(keys):
+            entry = self._cache.get_entry(self._partition(key)[0], key)
+            if entry is None:
+                misses.append(i)
+            else:
+                out[i] = (200, entry[0], entry[2], "")
+        results = await asyncio.gather(*(self.load_local(keys[i]) for i in misses), return_exceptions=True)
+        for i, result in zip(misses, results):
+            if isinstance(result, tuple):
+                out[i] = (200, result[0], result[1], "")
+            elif isinstance(result, NotFoundError):
+                out[i] = (404, b"", 0.0, "")
+            elif isinstance(result, GeeCacheError):
+                out[i] = (result.http_status, b"", 0.0, str(result))
+            else:
+                raise result
+        return out
+
     def _partition(self, key: str) -> tuple[str, float]:
         """Where a value loaded or written here is kept, and for how long.
 

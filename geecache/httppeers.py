@@ -11,6 +11,7 @@ Peer paths (served by ``workers.dataplane.routes``):
     PUT    /_geecache/<group>/<key>   <- SetRequest -> WriteResponse (the owner writes through)
     DELETE /_geecache/<group>/<key>   <- DeleteRequest -> WriteResponse (from source and cache)
     POST   /_geecache/<group>         <- InvalidateRequest (drop hot copies)
+    POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
 
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
@@ -38,7 +39,10 @@ from .compression import pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
-from .geecachepb import DeleteRequest, GetResponse, InvalidateRequest, SetRequest, WriteResponse
+from .geecachepb import (
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
+    WriteResponse,
+)
 from .latency import PEER_CALLS
 from .storage import WriteResult
 
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_geecache/"
 PROTOBUF = "application/x-protobuf"
+#: The key part of the peer batch path: POST there is a batch, never a key (no POST of a key).
+BATCH = "_batch"
 
 
 class MemberSource(Protocol):
@@ -167,6 +173,34 @@ class HTTPPeer:
         if status == 404 and value is None:
             return WriteResult(True, False, 0)
         raise self._fail(self.address, status, body)
+
+    async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
+        """key -> (status, value, expire_at) from the owner, in one request; PeerError when unreachable.
+
+        Status 200 (found), 404 (the source has no such key), or the HTTP
+        status of the error the owner met loading that key.
+        """
+        body = BatchRequest(group=group, items=[BatchItem(key=k) for k in keys]).SerializeToString()
+        status, answer = await self._call("POST", peer_path(group, BATCH), body)
+        if status != 200:
+            raise self._fail(self.address, status, answer)
+        msg = BatchResponse()
+        try:
+            msg.ParseFromString(answer)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad batch response: {exc}") from exc
+        if len(msg.items) != len(keys):
+            raise PeerError(f"peer {self.address}: {len(msg.items)} answers to a batch of {len(keys)}")
+        out = {}
+        for key, item in zip(keys, msg.items):
+            if item.status == 200:
+                try:
+                    out[key] = (200, unpack(item.codec, item.value, max_size), item.expire_at)
+                except CodecError:
+                    out[key] = (502, b"", 0.0)  # this key loads locally
+            else:
+                out[key] = (item.status, b"", 0.0)
+        return out
 
     async def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
         """Ask the owner to write through, unversioned (see ``write``)."""

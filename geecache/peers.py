@@ -30,6 +30,9 @@ class Peer(Protocol):
 
         PeerError when unreachable (PeerUnavailableError: its breaker is open, no call made).
         """
+    async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
+        """key -> (status 200/404/error status, value, expire_at) from the owner in one request;
+        PeerError when unreachable."""
 
     async def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
         """Ask the owner to write through and cache (*ttl* 0: the group's); PeerError when unreachable."""

@@ -23,7 +23,7 @@ class Group:
     """
 
     def __init__(self) -> None:
-        # key -> the task running the one call for it.  Guarded by the event
+        # key -> the task running the one call for it (or a claimed Future).  Guarded by the event
         # loop's single thread: nothing awaits between lookup and insert.
         self._calls: dict[str, asyncio.Task] = {}
 
@@ -48,6 +48,24 @@ class Group:
         # waiters are gone, shield marks a failure as retrieved, so asyncio
         # logs nothing (tested).
         return await asyncio.shield(task), shared
+
+    def claim(self, key: str) -> asyncio.Future | None:
+        """Take the call for *key* without a task: a Future the caller settles, then ``release``s.
+
+        None when a call for *key* already runs (join it with ``do``).  A
+        batch claims its keys this way, so one task serves many keys and a
+        concurrent ``do`` of one of them waits for the batch's answer.
+        """
+        if key in self._calls:
+            return None
+        future = asyncio.get_running_loop().create_future()
+        self._calls[key] = future
+        return future
+
+    def release(self, key: str, future: asyncio.Future) -> None:
+        """The claimed call for *key* is over (its Future settled)."""
+        if self._calls.get(key) is future:
+            del self._calls[key]
 
     def in_flight(self, key: str) -> bool:
         """True while a call for *key* is running."""

@@ -69,7 +69,8 @@ def test_fields_match_the_design():
     assert InvalidateRequest.DESCRIPTOR.fields_by_name["keys"].is_repeated
     # Only what is sent is defined; GET carries group and key in the path.
     assert set(geecachepb.geecache_pb2.DESCRIPTOR.message_types_by_name) == {
-        "GetResponse", "SetRequest", "DeleteRequest", "WriteResponse", "InvalidateRequest"}
+        "GetResponse", "SetRequest", "DeleteRequest", "WriteResponse", "InvalidateRequest",
+        "BatchItem", "BatchRequest", "BatchResponse"}
 
 
 def test_an_older_peers_messages_read_as_unversioned():
@@ -81,6 +82,22 @@ def test_an_older_peers_messages_read_as_unversioned():
     # Versions use the whole 63 bits of an HLC timestamp.
     big = SetRequest(version=(1 << 63) - 1).SerializeToString()
     assert SetRequest.FromString(big).version == (1 << 63) - 1
+
+
+def test_batch_fields_match_the_design():
+    from geecache.geecachepb import BatchItem, BatchRequest, BatchResponse
+
+    def fields(cls):
+        return {f.name: (f.number, f.type) for f in cls.DESCRIPTOR.fields}
+
+    D = BatchItem.DESCRIPTOR.fields[0]
+    string, bytes_, uint32, double, message = D.TYPE_STRING, D.TYPE_BYTES, D.TYPE_UINT32, D.TYPE_DOUBLE, D.TYPE_MESSAGE
+    assert fields(BatchItem) == {
+        "key": (1, string), "value": (2, bytes_), "codec": (3, uint32), "ttl": (4, double),
+        "status": (5, uint32), "expire_at": (6, double), "error": (7, string)}
+    assert fields(BatchRequest) == {"group": (1, string), "items": (2, message)}
+    assert fields(BatchResponse) == {"items": (1, message)}
+    assert BatchRequest.DESCRIPTOR.fields_by_name["items"].is_repeated
 
 
 def test_dropped_field_number_stays_reserved():

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "policy", "http", "scaling", "cluster")
+BENCHES = ("compression", "arena", "policy", "http", "scaling", "cluster", "batch")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -44,6 +44,16 @@ def test_quick_compression_bench_runs_and_writes_json(tmp_path):
     (plot,) = record["plots"]
     assert Path(plot).parent == tmp_path / "out" and Path(plot).is_file()
     assert re.fullmatch(r"compression-\d{8}-\d{6}\.png", Path(plot).name)
+
+
+@pytest.mark.procs
+def test_batch_bench_runs_at_a_tiny_size():
+    from tests.perf import bench_batch
+
+    out = bench_batch.run(True, n=200)
+    (t,) = out["tables"]
+    assert [row[0] for row in t["rows"]] == ["one host, cached", "three hosts, remote", "three hosts, hot"]
+    assert all(v > 0 for k, v in out["summary"].items() if k.endswith("keys_per_s"))
 
 
 def test_not_measured_cells_show_as_a_dash_in_a_right_aligned_column():

@@ -7,6 +7,10 @@
 (protoc 7.35.1) needs protobuf runtime >=7.35.1,<8, as pyproject pins.
 """
 
-from .geecache_pb2 import DeleteRequest, GetResponse, InvalidateRequest, SetRequest, WriteResponse
+from .geecache_pb2 import (
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
+    WriteResponse,
+)
 
-__all__ = ["DeleteRequest", "GetResponse", "InvalidateRequest", "SetRequest", "WriteResponse"]
+__all__ = ["BatchItem", "BatchRequest", "BatchResponse", "DeleteRequest", "GetResponse",
+           "InvalidateRequest", "SetRequest", "WriteResponse"]

@@ -40,7 +40,7 @@ from workers.dataplane.query import api_params
 from workers.dataplane.responses import (
     CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, error_reply, render,
 )
-from workers.dataplane.routes import API, UNMATCHED, Request, error_reply_for
+from workers.dataplane.routes import API, UNMATCHED, Request, error_reply_for, is_batch_path
 
 log = logging.getLogger("geecache.worker")
 
@@ -249,10 +249,12 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._end = END_KEEP_ALIVE if self._conn_hdr else END_KEEP
         else:
             self._end = END_CLOSE
-        if self._clen > plane.body_limit:
-            # Before any body is read (and instead of a 100 Continue).
-            self._refusal = (413, f"request body too large (the limit is {plane.body_limit} bytes)")
-            raise _REFUSED
+        if self._clen > plane.min_body_limit:
+            limit = self._body_limit()
+            if self._clen > limit:
+                # Before any body is read (and instead of a 100 Continue).
+                self._refusal = (413, f"request body too large (the limit is {limit} bytes)")
+                raise _REFUSED
         if self._expect and (self._clen > 0 or self._chunked) and not self._busy \
                 and parser.get_http_version() == "1.1":
             # Only when this request is next to be answered: a 100 must not
@@ -260,11 +262,17 @@ class DataPlaneProtocol(asyncio.Protocol):
             # it is allowed; the client then sends its body after a wait.
             self._transport.write(CONTINUE)
 
+    def _body_limit(self) -> int:
+        """This request's body bound: a batch's, else one value's (asked only past the smaller)."""
+        return self._plane.batch_body_limit if is_batch_path(self._url) else self._plane.body_limit
+
     def on_body(self, body: bytes) -> None:
         n = self._body_len + len(body)
-        if n > self._plane.body_limit:
-            self._refusal = (413, f"request body too large (the limit is {self._plane.body_limit} bytes)")
-            raise _REFUSED
+        if n > self._plane.min_body_limit:
+            limit = self._body_limit()
+            if n > limit:
+                self._refusal = (413, f"request body too large (the limit is {limit} bytes)")
+                raise _REFUSED
         self._body_len = n
         if self._body is None:
             self._body = [body]

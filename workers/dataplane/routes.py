@@ -8,6 +8,8 @@
                                                    PUT/DELETE answer a WriteResponse, see
                                                    ``geecache.peerwrites``)
     POST     /_geecache/<group>                    InvalidateRequest
+    POST     /api/batch?op=get|set|delete[&group=G]  BatchRequest -> BatchResponse | 204 (writes: token)
+    POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
 
 Same behaviour and wire format as the aiohttp handlers they replace
 (``workers/api.py``, ``workers/peer_api.py``), so existing peers and clients
@@ -22,6 +24,7 @@ into replies by ``error_reply``, the one mapping of this package.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -29,11 +32,12 @@ import os
 from google.protobuf.message import DecodeError
 
 from geecache import auth
-from geecache.compression import pack
+from geecache.compression import pack, unpack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
 )
-from geecache.geecachepb import GetResponse, InvalidateRequest
+from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest
+from geecache.limits import check_key, check_ttl
 from geecache.peerwrites import serve_delete, serve_set
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
@@ -47,6 +51,8 @@ API = "/api"
 HEALTHZ = "/healthz"
 PEER_KEY = "/_geecache/{group}/{key:.+}"
 PEER_GROUP = "/_geecache/{group}"
+BATCH = "/api/batch"
+PEER_BATCH = "/_geecache/{group}/_batch"
 UNMATCHED = "unmatched"
 
 _PEER_PREFIX = b"/_geecache/"
@@ -56,6 +62,16 @@ _READ_ONLY_ALLOW = b"Allow: GET, HEAD\r\n"
 _GET_METHODS = frozenset({"GET", "HEAD"})
 _API_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _INVALIDATE_METHODS = frozenset({"POST"})
+_POST = frozenset({"POST"})
+#: The key part of the peer batch path (a POST; no key is ever POSTed).
+_BATCH_KEY = b"_batch"
+_BATCH_OPS = ("get", "set", "delete")
+
+
+def is_batch_path(url: bytes) -> bool:
+    """True when the request target *url* is a batch (public or peer): its body bound is the batch's."""
+    path = url.partition(b"?")[0]
+    return path == b"/api/batch" or (path.startswith(_PEER_PREFIX) and path.endswith(b"/" + _BATCH_KEY))
 
 
 class Unauthorized(GeeCacheError):
@@ -71,6 +87,14 @@ class RouteError(GeeCacheError):
         super().__init__(reason)
         self.http_status = status
         self.allowed = allowed
+
+
+class BatchRefused(GeeCacheError):
+    """A batch refused as a whole: malformed (400) or past a bound (413)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.http_status = status
 
 
 class Request:
@@ -107,19 +131,24 @@ def error_reply_for(exc: BaseException) -> Reply:
 class Router:
     """Resolves (method, path) to a handler and holds the handlers over *groups* (config order)."""
 
-    def __init__(self, groups: dict, auth_token: str | None = None) -> None:
+    def __init__(self, groups: dict, auth_token: str | None = None, batch_max_keys: int = 1000,
+                 batch_max_bytes: int = 16 << 20) -> None:
         if not groups:
             raise ValueError("at least one group is needed")
         self._groups = groups
         self.default_group = next(iter(groups.values()))
         self._expected = auth.expected_bearer(auth_token)
+        self.batch_max_keys = int(batch_max_keys)
+        self.batch_max_bytes = int(batch_max_bytes)
         health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
         self._healthz: Reply = (200, JSON, json.dumps(health).encode(), b"")
         api = {"GET": self.api_get, "HEAD": self.api_get, "PUT": self.api_put, "DELETE": self.api_delete}
         peer = {"GET": self.peer_get, "HEAD": self.peer_get, "PUT": self.peer_put,
                 "DELETE": self.peer_delete}
         self._exact = {b"/api": (API, api, _API_METHODS),
-                       b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS)}
+                       b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS),
+                       b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST)}
+        self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
         self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
 
@@ -135,7 +164,12 @@ class Router:
             group, slash, key = path[len(_PEER_PREFIX):].partition(b"/")
             if not group or (slash and not key):
                 raise RouteError(404, "no such path")
-            entry = self._peer_key if slash else self._peer_group
+            if not slash:
+                entry = self._peer_group
+            elif key == _BATCH_KEY and method == "POST":
+                entry = self._peer_batch
+            else:
+                entry = self._peer_key
         label, handlers, allowed = entry
         handler = handlers.get(method)
         if handler is None:
@@ -148,7 +182,9 @@ class Router:
         if path in self._exact:
             return self._exact[path][0]
         if path.startswith(_PEER_PREFIX):
-            return PEER_KEY if b"/" in path[len(_PEER_PREFIX):] else PEER_GROUP
+            if b"/" not in path[len(_PEER_PREFIX):]:
+                return PEER_GROUP
+            return PEER_BATCH if path.endswith(b"/" + _BATCH_KEY) else PEER_KEY
         return UNMATCHED
 
     # -- shared checks ---------------------------------------------------------
@@ -282,3 +318,121 @@ class Router:
         msg = self._message(req.body, InvalidateRequest())
         group.invalidate(list(msg.keys))
         return NO_CONTENT
+
+    # -- batches (issue 13) ----------------------------------------------------
+
+    def _batch_items(self, body: bytes) -> list:
+        msg = self._message(body, BatchRequest())
+        if len(msg.items) > self.batch_max_keys:
+            raise BatchRefused(413, f"a batch of {len(msg.items)} keys is over batch_max_keys "
+                                    f"({self.batch_max_keys})")
+        for i, item in enumerate(msg.items):
+            try:
+                check_key(item.key)
+            except InvalidKeyError as exc:
+                raise BatchRefused(400, f"key #{i}: {exc}") from None
+        return list(msg.items)
+
+    def api_batch(self, req: Request):
+        """``POST /api/batch?op=get|set|delete[&group=G]``: many keys of one group in one request.
+
+        The body is a BatchRequest; a get answers a BatchResponse (one item
+        per key, in order: status 200 with the value, or 404), a delete one
+        whose status says whether the key existed, a set 204.  Writes need
+        the token.  A key that fails refuses the whole answer with its error.
+        """
+        params = parse_query(req.query)
+        op = params.get("op", "get")
+        if op not in _BATCH_OPS:
+            raise BatchRefused(400, "op must be one of get, set, delete")
+        group = self.group_named(params.get("group"))
+        if op != "get":
+            self._authorize(req.auth)
+        items = self._batch_items(req.body)
+        if op == "get":
+            return self._batch_get(group, [item.key for item in items])
+        if op == "delete":
+            return self._batch_delete(group, [item.key for item in items])
+        values = {}
+        for i, item in enumerate(items):
+            try:
+                # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
+                values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
+            except GeeCacheError as exc:
+                raise BatchRefused(exc.http_status, f"key #{i}: {exc}") from None
+        return self._batch_set(group, values)
+
+    @staticmethod
+    def _first_failure(keys: list[str], results) -> None:
+        failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+        for i, result in failed:
+            if not isinstance(result, GeeCacheError):
+                raise result  # a bug or a cancellation
+        if failed:
+            i, exc = failed[0]
+            raise BatchRefused(exc.http_status, f"key #{i}: {exc} ({len(failed)} of {len(keys)} keys "
+                                                f"failed; the others were done)")
+
+    async def _batch_get(self, group, keys: list[str]) -> Reply:
+        found, errors = await group.get_many(keys)
+        if errors:
+            i = next(i for i, key in enumerate(keys) if key in errors)
+            exc = errors[keys[i]]
+            raise BatchRefused(exc.http_status, f"key #{i}: {exc}")
+        size = sum(len(found[key]) for key in keys if key in found)
+        if size > self.batch_max_bytes:
+            raise BatchRefused(413, f"the values of this batch take {size} bytes, over batch_max_bytes "
+                                    f"({self.batch_max_bytes}); ask for fewer keys")
+        msg = BatchResponse()
+        add = msg.items.add  # in place: cheaper than BatchItems copied in
+        for key in keys:
+            value = found.get(key)
+            if value is None:
+                add(key=key, status=404)
+            else:
+                add(key=key, value=value, status=200)
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
+
+    @classmethod
+    async def _batch_set(cls, group, values: dict) -> Reply:
+        keys = list(values)  # a key given twice was kept once, its last value
+        results = await asyncio.gather(*(group.set(key, value, ttl) for key, (value, ttl) in values.items()),
+                                       return_exceptions=True)
+        cls._first_failure(keys, results)
+        return NO_CONTENT
+
+    @classmethod
+    async def _batch_delete(cls, group, keys: list[str]) -> Reply:
+        unique = list(dict.fromkeys(keys))
+        results = await asyncio.gather(*(group.delete(key) for key in unique), return_exceptions=True)
+        cls._first_failure(unique, results)
+        existed = dict(zip(unique, results))
+        msg = BatchResponse()
+        for key in keys:
+            msg.items.add(key=key, status=200 if existed[key] else 404)
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
+
+    def peer_batch(self, req: Request):
+        """A peer's batch get of keys this host owns: served here, never forwarded (invariant 3)."""
+        self._authorize(req.auth)
+        group = self._peer_group_of(req.group)
+        return self._peer_batch_get(group, [item.key for item in self._batch_items(req.body)])
+
+    async def _peer_batch_get(self, group, keys: list[str]) -> Reply:
+        answers = await group.get_local_many(keys)
+        msg = BatchResponse()
+        add = msg.items.add
+        size = 0
+        codec = group.codec.name
+        for status, value, expire_at, error in answers:
+            if status == 200:
+                size += len(value)
+                if size > self.batch_max_bytes:
+                    # The asker's answer would be a 413 anyway; keep this one bounded.
+                    add(status=413, error="over batch_max_bytes")
+                    continue
+                codec_id, payload = pack(value, codec)
+                add(status=200, value=payload, codec=codec_id, expire_at=expire_at)
+            else:
+                add(status=status, error=error)
+        return (200, PROTOBUF, msg.SerializeToString(), b"")

@@ -98,6 +98,9 @@ class _Plane:
         # Raw head bytes a request may use before its head completes (target + fields + slack).
         self.head_budget = limits.max_url_bytes + limits.max_header_bytes + 1024
         self.body_limit = item_limit + BODY_SLACK
+        # A batch (POST /api/batch, a peer's /_batch) carries many values: its own bound.
+        self.batch_body_limit = router.batch_max_bytes + BODY_SLACK
+        self.min_body_limit = min(self.body_limit, self.batch_body_limit)
         self.metrics = http_metrics if http_metrics is not None else _NoMetrics()
         self.bounds = self.metrics.bounds
         self.first_bound = self.bounds[0]
@@ -224,6 +227,8 @@ async def serve_data_plane(
     http_metrics=None,
     limits: Limits | None = None,
     backlog: int = 1024,
+    batch_max_keys: int = 1000,
+    batch_max_bytes: int = 16 << 20,
 ) -> DataPlane:
     """Serve *groups* (name -> Group, first = default) on the listening *sock*; call in the worker's loop.
 
@@ -231,12 +236,13 @@ async def serve_data_plane(
     bodies); *http_metrics* (a ``geecache.metrics.HttpMetrics``) gets every
     request's count and latency, None skips them.  *limits* overrides every
     bound at once (tests); otherwise the three common ones come as keywords.
+    *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``).
     """
     loop = asyncio.get_running_loop()
     if limits is None:
         limits = Limits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout,
                         max_connections=max_connections)
-    plane = _Plane(loop, Router(groups, auth_token), limits, item_limit, http_metrics, ssl_context is not None)
+    plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes), limits, item_limit, http_metrics, ssl_context is not None)
     server = await loop.create_server(lambda: DataPlaneProtocol(plane), sock=sock, ssl=ssl_context,
                                       backlog=backlog)
     plane.start()
