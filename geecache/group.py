@@ -268,7 +268,7 @@ class Group:
                     if isinstance(result, BaseException):
                         future.set_exception(result)
                     else:
-                        future.set_result(result)
+                        future.set_result(result[0])  # (value, expire_at)
         finally:
             for key, future in claimed:
                 if not future.done():  # cancelled or a bug: joiners must not wait forever
