@@ -56,6 +56,8 @@ _COUNTER_HELP = {
     "peer_skipped": "Peer calls not made because the owner's circuit breaker was open (served locally).",
     "peer_trips": "Peer calls whose timeout or refusal opened that peer's circuit breaker.",
     "writes_refused": "Writes not applied: older than the source's version of the key, or past their deadline.",
+    "handoff_hits": "Misses of keys this host now owns served from the previous owner's cache after a ring change.",
+    "handoff_misses": "Handoff asks the previous owner did not answer from its cache (the key loaded from the source).",
 }
 assert set(_COUNTER_HELP) == set(STAT_FIELDS), "every stat field needs a metric help string"
 

@@ -27,6 +27,8 @@ STAT_FIELDS = (
     "peer_skipped",   # peer calls not made: the owner's circuit breaker was open (served locally)
     "peer_trips",     # peer calls whose timeout or refusal opened that peer's circuit breaker
     "writes_refused", # writes the source did not apply: older than its version, or past the deadline
+    "handoff_hits",   # owned misses served from the previous owner's cache after a ring change
+    "handoff_misses", # handoff asks the previous owner could not answer (loaded from the source)
 )
 
 
