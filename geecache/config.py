@@ -498,6 +498,10 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("peer_read_timeout", NUMBER, 2.0,
             "seconds a peer has to answer once connected before falling back to loading locally",
             _positive, "S", "number > 0"),
+    Setting("handoff_window", NUMBER, 30.0,
+            "seconds after a ring change during which a miss for a key this host now owns first asks "
+            "the key's previous owner's cache before loading from the source (0 = never)",
+            _not_negative, "S", "number ≥ 0"),
     Setting("breaker_failures", INT, 1,
             "consecutive timeouts or refusals of a peer that open its circuit breaker: its keys are "
             "then served by local loads, without calling it, for a cooldown",
