@@ -129,9 +129,14 @@ class HTTPPeer:
         """Close this peer's idle connections."""
         self._conns.close()
 
-    async def fetch(self, group: str, key: str, max_size: int) -> tuple[bytes, float]:
-        """(value, expire_at) from the owner (see ``geecache.peers.Peer``)."""
-        status, body = await self._call("GET", peer_path(group, key))
+    async def fetch(self, group: str, key: str, max_size: int, *, handoff: bool = False) -> tuple[bytes, float]:
+        """(value, expire_at) from the owner (see ``geecache.peers.Peer``).
+
+        *handoff*: ask a previous owner, which answers only from its cache (404
+        otherwise) and never loads, so a ring change costs no second load.
+        """
+        path = peer_path(group, key) + ("?handoff=1" if handoff else "")
+        status, body = await self._call("GET", path)
         if status == 404:
             raise NotFoundError(f"group {group!r} has no key {key!r}")
         if status != 200:
@@ -288,6 +293,7 @@ class HTTPPool:
         replicas: int | None = None,
         breaker: Breaker | None = None,
         replay_window: float = 10.0,
+        handoff_window: float = 0.0,
     ) -> None:
         self.self_address = self_address
         # tls: members advertised as bare host:port are reached over https.
@@ -308,6 +314,11 @@ class HTTPPool:
         # loop's single thread is the guard.
         self._version = -1
         self._ring = Ring(**self._ring_args)
+        # The ring before the last change, kept handoff_window seconds: a key that
+        # moved here is asked of its previous owner's cache before the source.
+        self.handoff_window = float(handoff_window)
+        self._previous: Ring | None = None
+        self._changed_at = 0.0
         self._peers: dict[str, HTTPPeer] = {}
         self._mail: dict[str, _Mailbox] = {}  # address -> undelivered invalidations
         # (monotonic time, group, keys) of this host's recent invalidations, newest
@@ -337,6 +348,13 @@ class HTTPPool:
             self.breaker.forget(gone)  # if it comes back, it starts closed
             self._drop_mail(gone)
         added = self._peers.keys() - old_peers.keys()
+        previous = self._ring
+        if not previous.nodes:
+            # This host's first ring: before it joined, the others owned its keys.
+            previous = Ring(**self._ring_args)
+            if self._peers:
+                previous.add(*self._peers)
+        self._previous, self._changed_at = previous, time.monotonic()
         self._ring, self._version = ring, version
         if added and self._recent:
             self._replay(added)
@@ -359,6 +377,19 @@ class HTTPPool:
     def pick(self, key: str) -> HTTPPeer | None:
         """The peer owning *key*, or None when this host owns it (or is alone)."""
         owner = self.owner(key)
+        if owner is None or owner == self.self_address:
+            return None
+        return self._peers.get(owner)
+
+    def handoff_peer(self, key: str) -> HTTPPeer | None:
+        """For a key this host owns now: its owner by the ring before the last change, when
+        that was within ``handoff_window`` seconds, is another host and is still a member; else None."""
+        self._refresh()
+        if self._previous is None or time.monotonic() - self._changed_at > self.handoff_window:
+            return None
+        if self._ring.get(key) != self.self_address:
+            return None
+        owner = self._previous.get(key)
         if owner is None or owner == self.self_address:
             return None
         return self._peers.get(owner)

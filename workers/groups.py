@@ -57,7 +57,7 @@ def build_peers(cfg: Config, arena):
                     breaker=Breaker(failures=cfg.breaker_failures, cooldown=cfg.breaker_cooldown,
                                     max_cooldown=cfg.breaker_max_cooldown),
                     # A paused host re-joins within its lease TTL of resuming.
-                    replay_window=cfg.lease_ttl + 1.0)
+                    replay_window=cfg.lease_ttl + 1.0, handoff_window=cfg.handoff_window)
 
 
 def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:
