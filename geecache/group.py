@@ -351,7 +351,7 @@ class Group:
                     if entry is not None:
                         self.stats.add("loads_deduped")
                         return entry[0], entry[2]
-                    return await self._load_source(key, partition, ttl)
+                    return await self._handoff_or_load(key, partition, ttl)
                 finally:
                     self._flight.end(self.name, key)
             entry = await self._wait_for_other_loader(key, partition, deadline)
@@ -362,6 +362,43 @@ class Group:
                 # The other loader is stuck: serving beats waiting forever.
                 return await self._load_source(key, partition, ttl)
             # The loader ended without a value (not found, failed) or died: try to take over.
+
+    async def _handoff_or_load(self, key: str, partition: str, ttl: float) -> tuple[bytes, float]:
+        # A key that moved here in a ring change is likely in its previous owner's
+        # cache: ask that cache (never its source) before loading, so a host joining
+        # is not a load storm.  Any failure or miss falls back to the source.
+        handoff = getattr(self.peers, "handoff_peer", None)
+        peer = handoff(key) if handoff is not None and partition == self.name else None
+        if peer is None:
+            return await self._load_source(key, partition, ttl)
+        writes = self._fence.enter(key)
+        try:
+            value, expire_at = await peer.fetch(self.name, key, self.item_limit, handoff=True)
+        except (PeerError, NotFoundError) as exc:  # NotFoundError: not cached there
+            self.stats.add("handoff_misses")
+            if not isinstance(exc, NotFoundError):
+                self._peer_failed(exc)
+            return await self._load_source(key, partition, ttl)
+        finally:
+            raced = self._fence.leave(key, writes)
+        self.stats.add("handoff_hits")
+        now = time.time()
+        if not expire_at and ttl:
+            expire_at = now + ttl
+        if not raced and (not expire_at or expire_at > now):  # (a write meanwhile: serve, don't keep)
+            self._store(partition, key, value, expire_at - now if expire_at else 0)
+        return value, expire_at
+
+    def get_handoff_cached(self, key: str) -> tuple[bytes, float] | None:
+        """(value, expire_at or 0) for a new owner's handoff ask: this host's cached
+        copy, owned or hot, whoever owns the key now; None when not cached (never loads)."""
+        check_key(key)
+        self.stats.add("peer_requests")
+        for partition in (self.name, self._hot):
+            entry = self._cache.get_entry(partition, key)
+            if entry is not None:
+                return entry[0], entry[2]
+        return None
 
     async def _wait_for_other_loader(self, key: str, partition: str, deadline: float):
         def waiting() -> bool:  # the other process still loads and has stored nothing yet

@@ -279,6 +279,12 @@ class Router:
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
         key = decode(req.key, plus=False)
+        if req.query and parse_query(req.query).get("handoff"):
+            # A new owner asking after a ring change: only the cache answers, never the source.
+            hit = group.get_handoff_cached(key)
+            if hit is None:
+                raise NotFoundError(f"group {group.name!r}: {key!r} not cached here")
+            return self._get_response(group, *hit)
         hit = group.get_local_cached(key)
         if hit is not None:
             return self._get_response(group, *hit)
