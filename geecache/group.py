@@ -391,9 +391,10 @@ class Group:
 
     def get_handoff_cached(self, key: str) -> tuple[bytes, float] | None:
         """(value, expire_at or 0) for a new owner's handoff ask: this host's cached
-        copy, owned or hot, whoever owns the key now; None when not cached (never loads)."""
+        copy, owned or hot, whoever owns the key now; None when not cached (never loads).
+
+        Not counted in ``peer_requests``: the asker counts the ask (``handoff_hits``/``_misses``)."""
         check_key(key)
-        self.stats.add("peer_requests")
         for partition in (self.name, self._hot):
             entry = self._cache.get_entry(partition, key)
             if entry is not None:
