@@ -90,7 +90,9 @@ def test_handoff_answer_comes_from_the_cache_only():
 @pytest.mark.procs
 @pytest.mark.etcd
 def test_a_host_joining_a_warm_cluster_reloads_almost_nothing(tmp_path):
-    cluster = Cluster(tmp_path, 3)
+    # Generous peer timeouts: on a loaded machine a timed-out peer call falls back to a
+    # source load by design, and this test counts the loads the ring change causes.
+    cluster = Cluster(tmp_path, 3, args=("--peer-read-timeout", "10", "--peer-connect-timeout", "5"))
     count_file = str(tmp_path / "loads.txt")
     rng = random.Random(13)
     try:
@@ -117,8 +119,10 @@ def test_a_host_joining_a_warm_cluster_reloads_almost_nothing(tmp_path):
         read_all()
         reloads = count_loads(count_file) - warm
         print(f"keys moved to the new host: {moved}; reloaded from the source: {reloads} of {len(KEYS)}")
-        assert reloads <= len(KEYS) * 2 // 100, (moved, reloads)
-        stats = joined.admin_json("/stats")
-        print("new host stats:", stats)
+        fields = ("loads", "peer_errors", "peer_skipped", "handoff_hits", "handoff_misses")
+        totals = {f: sum(h.admin_json("/stats")["counted"][f] for h in cluster.hosts) for f in fields}
+        print("summed over the hosts:", totals)
+        assert reloads <= len(KEYS) * 2 // 100, (moved, reloads, totals)
+        assert totals["handoff_hits"] > 0
     finally:
         cluster.close()
