@@ -123,6 +123,10 @@ def test_content_encoding_passthrough_when_accepted(host):
     assert _put(host.port, "lz4", "ce", value) == 204
     status, headers, body = _get(host.port, "group=lz4&key=ce", {"Accept-Encoding": "lz4, *"})
     assert (status, body) == (200, value) and "Content-Encoding" not in headers
+    # A group without a codec: the value as is, whatever the client accepts.
+    assert _put(host.port, "raw", "ce", value) == 204
+    status, headers, body = _get(host.port, "group=raw&key=ce", {"Accept-Encoding": "gzip"})
+    assert (status, body) == (200, value) and "Content-Encoding" not in headers
     # A small value is stored raw: nothing to pass through.
     assert _put(host.port, "gzip", "sm", b"x" * 20) == 204
     status, headers, body = _get(host.port, "group=gzip&key=sm", {"Accept-Encoding": "gzip"})

@@ -340,15 +340,14 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _serve(self, method: bytes, url: bytes, auth, body, end: bytes, start: float, accept=None) -> None:
         """Answer one complete request: at once when it can be, else through a task."""
-        if accept is not None:
-            self._serve_other(method, url, auth, body, end, start, accept)
-            return
         if method == _GET and url[:9] == _API_KEY:
             key = url[9:]
-            if key and b"&" not in key and b"%" not in key and b"+" not in key:
+            if key and b"&" not in key and b"%" not in key and b"+" not in key and (
+                    accept is None or not getattr(self._router.default_group, "packs", False)):
+                # (A compressed default group with Accept-Encoding: _serve_other may pass it through.)
                 self._serve_api_key(key.decode(), end, start)
                 return
-        self._serve_other(method, url, auth, body, end, start)
+        self._serve_other(method, url, auth, body, end, start, accept)
 
     def _serve_api_key(self, key: str, end: bytes, start: float) -> None:
         """``GET /api?key=K`` on the default group: a hit written at once, a miss loaded in a task."""
