@@ -564,7 +564,7 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "flight is released, so a later request loads again", _positive,
             what="number > 0 (seconds)", cli=False),
     Setting("codec", STR, "none",
-            "compression of values between hosts (used only when it saves ≥ 10 %)",
+            "values kept compressed in the arena and between hosts (compressed once, only when it saves ≥ 10 %); a gzip or zstd value passes through to a client that accepts it (`Content-Encoding`)",
             one_of(known_codecs, "codec"), what="`none`, `gzip`, `snappy`, `lz4`, `zstd`", cli=False),
     Setting("item_limit", SIZE, None,
             "largest value cached; a larger PUT gets 413, a larger value from the source is served "

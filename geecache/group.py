@@ -25,9 +25,10 @@ import time
 from . import hlc
 from .backoff import wait_while
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
-from .compression import get_codec
+from .compression import get_codec, pack, unpack
 from .latency import SOURCE_LOADS
 from .errors import (
+    CodecError,
     GeeCacheError,
     LoadError,
     LockTimeoutError,
@@ -112,6 +113,11 @@ class Group:
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
+        # Values kept compressed (issue 13): only in a cache whose entries carry a codec id.
+        # The no-codec group keeps the plain get_cached (the benchmark's hit path).
+        self.packs = bool(self.codec.id and getattr(self._cache, "keeps_codec", False))
+        if self.packs:
+            self.get_cached = self._get_cached_packed
 
     @property
     def readonly(self) -> bool:
@@ -137,6 +143,32 @@ class Group:
             self.stats.add("gets")
             self.stats.add("hot_hits")
         return value
+
+    def _get_cached_packed(self, key: str) -> bytes | None:
+        # get_cached of a group whose entries may be compressed: decompressed here.
+        entry = self.get_packed(key)
+        return None if entry is None else self.value_of(entry)
+
+    def get_packed(self, key: str) -> tuple[bytes, int, float] | None:
+        """(stored bytes, codec id, expire_at) when cached here (owned or hot), else None.
+
+        ``get_cached`` without the decompress: the data plane passes a gzip or
+        zstd entry to a client that accepts it.  Counts as ``get_cached`` does.
+        """
+        entry = self._cache.get_entry(self.name, key)
+        if entry is not None:
+            self.stats.add("gets")
+            self.stats.add("local_hits")
+            return entry
+        entry = self._cache.get_entry(self._hot, key)
+        if entry is not None:
+            self.stats.add("gets")
+            self.stats.add("hot_hits")
+        return entry
+
+    def value_of(self, entry) -> bytes:
+        """The value of a cache entry (bytes, codec id, ...): decompressed, bounded by the item limit."""
+        return entry[0] if not entry[1] else unpack(entry[1], entry[0], self.item_limit)
 
     async def get(self, key: str) -> bytes:
         """The value of *key*: cache, else owner peer, else source (once per host)."""
@@ -173,10 +205,21 @@ class Group:
         Counts the peer request; after a None, ``load_local`` is the rest.  The
         data plane answers a peer's hit from it without starting a task.
         """
+        entry = self.get_local_packed(key)
+        return None if entry is None else (self.value_of(entry), entry[2])
+
+    def get_local_packed(self, key: str) -> tuple[bytes, int, float] | None:
+        """``get_local_cached`` as stored: (bytes, codec id, expire_at), for a peer's GET.
+
+        The owner sends what it keeps, so it never compresses on a peer GET.
+        """
         check_key(key)
         self.stats.add("peer_requests")
-        entry = self._cache.get_entry(self._partition(key)[0], key)
-        return None if entry is None else (entry[0], entry[2])
+        return self._cache.get_entry(self._partition(key)[0], key)
+
+    def stored_entry(self, key: str) -> tuple[bytes, int, float] | None:
+        """The entry a load just stored for a peer's *key* (uncounted), else None."""
+        return self._cache.get_entry(self._partition(key)[0], key)
 
     async def load_local(self, key: str) -> tuple[bytes, float]:
         """The miss path of ``get_local``, for a caller whose ``get_local_cached`` just missed."""
@@ -294,7 +337,7 @@ class Group:
             if entry is None:
                 misses.append(i)
             else:
-                out[i] = (200, entry[0], entry[2], "")
+                out[i] = (200, self.value_of(entry), entry[2], "")
         results = await asyncio.gather(*(self.load_local(keys[i]) for i in misses), return_exceptions=True)
         for i, result in zip(misses, results):
             if isinstance(result, tuple):
@@ -323,17 +366,25 @@ class Group:
         peer = self.peers.pick(key)
         if peer is None:
             return (await self._load_local(key, self.name, self.ttl))[0]
+        codec = None
         try:
-            value, expire_at = await peer.fetch(self.name, key, self.item_limit)
+            if self.packs and hasattr(peer, "fetch_packed"):  # the hot copy kept as received
+                payload, codec, expire_at = await peer.fetch_packed(self.name, key, self.item_limit)
+                value = unpack(codec, payload, self.item_limit) if codec else payload
+            else:
+                value, expire_at = await peer.fetch(self.name, key, self.item_limit)
         except PeerError as exc:
             self._peer_failed(exc)  # invariant 4: a peer down is a slow path
+            return (await self._load_local(key, self._hot, self._hot_ttl))[0]
+        except CodecError as exc:
+            self._peer_failed(PeerError(f"peer {peer!r}: bad response: {exc}"))
             return (await self._load_local(key, self._hot, self._hot_ttl))[0]
         self.stats.add("peer_hits")
         ttl = self._hot_ttl
         if expire_at:  # a hot copy must not outlive the owner's entry
             ttl = min(ttl, expire_at - time.time())
         if ttl > 0:
-            self._store(self._hot, key, value, ttl)
+            self._store(self._hot, key, value if codec is None else payload, ttl, codec)
         return value
 
     async def _load_local(self, key: str, partition: str, ttl: float) -> tuple[bytes, float]:
@@ -350,14 +401,14 @@ class Group:
                     entry = self._cache.get_entry(partition, key)
                     if entry is not None:
                         self.stats.add("loads_deduped")
-                        return entry[0], entry[2]
+                        return self.value_of(entry), entry[2]
                     return await self._handoff_or_load(key, partition, ttl)
                 finally:
                     self._flight.end(self.name, key)
             entry = await self._wait_for_other_loader(key, partition, deadline)
             if entry is not None:
                 self.stats.add("loads_deduped")
-                return entry[0], entry[2]
+                return self.value_of(entry), entry[2]
             if time.monotonic() >= deadline:
                 # The other loader is stuck: serving beats waiting forever.
                 return await self._load_source(key, partition, ttl)
@@ -398,7 +449,7 @@ class Group:
         for partition in (self.name, self._hot):
             entry = self._cache.get_entry(partition, key)
             if entry is not None:
-                return entry[0], entry[2]
+                return self.value_of(entry), entry[2]
         return None
 
     async def _wait_for_other_loader(self, key: str, partition: str, deadline: float):
@@ -441,11 +492,16 @@ class Group:
             self._store(partition, key, value, expire_at - now if expire_at else 0)
         return value, expire_at
 
-    def _store(self, partition: str, key: str, value: bytes, ttl: float) -> None:
+    def _store(self, partition: str, key: str, value: bytes, ttl: float, codec: int | None = None) -> None:
         # Over the item limit: the source's value is served, just never cached.
         if len(value) <= self.item_limit:
             try:
-                self._cache.set(partition, key, value, ttl)
+                if self.packs:  # compressed once, here, when it pays; a peer's bytes as received
+                    if codec is None:
+                        codec, value = pack(value, self.codec)
+                    self._cache.set(partition, key, value, ttl, codec=codec)
+                else:
+                    self._cache.set(partition, key, value, ttl)
             except LockTimeoutError:
                 # A stalled process holds the shard: answer with the value, keep nothing.
                 self.stats.add("lock_timeouts")

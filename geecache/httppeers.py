@@ -35,7 +35,7 @@ from google.protobuf.message import DecodeError
 
 from .auth import bearer
 from .breaker import CLOSED, Breaker
-from .compression import pack, unpack
+from .compression import codec_by_id, pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
@@ -135,6 +135,19 @@ class HTTPPeer:
         *handoff*: ask a previous owner, which answers only from its cache (404
         otherwise) and never loads, so a ring change costs no second load.
         """
+        payload, codec, expire_at = await self.fetch_packed(group, key, max_size, handoff=handoff)
+        try:
+            return (unpack(codec, payload, max_size) if codec else payload), expire_at
+        except CodecError as exc:
+            raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
+
+    async def fetch_packed(self, group: str, key: str, max_size: int, *,
+                           handoff: bool = False) -> tuple[bytes, int, float]:
+        """(bytes, codec id, expire_at) as the owner sent them: a compressed hot copy is kept so.
+
+        The codec id is checked (an unknown one is a PeerError); the bytes are
+        not decompressed here.
+        """
         path = peer_path(group, key) + ("?handoff=1" if handoff else "")
         status, body = await self._call("GET", path)
         if status == 404:
@@ -144,10 +157,10 @@ class HTTPPeer:
         msg = GetResponse()
         try:
             msg.ParseFromString(body)
-            value = unpack(msg.codec, msg.value, max_size)
+            codec_by_id(msg.codec)
         except (DecodeError, CodecError) as exc:
             raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
-        return value, msg.expire_at
+        return msg.value, msg.codec, msg.expire_at
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
                     version: int = 0) -> WriteResult:

@@ -53,7 +53,7 @@ def test_process_build_worker_ring_and_heartbeat_series(tmp_path):
         for proc in ("worker-0", "worker-1"):
             assert _value(text, 'geecache_child_ready{process="%s"}' % proc) == 1
             assert 0 <= _value(text, 'geecache_child_heartbeat_age_seconds{process="%s"}' % proc) < 30
-        assert "geecache_peer_breaker_state" not in text  # no peers, and no breaker before issue 11
+        assert "geecache_peer_breaker_state" not in text  # one host alone: no peer pool, so no breaker
         # Series by slot, not pid: a SIGKILLed worker's respawn continues worker-<its slot>.
         victim = h.workers()[0]
         before = {p: _value(text, 'geecache_process_start_time_seconds{process="%s"}' % p)

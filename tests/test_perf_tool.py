@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "policy", "http", "scaling", "cluster", "batch")
+BENCHES = ("compression", "arena", "packed", "policy", "http", "scaling", "cluster", "batch")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -54,6 +54,15 @@ def test_batch_bench_runs_at_a_tiny_size():
     (t,) = out["tables"]
     assert [row[0] for row in t["rows"]] == ["one host, cached", "three hosts, remote", "three hosts, hot"]
     assert all(v > 0 for k, v in out["summary"].items() if k.endswith("keys_per_s"))
+
+
+def test_packed_bench_runs_at_a_tiny_size():
+    from tests.perf import bench_packed
+
+    out = bench_packed.run(True, n=30)
+    (t,) = out["tables"]
+    assert [row[0] for row in t["rows"]] == list(bench_packed.CODECS)
+    assert out["summary"]["lz4_pct_of_raw"] < out["summary"]["none_pct_of_raw"]
 
 
 def test_not_measured_cells_show_as_a_dash_in_a_right_aligned_column():

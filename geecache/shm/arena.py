@@ -85,6 +85,9 @@ class Arena:
     the inherited object; unrelated processes ``Arena.attach(name)``.
     """
 
+    #: Entries carry a codec id, so a group may keep its values compressed (``Group.packs``).
+    keeps_codec = True
+
     # ------------------------------------------------------------ lifecycle
 
     def __init__(self, name: str, mm, creator: bool, clock=time.time) -> None:

@@ -65,3 +65,17 @@ def _die_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_die_in_child)
+
+
+def json_doc(key: str) -> bytes:
+    """A JSON document of about 1 KB for *key* (compressible, as cached API answers are)."""
+    return document(key)
+
+
+def document(key: str, items: int = 12) -> bytes:
+    """The JSON document ``json_doc`` loads: records of a user, each naming the key."""
+    import json
+
+    rows = [{"id": i, "user": f"user-{key}", "email": f"{key}@example.com", "active": i % 2 == 0,
+             "score": i * 7} for i in range(items)]
+    return json.dumps({"key": key, "rows": rows}).encode()

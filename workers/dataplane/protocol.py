@@ -40,7 +40,7 @@ from workers.dataplane.query import api_params
 from workers.dataplane.responses import (
     CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, error_reply, render,
 )
-from workers.dataplane.routes import API, UNMATCHED, Request, error_reply_for, is_batch_path
+from workers.dataplane.routes import API, UNMATCHED, Request, error_reply_for, is_batch_path, packed_hit
 
 log = logging.getLogger("geecache.worker")
 
@@ -51,7 +51,7 @@ _MISSING_KEY = "missing query parameter 'key'"
 _EMPTY_KEY = "key must not be empty"
 #: Lengths of the header names the protocol reads (authorization, content-length,
 #: connection, expect, transfer-encoding, upgrade): others skip the lower() and compares.
-_SPECIAL_LENGTHS = frozenset({13, 14, 10, 6, 17, 7})
+_SPECIAL_LENGTHS = frozenset({13, 14, 10, 6, 17, 7, 15})
 
 
 class _Refused(Exception):
@@ -74,7 +74,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at",
         # the request being parsed
         "_url", "_start", "_auth", "_clen", "_chunked", "_expect", "_conn_hdr", "_special",
-        "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end",
+        "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end", "_accept",
     )
 
     def __init__(self, plane) -> None:
@@ -113,6 +113,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._body_len = 0
         self._method = b""
         self._end = END_KEEP
+        self._accept = None          # Accept-Encoding, when sent (a special header)
 
     # -- asyncio protocol ------------------------------------------------------
 
@@ -225,6 +226,10 @@ class DataPlaneProtocol(asyncio.Protocol):
                 self._expect = value.lower() == b"100-continue"
             elif lname == b"transfer-encoding":
                 self._chunked = True
+            elif lname == b"accept-encoding":
+                # Special, so it cannot go stale on the connection: only a compressed
+                # group's GET reads it (Content-Encoding passthrough, issue 13).
+                self._accept = value
             elif lname != b"upgrade":
                 return
             self._special = True
@@ -305,10 +310,11 @@ class DataPlaneProtocol(asyncio.Protocol):
     def _complete_other(self, url: bytes) -> None:
         """on_message_complete for a request with a body or special headers, or one that must queue."""
         end = self._end
-        auth = body = None
+        auth = body = accept = None
         if self._special:
             auth = self._auth
-            self._auth = None
+            accept = self._accept
+            self._auth = self._accept = None
             self._clen = -1
             self._chunked = self._expect = self._conn_hdr = self._special = False
         if self._body is not None:
@@ -318,10 +324,10 @@ class DataPlaneProtocol(asyncio.Protocol):
         if self._busy:
             if self._queue is None:
                 self._queue = deque()
-            self._queue.append((self._method, url, auth, body, end, self._start))
+            self._queue.append((self._method, url, auth, body, end, self._start, accept))
             self._update_reading()
         else:
-            self._serve(self._method, url, auth, body, end, self._start)
+            self._serve(self._method, url, auth, body, end, self._start, accept)
         if end is END_CLOSE:
             self._stop()
 
@@ -332,14 +338,16 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     # -- answering -------------------------------------------------------------
 
-    def _serve(self, method: bytes, url: bytes, auth, body, end: bytes, start: float) -> None:
+    def _serve(self, method: bytes, url: bytes, auth, body, end: bytes, start: float, accept=None) -> None:
         """Answer one complete request: at once when it can be, else through a task."""
         if method == _GET and url[:9] == _API_KEY:
             key = url[9:]
-            if key and b"&" not in key and b"%" not in key and b"+" not in key:
+            if key and b"&" not in key and b"%" not in key and b"+" not in key and (
+                    accept is None or not getattr(self._router.default_group, "packs", False)):
+                # (A compressed default group with Accept-Encoding: _serve_other may pass it through.)
                 self._serve_api_key(key.decode(), end, start)
                 return
-        self._serve_other(method, url, auth, body, end, start)
+        self._serve_other(method, url, auth, body, end, start, accept)
 
     def _serve_api_key(self, key: str, end: bytes, start: float) -> None:
         """``GET /api?key=K`` on the default group: a hit written at once, a miss loaded in a task."""
@@ -377,7 +385,8 @@ class DataPlaneProtocol(asyncio.Protocol):
         else:
             self._last = plane.tick
 
-    def _serve_other(self, method: bytes, url: bytes, auth, body, end: bytes, start: float) -> None:
+    def _serve_other(self, method: bytes, url: bytes, auth, body, end: bytes, start: float,
+                     accept=None) -> None:
         router = self._router
         path, _, query = url.partition(b"?")
         if method == _GET and path == _API_PATH:
@@ -389,6 +398,13 @@ class DataPlaneProtocol(asyncio.Protocol):
                 group = router.default_group if name is None else router.group_named(name)
                 if not key:
                     raise InvalidKeyError(_EMPTY_KEY)
+                if accept is not None and getattr(group, "packs", False):
+                    reply = packed_hit(group, key, accept)
+                    if reply is None:
+                        self._spawn(router.api_load(group, key), "GET", API, start, end, False)
+                    else:
+                        self._reply(reply, "GET", API, start, end, False)
+                    return
                 value = group.get_cached(key)
             except Exception as exc:
                 self._reply(error_reply_for(exc), "GET", API, start, end, False)

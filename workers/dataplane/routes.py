@@ -32,7 +32,7 @@ import os
 from google.protobuf.message import DecodeError
 
 from geecache import auth
-from geecache.compression import pack, unpack
+from geecache.compression import CODECS, pack, unpack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
 )
@@ -66,6 +66,44 @@ _POST = frozenset({"POST"})
 #: The key part of the peer batch path (a POST; no key is ever POSTed).
 _BATCH_KEY = b"_batch"
 _BATCH_OPS = ("get", "set", "delete")
+
+
+#: The codecs that are also HTTP content codings (RFC 9110 §8.4.1, RFC 8878): a stored
+#: entry under one of them is sent as is to a client that accepts it.
+HTTP_CODINGS = {codec.id: codec.name.encode() for codec in CODECS if codec.name in ("gzip", "zstd")}
+_VARY = b"Vary: Accept-Encoding\r\n"
+
+
+def accepts(header: bytes, coding: bytes) -> bool:
+    """True when the Accept-Encoding *header* admits *coding* (by name or ``*``, q > 0)."""
+    for part in header.lower().split(b","):
+        name, _, params = part.partition(b";")
+        name = name.strip()
+        if name == coding or name == b"*":
+            q = params.strip()
+            if q.startswith(b"q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
+def packed_hit(group, key: str, accept: bytes) -> Reply | None:
+    """A compressed group's hit for a client that sent Accept-Encoding, or None on a miss.
+
+    The stored bytes with ``Content-Encoding`` when the client accepts the
+    entry's codec (gzip, zstd), else the value decompressed; ``Vary`` either way.
+    """
+    entry = group.get_packed(key)
+    if entry is None:
+        return None
+    payload, codec_id, _exp = entry
+    coding = HTTP_CODINGS.get(codec_id)
+    if coding is not None and accepts(accept, coding):
+        return (200, OCTET_STREAM, payload, b"Content-Encoding: %b\r\n%b" % (coding, _VARY))
+    return (200, OCTET_STREAM, group.value_of(entry), _VARY)
 
 
 def is_batch_path(url: bytes) -> bool:
@@ -285,13 +323,28 @@ class Router:
             if hit is None:
                 raise NotFoundError(f"group {group.name!r}: {key!r} not cached here")
             return self._get_response(group, *hit)
-        hit = group.get_local_cached(key)
-        if hit is not None:
-            return self._get_response(group, *hit)
+        if getattr(group, "packs", False):  # the stored bytes and codec id, never compressed again
+            hit = group.get_local_packed(key)
+            if hit is not None:
+                return self._stored_response(*hit)
+        else:
+            hit = group.get_local_cached(key)
+            if hit is not None:
+                return self._get_response(group, *hit)
         return self._peer_load(group, key)
 
+    @staticmethod
+    def _stored_response(payload: bytes, codec_id: int, expire_at: float) -> Reply:
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
+
     async def _peer_load(self, group, key: str) -> Reply:
-        return self._get_response(group, *(await group.load_local(key)))
+        value, expire_at = await group.load_local(key)
+        if getattr(group, "packs", False):
+            entry = group.stored_entry(key)  # what the load just stored (compressed once)
+            if entry is not None:
+                return self._stored_response(*entry)
+        return self._get_response(group, value, expire_at)
 
     @staticmethod
     def _message(body: bytes, message):
