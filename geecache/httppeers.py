@@ -362,8 +362,10 @@ class HTTPPool:
             self._drop_mail(gone)
         added = self._peers.keys() - old_peers.keys()
         previous = self._ring
-        if not previous.nodes:
-            # This host's first ring: before it joined, the others owned its keys.
+        if not previous.nodes or tuple(previous.nodes) == (self.self_address,):
+            # This host's first ring, or the [self] the supervisor writes before the
+            # registrar has heard from etcd (seen in CI: a request reached the new host
+            # first): before it joined, the others owned its keys.
             previous = Ring(**self._ring_args)
             if self._peers:
                 previous.add(*self._peers)

@@ -62,6 +62,18 @@ def test_pool_first_ring_that_includes_this_host_hands_off_from_the_others():
     assert moved and all(pool.handoff_peer(k).address in (a, b) for k in moved)
 
 
+def test_pool_whose_first_ring_is_itself_alone_hands_off_from_the_others():
+    # The supervisor writes [self] before the registrar hears from etcd; a request that
+    # reaches the new host in between builds that ring first (seen in CI: no handoffs).
+    a, b, c = "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"
+    members = MovingMembers([c])
+    pool = HTTPPool(c, members, handoff_window=30)
+    pool.members()
+    members.set([a, b, c])
+    moved = [k for k in KEYS if pool.owner(k) == c]
+    assert moved and all(pool.handoff_peer(k).address in (a, b) for k in moved)
+
+
 def test_pool_without_a_window_never_hands_off():
     a, b, c = "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"
     members = MovingMembers([a, b])
