@@ -175,6 +175,33 @@ def start_bare(workers: int, *, uvloop: bool = True) -> Server:
                                    str(workers)], port, {"GEECACHE_UVLOOP": "1" if uvloop else "0"}).wait_ready()
 
 
+def _prefork(serve, workers: int) -> None:
+    """Fork *workers* children running ``serve()`` on the inherited socket; wait for all of them.
+
+    SIGTERM to this process is passed on to every child (the bench stops servers by pid).
+    """
+    pids = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                serve()
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    signal.signal(signal.SIGTERM, lambda *_: [os.kill(p, signal.SIGTERM) for p in pids])
+    for pid in pids:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+
+
 def bare_server_main(port: int, workers: int) -> None:
     """Entry of the baseline server process: bind once, fork *workers*, serve a constant."""
     from aiohttp import web
@@ -205,26 +232,7 @@ def bare_server_main(port: int, workers: int) -> None:
 
         loop.run_until_complete(main())
 
-    pids = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                serve()
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    signal.signal(signal.SIGTERM, lambda *_: [os.kill(p, signal.SIGTERM) for p in pids])
-    for pid in pids:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
+    _prefork(serve, workers)
 
 
 def start_floor(workers: int) -> Server:
@@ -281,27 +289,8 @@ def floor_server_main(port: int, workers: int) -> None:
 
         loop.run_until_complete(main())
 
-    pids = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                serve()
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    signal.signal(signal.SIGTERM, lambda *_: [os.kill(p, signal.SIGTERM) for p in pids])
     try:
-        for pid in pids:
-            while True:
-                try:
-                    os.waitpid(pid, 0)
-                    break
-                except InterruptedError:
-                    continue
+        _prefork(serve, workers)
     finally:
         arena.close()
         arena.unlink()
