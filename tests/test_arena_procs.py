@@ -82,8 +82,10 @@ def test_sigkill_never_wedges_or_tears(make_arena, policy):
     rng = random.Random(7)
     writers = {fork(churn, arena, seed, 10**9, 3000, 60.0) for seed in range(3)}
     kills = 0
-    deadline = time.monotonic() + 20
-    while kills < 40 and time.monotonic() < deadline:
+    # At least 40 kills, and on until one landed inside a critical section and was repaired
+    # (~20% do: measured 7-10 of 40), the case the test is about; bounded in kills and time.
+    deadline = time.monotonic() + 120
+    while (kills < 40 or arena.repairs() == 0) and kills < 400 and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.005, 0.05))
         victim = rng.choice(sorted(writers))
         os.kill(victim, signal.SIGKILL)
@@ -95,9 +97,8 @@ def test_sigkill_never_wedges_or_tears(make_arena, policy):
     for pid in writers:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    assert kills >= 20
-    # ~20% of kills land inside a critical section (measured 7-10 of 40).
-    assert arena.repairs() >= 1
+    assert kills >= 40
+    assert arena.repairs() >= 1, f"none of {kills} kills landed inside a critical section"
     # A fresh process and this one finish bounded work: no lock is left held.
     status = reap([fork(churn, arena, 999, 20_000, 3000, 60.0) for _ in range(2)], timeout=60)
     assert all(st == 0 for st in status.values()), status

@@ -34,6 +34,9 @@ from geecache.registry import (
 from tests.support.etcd import EtcdServer
 
 ROOT = Path(__file__).resolve().parents[1]
+#: For the tests that wait for a lease to expire: a few keepalive periods (a third of it
+#: each) longer than a registrar starved of CPU on a busy machine ever waits.
+EXPIRING_TTL = 5
 
 # The stand-in supervisor: asserts it is grpc-free, forks the registrar,
 # prints the child's pid, and exits with the child's exit code (128+N if
@@ -174,7 +177,7 @@ def test_sigterm_revokes_lease_at_once(etcd_server, spawn):
 
 @pytest.mark.procs
 def test_sigkill_key_expires_with_lease(etcd_server, spawn):
-    ttl = 2
+    ttl = EXPIRING_TTL
     a = spawn(etcd_server.endpoint, A, ttl=ttl)
     b = spawn(etcd_server.endpoint, B, ttl=ttl)
     wait_until(lambda: a.members() == [A, B], 10, "A sees both")
@@ -188,11 +191,11 @@ def test_sigkill_key_expires_with_lease(etcd_server, spawn):
 
 @pytest.mark.procs
 def test_etcd_unreachable_at_start_then_registers(etcd_unstarted, spawn):
-    a = spawn(etcd_unstarted.endpoint, A, ttl=2)
+    a = spawn(etcd_unstarted.endpoint, A, ttl=EXPIRING_TTL)
     assert wait_until(a.members, 10, "single-host list while etcd is down") == [A]
     etcd_unstarted.start()
     wait_until(lambda: etcd_unstarted.keys(REGISTRY_PREFIX) == [KEY_A], 15, "key after etcd starts")
-    b = spawn(etcd_unstarted.endpoint, B, ttl=2)
+    b = spawn(etcd_unstarted.endpoint, B, ttl=EXPIRING_TTL)
     wait_until(lambda: a.members() == [A, B], 10, "A watches once connected")
     for r in (a, b):
         r.signal(signal.SIGTERM)
@@ -235,13 +238,13 @@ def test_lease_revoked_behind_its_back_is_regranted(etcd_server, spawn):
 
 @pytest.mark.procs
 def test_outage_keeps_list_and_reregisters(etcd_server, spawn):
-    ttl = 2
+    ttl = EXPIRING_TTL
     a = spawn(etcd_server.endpoint, A, ttl=ttl)
     b = spawn(etcd_server.endpoint, B, ttl=ttl)
     wait_until(lambda: a.members() == [A, B] and b.members() == [A, B], 10, "both see both")
     etcd_server.kill()
     # Longer than the TTL: the list must survive an outage the leases do not.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + ttl + 2
     while time.monotonic() < deadline:
         assert a.members() == [A, B] and b.members() == [A, B]
         assert a.proc.poll() is None and b.proc.poll() is None
