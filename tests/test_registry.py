@@ -32,6 +32,7 @@ from geecache.registry import (
     validate_advertise,
 )
 from tests.support.etcd import EtcdServer
+from tests.support.proc import PATIENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 #: For the tests that wait for a lease to expire: a few keepalive periods (a third of it
@@ -68,7 +69,8 @@ sys.exit(code if code >= 0 else 128 - code)
 
 
 def wait_until(pred, timeout: float, what: str):
-    """Poll `pred` until it returns a truthy value; fail the test after `timeout` s."""
+    """Poll `pred` until it returns a truthy value; fail the test after PATIENCE x `timeout` s."""
+    timeout *= PATIENCE
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
