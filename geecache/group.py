@@ -113,11 +113,11 @@ class Group:
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
-        # Values kept compressed (issue 13): only in a cache whose entries carry a codec id.
-        # The no-codec group keeps the plain get_cached (the benchmark's hit path).
+        # Values kept compressed: only in a cache whose entries carry a codec id.  Whether
+        # this group packs decides only how new values are stored; reads decode every
+        # entry by its own codec id, since the entries cached before a codec change (a
+        # SIGHUP, a warm restart) keep the codec they were stored with.
         self.packs = bool(self.codec.id and getattr(self._cache, "keeps_codec", False))
-        if self.packs:
-            self.get_cached = self._get_cached_packed
 
     @property
     def readonly(self) -> bool:
@@ -133,21 +133,19 @@ class Group:
         Counts the get and the hit only on a hit, so a miss followed by
         ``get`` is counted once.
         """
-        value = self._cache.get(self.name, key)
-        if value is not None:
+        # get_entry, not get: an entry stored under any codec (this group's, or the one it
+        # had before a change) is decoded by its own id.  A raw entry costs one test.
+        entry = self._cache.get_entry(self.name, key)
+        if entry is not None:
             self.stats.add("gets")
             self.stats.add("local_hits")
-            return value
-        value = self._cache.get(self._hot, key)
-        if value is not None:
+            return entry[0] if not entry[1] else self.value_of(entry)
+        entry = self._cache.get_entry(self._hot, key)
+        if entry is not None:
             self.stats.add("gets")
             self.stats.add("hot_hits")
-        return value
-
-    def _get_cached_packed(self, key: str) -> bytes | None:
-        # get_cached of a group whose entries may be compressed: decompressed here.
-        entry = self.get_packed(key)
-        return None if entry is None else self.value_of(entry)
+            return entry[0] if not entry[1] else self.value_of(entry)
+        return None
 
     def get_packed(self, key: str) -> tuple[bytes, int, float] | None:
         """(stored bytes, codec id, expire_at) when cached here (owned or hot), else None.
