@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .errors import ConfigError, reported_as
+from .hlc import DEFAULT_MAX_DRIFT
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
 from .registry.config import parse_endpoints, validate_advertise
 
@@ -456,6 +457,12 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("auth_token", STR, None,
             "bearer token for public `PUT`/`DELETE` and **all** peer requests "
             "(prefer the environment: it stays out of `ps`)", _non_empty, "T", "non-empty string"),
+    Setting("trusted_network", BOOL, False,
+            "serve without `auth_token` on a `host` other than loopback: every host that can reach the "
+            "data port may then write and call the peer API; without it such a start is refused"),
+    Setting("max_clock_drift", NUMBER, DEFAULT_MAX_DRIFT,
+            "seconds a peer write's version (its originator's clock) may be ahead of this host's clock; "
+            "a write further ahead is refused with a 400 and never stored", _positive, "S", "number > 0"),
     Setting("etcd", LIST, [],
             "etcd endpoints `[http://]host[:port]` (port 2379 if omitted; `https` is refused); "
             "enables registration and discovery", _check_with(parse_endpoints), "URL[,URL]"),
@@ -770,6 +777,26 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
     return from_args(build_parser().parse_args(argv), environ)
 
 
+def is_loopback(host: str) -> bool:
+    """True when *host* is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # every interface (""), or a name: assume it is reachable
+
+
+def exposure(cfg) -> str:
+    """How the data port is protected, for the log: token, loopback, or a trusted network."""
+    if cfg.auth_token:
+        return f"writes and the peer API need the auth_token (data port on {cfg.host or '*'})"
+    if is_loopback(cfg.host):
+        return f"no auth_token: the data port is on loopback ({cfg.host}) only"
+    return (f"no auth_token and the data port is on {cfg.host or '*'}: trusted_network says every host "
+            "that reaches it may write and call the peer API")
+
+
 def _finish(cfg) -> None:
     """Checks that span fields, and the demo group when no group is configured."""
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
@@ -791,6 +818,11 @@ def _finish(cfg) -> None:
             raise ConfigError(where, f"conflicts with {' and '.join(given)}: give either bind or "
                                      "host and port, not both")
         cfg.host, cfg.port = parse_bind(cfg.bind, where)
+    if not cfg.auth_token and not cfg.trusted_network and not is_loopback(cfg.host):
+        where = cfg.sources.get("bind") or cfg.sources.get("host", "host")
+        raise ConfigError(where, f"{cfg.host or '*'} is reachable from other machines and no auth_token is "
+                                 "set: anyone who reaches the data port could write and call the peer API; "
+                                 "set auth_token, or trusted_network if only trusted hosts reach it")
     if cfg.admin_port is None:
         cfg.admin_port = cfg.port + ADMIN_PORT_OFFSET if cfg.port else 0
         if cfg.admin_port > 65535:

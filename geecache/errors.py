@@ -53,6 +53,12 @@ class CodecError(GeeCacheError, ValueError):
     http_status = 400
 
 
+class VersionAheadError(GeeCacheError, ValueError):
+    """A peer's write carries a version further ahead of this host's clock than ``max_clock_drift``."""
+
+    http_status = 400
+
+
 class LoadError(GeeCacheError):
     """The group's source raised while loading a key; the cause is chained."""
 

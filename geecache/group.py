@@ -37,6 +37,7 @@ from .errors import (
     PeerError,
     PeerUnavailableError,
     ReadOnlySourceError,
+    VersionAheadError,
 )
 from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
     DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
@@ -548,7 +549,8 @@ class Group:
             result = await self._write_once(key, value, ttl, version)
             if result.applied or result.version == version:  # ours landed (maybe on an earlier try)
                 return result
-            hlc.clock.update(result.version)
+            if not _observe(result.version):
+                return result  # refused by a version from too far ahead: it cannot be ordered after it
             version = hlc.clock.now()
         return result
 
@@ -595,6 +597,13 @@ class Group:
             self.stats.add("writes_refused")
             return WriteResult(False, False, 0, late=True)
         if version:
+            ahead = hlc.to_unix(version) - time.time()
+            if version > hlc.clock.ceiling():
+                # Stored, it would refuse every later write of the key and drag this
+                # host's clock towards the end of its range (invariant 10).
+                self.stats.add("writes_refused")
+                raise VersionAheadError(f"the write's version is {ahead:.0f} s ahead of this host's clock, "
+                                        f"over max_clock_drift ({hlc.clock.max_drift:g} s); not stored")
             hlc.clock.update(version)  # never issue a version below one this host has seen
         expire_at = time.time() + wanted if wanted else 0.0
         result = await source_writer(self.source)(key, value, version=version, expire_at=expire_at,
@@ -602,8 +611,7 @@ class Group:
         self.invalidate([key])
         if not result.applied:
             self.stats.add("writes_refused")
-            if result.version:
-                hlc.clock.update(result.version)
+            _observe(result.version)
             return result
         if value is not None:
             partition, ttl = self._partition(key)
@@ -662,6 +670,21 @@ class Group:
                 # The old value may still be served: the write must not be acknowledged.
                 self.stats.add("lock_timeouts")
                 raise
+
+
+def _observe(version: int) -> bool:
+    """Feed a stored *version* to this process's clock; False when it is too far ahead to take.
+
+    Such a version was stored by a clock (or a forger) past ``max_clock_drift``;
+    the source lets the next write replace it (``HLC.ceiling``), so this clock
+    need not, and must not, follow it.
+    """
+    if not version:
+        return True
+    if version > hlc.clock.ceiling():
+        return False
+    hlc.clock.update(version)
+    return True
 
 
 class _WriteFence:

@@ -23,6 +23,7 @@ import sys
 
 from aiohttp import web
 
+from geecache import hlc
 from geecache.host.signals import STOP_SIGNALS
 
 log = logging.getLogger("geecache.worker")
@@ -148,6 +149,7 @@ def worker_main(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supe
         try:
             arena.register_process()
             arena.lock_timeout = cfg.lock_timeout  # no unbounded lock wait on an event loop
+            hlc.clock.max_drift = cfg.max_clock_drift  # a peer's version past it is refused
             loop = new_event_loop()
         except Exception:
             log.exception("worker %d failed to boot", os.getpid())
