@@ -441,13 +441,15 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             shown="`port` + 1000 (any free when `port` is 0)"),
     Setting("header_timeout", NUMBER, DEFAULT_HEADER_TIMEOUT,
             "seconds a client has to send a request's head, and the longest pause inside its body, "
-            "before a 408 and close (slowloris)", _positive, "S", "number > 0"),
+            "before a 408 and close (slowloris); also how long a new connection may stay silent "
+            "before it is closed", _positive, "S", "number > 0"),
     Setting("keepalive_timeout", NUMBER, DEFAULT_KEEPALIVE_TIMEOUT,
             "seconds an idle keep-alive connection stays open on the data port", _positive, "S",
             "number > 0"),
     Setting("max_connections", INT, DEFAULT_MAX_CONNECTIONS,
-            "open data-port connections per worker (lowered to the file-descriptor limit); past it a "
-            "new one gets a 503 and is closed", between(1, 1_000_000), "N", "int 1..1000000"),
+            "open data-port connections per worker (lowered to the file-descriptor limit); at it, the "
+            "longest-idle keep-alive connection is closed for a new one, and only when none is idle "
+            "does the new one get a 503", between(1, 1_000_000), "N", "int 1..1000000"),
     Setting("arena", SIZE, DEFAULT_ARENA,
             "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
             metavar="SIZE"),

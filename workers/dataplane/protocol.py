@@ -544,8 +544,25 @@ class DataPlaneProtocol(asyncio.Protocol):
             since = self._last if self._headers_done else self._started
             if now - since > plane.header_timeout:
                 self._refuse(408, "request timeout")
-        elif now - self._last > plane.keepalive_timeout:
+        elif now - self._last > (plane.keepalive_timeout if self._started else plane.header_timeout):
+            # (_started is 0 until a request begins: a connection that never sent one gets
+            # the header timeout from accept, not the keep-alive timeout of a served client.)
             self._close()
+
+    def idle_since(self) -> float | None:
+        """Coarse time since which this connection waits for a request, or None while it is not idle.
+
+        Idle: no request being read, no answer owed, nothing queued or unsent.
+        The plane evicts the longest-idle one at the connection cap.
+        """
+        if (self._closed or self._lingering or self._in_request or self._pending is not None
+                or self._queue or self._write_paused):
+            return None
+        return self._last
+
+    def evict(self) -> None:
+        """Close this idle connection to make room for a new one (as its keep-alive timeout would)."""
+        self._close()
 
     def shutdown(self) -> None:
         """Graceful close: an idle connection closes now, a busy one after its answers."""

@@ -105,11 +105,14 @@ class _Plane:
         self.bounds = self.metrics.bounds
         self.first_bound = self.bounds[0]
         self.hit_tally = self.metrics.tally("GET", API, 200)
-        self.conns: set[DataPlaneProtocol] = set()
+        # Open connections in accept order (a dict as an ordered set): of connections
+        # idle since the same coarse tick, the cap evicts the one accepted first.
+        self.conns: dict[DataPlaneProtocol, None] = {}
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
         self._drained: asyncio.Event | None = None
-        self._refused = 0
+        self._refused = 0            # new connections refused at the cap since the last cap line
+        self._evicted = 0            # idle ones closed at the cap for new ones, since then
         self._cap_logged = -CAP_LOG_INTERVAL
         self._last_flush = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -121,21 +124,47 @@ class _Plane:
     # -- connections -----------------------------------------------------------
 
     def admit(self, conn: DataPlaneProtocol) -> bool:
-        """Take *conn* in, or False at the connection cap (logged, at most every CAP_LOG_INTERVAL)."""
-        if len(self.conns) < self.max_connections:
-            self.conns.add(conn)
+        """Take *conn* in, or False at the connection cap with no idle connection to evict.
+
+        At the cap the keep-alive connection idle the longest is closed to make
+        room (nginx's reuse of keep-alive connections), so idle sockets, a
+        client's pool or a flood of them, cannot lock new clients out; only
+        when every connection is busy is the new one refused (503).  Both are
+        logged, at most every CAP_LOG_INTERVAL.
+        """
+        if len(self.conns) < self.max_connections or self._evict_idle():
+            self.conns[conn] = None
             return True
         self._refused += 1
-        if self.tick - self._cap_logged >= CAP_LOG_INTERVAL:
-            log.warning("worker %d: %d connections open, the cap (max_connections); refused %d since "
-                        "the last such line", os.getpid(), len(self.conns), self._refused)
-            self._refused = 0
-            self._cap_logged = self.tick
+        self._log_cap()
         return False
+
+    def _evict_idle(self) -> bool:
+        """Close the longest-idle connection; False when none is idle.  O(connections), only at the cap."""
+        victim, oldest = None, float("inf")
+        for conn in self.conns:
+            since = conn.idle_since()
+            if since is not None and since < oldest:
+                victim, oldest = conn, since
+        if victim is None:
+            return False
+        del self.conns[victim]  # its connection_lost comes later: the room is taken now
+        victim.evict()
+        self._evicted += 1
+        self._log_cap()
+        return True
+
+    def _log_cap(self) -> None:
+        if self.tick - self._cap_logged >= CAP_LOG_INTERVAL:
+            log.warning("worker %d: %d connections open, the cap (max_connections); since the last such "
+                        "line, closed %d idle ones for new clients and refused %d (none idle)",
+                        os.getpid(), len(self.conns), self._evicted, self._refused)
+            self._refused = self._evicted = 0
+            self._cap_logged = self.tick
 
     def forget(self, conn: DataPlaneProtocol) -> None:
         """*conn* is gone."""
-        self.conns.discard(conn)
+        self.conns.pop(conn, None)
         if self._drained is not None and not self.conns:
             self._drained.set()
 
