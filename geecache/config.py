@@ -549,6 +549,10 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "bytes of one batch's request body, and of the values one batch get answers; past it a "
             "413 (at most 64MiB, what a peer accepts in one answer)",
             _check_batch_bytes, metavar="SIZE"),
+    Setting("batch_inflight_bytes", SIZE, 64 << 20,
+            "bytes the batches one worker is serving at once may hold (request bodies and the values "
+            "answered, each batch counted at its bound); past it a batch gets a 503 with `Retry-After` "
+            "(a batch is always admitted when none is in flight)", _positive, metavar="SIZE"),
 )
 
 GROUP_SETTINGS: tuple[Setting, ...] = (

@@ -99,7 +99,8 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
             sock, groups, auth_token=cfg.auth_token, item_limit=cfg.item_limit,
             header_timeout=cfg.header_timeout, keepalive_timeout=cfg.keepalive_timeout,
             max_connections=cfg.max_connections, ssl_context=server_ssl_context(cfg),
-            http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes)
+            http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes,
+            batch_inflight_bytes=cfg.batch_inflight_bytes)
         admin = web.AppRunner(make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
                                              pulse=pulse, workers_configured=cfg.workers,
                                              supervisor_pid=supervisor_pid),

@@ -135,6 +135,15 @@ class BatchRefused(GeeCacheError):
         self.http_status = status
 
 
+class BatchBusy(GeeCacheError):
+    """The worker's batches in flight hold their budget (``batch_inflight_bytes``): 503, Retry-After."""
+
+    http_status = 503
+
+
+_RETRY_AFTER = b"Retry-After: 1\r\n"
+
+
 class Request:
     """What a handler needs of a request that is not a hit: built only off the hot path."""
 
@@ -157,6 +166,8 @@ def error_reply_for(exc: BaseException) -> Reply:
         return error_reply(exc.http_status, str(exc), extra)
     if isinstance(exc, Unauthorized):
         return error_reply(401, str(exc), _CHALLENGE)
+    if isinstance(exc, BatchBusy):
+        return error_reply(503, str(exc), _RETRY_AFTER)
     if isinstance(exc, ReadOnlySourceError):
         # A 405 must say what is allowed: reads, for a group over a loader.
         return error_reply(exc.http_status, str(exc), _READ_ONLY_ALLOW)
@@ -170,7 +181,7 @@ class Router:
     """Resolves (method, path) to a handler and holds the handlers over *groups* (config order)."""
 
     def __init__(self, groups: dict, auth_token: str | None = None, batch_max_keys: int = 1000,
-                 batch_max_bytes: int = 16 << 20) -> None:
+                 batch_max_bytes: int = 16 << 20, batch_inflight_bytes: int = 64 << 20) -> None:
         if not groups:
             raise ValueError("at least one group is needed")
         self._groups = groups
@@ -178,6 +189,9 @@ class Router:
         self._expected = auth.expected_bearer(auth_token)
         self.batch_max_keys = int(batch_max_keys)
         self.batch_max_bytes = int(batch_max_bytes)
+        self.batch_inflight_bytes = int(batch_inflight_bytes)
+        # Bytes reserved by the batches this worker is serving (guarded by the event loop's thread).
+        self._batch_reserved = 0
         health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
         self._healthz: Reply = (200, JSON, json.dumps(health).encode(), b"")
         api = {"GET": self.api_get, "HEAD": self.api_get, "PUT": self.api_put, "DELETE": self.api_delete}
@@ -392,6 +406,27 @@ class Router:
                 raise BatchRefused(400, f"key #{i}: {exc}") from None
         return list(msg.items)
 
+    def _batch_reserve(self, group, body: bytes, keys: int, values: bool = True) -> int:
+        """Reserve a batch's bound in this worker's budget; BatchBusy (503) when it is spent.
+
+        The bound: its body, and (*values*) what its values may take (each up
+        to the item limit, all of them at most batch_max_bytes).  A batch is
+        admitted whatever its bound when none is in flight, so one that is
+        larger than the budget is still served, alone.
+        """
+        reserve = len(body) + (min(self.batch_max_bytes, keys * group.item_limit) if values else len(body))
+        if self._batch_reserved and self._batch_reserved + reserve > self.batch_inflight_bytes:
+            raise BatchBusy(f"this worker's batches in flight hold their budget (batch_inflight_bytes, "
+                            f"{self.batch_inflight_bytes} bytes); retry later")
+        self._batch_reserved += reserve
+        return reserve
+
+    async def _within_reserve(self, reserve: int, work) -> Reply:
+        try:
+            return await work()
+        finally:
+            self._batch_reserved -= reserve
+
     def api_batch(self, req: Request):
         """``POST /api/batch?op=get|set|delete[&group=G]``: many keys of one group in one request.
 
@@ -408,18 +443,25 @@ class Router:
         if op != "get":
             self._authorize(req.auth)
         items = self._batch_items(req.body)
-        if op == "get":
-            return self._batch_get(group, [item.key for item in items])
-        if op == "delete":
-            return self._batch_delete(group, [item.key for item in items])
-        values = {}
-        for i, item in enumerate(items):
-            try:
-                # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
-                values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
-            except GeeCacheError as exc:
-                raise BatchRefused(exc.http_status, f"key #{i}: {exc}") from None
-        return self._batch_set(group, values)
+        reserve = self._batch_reserve(group, req.body, len(items), values=op != "delete")
+        try:
+            if op == "get":
+                keys = [item.key for item in items]
+                return self._within_reserve(reserve, lambda: self._batch_get(group, keys))
+            if op == "delete":
+                keys = [item.key for item in items]
+                return self._within_reserve(reserve, lambda: self._batch_delete(group, keys))
+            values = {}
+            for i, item in enumerate(items):
+                try:
+                    # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
+                    values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
+                except GeeCacheError as exc:
+                    raise BatchRefused(exc.http_status, f"key #{i}: {exc}") from None
+            return self._within_reserve(reserve, lambda: self._batch_set(group, values))
+        except BaseException:
+            self._batch_reserved -= reserve  # refused before its coroutine was made
+            raise
 
     @staticmethod
     def _first_failure(keys: list[str], results) -> None:
@@ -475,7 +517,9 @@ class Router:
         """A peer's batch get of keys this host owns: served here, never forwarded (invariant 3)."""
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
-        return self._peer_batch_get(group, [item.key for item in self._batch_items(req.body)])
+        keys = [item.key for item in self._batch_items(req.body)]
+        reserve = self._batch_reserve(group, req.body, len(keys))
+        return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
 
     async def _peer_batch_get(self, group, keys: list[str]) -> Reply:
         answers = await group.get_local_many(keys)

@@ -258,6 +258,7 @@ async def serve_data_plane(
     backlog: int = 1024,
     batch_max_keys: int = 1000,
     batch_max_bytes: int = 16 << 20,
+    batch_inflight_bytes: int = 64 << 20,
 ) -> DataPlane:
     """Serve *groups* (name -> Group, first = default) on the listening *sock*; call in the worker's loop.
 
@@ -265,13 +266,14 @@ async def serve_data_plane(
     bodies); *http_metrics* (a ``geecache.metrics.HttpMetrics``) gets every
     request's count and latency, None skips them.  *limits* overrides every
     bound at once (tests); otherwise the three common ones come as keywords.
-    *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``).
+    *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``),
+    *batch_inflight_bytes* the batches this worker serves at once.
     """
     loop = asyncio.get_running_loop()
     if limits is None:
         limits = Limits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout,
                         max_connections=max_connections)
-    plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes), limits, item_limit, http_metrics, ssl_context is not None)
+    plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes, batch_inflight_bytes), limits, item_limit, http_metrics, ssl_context is not None)
     server = await loop.create_server(lambda: DataPlaneProtocol(plane), sock=sock, ssl=ssl_context,
                                       backlog=backlog)
     plane.start()

@@ -1,0 +1,61 @@
+"""The batches one worker serves at once are bounded in bytes (``batch_inflight_bytes``).
+
+A real one-worker supervisor over a slow loader: while one batch is in
+flight (its loads seen starting in the loader's count file) and holds the
+budget, another public or peer batch is answered 503 with ``Retry-After``
+and a JSON reason, single GETs are served as ever, and once the first batch
+is answered the next one is served.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from geecache.geecachepb import BatchItem, BatchRequest, BatchResponse
+from tests.support.loaders import count_loads
+from tests.support.proc import start_supervisor, wait_until
+
+pytestmark = pytest.mark.procs
+
+
+def _batch(keys) -> bytes:
+    return BatchRequest(items=[BatchItem(key=k) for k in keys]).SerializeToString()
+
+
+def test_a_batch_past_the_workers_budget_gets_503_with_retry_after(tmp_path):
+    config = tmp_path / "g.toml"
+    config.write_text('[[groups]]\nname = "c"\nloader = "tests.support.loaders:counting"\n')
+    count_file = tmp_path / "loads.txt"
+    h = start_supervisor(tmp_path, "--config", str(config), "--batch-inflight-bytes", "1MiB", workers=1,
+                         env={"GEECACHE_TEST_COUNT_FILE": str(count_file), "GEECACHE_TEST_LOAD_DELAY": "3"})
+    try:
+        first: list = []
+        keys = [f"slow-{i}" for i in range(4)]
+        client = threading.Thread(target=lambda: first.append(
+            h.request("POST", "/api/batch?group=c", _batch(keys))))
+        client.start()
+        try:
+            wait_until(lambda: count_loads(count_file) >= 1, 20, what="the first batch's loads started")
+            for target in ("/api/batch?group=c", "/_geecache/c/_batch"):
+                status, headers, body = h.request("POST", target, _batch(["other-key"]))
+                assert (status, headers.get("retry-after")) == (503, "1"), (target, status, body)
+                reason = json.loads(body)["error"]
+                assert "batch_inflight_bytes" in reason and "other-key" not in reason
+            assert h.get("/api?group=c&key=single") == (200, b"value-single")  # not a batch: served
+        finally:
+            client.join(30)
+        assert not client.is_alive()
+        status, _, body = first[0]
+        assert status == 200, body
+        answer = BatchResponse()
+        answer.ParseFromString(body)
+        assert [(i.key, i.status, i.value) for i in answer.items] == [(k, 200, f"value-{k}".encode()) for k in keys]
+        # The budget is free again.
+        status, _, body = h.request("POST", "/api/batch?group=c", _batch(keys))
+        assert status == 200, body
+        assert "Traceback" not in h.log()
+    finally:
+        assert h.stop() == 0
