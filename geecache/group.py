@@ -38,6 +38,7 @@ from .errors import (
     PeerUnavailableError,
     ReadOnlySourceError,
     VersionAheadError,
+    public_reason,
 )
 from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
     DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
@@ -344,7 +345,7 @@ class Group:
             elif isinstance(result, NotFoundError):
                 out[i] = (404, b"", 0.0, "")
             elif isinstance(result, GeeCacheError):
-                out[i] = (result.http_status, b"", 0.0, str(result))
+                out[i] = (result.http_status, b"", 0.0, public_reason(result))
             else:
                 raise result
         return out

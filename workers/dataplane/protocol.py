@@ -213,6 +213,10 @@ class DataPlaneProtocol(asyncio.Protocol):
         if len(name) in _SPECIAL_LENGTHS:
             lname = name.lower()
             if lname == b"authorization":
+                if self._auth is not None:
+                    # Which one would be checked is the server's guess: refuse to guess.
+                    self._refusal = (400, "more than one Authorization header")
+                    raise _REFUSED
                 self._auth = value
             elif lname == b"content-length":
                 try:

@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 
 from google.protobuf.message import DecodeError
 
@@ -35,6 +36,7 @@ from geecache import auth
 from geecache.compression import CODECS, pack, unpack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
+    public_reason,
 )
 from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest
 from geecache.limits import check_key, check_ttl
@@ -159,6 +161,21 @@ class Request:
         self.body = body
 
 
+#: At most one line per this many seconds logs the cause of a 5xx answered without it.
+CAUSE_LOG_INTERVAL = 5.0
+_cause_logged = [float("-inf"), 0]  # [monotonic time of the last line, 5xx answers since]; the loop's thread
+
+
+def _log_cause(exc: GeeCacheError) -> None:
+    """Log why a 5xx was answered (a source's or a peer's error: the client gets only its class)."""
+    now = time.monotonic()
+    _cause_logged[1] += 1
+    if now - _cause_logged[0] >= CAUSE_LOG_INTERVAL:
+        log.warning("answered %d: %s (%d such answers since the last such line)", exc.http_status, exc,
+                    _cause_logged[1])
+        _cause_logged[0], _cause_logged[1] = now, 0
+
+
 def error_reply_for(exc: BaseException) -> Reply:
     """The reply to an exception a handler raised; a bug is logged with its traceback, answered 500."""
     if isinstance(exc, RouteError):
@@ -170,9 +187,12 @@ def error_reply_for(exc: BaseException) -> Reply:
         return error_reply(503, str(exc), _RETRY_AFTER)
     if isinstance(exc, ReadOnlySourceError):
         # A 405 must say what is allowed: reads, for a group over a loader.
-        return error_reply(exc.http_status, str(exc), _READ_ONLY_ALLOW)
+        return error_reply(exc.http_status, public_reason(exc), _READ_ONLY_ALLOW)
     if isinstance(exc, GeeCacheError):
-        return error_reply(exc.http_status, str(exc))
+        # public_reason: no key, group name or source path of the message reaches the client.
+        if exc.http_status >= 500 and exc.public is not None:
+            _log_cause(exc)
+        return error_reply(exc.http_status, public_reason(exc))
     log.error("unhandled error on the data plane", exc_info=exc)
     return error_reply(500, "internal error")
 
@@ -394,8 +414,10 @@ class Router:
 
     # -- batches (issue 13) ----------------------------------------------------
 
-    def _batch_items(self, body: bytes) -> list:
-        msg = self._message(body, BatchRequest())
+    def _batch_items(self, msg, group: str) -> list:
+        """The checked items of BatchRequest *msg*; its ``group`` field, when set, must be *group*."""
+        if msg.group and msg.group != group:
+            raise BatchRefused(400, "the body's group is not the group the request names")
         if len(msg.items) > self.batch_max_keys:
             raise BatchRefused(413, f"a batch of {len(msg.items)} keys is over batch_max_keys "
                                     f"({self.batch_max_keys})")
@@ -403,7 +425,7 @@ class Router:
             try:
                 check_key(item.key)
             except InvalidKeyError as exc:
-                raise BatchRefused(400, f"key #{i}: {exc}") from None
+                raise BatchRefused(400, f"key #{i}: {public_reason(exc)}") from None
         return list(msg.items)
 
     def _batch_reserve(self, group, body: bytes, keys: int, values: bool = True) -> int:
@@ -439,10 +461,12 @@ class Router:
         op = params.get("op", "get")
         if op not in _BATCH_OPS:
             raise BatchRefused(400, "op must be one of get, set, delete")
-        group = self.group_named(params.get("group"))
         if op != "get":
             self._authorize(req.auth)
-        items = self._batch_items(req.body)
+        msg = self._message(req.body, BatchRequest())
+        # The body may name the group instead of the query (as a peer's does); not a different one.
+        group = self.group_named(params.get("group", msg.group or None))
+        items = self._batch_items(msg, group.name)
         reserve = self._batch_reserve(group, req.body, len(items), values=op != "delete")
         try:
             if op == "get":
@@ -457,7 +481,7 @@ class Router:
                     # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
                     values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
                 except GeeCacheError as exc:
-                    raise BatchRefused(exc.http_status, f"key #{i}: {exc}") from None
+                    raise BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}") from None
             return self._within_reserve(reserve, lambda: self._batch_set(group, values))
         except BaseException:
             self._batch_reserved -= reserve  # refused before its coroutine was made
@@ -471,7 +495,7 @@ class Router:
                 raise result  # a bug or a cancellation
         if failed:
             i, exc = failed[0]
-            raise BatchRefused(exc.http_status, f"key #{i}: {exc} ({len(failed)} of {len(keys)} keys "
+            raise BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)} ({len(failed)} of {len(keys)} keys "
                                                 f"failed; the others were done)")
 
     async def _batch_get(self, group, keys: list[str]) -> Reply:
@@ -479,7 +503,7 @@ class Router:
         if errors:
             i = next(i for i, key in enumerate(keys) if key in errors)
             exc = errors[keys[i]]
-            raise BatchRefused(exc.http_status, f"key #{i}: {exc}")
+            raise BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}")
         size = sum(len(found[key]) for key in keys if key in found)
         if size > self.batch_max_bytes:
             raise BatchRefused(413, f"the values of this batch take {size} bytes, over batch_max_bytes "
@@ -517,7 +541,7 @@ class Router:
         """A peer's batch get of keys this host owns: served here, never forwarded (invariant 3)."""
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
-        keys = [item.key for item in self._batch_items(req.body)]
+        keys = [item.key for item in self._batch_items(self._message(req.body, BatchRequest()), group.name)]
         reserve = self._batch_reserve(group, req.body, len(keys))
         return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
 
