@@ -55,10 +55,11 @@ LIMIT = 1 << (PHYSICAL_BITS + LOGICAL_BITS)
 
 
 #: How far ahead of this host's wall clock (seconds) a version received from
-#: elsewhere may be: a host whose clock is minutes off still orders its writes,
-#: and a forged or broken version (2**63 - 2, say) cannot drag this clock (and
-#: with it every later write of the key) towards the end of its range.
-DEFAULT_MAX_DRIFT = 600.0
+#: elsewhere may be: a host whose clock is hours off (NTP lost, a VM restored)
+#: still orders its writes with the others, and a forged or broken version
+#: (2**63 - 2: the year 2112) cannot drag this clock, and with it every later
+#: write of the key, to the end of its range.
+DEFAULT_MAX_DRIFT = 86400.0
 
 
 class ClockDriftError(ValueError):
