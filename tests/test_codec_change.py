@@ -11,7 +11,6 @@ ask.  Also the other way round: values cached raw, then a codec set.
 from __future__ import annotations
 
 import gzip
-import http.client
 import signal
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from geecache.compression import unpack
 from geecache.geecachepb import BatchItem, BatchRequest, BatchResponse, GetResponse
 from tests.support.loaders import document
 from tests.support.net import free_port
-from tests.support.proc import start_supervisor, wait_until
+from tests.support.proc import request as _request, start_supervisor, wait_until
 
 pytestmark = pytest.mark.procs
 
@@ -32,16 +31,6 @@ VALUES = {key: document(key, items=10) for key in KEYS}
 
 def _write_config(path: Path, db: Path, codec: str) -> None:
     path.write_text(f'[[groups]]\nname = "z"\nsqlite = "{db}"\ncodec = "{codec}"\n')
-
-
-def _request(port: int, method: str, target: str, body: bytes | None = None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, target, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 def _assert_every_read_serves_the_value(hosts) -> None:
