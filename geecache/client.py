@@ -445,7 +445,8 @@ class Client(_Failover):
 class AsyncClient(_Failover):
     """asyncio client over one aiohttp ``ClientSession`` (connections reused per host).
 
-    Same arguments and errors as ``Client``; every method is a coroutine.
+    Same arguments, errors and retries as ``Client`` (a write is never sent
+    twice); every method is a coroutine.
     Create and use it inside one event loop, and ``await close()`` (or use
     ``async with``) so the session's connections are released.
     """
@@ -543,6 +544,7 @@ class AsyncClient(_Failover):
         session = self._get_session()
         attempts: list[tuple[str, str]] = []
         hosts = self._admin_hosts if admin else self._hosts
+        replayable = _replayable(method, target)
         for i in (range(len(hosts)) if admin else self._order()):
             # encoded=True: the query is already percent-encoded; yarl must not re-quote it.
             url = yarl.URL(hosts[i].url + target, encoded=True)
@@ -552,12 +554,19 @@ class AsyncClient(_Failover):
                         data = await resp.read()
                         out = _answer(resp.status, data, resp.reason or "")
                 except aiohttp.ServerDisconnectedError as exc:
-                    # A reused keep-alive connection the server had closed: retry once, fresh.
-                    if attempt == 1:
+                    # A reused keep-alive connection the server had closed: a read is sent
+                    # once more, fresh; a write is not (as Client: it may have been applied).
+                    if attempt == 1 and replayable:
                         continue
                     attempts.append((hosts[i].url, _describe(exc)))
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, _ServerFault) as exc:
+                    if not replayable:
+                        raise UnavailableError(attempts) from exc
+                except (aiohttp.ClientConnectorError, _ServerFault) as exc:  # not connected, or answered
                     attempts.append((hosts[i].url, _describe(exc)))
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    attempts.append((hosts[i].url, _describe(exc)))
+                    if not replayable:  # written, maybe applied: never sent to another host too
+                        raise UnavailableError(attempts) from exc
                 except (NotFoundError, RefusedError):
                     if not admin:
                         self._preferred = i

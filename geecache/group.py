@@ -598,11 +598,11 @@ class Group:
             self.stats.add("writes_refused")
             return WriteResult(False, False, 0, late=True)
         if version:
-            ahead = hlc.to_unix(version) - time.time()
             if version > hlc.clock.ceiling():
                 # Stored, it would refuse every later write of the key and drag this
                 # host's clock towards the end of its range (invariant 10).
                 self.stats.add("writes_refused")
+                ahead = hlc.to_unix(version) - time.time()
                 raise VersionAheadError(f"the write's version is {ahead:.0f} s ahead of this host's clock, "
                                         f"over max_clock_drift ({hlc.clock.max_drift:g} s); not stored")
             hlc.clock.update(version)  # never issue a version below one this host has seen

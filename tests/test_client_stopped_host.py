@@ -5,17 +5,19 @@ that then stops (SIGSTOP: it accepts at the kernel, answers nothing): a PUT
 must fail with one attempt, not be sent again on a fresh connection, and
 once the host resumes (SIGCONT) it is applied once.  The host's own
 ``sets`` counter (``/stats``) counts the PUTs it took.  With two hosts, the
-PUT is not sent to the second host either; a GET is, and is answered.
+PUT is not sent to the second host either; a GET is, and is answered.  The same
+for ``AsyncClient``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
 import pytest
 
-from geecache.client import Client
+from geecache.client import AsyncClient, Client
 from geecache.errors import UnavailableError
 from tests.support.proc import start_supervisor, wait_until
 
@@ -98,3 +100,27 @@ def test_a_write_is_not_sent_to_the_next_host_after_a_timeout_a_read_is(hosts):
             assert c.get("w", group="g") in (b"v0", b"v1")  # a read fails over: b answers
         finally:
             _resume(a, pids)
+
+
+def test_the_async_client_does_not_send_a_write_twice_either(hosts):
+    a, b = hosts
+    urls = [f"http://127.0.0.1:{a.port}", f"http://127.0.0.1:{b.port}"]
+
+    async def go():
+        async with AsyncClient(urls, timeout=1.0) as c:
+            await c.set("x", b"v0", group="g")
+            sets_a, sets_b = _sets(a), _sets(b)
+            pids = _stop_workers(a)
+            try:
+                with pytest.raises(UnavailableError) as info:
+                    await c.set("x", b"v1", group="g")
+                assert [u for u, _ in info.value.attempts] == [urls[0]]
+                assert _sets(b) == sets_b
+                assert await c.get("x", group="g") in (b"v0", b"v1")  # a read fails over
+            finally:
+                _resume(a, pids)
+            wait_until(lambda: _sets(a) >= sets_a + 1, 20, what="the buffered PUT applied")
+            await c.set("x", b"v2", group="g")
+            assert _sets(a) + _sets(b) == sets_a + sets_b + 2  # v1 once (on a), v2 once
+
+    asyncio.run(go())

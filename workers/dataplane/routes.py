@@ -176,6 +176,13 @@ def _log_cause(exc: GeeCacheError) -> None:
         _cause_logged[0], _cause_logged[1] = now, 0
 
 
+def _key_failure(i: int, exc: GeeCacheError, more: str = "") -> "BatchRefused":
+    """The refusal of a whole batch for key #*i*'s error (its cause logged when a 5xx hides it)."""
+    if exc.http_status >= 500 and exc.public is not None:
+        _log_cause(exc)
+    return BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}{more}")
+
+
 def error_reply_for(exc: BaseException) -> Reply:
     """The reply to an exception a handler raised; a bug is logged with its traceback, answered 500."""
     if isinstance(exc, RouteError):
@@ -412,7 +419,7 @@ class Router:
         group.invalidate(list(msg.keys))
         return NO_CONTENT
 
-    # -- batches (issue 13) ----------------------------------------------------
+    # -- batches ---------------------------------------------------------------
 
     def _batch_items(self, msg, group: str) -> list:
         """The checked items of BatchRequest *msg*; its ``group`` field, when set, must be *group*."""
@@ -425,7 +432,7 @@ class Router:
             try:
                 check_key(item.key)
             except InvalidKeyError as exc:
-                raise BatchRefused(400, f"key #{i}: {public_reason(exc)}") from None
+                raise _key_failure(i, exc) from None
         return list(msg.items)
 
     def _batch_reserve(self, group, body: bytes, keys: int, values: bool = True) -> int:
@@ -481,7 +488,7 @@ class Router:
                     # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
                     values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
                 except GeeCacheError as exc:
-                    raise BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}") from None
+                    raise _key_failure(i, exc) from None
             return self._within_reserve(reserve, lambda: self._batch_set(group, values))
         except BaseException:
             self._batch_reserved -= reserve  # refused before its coroutine was made
@@ -495,15 +502,14 @@ class Router:
                 raise result  # a bug or a cancellation
         if failed:
             i, exc = failed[0]
-            raise BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)} ({len(failed)} of {len(keys)} keys "
-                                                f"failed; the others were done)")
+            raise _key_failure(i, exc, f" ({len(failed)} of {len(keys)} keys failed; the others were done)")
 
     async def _batch_get(self, group, keys: list[str]) -> Reply:
         found, errors = await group.get_many(keys)
         if errors:
             i = next(i for i, key in enumerate(keys) if key in errors)
             exc = errors[keys[i]]
-            raise BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}")
+            raise _key_failure(i, exc)
         size = sum(len(found[key]) for key in keys if key in found)
         if size > self.batch_max_bytes:
             raise BatchRefused(413, f"the values of this batch take {size} bytes, over batch_max_bytes "
