@@ -4,17 +4,20 @@ A real one-worker supervisor over a slow loader: while one batch is in
 flight (its loads seen starting in the loader's count file) and holds the
 budget, another public or peer batch is answered 503 with ``Retry-After``
 and a JSON reason, single GETs are served as ever, and once the first batch
-is answered the next one is served.
+is answered the next one is served.  A large batch body is refused from its
+head while the budget is spent, before it is read.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
 import pytest
 
 from geecache.geecachepb import BatchItem, BatchRequest, BatchResponse
+from tests.support.h11client import read_answers
 from tests.support.loaders import count_loads
 from tests.support.proc import start_supervisor, wait_until
 
@@ -30,7 +33,7 @@ def test_a_batch_past_the_workers_budget_gets_503_with_retry_after(tmp_path):
     config.write_text('[[groups]]\nname = "c"\nloader = "tests.support.loaders:counting"\n')
     count_file = tmp_path / "loads.txt"
     h = start_supervisor(tmp_path, "--config", str(config), "--batch-inflight-bytes", "1MiB", workers=1,
-                         env={"GEECACHE_TEST_COUNT_FILE": str(count_file), "GEECACHE_TEST_LOAD_DELAY": "3"})
+                         env={"GEECACHE_TEST_COUNT_FILE": str(count_file), "GEECACHE_TEST_LOAD_DELAY": "8"})  # the first batch stays in flight
     try:
         first: list = []
         keys = [f"slow-{i}" for i in range(4)]
@@ -44,6 +47,12 @@ def test_a_batch_past_the_workers_budget_gets_503_with_retry_after(tmp_path):
                 assert (status, headers.get("retry-after")) == (503, "1"), (target, status, body)
                 reason = json.loads(body)["error"]
                 assert "batch_inflight_bytes" in reason and "other-key" not in reason
+            # A large batch body is refused from its head, before a byte of it is read.
+            with socket.create_connection(("127.0.0.1", h.port), timeout=10) as s:
+                s.sendall(b"POST /api/batch?group=c HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n")
+                answer = read_answers(s, ["POST"]).answers[0]
+            assert (answer.status, answer.headers.get("retry-after")) == (503, "1")
+            assert "batch_inflight_bytes" in json.loads(answer.body)["error"]
             assert h.get("/api?group=c&key=single") == (200, b"value-single")  # not a batch: served
         finally:
             client.join(30)

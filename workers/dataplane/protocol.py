@@ -40,7 +40,9 @@ from workers.dataplane.query import api_params
 from workers.dataplane.responses import (
     CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, error_reply, render,
 )
-from workers.dataplane.routes import API, UNMATCHED, Request, error_reply_for, is_batch_path, packed_hit
+from workers.dataplane.routes import (
+    API, BATCH_BUSY, RETRY_AFTER, UNMATCHED, Request, error_reply_for, is_batch_path, packed_hit,
+)
 
 log = logging.getLogger("geecache.worker")
 
@@ -263,6 +265,10 @@ class DataPlaneProtocol(asyncio.Protocol):
             if self._clen > limit:
                 # Before any body is read (and instead of a 100 Continue).
                 self._refusal = (413, f"request body too large (the limit is {limit} bytes)")
+                raise _REFUSED
+            if is_batch_path(self._url) and not self._router.batch_room(self._clen):
+                # A large batch body while the worker's batch budget is spent: not read at all.
+                self._refusal = (503, BATCH_BUSY)
                 raise _REFUSED
         if self._expect and (self._clen > 0 or self._chunked) and not self._busy \
                 and parser.get_http_version() == "1.1":
@@ -509,7 +515,8 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _refuse_now(self, status: int, reason: str) -> None:
         plane = self._plane
-        self._transport.write(render(error_reply(status, reason), plane.date, END_CLOSE))
+        extra = RETRY_AFTER if status == 503 else b""
+        self._transport.write(render(error_reply(status, reason, extra), plane.date, END_CLOSE))
         label = self._router.route_label(self._url.partition(b"?")[0]) if self._url else UNMATCHED
         method = self._method.decode("ascii", "replace") if self._headers_done else "other"
         plane.metrics.observe(method, label, status, perf_counter() - (self._start or self._t0))

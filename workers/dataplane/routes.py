@@ -143,7 +143,10 @@ class BatchBusy(GeeCacheError):
     http_status = 503
 
 
-_RETRY_AFTER = b"Retry-After: 1\r\n"
+#: The header of every 503 that a retry soon may cure.
+RETRY_AFTER = b"Retry-After: 1\r\n"
+#: The reason of a batch refused for the worker's budget (``batch_inflight_bytes``).
+BATCH_BUSY = ("this worker's batches in flight hold their budget (batch_inflight_bytes); retry later")
 
 
 class Request:
@@ -191,7 +194,7 @@ def error_reply_for(exc: BaseException) -> Reply:
     if isinstance(exc, Unauthorized):
         return error_reply(401, str(exc), _CHALLENGE)
     if isinstance(exc, BatchBusy):
-        return error_reply(503, str(exc), _RETRY_AFTER)
+        return error_reply(503, str(exc), RETRY_AFTER)
     if isinstance(exc, ReadOnlySourceError):
         # A 405 must say what is allowed: reads, for a group over a loader.
         return error_reply(exc.http_status, public_reason(exc), _READ_ONLY_ALLOW)
@@ -444,11 +447,14 @@ class Router:
         larger than the budget is still served, alone.
         """
         reserve = len(body) + (min(self.batch_max_bytes, keys * group.item_limit) if values else len(body))
-        if self._batch_reserved and self._batch_reserved + reserve > self.batch_inflight_bytes:
-            raise BatchBusy(f"this worker's batches in flight hold their budget (batch_inflight_bytes, "
-                            f"{self.batch_inflight_bytes} bytes); retry later")
+        if not self.batch_room(reserve):
+            raise BatchBusy(BATCH_BUSY)
         self._batch_reserved += reserve
         return reserve
+
+    def batch_room(self, size: int) -> bool:
+        """Whether a batch of *size* bytes fits this worker's budget now (always, when none is in flight)."""
+        return not self._batch_reserved or self._batch_reserved + size <= self.batch_inflight_bytes
 
     async def _within_reserve(self, reserve: int, work) -> Reply:
         try:
