@@ -30,7 +30,7 @@ def _batch(keys) -> bytes:
 
 def test_a_batch_past_the_workers_budget_gets_503_with_retry_after(tmp_path):
     config = tmp_path / "g.toml"
-    config.write_text('[[groups]]\nname = "c"\nloader = "tests.support.loaders:counting"\n')
+    config.write_text('[[groups]]\nname = "c"\nloader = "tests.support.loaders:counting"\nload_timeout = 30\n')
     count_file = tmp_path / "loads.txt"
     h = start_supervisor(tmp_path, "--config", str(config), "--batch-inflight-bytes", "1MiB", workers=1,
                          env={"GEECACHE_TEST_COUNT_FILE": str(count_file), "GEECACHE_TEST_LOAD_DELAY": "8"})  # the first batch stays in flight
