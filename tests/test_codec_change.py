@@ -11,6 +11,8 @@ ask.  Also the other way round: values cached raw, then a codec set.
 from __future__ import annotations
 
 import gzip
+import http.client
+import threading
 import signal
 from pathlib import Path
 
@@ -146,3 +148,49 @@ def test_warm_restart_with_another_codec_serves_every_cached_value(tmp_path):
         h.kill_leftovers()
         if second is not None:
             second.stop()
+
+
+def test_no_wrong_value_while_workers_roll_onto_another_codec(tmp_path):
+    config, db = tmp_path / "g.toml", tmp_path / "z.db"
+    _write_config(config, db, "zstd")
+    hosts = _start_two(tmp_path, config, [free_port(), free_port()])
+    stop, answers = threading.Event(), []
+
+    def load(port: int) -> None:  # bounded: at most 300 rounds of every key, one keep-alive connection
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for _ in range(300):
+                if stop.is_set():
+                    return
+                for key in KEYS:
+                    try:
+                        conn.request("GET", f"/api?group=z&key={key}")
+                        resp = conn.getresponse()
+                        answers.append((key, resp.status, resp.read()))
+                    except (OSError, http.client.HTTPException):
+                        conn.close()  # a retired worker closed it between requests: reconnect
+        finally:
+            conn.close()
+
+    try:
+        _fill(hosts)
+        clients = [threading.Thread(target=load, args=(h.port,)) for h in hosts]
+        for c in clients:
+            c.start()
+        try:
+            wait_until(lambda: len(answers) >= 100, 20, what="load running")
+            _write_config(config, db, "none")
+            for h in hosts:
+                _sighup(h, "groups[0].codec zstd → none")
+            seen = len(answers)
+            wait_until(lambda: len(answers) >= seen + 100, 20, what="load served by the new workers")
+        finally:
+            stop.set()
+            for c in clients:
+                c.join(30)
+        assert not any(c.is_alive() for c in clients)
+        wrong = [(k, st, len(b)) for k, st, b in answers if (st, b) != (200, VALUES[k])]
+        assert not wrong, (len(wrong), wrong[:5])
+    finally:
+        for h in hosts:
+            h.stop()
