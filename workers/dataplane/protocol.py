@@ -41,7 +41,8 @@ from workers.dataplane.responses import (
     CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, error_reply, render,
 )
 from workers.dataplane.routes import (
-    API, BATCH_BUSY, RETRY_AFTER, UNMATCHED, Request, error_reply_for, is_batch_path, packed_hit,
+    API, BATCH, BATCH_BUSY, PEER_BATCH, RETRY_AFTER, UNMATCHED, Request, error_reply_for, is_batch_path,
+    packed_hit,
 )
 
 log = logging.getLogger("geecache.worker")
@@ -73,7 +74,7 @@ class DataPlaneProtocol(asyncio.Protocol):
     __slots__ = (
         "_plane", "_router", "_parser", "_transport", "_closed", "_queue", "_pending",
         "_write_paused", "_read_paused", "_busy", "_eof", "_lingering", "_linger_since", "_stopped",
-        "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at",
+        "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at", "_batch_unsent",
         # the request being parsed
         "_url", "_start", "_auth", "_clen", "_chunked", "_expect", "_conn_hdr", "_special",
         "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end", "_accept",
@@ -100,6 +101,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._in_request = False
         self._t0 = 0.0
         self._paused_at = 0.0
+        self._batch_unsent = 0       # bytes of a batch answer still in the write buffer (counted in the budget)
         self._url = b""
         self._start = 0.0
         self._auth = None
@@ -132,6 +134,8 @@ class DataPlaneProtocol(asyncio.Protocol):
         # A client that went away mid-request is not an error: nothing to log.
         self._closed = True
         self._parser = None  # break the protocol <-> parser cycle now
+        if self._batch_unsent:
+            self._sent_batch()
         if self._queue:
             self._queue.clear()
         self._plane.forget(self)
@@ -151,6 +155,8 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._batch_unsent:
+            self._sent_batch()
         self._drain()
 
     def data_received(self, data: bytes) -> None:
@@ -464,7 +470,18 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._plane.metrics.observe(method, label, 499, perf_counter() - start)
             return
         self._reply(reply, method, label, start, end, head_only)
+        if self._write_paused and (label is BATCH or label is PEER_BATCH) and not self._closed:
+            # A batch answer the client has not read yet still holds its bytes: they stay in
+            # the worker's batch budget until the buffer drains (resume_writing) or the
+            # connection goes, else slow readers would pile answers up past it.
+            self._batch_unsent += len(reply[2])
+            self._router.batch_holding(len(reply[2]))
         self._drain()
+
+    def _sent_batch(self) -> None:
+        """The batch answer left the write buffer (or the connection went): free its budget."""
+        self._router.batch_holding(-self._batch_unsent)
+        self._batch_unsent = 0
 
     def _drain(self) -> None:
         """Answer queued requests in order until one needs a task or the buffer is full."""

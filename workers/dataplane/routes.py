@@ -220,7 +220,8 @@ class Router:
         self.batch_max_keys = int(batch_max_keys)
         self.batch_max_bytes = int(batch_max_bytes)
         self.batch_inflight_bytes = int(batch_inflight_bytes)
-        # Bytes reserved by the batches this worker is serving (guarded by the event loop's thread).
+        # Bytes reserved by the batches this worker is serving, and of their answers still in
+        # write buffers (guarded by the event loop's thread).
         self._batch_reserved = 0
         health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
         self._healthz: Reply = (200, JSON, json.dumps(health).encode(), b"")
@@ -451,6 +452,10 @@ class Router:
             raise BatchBusy(BATCH_BUSY)
         self._batch_reserved += reserve
         return reserve
+
+    def batch_holding(self, size: int) -> None:
+        """A batch answer of *size* bytes waits in a write buffer (negative: it left)."""
+        self._batch_reserved += size
 
     def batch_room(self, size: int) -> bool:
         """Whether a batch of *size* bytes fits this worker's budget now (always, when none is in flight)."""
