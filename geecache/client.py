@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import ssl
 import threading
 from dataclasses import dataclass
@@ -223,10 +224,20 @@ class _HostPool:
         self._lock = threading.Lock()
 
     def acquire(self) -> tuple[http.client.HTTPConnection, bool]:
-        """A connection and whether it was reused (a reused one may have been closed by the server)."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
+        """A connection and whether it was reused (a reused one may still be closed under us).
+
+        An idle connection the server has closed meanwhile (its keep-alive
+        timeout, a restart) is readable: it is dropped here, before a request
+        is written to it, so a write never has to be sent a second time.
+        """
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn = self._idle.pop()
+            if not _dropped(conn):
+                return conn, True
+            conn.close()
         h = self._host
         if h.scheme == "https":
             return http.client.HTTPSConnection(h.host, h.port, timeout=self._timeout, context=self._ssl_context), False
@@ -246,6 +257,35 @@ class _HostPool:
             conn.close()
 
 
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """True when the idle *conn* is unusable: readable (the server's FIN, or bytes nobody asked for)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed or bad descriptor
+        return True
+
+
+def _replayable(method: str, target: str) -> bool:
+    """Whether a request may be sent again after a connection failed under it: reads only.
+
+    A write (PUT, DELETE, a batch set or delete) may have been applied by a
+    host that answered too late or died after applying it; sent again it
+    would be applied again, ordered after writes made meanwhile.
+    """
+    return method in ("GET", "HEAD") or target.startswith("/api/batch?op=get")
+
+
+class _Delivered(Exception):
+    """A request failed after it was written: the host may have applied it (wraps the cause)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(_describe(cause))
+        self.cause = cause
+
+
 class Client(_Failover):
     """Blocking client with a keep-alive connection pool per host; safe to share between threads.
 
@@ -253,6 +293,13 @@ class Client(_Failover):
     sent as ``Authorization: Bearer``; *timeout* bounds each connect and each
     socket read, per host tried; *admin_urls*: where ``stats`` asks (see the
     module's docstring).
+
+    A host that refuses the connection (or fails to connect in time) is
+    skipped for the next.  A read is sent again — once more on a fresh
+    connection, or to the next host — only when nothing says the first try
+    was answered; a write is never sent twice: once written, a failure
+    (a timeout, a reset) raises ``UnavailableError`` at once, since the host
+    may have applied it.  A timed-out read is not retried on the same host.
     """
 
     def __init__(
@@ -333,10 +380,16 @@ class Client(_Failover):
     def _request(self, method: str, target: str, body: bytes | None = None, admin: bool = False) -> bytes:
         attempts: list[tuple[str, str]] = []
         hosts, pools = (self._admin_hosts, self._admin_pools) if admin else (self._hosts, self._pools)
+        replayable = _replayable(method, target)
         for i in (range(len(hosts)) if admin else self._order()):
             try:
-                status, data, phrase = self._send(pools[i], hosts[i].prefix + target, method, body)
+                status, data, phrase = self._send(pools[i], hosts[i].prefix + target, method, body, replayable)
                 out = _answer(status, data, phrase)
+            except _Delivered as exc:
+                attempts.append((hosts[i].url, str(exc)))
+                if not replayable:  # it may have been applied: never sent to another host too
+                    raise UnavailableError(attempts) from exc.cause
+                continue
             except (OSError, http.client.HTTPException, _ServerFault) as exc:
                 attempts.append((hosts[i].url, _describe(exc)))
                 continue
@@ -349,24 +402,38 @@ class Client(_Failover):
             return out
         raise UnavailableError(attempts)
 
-    def _send(self, pool: _HostPool, target: str, method: str, body: bytes | None) -> tuple[int, bytes, str]:
+    def _send(self, pool: _HostPool, target: str, method: str, body: bytes | None,
+              replayable: bool) -> tuple[int, bytes, str]:
+        """(status, body, reason) of one request; OSError/HTTPException before it was written,
+        ``_Delivered`` after (the host may have it)."""
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = ("application/x-protobuf" if "/api/batch?" in target
                                        else "application/octet-stream")
-        # A pooled connection the server closed while idle fails on first use; one
-        # retry on a fresh connection tells that apart from a host that is down.
         for attempt in (1, 2):
             conn, reused = pool.acquire()
+            answered = False
+            try:
+                if conn.sock is None:
+                    conn.connect()  # a failure here sent nothing: the caller may try another host
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                raise
             try:
                 conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
+                answered = True
                 data = resp.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if reused and attempt == 1:
+                # A reused connection the server closed (racing the idle check in acquire)
+                # before any byte of an answer: once more on a fresh one, for a read only.
+                # Never after a timeout: the host is slow, not gone, and a second wait
+                # would double the caller's timeout.
+                if (reused and attempt == 1 and replayable and not answered
+                        and isinstance(exc, (ConnectionError, http.client.RemoteDisconnected))):
                     continue
-                raise
+                raise _Delivered(exc) from exc
             if resp.will_close:
                 conn.close()
             else:
@@ -378,7 +445,8 @@ class Client(_Failover):
 class AsyncClient(_Failover):
     """asyncio client over one aiohttp ``ClientSession`` (connections reused per host).
 
-    Same arguments and errors as ``Client``; every method is a coroutine.
+    Same arguments, errors and retries as ``Client`` (a write is never sent
+    twice); every method is a coroutine.
     Create and use it inside one event loop, and ``await close()`` (or use
     ``async with``) so the session's connections are released.
     """
@@ -476,6 +544,7 @@ class AsyncClient(_Failover):
         session = self._get_session()
         attempts: list[tuple[str, str]] = []
         hosts = self._admin_hosts if admin else self._hosts
+        replayable = _replayable(method, target)
         for i in (range(len(hosts)) if admin else self._order()):
             # encoded=True: the query is already percent-encoded; yarl must not re-quote it.
             url = yarl.URL(hosts[i].url + target, encoded=True)
@@ -485,12 +554,19 @@ class AsyncClient(_Failover):
                         data = await resp.read()
                         out = _answer(resp.status, data, resp.reason or "")
                 except aiohttp.ServerDisconnectedError as exc:
-                    # A reused keep-alive connection the server had closed: retry once, fresh.
-                    if attempt == 1:
+                    # A reused keep-alive connection the server had closed: a read is sent
+                    # once more, fresh; a write is not (as Client: it may have been applied).
+                    if attempt == 1 and replayable:
                         continue
                     attempts.append((hosts[i].url, _describe(exc)))
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, _ServerFault) as exc:
+                    if not replayable:
+                        raise UnavailableError(attempts) from exc
+                except (aiohttp.ClientConnectorError, _ServerFault) as exc:  # not connected, or answered
                     attempts.append((hosts[i].url, _describe(exc)))
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    attempts.append((hosts[i].url, _describe(exc)))
+                    if not replayable:  # written, maybe applied: never sent to another host too
+                        raise UnavailableError(attempts) from exc
                 except (NotFoundError, RefusedError):
                     if not admin:
                         self._preferred = i

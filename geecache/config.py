@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .errors import ConfigError, reported_as
+from .hlc import DEFAULT_MAX_DRIFT
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
 from .registry.config import parse_endpoints, validate_advertise
 
@@ -440,13 +441,15 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             shown="`port` + 1000 (any free when `port` is 0)"),
     Setting("header_timeout", NUMBER, DEFAULT_HEADER_TIMEOUT,
             "seconds a client has to send a request's head, and the longest pause inside its body, "
-            "before a 408 and close (slowloris)", _positive, "S", "number > 0"),
+            "before a 408 and close (slowloris); also how long a new connection may stay silent "
+            "before it is closed", _positive, "S", "number > 0"),
     Setting("keepalive_timeout", NUMBER, DEFAULT_KEEPALIVE_TIMEOUT,
             "seconds an idle keep-alive connection stays open on the data port", _positive, "S",
             "number > 0"),
     Setting("max_connections", INT, DEFAULT_MAX_CONNECTIONS,
-            "open data-port connections per worker (lowered to the file-descriptor limit); past it a "
-            "new one gets a 503 and is closed", between(1, 1_000_000), "N", "int 1..1000000"),
+            "open data-port connections per worker (lowered to the file-descriptor limit); at it, the "
+            "longest-idle keep-alive connection is closed for a new one, and only when none is idle "
+            "does the new one get a 503", between(1, 1_000_000), "N", "int 1..1000000"),
     Setting("arena", SIZE, DEFAULT_ARENA,
             "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
             metavar="SIZE"),
@@ -456,6 +459,12 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("auth_token", STR, None,
             "bearer token for public `PUT`/`DELETE` and **all** peer requests "
             "(prefer the environment: it stays out of `ps`)", _non_empty, "T", "non-empty string"),
+    Setting("trusted_network", BOOL, False,
+            "serve without `auth_token` on a `host` other than loopback: every host that can reach the "
+            "data port may then write and call the peer API; without it such a start is refused"),
+    Setting("max_clock_drift", NUMBER, DEFAULT_MAX_DRIFT,
+            "seconds a peer write's version (its originator's clock) may be ahead of this host's clock; "
+            "a write further ahead is refused with a 400 and never stored", _positive, "S", "number > 0"),
     Setting("etcd", LIST, [],
             "etcd endpoints `[http://]host[:port]` (port 2379 if omitted; `https` is refused); "
             "enables registration and discovery", _check_with(parse_endpoints), "URL[,URL]"),
@@ -540,6 +549,10 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "bytes of one batch's request body, and of the values one batch get answers; past it a "
             "413 (at most 64MiB, what a peer accepts in one answer)",
             _check_batch_bytes, metavar="SIZE"),
+    Setting("batch_inflight_bytes", SIZE, 64 << 20,
+            "bytes the batches one worker is serving at once may hold (request bodies and the values "
+            "answered, each batch counted at its bound); past it a batch gets a 503 with `Retry-After` "
+            "(a batch is always admitted when none is in flight)", _positive, metavar="SIZE"),
 )
 
 GROUP_SETTINGS: tuple[Setting, ...] = (
@@ -770,6 +783,26 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
     return from_args(build_parser().parse_args(argv), environ)
 
 
+def is_loopback(host: str) -> bool:
+    """True when *host* is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # every interface (""), or a name: assume it is reachable
+
+
+def exposure(cfg) -> str:
+    """How the data port is protected, for the log: token, loopback, or a trusted network."""
+    if cfg.auth_token:
+        return f"writes and the peer API need the auth_token (data port on {cfg.host or '*'})"
+    if is_loopback(cfg.host):
+        return f"no auth_token: the data port is on loopback ({cfg.host}) only"
+    return (f"no auth_token and the data port is on {cfg.host or '*'}: trusted_network says every host "
+            "that reaches it may write and call the peer API")
+
+
 def _finish(cfg) -> None:
     """Checks that span fields, and the demo group when no group is configured."""
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
@@ -791,6 +824,11 @@ def _finish(cfg) -> None:
             raise ConfigError(where, f"conflicts with {' and '.join(given)}: give either bind or "
                                      "host and port, not both")
         cfg.host, cfg.port = parse_bind(cfg.bind, where)
+    if not cfg.auth_token and not cfg.trusted_network and not is_loopback(cfg.host):
+        where = cfg.sources.get("bind") or cfg.sources.get("host", "host")
+        raise ConfigError(where, f"{cfg.host or '*'} is reachable from other machines and no auth_token is "
+                                 "set: anyone who reaches the data port could write and call the peer API; "
+                                 "set auth_token, or trusted_network if only trusted hosts reach it")
     if cfg.admin_port is None:
         cfg.admin_port = cfg.port + ADMIN_PORT_OFFSET if cfg.port else 0
         if cfg.admin_port > 65535:

@@ -37,6 +37,8 @@ from .errors import (
     PeerError,
     PeerUnavailableError,
     ReadOnlySourceError,
+    VersionAheadError,
+    public_reason,
 )
 from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
     DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
@@ -113,11 +115,11 @@ class Group:
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
-        # Values kept compressed (issue 13): only in a cache whose entries carry a codec id.
-        # The no-codec group keeps the plain get_cached (the benchmark's hit path).
+        # Values kept compressed: only in a cache whose entries carry a codec id.  Whether
+        # this group packs decides only how new values are stored; reads decode every
+        # entry by its own codec id, since the entries cached before a codec change (a
+        # SIGHUP, a warm restart) keep the codec they were stored with.
         self.packs = bool(self.codec.id and getattr(self._cache, "keeps_codec", False))
-        if self.packs:
-            self.get_cached = self._get_cached_packed
 
     @property
     def readonly(self) -> bool:
@@ -133,21 +135,19 @@ class Group:
         Counts the get and the hit only on a hit, so a miss followed by
         ``get`` is counted once.
         """
-        value = self._cache.get(self.name, key)
-        if value is not None:
+        # get_entry, not get: an entry stored under any codec (this group's, or the one it
+        # had before a change) is decoded by its own id.  A raw entry costs one test.
+        entry = self._cache.get_entry(self.name, key)
+        if entry is not None:
             self.stats.add("gets")
             self.stats.add("local_hits")
-            return value
-        value = self._cache.get(self._hot, key)
-        if value is not None:
+            return entry[0] if not entry[1] else self.value_of(entry)
+        entry = self._cache.get_entry(self._hot, key)
+        if entry is not None:
             self.stats.add("gets")
             self.stats.add("hot_hits")
-        return value
-
-    def _get_cached_packed(self, key: str) -> bytes | None:
-        # get_cached of a group whose entries may be compressed: decompressed here.
-        entry = self.get_packed(key)
-        return None if entry is None else self.value_of(entry)
+            return entry[0] if not entry[1] else self.value_of(entry)
+        return None
 
     def get_packed(self, key: str) -> tuple[bytes, int, float] | None:
         """(stored bytes, codec id, expire_at) when cached here (owned or hot), else None.
@@ -345,7 +345,7 @@ class Group:
             elif isinstance(result, NotFoundError):
                 out[i] = (404, b"", 0.0, "")
             elif isinstance(result, GeeCacheError):
-                out[i] = (result.http_status, b"", 0.0, str(result))
+                out[i] = (result.http_status, b"", 0.0, public_reason(result))
             else:
                 raise result
         return out
@@ -550,7 +550,8 @@ class Group:
             result = await self._write_once(key, value, ttl, version)
             if result.applied or result.version == version:  # ours landed (maybe on an earlier try)
                 return result
-            hlc.clock.update(result.version)
+            if not _observe(result.version):
+                return result  # refused by a version from too far ahead: it cannot be ordered after it
             version = hlc.clock.now()
         return result
 
@@ -597,6 +598,13 @@ class Group:
             self.stats.add("writes_refused")
             return WriteResult(False, False, 0, late=True)
         if version:
+            if version > hlc.clock.ceiling():
+                # Stored, it would refuse every later write of the key and drag this
+                # host's clock towards the end of its range (invariant 10).
+                self.stats.add("writes_refused")
+                ahead = hlc.to_unix(version) - time.time()
+                raise VersionAheadError(f"the write's version is {ahead:.0f} s ahead of this host's clock, "
+                                        f"over max_clock_drift ({hlc.clock.max_drift:g} s); not stored")
             hlc.clock.update(version)  # never issue a version below one this host has seen
         expire_at = time.time() + wanted if wanted else 0.0
         result = await source_writer(self.source)(key, value, version=version, expire_at=expire_at,
@@ -604,8 +612,7 @@ class Group:
         self.invalidate([key])
         if not result.applied:
             self.stats.add("writes_refused")
-            if result.version:
-                hlc.clock.update(result.version)
+            _observe(result.version)
             return result
         if value is not None:
             partition, ttl = self._partition(key)
@@ -664,6 +671,21 @@ class Group:
                 # The old value may still be served: the write must not be acknowledged.
                 self.stats.add("lock_timeouts")
                 raise
+
+
+def _observe(version: int) -> bool:
+    """Feed a stored *version* to this process's clock; False when it is too far ahead to take.
+
+    Such a version was stored by a clock (or a forger) past ``max_clock_drift``;
+    the source lets the next write replace it (``HLC.ceiling``), so this clock
+    need not, and must not, follow it.
+    """
+    if not version:
+        return True
+    if version > hlc.clock.ceiling():
+        return False
+    hlc.clock.update(version)
+    return True
 
 
 class _WriteFence:

@@ -689,3 +689,26 @@ def test_row_reader_keeps_a_subclass_that_wraps_get():
         assert await row_reader(FunctionSource(lambda k: b"f"))("k") == Row(b"f", 0, 0.0)
 
     run(main())
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_stored_version_past_the_clocks_ceiling_refuses_no_write(tmp_path, kind):
+    from geecache.hlc import HLC, LIMIT
+
+    clock = HLC(max_drift=60.0)
+    store = MemoryStorage(versions=clock) if kind == "memory" else SQLiteStorage(tmp_path / "c.db", versions=clock)
+
+    async def go():
+        assert (await store.write("k", b"poisoned", version=LIMIT - 2)).applied  # as stored before the check
+        ours = clock.now()
+        result = await store.write("k", b"new", version=ours)
+        assert result.applied and result.version == ours
+        assert (await store.read("k")).value == b"new"
+        assert not (await store.write("k", b"older", version=ours - 1)).applied  # ordering as ever
+        assert (await store.write("k", b"unversioned")).applied  # and no overflow above the poison
+        assert (await store.read("k")).version < clock.ceiling()
+
+    try:
+        asyncio.run(go())
+    finally:
+        store.close()

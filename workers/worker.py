@@ -23,6 +23,7 @@ import sys
 
 from aiohttp import web
 
+from geecache import hlc
 from geecache.host.signals import STOP_SIGNALS
 
 log = logging.getLogger("geecache.worker")
@@ -98,7 +99,8 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
             sock, groups, auth_token=cfg.auth_token, item_limit=cfg.item_limit,
             header_timeout=cfg.header_timeout, keepalive_timeout=cfg.keepalive_timeout,
             max_connections=cfg.max_connections, ssl_context=server_ssl_context(cfg),
-            http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes)
+            http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes,
+            batch_inflight_bytes=cfg.batch_inflight_bytes)
         admin = web.AppRunner(make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
                                              pulse=pulse, workers_configured=cfg.workers,
                                              supervisor_pid=supervisor_pid),
@@ -148,6 +150,7 @@ def worker_main(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supe
         try:
             arena.register_process()
             arena.lock_timeout = cfg.lock_timeout  # no unbounded lock wait on an event loop
+            hlc.clock.max_drift = cfg.max_clock_drift  # a peer's version past it is refused
             loop = new_event_loop()
         except Exception:
             log.exception("worker %d failed to boot", os.getpid())

@@ -13,7 +13,7 @@ import os
 import sys
 
 from geecache import leftovers, metrics
-from geecache.config import DEMO_ROWS, parse_args
+from geecache.config import DEMO_ROWS, exposure, parse_args
 from geecache.errors import ConfigError, reported_as
 
 from . import warm
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=cfg.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s [%(process)d] %(name)s %(levelname)s: %(message)s")
+    log.info("protection: %s", exposure(cfg))
     try:
         for g in cfg.groups:
             if g.demo:

@@ -82,10 +82,12 @@ class MemoryStorage(Storage):
         row = self._rows.get(key)
         expired = row is not None and bool(row[2]) and row[2] <= now
         existed = row is not None and row[0] is not None and not expired
-        if row is not None and version and version <= row[1] and not expired:
+        # A stored version past the clock's ceiling (see HLC.ceiling) refuses nothing.
+        sane = row is None or row[1] <= self._versions.ceiling()
+        if row is not None and version and version <= row[1] and not expired and sane:
             return WriteResult(False, existed, row[1])
         if not version:  # unversioned: ordered after everything stored (see base)
-            version = max(row[1] + 1 if row else 0, self._versions.now())
+            version = max(row[1] + 1 if row and sane else 0, self._versions.now())
         if value is None:
             expire_at = now + self._tombstone_ttl
         self._rows[key] = [value, version, float(expire_at)]

@@ -112,15 +112,16 @@ class SQLiteStorage(Storage):
         self._old_sql = f"SELECT deleted, version, expire_at FROM {t} WHERE key = ?"
         # The whole check-and-write: an unversioned write (:unversioned) always
         # applies above the stored version; a versioned one only above it, or
-        # over an expired row (which no longer refuses anything).
+        # over an expired row, or over a version past the clock's ceiling (from a
+        # clock or a forger beyond max_clock_drift): neither refuses anything.
         self._upsert_sql = (
             f"INSERT INTO {t} (key, value, version, expire_at, deleted) "
             "VALUES (:key, :value, :version, :expire_at, :deleted) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, deleted = excluded.deleted, "
-            "expire_at = excluded.expire_at, version = CASE WHEN :unversioned "
+            f"expire_at = excluded.expire_at, version = CASE WHEN :unversioned AND {t}.version <= :ceiling "
             f"THEN max({t}.version + 1, excluded.version) ELSE excluded.version END "
             f"WHERE :unversioned OR excluded.version > {t}.version "
-            f"OR ({t}.expire_at > 0 AND {t}.expire_at <= :now) "
+            f"OR ({t}.expire_at > 0 AND {t}.expire_at <= :now) OR {t}.version > :ceiling "
             "RETURNING version"
         )
         self._purge_sql = (
@@ -242,10 +243,10 @@ class SQLiteStorage(Storage):
             version = self._versions.now()
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._write_row, key, value, version, unversioned, float(expire_at),
-            float(deadline))
+            float(deadline), self._versions.ceiling())
 
     def _write_row(self, key: str, value: bytes | None, version: int, unversioned: bool,
-                   expire_at: float, deadline: float) -> WriteResult:
+                   expire_at: float, deadline: float, ceiling: int) -> WriteResult:
         try:
             conn = self._conn()
             if not self._begin(conn, deadline):
@@ -261,7 +262,8 @@ class SQLiteStorage(Storage):
                 if deleted:
                     value, expire_at = b"", now + self._tombstone_ttl
                 params = {"key": key, "value": value, "version": version, "expire_at": expire_at,
-                          "deleted": int(deleted), "unversioned": int(unversioned), "now": now}
+                          "deleted": int(deleted), "unversioned": int(unversioned), "now": now,
+                          "ceiling": ceiling}
                 stored = conn.execute(self._upsert_sql, params).fetchall()
                 conn.execute(self._purge_sql, (now,))
                 conn.execute("COMMIT")

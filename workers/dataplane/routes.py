@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 
 from google.protobuf.message import DecodeError
 
@@ -35,6 +36,7 @@ from geecache import auth
 from geecache.compression import CODECS, pack, unpack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
+    public_reason,
 )
 from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest
 from geecache.limits import check_key, check_ttl
@@ -135,6 +137,18 @@ class BatchRefused(GeeCacheError):
         self.http_status = status
 
 
+class BatchBusy(GeeCacheError):
+    """The worker's batches in flight hold their budget (``batch_inflight_bytes``): 503, Retry-After."""
+
+    http_status = 503
+
+
+#: The header of every 503 that a retry soon may cure.
+RETRY_AFTER = b"Retry-After: 1\r\n"
+#: The reason of a batch refused for the worker's budget (``batch_inflight_bytes``).
+BATCH_BUSY = ("this worker's batches in flight hold their budget (batch_inflight_bytes); retry later")
+
+
 class Request:
     """What a handler needs of a request that is not a hit: built only off the hot path."""
 
@@ -150,6 +164,28 @@ class Request:
         self.body = body
 
 
+#: At most one line per this many seconds logs the cause of a 5xx answered without it.
+CAUSE_LOG_INTERVAL = 5.0
+_cause_logged = [float("-inf"), 0]  # [monotonic time of the last line, 5xx answers since]; the loop's thread
+
+
+def _log_cause(exc: GeeCacheError) -> None:
+    """Log why a 5xx was answered (a source's or a peer's error: the client gets only its class)."""
+    now = time.monotonic()
+    _cause_logged[1] += 1
+    if now - _cause_logged[0] >= CAUSE_LOG_INTERVAL:
+        log.warning("answered %d: %s (%d such answers since the last such line)", exc.http_status, exc,
+                    _cause_logged[1])
+        _cause_logged[0], _cause_logged[1] = now, 0
+
+
+def _key_failure(i: int, exc: GeeCacheError, more: str = "") -> "BatchRefused":
+    """The refusal of a whole batch for key #*i*'s error (its cause logged when a 5xx hides it)."""
+    if exc.http_status >= 500 and exc.public is not None:
+        _log_cause(exc)
+    return BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}{more}")
+
+
 def error_reply_for(exc: BaseException) -> Reply:
     """The reply to an exception a handler raised; a bug is logged with its traceback, answered 500."""
     if isinstance(exc, RouteError):
@@ -157,11 +193,16 @@ def error_reply_for(exc: BaseException) -> Reply:
         return error_reply(exc.http_status, str(exc), extra)
     if isinstance(exc, Unauthorized):
         return error_reply(401, str(exc), _CHALLENGE)
+    if isinstance(exc, BatchBusy):
+        return error_reply(503, str(exc), RETRY_AFTER)
     if isinstance(exc, ReadOnlySourceError):
         # A 405 must say what is allowed: reads, for a group over a loader.
-        return error_reply(exc.http_status, str(exc), _READ_ONLY_ALLOW)
+        return error_reply(exc.http_status, public_reason(exc), _READ_ONLY_ALLOW)
     if isinstance(exc, GeeCacheError):
-        return error_reply(exc.http_status, str(exc))
+        # public_reason: no key, group name or source path of the message reaches the client.
+        if exc.http_status >= 500 and exc.public is not None:
+            _log_cause(exc)
+        return error_reply(exc.http_status, public_reason(exc))
     log.error("unhandled error on the data plane", exc_info=exc)
     return error_reply(500, "internal error")
 
@@ -170,7 +211,7 @@ class Router:
     """Resolves (method, path) to a handler and holds the handlers over *groups* (config order)."""
 
     def __init__(self, groups: dict, auth_token: str | None = None, batch_max_keys: int = 1000,
-                 batch_max_bytes: int = 16 << 20) -> None:
+                 batch_max_bytes: int = 16 << 20, batch_inflight_bytes: int = 64 << 20) -> None:
         if not groups:
             raise ValueError("at least one group is needed")
         self._groups = groups
@@ -178,6 +219,10 @@ class Router:
         self._expected = auth.expected_bearer(auth_token)
         self.batch_max_keys = int(batch_max_keys)
         self.batch_max_bytes = int(batch_max_bytes)
+        self.batch_inflight_bytes = int(batch_inflight_bytes)
+        # Bytes reserved by the batches this worker is serving, and of their answers still in
+        # write buffers (guarded by the event loop's thread).
+        self._batch_reserved = 0
         health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
         self._healthz: Reply = (200, JSON, json.dumps(health).encode(), b"")
         api = {"GET": self.api_get, "HEAD": self.api_get, "PUT": self.api_put, "DELETE": self.api_delete}
@@ -378,10 +423,12 @@ class Router:
         group.invalidate(list(msg.keys))
         return NO_CONTENT
 
-    # -- batches (issue 13) ----------------------------------------------------
+    # -- batches ---------------------------------------------------------------
 
-    def _batch_items(self, body: bytes) -> list:
-        msg = self._message(body, BatchRequest())
+    def _batch_items(self, msg, group: str) -> list:
+        """The checked items of BatchRequest *msg*; its ``group`` field, when set, must be *group*."""
+        if msg.group and msg.group != group:
+            raise BatchRefused(400, "the body's group is not the group the request names")
         if len(msg.items) > self.batch_max_keys:
             raise BatchRefused(413, f"a batch of {len(msg.items)} keys is over batch_max_keys "
                                     f"({self.batch_max_keys})")
@@ -389,8 +436,36 @@ class Router:
             try:
                 check_key(item.key)
             except InvalidKeyError as exc:
-                raise BatchRefused(400, f"key #{i}: {exc}") from None
+                raise _key_failure(i, exc) from None
         return list(msg.items)
+
+    def _batch_reserve(self, group, body: bytes, keys: int, values: bool = True) -> int:
+        """Reserve a batch's bound in this worker's budget; BatchBusy (503) when it is spent.
+
+        The bound: its body, and (*values*) what its values may take (each up
+        to the item limit, all of them at most batch_max_bytes).  A batch is
+        admitted whatever its bound when none is in flight, so one that is
+        larger than the budget is still served, alone.
+        """
+        reserve = len(body) + (min(self.batch_max_bytes, keys * group.item_limit) if values else len(body))
+        if not self.batch_room(reserve):
+            raise BatchBusy(BATCH_BUSY)
+        self._batch_reserved += reserve
+        return reserve
+
+    def batch_holding(self, size: int) -> None:
+        """A batch answer of *size* bytes waits in a write buffer (negative: it left)."""
+        self._batch_reserved += size
+
+    def batch_room(self, size: int) -> bool:
+        """Whether a batch of *size* bytes fits this worker's budget now (always, when none is in flight)."""
+        return not self._batch_reserved or self._batch_reserved + size <= self.batch_inflight_bytes
+
+    async def _within_reserve(self, reserve: int, work) -> Reply:
+        try:
+            return await work()
+        finally:
+            self._batch_reserved -= reserve
 
     def api_batch(self, req: Request):
         """``POST /api/batch?op=get|set|delete[&group=G]``: many keys of one group in one request.
@@ -404,22 +479,31 @@ class Router:
         op = params.get("op", "get")
         if op not in _BATCH_OPS:
             raise BatchRefused(400, "op must be one of get, set, delete")
-        group = self.group_named(params.get("group"))
         if op != "get":
             self._authorize(req.auth)
-        items = self._batch_items(req.body)
-        if op == "get":
-            return self._batch_get(group, [item.key for item in items])
-        if op == "delete":
-            return self._batch_delete(group, [item.key for item in items])
-        values = {}
-        for i, item in enumerate(items):
-            try:
-                # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
-                values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
-            except GeeCacheError as exc:
-                raise BatchRefused(exc.http_status, f"key #{i}: {exc}") from None
-        return self._batch_set(group, values)
+        msg = self._message(req.body, BatchRequest())
+        # The body may name the group instead of the query (as a peer's does); not a different one.
+        group = self.group_named(params.get("group", msg.group or None))
+        items = self._batch_items(msg, group.name)
+        reserve = self._batch_reserve(group, req.body, len(items), values=op != "delete")
+        try:
+            if op == "get":
+                keys = [item.key for item in items]
+                return self._within_reserve(reserve, lambda: self._batch_get(group, keys))
+            if op == "delete":
+                keys = [item.key for item in items]
+                return self._within_reserve(reserve, lambda: self._batch_delete(group, keys))
+            values = {}
+            for i, item in enumerate(items):
+                try:
+                    # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
+                    values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
+                except GeeCacheError as exc:
+                    raise _key_failure(i, exc) from None
+            return self._within_reserve(reserve, lambda: self._batch_set(group, values))
+        except BaseException:
+            self._batch_reserved -= reserve  # refused before its coroutine was made
+            raise
 
     @staticmethod
     def _first_failure(keys: list[str], results) -> None:
@@ -429,15 +513,14 @@ class Router:
                 raise result  # a bug or a cancellation
         if failed:
             i, exc = failed[0]
-            raise BatchRefused(exc.http_status, f"key #{i}: {exc} ({len(failed)} of {len(keys)} keys "
-                                                f"failed; the others were done)")
+            raise _key_failure(i, exc, f" ({len(failed)} of {len(keys)} keys failed; the others were done)")
 
     async def _batch_get(self, group, keys: list[str]) -> Reply:
         found, errors = await group.get_many(keys)
         if errors:
             i = next(i for i, key in enumerate(keys) if key in errors)
             exc = errors[keys[i]]
-            raise BatchRefused(exc.http_status, f"key #{i}: {exc}")
+            raise _key_failure(i, exc)
         size = sum(len(found[key]) for key in keys if key in found)
         if size > self.batch_max_bytes:
             raise BatchRefused(413, f"the values of this batch take {size} bytes, over batch_max_bytes "
@@ -475,7 +558,9 @@ class Router:
         """A peer's batch get of keys this host owns: served here, never forwarded (invariant 3)."""
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
-        return self._peer_batch_get(group, [item.key for item in self._batch_items(req.body)])
+        keys = [item.key for item in self._batch_items(self._message(req.body, BatchRequest()), group.name)]
+        reserve = self._batch_reserve(group, req.body, len(keys))
+        return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
 
     async def _peer_batch_get(self, group, keys: list[str]) -> Reply:
         answers = await group.get_local_many(keys)
