@@ -20,6 +20,17 @@ Batches go in one ``POST /api/batch`` each (protobuf ``BatchRequest``, see
 docs/operations.md); the host serves its cached keys and asks each owner once
 for the rest.
 
+Values are bytes (a str is sent as UTF-8) unless the client is given a
+``serializer`` and ``deserializer`` (``geecache.serde``: TEXT, JSON, PICKLE):
+``Client(url, **serde.JSON)`` stores and returns JSON documents.
+
+Timeouts: *timeout* bounds each connect and each socket read, per host tried;
+*connect_timeout* and *read_timeout* set the two apart.  *retries* passes more
+over the hosts after every host failed, *backoff* seconds apart at first and
+doubling (at most RETRY_BACKOFF_CAP); a write that reached a host which then
+failed is never retried: it may have been applied.  *pool_size* idle
+keep-alive connections are kept per host.
+
 ``stats()`` reads ``/stats`` from a host's admin port, not its data port:
 *admin_urls* names them, by default each data URL's host at the port + 1000
 over plain http (the server's defaults; the admin port listens on loopback
@@ -33,8 +44,9 @@ import json
 import select
 import ssl
 import threading
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar, overload
 from urllib.parse import quote, urlencode, urlsplit
 
 from .auth import bearer
@@ -48,7 +60,11 @@ __all__ = ["Client", "AsyncClient"]
 _REASON_CHARS = 300
 
 #: The default of ``default``/``fill``: a miss raises (get) or is left out (get_many).
-_MISSING = object()
+_MISSING: Any = object()
+#: Longest pause between two passes over the hosts (seconds), however many retries.
+RETRY_BACKOFF_CAP = 2.0
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -100,13 +116,20 @@ def _batch_target(op: str, group: str | None) -> str:
     return "/api/batch?" + urlencode(params, quote_via=quote, safe="")
 
 
-def _batch_body(keys, values=None, ttl: float = 0) -> bytes:
-    """A BatchRequest of *keys* (with *values*, for a set), keys checked before any round trip."""
+def _batch_body(keys, values=None, ttl: float | Mapping[str, float] = 0, dumps: Callable = as_bytes) -> bytes:
+    """A BatchRequest of *keys* (with *values*, for a set), keys checked before any round trip.
+
+    *ttl* is one TTL for every key, or a mapping key -> TTL (keys it lacks: 0, the group's).
+    """
     from .geecachepb import BatchRequest
 
     if isinstance(keys, str):
         raise TypeError("keys must be a list of keys, not one str")
-    ttl = check_ttl(ttl)
+    if isinstance(ttl, Mapping):
+        ttls = {k: check_ttl(v) for k, v in ttl.items()}
+        one = 0.0
+    else:
+        ttls, one = {}, check_ttl(ttl)
     msg = BatchRequest()
     add = msg.items.add  # add() in place: a third cheaper than building BatchItems to copy in
     for key in keys:
@@ -114,7 +137,7 @@ def _batch_body(keys, values=None, ttl: float = 0) -> bytes:
         if values is None:
             add(key=key)
         else:
-            add(key=key, value=as_bytes(values[key]), ttl=ttl)
+            add(key=key, value=dumps(values[key]), ttl=ttls.get(key, one))
     return msg.SerializeToString()
 
 
@@ -127,8 +150,9 @@ def _batch_items(body: bytes):
         raise RefusedError(200, "POST /api/batch did not answer with a BatchResponse") from None
 
 
-def _found(keys, body: bytes, fill) -> dict:
-    out = {item.key: item.value for item in _batch_items(body) if item.status == 200}
+def _found(keys, body: bytes, fill, loads: Callable | None = None) -> dict:
+    out = {item.key: (item.value if loads is None else loads(item.value))
+           for item in _batch_items(body) if item.status == 200}
     if fill is not _MISSING:
         for key in keys:
             out.setdefault(key, fill)
@@ -191,18 +215,40 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _seconds(name: str, value, default: float) -> float:
+    """*value* (None: *default*) as a timeout: ConfigError naming *name* unless > 0."""
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ConfigError(name, f"must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 class _Failover:
-    """Host order and the 'last host that answered' memory shared by both clients."""
+    """What both clients share: host order, the 'last host that answered' memory, timeouts,
+    retries and the value serializers (see the module docstring)."""
 
     def __init__(self, urls: str | Sequence[str], token: str | None, timeout: float,
-                 admin_urls: str | Sequence[str] | None = None) -> None:
-        if timeout <= 0:
-            raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
+                 admin_urls: str | Sequence[str] | None = None, *, connect_timeout: float | None = None,
+                 read_timeout: float | None = None, retries: int = 0, backoff: float = 0.05,
+                 serializer: Callable[[Any], bytes] | None = None,
+                 deserializer: Callable[[bytes], Any] | None = None) -> None:
+        self._timeout = _seconds("timeout", timeout, 2.0)
+        self._connect_timeout = _seconds("connect_timeout", connect_timeout, self._timeout)
+        self._read_timeout = _seconds("read_timeout", read_timeout, self._timeout)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError("retries", f"must be a whole number >= 0, got {retries!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0 <= backoff < float("inf"):
+            raise ConfigError("backoff", f"must be a number of seconds >= 0, got {backoff!r}")
+        for name, fn in (("serializer", serializer), ("deserializer", deserializer)):
+            if fn is not None and not callable(fn):
+                raise ConfigError(name, f"must be callable, got {type(fn).__name__}")
         self._hosts = _parse_urls(urls)
         self._admin_hosts = _parse_urls(admin_urls if admin_urls else
                                         [default_admin_url(h) for h in self._hosts])
-        self._timeout = float(timeout)
         self._headers = {"Authorization": bearer(token)} if token else {}
+        self._retries, self._backoff = retries, float(backoff)
+        self._dumps: Callable[[Any], bytes] = serializer if serializer is not None else as_bytes
+        self._loads = deserializer
         # An int assignment is atomic under the GIL and a stale read only changes which
         # host is tried first, so threads share it without a lock.
         self._preferred = 0
@@ -211,13 +257,20 @@ class _Failover:
         start = self._preferred
         return [(start + i) % len(self._hosts) for i in range(len(self._hosts))]
 
+    def _pauses(self) -> list[float | None]:
+        """The pause before each further pass over the hosts; None ends the list (no more)."""
+        return [min(self._backoff * 2 ** i, RETRY_BACKOFF_CAP) for i in range(self._retries)] + [None]
+
+    def _value(self, data: bytes) -> Any:
+        return data if self._loads is None else self._loads(data)
+
 
 class _HostPool:
     """Idle keep-alive connections to one host, at most *size* kept; ``_lock`` guards ``_idle``."""
 
     def __init__(self, host: _Host, timeout: float, ssl_context: ssl.SSLContext | None, size: int) -> None:
         self._host = host
-        self._timeout = timeout
+        self._timeout = timeout  # the connect timeout: Client._send sets the read timeout
         self._ssl_context = ssl_context
         self._size = size
         self._idle: list[http.client.HTTPConnection] = []
@@ -310,16 +363,33 @@ class Client(_Failover):
         ssl_context: ssl.SSLContext | None = None,
         pool_size: int = 8,
         admin_urls: str | Sequence[str] | None = None,
+        *,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        retries: int = 0,
+        backoff: float = 0.05,
+        serializer: Callable[[Any], bytes] | None = None,
+        deserializer: Callable[[bytes], Any] | None = None,
     ) -> None:
-        super().__init__(urls, token, timeout, admin_urls)
-        self._pools = [_HostPool(h, self._timeout, ssl_context, pool_size) for h in self._hosts]
-        self._admin_pools = [_HostPool(h, self._timeout, ssl_context, 1) for h in self._admin_hosts]
+        super().__init__(urls, token, timeout, admin_urls, connect_timeout=connect_timeout,
+                         read_timeout=read_timeout, retries=retries, backoff=backoff,
+                         serializer=serializer, deserializer=deserializer)
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ConfigError("pool_size", f"must be a whole number >= 1, got {pool_size!r}")
+        self._pools = [_HostPool(h, self._connect_timeout, ssl_context, pool_size) for h in self._hosts]
+        self._admin_pools = [_HostPool(h, self._connect_timeout, ssl_context, 1) for h in self._admin_hosts]
 
-    def get(self, key: str, group: str | None = None, default=_MISSING) -> bytes:
+    @overload
+    def get(self, key: str, group: str | None = None) -> bytes: ...
+    @overload
+    def get(self, key: str, group: str | None = None, default: _T = ...) -> bytes | _T: ...
+
+    def get(self, key, group=None, default=_MISSING):
         """The value of *key*; NotFoundError when the source has none, unless *default* is given
-        (``default=None`` reads a miss as None, as pymemcache and redis-py do)."""
+        (``default=None`` reads a miss as None, as pymemcache and redis-py do).  With a
+        *deserializer* the value is what it returns (the annotations assume bytes)."""
         try:
-            return self._request("GET", _api_target(key, group))
+            return self._value(self._request("GET", _api_target(key, group)))
         except NotFoundError:
             if default is _MISSING:
                 raise
@@ -331,15 +401,19 @@ class Client(_Failover):
         keys = list(keys)
         if not keys:
             return {}
-        return _found(keys, self._request("POST", _batch_target("get", group), _batch_body(keys)), fill)
+        return _found(keys, self._request("POST", _batch_target("get", group), _batch_body(keys)), fill,
+                      self._loads)
 
-    def set_many(self, mapping, group: str | None = None, ttl: float = 0) -> None:
-        """Write every ``key -> value`` of *mapping* (str values as UTF-8) in one request; see ``set``.
+    def set_many(self, mapping, group: str | None = None, ttl: float | Mapping[str, float] = 0) -> None:
+        """Write every ``key -> value`` of *mapping* in one request; see ``set``.
 
-        A failing key raises its error; the other keys may have been written.
+        *ttl* is one TTL for every key, or a mapping key -> TTL (a key it lacks
+        gets 0: the group's).  A failing key raises its error; the other keys
+        may have been written.
         """
         if mapping:
-            self._request("POST", _batch_target("set", group), _batch_body(list(mapping), mapping, ttl))
+            self._request("POST", _batch_target("set", group),
+                          _batch_body(list(mapping), mapping, ttl, self._dumps))
 
     def delete_many(self, keys, group: str | None = None) -> int:
         """Delete *keys* in one request; how many existed."""
@@ -348,12 +422,13 @@ class Client(_Failover):
             return 0
         return _deleted_count(self._request("POST", _batch_target("delete", group), _batch_body(keys)))
 
-    def set(self, key: str, value: bytes | str, group: str | None = None, ttl: float = 0) -> None:
-        """Write *value* through to the source and the cache (str is sent as UTF-8).
+    def set(self, key: str, value: Any, group: str | None = None, ttl: float = 0) -> None:
+        """Write *value* through to the source and the cache (bytes; str as UTF-8; anything
+        the *serializer* takes when the client has one).
 
         *ttl* seconds overrides the group's TTL for this entry (0: the group's).
         """
-        self._request("PUT", _api_target(key, group, ttl), as_bytes(value))
+        self._request("PUT", _api_target(key, group, ttl), self._dumps(value))
 
     def delete(self, key: str, group: str | None = None) -> bool:
         """Delete *key*; False when it did not exist."""
@@ -378,6 +453,17 @@ class Client(_Failover):
         self.close()
 
     def _request(self, method: str, target: str, body: bytes | None = None, admin: bool = False) -> bytes:
+        """One request, in up to 1 + retries passes over the hosts (see the module docstring)."""
+        for pause in self._pauses():
+            try:
+                return self._pass(method, target, body, admin)
+            except UnavailableError as exc:
+                if pause is None or exc.maybe_applied:
+                    raise
+            time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _pass(self, method: str, target: str, body: bytes | None, admin: bool) -> bytes:
         attempts: list[tuple[str, str]] = []
         hosts, pools = (self._admin_hosts, self._admin_pools) if admin else (self._hosts, self._pools)
         replayable = _replayable(method, target)
@@ -388,7 +474,7 @@ class Client(_Failover):
             except _Delivered as exc:
                 attempts.append((hosts[i].url, str(exc)))
                 if not replayable:  # it may have been applied: never sent to another host too
-                    raise UnavailableError(attempts) from exc.cause
+                    raise UnavailableError(attempts, maybe_applied=True) from exc.cause
                 continue
             except (OSError, http.client.HTTPException, _ServerFault) as exc:
                 attempts.append((hosts[i].url, _describe(exc)))
@@ -416,6 +502,7 @@ class Client(_Failover):
             try:
                 if conn.sock is None:
                     conn.connect()  # a failure here sent nothing: the caller may try another host
+                    conn.sock.settimeout(self._read_timeout)  # connected: reads get their own bound
             except (OSError, http.client.HTTPException):
                 conn.close()
                 raise
@@ -457,18 +544,37 @@ class AsyncClient(_Failover):
         token: str | None = None,
         timeout: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
-        limit_per_host: int = 8,
+        pool_size: int = 8,
         admin_urls: str | Sequence[str] | None = None,
+        *,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        retries: int = 0,
+        backoff: float = 0.05,
+        serializer: Callable[[Any], bytes] | None = None,
+        deserializer: Callable[[bytes], Any] | None = None,
+        limit_per_host: int | None = None,
     ) -> None:
-        super().__init__(urls, token, timeout, admin_urls)
+        super().__init__(urls, token, timeout, admin_urls, connect_timeout=connect_timeout,
+                         read_timeout=read_timeout, retries=retries, backoff=backoff,
+                         serializer=serializer, deserializer=deserializer)
+        if limit_per_host is not None:  # the name this argument had before pool_size
+            pool_size = limit_per_host
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ConfigError("pool_size", f"must be a whole number >= 1, got {pool_size!r}")
         self._ssl_context = ssl_context
-        self._limit_per_host = limit_per_host
+        self._pool_size = pool_size
         self._session = None  # created on first use: aiohttp wants a running loop
 
-    async def get(self, key: str, group: str | None = None, default=_MISSING) -> bytes:
+    @overload
+    async def get(self, key: str, group: str | None = None) -> bytes: ...
+    @overload
+    async def get(self, key: str, group: str | None = None, default: _T = ...) -> bytes | _T: ...
+
+    async def get(self, key, group=None, default=_MISSING):
         """The value of *key*; NotFoundError when the source has none, unless *default* is given."""
         try:
-            return await self._request("GET", _api_target(key, group))
+            return self._value(await self._request("GET", _api_target(key, group)))
         except NotFoundError:
             if default is _MISSING:
                 raise
@@ -479,12 +585,14 @@ class AsyncClient(_Failover):
         keys = list(keys)
         if not keys:
             return {}
-        return _found(keys, await self._request("POST", _batch_target("get", group), _batch_body(keys)), fill)
+        return _found(keys, await self._request("POST", _batch_target("get", group), _batch_body(keys)), fill,
+                      self._loads)
 
-    async def set_many(self, mapping, group: str | None = None, ttl: float = 0) -> None:
+    async def set_many(self, mapping, group: str | None = None, ttl: float | Mapping[str, float] = 0) -> None:
         """Write every ``key -> value`` of *mapping* in one request; see ``Client.set_many``."""
         if mapping:
-            await self._request("POST", _batch_target("set", group), _batch_body(list(mapping), mapping, ttl))
+            await self._request("POST", _batch_target("set", group),
+                                _batch_body(list(mapping), mapping, ttl, self._dumps))
 
     async def delete_many(self, keys, group: str | None = None) -> int:
         """Delete *keys* in one request; how many existed."""
@@ -493,9 +601,9 @@ class AsyncClient(_Failover):
             return 0
         return _deleted_count(await self._request("POST", _batch_target("delete", group), _batch_body(keys)))
 
-    async def set(self, key: str, value: bytes | str, group: str | None = None, ttl: float = 0) -> None:
+    async def set(self, key: str, value: Any, group: str | None = None, ttl: float = 0) -> None:
         """Write *value* through to the source and the cache; see ``Client.set``."""
-        await self._request("PUT", _api_target(key, group, ttl), as_bytes(value))
+        await self._request("PUT", _api_target(key, group, ttl), self._dumps(value))
 
     async def delete(self, key: str, group: str | None = None) -> bool:
         """Delete *key*; False when it did not exist."""
@@ -525,21 +633,39 @@ class AsyncClient(_Failover):
 
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit_per_host=self._limit_per_host, ssl=self._ssl_context if self._ssl_context else True
+                limit_per_host=self._pool_size, ssl=self._ssl_context if self._ssl_context else True
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                # As Client: each connect and each socket read bounded apart, per host tried.
+                timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout,
+                                              sock_read=self._read_timeout),
                 headers=self._headers,
                 auto_decompress=False,  # values are opaque bytes
             )
         return self._session
 
     async def _request(self, method: str, target: str, body: bytes | None = None, admin: bool = False) -> bytes:
+        """One request, in up to 1 + retries passes over the hosts (see the module docstring)."""
+        import asyncio
+
+        for pause in self._pauses():
+            try:
+                return await self._pass(method, target, body, admin)
+            except UnavailableError as exc:
+                if pause is None or exc.maybe_applied:
+                    raise
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def _pass(self, method: str, target: str, body: bytes | None, admin: bool) -> bytes:
         import asyncio
 
         import aiohttp
         import yarl
+
+        # aiohttp >= 3.10 tells a connect that timed out (nothing sent) from a read that did.
+        _CONNECT_TIMEOUT = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
 
         session = self._get_session()
         attempts: list[tuple[str, str]] = []
@@ -560,13 +686,14 @@ class AsyncClient(_Failover):
                         continue
                     attempts.append((hosts[i].url, _describe(exc)))
                     if not replayable:
-                        raise UnavailableError(attempts) from exc
-                except (aiohttp.ClientConnectorError, _ServerFault) as exc:  # not connected, or answered
+                        raise UnavailableError(attempts, maybe_applied=True) from exc
+                except (aiohttp.ClientConnectorError, _CONNECT_TIMEOUT, _ServerFault) as exc:
+                    # Not connected (refused or timed out: nothing was sent), or answered.
                     attempts.append((hosts[i].url, _describe(exc)))
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                     attempts.append((hosts[i].url, _describe(exc)))
                     if not replayable:  # written, maybe applied: never sent to another host too
-                        raise UnavailableError(attempts) from exc
+                        raise UnavailableError(attempts, maybe_applied=True) from exc
                 except (NotFoundError, RefusedError):
                     if not admin:
                         self._preferred = i
