@@ -134,10 +134,13 @@ class UnavailableError(GeeCacheError):
 
     http_status = 503
 
-    def __init__(self, attempts: list[tuple[str, str]]) -> None:
+    def __init__(self, attempts: list[tuple[str, str]], maybe_applied: bool = False) -> None:
         detail = "; ".join(f"{url}: {what}" for url, what in attempts) or "no base URL"
         super().__init__(f"no GeeCache host answered ({detail})")
         self.attempts = list(attempts)
+        #: True when a write reached a host that then failed to answer: it may have been
+        #: applied, so the client sent it nowhere else and did not retry it.
+        self.maybe_applied = maybe_applied
 
 
 class ArenaError(GeeCacheError):

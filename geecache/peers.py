@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from .consistenthash import Ring
+
 if TYPE_CHECKING:
     from .storage import WriteResult
+
+#: The ring of a host alone (no members: whoever asks routes to any host).
+_EMPTY_RING = Ring()
 
 
 class Peer(Protocol):
@@ -47,8 +52,14 @@ class Peer(Protocol):
 class PeerPicker(Protocol):
     """Maps keys to owners over the current member list."""
 
+    #: Whether members are reached over https (a member's URL is ``peer_url(member, tls)``).
+    tls: bool
+
     def pick(self, key: str) -> Peer | None:
         """The owning peer of *key*, or None when this host owns it."""
+
+    def ring(self) -> "tuple[int, Ring]":
+        """(member list version, the ring built from it) this host routes by now."""
 
     async def invalidate(self, group: str, keys: list[str]) -> int | None:
         """Tell every other member to drop hot copies of *keys* (best effort, bounded).
@@ -60,8 +71,14 @@ class PeerPicker(Protocol):
 class NoPeers:
     """The picker of a host alone: it owns every key."""
 
+    tls = False
+
     def pick(self, key: str) -> None:
         return None
+
+    def ring(self) -> "tuple[int, Ring]":
+        """Version 0 and an empty ring: a client that follows the ring asks any host."""
+        return 0, _EMPTY_RING
 
     async def invalidate(self, group: str, keys: list[str]) -> None:
         return None

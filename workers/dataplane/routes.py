@@ -54,6 +54,8 @@ HEALTHZ = "/healthz"
 PEER_KEY = "/_geecache/{group}/{key:.+}"
 PEER_GROUP = "/_geecache/{group}"
 BATCH = "/api/batch"
+#: The member list a ring-following client routes by (read-only, behind the token).
+RING = "/_geecache/_ring"
 PEER_BATCH = "/_geecache/{group}/_batch"
 UNMATCHED = "unmatched"
 
@@ -230,7 +232,8 @@ class Router:
                 "DELETE": self.peer_delete}
         self._exact = {b"/api": (API, api, _API_METHODS),
                        b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS),
-                       b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST)}
+                       b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST),
+                       b"/_geecache/_ring": (RING, {"GET": self.ring, "HEAD": self.ring}, _GET_METHODS)}
         self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
         self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
@@ -303,8 +306,27 @@ class Router:
 
     @staticmethod
     async def api_load(group, key: str) -> Reply:
-        """The miss path of ``GET /api``: the group's load (peer or source), as a reply."""
-        return (200, OCTET_STREAM, await group.load(key), b"")
+        """The miss path of ``GET /api``: the group's load (peer or source), as a reply.
+
+        It says the ring version this host routes by (``X-Geecache-Ring``): a client that
+        follows the ring and sent the key here, to a host that may not own it, learns
+        that its ring is older.  Hits, answered inline, carry nothing.
+        """
+        value = await group.load(key)
+        return (200, OCTET_STREAM, value, b"X-Geecache-Ring: %d\r\n" % group.peers.ring()[0])
+
+    def ring(self, req: Request) -> Reply:
+        """``GET /_geecache/_ring``: the members, their ring version and vnode count, as JSON.
+
+        What a client needs to route each key to its owner with the servers' own
+        hash (``geecache.consistenthash.Ring``); behind the token, as the peer API.
+        """
+        self._authorize(req.auth)
+        peers = self.default_group.peers
+        version, ring = peers.ring()
+        doc = {"version": version, "members": list(ring.nodes), "replicas": ring.replicas,
+               "scheme": "https" if peers.tls else "http"}
+        return (200, JSON, json.dumps(doc).encode(), b"")
 
     def api_get(self, req: Request):
         """``GET /api`` off the protocol's own fast path (a HEAD, or a pipelined GET)."""
