@@ -12,6 +12,7 @@ Peer paths (served by ``workers.dataplane.routes``):
     DELETE /_geecache/<group>/<key>   <- DeleteRequest -> WriteResponse (from source and cache)
     POST   /_geecache/<group>         <- InvalidateRequest (drop hot copies)
     POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
+    GET    /_geecache/:writes?within=S -> RecentWrites (the keys it wrote in the last S seconds)
 
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import http.client
 import logging
 import ssl
 import time
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
 
@@ -40,8 +43,8 @@ from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from .geecachepb import (
-    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
-    WriteResponse,
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
+    SetRequest, WriteResponse,
 )
 from .latency import PEER_CALLS
 from .storage import WriteResult
@@ -52,6 +55,8 @@ PEER_PREFIX = "/_geecache/"
 PROTOBUF = "application/x-protobuf"
 #: The key part of the peer batch path: POST there is a batch, never a key (no POST of a key).
 BATCH = "_batch"
+#: The path of a host's recent writes (``:`` is in no group name, so it is no group's path).
+RECENT_WRITES_PATH = PEER_PREFIX + ":writes"
 
 
 class MemberSource(Protocol):
@@ -307,8 +312,11 @@ class HTTPPool:
         breaker: Breaker | None = None,
         replay_window: float = 10.0,
         handoff_window: float = 0.0,
+        write_log=None,
     ) -> None:
         self.self_address = self_address
+        #: The host's shared log of the writes it applied (``geecache.writelog``), or None.
+        self.write_log = write_log
         # tls: members advertised as bare host:port are reached over https.
         # ssl_context verifies them; None = the system's CA store (never "no checks").
         self.tls = tls
@@ -424,6 +432,8 @@ class HTTPPool:
         this opened.
         """
         self._refresh()
+        if self.write_log is not None:  # every applied write passes here: hosts that were away ask it
+            self.write_log.append(group, keys)
         if self.replay_window > 0:
             self._remember(group, keys)
         if not self._peers:
@@ -453,6 +463,57 @@ class HTTPPool:
         if started:
             await asyncio.wait(started, timeout=TRIPPED_WAIT)
         return trips
+
+    def writes_elsewhere(self, within: float, timeout: float = 2.0) -> tuple[dict[str, set[str]] | None, str]:
+        """(group -> keys, "") the other members wrote in the last *within* seconds; (None, why) when
+        one of them cannot say (unreachable, or its log does not reach back that far).
+
+        Blocking, on purpose: the pause guard calls it on the worker's loop
+        right after a pause, so no request is served from a copy it is about
+        to drop; every member is asked at once, bounded by *timeout*.
+        """
+        self._refresh()
+        peers = list(self._peers)
+        if not peers:
+            return {}, ""
+        pool = concurrent.futures.ThreadPoolExecutor(len(peers), thread_name_prefix="geecache-recent")
+        try:
+            calls = {pool.submit(self._ask_recent, address, within, timeout): address for address in peers}
+            done, _ = concurrent.futures.wait(calls, timeout=timeout + 0.5)
+        finally:
+            pool.shutdown(wait=False)
+        out: dict[str, set[str]] = {}
+        for future, address in calls.items():
+            if future not in done:
+                return None, f"{address} did not answer within {timeout:g}s"
+            error = future.exception()
+            if error is not None:
+                return None, f"{address}: {type(error).__name__}: {error}"
+            msg = future.result()
+            if not msg.covered:
+                return None, f"the log of {address} does not reach back {within:.1f}s"
+            for written in msg.groups:
+                out.setdefault(written.group, set()).update(written.keys)
+        return out, ""
+
+    def _ask_recent(self, address: str, within: float, timeout: float) -> RecentWrites:
+        url = urlsplit(peer_url(address, self.tls))
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout,
+                                               context=self.ssl_context or ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+        try:
+            conn.request("GET", f"{url.path}{RECENT_WRITES_PATH}?within={within:.3f}", headers=self.headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        finally:
+            conn.close()
+        if answer.status != 200:
+            raise PeerError(f"answered {answer.status}: {body[:200]!r}")
+        msg = RecentWrites()
+        msg.ParseFromString(body)
+        return msg
 
     def _remember(self, group: str, keys: list[str]) -> None:
         now = time.monotonic()

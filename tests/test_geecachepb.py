@@ -70,7 +70,7 @@ def test_fields_match_the_design():
     # Only what is sent is defined; GET carries group and key in the path.
     assert set(geecachepb.geecache_pb2.DESCRIPTOR.message_types_by_name) == {
         "GetResponse", "SetRequest", "DeleteRequest", "WriteResponse", "InvalidateRequest",
-        "BatchItem", "BatchRequest", "BatchResponse"}
+        "BatchItem", "BatchRequest", "BatchResponse", "RecentWrites"}
 
 
 def test_an_older_peers_messages_read_as_unversioned():
@@ -155,3 +155,12 @@ def test_garbage_raises_decode_error(cls, garbage):
 def test_invalid_utf8_in_string_field_raises_decode_error():
     with pytest.raises(DecodeError):
         SetRequest.FromString(b"\x12\x02\xff\xfe")  # key = invalid UTF-8
+
+
+def test_recent_writes_fields_match_the_design():
+    from geecache.geecachepb import RecentWrites
+
+    D = RecentWrites.DESCRIPTOR.fields[0]
+    assert {f.name: (f.number, f.type) for f in RecentWrites.DESCRIPTOR.fields} == {
+        "covered": (1, D.TYPE_BOOL), "groups": (2, D.TYPE_MESSAGE)}
+    assert RecentWrites.DESCRIPTOR.fields_by_name["groups"].is_repeated

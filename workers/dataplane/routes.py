@@ -10,6 +10,7 @@
     POST     /_geecache/<group>                    InvalidateRequest
     POST     /api/batch?op=get|set|delete[&group=G]  BatchRequest -> BatchResponse | 204 (writes: token)
     POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
+    GET      /_geecache/:writes?within=S           RecentWrites: this host's writes of the last S seconds
 
 Same behaviour and wire format as the aiohttp handlers they replace
 (``workers/api.py``, ``workers/peer_api.py``), so existing peers and clients
@@ -36,7 +37,7 @@ from geecache.compression import CODECS, pack, unpack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
 )
-from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest
+from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, RecentWrites
 from geecache.limits import check_key, check_ttl
 from geecache.peerwrites import serve_delete, serve_set
 from workers.dataplane.query import decode, parse_query
@@ -53,6 +54,7 @@ PEER_KEY = "/_geecache/{group}/{key:.+}"
 PEER_GROUP = "/_geecache/{group}"
 BATCH = "/api/batch"
 PEER_BATCH = "/_geecache/{group}/_batch"
+RECENT_WRITES = "/_geecache/:writes"
 UNMATCHED = "unmatched"
 
 _PEER_PREFIX = b"/_geecache/"
@@ -60,6 +62,7 @@ _CHALLENGE = b"WWW-Authenticate: " + auth.CHALLENGE.encode() + b"\r\n"
 _READ_ONLY_ALLOW = b"Allow: GET, HEAD\r\n"
 
 _GET_METHODS = frozenset({"GET", "HEAD"})
+_GET_ONLY = frozenset({"GET"})
 _API_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _INVALIDATE_METHODS = frozenset({"POST"})
 _POST = frozenset({"POST"})
@@ -185,7 +188,8 @@ class Router:
                 "DELETE": self.peer_delete}
         self._exact = {b"/api": (API, api, _API_METHODS),
                        b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS),
-                       b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST)}
+                       b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST),
+                       RECENT_WRITES.encode(): (RECENT_WRITES, {"GET": self.peer_recent_writes}, _GET_ONLY)}
         self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
         self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
@@ -377,6 +381,24 @@ class Router:
         msg = self._message(req.body, InvalidateRequest())
         group.invalidate(list(msg.keys))
         return NO_CONTENT
+
+    def peer_recent_writes(self, req: Request) -> Reply:
+        """The keys this host wrote in the last ``within`` seconds, for a host that was away."""
+        self._authorize(req.auth)
+        raw = parse_query(req.query).get("within") if req.query else None
+        try:
+            within = float(raw)
+        except (TypeError, ValueError):
+            within = -1.0
+        if not 0 <= within <= 86400:  # also refuses NaN
+            raise InvalidKeyError("query parameter 'within' must be seconds, 0 to 86400")
+        write_log = getattr(self.default_group.peers, "write_log", None)
+        if write_log is None:  # a host that keeps no log cannot vouch for any window
+            return (200, PROTOBUF, RecentWrites(covered=False).SerializeToString(), b"")
+        covered, written = write_log.since(within)
+        msg = RecentWrites(covered=covered, groups=[InvalidateRequest(group=g, keys=sorted(keys))
+                                                    for g, keys in written.items()])
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     # -- batches (issue 13) ----------------------------------------------------
 
