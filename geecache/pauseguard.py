@@ -150,6 +150,7 @@ class PauseGuard:
     def after_absence(self, began: float, what: str) -> None:
         """Drop what other hosts wrote since *began* (monotonic), or every copy if they cannot say;
         log one line saying which, starting with *what*."""
+        self._alone = self._serving_alone()  # settled against this ring: no join drop for it later
         if not self._has_peers():
             log.warning("%s: this host has no peers, nothing dropped", what)
             return

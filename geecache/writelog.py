@@ -45,9 +45,12 @@ NAME_BYTES = 64 + 1 + 250
 APPEND_WAIT = 0.05
 
 # header: appended (records ever written), created_ns, gap_ns (0: none), unsure_since_ns (0: none),
-# lost_ns (the stamp of the newest record the ring overwrote; 0: none yet)
+# lost_ns (the stamp of the newest record the ring overwrote; 0: none yet), then the arena's
+# ring version when the absence was noted (the supervisor's own [self] seed)
 _HEAD = struct.Struct("Qqqqq")
 _HEAD_AT = LOCK_SIZE
+_UNSURE_RING = struct.Struct("Q")
+_UNSURE_RING_AT = _HEAD_AT + _HEAD.size
 _RECORDS_AT = 128
 _RECORD = struct.Struct(f"qH{NAME_BYTES}s")
 _SIZE = (_RECORD.size + 7) // 8 * 8
@@ -121,13 +124,19 @@ class WriteLog:
                 out.setdefault(group, set()).add(key)
         return covered, out
 
-    def mark_unsure(self, since_ns: int) -> None:
-        """Note that this host was away since *since_ns* (monotonic): its workers must ask the others."""
+    def mark_unsure(self, since_ns: int, ring_version: int = 0) -> None:
+        """Note that this host was away since *since_ns* (monotonic): its workers must ask the others
+        once the registrar has moved the ring past *ring_version* (the supervisor's seed)."""
+        _UNSURE_RING.pack_into(self._mm, _UNSURE_RING_AT, ring_version)
         struct.pack_into("q", self._mm, _HEAD_AT + 24, since_ns)
 
     def unsure_since(self) -> int:
         """The monotonic ns this host has been unsure since (a warm restart), 0 when it is not."""
         return self._head()[3]
+
+    def unsure_ring(self) -> int:
+        """The ring version ``mark_unsure`` was given."""
+        return _UNSURE_RING.unpack_from(self._mm, _UNSURE_RING_AT)[0]
 
     def settle_unsure(self, since_ns: int) -> None:
         """The absence that began at *since_ns* was dealt with (kept if a newer one began)."""

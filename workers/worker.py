@@ -80,18 +80,18 @@ async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(PARENT_CHECK_INTERVAL)
 
 
-#: How long a reattached worker waits for its ring to show the other hosts before serving.
+#: How long past the lease TTL a reattached worker waits for the registrar's ring before serving.
 JOIN_WAIT_MARGIN = 5.0
 
 
-def _wait_for_others(peers, seconds: float) -> None:
-    """Wait (bounded) until the ring holds a host other than this one: the ones to ask."""
+def _wait_for_registrar(arena, seed_version: int, seconds: float) -> None:
+    """Wait (bounded) until the registrar has written the ring it read from etcd: whom to ask."""
     deadline = time.monotonic() + seconds
-    while set(peers.members()) <= {peers.self_address} and time.monotonic() < deadline:
+    while arena.ring_version() == seed_version and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def _settle_warm_restart(cfg, guard, peers, write_log) -> None:
+def _settle_warm_restart(cfg, arena, guard, peers, write_log) -> None:
     """Before serving a reattached arena: drop what other hosts wrote while this host was away.
 
     Blocking, before the data plane accepts: nothing is served from the arena
@@ -102,7 +102,8 @@ def _settle_warm_restart(cfg, guard, peers, write_log) -> None:
     since = write_log.unsure_since() if write_log is not None else 0
     if not since or peers is None:
         return
-    _wait_for_others(peers, cfg.lease_ttl + JOIN_WAIT_MARGIN)
+    if cfg.etcd:
+        _wait_for_registrar(arena, write_log.unsure_ring(), cfg.lease_ttl + JOIN_WAIT_MARGIN)
     away = (time.monotonic_ns() - since) / 1e9
     guard.after_absence(time.monotonic() - away, f"reattached after {away:.1f} s away (warm restart)")
     write_log.settle_unsure(since)
@@ -126,7 +127,7 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
                            members=peers.members if peers is not None else None,
                            self_address=getattr(peers, "self_address", None),
                            ask=peers.writes_elsewhere if peers is not None else None)
-        _settle_warm_restart(cfg, guard, peers, write_log)
+        _settle_warm_restart(cfg, arena, guard, peers, write_log)
         # One request tally for both planes; the data plane flushes it every second.
         http_metrics = metrics.HttpMetrics()
         plane = await serve_data_plane(

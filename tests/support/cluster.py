@@ -60,14 +60,25 @@ class Cluster:
             self.close()
             raise
 
+    def _start(self, port: int) -> Host:
+        return start_supervisor(
+            self.tmp, "--config", str(self.tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
+            "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(self.lease_ttl),
+            "--auth-token", TOKEN, *self.args, workers=1, port=port, wait=False, env=self.env)
+
+    def start_again(self, host: Host) -> Host:
+        """Start a new supervisor on stopped *host*'s port (a warm restart after SIGUSR1); it
+        takes *host*'s place in ``hosts``."""
+        again = self._start(host.port)
+        self.hosts[self.hosts.index(host)] = again
+        again.wait_ready(2)
+        return again
+
     def add_host(self, attempts: int = 3) -> Host:
         """Start one more host (it joins the ring through etcd)."""
         for attempt in range(attempts):
             port = free_port()
-            host = start_supervisor(
-                self.tmp, "--config", str(self.tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
-                "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(self.lease_ttl),
-                "--auth-token", TOKEN, *self.args, workers=1, port=port, wait=False, env=self.env)
+            host = self._start(port)
             self.hosts.append(host)
             try:
                 host.wait_ready(2)  # one worker and the registrar
