@@ -47,11 +47,15 @@ from .geecachepb import (
     SetRequest, WriteResponse,
 )
 from .latency import PEER_CALLS
+from .lifetimes import local_expiry
 from .storage import WriteResult
 
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_geecache/"
+#: The share of the read timeout an owner is given to apply a write, counted from when it
+#: reads it (the rest covers the request's time on the wire).
+WRITE_TIMEOUT_SHARE = 0.75
 PROTOBUF = "application/x-protobuf"
 #: The key part of the peer batch path: POST there is a batch, never a key (no POST of a key).
 BATCH = "_batch"
@@ -135,7 +139,8 @@ class HTTPPeer:
         self._conns.close()
 
     async def fetch(self, group: str, key: str, max_size: int, *, handoff: bool = False) -> tuple[bytes, float]:
-        """(value, expire_at) from the owner (see ``geecache.peers.Peer``).
+        """(value, expire_at) from the owner (see ``geecache.peers.Peer``); expire_at by this
+        host's clock (the owner sends the seconds left, ``geecache.lifetimes``).
 
         *handoff*: ask a previous owner, which answers only from its cache (404
         otherwise) and never loads, so a ring change costs no second load.
@@ -165,7 +170,7 @@ class HTTPPeer:
             codec_by_id(msg.codec)
         except (DecodeError, CodecError) as exc:
             raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
-        return msg.value, msg.codec, msg.expire_at
+        return msg.value, msg.codec, local_expiry(msg.expire_at, msg.ttl_left, time.time())
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
                     version: int = 0) -> WriteResult:
@@ -175,13 +180,16 @@ class HTTPPeer:
         once this host may have given up on the answer and written it itself.
         """
         deadline = time.time() + self._pool.read_timeout
+        # The same deadline as a duration, for an owner whose clock is not ours: shorter by
+        # the time the request may spend getting there, so the owner's is never the later.
+        timeout = self._pool.read_timeout * WRITE_TIMEOUT_SHARE
         if value is None:
-            method, msg = "DELETE", DeleteRequest(version=version, deadline=deadline)
+            method, msg = "DELETE", DeleteRequest(version=version, deadline=deadline, timeout=timeout)
         else:
             codec_id, payload = pack(value, self._pool.codec_for(group))
             method = "PUT"
             msg = SetRequest(group=group, key=key, value=payload, codec=codec_id, ttl=ttl,
-                             version=version, deadline=deadline)
+                             version=version, deadline=deadline, timeout=timeout)
         status, body = await self._call(method, peer_path(group, key), msg.SerializeToString())
         if status == 200:
             answer = WriteResponse()
@@ -215,10 +223,12 @@ class HTTPPeer:
         if len(msg.items) != len(keys):
             raise PeerError(f"peer {self.address}: {len(msg.items)} answers to a batch of {len(keys)}")
         out = {}
+        now = time.time()
         for key, item in zip(keys, msg.items):
             if item.status == 200:
                 try:
-                    out[key] = (200, unpack(item.codec, item.value, max_size), item.expire_at)
+                    out[key] = (200, unpack(item.codec, item.value, max_size),
+                                local_expiry(item.expire_at, item.ttl_left, now))
                 except CodecError:
                     out[key] = (502, b"", 0.0)  # this key loads locally
             else:

@@ -57,6 +57,28 @@ MARGIN = 2.0
 #: Longest wait for the other members' answers.
 ASK_TIMEOUT = 2.0
 
+#: How long after a pause a request read is taken to have arrived when the pause began: what
+#: sat in the socket meanwhile is read in the first turns of the loop after it.
+RESUME_GRACE = 1.0
+
+#: The guard of this process's event loop (a worker has one), for ``earliest_arrival``; set by
+#: ``PauseGuard.start`` on the loop's thread, which is the only one that reads it.
+_current: "PauseGuard | None" = None
+
+
+def earliest_arrival() -> float:
+    """The earliest ``time.monotonic()`` at which a request this loop reads now may have arrived.
+
+    Now, unless the loop was paused lately (or is in a pause its guard has not
+    seen yet, in this very turn): then when that pause began, since the request
+    may have waited in its socket all along.  A peer's write is applied only
+    within its timeout of this (``geecache.peerwrites``), judged by this host's
+    clock alone.
+    """
+    now = time.monotonic()
+    guard = _current
+    return now if guard is None else guard.earliest_arrival(now)
+
 #: ask(within) -> (group -> keys written elsewhere in the last *within* seconds, "") or (None, why).
 Ask = Callable[[float], "tuple[dict[str, set[str]] | None, str]"]
 
@@ -92,6 +114,7 @@ class PauseGuard:
         self._last = clock()
         self._alone = self._serving_alone()
         self._due: list[tuple[float, float]] = []  # (when to ask again, when the pause began), monotonic
+        self._last_pause = (0.0, float("-inf"))  # (began, ended) of the latest pause, monotonic
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Gaps over the threshold seen so far.
@@ -112,8 +135,19 @@ class PauseGuard:
             return False
         return self._members is None or not self._serving_alone()
 
+    def earliest_arrival(self, now: float) -> float:
+        """See the module's ``earliest_arrival``; *now* by this guard's clock."""
+        arrival = now
+        if now - self._last > 2 * self.interval:  # the loop has not ticked lately: a pause being seen
+            arrival = self._last
+        began, ended = self._last_pause
+        return min(arrival, began) if now - ended <= RESUME_GRACE else arrival
+
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Run the timer on *loop* (the running one by default)."""
+        """Run the timer on *loop* (the running one by default); this process's requests are
+        judged by it (``earliest_arrival``)."""
+        global _current
+        _current = self
         self._loop = loop or asyncio.get_running_loop()
         self._last = self._clock()
         self._handle = self._loop.call_later(self.interval, self.tick)
@@ -133,7 +167,9 @@ class PauseGuard:
         self._last = now
         if gap > self.threshold:
             self.pauses += 1
+            self._last_pause = (began, now)
             self.after_absence(began, f"worker loop did not run for {gap:.1f} s (paused?)")
+            self._last_pause = (began, self._clock())  # the asking blocked the loop too
             if self.settle:
                 self._due.append((now + self.settle, began))
         alone = self._serving_alone()
@@ -190,6 +226,9 @@ class PauseGuard:
 
     def stop(self) -> None:
         """Stop the timer."""
+        global _current
+        if _current is self:
+            _current = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

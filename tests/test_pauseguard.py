@@ -180,3 +180,27 @@ def test_copies_are_dropped_when_a_host_alone_joins_a_ring_and_asked_again_after
         return guard.drops, len(asked)
 
     assert asyncio.run(main()) == (1, 2)
+
+
+def test_a_request_read_just_after_a_pause_is_taken_to_have_arrived_when_it_began():
+    clock = Clock()
+    guard = PauseGuard([], threshold=1.0, interval=0.1, clock=clock)
+
+    async def main():
+        guard.start()
+        clock.t += 0.1
+        guard.tick()
+        assert guard.earliest_arrival(clock.t) == clock.t  # the loop runs: now
+        began = clock.t
+        clock.t += 5.0  # stopped; its first turn reads a queued write before the timer runs
+        assert guard.earliest_arrival(clock.t) == began
+        guard.tick()  # the guard sees the pause (alone: nothing to ask)
+        clock.t += 0.5
+        assert guard.earliest_arrival(clock.t) == began  # still within the grace after it
+        for _ in range(10):
+            clock.t += 0.1
+            guard.tick()
+        assert guard.earliest_arrival(clock.t) == clock.t
+        guard.stop()
+
+    asyncio.run(main())

@@ -31,6 +31,12 @@ from .base import Row, Storage, WriteResult, check_write
 DEFAULT_TOMBSTONE_TTL = 600.0
 #: At most this many expired rows are dropped per write (amortised O(1)).
 PURGE_BATCH = 32
+#: A row is purged only this long after it expired.  Its expiry is by the
+#: clock of the host that wrote it (invariant 10), and hosts sharing one
+#: database may disagree by minutes, even an hour: a host whose clock is
+#: ahead must not delete rows, or tombstones, that are still live by their
+#: writer's.  Reads already skip expired rows; this only delays reclaiming.
+PURGE_GRACE = 2 * 3600.0
 #: Columns added to a table made before versions existed; their defaults
 #: make an old row "unversioned, never expires, live".
 _ADDED_COLUMNS = (
@@ -273,7 +279,7 @@ class SQLiteStorage(Storage):
                 params = {"key": key, "value": value, "version": version, "expire_at": expire_at,
                           "deleted": int(deleted), "unversioned": int(unversioned), "now": now}
                 stored = conn.execute(self._upsert_sql, params).fetchall()
-                conn.execute(self._purge_sql, (now,))
+                conn.execute(self._purge_sql, (now - PURGE_GRACE,))
                 self._check_file()  # under the write lock, just before the commit that acks
                 conn.execute("COMMIT")
             except BaseException:

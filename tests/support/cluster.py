@@ -60,11 +60,11 @@ class Cluster:
             self.close()
             raise
 
-    def _start(self, port: int) -> Host:
+    def _start(self, port: int, env: dict | None = None) -> Host:
         return start_supervisor(
             self.tmp, "--config", str(self.tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
             "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(self.lease_ttl),
-            "--auth-token", TOKEN, *self.args, workers=1, port=port, wait=False, env=self.env)
+            "--auth-token", TOKEN, *self.args, workers=1, port=port, wait=False, env={**self.env, **(env or {})})
 
     def start_again(self, host: Host) -> Host:
         """Start a new supervisor on stopped *host*'s port (a warm restart after SIGUSR1); it
@@ -74,11 +74,11 @@ class Cluster:
         again.wait_ready(2)
         return again
 
-    def add_host(self, attempts: int = 3) -> Host:
-        """Start one more host (it joins the ring through etcd)."""
+    def add_host(self, attempts: int = 3, env: dict | None = None) -> Host:
+        """Start one more host (it joins the ring through etcd); *env* adds to its environment."""
         for attempt in range(attempts):
             port = free_port()
-            host = self._start(port)
+            host = self._start(port, env)
             self.hosts.append(host)
             try:
                 host.wait_ready(2)  # one worker and the registrar

@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 
 from google.protobuf.message import DecodeError
 
@@ -38,6 +39,7 @@ from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
 )
 from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, RecentWrites
+from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
 from geecache.peerwrites import serve_delete, serve_set
 from workers.dataplane.query import decode, parse_query
@@ -313,7 +315,8 @@ class Router:
     @staticmethod
     def _get_response(group, value: bytes, expire_at: float) -> Reply:
         codec_id, payload = pack(value, group.codec.name)
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at,
+                          ttl_left=seconds_left(expire_at, time.time()))
         return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     def peer_get(self, req: Request):
@@ -339,7 +342,8 @@ class Router:
 
     @staticmethod
     def _stored_response(payload: bytes, codec_id: int, expire_at: float) -> Reply:
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at,
+                          ttl_left=seconds_left(expire_at, time.time()))
         return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     async def _peer_load(self, group, key: str) -> Reply:
@@ -505,6 +509,7 @@ class Router:
         add = msg.items.add
         size = 0
         codec = group.codec.name
+        now = time.time()
         for status, value, expire_at, error in answers:
             if status == 200:
                 size += len(value)
@@ -513,7 +518,8 @@ class Router:
                     add(status=413, error="over batch_max_bytes")
                     continue
                 codec_id, payload = pack(value, codec)
-                add(status=200, value=payload, codec=codec_id, expire_at=expire_at)
+                add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
+                    ttl_left=seconds_left(expire_at, now))
             else:
                 add(status=status, error=error)
         return (200, PROTOBUF, msg.SerializeToString(), b"")
