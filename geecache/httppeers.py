@@ -474,9 +474,11 @@ class HTTPPool:
             await asyncio.wait(started, timeout=TRIPPED_WAIT)
         return trips
 
-    def writes_elsewhere(self, within: float, timeout: float = 2.0) -> tuple[dict[str, set[str]] | None, str]:
+    def writes_elsewhere(self, within: float, members_before=(), timeout: float = 2.0
+                         ) -> tuple[dict[str, set[str]] | None, str]:
         """(group -> keys, "") the other members wrote in the last *within* seconds; (None, why) when
-        one of them cannot say (unreachable, or its log does not reach back that far).
+        one of them cannot say (unreachable, or its log does not reach back that far), or a member
+        of *members_before* has left the ring since (nobody can say what it wrote).
 
         Blocking, on purpose: the pause guard calls it on the worker's loop
         right after a pause, so no request is served from a copy it is about
@@ -484,6 +486,9 @@ class HTTPPool:
         """
         self._refresh()
         peers = list(self._peers)
+        gone = [m for m in members_before if m != self.self_address and m not in self._peers]
+        if gone:
+            return None, f"{gone[0]} left the ring meanwhile"
         if not peers:
             return {}, ""
         pool = concurrent.futures.ThreadPoolExecutor(len(peers), thread_name_prefix="geecache-recent")

@@ -79,8 +79,9 @@ def earliest_arrival() -> float:
     guard = _current
     return now if guard is None else guard.earliest_arrival(now)
 
-#: ask(within) -> (group -> keys written elsewhere in the last *within* seconds, "") or (None, why).
-Ask = Callable[[float], "tuple[dict[str, set[str]] | None, str]"]
+#: ask(within, members before) -> (group -> keys written elsewhere in the last *within* seconds, "")
+#: or (None, why): why when a member cannot say, or one of *members before* left the ring meanwhile.
+Ask = Callable[[float, Iterable[str]], "tuple[dict[str, set[str]] | None, str]"]
 
 
 class PauseGuard:
@@ -112,6 +113,7 @@ class PauseGuard:
         self._ask = ask
         self._clock = clock
         self._last = clock()
+        self._ring_seen: tuple[str, ...] = ()  # the members at the last tick: whom a pause may have cost
         self._alone = self._serving_alone()
         self._due: list[tuple[float, float]] = []  # (when to ask again, when the pause began), monotonic
         self._last_pause = (0.0, float("-inf"))  # (began, ended) of the latest pause, monotonic
@@ -128,7 +130,8 @@ class PauseGuard:
         """This host's ring is only itself (False when not watching the ring)."""
         if self._members is None:
             return False
-        return set(self._members()) <= {self._self}
+        self._ring_seen = tuple(self._members())
+        return set(self._ring_seen) <= {self._self}
 
     def _has_peers(self) -> bool:
         if self._ask is None:
@@ -168,7 +171,7 @@ class PauseGuard:
         if gap > self.threshold:
             self.pauses += 1
             self._last_pause = (began, now)
-            self.after_absence(began, f"worker loop did not run for {gap:.1f} s (paused?)")
+            self.after_absence(began, f"worker loop did not run for {gap:.1f} s (paused?)", self._ring_seen)
             self._last_pause = (began, self._clock())  # the asking blocked the loop too
             if self.settle:
                 self._due.append((now + self.settle, began))
@@ -180,18 +183,23 @@ class PauseGuard:
         if self._due and min(self._due)[0] <= now:
             due = [began for at, began in self._due if at <= now]
             self._due = [entry for entry in self._due if entry[0] > now]
-            self.after_absence(min(due), f"{self.settle:g} s after a pause, asked again")
+            self.after_absence(min(due), f"{self.settle:g} s after a pause, asked again", self._ring_seen)
         self._last = self._clock()  # the asking blocked the loop: that is no pause
 
-    def after_absence(self, began: float, what: str) -> None:
+    def after_absence(self, began: float, what: str, members_before: Iterable[str] = ()) -> None:
         """Drop what other hosts wrote since *began* (monotonic), or every copy if they cannot say;
-        log one line saying which, starting with *what*."""
+        log one line saying which, starting with *what*.
+
+        *members_before* (the ring before the absence): a member that left it
+        meanwhile cannot be asked, and its writes may be among those missed.
+        """
+        members_before = tuple(members_before)
         self._alone = self._serving_alone()  # settled against this ring: no join drop for it later
-        if not self._has_peers():
+        if not self._has_peers() and set(members_before) <= {self._self}:
             log.warning("%s: this host has no peers, nothing dropped", what)
             return
         within = self._clock() - began + MARGIN
-        written, why = self._ask(within)
+        written, why = self._ask(within, members_before) if self._ask is not None else (None, "no peers to ask")
         if written is None:
             self._drop_all()
             log.warning("%s: dropped every cached copy, since the other hosts could not say which keys "

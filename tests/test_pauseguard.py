@@ -55,8 +55,9 @@ def test_a_pause_in_a_cluster_drops_only_the_keys_written_elsewhere(caplog):
     clock = Clock()
     asked = []
 
-    def ask(within):
+    def ask(within, members_before):
         asked.append(within)
+        assert tuple(members_before) == ("me", "other")
         return {"a": {"k1", "remote", "never-cached"}, "unknown-group": {"x"}}, ""
 
     async def main():
@@ -88,7 +89,7 @@ def test_a_pause_no_log_covers_drops_every_copy(caplog):
 
     async def main():
         guard = PauseGuard(groups, threshold=1.0, interval=0.1, clock=clock,
-                           ask=lambda within: (None, "the log of other does not reach back"),
+                           ask=lambda within, before: (None, "the log of other does not reach back"),
                            members=lambda: ["me", "other"], self_address="me")
         guard.start()
         clock.t += 5.0
@@ -140,7 +141,7 @@ def test_copies_are_dropped_when_a_host_alone_joins_a_ring_and_asked_again_after
 
     asked = []
 
-    def ask(within):
+    def ask(within, members_before):
         asked.append(within)
         return {"g": {"k"}}, ""
 
@@ -204,3 +205,13 @@ def test_a_request_read_just_after_a_pause_is_taken_to_have_arrived_when_it_bega
         guard.stop()
 
     asyncio.run(main())
+
+
+def test_a_member_that_left_the_ring_during_the_pause_cannot_vouch_so_all_is_dropped():
+    from geecache.httppeers import HTTPPool, StaticMembers
+
+    pool = HTTPPool("me:1", StaticMembers(["me:1"]))
+    # Alone now, but another host was a member before the pause: it may have written.
+    assert pool.writes_elsewhere(3.0, members_before=("me:1", "gone:2")) == (
+        None, "gone:2 left the ring meanwhile")
+    assert pool.writes_elsewhere(3.0, members_before=("me:1",)) == ({}, "")

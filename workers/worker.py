@@ -103,7 +103,10 @@ def _settle_warm_restart(cfg, arena, guard, peers, write_log) -> None:
     if not since or peers is None:
         return
     if cfg.etcd:
-        _wait_for_registrar(arena, write_log.unsure_ring(), cfg.lease_ttl + JOIN_WAIT_MARGIN)
+        wait = cfg.lease_ttl + JOIN_WAIT_MARGIN
+        if cfg.worker_timeout > 0:  # the watchdog replaces a worker not ready within worker_timeout
+            wait = min(wait, cfg.worker_timeout / 3)
+        _wait_for_registrar(arena, write_log.unsure_ring(), wait)
     away = (time.monotonic_ns() - since) / 1e9
     guard.after_absence(time.monotonic() - away, f"reattached after {away:.1f} s away (warm restart)")
     write_log.settle_unsure(since)
