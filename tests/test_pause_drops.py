@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
 
-from geecache.geecachepb import RecentWrites
-from tests.support.cluster import AUTH, Cluster, member
+from tests.support.cluster import Cluster, member
 from tests.support.host import ready_workers
 from tests.support.loaders import count_loads
 from tests.support.proc import start_supervisor, wait_until
@@ -75,21 +73,6 @@ def test_a_host_with_no_peers_keeps_its_cache_across_a_sigstop_and_a_blocking_lo
         assert h.stop() == 0
 
 
-def _log_reaches_back(host, seconds: float) -> bool:
-    status, _, body = host.request("GET", f"/_geecache/:writes?within={seconds}", None, AUTH)
-    assert status == 200, (status, body[:200])
-    return RecentWrites.FromString(body).covered
-
-
-def _read_all(cluster, host, group: str, keys) -> dict:
-    out = {}
-    for key in keys:
-        status, body = host.get(f"/api?group={group}&key={key}")
-        assert status == 200, (group, key, status, body[:200])
-        out[key] = body
-    return out
-
-
 @pytest.mark.etcd
 def test_a_paused_host_drops_only_the_keys_written_elsewhere_meanwhile(tmp_path):
     cluster = Cluster(tmp_path, 3, lease_ttl=2)
@@ -100,12 +83,12 @@ def test_a_paused_host_drops_only_the_keys_written_elsewhere_meanwhile(tmp_path)
         for key in written:
             assert cluster.put(b, key, b"old-" + key.encode()) == 204
         # A caches everything: its own keys as owned entries, the others' as hot copies.
-        assert _read_all(cluster, a, "kv", written) == {k: b"old-" + k.encode() for k in written}
-        assert _read_all(cluster, a, "counted", loaded) == {k: b"value-" + k.encode() for k in loaded}
+        assert cluster.read_all(a, "kv", written) == {k: b"old-" + k.encode() for k in written}
+        assert cluster.read_all(a, "counted", loaded) == {k: b"value-" + k.encode() for k in loaded}
         mine = sum(cluster.owner(a, k) == member(a) for k in written)
         assert 0 < mine < len(written), "A should own some of the written keys and not all"
         for other in (b, c):
-            wait_until(lambda: _log_reaches_back(other, LOG_REACH), LOG_REACH + 30,
+            wait_until(lambda: cluster.log_reaches_back(other, LOG_REACH), LOG_REACH + 30,
                        what=f"the write log of :{other.port} reaching back {LOG_REACH}s")
         loads_before = count_loads(str(tmp_path / "loads.txt"))
         before = _stats(a, "counted")
@@ -121,8 +104,8 @@ def test_a_paused_host_drops_only_the_keys_written_elsewhere_meanwhile(tmp_path)
         wait_until(lambda: _pauses_logged(a) >= 1, 30, what="A's pause logged (after its drops)")
         cluster.wait_members([a, b, c])
 
-        assert _read_all(cluster, a, "kv", written) == {k: b"new-" + k.encode() for k in written}
-        assert _read_all(cluster, a, "counted", loaded) == {k: b"value-" + k.encode() for k in loaded}
+        assert cluster.read_all(a, "kv", written) == {k: b"new-" + k.encode() for k in written}
+        assert cluster.read_all(a, "counted", loaded) == {k: b"value-" + k.encode() for k in loaded}
         after = _stats(a, "counted")
         log = a.log()
         print(log[log.index("did not run for") - 200:])

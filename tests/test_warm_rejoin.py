@@ -14,8 +14,7 @@ import signal
 
 import pytest
 
-from geecache.geecachepb import RecentWrites
-from tests.support.cluster import AUTH, Cluster, member
+from tests.support.cluster import Cluster, member
 from tests.support.loaders import count_loads
 from tests.support.proc import wait_until
 
@@ -23,21 +22,6 @@ pytestmark = [pytest.mark.etcd, pytest.mark.procs]
 
 #: How far back B's and C's logs must reach before A stops (a younger log cannot vouch).
 LOG_REACH = 12.0
-
-
-def _log_reaches_back(host, seconds: float) -> bool:
-    status, _, body = host.request("GET", f"/_geecache/:writes?within={seconds}", None, AUTH)
-    assert status == 200, (status, body[:200])
-    return RecentWrites.FromString(body).covered
-
-
-def _read_all(host, group: str, keys) -> dict:
-    out = {}
-    for key in keys:
-        status, body = host.get(f"/api?group={group}&key={key}")
-        assert status == 200, (group, key, status, body[:200])
-        out[key] = body
-    return out
 
 
 def test_a_warm_restarted_host_serves_no_value_written_while_it_was_away(tmp_path):
@@ -49,13 +33,13 @@ def test_a_warm_restarted_host_serves_no_value_written_while_it_was_away(tmp_pat
         loaded = [f"item{i}" for i in range(60)]  # never written
         for key in written:
             assert cluster.put(b, key, b"old-" + key.encode()) == 204
-        assert _read_all(a, "kv", written) == {k: b"old-" + k.encode() for k in written}
-        assert _read_all(a, "counted", loaded) == {k: b"value-" + k.encode() for k in loaded}
+        assert cluster.read_all(a, "kv", written) == {k: b"old-" + k.encode() for k in written}
+        assert cluster.read_all(a, "counted", loaded) == {k: b"value-" + k.encode() for k in loaded}
         mine = [k for k in written if cluster.owner(a, k) == member(a)]
         mine_loaded = [k for k in loaded if cluster.owner(a, k) == member(a)]
         assert mine and mine_loaded, "A should own some keys of each kind"
         for other in (b, c):
-            wait_until(lambda: _log_reaches_back(other, LOG_REACH), LOG_REACH + 30,
+            wait_until(lambda: cluster.log_reaches_back(other, LOG_REACH), LOG_REACH + 30,
                        what=f"the write log of :{other.port} reaching back {LOG_REACH}s")
         loads_before = count_loads(str(tmp_path / "loads.txt"))
 
@@ -66,11 +50,11 @@ def test_a_warm_restarted_host_serves_no_value_written_while_it_was_away(tmp_pat
         log = a.log()
         assert "reattached arena" in log, log
 
-        got = _read_all(a, "kv", written)
+        got = cluster.read_all(a, "kv", written)
         stale = sorted(k for k in written if got[k] != b"new-" + k.encode())
         assert stale == [], f"{len(stale)} stale reads after the warm restart, e.g. {stale[:5]}"
         # A's own never-written keys came from its reattached cache, not the source.
-        assert _read_all(a, "counted", mine_loaded) == {k: b"value-" + k.encode() for k in mine_loaded}
+        assert cluster.read_all(a, "counted", mine_loaded) == {k: b"value-" + k.encode() for k in mine_loaded}
         assert count_loads(str(tmp_path / "loads.txt")) == loads_before
         log = a.log()
         print(log[log.index("reattached arena"):])

@@ -143,6 +143,24 @@ class Cluster:
         assert status in (200, 404), (host.port, key, status, body[:200])
         return body if status == 200 else None
 
+    def read_all(self, host: Host, group: str, keys) -> dict:
+        """key -> value of *keys* of *group* read through *host* (asserting each is found)."""
+        out = {}
+        for key in keys:
+            status, body = host.get(f"/api?group={group}&key={key}")
+            assert status == 200, (group, key, status, body[:200])
+            out[key] = body
+        return out
+
+    def log_reaches_back(self, host: Host, seconds: float) -> bool:
+        """True when *host*'s log of recent writes covers the last *seconds* (a younger one cannot
+        vouch for them: a host back from a pause would drop all)."""
+        from geecache.geecachepb import RecentWrites
+
+        status, _, body = host.request("GET", f"/_geecache/:writes?within={seconds}", None, AUTH)
+        assert status == 200, (status, body[:200])
+        return RecentWrites.FromString(body).covered
+
     def source_value(self, key: str, now: float | None = None) -> bytes | None:
         """kv/*key* as the shared SQLite file holds it (None: absent, deleted or expired)."""
         conn = sqlite3.connect(self.db)
