@@ -44,11 +44,18 @@ def _source(g) -> str:
 
 
 def fingerprint(cfg) -> dict:
-    """What an arena made for *cfg* is: layout, geometry, groups (JSON-serialisable)."""
+    """What an arena made for *cfg* is: layout, geometry, groups (JSON-serialisable).
+
+    The number of counters per stat row is geometry too: code with more
+    counters would write past an older arena's rows.
+    """
+    from geecache.stats import STAT_FIELDS
+
     return {
         "layout": _layout_version(),
         "geometry": {"arena": cfg.arena, "arena_shards": cfg.arena_shards, "process_rows": cfg.process_rows,
-                     "max_groups": max(32, 2 * len(cfg.groups)), "item_limit": cfg.item_limit},
+                     "max_groups": max(32, 2 * len(cfg.groups)), "item_limit": cfg.item_limit,
+                     "stat_fields": len(STAT_FIELDS)},
         "hot_share": cfg.hot_share,
         "groups": [{"name": g.name, "max_bytes": g.max_bytes, "policy": g.policy, "item_limit": g.item_limit,
                     "ttl": g.ttl, "source": _source(g)} for g in cfg.groups],
