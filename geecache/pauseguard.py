@@ -54,8 +54,6 @@ DEFAULT_INTERVAL = 0.1
 #: sent just before it may still have been unread (a sender waits 1 s for its
 #: answer), and the loop last ran up to one interval before the stop.
 MARGIN = 2.0
-#: Longest wait for the other members' answers.
-ASK_TIMEOUT = 2.0
 
 #: How long after a pause a request read is taken to have arrived when the pause began: what
 #: sat in the socket meanwhile is read in the first turns of the loop after it.
@@ -78,6 +76,7 @@ def earliest_arrival() -> float:
     now = time.monotonic()
     guard = _current
     return now if guard is None else guard.earliest_arrival(now)
+
 
 #: ask(within, members before) -> (group -> keys written elsewhere in the last *within* seconds, "")
 #: or (None, why): why when a member cannot say, or one of *members before* left the ring meanwhile.
