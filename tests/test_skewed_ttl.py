@@ -11,7 +11,7 @@ TTL stay ordered as before.
 
 from __future__ import annotations
 
-import os
+import glob
 import sqlite3
 import time
 
@@ -19,10 +19,12 @@ import pytest
 
 from tests.support.cluster import Cluster, member
 
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+#: Debian's faketime package puts the library under the architecture's directory.
+FAKETIME_LIB = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+                                + glob.glob("/usr/lib/faketime/libfaketime.so.1"))), None)
 
 pytestmark = [pytest.mark.etcd, pytest.mark.procs,
-              pytest.mark.skipif(not os.path.exists(FAKETIME_LIB), reason="libfaketime is not installed "
+              pytest.mark.skipif(FAKETIME_LIB is None, reason="libfaketime is not installed "
                                  "(apt-get install faketime)")]
 
 HOUR = 3600.0
