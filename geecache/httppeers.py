@@ -369,9 +369,8 @@ class HTTPPool:
         if version == self._version:
             return
         version, members = self._members.read_ring()
-        ring = Ring(**self._ring_args)
-        if members:
-            ring.add(*members)
+        # Derived from the ring in use: only the members that changed are hashed.
+        ring = self._ring.with_nodes(members)
         old_peers = self._peers
         self._peers = {m: old_peers.get(m) or HTTPPeer(self, m) for m in members if m != self.self_address}
         for gone in old_peers.keys() - self._peers.keys():
