@@ -75,7 +75,7 @@ def test_a_host_with_no_peers_keeps_its_cache_across_a_sigstop_and_a_blocking_lo
 
 @pytest.mark.etcd
 def test_a_paused_host_drops_only_the_keys_written_elsewhere_meanwhile(tmp_path):
-    cluster = Cluster(tmp_path, 3, lease_ttl=2)
+    cluster = Cluster(tmp_path, 3)
     try:
         a, b, c = cluster.hosts
         written = [f"doc{i}" for i in range(50)]

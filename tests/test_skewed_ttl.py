@@ -41,7 +41,7 @@ def skewed(offset: str) -> dict:
 
 @pytest.fixture(scope="module")
 def skewed_cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("skew"), 1, lease_ttl=5)
+    cluster = Cluster(tmp_path_factory.mktemp("skew"), 1)
     try:
         cluster.add_host(env=skewed("+1h"))
         cluster.add_host(env=skewed("-1h"))
