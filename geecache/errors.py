@@ -90,6 +90,17 @@ class LoadTimeoutError(LoadError):
     public = "loading from the source took longer than the group's load_timeout"
 
 
+class SourceGoneError(LoadError):
+    """The group's source file was deleted or replaced while the host runs: writes are refused.
+
+    A write to an unlinked SQLite file would be acknowledged and lost at the
+    next start; refusing it (503) is the only honest answer until an operator
+    restores the file and restarts the host.
+    """
+
+    http_status = 503
+
+
 class PeerError(GeeCacheError):
     """A peer fetch failed (refused, timed out, or answered with an error)."""
 

@@ -432,8 +432,11 @@ class Group:
             return await self._load_source(key, partition, ttl)
         finally:
             raced = self._fence.leave(key, writes)
-        self.stats.add("handoff_hits")
         now = time.time()
+        if expire_at and expire_at <= now:  # dead by this host's clock: never served, never kept
+            self.stats.add("handoff_misses")
+            return await self._load_source(key, partition, ttl)
+        self.stats.add("handoff_hits")
         if not expire_at and ttl:
             expire_at = now + ttl
         if not raced and (not expire_at or expire_at > now):  # (a write meanwhile: serve, don't keep)

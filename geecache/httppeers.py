@@ -12,6 +12,7 @@ Peer paths (served by ``workers.dataplane.routes``):
     DELETE /_geecache/<group>/<key>   <- DeleteRequest -> WriteResponse (from source and cache)
     POST   /_geecache/<group>         <- InvalidateRequest (drop hot copies)
     POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
+    GET    /_geecache/:writes?within=S -> RecentWrites (the keys it wrote in the last S seconds)
 
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import http.client
 import logging
 import ssl
 import time
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
 
@@ -40,18 +43,24 @@ from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from .geecachepb import (
-    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
-    WriteResponse,
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
+    SetRequest, WriteResponse,
 )
 from .latency import PEER_CALLS
+from .lifetimes import local_expiry
 from .storage import WriteResult
 
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_geecache/"
+#: The share of the read timeout an owner is given to apply a write, counted from when it
+#: reads it (the rest covers the request's time on the wire).
+WRITE_TIMEOUT_SHARE = 0.75
 PROTOBUF = "application/x-protobuf"
 #: The key part of the peer batch path: POST there is a batch, never a key (no POST of a key).
 BATCH = "_batch"
+#: The path of a host's recent writes (``:`` is in no group name, so it is no group's path).
+RECENT_WRITES_PATH = PEER_PREFIX + ":writes"
 
 
 class MemberSource(Protocol):
@@ -130,7 +139,8 @@ class HTTPPeer:
         self._conns.close()
 
     async def fetch(self, group: str, key: str, max_size: int, *, handoff: bool = False) -> tuple[bytes, float]:
-        """(value, expire_at) from the owner (see ``geecache.peers.Peer``).
+        """(value, expire_at) from the owner (see ``geecache.peers.Peer``); expire_at by this
+        host's clock (the owner sends the seconds left, ``geecache.lifetimes``).
 
         *handoff*: ask a previous owner, which answers only from its cache (404
         otherwise) and never loads, so a ring change costs no second load.
@@ -160,7 +170,7 @@ class HTTPPeer:
             codec_by_id(msg.codec)
         except (DecodeError, CodecError) as exc:
             raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
-        return msg.value, msg.codec, msg.expire_at
+        return msg.value, msg.codec, local_expiry(msg.expire_at, msg.ttl_left, time.time())
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
                     version: int = 0) -> WriteResult:
@@ -170,13 +180,16 @@ class HTTPPeer:
         once this host may have given up on the answer and written it itself.
         """
         deadline = time.time() + self._pool.read_timeout
+        # The same deadline as a duration, for an owner whose clock is not ours: shorter by
+        # the time the request may spend getting there, so the owner's is never the later.
+        timeout = self._pool.read_timeout * WRITE_TIMEOUT_SHARE
         if value is None:
-            method, msg = "DELETE", DeleteRequest(version=version, deadline=deadline)
+            method, msg = "DELETE", DeleteRequest(version=version, deadline=deadline, timeout=timeout)
         else:
             codec_id, payload = pack(value, self._pool.codec_for(group))
             method = "PUT"
             msg = SetRequest(group=group, key=key, value=payload, codec=codec_id, ttl=ttl,
-                             version=version, deadline=deadline)
+                             version=version, deadline=deadline, timeout=timeout)
         status, body = await self._call(method, peer_path(group, key), msg.SerializeToString())
         if status == 200:
             answer = WriteResponse()
@@ -210,10 +223,12 @@ class HTTPPeer:
         if len(msg.items) != len(keys):
             raise PeerError(f"peer {self.address}: {len(msg.items)} answers to a batch of {len(keys)}")
         out = {}
+        now = time.time()
         for key, item in zip(keys, msg.items):
             if item.status == 200:
                 try:
-                    out[key] = (200, unpack(item.codec, item.value, max_size), item.expire_at)
+                    out[key] = (200, unpack(item.codec, item.value, max_size),
+                                local_expiry(item.expire_at, item.ttl_left, now))
                 except CodecError:
                     out[key] = (502, b"", 0.0)  # this key loads locally
             else:
@@ -307,8 +322,11 @@ class HTTPPool:
         breaker: Breaker | None = None,
         replay_window: float = 10.0,
         handoff_window: float = 0.0,
+        write_log=None,
     ) -> None:
         self.self_address = self_address
+        #: The host's shared log of the writes it applied (``geecache.writelog``), or None.
+        self.write_log = write_log
         # tls: members advertised as bare host:port are reached over https.
         # ssl_context verifies them; None = the system's CA store (never "no checks").
         self.tls = tls
@@ -423,6 +441,8 @@ class HTTPPool:
         this opened.
         """
         self._refresh()
+        if self.write_log is not None:  # every applied write passes here: hosts that were away ask it
+            self.write_log.append(group, keys)
         if self.replay_window > 0:
             self._remember(group, keys)
         if not self._peers:
@@ -452,6 +472,62 @@ class HTTPPool:
         if started:
             await asyncio.wait(started, timeout=TRIPPED_WAIT)
         return trips
+
+    def writes_elsewhere(self, within: float, members_before=(), timeout: float = 2.0
+                         ) -> tuple[dict[str, set[str]] | None, str]:
+        """(group -> keys, "") the other members wrote in the last *within* seconds; (None, why) when
+        one of them cannot say (unreachable, or its log does not reach back that far), or a member
+        of *members_before* has left the ring since (nobody can say what it wrote).
+
+        Blocking, on purpose: the pause guard calls it on the worker's loop
+        right after a pause, so no request is served from a copy it is about
+        to drop; every member is asked at once, bounded by *timeout*.
+        """
+        self._refresh()
+        peers = list(self._peers)
+        gone = [m for m in members_before if m != self.self_address and m not in self._peers]
+        if gone:
+            return None, f"{gone[0]} left the ring meanwhile"
+        if not peers:
+            return {}, ""
+        pool = concurrent.futures.ThreadPoolExecutor(len(peers), thread_name_prefix="geecache-recent")
+        try:
+            calls = {pool.submit(self._ask_recent, address, within, timeout): address for address in peers}
+            done, _ = concurrent.futures.wait(calls, timeout=timeout + 0.5)
+        finally:
+            pool.shutdown(wait=False)
+        out: dict[str, set[str]] = {}
+        for future, address in calls.items():
+            if future not in done:
+                return None, f"{address} did not answer within {timeout:g}s"
+            error = future.exception()
+            if error is not None:
+                return None, f"{address}: {type(error).__name__}: {error}"
+            msg = future.result()
+            if not msg.covered:
+                return None, f"the log of {address} does not reach back {within:.1f}s"
+            for written in msg.groups:
+                out.setdefault(written.group, set()).update(written.keys)
+        return out, ""
+
+    def _ask_recent(self, address: str, within: float, timeout: float) -> RecentWrites:
+        url = urlsplit(peer_url(address, self.tls))
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout,
+                                               context=self.ssl_context or ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+        try:
+            conn.request("GET", f"{url.path}{RECENT_WRITES_PATH}?within={within:.3f}", headers=self.headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        finally:
+            conn.close()
+        if answer.status != 200:
+            raise PeerError(f"answered {answer.status}: {body[:200]!r}")
+        msg = RecentWrites()
+        msg.ParseFromString(body)
+        return msg
 
     def _remember(self, group: str, keys: list[str]) -> None:
         now = time.monotonic()

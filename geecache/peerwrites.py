@@ -12,6 +12,7 @@ live in one place.  Malformed bodies raise CodecError (a 400).
 from __future__ import annotations
 
 import math
+import time
 
 from google.protobuf.message import DecodeError
 
@@ -19,6 +20,10 @@ from .compression import unpack
 from .errors import CodecError
 from .geecachepb import DeleteRequest, SetRequest, WriteResponse
 from .hlc import LIMIT
+from .pauseguard import earliest_arrival
+
+#: The longest write timeout a peer may ask for (its read timeout is seconds).
+MAX_TIMEOUT = 3600.0
 
 
 def _parse(body: bytes, message):
@@ -30,7 +35,21 @@ def _parse(body: bytes, message):
         raise CodecError(f"version {message.version} is not an HLC timestamp (below 2**63)")
     if not (math.isfinite(message.deadline) and message.deadline >= 0):
         raise CodecError(f"deadline {message.deadline!r} is not Unix seconds")
+    if not 0 <= message.timeout <= MAX_TIMEOUT:  # also refuses NaN
+        raise CodecError(f"timeout {message.timeout!r} is not seconds from 0 to {MAX_TIMEOUT:g}")
     return message
+
+
+def _deadline(message) -> float:
+    """The write's deadline by this host's clock (Unix seconds; 0 = none).
+
+    From its timeout, counted from the earliest moment it may have arrived
+    (before a pause it waited through), so the originator's clock never
+    matters; an older originator sends only its absolute deadline.
+    """
+    if not message.timeout:
+        return message.deadline
+    return time.time() + (earliest_arrival() + message.timeout - time.monotonic())
 
 
 def _answer(result) -> bytes:
@@ -43,12 +62,12 @@ async def serve_set(group, key: str, body: bytes) -> bytes:
     msg = _parse(body, SetRequest())
     # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
     value = unpack(msg.codec, msg.value, group.item_limit)
-    result = await group.apply_write(key, value, msg.ttl, version=msg.version, deadline=msg.deadline)
+    result = await group.apply_write(key, value, msg.ttl, version=msg.version, deadline=_deadline(msg))
     return _answer(result)
 
 
 async def serve_delete(group, key: str, body: bytes) -> bytes:
     """Apply a peer's DeleteRequest *body* (empty from an older peer) to *key*; the WriteResponse bytes."""
     msg = _parse(body, DeleteRequest())
-    result = await group.apply_write(key, None, version=msg.version, deadline=msg.deadline)
+    result = await group.apply_write(key, None, version=msg.version, deadline=_deadline(msg))
     return _answer(result)

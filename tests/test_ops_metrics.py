@@ -123,7 +123,7 @@ def test_the_documented_alert_rules_name_exported_series():
                 "geecache_gets_total", "geecache_load_errors_total", "geecache_loads_total",
                 "geecache_source_load_duration_seconds_bucket", "geecache_peer_errors_total",
                 "geecache_peer_call_duration_seconds_bucket", "geecache_ring_members",
-                "geecache_peer_breaker_state"}
+                "geecache_peer_breaker_state", "geecache_pause_wipes_total"}
     named = set(re.findall(r"\b((?:geecache_\w+)|up)\b", rules))
     assert named <= exported, named - exported
     doc = DOC.read_text()
@@ -139,7 +139,40 @@ def test_promtool_accepts_the_documented_alert_rules(tmp_path):
     path.write_text(_alert_rules())
     out = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, timeout=60)
     assert out.returncode == 0, (out.stdout + out.stderr).decode()
-    assert b"SUCCESS: 11 rules found" in out.stdout, out.stdout.decode()
+    assert b"SUCCESS: 12 rules found" in out.stdout, out.stdout.decode()
+
+
+PAUSE_WIPE_TEST = """
+rule_files: [geecache-rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'geecache_pause_wipes_total{instance="a", group="kv"}'
+        values: '0 0 0 1 1 1'
+      - series: 'geecache_pause_wipes_total{instance="b", group="kv"}'
+        values: '0 0 0 0 0 0'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: GeeCachePauseWipedCache
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: GeeCachePauseWipedCache
+        exp_alerts:
+          - exp_labels: {instance: a}
+            exp_annotations:
+              summary: "a: cache dropped whole after a pause (1 group drops in 15m)"
+"""
+
+
+@pytest.mark.procs
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+def test_a_cache_wiped_after_a_pause_raises_the_alert(tmp_path):
+    (tmp_path / "geecache-rules.yml").write_text(_alert_rules())
+    (tmp_path / "pause-test.yml").write_text(PAUSE_WIPE_TEST)
+    out = subprocess.run([PROMTOOL, "test", "rules", "pause-test.yml"], cwd=tmp_path, capture_output=True,
+                         timeout=60)
+    assert out.returncode == 0, (out.stdout + out.stderr).decode()
 
 
 class _Breaker:

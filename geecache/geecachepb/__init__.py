@@ -8,9 +8,9 @@
 """
 
 from .geecache_pb2 import (
-    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
-    WriteResponse,
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
+    SetRequest, WriteResponse,
 )
 
 __all__ = ["BatchItem", "BatchRequest", "BatchResponse", "DeleteRequest", "GetResponse",
-           "InvalidateRequest", "SetRequest", "WriteResponse"]
+           "InvalidateRequest", "RecentWrites", "SetRequest", "WriteResponse"]

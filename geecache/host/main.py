@@ -150,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics_dir, created = metrics.prepare_multiproc_dir()
     log.info("metrics directory %s", metrics_dir)
     arena = arb = None
+    away_since = 0
     try:
         if left is not None:
             arena = warm.reattach(*left, cfg, configure_arena)
+            if arena is not None and (cfg.etcd or cfg.peers):
+                away_since = warm.away_since_ns(left[1])
         if arena is None:
             arena = create_arena(cfg)
             configure_arena(cfg, arena)
@@ -161,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             # Alone until the registrar says otherwise: the ring is usable from the first request.
             arena.write_ring([cfg.advertise])
         arb = Arbiter(cfg, arena, sock, admin_sock, argv, started)
+        if away_since:  # the workers ask the other hosts what changed before they serve
+            arb.write_log.mark_unsure(away_since, arena.ring_version())
         return arb.run()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ writer, and busy_timeout makes a writer wait its turn instead of failing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import time
 from typing import Callable
 
 from .. import hlc
-from ..errors import ConfigError, LoadError
+from ..errors import ConfigError, LoadError, SourceGoneError
 from ..limits import as_bytes
 from .base import Row, Storage, WriteResult, check_write
 
@@ -30,6 +31,12 @@ from .base import Row, Storage, WriteResult, check_write
 DEFAULT_TOMBSTONE_TTL = 600.0
 #: At most this many expired rows are dropped per write (amortised O(1)).
 PURGE_BATCH = 32
+#: A row is purged only this long after it expired.  Its expiry is by the
+#: clock of the host that wrote it (invariant 10), and hosts sharing one
+#: database may disagree by minutes, even an hour: a host whose clock is
+#: ahead must not delete rows, or tombstones, that are still live by their
+#: writer's.  Reads already skip expired rows; this only delays reclaiming.
+PURGE_GRACE = 2 * 3600.0
 #: Columns added to a table made before versions existed; their defaults
 #: make an old row "unversioned, never expires, live".
 _ADDED_COLUMNS = (
@@ -39,6 +46,8 @@ _ADDED_COLUMNS = (
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+log = logging.getLogger(__name__)
 
 # Connections opened by a parent process and inherited through fork.  SQLite
 # must not be used across fork, and closing one in the child is worse: the
@@ -147,8 +156,14 @@ class SQLiteStorage(Storage):
                 self._ensure_schema(conn)
             finally:
                 conn.close()
+            # The file every write must still reach: a write to a file unlinked (or replaced)
+            # under the running host would be acknowledged and lost at the next start.
+            self._file = _identity(self._path)
         except sqlite3.Error as exc:
             raise ConfigError("storage", f"cannot open SQLite database {self._path!r}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError("storage", f"cannot stat SQLite database {self._path!r}: {exc}") from exc
+        self._gone_logged = False
 
     def _open(self) -> sqlite3.Connection:
         # Autocommit (isolation_level=None): every statement is its own
@@ -247,6 +262,7 @@ class SQLiteStorage(Storage):
 
     def _write_row(self, key: str, value: bytes | None, version: int, unversioned: bool,
                    expire_at: float, deadline: float, ceiling: int) -> WriteResult:
+        self._check_file()  # before a new connection could create an empty file at the path
         try:
             conn = self._conn()
             if not self._begin(conn, deadline):
@@ -265,7 +281,8 @@ class SQLiteStorage(Storage):
                           "deleted": int(deleted), "unversioned": int(unversioned), "now": now,
                           "ceiling": ceiling}
                 stored = conn.execute(self._upsert_sql, params).fetchall()
-                conn.execute(self._purge_sql, (now,))
+                conn.execute(self._purge_sql, (now - PURGE_GRACE,))
+                self._check_file()  # under the write lock, just before the commit that acks
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -299,6 +316,22 @@ class SQLiteStorage(Storage):
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         return True
 
+    def _check_file(self) -> None:
+        """Raise SourceGoneError unless the path still names the file this storage opened."""
+        try:
+            now = _identity(self._path)
+        except OSError:
+            now = None
+        if now == self._file:
+            return
+        if not self._gone_logged:  # once per process: every refused write also answers 503
+            self._gone_logged = True
+            log.error("SQLite database %s was %s while this host runs: refusing every write to table %s "
+                      "(it would be lost); restore the file and restart the host", self._path,
+                      "deleted" if now is None else "replaced", self._table)
+        raise SourceGoneError("the source's database file was deleted or replaced while the host runs: "
+                              "writes are refused until it is restored and the host restarted")
+
     def _late(self, conn: sqlite3.Connection, key: str) -> WriteResult:
         # Not under the lock: what is stored now, for the caller's information.
         now = self._clock()
@@ -317,6 +350,12 @@ class SQLiteStorage(Storage):
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self._path!r}, table={self._table!r})"
+
+
+def _identity(path: str) -> tuple[int, int]:
+    """(st_dev, st_ino) of the file at *path*: which file it is, whatever its name."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _bytes(value) -> bytes:

@@ -10,6 +10,7 @@
     POST     /_geecache/<group>                    InvalidateRequest
     POST     /api/batch?op=get|set|delete[&group=G]  BatchRequest -> BatchResponse | 204 (writes: token)
     POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
+    GET      /_geecache/:writes?within=S           RecentWrites: this host's writes of the last S seconds
 
 Same behaviour and wire format as the aiohttp handlers they replace
 (``workers/api.py``, ``workers/peer_api.py``), so existing peers and clients
@@ -38,7 +39,8 @@ from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
     public_reason,
 )
-from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest
+from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, RecentWrites
+from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
 from geecache.peerwrites import serve_delete, serve_set
 from workers.dataplane.query import decode, parse_query
@@ -57,6 +59,7 @@ BATCH = "/api/batch"
 #: The member list a ring-following client routes by (read-only, behind the token).
 RING = "/_geecache/_ring"
 PEER_BATCH = "/_geecache/{group}/_batch"
+RECENT_WRITES = "/_geecache/:writes"
 UNMATCHED = "unmatched"
 
 _PEER_PREFIX = b"/_geecache/"
@@ -64,6 +67,7 @@ _CHALLENGE = b"WWW-Authenticate: " + auth.CHALLENGE.encode() + b"\r\n"
 _READ_ONLY_ALLOW = b"Allow: GET, HEAD\r\n"
 
 _GET_METHODS = frozenset({"GET", "HEAD"})
+_GET_ONLY = frozenset({"GET"})
 _API_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _INVALIDATE_METHODS = frozenset({"POST"})
 _POST = frozenset({"POST"})
@@ -233,7 +237,8 @@ class Router:
         self._exact = {b"/api": (API, api, _API_METHODS),
                        b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS),
                        b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST),
-                       b"/_geecache/_ring": (RING, {"GET": self.ring, "HEAD": self.ring}, _GET_METHODS)}
+                       b"/_geecache/_ring": (RING, {"GET": self.ring, "HEAD": self.ring}, _GET_METHODS),
+                       RECENT_WRITES.encode(): (RECENT_WRITES, {"GET": self.peer_recent_writes}, _GET_ONLY)}
         self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
         self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
@@ -376,7 +381,8 @@ class Router:
     @staticmethod
     def _get_response(group, value: bytes, expire_at: float) -> Reply:
         codec_id, payload = pack(value, group.codec.name)
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at,
+                          ttl_left=seconds_left(expire_at, time.time()))
         return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     def peer_get(self, req: Request):
@@ -402,7 +408,8 @@ class Router:
 
     @staticmethod
     def _stored_response(payload: bytes, codec_id: int, expire_at: float) -> Reply:
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at,
+                          ttl_left=seconds_left(expire_at, time.time()))
         return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     async def _peer_load(self, group, key: str) -> Reply:
@@ -444,6 +451,24 @@ class Router:
         msg = self._message(req.body, InvalidateRequest())
         group.invalidate(list(msg.keys))
         return NO_CONTENT
+
+    def peer_recent_writes(self, req: Request) -> Reply:
+        """The keys this host wrote in the last ``within`` seconds, for a host that was away."""
+        self._authorize(req.auth)
+        raw = parse_query(req.query).get("within") if req.query else None
+        try:
+            within = float(raw)
+        except (TypeError, ValueError):
+            within = -1.0
+        if not 0 <= within <= 86400:  # also refuses NaN
+            raise InvalidKeyError("query parameter 'within' must be seconds, 0 to 86400")
+        write_log = getattr(self.default_group.peers, "write_log", None)
+        if write_log is None:  # a host that keeps no log cannot vouch for any window
+            return (200, PROTOBUF, RecentWrites(covered=False).SerializeToString(), b"")
+        covered, written = write_log.since(within)
+        msg = RecentWrites(covered=covered, groups=[InvalidateRequest(group=g, keys=sorted(keys))
+                                                    for g, keys in written.items()])
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     # -- batches ---------------------------------------------------------------
 
@@ -590,6 +615,7 @@ class Router:
         add = msg.items.add
         size = 0
         codec = group.codec.name
+        now = time.time()
         for status, value, expire_at, error in answers:
             if status == 200:
                 size += len(value)
@@ -598,7 +624,8 @@ class Router:
                     add(status=413, error="over batch_max_bytes")
                     continue
                 codec_id, payload = pack(value, codec)
-                add(status=200, value=payload, codec=codec_id, expire_at=expire_at)
+                add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
+                    ttl_left=seconds_left(expire_at, now))
             else:
                 add(status=status, error=error)
         return (200, PROTOBUF, msg.SerializeToString(), b"")
