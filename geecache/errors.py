@@ -65,6 +65,14 @@ class LoadTimeoutError(LoadError):
     http_status = 504
 
 
+class SourceBusyError(LoadError):
+    """A write the source could not commit in time: too many already wait, or its commit did not
+    come within the bound.  Not applied (or, past the bound, of unknown outcome): the client may
+    retry."""
+
+    http_status = 503
+
+
 class PeerError(GeeCacheError):
     """A peer fetch failed (refused, timed out, or answered with an error)."""
 

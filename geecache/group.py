@@ -113,6 +113,9 @@ class Group:
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
+        attach = getattr(source, "attach_stats", None)
+        if attach is not None:  # a source that commits counts its commits in the group's row
+            attach(self.stats)
         # Values kept compressed (issue 13): only in a cache whose entries carry a codec id.
         # The no-codec group keeps the plain get_cached (the benchmark's hit path).
         self.packs = bool(self.codec.id and getattr(self._cache, "keeps_codec", False))

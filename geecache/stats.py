@@ -29,6 +29,8 @@ STAT_FIELDS = (
     "writes_refused", # writes the source did not apply: older than its version, or past the deadline
     "handoff_hits",   # owned misses served from the previous owner's cache after a ring change
     "handoff_misses", # handoff asks the previous owner could not answer (loaded from the source)
+    "source_commits", # transactions this process committed to the group's source (group commit)
+    "source_writes",  # rows in those transactions: writes / commits is the rows shared per commit
 )
 
 
