@@ -56,6 +56,9 @@ MAX_BATCH_BYTES = 4 << 20
 #: once with SourceBusyError (503): a source that cannot keep up says so
 #: instead of letting every answer's latency grow without bound.
 MAX_QUEUED_ROWS = 16384
+#: How long past its give-up time a write still waits for the commit that may
+#: hold it (one started just before): a commit takes milliseconds.
+COMMIT_GRACE = 1.0
 #: ``synchronous`` values: FULL fsyncs the WAL at every commit (an ack survives
 #: a power loss); NORMAL fsyncs only at checkpoints (an ack survives a process
 #: crash, not a power loss).
@@ -496,14 +499,14 @@ class _Committer:
         futures = [row.future for row in rows]
         # Bounded: the committer refuses a row once give_up has passed, so after it (and
         # a commit's own time) the answer is a SourceBusyError, whatever holds the turn.
-        done, _ = await asyncio.wait(futures, timeout=2 * wait + 1)
+        done, _ = await asyncio.wait(futures, timeout=wait + COMMIT_GRACE)
         out: list[WriteResult | Exception] = []
         for future in futures:
             if future in done:
                 out.append(future.exception() or future.result())
             else:
                 future.cancel()
-                out.append(SourceBusyError(f"{storage!r}: no commit within {2 * wait + 1:g}s"))
+                out.append(SourceBusyError(f"{storage!r}: no commit within {wait + COMMIT_GRACE:g}s"))
         return out
 
     def _take(self) -> list[_Pending]:
