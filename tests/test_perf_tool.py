@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "packed", "policy", "http", "scaling", "cluster", "batch")
+BENCHES = ("compression", "arena", "packed", "policy", "http", "scaling", "cluster", "batch", "write")
 
 
 @pytest.mark.parametrize("name", BENCHES)

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import itertools
 import math
 import os
 import re
@@ -59,6 +60,8 @@ MAX_QUEUED_ROWS = 16384
 #: How long past its give-up time a write still waits for the commit that may
 #: hold it (one started just before): a commit takes milliseconds.
 COMMIT_GRACE = 1.0
+#: How often a running committer looks for writes past that bound.
+WATCH_PERIOD = 0.25
 #: ``synchronous`` values: FULL fsyncs the WAL at every commit (an ack survives
 #: a power loss); NORMAL fsyncs only at checkpoints (an ack survives a process
 #: crash, not a power loss).
@@ -166,9 +169,10 @@ class SQLiteStorage(Storage):
             "expire_at = excluded.expire_at, version = CASE WHEN :unversioned "
             f"THEN max({t}.version + 1, excluded.version) ELSE excluded.version END "
             f"WHERE :unversioned OR excluded.version > {t}.version "
-            f"OR ({t}.expire_at > 0 AND {t}.expire_at <= :now) "
-            "RETURNING version"
+            f"OR ({t}.expire_at > 0 AND {t}.expire_at <= :now)"
         )
+        # The stored state of a batch's keys, read once per transaction (see _apply).
+        self._olds_sql = f"SELECT key, deleted, version, expire_at FROM {t} WHERE key IN "
         self._purge_sql = (
             f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} "
             f"WHERE expire_at > 0 AND expire_at <= ? LIMIT {PURGE_BATCH})"
@@ -334,9 +338,7 @@ class SQLiteStorage(Storage):
         try:
             now = self._clock()  # after the wait for the lock, not before
             try:
-                for row in batch:
-                    answers.append(self._refused(conn, row) if now >= row.limit
-                                   else self._upsert(conn, row, now))
+                answers = self._apply(conn, batch, now)
             except sqlite3.Error:
                 if len(batch) == 1:
                     raise
@@ -360,18 +362,46 @@ class SQLiteStorage(Storage):
             raise
         return answers, 1
 
-    def _upsert(self, conn: sqlite3.Connection, row: "_Pending", now: float) -> WriteResult:
-        old = conn.execute(self._old_sql, (row.key,)).fetchone()
-        existed = old is not None and not old[0] and not (old[2] and old[2] <= now)
-        value, expire_at, deleted = row.value, row.expire_at, row.value is None
-        if deleted:
-            value, expire_at = b"", now + self._tombstone_ttl
-        params = {"key": row.key, "value": value, "version": row.version, "expire_at": expire_at,
-                  "deleted": int(deleted), "unversioned": int(row.unversioned), "now": now}
-        stored = conn.execute(self._upsert_sql, params).fetchall()
-        if stored:
-            return WriteResult(True, existed, stored[0][0])
-        return WriteResult(False, existed, old[1] if old else 0)
+    def _apply(self, conn: sqlite3.Connection, batch: list["_Pending"], now: float) -> list[WriteResult]:
+        """Judge and write every row of *batch*, in order, inside the open transaction.
+
+        The keys' stored rows are read in one SELECT and each row is judged
+        against them in Python (updated as the batch goes, so a key written
+        twice is judged the second time against the first); the applied rows
+        go to SQLite in one ``executemany`` of the conditional upsert, whose
+        WHERE says the same as the judgement (under the write lock nothing else
+        can change a row in between).  Measured: 2 statements per row made a
+        64-row commit take 2.8 ms, against 1.4 ms for 100 rows of raw upserts.
+        """
+        state: dict[str, tuple[int, int, float]] = {}  # key -> (deleted, version, expire_at)
+        keys = list(dict.fromkeys(row.key for row in batch))
+        for i in range(0, len(keys), 500):  # under SQLite's bound on variables
+            chunk = keys[i:i + 500]
+            sql = self._olds_sql + "(" + ",".join("?" * len(chunk)) + ")"
+            for key, deleted, version, expire_at in conn.execute(sql, chunk):
+                state[key] = (deleted, version, expire_at)
+        answers: list[WriteResult] = []
+        params = []
+        for row in batch:
+            old = state.get(row.key)
+            expired = old is not None and bool(old[2]) and old[2] <= now
+            existed = old is not None and not old[0] and not expired
+            if now >= row.limit:
+                answers.append(self._refused_with(row, old, existed))
+                continue
+            if old is not None and not row.unversioned and row.version <= old[1] and not expired:
+                answers.append(WriteResult(False, existed, old[1]))
+                continue
+            version = max(old[1] + 1, row.version) if old is not None and row.unversioned else row.version
+            deleted = row.value is None
+            value, expire_at = (b"", now + self._tombstone_ttl) if deleted else (row.value, row.expire_at)
+            params.append({"key": row.key, "value": value, "version": row.version, "expire_at": expire_at,
+                           "deleted": int(deleted), "unversioned": int(row.unversioned), "now": now})
+            state[row.key] = (int(deleted), version, expire_at)
+            answers.append(WriteResult(True, existed, version))
+        if params:
+            conn.executemany(self._upsert_sql, params)
+        return answers
 
     def _begin(self, conn: sqlite3.Connection, limit: float) -> bool:
         """Take SQLite's write lock; False when *limit* (Unix seconds) passed waiting for it."""
@@ -381,8 +411,10 @@ class SQLiteStorage(Storage):
         # Wait for another writer (another host on this file, a tool) no longer than the
         # batch's latest limit allows; rounded up (and 1 ms more) so that giving up means
         # it has passed.
-        wait_ms = min(math.ceil(budget * 1000) + 1, int(self._busy_timeout * 1000))
-        conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+        default_ms = int(self._busy_timeout * 1000)
+        wait_ms = min(math.ceil(budget * 1000) + 1, default_ms)
+        if wait_ms != default_ms:
+            conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
@@ -390,16 +422,22 @@ class SQLiteStorage(Storage):
                 return False
             raise
         finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            if wait_ms != default_ms:
+                conn.execute(f"PRAGMA busy_timeout = {default_ms}")
         return True
 
     def _refused(self, conn: sqlite3.Connection, row: "_Pending") -> WriteResult | Exception:
-        """The answer of a row not applied because its limit passed: late, or busy."""
+        """The answer of a row not applied because its limit passed waiting for the lock."""
+        old = conn.execute(self._old_sql, (row.key,)).fetchone()  # not under the lock: for information
+        now = self._clock()
+        existed = old is not None and not old[0] and not (old[2] and old[2] <= now)
+        return self._refused_with(row, old, existed)
+
+    def _refused_with(self, row: "_Pending", old, existed: bool) -> WriteResult | Exception:
+        # Its own deadline passed: late, as a one-row write was; only the committer's
+        # give-up time: the source could not keep up.
         if not row.deadline or row.deadline > row.give_up:
             return SourceBusyError(f"{self!r}: the write did not commit within {self._busy_timeout:g}s")
-        now = self._clock()
-        old = conn.execute(self._old_sql, (row.key,)).fetchone()
-        existed = old is not None and not old[0] and not (old[2] and old[2] <= now)
         return WriteResult(False, existed, old[1] if old else 0, late=True)
 
     @contextlib.contextmanager
@@ -462,9 +500,13 @@ class _Committer:
     ``submit`` queues rows and, when no commit is running, starts one; the
     drain task takes what is queued (bounded), commits it in a thread, answers
     each row's Future, and goes on while rows are queued, so every write that
-    arrives during a commit waits only for the next one.  The queue and the
-    task are guarded by the event loop's single thread; the Futures belong to
-    that loop.
+    arrives during a commit waits only for the next one.  While it runs, a
+    timer (one per WATCH_PERIOD, not one per write: measured, a timeout per
+    write cost a third of the loop's time) answers SourceBusyError to rows
+    still unanswered COMMIT_GRACE after their give-up time; such a row, still
+    queued, is then dropped, and the thread refuses one it already holds.
+    The queue, the batch and the task are guarded by the event loop's single
+    thread; the Futures belong to that loop.
     """
 
     def __init__(self, storage: SQLiteStorage) -> None:
@@ -472,7 +514,9 @@ class _Committer:
         self._pid = os.getpid()
         self._loop = asyncio.get_running_loop()
         self._queue: collections.deque[_Pending] = collections.deque()
+        self._batch: list[_Pending] = []  # the rows of the commit running now
         self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def usable(self) -> bool:
         """False after a fork, or from another event loop (a test's next ``asyncio.run``)."""
@@ -487,8 +531,7 @@ class _Committer:
         storage = self._storage
         if len(self._queue) + len(rows) > MAX_QUEUED_ROWS:
             raise SourceBusyError(f"{storage!r}: {len(self._queue)} writes already wait for a commit")
-        wait = storage._busy_timeout
-        give_up = storage._clock() + wait  # the clock deadlines are judged by
+        give_up = storage._clock() + storage._busy_timeout  # the clock deadlines are judged by
         for row in rows:
             row.give_up = give_up
             row.limit = min(row.deadline, give_up) if row.deadline else give_up
@@ -496,17 +539,12 @@ class _Committer:
             self._queue.append(row)
         if self._task is None:
             self._task = self._loop.create_task(self._drain())
-        futures = [row.future for row in rows]
-        # Bounded: the committer refuses a row once give_up has passed, so after it (and
-        # a commit's own time) the answer is a SourceBusyError, whatever holds the turn.
-        done, _ = await asyncio.wait(futures, timeout=wait + COMMIT_GRACE)
         out: list[WriteResult | Exception] = []
-        for future in futures:
-            if future in done:
-                out.append(future.exception() or future.result())
-            else:
-                future.cancel()
-                out.append(SourceBusyError(f"{storage!r}: no commit within {wait + COMMIT_GRACE:g}s"))
+        for row in rows:
+            try:
+                out.append(await row.future)
+            except Exception as exc:  # noqa: BLE001 - answered per row (write raises it)
+                out.append(exc)
         return out
 
     def _take(self) -> list[_Pending]:
@@ -515,22 +553,36 @@ class _Committer:
             row = queue[0]
             if batch and size + row.size > MAX_BATCH_BYTES:
                 break
-            batch.append(queue.popleft())
+            queue.popleft()
+            if row.future.done():  # given up (or its writer cancelled): never applied
+                continue
+            batch.append(row)
             size += row.size
         return batch
 
+    def _watch(self) -> None:
+        limit = self._storage._clock() - COMMIT_GRACE
+        for row in itertools.chain(self._batch, self._queue):
+            if row.give_up < limit and not row.future.done():
+                row.future.set_exception(SourceBusyError(
+                    f"{self._storage!r}: no commit within {self._storage._busy_timeout + COMMIT_GRACE:g}s"))
+        self._timer = self._loop.call_later(WATCH_PERIOD, self._watch)
+
     async def _drain(self) -> None:
         storage = self._storage
+        self._timer = self._loop.call_later(WATCH_PERIOD, self._watch)
         try:
             while self._queue:
-                batch = self._take()
+                batch = self._batch = self._take()
+                if not batch:
+                    continue
                 try:
                     answers, commits = await self._loop.run_in_executor(storage._executor, storage._commit,
                                                                          batch)
                 except Exception as exc:  # noqa: BLE001 - e.g. closed, or the thread pool shut down
                     answers, commits = [exc] * len(batch), 0
                 for row, answer in zip(batch, answers):
-                    if not row.future.done():  # (its writer gave up waiting)
+                    if not row.future.done():  # (given up meanwhile)
                         if isinstance(answer, Exception):
                             row.future.set_exception(answer)
                         else:
@@ -540,10 +592,12 @@ class _Committer:
                     storage._stats.add("source_writes", len(batch))
         finally:
             self._task = None
-            while self._queue:  # cancelled (the loop is closing): nobody will commit these
-                row = self._queue.popleft()
+            self._timer.cancel()
+            for row in itertools.chain(self._batch, self._queue):  # cancelled: the loop is closing
                 if not row.future.done():
-                    row.future.set_exception(LoadError(f"{storage!r}: closed before the commit"))
+                    row.future.set_exception(LoadError(f"{storage!r}: the event loop closed before the commit was answered"))
+            self._batch = []
+            self._queue.clear()
 
 
 def _bytes(value) -> bytes:
