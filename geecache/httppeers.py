@@ -12,6 +12,7 @@ Peer paths (served by ``workers.dataplane.routes``):
     DELETE /_geecache/<group>/<key>   <- DeleteRequest -> WriteResponse (from source and cache)
     POST   /_geecache/<group>         <- InvalidateRequest (drop hot copies)
     POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
+    POST   /_geecache/<group>/_writes <- WriteBatch -> WriteBatchResponse (the owner's keys of a batch write)
 
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
@@ -41,7 +42,7 @@ from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from .geecachepb import (
     BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
-    WriteResponse,
+    WriteBatch, WriteBatchResponse, WriteResponse,
 )
 from .latency import PEER_CALLS
 from .storage import WriteResult
@@ -52,6 +53,8 @@ PEER_PREFIX = "/_geecache/"
 PROTOBUF = "application/x-protobuf"
 #: The key part of the peer batch path: POST there is a batch, never a key (no POST of a key).
 BATCH = "_batch"
+#: The key part of the peer batch write path (a POST, like BATCH).
+WRITES = "_writes"
 
 
 class MemberSource(Protocol):
@@ -191,6 +194,39 @@ class HTTPPeer:
         if status == 404 and value is None:
             return WriteResult(True, False, 0)
         raise self._fail(self.address, status, body)
+
+    async def write_many(self, group: str, writes: list[tuple[str, bytes | None, float, int]]
+                         ) -> list[WriteResult | None]:
+        """Ask the owner to apply every ``(key, value or None, ttl, version)`` of *writes* in one
+        request (and one transaction); one answer per write, in order.
+
+        None for a write the owner failed (the caller writes it itself, as
+        after a failed single write); PeerError when the owner is unreachable
+        or answers otherwise (an owner from before batch writes: 405).  The
+        deadline is the single write's: now + the read timeout.
+        """
+        deadline = time.time() + self._pool.read_timeout
+        codec = self._pool.codec_for(group)
+        msg = WriteBatch(group=group)
+        add = msg.items.add
+        for key, value, ttl, version in writes:
+            if value is None:
+                add(key=key, delete=True, version=version, deadline=deadline)
+            else:
+                codec_id, payload = pack(value, codec)
+                add(key=key, value=payload, codec=codec_id, ttl=ttl, version=version, deadline=deadline)
+        status, body = await self._call("POST", peer_path(group, WRITES), msg.SerializeToString())
+        if status != 200:
+            raise self._fail(self.address, status, body)
+        answer = WriteBatchResponse()
+        try:
+            answer.ParseFromString(body)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad batch write response: {exc}") from exc
+        if len(answer.items) != len(writes):
+            raise PeerError(f"peer {self.address}: {len(answer.items)} answers to {len(writes)} writes")
+        return [WriteResult(i.result.applied, i.result.existed, i.result.version, i.result.late)
+                if i.status == 200 else None for i in answer.items]
 
     async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
         """key -> (status, value, expire_at) from the owner, in one request; PeerError when unreachable.

@@ -9,8 +9,9 @@
 
 from .geecache_pb2 import (
     BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
-    WriteResponse,
+    WriteBatch, WriteBatchItem, WriteBatchResponse, WriteItem, WriteResponse,
 )
 
 __all__ = ["BatchItem", "BatchRequest", "BatchResponse", "DeleteRequest", "GetResponse",
-           "InvalidateRequest", "SetRequest", "WriteResponse"]
+           "InvalidateRequest", "SetRequest", "WriteBatch", "WriteBatchItem", "WriteBatchResponse",
+           "WriteItem", "WriteResponse"]
