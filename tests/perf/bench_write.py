@@ -130,9 +130,9 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def run(quick: bool = False, seconds: float | None = None) -> dict:
-    """Raw SQLite, then PUTs at c16 and c64, then the 90/10 mix and pure GETs; each wrk run
-    *seconds* long (by default 3 quick, else 6)."""
+def run(quick: bool = False, seconds: float | None = None, get_keys: int = GET_KEYS) -> dict:
+    """Raw SQLite, then PUTs at c16 and c64, then the 90/10 mix and pure GETs over *get_keys*
+    cached keys; each wrk run *seconds* long (by default 3 quick, else 6)."""
     if not shutil.which("wrk"):
         raise RuntimeError("the write bench needs wrk (apt-get install wrk)")
     seconds = seconds or (3.0 if quick else 6.0)
@@ -144,7 +144,7 @@ def run(quick: bool = False, seconds: float | None = None) -> dict:
         raw100 = raw_sqlite(tmp / "raw100.db", 100, min(seconds, 3.0))
         summary.update({"raw_sqlite.one_row_commits_per_s": raw1, "raw_sqlite.rows_per_s_100_per_commit": raw100})
 
-        vars_ = {"spacing": SPACING, "size": VALUE_BYTES, "keys": GET_KEYS}
+        vars_ = {"spacing": SPACING, "size": VALUE_BYTES, "keys": get_keys}
         put_lua, mix_lua = tmp / "put.lua", tmp / "mix.lua"
         put_lua.write_text(PUT_LUA % vars_)
         mix_lua.write_text(MIX_LUA % vars_)
@@ -169,8 +169,8 @@ def run(quick: bool = False, seconds: float | None = None) -> dict:
                 summary[f"put_c{c}.rows_per_commit"] = per_commit
                 summary[f"put_c{c}.ratio_to_raw_100_rows"] = r["rps"] / raw100
 
-            progress(f"90% GET / 10% PUT over {GET_KEYS} cached keys, and pure GETs")
-            for i in range(GET_KEYS):
+            progress(f"90% GET / 10% PUT over {get_keys} cached keys, and pure GETs")
+            for i in range(get_keys):
                 status = h.request("PUT", f"/api?key=g{i}", b"v" * VALUE_BYTES)[0]
                 if status != 204:
                     raise RuntimeError(f"seeding the GET keys: {status}")
