@@ -37,7 +37,8 @@ from .base import Row, Storage, WriteOp, WriteResult, check_write
 #: minutes is far past any deadline plus clock skew between hosts.  Keeping
 #: tombstones forever would grow the file by every key ever deleted.
 DEFAULT_TOMBSTONE_TTL = 600.0
-#: At most this many expired rows are dropped per write (amortised O(1)).
+#: At least this many expired rows are dropped per transaction, and two more per
+#: row in it (amortised O(1) per write).
 PURGE_BATCH = 32
 #: Columns added to a table made before versions existed; their defaults
 #: make an old row "unversioned, never expires, live".
@@ -174,7 +175,7 @@ class SQLiteStorage(Storage):
         self._olds_sql = f"SELECT key, deleted, version, expire_at FROM {t} WHERE key IN "
         self._purge_sql = (
             f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} "
-            f"WHERE expire_at > 0 AND expire_at <= ? LIMIT {PURGE_BATCH})"
+            "WHERE expire_at > 0 AND expire_at <= ? LIMIT ?)"
         )
         # One connection per (process, thread): the loop thread reads, executor
         # threads write.  The thread-local is the guard; the pid check makes a
@@ -353,7 +354,9 @@ class SQLiteStorage(Storage):
                     answers += one
                     commits += n
                 return answers, commits
-            conn.execute(self._purge_sql, (now,))
+            # Each row may leave one row to purge later (a tombstone, an expiry): dropping
+            # more than that per transaction keeps the table from growing under group commit.
+            conn.execute(self._purge_sql, (now, PURGE_BATCH + 2 * len(batch)))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -399,10 +402,16 @@ class SQLiteStorage(Storage):
             state[row.key] = (int(deleted), version, expire_at)
             answers.append(WriteResult(True, existed, version))
         rows = list(final.values())
+        changes = conn.total_changes
         for i in range(0, len(rows), 1000):  # under SQLite's bound on variables (5 a row)
             chunk = rows[i:i + 1000]
             sql = self._upsert_head + ",".join(["(?,?,?,?,?)"] * len(chunk)) + self._upsert_tail
             conn.execute(sql, [v for row in chunk for v in row] + [now])
+        if conn.total_changes - changes < len(rows):  # (more: the table has triggers)
+            # The statement's WHERE refused a row judged applied: something wrote between
+            # the SELECT and here after all.  Answer nothing from this judgement: the rows
+            # are judged again one per transaction.
+            raise sqlite3.IntegrityError("a row changed under the batch's write lock")
         return answers
 
     def _begin(self, conn: sqlite3.Connection, limit: float) -> bool:
@@ -454,6 +463,10 @@ class SQLiteStorage(Storage):
         with self._turn_lock:
             pid = os.getpid()
             if self._turn_pid != pid:  # a forked child opens its own (the parent's holds the parent's)
+                if self._turn_pid:
+                    # Inherited: it shares the parent's open file, so while the child kept it
+                    # a lock the parent held would outlive the parent.  Closing it is safe.
+                    os.close(self._turn_fd)
                 self._turn_fd = os.open(self._path + "-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                                         0o644)
                 self._turn_pid = pid
