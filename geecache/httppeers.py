@@ -195,6 +195,23 @@ class HTTPPeer:
             return WriteResult(True, False, 0)
         raise self._fail(self.address, status, body)
 
+    async def _post_batch(self, group: str, path_key: str, body: bytes, answer, count: int, what: str):
+        """POST a batch *body* to the owner and parse its answer (*count* items) into *answer*.
+
+        PeerError when the owner is unreachable, answers another status, or
+        the answer is malformed or has another number of items.
+        """
+        status, raw = await self._call("POST", peer_path(group, path_key), body)
+        if status != 200:
+            raise self._fail(self.address, status, raw)
+        try:
+            answer.ParseFromString(raw)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad {what} response: {exc}") from exc
+        if len(answer.items) != count:
+            raise PeerError(f"peer {self.address}: {len(answer.items)} answers to a {what} of {count}")
+        return answer
+
     async def write_many(self, group: str, writes: list[tuple[str, bytes | None, float, int]]
                          ) -> list[WriteResult | None]:
         """Ask the owner to apply every ``(key, value or None, ttl, version)`` of *writes* in one
@@ -215,16 +232,8 @@ class HTTPPeer:
             else:
                 codec_id, payload = pack(value, codec)
                 add(key=key, value=payload, codec=codec_id, ttl=ttl, version=version, deadline=deadline)
-        status, body = await self._call("POST", peer_path(group, WRITES), msg.SerializeToString())
-        if status != 200:
-            raise self._fail(self.address, status, body)
-        answer = WriteBatchResponse()
-        try:
-            answer.ParseFromString(body)
-        except DecodeError as exc:
-            raise PeerError(f"peer {self.address}: bad batch write response: {exc}") from exc
-        if len(answer.items) != len(writes):
-            raise PeerError(f"peer {self.address}: {len(answer.items)} answers to {len(writes)} writes")
+        answer = await self._post_batch(group, WRITES, msg.SerializeToString(), WriteBatchResponse(),
+                                        len(writes), "batch write")
         return [WriteResult(i.result.applied, i.result.existed, i.result.version, i.result.late)
                 if i.status == 200 else None for i in answer.items]
 
@@ -235,16 +244,7 @@ class HTTPPeer:
         status of the error the owner met loading that key.
         """
         body = BatchRequest(group=group, items=[BatchItem(key=k) for k in keys]).SerializeToString()
-        status, answer = await self._call("POST", peer_path(group, BATCH), body)
-        if status != 200:
-            raise self._fail(self.address, status, answer)
-        msg = BatchResponse()
-        try:
-            msg.ParseFromString(answer)
-        except DecodeError as exc:
-            raise PeerError(f"peer {self.address}: bad batch response: {exc}") from exc
-        if len(msg.items) != len(keys):
-            raise PeerError(f"peer {self.address}: {len(msg.items)} answers to a batch of {len(keys)}")
+        msg = await self._post_batch(group, BATCH, body, BatchResponse(), len(keys), "batch")
         out = {}
         for key, item in zip(keys, msg.items):
             if item.status == 200:
