@@ -79,6 +79,8 @@ class PeerError(GeeCacheError):
     http_status = 502
     #: True when this failure opened the peer's circuit breaker (``geecache.breaker``).
     tripped = False
+    #: The HTTP status the peer answered, when it answered one (0: no answer).
+    status = 0
 
 
 class PeerUnavailableError(PeerError):

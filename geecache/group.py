@@ -41,7 +41,7 @@ from .errors import (
 from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
     DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
 )
-from .peers import NoPeers, PeerPicker
+from .peers import PEER_WRITE_BATCH, NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
 from .storage.base import WriteOp, WriteResult, batch_writer, row_reader
 
@@ -55,9 +55,6 @@ DEFAULT_FLIGHT_WAIT = 10.0
 #: How many times a write the source refused as older than its stored version
 #: is re-stamped above that version and tried again (see ``_route_write``).
 WRITE_ATTEMPTS = 3
-#: Writes one peer request carries at most (the default ``batch_max_keys``): a
-#: batch of more keys for one owner is sent in several.
-PEER_WRITE_BATCH = 1000
 #: How long a load from the source may take before the request gets a 504.
 DEFAULT_LOAD_TIMEOUT = 5.0
 

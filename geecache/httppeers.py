@@ -45,6 +45,7 @@ from .geecachepb import (
     WriteBatch, WriteBatchResponse, WriteResponse,
 )
 from .latency import PEER_CALLS
+from .peers import PEER_WRITE_BATCH
 from .storage import WriteResult
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,10 @@ class HTTPPeer:
         self._pool = pool
         self._conns = ConnectionPool(peer_url(address, pool.tls), ssl_context=pool.ssl_context,
                                      connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout)
+        # group -> writes waiting for the batch in flight to this peer (see ``write``);
+        # False once the peer answered a batch with 405.  The event loop's thread guards both.
+        self._write_queues: dict[str, _WriteQueue] = {}
+        self._batch_writes = True
 
     def __repr__(self) -> str:
         return f"HTTPPeer({self.address!r})"
@@ -126,7 +131,9 @@ class HTTPPeer:
 
     @staticmethod
     def _fail(address: str, status: int, body: bytes) -> PeerError:
-        return PeerError(f"peer {address} answered {status}: {body[:200]!r}")
+        error = PeerError(f"peer {address} answered {status}: {body[:200]!r}")
+        error.status = status
+        return error
 
     def close(self) -> None:
         """Close this peer's idle connections."""
@@ -169,6 +176,58 @@ class HTTPPeer:
                     version: int = 0) -> WriteResult:
         """Ask the owner to apply a write (*value* None: a delete); see ``geecache.peers.Peer``.
 
+        Writes to one owner share requests: while one batch to it is in
+        flight, the writes that come meanwhile queue, and go together in the
+        next (``write_many``, one transaction on the owner); nothing waits for
+        a timer.  Each keeps its own answer; the request's failure is each
+        one's PeerError.  An owner from before batch writes (405) is then sent
+        one request per write, as before.
+        """
+        if not self._batch_writes:
+            return await self._write_one(group, key, value, ttl, version)
+        queue = self._write_queues.get(group)
+        if queue is None:
+            queue = self._write_queues[group] = _WriteQueue()
+        future = asyncio.get_running_loop().create_future()
+        queue.items.append((key, value, ttl, version, future))
+        if not queue.sending:
+            queue.sending = True
+            queue.task = asyncio.ensure_future(self._send_writes(group, queue))
+        return await future
+
+    async def _send_writes(self, group: str, queue: "_WriteQueue") -> None:
+        try:
+            while queue.items:
+                batch = [w for w in queue.items[:PEER_WRITE_BATCH] if not w[4].done()]
+                del queue.items[:PEER_WRITE_BATCH]
+                if not batch:
+                    continue
+                try:
+                    answers = await self.write_many(group, [w[:4] for w in batch])
+                except PeerError as exc:
+                    # One failed call: the first write carries whether it opened the
+                    # breaker, so the trip is counted once.
+                    answers = [exc] + [PeerError(str(exc)) for _ in batch[1:]]
+                for write, answer in zip(batch, answers):
+                    future = write[4]
+                    if future.done():  # its writer was cancelled
+                        continue
+                    if answer is None:
+                        answer = PeerError(f"peer {self.address}: the owner failed this write")
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            queue.sending = False
+            for write in queue.items:  # cancelled (closing): nobody will send these
+                if not write[4].done():
+                    write[4].set_exception(PeerError(f"peer {self.address}: closed"))
+            queue.items.clear()
+
+    async def _write_one(self, group: str, key: str, value: bytes | None, ttl: float, version: int) -> WriteResult:
+        """One write in its own request (``PUT``/``DELETE`` of the key), for an owner without batches.
+
         Its deadline is now + the read timeout: the owner must not apply it
         once this host may have given up on the answer and written it itself.
         """
@@ -194,6 +253,14 @@ class HTTPPeer:
         if status == 404 and value is None:
             return WriteResult(True, False, 0)
         raise self._fail(self.address, status, body)
+
+    async def _one_request_each(self, group: str, writes: list[tuple]) -> list[WriteResult | None]:
+        """``write_many`` as single writes (concurrently); None for one that failed."""
+        answers = await asyncio.gather(*(self._write_one(group, *w) for w in writes), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, PeerError):
+                raise answer  # a bug or a cancellation, not an answer about this write
+        return [None if isinstance(a, BaseException) else a for a in answers]
 
     async def _post_batch(self, group: str, path_key: str, body: bytes, answer, count: int, what: str):
         """POST a batch *body* to the owner and parse its answer (*count* items) into *answer*.
@@ -222,6 +289,8 @@ class HTTPPeer:
         or answers otherwise (an owner from before batch writes: 405).  The
         deadline is the single write's: now + the read timeout.
         """
+        if not self._batch_writes:
+            return await self._one_request_each(group, writes)
         deadline = time.time() + self._pool.read_timeout
         codec = self._pool.codec_for(group)
         msg = WriteBatch(group=group)
@@ -232,8 +301,14 @@ class HTTPPeer:
             else:
                 codec_id, payload = pack(value, codec)
                 add(key=key, value=payload, codec=codec_id, ttl=ttl, version=version, deadline=deadline)
-        answer = await self._post_batch(group, WRITES, msg.SerializeToString(), WriteBatchResponse(),
-                                        len(writes), "batch write")
+        try:
+            answer = await self._post_batch(group, WRITES, msg.SerializeToString(), WriteBatchResponse(),
+                                            len(writes), "batch write")
+        except PeerError as exc:
+            if exc.status != 405:
+                raise
+            self._batch_writes = False  # an owner from before batch writes: one request each
+            return await self._one_request_each(group, writes)
         return [WriteResult(i.result.applied, i.result.existed, i.result.version, i.result.late)
                 if i.status == 200 else None for i in answer.items]
 
@@ -275,6 +350,18 @@ class HTTPPeer:
         status, answer = await self._call("POST", peer_path(group), body, gated=False)
         if status != 204 and status != 200:
             raise self._fail(self.address, status, answer)
+
+
+
+class _WriteQueue:
+    """The writes to one (peer, group) waiting for the batch in flight, and whether one is."""
+
+    __slots__ = ("items", "sending", "task")
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []  # (key, value, ttl, version, Future)
+        self.sending = False
+        self.task: asyncio.Future | None = None  # held: a running task must be referenced
 
 
 #: How long a write waits for an invalidation to a member whose breaker is open

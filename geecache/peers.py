@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from .storage import WriteResult
 
+#: Writes one peer request carries at most (the default ``batch_max_keys``): more
+#: for one owner go in several requests.
+PEER_WRITE_BATCH = 1000
+
 
 class Peer(Protocol):
     """Another host of the cluster, reached over the peer protocol."""

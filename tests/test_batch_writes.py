@@ -118,3 +118,41 @@ def test_the_peer_batch_answers_each_item_and_refuses_bad_ones_alone():
             assert await storage.get(good[0] + "x") is None
 
     asyncio.run(go())
+
+
+def test_single_writes_to_one_owner_share_requests_while_one_is_in_flight():
+    async def go():
+        async with cluster(2) as (hosts, storage):
+            (g0, pool0, _), (g1, _, m1) = hosts
+            keys = owned_by(pool0, m1, 40)
+            calls = count_write_many(storage)
+            await asyncio.gather(*(g0.set(k, b"v-" + k.encode()) for k in keys))
+            # All 40 were waiting before the first request left: at most two requests.
+            assert sum(calls) == 40 and len(calls) <= 2, calls
+            assert [await storage.get(k) for k in keys] == [b"v-" + k.encode() for k in keys]
+            assert [(await g1.get_local(k))[0] for k in keys] == [b"v-" + k.encode() for k in keys]
+
+    asyncio.run(go())
+
+
+def test_an_owner_from_before_batch_writes_gets_one_request_per_write(monkeypatch):
+    from workers.dataplane import routes
+
+    def refused(self, req):
+        raise routes.RouteError(405, "method POST not allowed", ("GET", "HEAD", "PUT", "DELETE"))
+
+    monkeypatch.setattr(routes.Router, "peer_writes", refused)
+
+    async def go():
+        async with cluster(2) as (hosts, storage):
+            (g0, pool0, _), (_, _, m1) = hosts
+            keys = owned_by(pool0, m1, 6)
+            calls = count_write_many(storage)
+            answers = await g0.set_many({k: (b"old-owner", 0) for k in keys})
+            assert all(a.applied for a in answers)
+            await asyncio.gather(*(g0.set(k, b"again") for k in keys))
+            assert [await storage.get(k) for k in keys] == [b"again"] * 6
+            assert calls == [1] * 12  # each write its own PUT on the owner, none here
+            assert g0.stats.snapshot()["peer_errors"] == 0
+
+    asyncio.run(go())
