@@ -6,6 +6,7 @@ pytest must find by name (fixtures, hooks).
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
@@ -29,6 +30,23 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if any(name in item.fixturenames for name in ETCD_FIXTURES):
             item.add_marker(pytest.mark.etcd)
+
+
+#: Under CI (``CI=true``, as .ci/run is run) nothing may be skipped: CI installs every tool
+#: the suite uses, so a skip means a test that silently did not run.
+SKIPS_FAIL = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI, turn a skip (a missing tool, most often) into a failure that names it."""
+    outcome = yield
+    report = outcome.get_result()
+    if SKIPS_FAIL and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (f"CI=true runs every test, and this one was skipped: {reason}\n"
+                           "Install what it names (.ci/run installs the suite's tools) or fix the test.")
 
 
 @pytest.hookimpl(hookwrapper=True)

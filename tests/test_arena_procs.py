@@ -82,8 +82,10 @@ def test_sigkill_never_wedges_or_tears(make_arena, policy):
     rng = random.Random(7)
     writers = {fork(churn, arena, seed, 10**9, 3000, 60.0) for seed in range(3)}
     kills = 0
-    deadline = time.monotonic() + 20
-    while kills < 40 and time.monotonic() < deadline:
+    # At least 40 kills, and on until one landed inside a critical section and was repaired
+    # (~20% do: measured 7-10 of 40), the case the test is about; bounded in kills and time.
+    deadline = time.monotonic() + 120
+    while (kills < 40 or arena.repairs() == 0) and kills < 400 and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.005, 0.05))
         victim = rng.choice(sorted(writers))
         os.kill(victim, signal.SIGKILL)
@@ -95,9 +97,8 @@ def test_sigkill_never_wedges_or_tears(make_arena, policy):
     for pid in writers:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    assert kills >= 20
-    # ~20% of kills land inside a critical section (measured 7-10 of 40).
-    assert arena.repairs() >= 1
+    assert kills >= 40
+    assert arena.repairs() >= 1, f"none of {kills} kills landed inside a critical section"
     # A fresh process and this one finish bounded work: no lock is left held.
     status = reap([fork(churn, arena, 999, 20_000, 3000, 60.0) for _ in range(2)], timeout=60)
     assert all(st == 0 for st in status.values()), status
@@ -150,28 +151,50 @@ def test_lock_wait_with_timeout_gives_up_while_a_live_process_holds_it(make_aren
 def test_host_flight_loads_once(make_arena, tmp_path):
     arena = make_arena()
     arena.configure_group("f", 1 << 20)
-    loads = tmp_path / "loads"
-    go = time.time() + 0.5
+    loads, waited, ready, go = (tmp_path / n for n in ("loads", "waited", "ready", "go"))
+    n = 8
+
+    def note(path, line: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())  # one short O_APPEND write: never interleaved
+        finally:
+            os.close(fd)
 
     def worker() -> None:
-        while time.time() < go:
+        note(ready, f"{os.getpid()}\n")
+        deadline = time.monotonic() + 30
+        while not go.exists():  # every process starts its get at once, however slow the forks
+            assert time.monotonic() < deadline
             time.sleep(0.001)
         value = arena.get("f", "key")
         if value is None:
             if arena.try_begin("f", "key"):
-                with open(loads, "a") as f:
-                    f.write(f"{os.getpid()}\n")
-                time.sleep(0.3)  # a slow source
+                note(loads, f"{os.getpid()}\n")
+                # A slow source: held until every other process has asked (bounded).
+                while len(ready.read_text().split()) < n or not waited.exists():
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                time.sleep(0.1)
                 arena.set("f", "key", b"loaded")
                 arena.end("f", "key")
                 value = b"loaded"
             else:
-                value = arena.wait_loaded("f", "key", timeout=10)
+                note(waited, f"{os.getpid()}\n")
+                value = arena.wait_loaded("f", "key", timeout=30)
         assert value == b"loaded", value
 
-    status = reap([fork(worker) for _ in range(8)], timeout=30)
+    pids = [fork(worker) for _ in range(n)]
+    deadline = time.monotonic() + 30
+    while not ready.exists() or len(ready.read_text().split()) < n:
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.01)
+    go.write_text("go")
+    status = reap(pids, timeout=60)
     assert all(st == 0 for st in status.values()), status
     assert len(loads.read_text().split()) == 1
+    # The case this is about happened: others found the load under way and waited for it.
+    assert len(waited.read_text().split()) >= 1
 
 
 def test_host_flight_survives_a_killed_loader(make_arena, tmp_path):

@@ -260,8 +260,13 @@ def test_large_values_under_write_back_pressure_stay_in_order(plane):
     with socket.create_connection(("127.0.0.1", plane.port), timeout=20) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.sendall(raw)
+        # Not reading until the server's write buffer has filled and it paused writing: the
+        # case this test is about, waited for as an event on the plane, not for a time.
         import time
-        time.sleep(0.3)  # not reading: the server's buffer fills and it must pause
+        deadline = time.monotonic() + 20
+        while not plane.run(lambda: any(c._write_paused for c in plane.plane._plane.conns)):
+            assert time.monotonic() < deadline, "the server never had to pause its writes"
+            time.sleep(0.01)
         r = read_answers(sock, ["GET"] * n, timeout=20)
     assert [a.body for a in r.answers] == [big if i % 2 == 0 else b"t" for i in range(n)]
 

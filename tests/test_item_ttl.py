@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.etcd, pytest.mark.procs]
 
 
 def test_an_item_ttl_expires_the_value_on_every_host_and_in_the_source(tmp_path):
-    cluster = Cluster(tmp_path, 3, lease_ttl=2)
+    cluster = Cluster(tmp_path, 3)
     try:
         a, b, c = cluster.hosts
         keys = [f"session{i}" for i in range(6)]  # spread over the owners

@@ -32,8 +32,12 @@ from geecache.registry import (
     validate_advertise,
 )
 from tests.support.etcd import EtcdServer
+from tests.support.proc import PATIENCE
 
 ROOT = Path(__file__).resolve().parents[1]
+#: For the tests that wait for a lease to expire: a few keepalive periods (a third of it
+#: each) longer than a registrar starved of CPU on a busy machine ever waits.
+EXPIRING_TTL = 5
 
 # The stand-in supervisor: asserts it is grpc-free, forks the registrar,
 # prints the child's pid, and exits with the child's exit code (128+N if
@@ -65,7 +69,8 @@ sys.exit(code if code >= 0 else 128 - code)
 
 
 def wait_until(pred, timeout: float, what: str):
-    """Poll `pred` until it returns a truthy value; fail the test after `timeout` s."""
+    """Poll `pred` until it returns a truthy value; fail the test after PATIENCE x `timeout` s."""
+    timeout *= PATIENCE
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -174,7 +179,7 @@ def test_sigterm_revokes_lease_at_once(etcd_server, spawn):
 
 @pytest.mark.procs
 def test_sigkill_key_expires_with_lease(etcd_server, spawn):
-    ttl = 2
+    ttl = EXPIRING_TTL
     a = spawn(etcd_server.endpoint, A, ttl=ttl)
     b = spawn(etcd_server.endpoint, B, ttl=ttl)
     wait_until(lambda: a.members() == [A, B], 10, "A sees both")
@@ -188,11 +193,11 @@ def test_sigkill_key_expires_with_lease(etcd_server, spawn):
 
 @pytest.mark.procs
 def test_etcd_unreachable_at_start_then_registers(etcd_unstarted, spawn):
-    a = spawn(etcd_unstarted.endpoint, A, ttl=2)
+    a = spawn(etcd_unstarted.endpoint, A, ttl=EXPIRING_TTL)
     assert wait_until(a.members, 10, "single-host list while etcd is down") == [A]
     etcd_unstarted.start()
     wait_until(lambda: etcd_unstarted.keys(REGISTRY_PREFIX) == [KEY_A], 15, "key after etcd starts")
-    b = spawn(etcd_unstarted.endpoint, B, ttl=2)
+    b = spawn(etcd_unstarted.endpoint, B, ttl=EXPIRING_TTL)
     wait_until(lambda: a.members() == [A, B], 10, "A watches once connected")
     for r in (a, b):
         r.signal(signal.SIGTERM)
@@ -235,13 +240,13 @@ def test_lease_revoked_behind_its_back_is_regranted(etcd_server, spawn):
 
 @pytest.mark.procs
 def test_outage_keeps_list_and_reregisters(etcd_server, spawn):
-    ttl = 2
+    ttl = EXPIRING_TTL
     a = spawn(etcd_server.endpoint, A, ttl=ttl)
     b = spawn(etcd_server.endpoint, B, ttl=ttl)
     wait_until(lambda: a.members() == [A, B] and b.members() == [A, B], 10, "both see both")
     etcd_server.kill()
     # Longer than the TTL: the list must survive an outage the leases do not.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + ttl + 2
     while time.monotonic() < deadline:
         assert a.members() == [A, B] and b.members() == [A, B]
         assert a.proc.poll() is None and b.proc.poll() is None

@@ -122,25 +122,33 @@ def test_sighup_with_a_bad_config_keeps_the_running_workers(tmp_path):
         assert h.stop() == 0
 
 
-def test_sighup_whose_new_workers_cannot_boot_keeps_the_old_ones(tmp_path):
-    # The new config names a database that passes the supervisor's check, then turns to junk
-    # before the worker opens it: the first new worker fails to boot, the roll is abandoned.
-    db = tmp_path / "s.db"
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_a_roll_whose_nth_new_worker_cannot_boot_is_abandoned_and_the_host_keeps_serving(tmp_path, fail_at):
+    # The new config names a loader whose import (the supervisor's config check) makes the
+    # fail_at-th worker forked after it exit with the boot-error status: the first new worker
+    # or the second, chosen by configuration, not by timing.  Either way the roll is undone
+    # and the host serves on with the old config; it never stops.
     cfg = _config(tmp_path)
-    h, _count = _start(tmp_path, cfg, workers=2)
+    count_file = tmp_path / "loads.txt"
+    h = start_supervisor(tmp_path, "--config", str(cfg), workers=2,
+                         env={"GEECACHE_TEST_COUNT_FILE": str(count_file), "GEECACHE_TEST_LOAD_DELAY": "0",
+                              "GEECACHE_TEST_BOOT_FAIL_AT": str(fail_at)})
     try:
-        before = sorted(h.wait_workers(2))
-        cfg.write_text(f'[[groups]]\nname = "c"\nsqlite = "{db}"\n')
+        before = set(h.wait_workers(2))
+        cfg.write_text('[[groups]]\nname = "c"\nloader = "tests.support.bootfail:load"\n')
         h.send_signal(signal.SIGHUP)
-        wait_until(lambda: "SIGHUP: replacing the workers" in h.log(), 10, what="the roll started")
-        for extra in ("-wal", "-shm"):
-            Path(str(db) + extra).unlink(missing_ok=True)
-        db.write_bytes(b"not a database " * 300)
-        wait_until(lambda: "keeping the running workers and configuration" in h.log(), 20,
-                   what="the roll abandoned")
-        assert sorted(h.workers()) == before
-        assert h.get("/api?group=c&key=b") == (200, b"value-b")
+        wait_until(lambda: "abandoning the roll" in h.log(), 30, what="the roll abandoned")
+        if fail_at > 1:  # the first slot was replaced already: it is rolled back too
+            wait_until(lambda: "every worker now runs the previous configuration" in h.log(), 30,
+                       what="the replaced workers rolled back")
+        log = h.log()
+        assert "failed to boot" not in log and "stopping instead of restarting" not in log
         assert h.proc.poll() is None
+        now = set(h.wait_workers(2))
+        assert now == before if fail_at == 1 else len(now & before) == 1
+        # Fresh keys load through the old config's loader in every worker, on fresh connections.
+        for i in range(20):
+            assert h.get(f"/api?group=c&key=fresh{i}") == (200, f"value-fresh{i}".encode())
     finally:
         assert h.stop() == 0
 

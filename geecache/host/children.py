@@ -114,22 +114,27 @@ class Workers(ChildKind):
         #: pid -> the config it was forked with: a worker forked with another one than the
         #: arbiter's is replaced (a SIGHUP roll, ``roll``).
         self.cfg_of: dict[int, object] = {}
-        #: While a roll's first new worker has not become ready: the config to go back to if it
-        #: cannot boot (the old workers still serve; none was stopped yet).
+        #: While a roll runs: the config it started from, to go back to if any new worker cannot
+        #: boot (the first one or the last: a roll is abandoned whole, never half kept).
         self.fallback = None
         #: True from a SIGHUP until every worker runs the arbiter's config.
         self.rolling = False
+        #: True while an abandoned roll brings the replaced workers back to the old config.
+        self.reverting = False
 
     def roll(self, arb, cfg) -> None:
         """SIGHUP: fork every worker again with *cfg*, one slot at a time (see ``manage``).
 
         A new worker is forked for one slot; once it is ready the old worker of
         that slot is stopped gracefully (its in-flight requests finish, the
-        shared socket keeps accepting) and the next slot follows.  If the first
-        new worker cannot boot, the roll is abandoned and the old config stays.
+        shared socket keeps accepting) and the next slot follows.  If any new
+        worker cannot boot, the roll is abandoned: the old config is restored and
+        the workers already replaced are rolled back onto it the same way, one
+        slot at a time.  A roll never stops the host.
         """
         if self.fallback is None:
             self.fallback = arb.cfg
+        self.reverting = False
         arb.cfg = cfg
         self.target = cfg.workers
         self.rolling = True
@@ -212,16 +217,8 @@ class Workers(ChildKind):
         if retired:
             log.info("worker %d (pid %d) retired: %s", child.slot, child.pid, how)
             return
-        if self.fallback is not None and forked_with is arb.cfg and not child.ready:
-            # The roll's first new worker could not boot: the old ones still serve, keep them.
-            log.error("SIGHUP: worker %d (pid %d) forked with the new configuration did not start (%s; "
-                      "its error is logged above); keeping the running workers and configuration",
-                      child.slot, child.pid, how)
-            arb.cfg, self.fallback, self.rolling = self.fallback, None, False
-            self.target = arb.cfg.workers
-            for w in self.live(arb):
-                if self.cfg_of.get(w.pid) is not arb.cfg:
-                    self._retire(arb, w)
+        if self.rolling and self.fallback is not None and forked_with is arb.cfg and not child.ready:
+            self._abandon_roll(arb, child, how)
             return
         lived = time.monotonic() - child.started
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR:
@@ -244,6 +241,27 @@ class Workers(ChildKind):
                         "%d of %d in a row; respawning in %.1fs", child.slot, child.pid, lived, how,
                         self.boot_failures, MAX_BOOT_FAILURES, delay)
 
+    def _abandon_roll(self, arb, child: Child, how: str) -> None:
+        """A worker forked with the roll's config died before it was ready: go back to the old one.
+
+        Whichever slot it was (the first or a later one), the workers still on
+        the old config keep serving; those already replaced are now the stale
+        ones, and the roll machinery (``_roll_step``) forks old-config workers
+        for their slots one at a time, as it forked the new ones.
+        """
+        log.error("SIGHUP: worker %d (pid %d) forked with the new configuration did not start (%s; "
+                  "its error is logged above); abandoning the roll, keeping the running workers and "
+                  "configuration", child.slot, child.pid, how)
+        arb.cfg, self.fallback = self.fallback, None
+        self.target = arb.cfg.workers
+        self.due = 0.0
+        back = self._stale(arb)
+        self.rolling = self.reverting = bool(back)
+        if back:
+            log.warning("SIGHUP: %d worker%s already on the new configuration (%s) will be replaced by "
+                        "workers on the previous one", len(back), "s" if len(back) > 1 else "",
+                        ", ".join(f"pid {w.pid}" for w in back))
+
     def became_ready(self, arb, child: Child) -> None:
         if child.pid in self.retiring:
             return
@@ -254,15 +272,15 @@ class Workers(ChildKind):
         self.due = 0.0
         if not self.rolling or self.cfg_of.get(child.pid) is not arb.cfg:
             return
-        self.fallback = None  # the new configuration boots: no going back from here
         for old in self._stale(arb):
             if old.slot == child.slot:
                 log.info("SIGHUP: worker %d replaced (pid %d ready); stopping pid %d", child.slot,
                          child.pid, old.pid)
                 self._retire(arb, old)
         if not self._stale(arb):
-            self.rolling = False
-            log.info("SIGHUP: every worker now runs the new configuration")
+            log.info("SIGHUP: every worker now runs the %s configuration",
+                     "previous" if self.reverting else "new")
+            self.rolling, self.reverting, self.fallback = False, False, None
 
     def listener(self, arb, slot: int | None) -> tuple[socket.socket, socket.socket] | None:
         return arb.listener(slot)

@@ -19,6 +19,11 @@ from tests.support.etcd import start_etcd
 from tests.support.net import free_port
 from tests.support.proc import Host, start_supervisor, wait_until
 
+#: A host's etcd lease in these clusters (seconds): see ``Cluster``.
+LEASE_TTL = 10
+#: For tests that wait for a stalled host to leave the rings by expiry: short, yet a few
+#: keepalive periods (a third of it each) longer than a registrar is ever starved.
+EXPIRING_LEASE_TTL = 5
 TOKEN = "cluster-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CONFIG = """
@@ -38,13 +43,19 @@ def member(host: Host) -> str:
 
 
 class Cluster:
-    """etcd plus *n* hosts of one worker each; ``close`` resumes and stops everything."""
+    """etcd plus *n* hosts of one worker each; ``close`` resumes and stops everything.
 
-    def __init__(self, tmp_path: Path, n: int = 3, *, lease_ttl: int = 2, args: tuple = (),
+    *lease_ttl* defaults to LEASE_TTL, long enough that a registrar starved of CPU on a
+    busy machine for seconds keeps its lease and its host stays in every ring.  A test
+    that wants a host to leave by lease expiry passes a shorter one and waits for the
+    departure as an event (``wait_members``), never for a time.
+    """
+
+    def __init__(self, tmp_path: Path, n: int = 3, *, lease_ttl: int | None = None, args: tuple = (),
                  env: dict | None = None) -> None:
         self.tmp = tmp_path
         self.db = tmp_path / "kv.db"
-        self.lease_ttl = lease_ttl
+        self.lease_ttl = LEASE_TTL if lease_ttl is None else lease_ttl
         self.args = tuple(args)
         self.env = {"GEECACHE_TEST_COUNT_FILE": str(tmp_path / "loads.txt"),
                     "GEECACHE_TEST_LOAD_DELAY": "0", **(env or {})}

@@ -47,8 +47,19 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+#: Every deadline of ``wait_until`` is stretched by this factor ($GEECACHE_TEST_PATIENCE, default
+#: 3): a deadline costs nothing while the condition comes, and a busy CI machine must not turn
+#: a slow event into a failure.  A wait written as "10 s" allows 30 s.
+PATIENCE = float(os.environ.get("GEECACHE_TEST_PATIENCE", "3"))
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
-    """Poll *predicate* until it returns a truthy value (returned), or raise TimeoutError."""
+    """Poll *predicate* until it returns a truthy value (returned), or raise TimeoutError.
+
+    *timeout* is what the condition normally needs, generously; the wait allows PATIENCE
+    times that.
+    """
+    timeout *= PATIENCE
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
