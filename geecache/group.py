@@ -583,7 +583,7 @@ class Group:
         return await self._route_writes(writes, "sets")
 
     async def delete_many(self, keys: list[str]) -> list[WriteResult | GeeCacheError]:
-        """``delete`` of every key of *keys* (each once), batched as ``set_many``; one answer per key.
+        """``delete`` of every key of *keys*, batched as ``set_many``; one answer per key, in order.
 
         A key's ``existed`` says whether the source had it."""
         writes: list[tuple[str, bytes | None, float] | GeeCacheError] = []
@@ -640,19 +640,26 @@ class Group:
                     firsts[i] = result
 
         await asyncio.gather(*([here(local)] if local else []), *(there(p, idx) for p, idx in remote.items()))
+        unsettled = []
         for i in todo:
             if answers[i] is not None:
                 continue
             first = firsts.get(i)
             if isinstance(first, GeeCacheError):
                 answers[i] = first
-                continue
-            if isinstance(first, Exception):
+            elif isinstance(first, Exception):
                 raise first  # a bug, not an answer about this key
-            try:
-                answers[i] = await self._settle_write(*writes[i], versions[i], first)
-            except GeeCacheError as exc:
-                answers[i] = exc
+            elif first is not None and (first.applied or first.version == versions[i]):
+                answers[i] = first
+            else:
+                unsettled.append((i, first))
+        # Concurrently, so that those written here (an owner down) still share commits.
+        settled = await asyncio.gather(*(self._settle_write(*writes[i], versions[i], first)
+                                         for i, first in unsettled), return_exceptions=True)
+        for (i, _), answer in zip(unsettled, settled):
+            if isinstance(answer, BaseException) and not isinstance(answer, GeeCacheError):
+                raise answer
+            answers[i] = answer
         return answers
 
     async def _apply_or_error(self, write: tuple, version: int) -> WriteResult | GeeCacheError:
