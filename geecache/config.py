@@ -494,8 +494,9 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "load waiting for one still counts against its group's `load_timeout`",
             between(1, 1024), "N", "int 1..1024"),
     Setting("write_threads", INT, 4,
-            "threads per worker for source writes (SQLite commits), apart from the loads' threads so "
-            "slow loaders never hold up a PUT", between(1, 1024), "N", "int 1..1024"),
+            "threads per worker for source writes (SQLite commits: one at a time per group, the writes "
+            "that arrive meanwhile share the next), apart from the loads' threads so slow loaders never "
+            "hold up a PUT", between(1, 1024), "N", "int 1..1024"),
     Setting("log_level", STR, "info", "log level of the supervisor and its children",
             one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS)),
     Setting("peer_connect_timeout", NUMBER, 0.5,
