@@ -1,21 +1,24 @@
 """The write path through a real host: group commit across concurrent clients, durability of
-every acknowledged write when the whole host, or one committing worker, is SIGKILLed, and a
-SIGSTOPped worker handled like any child."""
+every acknowledged write when the whole host, or one committing worker, is SIGKILLed, a
+SIGSTOPped worker handled like any child, and a stopped holder of the write turn costing
+writes a bounded 503."""
 
 from __future__ import annotations
 
 import fcntl
 import http.client
 import itertools
+import json
 import os
 import signal
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.support.proc import alive, start_supervisor, wait_until
+from tests.support.proc import alive, fork, reap, start_supervisor, wait_until
 
 pytestmark = pytest.mark.procs
 
@@ -186,4 +189,36 @@ def test_a_sigstopped_worker_is_replaced_and_no_acknowledged_write_is_lost(tmp_p
     finally:
         if victim is not None and alive(victim):
             os.kill(victim, signal.SIGKILL)
+        h.stop()
+
+
+def _hold_the_turn_then_stop(db: str) -> None:
+    fd = os.open(db + "-writer", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def test_a_stopped_turn_holder_costs_writes_a_bounded_503_and_reads_nothing(tmp_path):
+    db, cfg = _config(tmp_path)
+    h = start_supervisor(tmp_path, "--config", str(cfg), workers=1)
+    holder = None
+    try:
+        assert h.request("PUT", "/api?group=w&key=before", b"1")[0] == 204
+        holder = fork(_hold_the_turn_then_stop, str(db))
+        wait_until(lambda: Path(f"/proc/{holder}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
+                   10, what="turn holder stopped")
+        status, _h, body = h.request("PUT", "/api?group=w&key=stuck", b"2")
+        assert status == 503, (status, body)
+        reason = json.loads(body)["error"]
+        assert "commit" in reason and "stuck" not in reason and str(db) not in reason
+        assert h.request("GET", "/api?group=w&key=before")[:1] == (200,)  # reads take no turn
+        os.kill(holder, signal.SIGKILL)
+        reap([holder])
+        holder = None
+        assert h.request("PUT", "/api?group=w&key=after", b"3")[0] == 204
+        assert h.get("/api?group=w&key=stuck")[0] == 404  # answered 503, and never applied later
+    finally:
+        if holder is not None:
+            os.kill(holder, signal.SIGKILL)
+            reap([holder])
         h.stop()

@@ -448,7 +448,8 @@ class SQLiteStorage(Storage):
         # Its own deadline passed: late, as a one-row write was; only the committer's
         # give-up time: the source could not keep up.
         if not row.deadline or row.deadline > row.give_up:
-            return SourceBusyError(f"{self!r}: the write did not commit within {self._busy_timeout:g}s")
+            return SourceBusyError(f"the source did not commit the write within {self._busy_timeout:g}s; "
+                                   "it was not applied")
         return WriteResult(False, existed, old[1] if old else 0, late=True)
 
     @contextlib.contextmanager
@@ -545,7 +546,8 @@ class _Committer:
         """Queue *rows*; their answers once the transaction holding them commits."""
         storage = self._storage
         if len(self._queue) + len(rows) > MAX_QUEUED_ROWS:
-            raise SourceBusyError(f"{storage!r}: {len(self._queue)} writes already wait for a commit")
+            raise SourceBusyError(f"the source cannot keep up: {len(self._queue)} writes already wait for "
+                                  "a commit; retry")
         give_up = storage._clock() + storage._busy_timeout  # the clock deadlines are judged by
         for row in rows:
             row.give_up = give_up
@@ -580,7 +582,8 @@ class _Committer:
         for row in itertools.chain(self._batch, self._queue):
             if row.give_up < limit and not row.future.done():
                 row.future.set_exception(SourceBusyError(
-                    f"{self._storage!r}: no commit within {self._storage._busy_timeout + COMMIT_GRACE:g}s"))
+                    f"the source did not commit the write within "
+                    f"{self._storage._busy_timeout + COMMIT_GRACE:g}s; it may not have been applied"))
         self._timer = self._loop.call_later(WATCH_PERIOD, self._watch)
 
     async def _drain(self) -> None:
