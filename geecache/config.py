@@ -266,6 +266,12 @@ def one_of(names: Callable[[], tuple[str, ...]] | tuple[str, ...], what: str):
     return check
 
 
+def _sqlite_synchronous() -> tuple[str, ...]:
+    from .storage.sqlite import SYNCHRONOUS  # (lazily: the config check needs no sqlite3 import)
+
+    return SYNCHRONOUS
+
+
 def _non_empty(v, f):
     if not v:
         raise ConfigError(f, "must not be empty")
@@ -497,8 +503,9 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "load waiting for one still counts against its group's `load_timeout`",
             between(1, 1024), "N", "int 1..1024"),
     Setting("write_threads", INT, 4,
-            "threads per worker for source writes (SQLite commits), apart from the loads' threads so "
-            "slow loaders never hold up a PUT", between(1, 1024), "N", "int 1..1024"),
+            "threads per worker for source writes (SQLite commits: one at a time per group, the writes "
+            "that arrive meanwhile share the next), apart from the loads' threads so slow loaders never "
+            "hold up a PUT", between(1, 1024), "N", "int 1..1024"),
     Setting("log_level", STR, "info", "log level of the supervisor and its children",
             one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS)),
     Setting("peer_connect_timeout", NUMBER, 0.5,
@@ -589,6 +596,11 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "table (`key TEXT PRIMARY KEY, value BLOB`, plus `version`, `expire_at`, `deleted`, "
             "added in place to an older table) in `sqlite`; only with `sqlite`",
             what="SQL identifier", cli=False),
+    Setting("synchronous", STR, "full",
+            "SQLite's `PRAGMA synchronous` for `sqlite`: `full` fsyncs every (group) commit, so an "
+            "acknowledged write survives a power loss; `normal` fsyncs at checkpoints only: it survives "
+            "a process crash, not a power loss", one_of(_sqlite_synchronous, "synchronous"),
+            what="`full` or `normal`", cli=False),
     Setting("loader", STR, None,
             "read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
             "`async def`); `None` = not found. Imported at config time from `sys.path` (set "
@@ -672,8 +684,9 @@ def _parse_group(raw: Any, index: int, base: Path):
         g.sqlite = str(path)
         check_sqlite(g.sqlite, g.table, where)
     else:
-        if "table" in raw:
-            raise ConfigError(f"{where}.table", "only applies to a sqlite source")
+        for only in ("table", "synchronous"):
+            if only in raw:
+                raise ConfigError(f"{where}.{only}", "only applies to a sqlite source")
         check_loader(g.loader, f"{where}.loader")
     return g
 

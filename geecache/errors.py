@@ -101,6 +101,14 @@ class SourceGoneError(LoadError):
     http_status = 503
 
 
+class SourceBusyError(LoadError):
+    """A write the source could not commit in time: too many already wait, or its commit did not
+    come within the bound.  Not applied (or, past the bound, of unknown outcome): the client may
+    retry."""
+
+    http_status = 503
+
+
 class PeerError(GeeCacheError):
     """A peer fetch failed (refused, timed out, or answered with an error)."""
 
@@ -108,6 +116,8 @@ class PeerError(GeeCacheError):
     public = "the host that owns the key could not serve it"
     #: True when this failure opened the peer's circuit breaker (``geecache.breaker``).
     tripped = False
+    #: The HTTP status the peer answered, when it answered one (0: no answer).
+    status = 0
 
 
 class PeerUnavailableError(PeerError):

@@ -13,6 +13,7 @@ Peer paths (served by ``workers.dataplane.routes``):
     POST   /_geecache/<group>         <- InvalidateRequest (drop hot copies)
     POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
     GET    /_geecache/:writes?within=S -> RecentWrites (the keys it wrote in the last S seconds)
+    POST   /_geecache/<group>/_writes <- WriteBatch -> WriteBatchResponse (the owner's keys of a batch write)
 
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
@@ -44,10 +45,11 @@ from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from .geecachepb import (
     BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
-    SetRequest, WriteResponse,
+    SetRequest, WriteBatch, WriteBatchResponse, WriteResponse,
 )
 from .latency import PEER_CALLS
 from .lifetimes import local_expiry
+from .peers import PEER_WRITE_BATCH
 from .storage import WriteResult
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ PROTOBUF = "application/x-protobuf"
 BATCH = "_batch"
 #: The path of a host's recent writes (``:`` is in no group name, so it is no group's path).
 RECENT_WRITES_PATH = PEER_PREFIX + ":writes"
+#: The key part of the peer batch write path (a POST, like BATCH).
+WRITES = "_writes"
 
 
 class MemberSource(Protocol):
@@ -107,6 +111,10 @@ class HTTPPeer:
         self._pool = pool
         self._conns = ConnectionPool(peer_url(address, pool.tls), ssl_context=pool.ssl_context,
                                      connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout)
+        # group -> writes waiting for the batch in flight to this peer (see ``write``);
+        # False once the peer answered a batch with 405.  The event loop's thread guards both.
+        self._write_queues: dict[str, _WriteQueue] = {}
+        self._batch_writes = True
 
     def __repr__(self) -> str:
         return f"HTTPPeer({self.address!r})"
@@ -132,7 +140,9 @@ class HTTPPeer:
 
     @staticmethod
     def _fail(address: str, status: int, body: bytes) -> PeerError:
-        return PeerError(f"peer {address} answered {status}: {body[:200]!r}")
+        error = PeerError(f"peer {address} answered {status}: {body[:200]!r}")
+        error.status = status
+        return error
 
     def close(self) -> None:
         """Close this peer's idle connections."""
@@ -176,6 +186,58 @@ class HTTPPeer:
                     version: int = 0) -> WriteResult:
         """Ask the owner to apply a write (*value* None: a delete); see ``geecache.peers.Peer``.
 
+        Writes to one owner share requests: while one batch to it is in
+        flight, the writes that come meanwhile queue, and go together in the
+        next (``write_many``, one transaction on the owner); nothing waits for
+        a timer.  Each keeps its own answer; the request's failure is each
+        one's PeerError.  An owner from before batch writes (405) is then sent
+        one request per write, as before.
+        """
+        if not self._batch_writes:
+            return await self._write_one(group, key, value, ttl, version)
+        queue = self._write_queues.get(group)
+        if queue is None:
+            queue = self._write_queues[group] = _WriteQueue()
+        future = asyncio.get_running_loop().create_future()
+        queue.items.append((key, value, ttl, version, future))
+        if not queue.sending:
+            queue.sending = True
+            queue.task = asyncio.ensure_future(self._send_writes(group, queue))
+        return await future
+
+    async def _send_writes(self, group: str, queue: "_WriteQueue") -> None:
+        try:
+            while queue.items:
+                batch = [w for w in queue.items[:PEER_WRITE_BATCH] if not w[4].done()]
+                del queue.items[:PEER_WRITE_BATCH]
+                if not batch:
+                    continue
+                try:
+                    answers = await self.write_many(group, [w[:4] for w in batch])
+                except PeerError as exc:
+                    # One failed call: the first write carries whether it opened the
+                    # breaker, so the trip is counted once.
+                    answers = [exc] + [PeerError(str(exc)) for _ in batch[1:]]
+                for write, answer in zip(batch, answers):
+                    future = write[4]
+                    if future.done():  # its writer was cancelled
+                        continue
+                    if answer is None:
+                        answer = PeerError(f"peer {self.address}: the owner failed this write")
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            queue.sending = False
+            for write in queue.items:  # cancelled (closing): nobody will send these
+                if not write[4].done():
+                    write[4].set_exception(PeerError(f"peer {self.address}: closed"))
+            queue.items.clear()
+
+    async def _write_one(self, group: str, key: str, value: bytes | None, ttl: float, version: int) -> WriteResult:
+        """One write in its own request (``PUT``/``DELETE`` of the key), for an owner without batches.
+
         Its deadline is now + the read timeout: the owner must not apply it
         once this host may have given up on the answer and written it itself.
         """
@@ -205,6 +267,66 @@ class HTTPPeer:
             return WriteResult(True, False, 0)
         raise self._fail(self.address, status, body)
 
+    async def _one_request_each(self, group: str, writes: list[tuple]) -> list[WriteResult | None]:
+        """``write_many`` as single writes (concurrently); None for one that failed."""
+        answers = await asyncio.gather(*(self._write_one(group, *w) for w in writes), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, PeerError):
+                raise answer  # a bug or a cancellation, not an answer about this write
+        return [None if isinstance(a, BaseException) else a for a in answers]
+
+    async def _post_batch(self, group: str, path_key: str, body: bytes, answer, count: int, what: str):
+        """POST a batch *body* to the owner and parse its answer (*count* items) into *answer*.
+
+        PeerError when the owner is unreachable, answers another status, or
+        the answer is malformed or has another number of items.
+        """
+        status, raw = await self._call("POST", peer_path(group, path_key), body)
+        if status != 200:
+            raise self._fail(self.address, status, raw)
+        try:
+            answer.ParseFromString(raw)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad {what} response: {exc}") from exc
+        if len(answer.items) != count:
+            raise PeerError(f"peer {self.address}: {len(answer.items)} answers to a {what} of {count}")
+        return answer
+
+    async def write_many(self, group: str, writes: list[tuple[str, bytes | None, float, int]]
+                         ) -> list[WriteResult | None]:
+        """Ask the owner to apply every ``(key, value or None, ttl, version)`` of *writes* in one
+        request (and one transaction); one answer per write, in order.
+
+        None for a write the owner failed (the caller writes it itself, as
+        after a failed single write); PeerError when the owner is unreachable
+        or answers otherwise (an owner from before batch writes: 405).  The
+        deadline is the single write's: now + the read timeout.
+        """
+        if not self._batch_writes:
+            return await self._one_request_each(group, writes)
+        deadline = time.time() + self._pool.read_timeout
+        timeout = self._pool.read_timeout * WRITE_TIMEOUT_SHARE  # as _write_one's, for the owner's clock
+        codec = self._pool.codec_for(group)
+        msg = WriteBatch(group=group)
+        add = msg.items.add
+        for key, value, ttl, version in writes:
+            if value is None:
+                add(key=key, delete=True, version=version, deadline=deadline, timeout=timeout)
+            else:
+                codec_id, payload = pack(value, codec)
+                add(key=key, value=payload, codec=codec_id, ttl=ttl, version=version, deadline=deadline,
+                    timeout=timeout)
+        try:
+            answer = await self._post_batch(group, WRITES, msg.SerializeToString(), WriteBatchResponse(),
+                                            len(writes), "batch write")
+        except PeerError as exc:
+            if exc.status != 405:
+                raise
+            self._batch_writes = False  # an owner from before batch writes: one request each
+            return await self._one_request_each(group, writes)
+        return [WriteResult(i.result.applied, i.result.existed, i.result.version, i.result.late)
+                if i.status == 200 else None for i in answer.items]
+
     async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
         """key -> (status, value, expire_at) from the owner, in one request; PeerError when unreachable.
 
@@ -212,16 +334,7 @@ class HTTPPeer:
         status of the error the owner met loading that key.
         """
         body = BatchRequest(group=group, items=[BatchItem(key=k) for k in keys]).SerializeToString()
-        status, answer = await self._call("POST", peer_path(group, BATCH), body)
-        if status != 200:
-            raise self._fail(self.address, status, answer)
-        msg = BatchResponse()
-        try:
-            msg.ParseFromString(answer)
-        except DecodeError as exc:
-            raise PeerError(f"peer {self.address}: bad batch response: {exc}") from exc
-        if len(msg.items) != len(keys):
-            raise PeerError(f"peer {self.address}: {len(msg.items)} answers to a batch of {len(keys)}")
+        msg = await self._post_batch(group, BATCH, body, BatchResponse(), len(keys), "batch")
         out = {}
         now = time.time()
         for key, item in zip(keys, msg.items):
@@ -254,6 +367,18 @@ class HTTPPeer:
         status, answer = await self._call("POST", peer_path(group), body, gated=False)
         if status != 204 and status != 200:
             raise self._fail(self.address, status, answer)
+
+
+
+class _WriteQueue:
+    """The writes to one (peer, group) waiting for the batch in flight, and whether one is."""
+
+    __slots__ = ("items", "sending", "task")
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []  # (key, value, ttl, version, Future)
+        self.sending = False
+        self.task: asyncio.Future | None = None  # held: a running task must be referenced
 
 
 #: How long a write waits for an invalidation to a member whose breaker is open

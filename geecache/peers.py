@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 #: The ring of a host alone (no members: whoever asks routes to any host).
 _EMPTY_RING = Ring()
 
+#: Writes one peer request carries at most (the default ``batch_max_keys``): more
+#: for one owner go in several requests.
+PEER_WRITE_BATCH = 1000
+
 
 class Peer(Protocol):
     """Another host of the cluster, reached over the peer protocol."""
@@ -35,6 +39,13 @@ class Peer(Protocol):
 
         PeerError when unreachable (PeerUnavailableError: its breaker is open, no call made).
         """
+
+    async def write_many(self, group: str, writes: list[tuple[str, bytes | None, float, int]]
+                         ) -> list["WriteResult | None"]:
+        """Optional: every ``(key, value or None, ttl, version)`` in one request; an answer per
+        write (None: the owner failed it), PeerError when unreachable.  A peer without it is
+        sent its writes one ``write`` at a time."""
+
     async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
         """key -> (status 200/404/error status, value, expire_at) from the owner in one request;
         PeerError when unreachable."""

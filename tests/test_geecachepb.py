@@ -71,7 +71,25 @@ def test_fields_match_the_design():
     # Only what is sent is defined; GET carries group and key in the path.
     assert set(geecachepb.geecache_pb2.DESCRIPTOR.message_types_by_name) == {
         "GetResponse", "SetRequest", "DeleteRequest", "WriteResponse", "InvalidateRequest",
-        "BatchItem", "BatchRequest", "BatchResponse", "RecentWrites"}
+        "BatchItem", "BatchRequest", "BatchResponse", "RecentWrites",
+        "WriteItem", "WriteBatch", "WriteBatchItem", "WriteBatchResponse"}
+
+
+def test_write_batch_fields_match_the_design():
+    from geecache.geecachepb import WriteBatch, WriteBatchItem, WriteBatchResponse, WriteItem
+
+    def fields(cls):
+        return {f.name: (f.number, f.type) for f in cls.DESCRIPTOR.fields}
+
+    D = WriteItem.DESCRIPTOR.fields[0]
+    assert fields(WriteItem) == {
+        "key": (1, D.TYPE_STRING), "value": (2, D.TYPE_BYTES), "codec": (3, D.TYPE_UINT32),
+        "ttl": (4, D.TYPE_DOUBLE), "version": (5, D.TYPE_UINT64), "deadline": (6, D.TYPE_DOUBLE),
+        "delete": (7, D.TYPE_BOOL), "timeout": (8, D.TYPE_DOUBLE)}
+    assert fields(WriteBatch) == {"group": (1, D.TYPE_STRING), "items": (2, D.TYPE_MESSAGE)}
+    assert fields(WriteBatchItem) == {"status": (1, D.TYPE_UINT32), "result": (2, D.TYPE_MESSAGE),
+                                      "error": (3, D.TYPE_STRING)}
+    assert fields(WriteBatchResponse) == {"items": (1, D.TYPE_MESSAGE)}
 
 
 def test_an_older_peers_messages_read_as_unversioned():

@@ -28,7 +28,8 @@ class Executors:
 def open_source(g: GroupConfig, executors: Executors | None = None):
     """The Storage a group reads from: its SQLite table or its loader function."""
     if g.sqlite is not None:
-        return SQLiteStorage(g.sqlite, g.table, executor=executors and executors.writes)
+        return SQLiteStorage(g.sqlite, g.table, executor=executors and executors.writes,
+                             synchronous=g.synchronous)
     return load_source(g.loader, executor=executors and executors.loads)
 
 

@@ -9,8 +9,9 @@
 
 from .geecache_pb2 import (
     BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
-    SetRequest, WriteResponse,
+    SetRequest, WriteBatch, WriteBatchItem, WriteBatchResponse, WriteItem, WriteResponse,
 )
 
 __all__ = ["BatchItem", "BatchRequest", "BatchResponse", "DeleteRequest", "GetResponse",
-           "InvalidateRequest", "RecentWrites", "SetRequest", "WriteResponse"]
+           "InvalidateRequest", "RecentWrites", "SetRequest", "WriteBatch", "WriteBatchItem",
+           "WriteBatchResponse", "WriteItem", "WriteResponse"]

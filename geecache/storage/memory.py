@@ -8,7 +8,7 @@ from typing import Callable
 
 from .. import hlc
 from ..limits import as_bytes
-from .base import Row, Storage, WriteResult, check_write
+from .base import Row, Storage, WriteOp, WriteResult, check_write
 
 #: How long a delete's tombstone refuses older writes (see SQLiteStorage).
 DEFAULT_TOMBSTONE_TTL = 600.0
@@ -72,6 +72,14 @@ class MemoryStorage(Storage):
         expire_at: float = 0.0,
         deadline: float = 0.0,
     ) -> WriteResult:
+        return self._apply(key, value, version, expire_at, deadline)
+
+    async def write_many(self, ops: list[WriteOp]) -> list[WriteResult | Exception]:
+        """Every op applied in order, at once (nothing else runs on the loop meanwhile)."""
+        return [self._apply(*op) for op in ops]
+
+    def _apply(self, key: str, value: bytes | None, version: int, expire_at: float,
+               deadline: float) -> WriteResult:
         check_write(version, expire_at, deadline)
         if value is not None:
             value = as_bytes(value)

@@ -11,6 +11,7 @@
     POST     /api/batch?op=get|set|delete[&group=G]  BatchRequest -> BatchResponse | 204 (writes: token)
     POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
     GET      /_geecache/:writes?within=S           RecentWrites: this host's writes of the last S seconds
+    POST     /_geecache/<group>/_writes            WriteBatch -> WriteBatchResponse (the peer batch write)
 
 Same behaviour and wire format as the aiohttp handlers they replace
 (``workers/api.py``, ``workers/peer_api.py``), so existing peers and clients
@@ -42,7 +43,7 @@ from geecache.errors import (
 from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, RecentWrites
 from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
-from geecache.peerwrites import serve_delete, serve_set
+from geecache.peerwrites import serve_delete, serve_set, serve_write_batch
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
     JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
@@ -60,6 +61,7 @@ BATCH = "/api/batch"
 RING = "/_geecache/_ring"
 PEER_BATCH = "/_geecache/{group}/_batch"
 RECENT_WRITES = "/_geecache/:writes"
+PEER_WRITES = "/_geecache/{group}/_writes"
 UNMATCHED = "unmatched"
 
 _PEER_PREFIX = b"/_geecache/"
@@ -73,6 +75,8 @@ _INVALIDATE_METHODS = frozenset({"POST"})
 _POST = frozenset({"POST"})
 #: The key part of the peer batch path (a POST; no key is ever POSTed).
 _BATCH_KEY = b"_batch"
+#: The key part of the peer batch write path (a POST too).
+_WRITES_KEY = b"_writes"
 _BATCH_OPS = ("get", "set", "delete")
 
 
@@ -117,7 +121,8 @@ def packed_hit(group, key: str, accept: bytes) -> Reply | None:
 def is_batch_path(url: bytes) -> bool:
     """True when the request target *url* is a batch (public or peer): its body bound is the batch's."""
     path = url.partition(b"?")[0]
-    return path == b"/api/batch" or (path.startswith(_PEER_PREFIX) and path.endswith(b"/" + _BATCH_KEY))
+    return path == b"/api/batch" or (path.startswith(_PEER_PREFIX) and (
+        path.endswith(b"/" + _BATCH_KEY) or path.endswith(b"/" + _WRITES_KEY)))
 
 
 class Unauthorized(GeeCacheError):
@@ -240,6 +245,7 @@ class Router:
                        b"/_geecache/_ring": (RING, {"GET": self.ring, "HEAD": self.ring}, _GET_METHODS),
                        RECENT_WRITES.encode(): (RECENT_WRITES, {"GET": self.peer_recent_writes}, _GET_ONLY)}
         self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
+        self._peer_writes = (PEER_WRITES, {"POST": self.peer_writes}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
         self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
 
@@ -259,6 +265,8 @@ class Router:
                 entry = self._peer_group
             elif key == _BATCH_KEY and method == "POST":
                 entry = self._peer_batch
+            elif key == _WRITES_KEY and method == "POST":
+                entry = self._peer_writes
             else:
                 entry = self._peer_key
         label, handlers, allowed = entry
@@ -275,6 +283,8 @@ class Router:
         if path.startswith(_PEER_PREFIX):
             if b"/" not in path[len(_PEER_PREFIX):]:
                 return PEER_GROUP
+            if path.endswith(b"/" + _WRITES_KEY):
+                return PEER_WRITES
             return PEER_BATCH if path.endswith(b"/" + _BATCH_KEY) else PEER_KEY
         return UNMATCHED
 
@@ -585,17 +595,15 @@ class Router:
     @classmethod
     async def _batch_set(cls, group, values: dict) -> Reply:
         keys = list(values)  # a key given twice was kept once, its last value
-        results = await asyncio.gather(*(group.set(key, value, ttl) for key, (value, ttl) in values.items()),
-                                       return_exceptions=True)
-        cls._first_failure(keys, results)
+        cls._first_failure(keys, await group.set_many(values))
         return NO_CONTENT
 
     @classmethod
     async def _batch_delete(cls, group, keys: list[str]) -> Reply:
         unique = list(dict.fromkeys(keys))
-        results = await asyncio.gather(*(group.delete(key) for key in unique), return_exceptions=True)
+        results = await group.delete_many(unique)
         cls._first_failure(unique, results)
-        existed = dict(zip(unique, results))
+        existed = {key: result.applied and result.existed for key, result in zip(unique, results)}
         msg = BatchResponse()
         for key in keys:
             msg.items.add(key=key, status=200 if existed[key] else 404)
@@ -608,6 +616,15 @@ class Router:
         keys = [item.key for item in self._batch_items(self._message(req.body, BatchRequest()), group.name)]
         reserve = self._batch_reserve(group, req.body, len(keys))
         return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
+
+    def peer_writes(self, req: Request):
+        """A peer's batch of writes to keys this host owns: applied here in one transaction."""
+        self._authorize(req.auth)
+        group = self._peer_group_of(req.group)
+        return self._peer_write_batch(group, req.body)
+
+    async def _peer_write_batch(self, group, body: bytes) -> Reply:
+        return (200, PROTOBUF, await serve_write_batch(group, body, self.batch_max_keys), b"")
 
     async def _peer_batch_get(self, group, keys: list[str]) -> Reply:
         answers = await group.get_local_many(keys)
