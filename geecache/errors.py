@@ -99,6 +99,8 @@ class SourceGoneError(LoadError):
     """
 
     http_status = 503
+    public = ("the source's database file was deleted or replaced while the host runs: writes are "
+              "refused until it is restored and the host restarted")
 
 
 class SourceBusyError(LoadError):
@@ -107,6 +109,7 @@ class SourceBusyError(LoadError):
     retry."""
 
     http_status = 503
+    public = "the source did not commit the write in time (it cannot keep up); retry later"
 
 
 class PeerError(GeeCacheError):
