@@ -339,6 +339,14 @@ def _check_bind(v, f):
     parse_bind(v, f)
 
 
+def _at_least(lo):
+    """A check that value is >= *lo*."""
+    def check(v, f):
+        if v < lo:
+            raise ConfigError(f, f"must be at least {lo:g}, got {v:g}")
+    return check
+
+
 def _zero_or_at_least(lo):
     """A check that value is 0 (off) or >= *lo*."""
     def check(v, f):
@@ -498,6 +506,12 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "(or, booting, without becoming ready) before the supervisor sends SIGABRT, then SIGKILL, "
             "and replaces it (gunicorn's `--timeout`); `0` = no watchdog",
             _zero_or_at_least(MIN_WORKER_TIMEOUT), "S", f"0 or number ≥ {MIN_WORKER_TIMEOUT:g}"),
+    Setting("pause_threshold", NUMBER, 0.9,
+            "seconds a worker's event loop may go without running before it counts as a pause: the "
+            "worker may have missed invalidations (the other hosts wait 1 s for one), so it asks them "
+            "which keys they wrote meanwhile and drops those copies; above 1 s a pause may serve "
+            "stale copies until they are written again or expire",
+            _at_least(0.2), "S", "number ≥ 0.2"),
     Setting("load_threads", INT, 16,
             "threads per worker for loads that run in a thread (synchronous `loader` functions); a "
             "load waiting for one still counts against its group's `load_timeout`",

@@ -127,7 +127,7 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
         peers = build_peers(cfg, arena, write_log)
         groups = build_groups(cfg, arena, arena, peers)
         # Away means unsure (invariant 9): a pause drops the copies other hosts wrote meanwhile.
-        guard = PauseGuard(groups.values(), settle=cfg.lease_ttl + 1.0,
+        guard = PauseGuard(groups.values(), threshold=cfg.pause_threshold, settle=cfg.lease_ttl + 1.0,
                            members=peers.members if peers is not None else None,
                            self_address=getattr(peers, "self_address", None),
                            ask=peers.writes_elsewhere if peers is not None else None)
