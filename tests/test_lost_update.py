@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.support.cluster import EXPIRING_LEASE_TTL, Cluster, member
-from tests.support.proc import wait_until
+from tests.support.proc import REAL_PAUSES, wait_until
 
 pytestmark = [pytest.mark.etcd, pytest.mark.procs]
 
@@ -32,7 +32,7 @@ def key_owned_by(cluster: Cluster, host, owner, prefix: str = "doc") -> str:
 
 
 def test_the_lost_update_sequence_ends_with_the_last_acknowledged_write(tmp_path):
-    cluster = Cluster(tmp_path, 3, lease_ttl=EXPIRING_LEASE_TTL)
+    cluster = Cluster(tmp_path, 3, lease_ttl=EXPIRING_LEASE_TTL, env=REAL_PAUSES)
     try:
         a, b, c = cluster.hosts
         key = key_owned_by(cluster, a, c)
@@ -75,7 +75,7 @@ def test_randomised_writers_pauses_and_ring_changes_end_with_the_last_acknowledg
     502) has an unknown outcome, so its key is written again until a write is acknowledged:
     the versions keep the failed one from landing after that."""
     rng = random.Random(11)
-    cluster = Cluster(tmp_path, 3, lease_ttl=EXPIRING_LEASE_TTL)
+    cluster = Cluster(tmp_path, 3, lease_ttl=EXPIRING_LEASE_TTL, env=REAL_PAUSES)
     lock = threading.Lock()
     serving = list(cluster.hosts)   # hosts a writer may send to (not paused, in every ring)
     in_flight = {}                  # host pid -> requests under way

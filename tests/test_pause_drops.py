@@ -18,7 +18,7 @@ import pytest
 from tests.support.cluster import Cluster, member
 from tests.support.host import ready_workers
 from tests.support.loaders import count_loads
-from tests.support.proc import start_supervisor, wait_until
+from tests.support.proc import REAL_PAUSES, start_supervisor, wait_until
 
 pytestmark = pytest.mark.procs
 
@@ -43,7 +43,7 @@ def test_a_host_with_no_peers_keeps_its_cache_across_a_sigstop_and_a_blocking_lo
     cfg.write_text('[[groups]]\nname = "counted"\nloader = "tests.support.loaders:counting"\n\n'
                    '[[groups]]\nname = "stall"\nloader = "tests.support.host_loaders:blocks_the_loop_briefly"\n')
     h = start_supervisor(tmp_path, "--config", str(cfg), workers=1,
-                         env={"GEECACHE_TEST_COUNT_FILE": str(counts), "GEECACHE_TEST_LOAD_DELAY": "0"})
+                         env={"GEECACHE_TEST_COUNT_FILE": str(counts), "GEECACHE_TEST_LOAD_DELAY": "0", **REAL_PAUSES})
     keys = [f"k{i}" for i in range(50)]
     try:
         for key in keys:
@@ -75,7 +75,7 @@ def test_a_host_with_no_peers_keeps_its_cache_across_a_sigstop_and_a_blocking_lo
 
 @pytest.mark.etcd
 def test_a_paused_host_drops_only_the_keys_written_elsewhere_meanwhile(tmp_path):
-    cluster = Cluster(tmp_path, 3)
+    cluster = Cluster(tmp_path, 3, env=REAL_PAUSES)
     try:
         a, b, c = cluster.hosts
         written = [f"doc{i}" for i in range(50)]

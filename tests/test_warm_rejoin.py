@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.cluster import Cluster, member
 from tests.support.loaders import count_loads
-from tests.support.proc import wait_until
+from tests.support.proc import REAL_PAUSES, wait_until
 
 pytestmark = [pytest.mark.etcd, pytest.mark.procs]
 
@@ -26,7 +26,7 @@ LOG_REACH = 12.0
 
 def test_a_warm_restarted_host_serves_no_value_written_while_it_was_away(tmp_path):
     # A lease longer than the restart: A stays in every ring while it is away.
-    cluster = Cluster(tmp_path, 3, lease_ttl=20)
+    cluster = Cluster(tmp_path, 3, lease_ttl=20, env=REAL_PAUSES)
     try:
         a, b, c = cluster.hosts
         written = [f"doc{i}" for i in range(50)]

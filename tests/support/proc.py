@@ -82,10 +82,23 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
         conn.close()
 
 
+#: The pause threshold the tests' hosts run with unless a test asks for the real one
+#: (``REAL_PAUSES``).  On a busy machine a CPU-starved worker loop stalls for seconds; the
+#: pause guard then asks the other hosts what they wrote and, when a young host's log cannot
+#: say, drops every copy: correct, and a reload storm that tests counting loads would take
+#: for a bug.  Tests of pauses themselves (SIGSTOPped hosts that must drop what was written
+#: meanwhile) pass ``env=REAL_PAUSES``.
+TEST_PAUSE_THRESHOLD = "60"
+#: The environment of a host whose pause guard runs at its production threshold.
+REAL_PAUSES = {"GEECACHE_PAUSE_THRESHOLD": "0.9"}
+
+
 def base_env(extra: dict | None = None) -> dict:
-    """The environment a supervisor subprocess gets: the repo importable, no stray metrics dir."""
+    """The environment a supervisor subprocess gets: the repo importable, no stray metrics dir,
+    and the tests' pause threshold (``TEST_PAUSE_THRESHOLD``) unless *extra* sets one."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("GEECACHE_PAUSE_THRESHOLD", TEST_PAUSE_THRESHOLD)
     env.update(extra or {})
     return env
 
