@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 from . import __version__
 from .errors import ConfigError, reported_as
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
+from .logs import LOG_FORMATS
 from .registry.config import parse_endpoints, validate_advertise
 
 DEFAULT_PORT = 8001
@@ -374,6 +375,8 @@ class Setting:
     cli: bool = True
     #: A one-letter flag as well, where gunicorn has one (``-w``, ``-b``).
     short: str | None = None
+    #: The values a word setting takes, listed by ``--help`` (``{debug,info,...}``).
+    choices: tuple[str, ...] | None = None
 
     @property
     def flag(self) -> str:
@@ -491,7 +494,7 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "threads per worker for source writes (SQLite commits), apart from the loads' threads so "
             "slow loaders never hold up a PUT", between(1, 1024), "N", "int 1..1024"),
     Setting("log_level", STR, "info", "log level of the supervisor and its children",
-            one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS)),
+            one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS), choices=LOG_LEVELS),
     Setting("peer_connect_timeout", NUMBER, 0.5,
             "seconds to connect to a peer before falling back to loading locally",
             _positive, "S", "number > 0"),
@@ -540,6 +543,17 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "bytes of one batch's request body, and of the values one batch get answers; past it a "
             "413 (at most 64MiB, what a peer accepts in one answer)",
             _check_batch_bytes, metavar="SIZE"),
+    # -- logging (kept together: the log's format and the access log) --
+    Setting("log_format", STR, "text",
+            "the log's format: text lines with ISO-8601 times, or one JSON object a line (time, "
+            "level, pid, process, logger, message)", one_of(LOG_FORMATS, "log format"), "FORMAT",
+            " / ".join(LOG_FORMATS), choices=LOG_FORMATS),
+    Setting("access_log", BOOL, False,
+            "log every data-plane answer (client, request line, status, milliseconds) to logger "
+            "`geecache.access`; off, it costs the hit path nothing"),
+    Setting("access_log_sample", NUMBER, 1.0,
+            "share of answers the access log writes, chosen at random (with `access_log`)",
+            _share, "F", "number in (0, 1]"),
 )
 
 GROUP_SETTINGS: tuple[Setting, ...] = (
@@ -743,6 +757,10 @@ def build_parser() -> argparse.ArgumentParser:
         flags = (s.short, s.flag) if s.short else (s.flag,)
         if s.kind is BOOL:
             p.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=_help(s))
+        elif s.choices:
+            # Listed as argparse lists choices, but read like every other flag, so a wrong
+            # one is a ``config error: --log-level: ...`` as from the environment or the file.
+            p.add_argument(*flags, metavar="{" + ",".join(s.choices) + "}", help=_help(s))
         else:
             p.add_argument(*flags, metavar=s.metavar, help=_help(s))
     return p

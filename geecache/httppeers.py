@@ -114,11 +114,16 @@ class HTTPPeer:
                 ValueError, PeerProtocolError) as exc:
             error = PeerError(f"peer {self.address}: {type(exc).__name__}: {exc}")
             error.tripped = breaker.failure(self.address)
+            log.debug("peer call %s %s %s failed after %.1fms: %s", self.address, method,
+                      path.partition("?")[0], (time.perf_counter() - started) * 1000, error)
             raise error from exc
         finally:
             PEER_CALLS.observe(method, time.perf_counter() - started)
         # Any answer, even a 5xx, shows the peer alive: only the transport trips the breaker.
         breaker.success(self.address)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("peer call %s %s %s: %d, %d bytes, %.1fms", self.address, method,
+                      path.partition("?")[0], answer[0], len(answer[1]), (time.perf_counter() - started) * 1000)
         return answer
 
     @staticmethod
@@ -371,6 +376,8 @@ class HTTPPool:
                 previous.add(*self._peers)
         self._previous, self._changed_at = previous, time.monotonic()
         self._ring, self._version = ring, version
+        log.debug("ring v%d read: %d members, %d added, %d gone", version, len(members), len(added),
+                  len(old_peers.keys() - self._peers.keys()))
         if added and self._recent:
             self._replay(added)
 

@@ -23,6 +23,7 @@ import sys
 
 from aiohttp import web
 
+from geecache import logs
 from geecache.host.signals import STOP_SIGNALS
 
 log = logging.getLogger("geecache.worker")
@@ -98,7 +99,8 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
             sock, groups, auth_token=cfg.auth_token, item_limit=cfg.item_limit,
             header_timeout=cfg.header_timeout, keepalive_timeout=cfg.keepalive_timeout,
             max_connections=cfg.max_connections, ssl_context=server_ssl_context(cfg),
-            http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes)
+            http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes,
+            access_log=cfg.access_log_sample if cfg.access_log else 0.0)
         admin = web.AppRunner(make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
                                              pulse=pulse, workers_configured=cfg.workers,
                                              supervisor_pid=supervisor_pid),
@@ -139,6 +141,7 @@ def worker_main(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supe
     and then from the event loop, for the supervisor's watchdog.
     """
     code = 1
+    logs.set_role("worker")
     try:
         # The arbiter's spawn already reset the inherited signals (reset_child_signals)
         # and asked for SIGTERM at its death (die_with_parent).

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from geecache import leftovers, metrics
+from geecache import leftovers, logs, metrics
 from geecache.config import DEMO_ROWS, parse_args
 from geecache.errors import ConfigError, reported_as
 
@@ -106,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # As parsed, before the port is resolved and advertise derived: what SIGHUP compares against.
     started = copy.deepcopy(cfg)
-    logging.basicConfig(
-        level=cfg.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s [%(process)d] %(name)s %(levelname)s: %(message)s")
+    logs.configure(cfg.log_level, cfg.log_format)
     try:
         for g in cfg.groups:
             if g.demo:

@@ -229,6 +229,7 @@ async def serve_data_plane(
     backlog: int = 1024,
     batch_max_keys: int = 1000,
     batch_max_bytes: int = 16 << 20,
+    access_log: float = 0.0,
 ) -> DataPlane:
     """Serve *groups* (name -> Group, first = default) on the listening *sock*; call in the worker's loop.
 
@@ -237,13 +238,20 @@ async def serve_data_plane(
     request's count and latency, None skips them.  *limits* overrides every
     bound at once (tests); otherwise the three common ones come as keywords.
     *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``).
+    *access_log*: the share of answers logged to ``geecache.access`` (0: none, and
+    the plain protocol, whose hit path does no logging work at all).
     """
     loop = asyncio.get_running_loop()
     if limits is None:
         limits = Limits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout,
                         max_connections=max_connections)
     plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes), limits, item_limit, http_metrics, ssl_context is not None)
-    server = await loop.create_server(lambda: DataPlaneProtocol(plane), sock=sock, ssl=ssl_context,
+    protocol = DataPlaneProtocol
+    if access_log > 0:
+        from workers.dataplane.access import AccessLogProtocol
+
+        protocol = type("SampledAccessLogProtocol", (AccessLogProtocol,), {"__slots__": (), "sample": access_log})
+    server = await loop.create_server(lambda: protocol(plane), sock=sock, ssl=ssl_context,
                                       backlog=backlog)
     plane.start()
     return DataPlane(plane, server)
