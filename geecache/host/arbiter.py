@@ -45,6 +45,8 @@ import socket
 import time
 
 from .children import KILL_MARGIN, Child, ChildKind, Registrar, Workers
+from geecache import logs
+
 from . import reload
 from .pulse import Pulse, Pulses, beat_interval
 from .signals import ARBITER_SIGNALS, die_with_parent, reset_child_signals
@@ -228,7 +230,7 @@ class Arbiter:
         cfg = reload.reread(self.argv, os.environ, self.cfg, self.started)
         if cfg is None:
             return
-        logging.getLogger().setLevel(cfg.log_level.upper())
+        logs.configure(cfg.log_level, cfg.log_format)  # workers forked from now on inherit it
         self._timeout = cfg.worker_timeout
         self.workers.roll(self, cfg)
 
