@@ -857,7 +857,7 @@ def _finish(cfg) -> None:
     if cfg.admin_port is None:
         cfg.admin_port = cfg.port + ADMIN_PORT_OFFSET if cfg.port else 0
         if cfg.admin_port > 65535:
-            raise ConfigError(named("admin_port"), f"the default ({named('port')} + {ADMIN_PORT_OFFSET}) "
+            raise ConfigError(named("admin_port", named("port")), f"the default ({named('port')} + {ADMIN_PORT_OFFSET}) "
                                                    "is past 65535; give one")
     if cfg.admin_port and cfg.admin_port == cfg.port:
         raise ConfigError(named("admin_port"), f"{cfg.admin_port} is the data port "

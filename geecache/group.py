@@ -98,6 +98,8 @@ class Group:
         self.name = check_group_name(name)
         self.source = source
         self.max_bytes = int(max_bytes)
+        #: The hot copies' budget, as ``declare_partitions`` carves it.
+        self.hot_bytes = max(int(self.max_bytes * hot_share), 1)
         self.policy = policy
         self.ttl = float(ttl)
         self.codec = get_codec(codec)

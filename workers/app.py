@@ -85,7 +85,9 @@ def make_admin_app(
     app = web.Application()
     routes = Routes(app, http_metrics)
     stats = host_stats_of(cache)
-    collector = metrics.ArenaCollector(groups, stats, cache.usage, arena_bytes)
+    collector = metrics.ArenaCollector(
+        groups, stats, cache.usage, arena_bytes,
+        budgets=lambda name: (getattr(groups[name], "max_bytes", 0), getattr(groups[name], "hot_bytes", 0)))
     pool = next((g.peers for g in groups.values() if hasattr(g.peers, "members")), None)
     view = HostView(groups, lambda name: host_stats(name, stats, cache.usage), pulse=pulse, pool=pool,
                     workers_configured=workers_configured, supervisor_pid=supervisor_pid,

@@ -80,6 +80,9 @@ class _NoMetrics:
     def flush(self) -> None:
         pass
 
+    def traffic(self, *totals: int) -> None:
+        pass
+
 
 class _Plane:
     """What every connection of one worker's data plane shares (one event loop: no locks)."""
@@ -110,6 +113,9 @@ class _Plane:
         self.closing = False
         self._drained: asyncio.Event | None = None
         self._refused = 0
+        # Running totals for the metrics (HttpMetrics.traffic): connections taken in and
+        # refused, bytes read and written; the loop's one thread guards them.
+        self.accepted = self.refused = self.bytes_read = self.bytes_written = 0
         self._cap_logged = -CAP_LOG_INTERVAL
         self._last_flush = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -124,7 +130,10 @@ class _Plane:
         """Take *conn* in, or False at the connection cap (logged, at most every CAP_LOG_INTERVAL)."""
         if len(self.conns) < self.max_connections:
             self.conns.add(conn)
+            self.accepted += 1
             return True
+        self.refused += 1
+        self.bytes_written += len(self.busy_answer)
         self._refused += 1
         if self.tick - self._cap_logged >= CAP_LOG_INTERVAL:
             log.warning("worker %d: %d connections open, the cap (max_connections); refused %d since "
@@ -161,7 +170,7 @@ class _Plane:
             conn.check(now)
         if now - self._last_flush >= FLUSH_INTERVAL:
             self._last_flush = now
-            self.metrics.flush()
+            self.flush_metrics()
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def stop(self) -> None:
@@ -169,6 +178,11 @@ class _Plane:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Hand the request tallies and the connection and byte totals to the metrics files."""
+        self.metrics.traffic(len(self.conns), self.accepted, self.refused, self.bytes_read, self.bytes_written)
         self.metrics.flush()
 
     async def drain(self, grace: float) -> None:
