@@ -49,6 +49,7 @@ from geecache import logs
 
 from . import reload
 from .pulse import Pulse, Pulses, beat_interval
+from .sdnotify import Notifier
 from .signals import ARBITER_SIGNALS, die_with_parent, reset_child_signals
 
 log = logging.getLogger("geecache.supervisor")
@@ -110,6 +111,8 @@ class Arbiter:
         self._timeout = cfg.worker_timeout
         #: In a forked child: its heartbeat (None in the arbiter, or without a free cell).
         self.child_pulse: Pulse | None = None
+        #: systemd's notify socket (Type=notify): READY=1 once the workers serve, WATCHDOG=1.
+        self.notifier = Notifier.from_environ()
 
     # -- services for the child kinds ---------------------------------------------
 
@@ -275,6 +278,7 @@ class Arbiter:
             if last and not child.ready:
                 child.ready = True
                 child.kind.became_ready(self, child)
+                self._notify_ready()
             if not self._timeout or child.cell is None:
                 continue
             if child.aborted:
@@ -293,6 +297,13 @@ class Arbiter:
                 self.send(child.pid, signal.SIGABRT)
                 child.aborted = now
 
+    def _notify_ready(self) -> None:
+        """READY=1 to systemd once as many workers serve as the config asks for."""
+        ready = sum(1 for c in self.children_of(self.workers) if c.ready)
+        if ready >= self.workers.target:
+            addr = self._sockets[0][0].getsockname() if self._sockets else ("?", self.cfg.port)
+            self.notifier.ready(f"serving on {addr[0]}:{addr[1]} with {ready} workers")
+
     def _next_wake(self) -> float:
         """Seconds until the loop must turn again: TICK, sooner for a short timeout or a backoff."""
         wait = TICK if not self._timeout else min(TICK, beat_interval(self._timeout))
@@ -300,7 +311,7 @@ class Arbiter:
         for kind in self.kinds:
             if kind.due > now:
                 wait = min(wait, kind.due - now)
-        return max(wait, 0.01)
+        return max(min(wait, self.notifier.next_beat_in), 0.01)
 
     def manage(self) -> None:
         """Bring every kind's children in line (unless the host is halting)."""
@@ -319,6 +330,7 @@ class Arbiter:
         try:
             self.manage()
             while True:
+                self.notifier.beat()
                 self._sleep(self._next_wake())
                 self.reap()
                 if not self._halt:
@@ -340,6 +352,7 @@ class Arbiter:
     def _stop(self, graceful: bool) -> None:
         """Stop accepting, stop every child (gracefully when asked), reap them all."""
         self.stopping = True
+        self.notifier.stopping()
         for pair in self._sockets.values():
             for sock in pair:
                 sock.close()
