@@ -435,3 +435,34 @@ def render_all(*collectors) -> tuple[bytes, str]:
     for collector in collectors:
         registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def http_summary() -> dict:
+    """The host's request figures the dashboard charts, read from every worker's files:
+    ``by_status`` (answers per exact status, both ports), ``api_buckets`` (``GET /api``'s
+    cumulative latency buckets, ``[[upper bound, count], ...]``, +Inf last) and
+    ``connections_open`` (data-port connections now).  Empty outside multiprocess mode."""
+    out: dict = {"by_status": {}, "api_buckets": [], "connections_open": 0}
+    if not os.environ.get(ENV_DIR):
+        return out
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    by_status: dict[str, float] = {}
+    buckets: dict[float, float] = {}
+    for family in MultiProcessCollector(CollectorRegistry(auto_describe=False)).collect():
+        for sample in family.samples:
+            if sample.name == "geecache_http_requests_total":
+                status = sample.labels.get("status", "")
+                by_status[status] = by_status.get(status, 0) + sample.value
+            elif (sample.name == "geecache_http_request_duration_seconds_bucket"
+                  and sample.labels.get("route") == "/api" and sample.labels.get("method") == "GET"):
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0) + sample.value
+            elif sample.name == "geecache_connections_open":
+                out["connections_open"] += sample.value
+    out["by_status"] = {k: int(v) for k, v in sorted(by_status.items())}
+    # (JSON has no infinity: the last bound is sent as null.)
+    out["api_buckets"] = [[None if le == float("inf") else le, int(n)] for le, n in sorted(buckets.items())]
+    out["connections_open"] = int(out["connections_open"])
+    return out

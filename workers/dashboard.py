@@ -21,7 +21,9 @@ import platform
 import time
 from importlib import resources
 
-from geecache import __version__, procstat
+import hashlib
+
+from geecache import __version__, metrics, procstat
 
 
 class HostView:
@@ -71,12 +73,12 @@ class HostView:
     def ring(self) -> dict:
         """The member list this host routes by, its version, and each member's share of keys."""
         if self._pool is None or not hasattr(self._pool, "ring"):
-            return {"version": 0, "self": None, "members": [], "shares": {}}
+            return {"version": 0, "self": None, "members": [], "shares": {}, "digest": ring_digest(())}
         version, ring = self._pool.ring()
         if self._shares is None or self._shares[0] != version:
             self._shares = (version, ring.shares())
         return {"version": version, "self": self._pool.self_address, "members": list(ring.nodes),
-                "shares": self._shares[1]}
+                "shares": self._shares[1], "digest": ring_digest(ring.nodes)}
 
     def breakers(self) -> dict[str, str] | None:
         """This worker's breaker state per ring peer; None without a breaker (``geecache.breaker``,
@@ -108,19 +110,40 @@ class HostView:
             proc = child.pop("proc")
             child.pop("started_ns")
             if proc is not None:
-                child.update(cpu_seconds=round(proc.cpu_seconds, 2), rss_bytes=proc.resident_bytes)
+                child.update(cpu_seconds=round(proc.cpu_seconds, 2), rss_bytes=proc.resident_bytes,
+                             start_time=proc.start_time)
             children.append(child)
+        now = time.time()
+        started = next((c.get("start_time") for c in children if c["kind"] == "supervisor"), None)
         return {
-            "time": time.time(), "pid": os.getpid(), "version": version, "python": python,
+            "time": now, "pid": os.getpid(), "version": version, "python": python,
             "arena_bytes": self._arena_bytes, "workers_configured": self.workers_configured,
-            "ring": {"version": ring["version"], "self": ring["self"], "members": members},
+            "uptime_s": round(now - started, 1) if started else None,
+            "ring": {"version": ring["version"], "digest": ring["digest"], "self": ring["self"],
+                     "members": members},
             "groups": self.groups(), "processes": children, "breakers": self.breakers(),
+            "http": metrics.http_summary(), "shm": shm_space(),
         }
 
 
 def _child(label: str, kind: str, slot, pid: int, ready: bool, age, started_ns: int) -> dict:
     return {"process": label, "kind": kind, "slot": slot, "pid": pid, "ready": ready,
             "heartbeat_age": None if age is None else round(age, 3), "started_ns": started_ns}
+
+
+def ring_digest(members) -> str:
+    """A short name of a member list that every host with the same list shows alike (the
+    ring's version is a counter local to each host: 3 on one, 8 on another, for one list)."""
+    return hashlib.sha1("\n".join(sorted(members)).encode()).hexdigest()[:8]
+
+
+def shm_space(path: str = "/dev/shm") -> dict:
+    """Size and free bytes of the tmpfs the arena lives in (zeros when it cannot be read)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return {"path": path, "size": 0, "free": 0}
+    return {"path": path, "size": st.f_blocks * st.f_frsize, "free": st.f_bavail * st.f_frsize}
 
 
 def page() -> bytes:
