@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import ssl
 import time
@@ -129,6 +130,19 @@ class HTTPPeer:
     @staticmethod
     def _fail(address: str, status: int, body: bytes) -> PeerError:
         return PeerError(f"peer {address} answered {status}: {body[:200]!r}")
+
+    async def summary(self) -> dict:
+        """The peer's figures for the cluster overview (``GET /_geecache``); PeerError otherwise."""
+        status, body = await self._call("GET", "/_geecache")
+        if status != 200:
+            raise self._fail(self.address, status, body)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise PeerError(f"peer {self.address}: its summary is not JSON") from None
+        if not isinstance(doc, dict):
+            raise PeerError(f"peer {self.address}: its summary is not a JSON object")
+        return doc
 
     def close(self) -> None:
         """Close this peer's idle connections."""
@@ -390,6 +404,11 @@ class HTTPPool:
         """(member list version, the ring built from it) this host routes by now."""
         self._refresh()
         return self._version, self._ring
+
+    def peer_for(self, address: str) -> HTTPPeer | None:
+        """The peer of ring member *address* (None for this host or a non-member)."""
+        self._refresh()
+        return self._peers.get(address)
 
     def owner(self, key: str) -> str | None:
         """The owning member of *key*, or None while the ring is empty."""

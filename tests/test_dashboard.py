@@ -305,3 +305,51 @@ def test_charts_status_memory_owner_and_no_overflow_at_1400px_in_real_time(tmp_p
         if browser is not None:
             browser.close()
         assert h.stop() == 0
+
+
+@pytest.mark.procs
+def test_the_cluster_overview_has_every_members_figures_and_one_ring(tmp_path):
+    ports = [free_port(), free_port()]
+    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+    hosts = []
+    browser = None
+    try:
+        for port in ports:
+            hosts.append(start_supervisor(tmp_path, "--peers", peers, "--auth-token", "tok", workers=1, port=port))
+        a, b = hosts
+        for i in range(30):
+            b.get(f"/api?key=b{i}")  # figures only B's own counters can show
+        doc = a.admin_json("/cluster/overview")
+        by = {h["address"]: h for h in doc["hosts"]}
+        assert set(by) == {f"http://127.0.0.1:{p}" for p in ports}
+        assert [h["self"] for h in doc["hosts"]] == [True, False]
+        assert doc["agreed"] and by[f"http://127.0.0.1:{ports[1]}"]["ring_digest"] == doc["ring_digest"]
+        other = by[f"http://127.0.0.1:{ports[1]}"]
+        assert "error" not in other and other["gets"] >= 30 and other["workers_ready"] == 1
+        assert other["uptime_s"] is not None and other["ring_members"] == 2
+        # The figures are behind the peer token on the data port.
+        assert b.get("/_geecache")[0] == 401
+        if CHROMIUM is not None:
+            from tests.support.browser import Browser
+
+            browser = Browser(CHROMIUM, tmp_path / "profile", width=1400, height=1300)
+            browser.goto(f"http://127.0.0.1:{a.admin_port}/")
+            rows = browser.wait_for("(() => { const r = [...document.querySelectorAll('#cluster tbody tr')]"
+                                    ".filter((t) => t.dataset.host); return r.length === 2 ? r.length : 0; })()",
+                                    60, "both hosts in the overview")
+            assert rows == 2
+            assert browser.evaluate("document.getElementById('agreed').textContent").startswith(
+                "every member routes by ring " + doc["ring_digest"])
+            browser.screenshot(tmp_path / "cluster-1400.png")
+        # A member gone: listed with the reason, not dropped.
+        b.stop()
+        hosts.remove(b)
+        gone = wait_until(lambda: (lambda d: d if any("error" in h for h in d["hosts"]) else None)(
+            a.admin_json("/cluster/overview")), 30, what="the stopped member shown unreachable")
+        [down] = [h for h in gone["hosts"] if "error" in h]
+        assert down["address"] == f"http://127.0.0.1:{ports[1]}" and down["error"]
+    finally:
+        if browser is not None:
+            browser.close()
+        for h in hosts:
+            assert h.stop() == 0

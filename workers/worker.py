@@ -84,7 +84,7 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
                  pulse) -> int:
     from geecache import metrics
     from geecache.pauseguard import PauseGuard
-    from workers.app import make_admin_app
+    from workers.app import HOST_VIEW, make_admin_app
     from workers.dataplane import serve_data_plane
     from workers.groups import build_groups, build_peers, close_sources
 
@@ -101,10 +101,10 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
             max_connections=cfg.max_connections, ssl_context=server_ssl_context(cfg),
             http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes,
             access_log=cfg.access_log_sample if cfg.access_log else 0.0)
-        admin = web.AppRunner(make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
-                                             pulse=pulse, workers_configured=cfg.workers,
-                                             supervisor_pid=supervisor_pid),
-                              access_log=None, shutdown_timeout=cfg.graceful_timeout)
+        admin_app = make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
+                                   pulse=pulse, workers_configured=cfg.workers, supervisor_pid=supervisor_pid)
+        plane.router.summary = admin_app[HOST_VIEW].summary  # a peer's overview asks GET /_geecache
+        admin = web.AppRunner(admin_app, access_log=None, shutdown_timeout=cfg.graceful_timeout)
         await admin.setup()
         await web.SockSite(admin, admin_sock).start()
     except Exception:

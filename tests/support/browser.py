@@ -73,9 +73,11 @@ class Browser:
                     raise AssertionError(f"{method}: {data['error']}")
                 return data["result"]
 
-    def goto(self, url: str) -> None:
-        """Open *url* in the page."""
+    def goto(self, url: str, timeout: float = 60.0) -> None:
+        """Open *url* in the page and wait until it has loaded (the navigation is asynchronous)."""
         self.loop.run_until_complete(self._call("Page.navigate", {"url": url}))
+        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'",
+                      timeout, f"{url} loaded")
 
     def evaluate(self, expression: str):
         """The value of a JavaScript *expression* in the page (awaited when it is a promise)."""

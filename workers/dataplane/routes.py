@@ -10,6 +10,8 @@
     POST     /_geecache/<group>                    InvalidateRequest
     POST     /api/batch?op=get|set|delete[&group=G]  BatchRequest -> BatchResponse | 204 (writes: token)
     POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
+    GET      /_geecache                            this host's figures as JSON, for another host's
+                                                   cluster overview (behind the token)
 
 Same behaviour and wire format as the aiohttp handlers they replace
 (``workers/api.py``, ``workers/peer_api.py``), so existing peers and clients
@@ -52,6 +54,8 @@ HEALTHZ = "/healthz"
 PEER_KEY = "/_geecache/{group}/{key:.+}"
 PEER_GROUP = "/_geecache/{group}"
 BATCH = "/api/batch"
+#: The host's figures for a peer's dashboard (a path no group name can take: no trailing part).
+PEER_SUMMARY = "/_geecache"
 PEER_BATCH = "/_geecache/{group}/_batch"
 UNMATCHED = "unmatched"
 
@@ -185,7 +189,11 @@ class Router:
                 "DELETE": self.peer_delete}
         self._exact = {b"/api": (API, api, _API_METHODS),
                        b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS),
-                       b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST)}
+                       b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST),
+                       b"/_geecache": (PEER_SUMMARY, {"GET": self.peer_summary}, frozenset({"GET"}))}
+        #: () -> this host's figures (``workers.dashboard.HostView.summary``), set by the worker
+        #: once its admin app exists; until then a peer gets the group names only.
+        self.summary = lambda: {"groups": [{"name": name} for name in self._groups]}
         self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
         self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
@@ -303,6 +311,11 @@ class Router:
     def healthz(self, req: Request) -> Reply:
         """Liveness: this worker answers, with its pid and groups."""
         return self._healthz
+
+    def peer_summary(self, req: Request) -> Reply:
+        """This host's figures for another host's cluster overview (peers only: the token)."""
+        self._authorize(req.auth)
+        return (200, JSON, json.dumps(self.summary()).encode(), b"")
 
     # -- the peer API (served here, never forwarded: invariant 3) --------------
 

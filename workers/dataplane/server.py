@@ -217,6 +217,11 @@ class DataPlane:
         return len(self._plane.conns)
 
     @property
+    def router(self) -> Router:
+        """The route table and handlers (the worker hands it the host's summary)."""
+        return self._plane.router
+
+    @property
     def max_connections(self) -> int:
         """The connection cap in force (the configured one, lowered to the fd limit)."""
         return self._plane.max_connections
