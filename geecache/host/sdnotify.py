@@ -30,7 +30,10 @@ log = logging.getLogger("geecache.supervisor")
 
 
 class Notifier:
-    """The supervisor's channel to systemd; every method is a no-op without ``$NOTIFY_SOCKET``."""
+    """The supervisor's channel to systemd; every method is a no-op without ``$NOTIFY_SOCKET``.
+
+    Used by the arbiter's loop only (one thread: no lock guards ``_ready`` or the beat's due time).
+    """
 
     def __init__(self, address: str | None, watchdog_usec: int = 0) -> None:
         if address and address.startswith("@"):

@@ -24,6 +24,7 @@ from time import perf_counter
 from geecache.logs import ACCESS_LOGGER
 from workers.dataplane.protocol import DataPlaneProtocol
 
+#: Where the lines go; the root handler (``geecache.logs.configure``) formats them.
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 _GET = b"GET"
