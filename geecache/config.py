@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .errors import ConfigError, reported_as
+from .hlc import DEFAULT_MAX_DRIFT
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
 from .logs import LOG_FORMATS
 from .registry.config import parse_endpoints, validate_advertise
@@ -266,6 +267,12 @@ def one_of(names: Callable[[], tuple[str, ...]] | tuple[str, ...], what: str):
     return check
 
 
+def _sqlite_synchronous() -> tuple[str, ...]:
+    from .storage.sqlite import SYNCHRONOUS  # (lazily: the config check needs no sqlite3 import)
+
+    return SYNCHRONOUS
+
+
 def _non_empty(v, f):
     if not v:
         raise ConfigError(f, "must not be empty")
@@ -443,13 +450,15 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             shown="`port` + 1000 (any free when `port` is 0)"),
     Setting("header_timeout", NUMBER, DEFAULT_HEADER_TIMEOUT,
             "seconds a client has to send a request's head, and the longest pause inside its body, "
-            "before a 408 and close (slowloris)", _positive, "S", "number > 0"),
+            "before a 408 and close (slowloris); also how long a new connection may stay silent "
+            "before it is closed", _positive, "S", "number > 0"),
     Setting("keepalive_timeout", NUMBER, DEFAULT_KEEPALIVE_TIMEOUT,
             "seconds an idle keep-alive connection stays open on the data port", _positive, "S",
             "number > 0"),
     Setting("max_connections", INT, DEFAULT_MAX_CONNECTIONS,
-            "open data-port connections per worker (lowered to the file-descriptor limit); past it a "
-            "new one gets a 503 and is closed", between(1, 1_000_000), "N", "int 1..1000000"),
+            "open data-port connections per worker (lowered to the file-descriptor limit); at it, the "
+            "longest-idle keep-alive connection is closed for a new one, and only when none is idle "
+            "does the new one get a 503", between(1, 1_000_000), "N", "int 1..1000000"),
     Setting("arena", SIZE, DEFAULT_ARENA,
             "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
             metavar="SIZE"),
@@ -459,6 +468,12 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting("auth_token", STR, None,
             "bearer token for public `PUT`/`DELETE` and **all** peer requests "
             "(prefer the environment: it stays out of `ps`)", _non_empty, "T", "non-empty string"),
+    Setting("trusted_network", BOOL, False,
+            "serve without `auth_token` on a `host` other than loopback: every host that can reach the "
+            "data port may then write and call the peer API; without it such a start is refused"),
+    Setting("max_clock_drift", NUMBER, DEFAULT_MAX_DRIFT,
+            "seconds a peer write's version (its originator's clock) may be ahead of this host's clock; "
+            "a write further ahead is refused with a 400 and never stored", _positive, "S", "number > 0"),
     Setting("etcd", LIST, [],
             "etcd endpoints `[http://]host[:port]` (port 2379 if omitted; `https` is refused); "
             "enables registration and discovery", _check_with(parse_endpoints), "URL[,URL]"),
@@ -491,8 +506,9 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "load waiting for one still counts against its group's `load_timeout`",
             between(1, 1024), "N", "int 1..1024"),
     Setting("write_threads", INT, 4,
-            "threads per worker for source writes (SQLite commits), apart from the loads' threads so "
-            "slow loaders never hold up a PUT", between(1, 1024), "N", "int 1..1024"),
+            "threads per worker for source writes (SQLite commits: one at a time per group, the writes "
+            "that arrive meanwhile share the next), apart from the loads' threads so slow loaders never "
+            "hold up a PUT", between(1, 1024), "N", "int 1..1024"),
     Setting("log_level", STR, "info", "log level of the supervisor and its children",
             one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS), choices=LOG_LEVELS),
     Setting("peer_connect_timeout", NUMBER, 0.5,
@@ -543,6 +559,10 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "bytes of one batch's request body, and of the values one batch get answers; past it a "
             "413 (at most 64MiB, what a peer accepts in one answer)",
             _check_batch_bytes, metavar="SIZE"),
+    Setting("batch_inflight_bytes", SIZE, 64 << 20,
+            "bytes the batches one worker is serving at once may hold (request bodies and the values "
+            "answered, each batch counted at its bound); past it a batch gets a 503 with `Retry-After` "
+            "(a batch is always admitted when none is in flight)", _positive, metavar="SIZE"),
     # -- logging (kept together: the log's format and the access log) --
     Setting("log_format", STR, "text",
             "the log's format: text lines with ISO-8601 times, or one JSON object a line (time, "
@@ -590,6 +610,11 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "table (`key TEXT PRIMARY KEY, value BLOB`, plus `version`, `expire_at`, `deleted`, "
             "added in place to an older table) in `sqlite`; only with `sqlite`",
             what="SQL identifier", cli=False),
+    Setting("synchronous", STR, "full",
+            "SQLite's `PRAGMA synchronous` for `sqlite`: `full` fsyncs every (group) commit, so an "
+            "acknowledged write survives a power loss; `normal` fsyncs at checkpoints only: it survives "
+            "a process crash, not a power loss", one_of(_sqlite_synchronous, "synchronous"),
+            what="`full` or `normal`", cli=False),
     Setting("loader", STR, None,
             "read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
             "`async def`); `None` = not found. Imported at config time from `sys.path` (set "
@@ -602,14 +627,15 @@ _HOST = {s.name: s for s in HOST_SETTINGS}
 #: A host setting named in none of them is listed under the last, "other".
 HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("server", ("host", "port", "bind", "admin_host", "admin_port", "reuseport", "tls_cert", "tls_key",
-                "tls_ca", "auth_token", "data_dir")),
+                "tls_ca", "auth_token", "trusted_network", "data_dir")),
     ("workers", ("workers", "graceful_timeout", "worker_timeout", "load_threads", "write_threads")),
     ("cluster", ("etcd", "advertise", "lease_ttl", "peers", "peer_connect_timeout", "peer_read_timeout",
-                 "handoff_window", "breaker_failures", "breaker_cooldown", "breaker_max_cooldown")),
+                 "handoff_window", "breaker_failures", "breaker_cooldown", "breaker_max_cooldown",
+                 "max_clock_drift")),
     ("groups", ("arena", "arena_shards", "process_rows", "hot_share", "hot_ttl", "lock_timeout",
                 "flight_wait")),
     ("limits", ("header_timeout", "keepalive_timeout", "max_connections", "batch_max_keys",
-                "batch_max_bytes")),
+                "batch_max_bytes", "batch_inflight_bytes")),
     ("logging", ("log_level", "log_format", "access_log", "access_log_sample")),
 )
 _GROUP = {s.name: s for s in GROUP_SETTINGS}
@@ -703,8 +729,9 @@ def _parse_group(raw: Any, index: int, base: Path):
         g.sqlite = str(path)
         check_sqlite(g.sqlite, g.table, where)
     else:
-        if "table" in raw:
-            raise ConfigError(f"{where}.table", "only applies to a sqlite source")
+        for only in ("table", "synchronous"):
+            if only in raw:
+                raise ConfigError(f"{where}.{only}", "only applies to a sqlite source")
         check_loader(g.loader, f"{where}.loader")
     return g
 
@@ -828,6 +855,26 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
     return from_args(build_parser().parse_args(argv), environ)
 
 
+def is_loopback(host: str) -> bool:
+    """True when *host* is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # every interface (""), or a name: assume it is reachable
+
+
+def exposure(cfg) -> str:
+    """How the data port is protected, for the log: token, loopback, or a trusted network."""
+    if cfg.auth_token:
+        return f"writes and the peer API need the auth_token (data port on {cfg.host or '*'})"
+    if is_loopback(cfg.host):
+        return f"no auth_token: the data port is on loopback ({cfg.host}) only"
+    return (f"no auth_token and the data port is on {cfg.host or '*'}: trusted_network says every host "
+            "that reaches it may write and call the peer API")
+
+
 def _finish(cfg) -> None:
     """Checks that span fields, and the demo group when no group is configured."""
     named = cfg.named
@@ -854,6 +901,11 @@ def _finish(cfg) -> None:
             raise ConfigError(where, f"conflicts with {' and '.join(given)}: give either bind or "
                                      "host and port, not both")
         cfg.host, cfg.port = parse_bind(cfg.bind, where)
+    if not cfg.auth_token and not cfg.trusted_network and not is_loopback(cfg.host):
+        where = cfg.sources.get("bind") or cfg.sources.get("host", "host")
+        raise ConfigError(where, f"{cfg.host or '*'} is reachable from other machines and no auth_token is "
+                                 "set: anyone who reaches the data port could write and call the peer API; "
+                                 "set auth_token, or trusted_network if only trusted hosts reach it")
     if cfg.admin_port is None:
         cfg.admin_port = cfg.port + ADMIN_PORT_OFFSET if cfg.port else 0
         if cfg.admin_port > 65535:

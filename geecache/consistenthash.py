@@ -71,6 +71,30 @@ class Ring:
         """Replace the whole member list (what a registry watch delivers)."""
         self._set_members(set(self._check(tuple(nodes))))
 
+    def with_nodes(self, nodes: Iterable[str]) -> "Ring":
+        """A new ring over *nodes*, derived from this one, which is left as it is.
+
+        The same table ``set_nodes`` builds, vnode for vnode, but only the
+        members that joined or left are hashed, and their vnodes are spliced
+        into (or out of) the sorted table instead of sorting everything again.
+        Measured at 1,000 members (1,024,000 vnodes): a full build takes
+        seconds of one worker's event loop, a one-member change milliseconds.
+        A change of more than half the members is built whole.
+        """
+        members = set(self._check(tuple(nodes)))
+        ring = Ring(self._replicas)
+        added, removed = members - self._members, self._members - members
+        if not self._members or 2 * (len(added) + len(removed)) > len(members):
+            ring._set_members(members)
+            return ring
+        hashes, owners = self._table
+        if removed:
+            hashes, owners = splice_out(hashes, owners, self._vnodes(removed))
+        if added:
+            hashes, owners = splice_in(hashes, owners, self._vnodes(added))
+        ring._members, ring._table = members, (hashes, owners)
+        return ring
+
     def get(self, key: str) -> str | None:
         """The member that owns *key*, or None when the ring is empty."""
         hashes, owners = self._table
@@ -103,18 +127,62 @@ class Ring:
                 raise ValueError(f"ring members must be non-empty str, got {node!r}")
         return nodes
 
-    def _set_members(self, members: set[str]) -> None:
-        if members == self._members:
-            return
+    def _vnodes(self, members: Iterable[str]) -> list[tuple[int, str]]:
+        """The (hash, member) vnodes of *members*, sorted: hash first, then member name."""
         # "#i" after the name cannot collide across members: the suffix after
         # the last '#' is always the replica number ("1"+"1a" vs "11"+"a" would).
-        vnodes = sorted(
+        return sorted(
             (_hash(f"{node}#{i}".encode()), node)
             for node in members
             for i in range(self._replicas)
         )
+
+    def _set_members(self, members: set[str]) -> None:
+        if members == self._members:
+            return
+        vnodes = self._vnodes(members)
         self._members = members
         self._table = ([h for h, _ in vnodes], [n for _, n in vnodes])
 
     def __repr__(self) -> str:
         return f"Ring(replicas={self._replicas}, nodes={list(self.nodes)!r})"
+
+
+def _position(hashes: list[int], owners: list[str], h: int, node: str) -> int:
+    """Where vnode (h, node) stands in a table sorted by (hash, member): equal hashes by name."""
+    i = bisect.bisect_left(hashes, h)
+    while i < len(hashes) and hashes[i] == h and owners[i] < node:
+        i += 1
+    return i
+
+
+def splice_out(hashes: list[int], owners: list[str], vnodes: list[tuple[int, str]]) -> tuple[list[int], list[str]]:
+    """New (hashes, owners) lists without *vnodes* (sorted, each present once in the table)."""
+    cuts = [_position(hashes, owners, h, node) for h, node in vnodes]
+    new_h: list[int] = []
+    new_o: list[str] = []
+    start = 0
+    for i in cuts:  # nondecreasing: vnodes are sorted; slices copy at C speed
+        new_h += hashes[start:i]
+        new_o += owners[start:i]
+        start = i + 1
+    new_h += hashes[start:]
+    new_o += owners[start:]
+    return new_h, new_o
+
+
+def splice_in(hashes: list[int], owners: list[str], vnodes: list[tuple[int, str]]) -> tuple[list[int], list[str]]:
+    """New (hashes, owners) lists with *vnodes* (sorted, none present) inserted in order."""
+    new_h: list[int] = []
+    new_o: list[str] = []
+    start = 0
+    for h, node in vnodes:
+        i = _position(hashes, owners, h, node)
+        new_h += hashes[start:i]
+        new_o += owners[start:i]
+        new_h.append(h)
+        new_o.append(node)
+        start = i
+    new_h += hashes[start:]
+    new_o += owners[start:]
+    return new_h, new_o

@@ -12,6 +12,14 @@ class GeeCacheError(Exception):
 
     #: The HTTP status the server answers with when this error reaches a client.
     http_status = 500
+    #: What an HTTP answer says instead of the message, for errors whose message names
+    #: the request's key, a group or a source path (kept for the log and library callers).
+    public: str | None = None
+
+
+def public_reason(exc: GeeCacheError) -> str:
+    """The reason an HTTP error body gives for *exc*: nothing the request sent, no path."""
+    return exc.public if exc.public is not None else str(exc)
 
 
 class InvalidKeyError(GeeCacheError, ValueError):
@@ -30,6 +38,7 @@ class NotFoundError(GeeCacheError, KeyError):
     """The source has no value for this key."""
 
     http_status = 404
+    public = "not found"
 
     def __str__(self) -> str:  # KeyError's repr-quoting reads badly in JSON reasons
         return str(self.args[0]) if self.args else "not found"
@@ -39,12 +48,14 @@ class UnknownGroupError(GeeCacheError, LookupError):
     """No group of that name is configured."""
 
     http_status = 400
+    public = "unknown group"
 
 
 class ReadOnlySourceError(GeeCacheError):
     """Set or delete on a group whose source cannot be written (a loader function)."""
 
     http_status = 405
+    public = "this group's source is read-only: GET and HEAD only"
 
 
 class CodecError(GeeCacheError, ValueError):
@@ -53,24 +64,60 @@ class CodecError(GeeCacheError, ValueError):
     http_status = 400
 
 
+class DecodedTooLargeError(CodecError, ValueTooLargeError):
+    """A value that decodes (or, codec none, is) larger than the bound given: a 413, still a CodecError."""
+
+    http_status = 413
+
+
+class VersionAheadError(GeeCacheError, ValueError):
+    """A peer's write carries a version further ahead of this host's clock than ``max_clock_drift``."""
+
+    http_status = 400
+
+
 class LoadError(GeeCacheError):
     """The group's source raised while loading a key; the cause is chained."""
 
     http_status = 502
+    public = "loading from the source failed"
 
 
 class LoadTimeoutError(LoadError):
     """The group's source did not answer within the group's ``load_timeout``."""
 
     http_status = 504
+    public = "loading from the source took longer than the group's load_timeout"
+
+
+class SourceGoneError(LoadError):
+    """The group's source file was deleted or replaced while the host runs: writes are refused.
+
+    A write to an unlinked SQLite file would be acknowledged and lost at the
+    next start; refusing it (503) is the only honest answer until an operator
+    restores the file and restarts the host.
+    """
+
+    http_status = 503
+
+
+class SourceBusyError(LoadError):
+    """A write the source could not commit in time: too many already wait, or its commit did not
+    come within the bound.  Not applied (or, past the bound, of unknown outcome): the client may
+    retry."""
+
+    http_status = 503
 
 
 class PeerError(GeeCacheError):
     """A peer fetch failed (refused, timed out, or answered with an error)."""
 
     http_status = 502
+    public = "the host that owns the key could not serve it"
     #: True when this failure opened the peer's circuit breaker (``geecache.breaker``).
     tripped = False
+    #: The HTTP status the peer answered, when it answered one (0: no answer).
+    status = 0
 
 
 class PeerUnavailableError(PeerError):
@@ -108,10 +155,13 @@ class UnavailableError(GeeCacheError):
 
     http_status = 503
 
-    def __init__(self, attempts: list[tuple[str, str]]) -> None:
+    def __init__(self, attempts: list[tuple[str, str]], maybe_applied: bool = False) -> None:
         detail = "; ".join(f"{url}: {what}" for url, what in attempts) or "no base URL"
         super().__init__(f"no GeeCache host answered ({detail})")
         self.attempts = list(attempts)
+        #: True when a write reached a host that then failed to answer: it may have been
+        #: applied, so the client sent it nowhere else and did not retry it.
+        self.maybe_applied = maybe_applied
 
 
 class ArenaError(GeeCacheError):

@@ -38,13 +38,15 @@ from .errors import (
     PeerError,
     PeerUnavailableError,
     ReadOnlySourceError,
+    VersionAheadError,
+    public_reason,
 )
 from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
     DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
 )
-from .peers import NoPeers, PeerPicker
+from .peers import PEER_WRITE_BATCH, NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
-from .storage.base import WriteResult, row_reader, source_writer
+from .storage.base import WriteOp, WriteResult, batch_writer, row_reader
 
 log = logging.getLogger("geecache.group")
 
@@ -118,11 +120,14 @@ class Group:
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
-        # Values kept compressed (issue 13): only in a cache whose entries carry a codec id.
-        # The no-codec group keeps the plain get_cached (the benchmark's hit path).
+        attach = getattr(source, "attach_stats", None)
+        if attach is not None:  # a source that commits counts its commits in the group's row
+            attach(self.stats)
+        # Values kept compressed: only in a cache whose entries carry a codec id.  Whether
+        # this group packs decides only how new values are stored; reads decode every
+        # entry by its own codec id, since the entries cached before a codec change (a
+        # SIGHUP, a warm restart) keep the codec they were stored with.
         self.packs = bool(self.codec.id and getattr(self._cache, "keeps_codec", False))
-        if self.packs:
-            self.get_cached = self._get_cached_packed
 
     @property
     def readonly(self) -> bool:
@@ -138,21 +143,19 @@ class Group:
         Counts the get and the hit only on a hit, so a miss followed by
         ``get`` is counted once.
         """
-        value = self._cache.get(self.name, key)
-        if value is not None:
+        # get_entry, not get: an entry stored under any codec (this group's, or the one it
+        # had before a change) is decoded by its own id.  A raw entry costs one test.
+        entry = self._cache.get_entry(self.name, key)
+        if entry is not None:
             self.stats.add("gets")
             self.stats.add("local_hits")
-            return value
-        value = self._cache.get(self._hot, key)
-        if value is not None:
+            return entry[0] if not entry[1] else self.value_of(entry)
+        entry = self._cache.get_entry(self._hot, key)
+        if entry is not None:
             self.stats.add("gets")
             self.stats.add("hot_hits")
-        return value
-
-    def _get_cached_packed(self, key: str) -> bytes | None:
-        # get_cached of a group whose entries may be compressed: decompressed here.
-        entry = self.get_packed(key)
-        return None if entry is None else self.value_of(entry)
+            return entry[0] if not entry[1] else self.value_of(entry)
+        return None
 
     def get_packed(self, key: str) -> tuple[bytes, int, float] | None:
         """(stored bytes, codec id, expire_at) when cached here (owned or hot), else None.
@@ -350,7 +353,7 @@ class Group:
             elif isinstance(result, NotFoundError):
                 out[i] = (404, b"", 0.0, "")
             elif isinstance(result, GeeCacheError):
-                out[i] = (result.http_status, b"", 0.0, str(result))
+                out[i] = (result.http_status, b"", 0.0, public_reason(result))
             else:
                 raise result
         return out
@@ -440,8 +443,11 @@ class Group:
             return await self._load_source(key, partition, ttl)
         finally:
             raced = self._fence.leave(key, writes)
-        self.stats.add("handoff_hits")
         now = time.time()
+        if expire_at and expire_at <= now:  # dead by this host's clock: never served, never kept
+            self.stats.add("handoff_misses")
+            return await self._load_source(key, partition, ttl)
+        self.stats.add("handoff_hits")
         if not expire_at and ttl:
             expire_at = now + ttl
         if not raced and (not expire_at or expire_at > now):  # (a write meanwhile: serve, don't keep)
@@ -557,14 +563,126 @@ class Group:
         """
         self._check_writable()
         self.stats.add(stat)
-        version = hlc.clock.now()
+        return await self._settle_write(key, value, ttl, hlc.clock.now())
+
+    async def _settle_write(self, key: str, value: bytes | None, ttl: float, version: int,
+                            result: WriteResult | None = None) -> WriteResult:
+        """``_route_write``'s attempts from *version* on; *result* is a first attempt's answer, if made."""
         for _ in range(WRITE_ATTEMPTS):
-            result = await self._write_once(key, value, ttl, version)
+            if result is None:
+                result = await self._write_once(key, value, ttl, version)
             if result.applied or result.version == version:  # ours landed (maybe on an earlier try)
                 return result
-            hlc.clock.update(result.version)
+            if not _observe(result.version):
+                return result  # refused by a version from too far ahead: it cannot be ordered after it
             version = hlc.clock.now()
-        return result
+            refused, result = result, None
+        return refused
+
+    async def set_many(self, items: dict[str, tuple[bytes, float]]) -> list[WriteResult | GeeCacheError]:
+        """``set`` of every ``key -> (value, ttl)`` of *items*; one answer per key, in order.
+
+        The keys are grouped by owner: one peer request per owner
+        (``peer.write_many``), and this host's own keys in one call of its
+        source's ``write_many`` (one transaction for SQLite).  A key whose
+        first try did not settle it (owner down or late, a newer version
+        stored) goes on as a single ``set`` would.  A key that fails answers
+        its error; the others are still written.
+        """
+        writes: list[tuple[str, bytes | None, float] | GeeCacheError] = []
+        for key, (value, ttl) in items.items():
+            try:
+                check_key(key)
+                writes.append((key, check_value(value, self.item_limit), check_ttl(ttl)))
+            except GeeCacheError as exc:
+                writes.append(exc)
+        return await self._route_writes(writes, "sets")
+
+    async def delete_many(self, keys: list[str]) -> list[WriteResult | GeeCacheError]:
+        """``delete`` of every key of *keys*, batched as ``set_many``; one answer per key, in order.
+
+        A key's ``existed`` says whether the source had it."""
+        writes: list[tuple[str, bytes | None, float] | GeeCacheError] = []
+        for key in keys:
+            try:
+                check_key(key)
+                writes.append((key, None, 0.0))
+            except GeeCacheError as exc:
+                writes.append(exc)
+        return await self._route_writes(writes, "deletes")
+
+    async def _route_writes(self, writes: list, stat: str) -> list[WriteResult | GeeCacheError]:
+        self._check_writable()
+        answers: list = [w if isinstance(w, GeeCacheError) else None for w in writes]
+        todo = [i for i, w in enumerate(writes) if not isinstance(w, GeeCacheError)]
+        self.stats.add(stat, len(todo))
+        versions = {i: hlc.clock.now() for i in todo}
+        local: list[int] = []
+        remote: dict = {}
+        for i in todo:
+            peer = self.peers.pick(writes[i][0])
+            if peer is None:
+                local.append(i)
+            else:
+                remote.setdefault(peer, []).append(i)
+        firsts: dict[int, WriteResult | Exception | None] = {}
+
+        async def here(idx: list[int]) -> None:
+            got = await self.apply_writes([(*writes[i], versions[i], 0.0) for i in idx])
+            firsts.update(zip(idx, got))
+
+        async def there(peer, idx: list[int]) -> None:
+            for i in idx:
+                try:
+                    self.invalidate([writes[i][0]])  # our copy is stale whatever the owner answers
+                except LockTimeoutError as exc:
+                    answers[i] = exc
+            idx = [i for i in idx if answers[i] is None]
+            for at in range(0, len(idx), PEER_WRITE_BATCH):
+                chunk = idx[at:at + PEER_WRITE_BATCH]
+                write_many = getattr(peer, "write_many", None)
+                if write_many is None:  # a peer of the older interface: one write at a time
+                    firsts.update(dict.fromkeys(chunk))
+                    continue
+                try:
+                    got = await write_many(self.name, [(*writes[i], versions[i]) for i in chunk])
+                except PeerError as exc:
+                    self._peer_failed(exc)
+                    got = [None] * len(chunk)  # each goes the single write's way
+                for i, result in zip(chunk, got):
+                    if result is not None and result.late:
+                        # The owner got it after the deadline: written here, as a single write is.
+                        result = await self._apply_or_error(writes[i], versions[i])
+                    firsts[i] = result
+
+        await asyncio.gather(*([here(local)] if local else []), *(there(p, idx) for p, idx in remote.items()))
+        unsettled = []
+        for i in todo:
+            if answers[i] is not None:
+                continue
+            first = firsts.get(i)
+            if isinstance(first, GeeCacheError):
+                answers[i] = first
+            elif isinstance(first, Exception):
+                raise first  # a bug, not an answer about this key
+            elif first is not None and (first.applied or first.version == versions[i]):
+                answers[i] = first
+            else:
+                unsettled.append((i, first))
+        # Concurrently, so that those written here (an owner down) still share commits.
+        settled = await asyncio.gather(*(self._settle_write(*writes[i], versions[i], first)
+                                         for i, first in unsettled), return_exceptions=True)
+        for (i, _), answer in zip(unsettled, settled):
+            if isinstance(answer, BaseException) and not isinstance(answer, GeeCacheError):
+                raise answer
+            answers[i] = answer
+        return answers
+
+    async def _apply_or_error(self, write: tuple, version: int) -> WriteResult | GeeCacheError:
+        try:
+            return await self.apply_write(*write, version=version)
+        except GeeCacheError as exc:
+            return exc
 
     async def _write_once(self, key: str, value: bytes | None, ttl: float, version: int) -> WriteResult:
         peer = self.peers.pick(key)
@@ -600,38 +718,92 @@ class Group:
         write the source refuses changes nothing but drops this host's copies
         of the key, so the next read loads the newer value.
         """
+        (answer,) = await self.apply_writes([(key, value, ttl, version, deadline)])
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def apply_writes(self, writes: list[tuple[str, bytes | None, float, int, float]]
+                           ) -> list[WriteResult | Exception]:
+        """``apply_write`` of each ``(key, value, ttl, version, deadline)``, the source's part in one
+        ``write_many`` (one transaction for SQLite); one answer per write, in order.
+
+        Each is judged alone: one refused (version, deadline) answers so, one
+        that fails (a value over the item limit, a bad ttl, the source, a
+        timed-out cache lock) answers its exception; the others apply.  The
+        other members are told of the applied keys in one invalidation.
+        """
         self._check_writable()
-        wanted = 0.0
-        if value is not None:
-            value = check_value(value, self.item_limit)
-            wanted = check_ttl(ttl)
-        if deadline and time.time() >= deadline:
-            self.stats.add("writes_refused")
-            return WriteResult(False, False, 0, late=True)
-        if version:
-            hlc.clock.update(version)  # never issue a version below one this host has seen
-        expire_at = time.time() + wanted if wanted else 0.0
-        result = await source_writer(self.source)(key, value, version=version, expire_at=expire_at,
-                                                  deadline=deadline)
-        self.invalidate([key])
-        if not result.applied:
-            self.stats.add("writes_refused")
-            if result.version:
-                hlc.clock.update(result.version)
-            return result
-        if value is not None:
-            partition, ttl = self._partition(key)
-            if wanted:
-                ttl = min(ttl, wanted) if partition == self._hot else wanted
-            self._store(partition, key, value, ttl)
-            if await self._outlast_loads(key):
-                self._store(partition, key, value, ttl)
-        elif await self._outlast_loads(key):
-            self.invalidate([key])
-        trips = await self.peers.invalidate(self.name, [key])
-        if trips:
-            self.stats.add("peer_trips", trips)
-        return result
+        answers: list = [None] * len(writes)
+        ops: list[WriteOp] = []
+        where: list[tuple[int, float]] = []  # (index in writes, the value's lifetime)
+        now = time.time()
+        for i, (key, value, ttl, version, deadline) in enumerate(writes):
+            wanted = 0.0
+            try:
+                if value is not None:
+                    value = check_value(value, self.item_limit)
+                    wanted = check_ttl(ttl)
+            except GeeCacheError as exc:
+                answers[i] = exc
+                continue
+            if deadline and now >= deadline:
+                self.stats.add("writes_refused")
+                answers[i] = WriteResult(False, False, 0, late=True)
+                continue
+            if version:
+                if version > hlc.clock.ceiling():
+                    # Stored, it would refuse every later write of the key and drag this
+                    # host's clock towards the end of its range (invariant 10).
+                    self.stats.add("writes_refused")
+                    ahead = hlc.to_unix(version) - time.time()
+                    answers[i] = VersionAheadError(
+                        f"the write's version is {ahead:.0f} s ahead of this host's clock, over "
+                        f"max_clock_drift ({hlc.clock.max_drift:g} s); not stored")
+                    continue
+                hlc.clock.update(version)  # never issue a version below one this host has seen
+            ops.append(WriteOp(key, value, version, now + wanted if wanted else 0.0, deadline))
+            where.append((i, wanted))
+        if not ops:
+            return answers
+        results = await batch_writer(self.source)(ops)
+        stored: list[tuple[str, bytes | None, str, float]] = []
+        for (i, wanted), op, result in zip(where, ops, results):
+            if isinstance(result, BaseException):
+                answers[i] = result
+                continue
+            try:
+                self.invalidate([op.key])
+            except LockTimeoutError as exc:
+                answers[i] = exc  # the old value may still be served: not acknowledged
+                continue
+            answers[i] = result
+            if not result.applied:
+                self.stats.add("writes_refused")
+                _observe(result.version)
+                continue
+            partition = ttl = None
+            if op.value is not None:
+                partition, ttl = self._partition(op.key)
+                if wanted:
+                    ttl = min(ttl, wanted) if partition == self._hot else wanted
+                self._store(partition, op.key, op.value, ttl)
+            stored.append((op.key, op.value, partition, ttl))
+        if stored:
+            # A load another process of this host runs may have read the source before these
+            # writes: wait it out (bounded), then store (or drop) again.
+            racing = [entry for entry in stored if self._flight.loading(self.name, entry[0])]
+            if racing:
+                await asyncio.gather(*(self._outlast_loads(key) for key, *_ in racing))
+            for key, value, partition, ttl in racing:
+                if value is not None:
+                    self._store(partition, key, value, ttl)
+                else:
+                    self.invalidate([key])
+            trips = await self.peers.invalidate(self.name, [key for key, *_ in stored])
+            if trips:
+                self.stats.add("peer_trips", trips)
+        return answers
 
     async def set_local(self, key: str, value: bytes, ttl: float = 0, *, version: int = 0,
                         deadline: float = 0.0) -> WriteResult:
@@ -676,6 +848,21 @@ class Group:
                 # The old value may still be served: the write must not be acknowledged.
                 self.stats.add("lock_timeouts")
                 raise
+
+
+def _observe(version: int) -> bool:
+    """Feed a stored *version* to this process's clock; False when it is too far ahead to take.
+
+    Such a version was stored by a clock (or a forger) past ``max_clock_drift``;
+    the source lets the next write replace it (``HLC.ceiling``), so this clock
+    need not, and must not, follow it.
+    """
+    if not version:
+        return True
+    if version > hlc.clock.ceiling():
+        return False
+    hlc.clock.update(version)
+    return True
 
 
 class _WriteFence:

@@ -54,6 +54,14 @@ _PHYSICAL_LIMIT = 1 << PHYSICAL_BITS
 LIMIT = 1 << (PHYSICAL_BITS + LOGICAL_BITS)
 
 
+#: How far ahead of this host's wall clock (seconds) a version received from
+#: elsewhere may be: a host whose clock is hours off (NTP lost, a VM restored)
+#: still orders its writes with the others, and a forged or broken version
+#: (2**63 - 2: the year 2112) cannot drag this clock, and with it every later
+#: write of the key, to the end of its range.
+DEFAULT_MAX_DRIFT = 86400.0
+
+
 class ClockDriftError(ValueError):
     """A remote timestamp is further ahead of this host's wall clock than allowed."""
 
@@ -143,6 +151,27 @@ class HLC:
         self._l = 0  # physical part of the last timestamp issued
         self._c = 0  # its logical counter
 
+    @property
+    def max_drift(self) -> float | None:
+        """Seconds a remote timestamp may be ahead of the wall clock (None: unbounded)."""
+        return None if self._max_drift_us is None else self._max_drift_us / 1e6
+
+    @max_drift.setter
+    def max_drift(self, seconds: float | None) -> None:
+        self._max_drift_us = None if seconds is None else int(seconds * 1e6)
+
+    def ceiling(self) -> int:
+        """The largest timestamp ``update`` takes now: the wall clock plus the drift limit.
+
+        A stored version above it came from a clock (or a forger) too far
+        ahead; a source lets a write replace it rather than refuse every
+        write of the key until that time comes.
+        """
+        if self._max_drift_us is None:
+            return LIMIT - 1
+        return min(pack(min(self._physical() + self._max_drift_us, _PHYSICAL_LIMIT - 1), _LOGICAL_MASK),
+                   LIMIT - 1)
+
     def last(self) -> int:
         """The last timestamp this clock issued (0 before the first)."""
         return pack(self._l, self._c)
@@ -209,5 +238,6 @@ class HLC:
 
 
 #: This process's clock: the versions of the writes it originates.  A forked
-#: child inherits its state, which keeps it monotonic across the fork.
-clock = HLC()
+#: child inherits its state, which keeps it monotonic across the fork.  Its
+#: drift limit is the host's ``max_clock_drift`` once a worker has its config.
+clock = HLC(max_drift=DEFAULT_MAX_DRIFT)

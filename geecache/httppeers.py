@@ -12,6 +12,8 @@ Peer paths (served by ``workers.dataplane.routes``):
     DELETE /_geecache/<group>/<key>   <- DeleteRequest -> WriteResponse (from source and cache)
     POST   /_geecache/<group>         <- InvalidateRequest (drop hot copies)
     POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
+    GET    /_geecache/:writes?within=S -> RecentWrites (the keys it wrote in the last S seconds)
+    POST   /_geecache/<group>/_writes <- WriteBatch -> WriteBatchResponse (the owner's keys of a batch write)
 
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
@@ -25,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import http.client
 import json
 import logging
 import ssl
 import time
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
 
@@ -41,18 +45,27 @@ from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from .geecachepb import (
-    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
-    WriteResponse,
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
+    SetRequest, WriteBatch, WriteBatchResponse, WriteResponse,
 )
 from .latency import PEER_CALLS
+from .lifetimes import local_expiry
+from .peers import PEER_WRITE_BATCH
 from .storage import WriteResult
 
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_geecache/"
+#: The share of the read timeout an owner is given to apply a write, counted from when it
+#: reads it (the rest covers the request's time on the wire).
+WRITE_TIMEOUT_SHARE = 0.75
 PROTOBUF = "application/x-protobuf"
 #: The key part of the peer batch path: POST there is a batch, never a key (no POST of a key).
 BATCH = "_batch"
+#: The path of a host's recent writes (``:`` is in no group name, so it is no group's path).
+RECENT_WRITES_PATH = PEER_PREFIX + ":writes"
+#: The key part of the peer batch write path (a POST, like BATCH).
+WRITES = "_writes"
 
 
 class MemberSource(Protocol):
@@ -99,6 +112,10 @@ class HTTPPeer:
         self._pool = pool
         self._conns = ConnectionPool(peer_url(address, pool.tls), ssl_context=pool.ssl_context,
                                      connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout)
+        # group -> writes waiting for the batch in flight to this peer (see ``write``);
+        # False once the peer answered a batch with 405.  The event loop's thread guards both.
+        self._write_queues: dict[str, _WriteQueue] = {}
+        self._batch_writes = True
 
     def __repr__(self) -> str:
         return f"HTTPPeer({self.address!r})"
@@ -129,7 +146,9 @@ class HTTPPeer:
 
     @staticmethod
     def _fail(address: str, status: int, body: bytes) -> PeerError:
-        return PeerError(f"peer {address} answered {status}: {body[:200]!r}")
+        error = PeerError(f"peer {address} answered {status}: {body[:200]!r}")
+        error.status = status
+        return error
 
     async def summary(self) -> dict:
         """The peer's figures for the cluster overview (``GET /_geecache``); PeerError otherwise."""
@@ -149,7 +168,8 @@ class HTTPPeer:
         self._conns.close()
 
     async def fetch(self, group: str, key: str, max_size: int, *, handoff: bool = False) -> tuple[bytes, float]:
-        """(value, expire_at) from the owner (see ``geecache.peers.Peer``).
+        """(value, expire_at) from the owner (see ``geecache.peers.Peer``); expire_at by this
+        host's clock (the owner sends the seconds left, ``geecache.lifetimes``).
 
         *handoff*: ask a previous owner, which answers only from its cache (404
         otherwise) and never loads, so a ring change costs no second load.
@@ -179,23 +199,78 @@ class HTTPPeer:
             codec_by_id(msg.codec)
         except (DecodeError, CodecError) as exc:
             raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
-        return msg.value, msg.codec, msg.expire_at
+        return msg.value, msg.codec, local_expiry(msg.expire_at, msg.ttl_left, time.time())
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
                     version: int = 0) -> WriteResult:
         """Ask the owner to apply a write (*value* None: a delete); see ``geecache.peers.Peer``.
 
+        Writes to one owner share requests: while one batch to it is in
+        flight, the writes that come meanwhile queue, and go together in the
+        next (``write_many``, one transaction on the owner); nothing waits for
+        a timer.  Each keeps its own answer; the request's failure is each
+        one's PeerError.  An owner from before batch writes (405) is then sent
+        one request per write, as before.
+        """
+        if not self._batch_writes:
+            return await self._write_one(group, key, value, ttl, version)
+        queue = self._write_queues.get(group)
+        if queue is None:
+            queue = self._write_queues[group] = _WriteQueue()
+        future = asyncio.get_running_loop().create_future()
+        queue.items.append((key, value, ttl, version, future))
+        if not queue.sending:
+            queue.sending = True
+            queue.task = asyncio.ensure_future(self._send_writes(group, queue))
+        return await future
+
+    async def _send_writes(self, group: str, queue: "_WriteQueue") -> None:
+        try:
+            while queue.items:
+                batch = [w for w in queue.items[:PEER_WRITE_BATCH] if not w[4].done()]
+                del queue.items[:PEER_WRITE_BATCH]
+                if not batch:
+                    continue
+                try:
+                    answers = await self.write_many(group, [w[:4] for w in batch])
+                except PeerError as exc:
+                    # One failed call: the first write carries whether it opened the
+                    # breaker, so the trip is counted once.
+                    answers = [exc] + [PeerError(str(exc)) for _ in batch[1:]]
+                for write, answer in zip(batch, answers):
+                    future = write[4]
+                    if future.done():  # its writer was cancelled
+                        continue
+                    if answer is None:
+                        answer = PeerError(f"peer {self.address}: the owner failed this write")
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            queue.sending = False
+            for write in queue.items:  # cancelled (closing): nobody will send these
+                if not write[4].done():
+                    write[4].set_exception(PeerError(f"peer {self.address}: closed"))
+            queue.items.clear()
+
+    async def _write_one(self, group: str, key: str, value: bytes | None, ttl: float, version: int) -> WriteResult:
+        """One write in its own request (``PUT``/``DELETE`` of the key), for an owner without batches.
+
         Its deadline is now + the read timeout: the owner must not apply it
         once this host may have given up on the answer and written it itself.
         """
         deadline = time.time() + self._pool.read_timeout
+        # The same deadline as a duration, for an owner whose clock is not ours: shorter by
+        # the time the request may spend getting there, so the owner's is never the later.
+        timeout = self._pool.read_timeout * WRITE_TIMEOUT_SHARE
         if value is None:
-            method, msg = "DELETE", DeleteRequest(version=version, deadline=deadline)
+            method, msg = "DELETE", DeleteRequest(version=version, deadline=deadline, timeout=timeout)
         else:
             codec_id, payload = pack(value, self._pool.codec_for(group))
             method = "PUT"
             msg = SetRequest(group=group, key=key, value=payload, codec=codec_id, ttl=ttl,
-                             version=version, deadline=deadline)
+                             version=version, deadline=deadline, timeout=timeout)
         status, body = await self._call(method, peer_path(group, key), msg.SerializeToString())
         if status == 200:
             answer = WriteResponse()
@@ -211,6 +286,66 @@ class HTTPPeer:
             return WriteResult(True, False, 0)
         raise self._fail(self.address, status, body)
 
+    async def _one_request_each(self, group: str, writes: list[tuple]) -> list[WriteResult | None]:
+        """``write_many`` as single writes (concurrently); None for one that failed."""
+        answers = await asyncio.gather(*(self._write_one(group, *w) for w in writes), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, PeerError):
+                raise answer  # a bug or a cancellation, not an answer about this write
+        return [None if isinstance(a, BaseException) else a for a in answers]
+
+    async def _post_batch(self, group: str, path_key: str, body: bytes, answer, count: int, what: str):
+        """POST a batch *body* to the owner and parse its answer (*count* items) into *answer*.
+
+        PeerError when the owner is unreachable, answers another status, or
+        the answer is malformed or has another number of items.
+        """
+        status, raw = await self._call("POST", peer_path(group, path_key), body)
+        if status != 200:
+            raise self._fail(self.address, status, raw)
+        try:
+            answer.ParseFromString(raw)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad {what} response: {exc}") from exc
+        if len(answer.items) != count:
+            raise PeerError(f"peer {self.address}: {len(answer.items)} answers to a {what} of {count}")
+        return answer
+
+    async def write_many(self, group: str, writes: list[tuple[str, bytes | None, float, int]]
+                         ) -> list[WriteResult | None]:
+        """Ask the owner to apply every ``(key, value or None, ttl, version)`` of *writes* in one
+        request (and one transaction); one answer per write, in order.
+
+        None for a write the owner failed (the caller writes it itself, as
+        after a failed single write); PeerError when the owner is unreachable
+        or answers otherwise (an owner from before batch writes: 405).  The
+        deadline is the single write's: now + the read timeout.
+        """
+        if not self._batch_writes:
+            return await self._one_request_each(group, writes)
+        deadline = time.time() + self._pool.read_timeout
+        timeout = self._pool.read_timeout * WRITE_TIMEOUT_SHARE  # as _write_one's, for the owner's clock
+        codec = self._pool.codec_for(group)
+        msg = WriteBatch(group=group)
+        add = msg.items.add
+        for key, value, ttl, version in writes:
+            if value is None:
+                add(key=key, delete=True, version=version, deadline=deadline, timeout=timeout)
+            else:
+                codec_id, payload = pack(value, codec)
+                add(key=key, value=payload, codec=codec_id, ttl=ttl, version=version, deadline=deadline,
+                    timeout=timeout)
+        try:
+            answer = await self._post_batch(group, WRITES, msg.SerializeToString(), WriteBatchResponse(),
+                                            len(writes), "batch write")
+        except PeerError as exc:
+            if exc.status != 405:
+                raise
+            self._batch_writes = False  # an owner from before batch writes: one request each
+            return await self._one_request_each(group, writes)
+        return [WriteResult(i.result.applied, i.result.existed, i.result.version, i.result.late)
+                if i.status == 200 else None for i in answer.items]
+
     async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
         """key -> (status, value, expire_at) from the owner, in one request; PeerError when unreachable.
 
@@ -218,21 +353,14 @@ class HTTPPeer:
         status of the error the owner met loading that key.
         """
         body = BatchRequest(group=group, items=[BatchItem(key=k) for k in keys]).SerializeToString()
-        status, answer = await self._call("POST", peer_path(group, BATCH), body)
-        if status != 200:
-            raise self._fail(self.address, status, answer)
-        msg = BatchResponse()
-        try:
-            msg.ParseFromString(answer)
-        except DecodeError as exc:
-            raise PeerError(f"peer {self.address}: bad batch response: {exc}") from exc
-        if len(msg.items) != len(keys):
-            raise PeerError(f"peer {self.address}: {len(msg.items)} answers to a batch of {len(keys)}")
+        msg = await self._post_batch(group, BATCH, body, BatchResponse(), len(keys), "batch")
         out = {}
+        now = time.time()
         for key, item in zip(keys, msg.items):
             if item.status == 200:
                 try:
-                    out[key] = (200, unpack(item.codec, item.value, max_size), item.expire_at)
+                    out[key] = (200, unpack(item.codec, item.value, max_size),
+                                local_expiry(item.expire_at, item.ttl_left, now))
                 except CodecError:
                     out[key] = (502, b"", 0.0)  # this key loads locally
             else:
@@ -258,6 +386,18 @@ class HTTPPeer:
         status, answer = await self._call("POST", peer_path(group), body, gated=False)
         if status != 204 and status != 200:
             raise self._fail(self.address, status, answer)
+
+
+
+class _WriteQueue:
+    """The writes to one (peer, group) waiting for the batch in flight, and whether one is."""
+
+    __slots__ = ("items", "sending", "task")
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []  # (key, value, ttl, version, Future)
+        self.sending = False
+        self.task: asyncio.Future | None = None  # held: a running task must be referenced
 
 
 #: How long a write waits for an invalidation to a member whose breaker is open
@@ -326,8 +466,11 @@ class HTTPPool:
         breaker: Breaker | None = None,
         replay_window: float = 10.0,
         handoff_window: float = 0.0,
+        write_log=None,
     ) -> None:
         self.self_address = self_address
+        #: The host's shared log of the writes it applied (``geecache.writelog``), or None.
+        self.write_log = write_log
         # tls: members advertised as bare host:port are reached over https.
         # ssl_context verifies them; None = the system's CA store (never "no checks").
         self.tls = tls
@@ -370,9 +513,8 @@ class HTTPPool:
         if version == self._version:
             return
         version, members = self._members.read_ring()
-        ring = Ring(**self._ring_args)
-        if members:
-            ring.add(*members)
+        # Derived from the ring in use: only the members that changed are hashed.
+        ring = self._ring.with_nodes(members)
         old_peers = self._peers
         self._peers = {m: old_peers.get(m) or HTTPPeer(self, m) for m in members if m != self.self_address}
         for gone in old_peers.keys() - self._peers.keys():
@@ -450,6 +592,8 @@ class HTTPPool:
         this opened.
         """
         self._refresh()
+        if self.write_log is not None:  # every applied write passes here: hosts that were away ask it
+            self.write_log.append(group, keys)
         if self.replay_window > 0:
             self._remember(group, keys)
         if not self._peers:
@@ -479,6 +623,62 @@ class HTTPPool:
         if started:
             await asyncio.wait(started, timeout=TRIPPED_WAIT)
         return trips
+
+    def writes_elsewhere(self, within: float, members_before=(), timeout: float = 2.0
+                         ) -> tuple[dict[str, set[str]] | None, str]:
+        """(group -> keys, "") the other members wrote in the last *within* seconds; (None, why) when
+        one of them cannot say (unreachable, or its log does not reach back that far), or a member
+        of *members_before* has left the ring since (nobody can say what it wrote).
+
+        Blocking, on purpose: the pause guard calls it on the worker's loop
+        right after a pause, so no request is served from a copy it is about
+        to drop; every member is asked at once, bounded by *timeout*.
+        """
+        self._refresh()
+        peers = list(self._peers)
+        gone = [m for m in members_before if m != self.self_address and m not in self._peers]
+        if gone:
+            return None, f"{gone[0]} left the ring meanwhile"
+        if not peers:
+            return {}, ""
+        pool = concurrent.futures.ThreadPoolExecutor(len(peers), thread_name_prefix="geecache-recent")
+        try:
+            calls = {pool.submit(self._ask_recent, address, within, timeout): address for address in peers}
+            done, _ = concurrent.futures.wait(calls, timeout=timeout + 0.5)
+        finally:
+            pool.shutdown(wait=False)
+        out: dict[str, set[str]] = {}
+        for future, address in calls.items():
+            if future not in done:
+                return None, f"{address} did not answer within {timeout:g}s"
+            error = future.exception()
+            if error is not None:
+                return None, f"{address}: {type(error).__name__}: {error}"
+            msg = future.result()
+            if not msg.covered:
+                return None, f"the log of {address} does not reach back {within:.1f}s"
+            for written in msg.groups:
+                out.setdefault(written.group, set()).update(written.keys)
+        return out, ""
+
+    def _ask_recent(self, address: str, within: float, timeout: float) -> RecentWrites:
+        url = urlsplit(peer_url(address, self.tls))
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout,
+                                               context=self.ssl_context or ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+        try:
+            conn.request("GET", f"{url.path}{RECENT_WRITES_PATH}?within={within:.3f}", headers=self.headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        finally:
+            conn.close()
+        if answer.status != 200:
+            raise PeerError(f"answered {answer.status}: {body[:200]!r}")
+        msg = RecentWrites()
+        msg.ParseFromString(body)
+        return msg
 
     def _remember(self, group: str, keys: list[str]) -> None:
         now = time.monotonic()

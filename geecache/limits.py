@@ -74,7 +74,7 @@ HOT_PREFIX = "hot:"
 def check_group_name(name: str) -> str:
     """Validate a group name (letters, digits, ``_ . -``; 1-64 chars)."""
     if not isinstance(name, str) or not _GROUP_NAME.match(name):
-        raise InvalidKeyError(f"group name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        raise InvalidKeyError("a group name must be 1-64 of A-Z a-z 0-9 _ . -")
     return name
 
 

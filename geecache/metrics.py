@@ -58,6 +58,10 @@ _COUNTER_HELP = {
     "writes_refused": "Writes not applied: older than the source's version of the key, or past their deadline.",
     "handoff_hits": "Misses of keys this host now owns served from the previous owner's cache after a ring change.",
     "handoff_misses": "Handoff asks the previous owner did not answer from its cache (the key loaded from the source).",
+    "pause_drops": "Keys dropped after a pause or warm restart because another host wrote them meanwhile.",
+    "pause_wipes": "Times every copy was dropped after a pause: the other hosts could not say what changed.",
+    "source_commits": "Transactions committed to the group's source (each may hold many writes: group commit).",
+    "source_writes": "Writes in the committed transactions (over source_commits: writes shared per commit).",
 }
 assert set(_COUNTER_HELP) == set(STAT_FIELDS), "every stat field needs a metric help string"
 

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from .consistenthash import Ring
+
 if TYPE_CHECKING:
     from .storage import WriteResult
+
+#: The ring of a host alone (no members: whoever asks routes to any host).
+_EMPTY_RING = Ring()
+
+#: Writes one peer request carries at most (the default ``batch_max_keys``): more
+#: for one owner go in several requests.
+PEER_WRITE_BATCH = 1000
 
 
 class Peer(Protocol):
@@ -30,6 +39,13 @@ class Peer(Protocol):
 
         PeerError when unreachable (PeerUnavailableError: its breaker is open, no call made).
         """
+
+    async def write_many(self, group: str, writes: list[tuple[str, bytes | None, float, int]]
+                         ) -> list["WriteResult | None"]:
+        """Optional: every ``(key, value or None, ttl, version)`` in one request; an answer per
+        write (None: the owner failed it), PeerError when unreachable.  A peer without it is
+        sent its writes one ``write`` at a time."""
+
     async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
         """key -> (status 200/404/error status, value, expire_at) from the owner in one request;
         PeerError when unreachable."""
@@ -47,8 +63,14 @@ class Peer(Protocol):
 class PeerPicker(Protocol):
     """Maps keys to owners over the current member list."""
 
+    #: Whether members are reached over https (a member's URL is ``peer_url(member, tls)``).
+    tls: bool
+
     def pick(self, key: str) -> Peer | None:
         """The owning peer of *key*, or None when this host owns it."""
+
+    def ring(self) -> "tuple[int, Ring]":
+        """(member list version, the ring built from it) this host routes by now."""
 
     async def invalidate(self, group: str, keys: list[str]) -> int | None:
         """Tell every other member to drop hot copies of *keys* (best effort, bounded).
@@ -60,8 +82,14 @@ class PeerPicker(Protocol):
 class NoPeers:
     """The picker of a host alone: it owns every key."""
 
+    tls = False
+
     def pick(self, key: str) -> None:
         return None
+
+    def ring(self) -> "tuple[int, Ring]":
+        """Version 0 and an empty ring: a client that follows the ring asks any host."""
+        return 0, _EMPTY_RING
 
     async def invalidate(self, group: str, keys: list[str]) -> None:
         return None

@@ -29,6 +29,10 @@ STAT_FIELDS = (
     "writes_refused", # writes the source did not apply: older than its version, or past the deadline
     "handoff_hits",   # owned misses served from the previous owner's cache after a ring change
     "handoff_misses", # handoff asks the previous owner could not answer (loaded from the source)
+    "pause_drops",    # keys dropped after a pause or warm restart: another host wrote them meanwhile
+    "pause_wipes",    # every copy dropped after a pause: the other hosts could not say what changed
+    "source_commits", # transactions this process committed to the group's source (group commit)
+    "source_writes",  # rows in those transactions: writes / commits is the rows shared per commit
 )
 
 

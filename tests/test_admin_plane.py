@@ -18,7 +18,7 @@ def test_admin_port_defaults():
     cfg = parse_args(["--port", "8001"], environ={})
     assert (cfg.admin_host, cfg.admin_port) == ("127.0.0.1", 9001)
     assert parse_args(["--port", "0"], environ={}).admin_port == 0  # any free, like the data port
-    cfg = parse_args(["--host", "0.0.0.0", "--admin-port", "7000"], environ={})
+    cfg = parse_args(["--host", "0.0.0.0", "--trusted-network", "--admin-port", "7000"], environ={})
     assert (cfg.admin_host, cfg.admin_port) == ("127.0.0.1", 7000)  # loopback even when data is wider
     # Named as the user spells settings: the defaulted admin port like the --port that moved it.
     with pytest.raises(ConfigError, match="^--admin-port: the default"):
@@ -32,7 +32,7 @@ def test_admin_port_defaults():
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("planes")
-    h = start_supervisor(tmp, "--host", "0.0.0.0", "--keepalive-timeout", "0.5", "--header-timeout", "0.5",
+    h = start_supervisor(tmp, "--host", "0.0.0.0", "--trusted-network", "--keepalive-timeout", "0.5", "--header-timeout", "0.5",
                          workers=2)
     yield h
     assert h.stop() == 0

@@ -200,3 +200,25 @@ def test_sets_and_deletes_of_a_batch_reach_every_owner(three):
         assert cb.get_many(keys, group="s") == {k: k.encode() * 3 for k in keys}
         assert cb.delete_many(keys[:6], group="s") == 6
         assert ca.get_many(keys, group="s") == {k: k.encode() * 3 for k in keys[6:]}
+
+
+def _source_counts(h) -> tuple[int, int]:
+    stats = h.admin_json("/stats")["s"]
+    return stats["source_commits"], stats["source_writes"]
+
+
+def test_a_100_key_set_many_is_one_request_and_one_commit_per_owner(three):
+    a = three[0]
+    keys = [f"hundred{i}" for i in range(100)]
+    owners = {}
+    for k in keys:
+        owners.setdefault(_owner(a, k), []).append(k)
+    assert len(owners) == 3, "100 keys should land on all three hosts"
+    before = {h.port: _source_counts(h) for h in three}
+    with _client(a) as c:
+        c.set_many({k: b"x" + k.encode() for k in keys}, group="s")
+        assert c.get_many(keys, group="s") == {k: b"x" + k.encode() for k in keys}
+    for h in three:
+        commits, writes = (x - y for x, y in zip(_source_counts(h), before[h.port]))
+        # Each owner got its keys in one request and wrote them in one transaction.
+        assert (commits, writes) == (1, len(owners[f"http://127.0.0.1:{h.port}"])), h.port

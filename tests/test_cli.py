@@ -57,7 +57,7 @@ def test_bind_forms_refused_with_a_reason(text, reason):
 
 def test_bind_from_every_source_sets_host_and_port(tmp_path):
     assert (lambda c: (c.host, c.port))(parse_args(["--bind", "[::1]:8002"], environ={})) == ("::1", 8002)
-    assert (lambda c: (c.host, c.port))(parse_args(["-b", ":8003"], environ={})) == ("0.0.0.0", 8003)
+    assert (lambda c: (c.host, c.port))(parse_args(["-b", ":8003", "--trusted-network"], environ={})) == ("0.0.0.0", 8003)
     cfg = parse_args([], environ={"GEECACHE_BIND": "127.0.0.2:8004"})
     assert (cfg.host, cfg.port) == ("127.0.0.2", 8004)
     path = tmp_path / "h.toml"
@@ -155,7 +155,8 @@ def _ipv6_loopback() -> bool:
                  marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")),
 ])
 def test_the_host_serves_on_its_bind_address(tmp_path, bind, connect):
-    h = _start(tmp_path, "--bind", bind)
+    # Every interface without a token needs the network declared trusted (protected mode).
+    h = _start(tmp_path, "--bind", bind, *(["--trusted-network"] if bind.startswith(":") else []))
     try:
         assert _serves(h, connect) == (200, b"630")
     finally:

@@ -173,6 +173,19 @@ def test_sqlite_file_that_is_not_a_database(tmp_path):
     assert err.value.field == "groups[0].sqlite" and "cannot open" in err.value.reason
 
 
+def test_synchronous_is_full_by_default_normal_when_asked_and_sqlite_only(tmp_path):
+    path = write(tmp_path, '[[groups]]\nname = "g"\nsqlite = "a.db"\n[[groups]]\nname = "h"\n'
+                 'sqlite = "b.db"\nsynchronous = "normal"\n')
+    cfg = parse_args(["--config", path], environ={})
+    assert [g.synchronous for g in cfg.groups] == ["full", "normal"]
+    for body, field in (('sqlite = "c.db"\nsynchronous = "off"\n', "groups[0].synchronous"),
+                        ('loader = "os.path:basename"\nsynchronous = "full"\n', "groups[0].synchronous")):
+        path = write(tmp_path, '[[groups]]\nname = "g"\n' + body)
+        with pytest.raises(ConfigError) as err:
+            parse_args(["--config", path], environ={})
+        assert err.value.field == field
+
+
 # -- the settings table: every source, every float, the arena's rows -------------------------
 
 from geecache.config import (  # noqa: E402

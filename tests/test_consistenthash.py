@@ -113,3 +113,43 @@ def test_add_is_idempotent_and_bad_members_are_refused():
     with pytest.raises(ValueError):
         Ring(replicas=0)
     assert Ring().replicas == DEFAULT_REPLICAS
+
+
+def _table(ring):
+    return ring._table
+
+
+def test_a_derived_ring_is_the_ring_built_whole_through_random_joins_and_leaves():
+    rng = random.Random(5)
+    pool = [f"10.0.{i // 256}.{i % 256}:8001" for i in range(300)]
+    members = set(rng.sample(pool, 40))
+    ring = Ring(replicas=64)
+    ring.set_nodes(members)
+    for step in range(60):
+        change = rng.choice(["join", "leave", "both", "many"])
+        if change in ("join", "both"):
+            members |= {rng.choice(pool)}
+        if change in ("leave", "both") and len(members) > 2:
+            members -= {rng.choice(sorted(members))}
+        if change == "many":
+            members = set(rng.sample(pool, rng.randint(2, 80)))
+        before = _table(ring)
+        derived = ring.with_nodes(members)
+        whole = Ring(replicas=64)
+        whole.set_nodes(members)
+        assert _table(derived) == _table(whole), step
+        assert _table(ring) == before  # the ring it came from is left as it was
+        ring = derived
+
+
+def test_splices_keep_the_hash_then_name_order_through_equal_hashes():
+    # Real collisions of xxh3-64 are out of reach: the splices get a table with ties.
+    from geecache.consistenthash import splice_in, splice_out
+
+    table = sorted([(5, "b"), (5, "d"), (9, "a"), (1, "z"), (9, "c")])
+    hashes, owners = [h for h, _ in table], [n for _, n in table]
+    extra = sorted([(5, "a"), (5, "c"), (5, "e"), (9, "b"), (0, "q"), (10, "a")])
+    h2, o2 = splice_in(hashes, owners, extra)
+    assert list(zip(h2, o2)) == sorted(table + extra)
+    h3, o3 = splice_out(h2, o2, sorted([(5, "b"), (5, "e"), (0, "q"), (9, "c")]))
+    assert list(zip(h3, o3)) == sorted(set(table + extra) - {(5, "b"), (5, "e"), (0, "q"), (9, "c")})

@@ -92,33 +92,96 @@ def capped(tmp_path):
     server.stop()
 
 
-def test_connection_cap_refuses_with_503_and_logs(capped, caplog):
-    short = capped
+def _wait_connections(server, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while server.run(lambda: server.plane.connections) != n:
+        assert time.monotonic() < deadline, f"never {n} connections open"
+        time.sleep(0.02)
+
+
+def _served(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request_bytes("GET", "/healthz", headers={"Connection": "close"}))
+        return read_answers(s, ["GET"]).answers[0].status
+
+
+def test_connection_cap_refuses_with_503_and_logs_when_no_connection_is_idle(capped, caplog):
     caplog.set_level(logging.WARNING, logger="geecache.worker")
     socks = []
     try:
-        for _ in range(CAPPED.max_connections):
-            socks.append(socket.create_connection(("127.0.0.1", short.port), timeout=10))
-        # Make sure the server has accepted all of them before the next one.
-        for s in socks:
-            s.sendall(request_bytes("GET", "/healthz"))
-            assert read_answers(s, ["GET"]).answers[0].status == 200
+        for _ in range(CAPPED.max_connections):  # each in the middle of a request head: busy
+            s = socket.create_connection(("127.0.0.1", capped.port), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            socks.append(s)
+        _wait_connections(capped, CAPPED.max_connections)
         for _ in range(3):
-            with socket.create_connection(("127.0.0.1", short.port), timeout=10) as extra:
+            with socket.create_connection(("127.0.0.1", capped.port), timeout=10) as extra:
                 answer = wait_closed(extra)
                 assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections" in answer
+        for s in socks:  # none of the busy ones was evicted: each finishes its request
+            s.sendall(b"\r\n")
+            assert read_answers(s, ["GET"]).answers[0].status == 200
     finally:
         for s in socks:
             s.close()
     cap_lines = [r for r in caplog.records if "the cap" in r.getMessage()]
     assert len(cap_lines) == 1  # rate-limited: one line for three refusals
     # Below the cap again, new clients are served.
-    with socket.create_connection(("127.0.0.1", short.port), timeout=10) as s:
-        deadline = time.monotonic() + 10
-        while short.run(lambda: short.plane.connections) > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        s.sendall(request_bytes("GET", "/healthz"))
-        assert read_answers(s, ["GET"]).answers[0].status == 200
+    _wait_connections(capped, 0)
+    assert _served(capped.port) == 200
+
+
+def test_at_the_cap_the_longest_idle_connection_makes_room(capped, caplog):
+    caplog.set_level(logging.WARNING, logger="geecache.worker")
+    socks = []
+    try:
+        # Twice the cap of sockets that never send a byte (the header timeout is long here).
+        for _ in range(2 * CAPPED.max_connections):
+            socks.append(socket.create_connection(("127.0.0.1", capped.port), timeout=10))
+        # Each new socket past the cap evicted the oldest idle one: the first half were closed
+        # without a word, the second half are open.
+        for s in socks[:CAPPED.max_connections]:
+            assert wait_closed(s) == b""
+        _wait_connections(capped, CAPPED.max_connections)
+        statuses = [_served(capped.port) for _ in range(20)]
+        assert statuses == [200] * 20
+    finally:
+        for s in socks:
+            s.close()
+    _wait_connections(capped, 0)
+    # A served keep-alive client that has been idle the longest goes first.
+    socks = []
+    try:
+        socks.append(socket.create_connection(("127.0.0.1", capped.port), timeout=10))
+        socks[0].sendall(request_bytes("GET", "/healthz"))
+        assert read_answers(socks[0], ["GET"]).answers[0].status == 200
+        for _ in range(CAPPED.max_connections - 1):
+            socks.append(socket.create_connection(("127.0.0.1", capped.port), timeout=10))
+        _wait_connections(capped, CAPPED.max_connections)
+        assert _served(capped.port) == 200
+        assert wait_closed(socks[0]) == b""
+        _wait_connections(capped, CAPPED.max_connections - 1)  # the others are all still open
+    finally:
+        for s in socks:
+            s.close()
+    assert any("closed" in r.getMessage() and "idle ones for new clients" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(tmp_path):
+    server = PlaneServer(tmp_path, limits=Limits(header_timeout=0.6, keepalive_timeout=300.0,
+                                                 max_connections=8, linger_timeout=0.5))
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as served:
+            served.sendall(request_bytes("GET", "/healthz"))
+            assert read_answers(served, ["GET"]).answers[0].status == 200
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
+                assert wait_closed(silent, bound=60.0) == b""  # long before the keep-alive timeout
+            # The served client, idle since before the silent one came, keeps its connection.
+            served.sendall(request_bytes("GET", "/healthz"))
+            assert read_answers(served, ["GET"]).answers[0].status == 200
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

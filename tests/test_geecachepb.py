@@ -64,12 +64,13 @@ def test_fields_match_the_design():
     string, bytes_, uint32, double = D.TYPE_STRING, D.TYPE_BYTES, D.TYPE_UINT32, D.TYPE_DOUBLE
     uint64, bool_ = D.TYPE_UINT64, D.TYPE_BOOL
     assert SetRequest.DESCRIPTOR.full_name == "geecachepb.SetRequest"
-    assert fields(GetResponse) == {"value": (1, bytes_), "codec": (2, uint32), "expire_at": (3, double)}
+    assert fields(GetResponse) == {"value": (1, bytes_), "codec": (2, uint32), "expire_at": (3, double),
+                                   "ttl_left": (5, double)}
     assert fields(SetRequest) == {
         "group": (1, string), "key": (2, string), "value": (3, bytes_), "codec": (4, uint32),
-        "ttl": (5, double), "version": (6, uint64), "deadline": (7, double),
+        "ttl": (5, double), "version": (6, uint64), "deadline": (7, double), "timeout": (8, double),
     }
-    assert fields(DeleteRequest) == {"version": (1, uint64), "deadline": (2, double)}
+    assert fields(DeleteRequest) == {"version": (1, uint64), "deadline": (2, double), "timeout": (3, double)}
     assert fields(WriteResponse) == {"applied": (1, bool_), "existed": (2, bool_), "version": (3, uint64),
                                      "late": (4, bool_)}
     assert fields(InvalidateRequest) == {"group": (1, string), "keys": (2, string)}
@@ -77,7 +78,25 @@ def test_fields_match_the_design():
     # Only what is sent is defined; GET carries group and key in the path.
     assert set(geecachepb.geecache_pb2.DESCRIPTOR.message_types_by_name) == {
         "GetResponse", "SetRequest", "DeleteRequest", "WriteResponse", "InvalidateRequest",
-        "BatchItem", "BatchRequest", "BatchResponse"}
+        "BatchItem", "BatchRequest", "BatchResponse", "RecentWrites",
+        "WriteItem", "WriteBatch", "WriteBatchItem", "WriteBatchResponse"}
+
+
+def test_write_batch_fields_match_the_design():
+    from geecache.geecachepb import WriteBatch, WriteBatchItem, WriteBatchResponse, WriteItem
+
+    def fields(cls):
+        return {f.name: (f.number, f.type) for f in cls.DESCRIPTOR.fields}
+
+    D = WriteItem.DESCRIPTOR.fields[0]
+    assert fields(WriteItem) == {
+        "key": (1, D.TYPE_STRING), "value": (2, D.TYPE_BYTES), "codec": (3, D.TYPE_UINT32),
+        "ttl": (4, D.TYPE_DOUBLE), "version": (5, D.TYPE_UINT64), "deadline": (6, D.TYPE_DOUBLE),
+        "delete": (7, D.TYPE_BOOL), "timeout": (8, D.TYPE_DOUBLE)}
+    assert fields(WriteBatch) == {"group": (1, D.TYPE_STRING), "items": (2, D.TYPE_MESSAGE)}
+    assert fields(WriteBatchItem) == {"status": (1, D.TYPE_UINT32), "result": (2, D.TYPE_MESSAGE),
+                                      "error": (3, D.TYPE_STRING)}
+    assert fields(WriteBatchResponse) == {"items": (1, D.TYPE_MESSAGE)}
 
 
 def test_an_older_peers_messages_read_as_unversioned():
@@ -101,7 +120,7 @@ def test_batch_fields_match_the_design():
     string, bytes_, uint32, double, message = D.TYPE_STRING, D.TYPE_BYTES, D.TYPE_UINT32, D.TYPE_DOUBLE, D.TYPE_MESSAGE
     assert fields(BatchItem) == {
         "key": (1, string), "value": (2, bytes_), "codec": (3, uint32), "ttl": (4, double),
-        "status": (5, uint32), "expire_at": (6, double), "error": (7, string)}
+        "status": (5, uint32), "expire_at": (6, double), "error": (7, string), "ttl_left": (8, double)}
     assert fields(BatchRequest) == {"group": (1, string), "items": (2, message)}
     assert fields(BatchResponse) == {"items": (1, message)}
     assert _repeated(BatchRequest.DESCRIPTOR.fields_by_name["items"])
@@ -162,3 +181,12 @@ def test_garbage_raises_decode_error(cls, garbage):
 def test_invalid_utf8_in_string_field_raises_decode_error():
     with pytest.raises(DecodeError):
         SetRequest.FromString(b"\x12\x02\xff\xfe")  # key = invalid UTF-8
+
+
+def test_recent_writes_fields_match_the_design():
+    from geecache.geecachepb import RecentWrites
+
+    D = RecentWrites.DESCRIPTOR.fields[0]
+    assert {f.name: (f.number, f.type) for f in RecentWrites.DESCRIPTOR.fields} == {
+        "covered": (1, D.TYPE_BOOL), "groups": (2, D.TYPE_MESSAGE)}
+    assert RecentWrites.DESCRIPTOR.fields_by_name["groups"].is_repeated

@@ -117,6 +117,18 @@ def test_max_drift_refuses_a_remote_timestamp_far_in_the_future():
     assert clock.update(pack(T0 + 900_000)) > pack(T0 + 900_000)  # within the limit
 
 
+def test_the_ceiling_is_the_largest_timestamp_update_takes():
+    wall = Wall()
+    clock = HLC(wall, max_drift=1.0)
+    ceiling = clock.ceiling()
+    assert clock.update(ceiling) > ceiling  # taken
+    with pytest.raises(ClockDriftError):
+        clock.update(ceiling + 1)
+    assert HLC(wall).ceiling() == LIMIT - 1  # no drift limit: the whole range
+    clock.max_drift = None
+    assert clock.max_drift is None and clock.ceiling() == LIMIT - 1
+
+
 def test_a_bad_wall_clock_is_an_error_not_a_wrapped_timestamp():
     clock = HLC(lambda: -1)
     with pytest.raises(ValueError, match="wall clock"):

@@ -107,6 +107,12 @@ def test_installed_command_serves_the_demo_from_another_directory(venv, tmp_path
     version = _run([command, "--version"], cwd=cwd, env=env).stdout.split()
     assert version[:2] == ["geecache", where[1]], version
     assert "--workers" in _run([python, "-m", "geecache", "--help"], cwd=cwd, env=env).stdout
+    # A folder holding a module named like one of the program's packages does not shadow it.
+    (cwd / "workers.py").write_text("raise SystemExit('the working directory shadowed workers')\n")
+    try:
+        assert "--workers" in _run([python, "-m", "geecache", "--help"], cwd=cwd, env=env).stdout
+    finally:
+        (cwd / "workers.py").unlink()
 
     port = free_port()
     log_path = tmp_path / "host.log"

@@ -19,7 +19,7 @@ class Clock:
         return self.t
 
 
-def test_a_gap_over_the_threshold_drops_every_copy(caplog):
+def test_a_host_with_no_peers_drops_nothing_for_a_pause(caplog):
     cache = LocalCache()
     groups = [Group(name, MemoryStorage({"k": b"v"}), cache=cache) for name in ("a", "b")]
     clock = Clock()
@@ -27,22 +27,82 @@ def test_a_gap_over_the_threshold_drops_every_copy(caplog):
     async def main():
         for g in groups:
             assert await g.get("k") == b"v"
-            cache.set("hot:" + g.name, "remote", b"r")
         guard = PauseGuard(groups, threshold=1.0, interval=0.1, clock=clock)
         guard.start()
-        clock.t += 0.5
-        guard.tick()  # a normal interval: nothing dropped
-        assert all(cache.get(g.name, "k") == b"v" for g in groups)
         clock.t += 5.0  # the process was stopped for 5 s
         with caplog.at_level(logging.WARNING):
             guard.tick()
         guard.stop()
-        return guard.pauses
+        return guard.pauses, guard.drops
+
+    assert asyncio.run(main()) == (1, 0)
+    assert all(cache.get(g.name, "k") == b"v" for g in groups)
+    assert "did not run for 5.0 s" in caplog.text and "no peers, nothing dropped" in caplog.text
+
+
+def _filled(cache):
+    groups = [Group(name, MemoryStorage({}), cache=cache) for name in ("a", "b")]
+    for g in groups:
+        for key in ("k1", "k2"):
+            cache.set(g.name, key, b"v")
+        cache.set("hot:" + g.name, "remote", b"r")
+    return groups
+
+
+def test_a_pause_in_a_cluster_drops_only_the_keys_written_elsewhere(caplog):
+    cache = LocalCache()
+    groups = _filled(cache)
+    clock = Clock()
+    asked = []
+
+    def ask(within, members_before):
+        asked.append(within)
+        assert tuple(members_before) == ("me", "other")
+        return {"a": {"k1", "remote", "never-cached"}, "unknown-group": {"x"}}, ""
+
+    async def main():
+        guard = PauseGuard(groups, threshold=1.0, interval=0.1, clock=clock, ask=ask,
+                           members=lambda: ["me", "other"], self_address="me")
+        guard.start()
+        clock.t += 0.5
+        guard.tick()  # a normal interval: nobody asked
+        assert asked == []
+        clock.t += 5.0
+        with caplog.at_level(logging.WARNING):
+            guard.tick()
+        guard.stop()
+        return guard
+
+    guard = asyncio.run(main())
+    assert guard.pauses == 1 and guard.drops == 0 and guard.dropped == 3
+    assert len(asked) == 1 and asked[0] >= 5.0  # the pause, plus a margin before it
+    assert cache.get("a", "k1") is None and cache.get("hot:a", "remote") is None
+    assert cache.get("a", "k2") == b"v" and cache.get("b", "k1") == b"v" and cache.get("hot:b", "remote") == b"r"
+    assert groups[0].stats.snapshot()["pause_drops"] == 3 and groups[0].stats.snapshot()["pause_wipes"] == 0
+    assert "dropped 3 cached keys other hosts wrote meanwhile" in caplog.text
+
+
+def test_a_pause_no_log_covers_drops_every_copy(caplog):
+    cache = LocalCache()
+    groups = _filled(cache)
+    clock = Clock()
+
+    async def main():
+        guard = PauseGuard(groups, threshold=1.0, interval=0.1, clock=clock,
+                           ask=lambda within, before: (None, "the log of other does not reach back"),
+                           members=lambda: ["me", "other"], self_address="me")
+        guard.start()
+        clock.t += 5.0
+        with caplog.at_level(logging.WARNING):
+            guard.tick()
+        guard.stop()
+        return guard.drops
 
     assert asyncio.run(main()) == 1
     for g in groups:
-        assert cache.get(g.name, "k") is None and cache.get("hot:" + g.name, "remote") is None
-    assert "did not run for 5.0 s" in caplog.text
+        assert cache.get(g.name, "k1") is None and cache.get("hot:" + g.name, "remote") is None
+        assert g.stats.snapshot()["pause_wipes"] == 1
+    assert "dropped every cached copy" in caplog.text and "does not reach back" in caplog.text
 
 
 def test_a_load_running_across_the_pause_is_served_not_kept():
@@ -70,7 +130,7 @@ def test_bad_intervals():
         PauseGuard([], threshold=0.1, interval=0.1)
 
 
-def test_copies_are_dropped_when_a_host_alone_joins_a_ring_and_again_after_a_pause_settles():
+def test_copies_are_dropped_when_a_host_alone_joins_a_ring_and_asked_again_after_a_pause_settles():
     cache = LocalCache()
     g = Group("g", MemoryStorage({"k": b"v"}), cache=cache)
     clock = Clock()
@@ -79,8 +139,14 @@ def test_copies_are_dropped_when_a_host_alone_joins_a_ring_and_again_after_a_pau
     def fill():
         cache.set("g", "k", b"v")
 
+    asked = []
+
+    def ask(within, members_before):
+        asked.append(within)
+        return {"g": {"k"}}, ""
+
     async def main():
-        guard = PauseGuard([g], threshold=1.0, interval=0.1, settle=3.0,
+        guard = PauseGuard([g], threshold=1.0, interval=0.1, settle=3.0, ask=ask,
                            members=lambda: ring, self_address="me", clock=clock)
         guard.start()
         fill()
@@ -99,18 +165,53 @@ def test_copies_are_dropped_when_a_host_alone_joins_a_ring_and_again_after_a_pau
         clock.t += 0.1
         guard.tick()
         assert guard.drops == 1 and cache.get("g", "k") == b"v"
-        clock.t += 10  # paused
+        clock.t += 10  # paused: the others say k was written meanwhile
         guard.tick()
-        assert guard.drops == 2 and cache.get("g", "k") is None
+        assert guard.drops == 1 and cache.get("g", "k") is None and len(asked) == 1
         fill()
         for _ in range(7):
             clock.t += 0.5
-            guard.tick()  # settle (3 s) after the pause, at the sixth of these
-        assert guard.drops == 3 and cache.get("g", "k") is None
+            guard.tick()  # settle (3 s) after the pause, at the sixth of these: asked again
+        assert len(asked) == 2 and asked[1] >= 13.0  # for the whole time since the pause began
+        assert guard.drops == 1 and cache.get("g", "k") is None
         for _ in range(10):
             clock.t += 0.1
             guard.tick()
         guard.stop()
-        return guard.drops
+        return guard.drops, len(asked)
 
-    assert asyncio.run(main()) == 3
+    assert asyncio.run(main()) == (1, 2)
+
+
+def test_a_request_read_just_after_a_pause_is_taken_to_have_arrived_when_it_began():
+    clock = Clock()
+    guard = PauseGuard([], threshold=1.0, interval=0.1, clock=clock)
+
+    async def main():
+        guard.start()
+        clock.t += 0.1
+        guard.tick()
+        assert guard.earliest_arrival(clock.t) == clock.t  # the loop runs: now
+        began = clock.t
+        clock.t += 5.0  # stopped; its first turn reads a queued write before the timer runs
+        assert guard.earliest_arrival(clock.t) == began
+        guard.tick()  # the guard sees the pause (alone: nothing to ask)
+        clock.t += 0.5
+        assert guard.earliest_arrival(clock.t) == began  # still within the grace after it
+        for _ in range(10):
+            clock.t += 0.1
+            guard.tick()
+        assert guard.earliest_arrival(clock.t) == clock.t
+        guard.stop()
+
+    asyncio.run(main())
+
+
+def test_a_member_that_left_the_ring_during_the_pause_cannot_vouch_so_all_is_dropped():
+    from geecache.httppeers import HTTPPool, StaticMembers
+
+    pool = HTTPPool("me:1", StaticMembers(["me:1"]))
+    # Alone now, but another host was a member before the pause: it may have written.
+    assert pool.writes_elsewhere(3.0, members_before=("me:1", "gone:2")) == (
+        None, "gone:2 left the ring meanwhile")
+    assert pool.writes_elsewhere(3.0, members_before=("me:1",)) == ({}, "")

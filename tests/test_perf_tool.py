@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "packed", "policy", "http", "scaling", "cluster", "batch")
+BENCHES = ("compression", "arena", "packed", "policy", "scale", "http", "scaling", "cluster", "batch", "write")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -54,6 +55,36 @@ def test_batch_bench_runs_at_a_tiny_size():
     (t,) = out["tables"]
     assert [row[0] for row in t["rows"]] == ["one host, cached", "three hosts, remote", "three hosts, hot"]
     assert all(v > 0 for k, v in out["summary"].items() if k.endswith("keys_per_s"))
+
+
+@pytest.mark.procs
+def test_write_bench_runs_at_a_tiny_size():
+    if not shutil.which("wrk"):
+        pytest.skip("the write bench needs wrk")
+    from tests.perf import bench_write
+
+    out = bench_write.run(True, seconds=1, get_keys=50)
+    raw, through, mix = out["tables"]
+    assert [row[0] for row in through["rows"]] == ["PUT c16", "PUT c64", "pure GET c64", "90/10 mix c64"]
+    s = out["summary"]
+    assert s["raw_sqlite.one_row_commits_per_s"] > 0 and s["raw_sqlite.rows_per_s_100_per_commit"] > 0
+    assert s["put_c64.rps"] > 0 and s["put_c64.non2xx"] == 0 and s["put_c64.rows_per_commit"] >= 1
+    assert s["mix.gets_per_s"] > 0 and s["pure_get.gets_per_s"] > 0
+
+
+def test_scale_study_runs_at_a_tiny_size():
+    from tests.perf import bench_scale
+
+    out = bench_scale.run(True, sizes=(5, 20))
+    movement, cost, traffic = out["tables"]
+    assert [row[0] for row in movement["rows"]] == [5, 20]
+    # The consistent-hash property, checked on the project's own ring: a join or a leave
+    # moves keys only to or from the host that changed, about 1/N of them.
+    assert all(row[-1] == "yes" for row in movement["rows"])
+    assert all(0 < row[4] < 2.5 / row[0] and 0 < row[5] < 2.5 / row[0] for row in movement["rows"])
+    # Every other member gets one invalidation per write: the pool's own peer table, counted.
+    assert [row[-1] for row in traffic["rows"]] == [4, 19]
+    assert all(row[2] > row[3] > 0 for row in traffic["rows"])  # a PUT event carries the value
 
 
 def test_packed_bench_runs_at_a_tiny_size():

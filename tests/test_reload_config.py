@@ -90,6 +90,19 @@ def test_warm_fingerprint_names_the_first_difference(tmp_path):
         why = warm.why_not(left, _cfg(tmp_path, text))
         assert why and why.startswith(reason), (text, why)
     assert warm.difference({**left, "layout": -1}, warm.fingerprint(base)).startswith("its layout is version -1")
+    # An arena left by code with fewer counters per stat row: this code's rows would not fit.
+    fewer = {**left, "geometry": {**left["geometry"], "stat_fields": left["geometry"]["stat_fields"] - 2}}
+    assert warm.difference(fewer, warm.fingerprint(base)).startswith("stat_fields was ")
+
+
+def test_a_warm_restart_knows_how_long_the_host_was_away():
+    import time
+
+    left = {"stopped_mono_ns": time.monotonic_ns() - 4_000_000_000}
+    assert 3.9 <= (time.monotonic_ns() - warm.away_since_ns(left)) / 1e9 < 60
+    # Left by a version that recorded only the wall clock.
+    since = warm.away_since_ns({"stopped_at": time.time() - 8})
+    assert 7.9 <= (time.monotonic_ns() - since) / 1e9 < 60
 
 
 def test_warm_with_etcd_is_refused_after_the_lease_could_have_expired(tmp_path):

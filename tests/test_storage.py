@@ -298,6 +298,7 @@ def test_load_source_errors(loaders, spec, reason):
 
 from geecache.hlc import pack  # noqa: E402
 from geecache.storage import Row, WriteResult  # noqa: E402
+from geecache.storage.sqlite import PURGE_BATCH, PURGE_GRACE  # noqa: E402
 
 T0 = 1_750_000_000.0  # Unix seconds: the injected clock's start
 
@@ -449,7 +450,7 @@ def test_expired_rows_and_tombstones_are_purged_on_write(store, tmp_path):
         for i in range(100):
             await store.write(f"d{i}", None, version=v(1))
             await store.set(f"e{i}", b"x", version=v(1), expire_at=T0 + 1)
-        store.clock.t += 120
+        store.clock.t += 120 + PURGE_GRACE  # (SQLite keeps expired rows that long: clock skew)
         for i in range(10):  # each write drops up to PURGE_BATCH expired rows
             await store.set(f"live{i}", b"y", version=v(2))
 
@@ -464,6 +465,28 @@ def test_expired_rows_and_tombstones_are_purged_on_write(store, tmp_path):
         conn.close()
         assert "kv__expire_at" in plan  # the purge does not scan the table
     assert rows == 10
+
+
+def test_a_host_whose_clock_is_ahead_purges_no_row_live_by_its_writers_clock(tmp_path):
+    """Hosts sharing one database disagree on the time: one an hour ahead must not delete the
+    rows and tombstones another wrote, which are still live by the writer's clock."""
+    path = tmp_path / "db.sqlite"
+    writer = SQLiteStorage(path, clock=Clock(T0))
+    ahead = SQLiteStorage(path, clock=Clock(T0 + 3600))
+
+    async def main():
+        await writer.set("lives-30-min", b"x", version=v(1), expire_at=T0 + 1800)
+        await writer.write("deleted", None, version=v(5))  # a tombstone: refuses older writes
+        for i in range(PURGE_BATCH + 1):
+            await ahead.set(f"other{i}", b"y", version=v(2))  # each write purges a batch
+        assert await writer.get("lives-30-min") == b"x"
+        assert not (await writer.write("deleted", b"late", version=v(4))).applied
+
+    try:
+        run(main())
+    finally:
+        writer.close()
+        ahead.close()
 
 
 @pytest.mark.procs
@@ -689,3 +712,26 @@ def test_row_reader_keeps_a_subclass_that_wraps_get():
         assert await row_reader(FunctionSource(lambda k: b"f"))("k") == Row(b"f", 0, 0.0)
 
     run(main())
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_stored_version_past_the_clocks_ceiling_refuses_no_write(tmp_path, kind):
+    from geecache.hlc import HLC, LIMIT
+
+    clock = HLC(max_drift=60.0)
+    store = MemoryStorage(versions=clock) if kind == "memory" else SQLiteStorage(tmp_path / "c.db", versions=clock)
+
+    async def go():
+        assert (await store.write("k", b"poisoned", version=LIMIT - 2)).applied  # as stored before the check
+        ours = clock.now()
+        result = await store.write("k", b"new", version=ours)
+        assert result.applied and result.version == ours
+        assert (await store.read("k")).value == b"new"
+        assert not (await store.write("k", b"older", version=ours - 1)).applied  # ordering as ever
+        assert (await store.write("k", b"unversioned")).applied  # and no overflow above the poison
+        assert (await store.read("k")).version < clock.ceiling()
+
+    try:
+        asyncio.run(go())
+    finally:
+        store.close()

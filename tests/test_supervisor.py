@@ -249,7 +249,7 @@ def test_host_level_config_errors_exit_2_before_forking(tmp_path):
     r = run_supervisor("--port", "0", "--arena", "100000GiB", "--data-dir", str(tmp_path))
     assert r.returncode == 2 and "config error: --arena: " in r.stderr and "--shm-size" in r.stderr, r.stderr
     # A wildcard bind is no address peers can reach: etcd needs an explicit --advertise.
-    r = run_supervisor("--port", "0", "--host", "0.0.0.0", "--etcd", "http://127.0.0.1:9",
+    r = run_supervisor("--port", "0", "--host", "0.0.0.0", "--trusted-network", "--etcd", "http://127.0.0.1:9",
                        "--arena", "32MiB", "--data-dir", str(tmp_path))
     assert r.returncode == 2 and "config error: advertise: " in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "started worker" not in r.stderr

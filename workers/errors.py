@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from geecache.errors import GeeCacheError, ReadOnlySourceError
+from geecache.errors import GeeCacheError, ReadOnlySourceError, public_reason
 
 log = logging.getLogger("geecache.worker")
 
@@ -47,9 +47,9 @@ def response_for(request: web.Request, exc: Exception) -> web.Response:
     """The answer to *exc* raised while serving *request* (re-raises redirects)."""
     if isinstance(exc, ReadOnlySourceError):
         # A 405 must say what is allowed: reads, for a group over a loader.
-        return error_response(exc.http_status, str(exc), {"Allow": "GET, HEAD"})
+        return error_response(exc.http_status, public_reason(exc), {"Allow": "GET, HEAD"})
     if isinstance(exc, GeeCacheError):
-        return error_response(exc.http_status, str(exc))
+        return error_response(exc.http_status, public_reason(exc))
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc  # redirects and the like are answers, not errors

@@ -28,16 +28,19 @@ class Executors:
 def open_source(g: GroupConfig, executors: Executors | None = None):
     """The Storage a group reads from: its SQLite table or its loader function."""
     if g.sqlite is not None:
-        return SQLiteStorage(g.sqlite, g.table, executor=executors and executors.writes)
+        return SQLiteStorage(g.sqlite, g.table, executor=executors and executors.writes,
+                             synchronous=g.synchronous)
     return load_source(g.loader, executor=executors and executors.loads)
 
 
-def build_peers(cfg: Config, arena):
+def build_peers(cfg: Config, arena, write_log=None):
     """The cluster's peer picker, or None for a host alone.
 
     With etcd the member list is the arena's ring region (the registrar
     writes it); with ``--peers`` it is that fixed list plus this host.
     Call inside the worker's event loop: the pool's connections belong to it.
+    *write_log* (``geecache.writelog``, shared by the host's workers) records
+    every write this host applies, for hosts that were away to ask.
     """
     if not cfg.etcd and not cfg.peers:
         return None
@@ -57,7 +60,7 @@ def build_peers(cfg: Config, arena):
                     breaker=Breaker(failures=cfg.breaker_failures, cooldown=cfg.breaker_cooldown,
                                     max_cooldown=cfg.breaker_max_cooldown),
                     # A paused host re-joins within its lease TTL of resuming.
-                    replay_window=cfg.lease_ttl + 1.0, handoff_window=cfg.handoff_window)
+                    replay_window=cfg.lease_ttl + 1.0, handoff_window=cfg.handoff_window, write_log=write_log)
 
 
 def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:

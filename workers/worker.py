@@ -20,10 +20,11 @@ import signal
 import socket
 import ssl
 import sys
+import time
 
 from aiohttp import web
 
-from geecache import logs
+from geecache import hlc, logs
 from geecache.host.signals import STOP_SIGNALS
 
 log = logging.getLogger("geecache.worker")
@@ -80,8 +81,40 @@ async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(PARENT_CHECK_INTERVAL)
 
 
+#: How long past the lease TTL a reattached worker waits for the registrar's ring before serving.
+JOIN_WAIT_MARGIN = 5.0
+
+
+def _wait_for_registrar(arena, seed_version: int, seconds: float) -> None:
+    """Wait (bounded) until the registrar has written the ring it read from etcd: whom to ask."""
+    deadline = time.monotonic() + seconds
+    while arena.ring_version() == seed_version and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _settle_warm_restart(cfg, arena, guard, peers, write_log) -> None:
+    """Before serving a reattached arena: drop what other hosts wrote while this host was away.
+
+    Blocking, before the data plane accepts: nothing is served from the arena
+    until it is done.  With etcd the registrar fills the ring a moment after
+    the start; a host still alone then has nobody to ask (and the guard drops
+    every copy when it joins later).
+    """
+    since = write_log.unsure_since() if write_log is not None else 0
+    if not since or peers is None:
+        return
+    if cfg.etcd:
+        wait = cfg.lease_ttl + JOIN_WAIT_MARGIN
+        if cfg.worker_timeout > 0:  # the watchdog replaces a worker not ready within worker_timeout
+            wait = min(wait, cfg.worker_timeout / 3)
+        _wait_for_registrar(arena, write_log.unsure_ring(), wait)
+    away = (time.monotonic_ns() - since) / 1e9
+    guard.after_absence(time.monotonic() - away, f"reattached after {away:.1f} s away (warm restart)")
+    write_log.settle_unsure(since)
+
+
 async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supervisor_pid: int,
-                 pulse) -> int:
+                 pulse, write_log=None) -> int:
     from geecache import metrics
     from geecache.pauseguard import PauseGuard
     from workers.app import HOST_VIEW, make_admin_app
@@ -91,8 +124,14 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     try:
-        peers = build_peers(cfg, arena)
+        peers = build_peers(cfg, arena, write_log)
         groups = build_groups(cfg, arena, arena, peers)
+        # Away means unsure (invariant 9): a pause drops the copies other hosts wrote meanwhile.
+        guard = PauseGuard(groups.values(), settle=cfg.lease_ttl + 1.0,
+                           members=peers.members if peers is not None else None,
+                           self_address=getattr(peers, "self_address", None),
+                           ask=peers.writes_elsewhere if peers is not None else None)
+        _settle_warm_restart(cfg, arena, guard, peers, write_log)
         # One request tally for both planes; the data plane flushes it every second.
         http_metrics = metrics.HttpMetrics()
         plane = await serve_data_plane(
@@ -100,6 +139,7 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
             header_timeout=cfg.header_timeout, keepalive_timeout=cfg.keepalive_timeout,
             max_connections=cfg.max_connections, ssl_context=server_ssl_context(cfg),
             http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes,
+            batch_inflight_bytes=cfg.batch_inflight_bytes,
             access_log=cfg.access_log_sample if cfg.access_log else 0.0)
         admin_app = make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
                                    pulse=pulse, workers_configured=cfg.workers, supervisor_pid=supervisor_pid)
@@ -116,10 +156,6 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
         loop.add_signal_handler(sig, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     watcher = asyncio.ensure_future(_watch_parent(supervisor_pid, stop))
-    # A pause long enough to miss invalidations drops this host's copies (invariant 7).
-    guard = PauseGuard(groups.values(), settle=cfg.lease_ttl + 1.0,
-                       members=peers.members if peers is not None else None,
-                       self_address=getattr(peers, "self_address", None))
     guard.start(loop)
     await stop.wait()
     guard.stop()
@@ -133,12 +169,13 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
 
 
 def worker_main(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supervisor_pid: int,
-                pulse=None) -> None:
+                pulse=None, write_log=None) -> None:
     """Serve *cfg*'s groups: the data plane on *sock*, the admin app on *admin_sock*, until told
     to stop; leaves with ``os._exit``.
 
     *pulse* (``geecache.host.pulse.Pulse``) is stamped once serving (ready)
-    and then from the event loop, for the supervisor's watchdog.
+    and then from the event loop, for the supervisor's watchdog.  *write_log*
+    (``geecache.writelog``) is the host's shared log of recent writes.
     """
     code = 1
     logs.set_role("worker")
@@ -151,13 +188,14 @@ def worker_main(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supe
         try:
             arena.register_process()
             arena.lock_timeout = cfg.lock_timeout  # no unbounded lock wait on an event loop
+            hlc.clock.max_drift = cfg.max_clock_drift  # a peer's version past it is refused
             loop = new_event_loop()
         except Exception:
             log.exception("worker %d failed to boot", os.getpid())
             code = WORKER_BOOT_ERROR
         else:
             asyncio.set_event_loop(loop)
-            code = loop.run_until_complete(_serve(cfg, sock, admin_sock, arena, supervisor_pid, pulse))
+            code = loop.run_until_complete(_serve(cfg, sock, admin_sock, arena, supervisor_pid, pulse, write_log))
     except BaseException:
         log.exception("worker %d crashed", os.getpid())
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import CodecError
+from ..errors import CodecError, DecodedTooLargeError
 
 #: Default ceiling on one decompressed value.  Far above any item limit, yet a
 #: forged length header or a decompression bomb from a peer cannot make a
@@ -36,7 +36,7 @@ class Codec:
         try:
             out = self._decompress(data, max_size)
         except TooLarge as exc:
-            raise CodecError(
+            raise DecodedTooLargeError(
                 f"{self.name}: decompressed size {exc.args[0]} exceeds the limit of {max_size} bytes"
             ) from None
         except CodecError:
@@ -44,7 +44,7 @@ class Codec:
         except Exception as exc:
             raise CodecError(f"{self.name}: corrupt input: {exc}") from exc
         if len(out) > max_size:  # backstop for codecs that could only check afterwards
-            raise CodecError(
+            raise DecodedTooLargeError(
                 f"{self.name}: decompressed size {len(out)} exceeds the limit of {max_size} bytes"
             )
         return out

@@ -8,9 +8,10 @@
 """
 
 from .geecache_pb2 import (
-    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, SetRequest,
-    WriteResponse,
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
+    SetRequest, WriteBatch, WriteBatchItem, WriteBatchResponse, WriteItem, WriteResponse,
 )
 
 __all__ = ["BatchItem", "BatchRequest", "BatchResponse", "DeleteRequest", "GetResponse",
-           "InvalidateRequest", "SetRequest", "WriteResponse"]
+           "InvalidateRequest", "RecentWrites", "SetRequest", "WriteBatch", "WriteBatchItem",
+           "WriteBatchResponse", "WriteItem", "WriteResponse"]

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egeecache.proto\x12\ngeecachepb\"P\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\r\n\x05\x63odec\x18\x02 \x01(\r\x12\x11\n\texpire_at\x18\x03 \x01(\x01J\x04\x08\x04\x10\x05R\nminute_qps\"v\n\nSetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\r\x12\x0b\n\x03ttl\x18\x05 \x01(\x01\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x10\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x01\"2\n\rDeleteRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x10\n\x08\x64\x65\x61\x64line\x18\x02 \x01(\x01\"P\n\rWriteResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x0c\n\x04late\x18\x04 \x01(\x08\"0\n\x11InvalidateRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\"u\n\tBatchItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\r\n\x05\x63odec\x18\x03 \x01(\r\x12\x0b\n\x03ttl\x18\x04 \x01(\x01\x12\x0e\n\x06status\x18\x05 \x01(\r\x12\x11\n\texpire_at\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"C\n\x0c\x42\x61tchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.geecachepb.BatchItem\"5\n\rBatchResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.geecachepb.BatchItemb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0egeecache.proto\x12\ngeecachepb\"b\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\r\n\x05\x63odec\x18\x02 \x01(\r\x12\x11\n\texpire_at\x18\x03 \x01(\x01\x12\x10\n\x08ttl_left\x18\x05 \x01(\x01J\x04\x08\x04\x10\x05R\nminute_qps\"\x87\x01\n\nSetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\r\x12\x0b\n\x03ttl\x18\x05 \x01(\x01\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x10\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x01\x12\x0f\n\x07timeout\x18\x08 \x01(\x01\"C\n\rDeleteRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x10\n\x08\x64\x65\x61\x64line\x18\x02 \x01(\x01\x12\x0f\n\x07timeout\x18\x03 \x01(\x01\"P\n\rWriteResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x0c\n\x04late\x18\x04 \x01(\x08\"0\n\x11InvalidateRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\"\x87\x01\n\tBatchItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\r\n\x05\x63odec\x18\x03 \x01(\r\x12\x0b\n\x03ttl\x18\x04 \x01(\x01\x12\x0e\n\x06status\x18\x05 \x01(\r\x12\x11\n\texpire_at\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x10\n\x08ttl_left\x18\x08 \x01(\x01\"C\n\x0c\x42\x61tchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.geecachepb.BatchItem\"5\n\rBatchResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.geecachepb.BatchItem\"N\n\x0cRecentWrites\x12\x0f\n\x07\x63overed\x18\x01 \x01(\x08\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.geecachepb.InvalidateRequest\"\x87\x01\n\tWriteItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\r\n\x05\x63odec\x18\x03 \x01(\r\x12\x0b\n\x03ttl\x18\x04 \x01(\x01\x12\x0f\n\x07version\x18\x05 \x01(\x04\x12\x10\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x01\x12\x0e\n\x06\x64\x65lete\x18\x07 \x01(\x08\x12\x0f\n\x07timeout\x18\x08 \x01(\x01\"A\n\nWriteBatch\x12\r\n\x05group\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.geecachepb.WriteItem\"Z\n\x0eWriteBatchItem\x12\x0e\n\x06status\x18\x01 \x01(\r\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x19.geecachepb.WriteResponse\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"?\n\x12WriteBatchResponse\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.geecachepb.WriteBatchItemb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -23,19 +23,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geecache_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETRESPONSE']._serialized_start=30
-  _globals['_GETRESPONSE']._serialized_end=110
-  _globals['_SETREQUEST']._serialized_start=112
-  _globals['_SETREQUEST']._serialized_end=230
-  _globals['_DELETEREQUEST']._serialized_start=232
-  _globals['_DELETEREQUEST']._serialized_end=282
-  _globals['_WRITERESPONSE']._serialized_start=284
-  _globals['_WRITERESPONSE']._serialized_end=364
-  _globals['_INVALIDATEREQUEST']._serialized_start=366
-  _globals['_INVALIDATEREQUEST']._serialized_end=414
-  _globals['_BATCHITEM']._serialized_start=416
-  _globals['_BATCHITEM']._serialized_end=533
-  _globals['_BATCHREQUEST']._serialized_start=535
-  _globals['_BATCHREQUEST']._serialized_end=602
-  _globals['_BATCHRESPONSE']._serialized_start=604
-  _globals['_BATCHRESPONSE']._serialized_end=657
+  _globals['_GETRESPONSE']._serialized_end=128
+  _globals['_SETREQUEST']._serialized_start=131
+  _globals['_SETREQUEST']._serialized_end=266
+  _globals['_DELETEREQUEST']._serialized_start=268
+  _globals['_DELETEREQUEST']._serialized_end=335
+  _globals['_WRITERESPONSE']._serialized_start=337
+  _globals['_WRITERESPONSE']._serialized_end=417
+  _globals['_INVALIDATEREQUEST']._serialized_start=419
+  _globals['_INVALIDATEREQUEST']._serialized_end=467
+  _globals['_BATCHITEM']._serialized_start=470
+  _globals['_BATCHITEM']._serialized_end=605
+  _globals['_BATCHREQUEST']._serialized_start=607
+  _globals['_BATCHREQUEST']._serialized_end=674
+  _globals['_BATCHRESPONSE']._serialized_start=676
+  _globals['_BATCHRESPONSE']._serialized_end=729
+  _globals['_RECENTWRITES']._serialized_start=731
+  _globals['_RECENTWRITES']._serialized_end=809
+  _globals['_WRITEITEM']._serialized_start=812
+  _globals['_WRITEITEM']._serialized_end=947
+  _globals['_WRITEBATCH']._serialized_start=949
+  _globals['_WRITEBATCH']._serialized_end=1014
+  _globals['_WRITEBATCHITEM']._serialized_start=1016
+  _globals['_WRITEBATCHITEM']._serialized_end=1106
+  _globals['_WRITEBATCHRESPONSE']._serialized_start=1108
+  _globals['_WRITEBATCHRESPONSE']._serialized_end=1171
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,7 @@ import signal
 import socket
 import time
 
+from ..writelog import WriteLog
 from .children import KILL_MARGIN, Child, ChildKind, Registrar, Workers
 from geecache import logs
 
@@ -108,6 +109,8 @@ class Arbiter:
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Every child at once: the workers, the registrar, the workers retiring.
         self.pulses = Pulses(cfg.process_rows + 1)
+        #: The host's log of recent writes, shared by every worker (made before any fork).
+        self.write_log = WriteLog()
         self._timeout = cfg.worker_timeout
         #: In a forked child: its heartbeat (None in the arbiter, or without a free cell).
         self.child_pulse: Pulse | None = None

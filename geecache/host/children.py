@@ -287,7 +287,7 @@ class Workers(ChildKind):
 
     def body(self, arb, child_slot: int | None, sock: tuple[socket.socket, socket.socket] | None) -> None:
         data, admin = sock
-        worker_main(arb.cfg, data, admin, arb.arena, arb.pid, pulse=arb.child_pulse)
+        worker_main(arb.cfg, data, admin, arb.arena, arb.pid, pulse=arb.child_pulse, write_log=arb.write_log)
 
 
 class Registrar(ChildKind):

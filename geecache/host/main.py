@@ -13,7 +13,7 @@ import os
 import sys
 
 from geecache import leftovers, logs, metrics
-from geecache.config import DEMO_ROWS, parse_args
+from geecache.config import DEMO_ROWS, exposure, parse_args
 from geecache.errors import ConfigError, reported_as
 
 from . import warm
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     # As parsed, before the port is resolved and advertise derived: what SIGHUP compares against.
     started = copy.deepcopy(cfg)
     logs.configure(cfg.log_level, cfg.log_format)
+    log.info("protection: %s", exposure(cfg))
     try:
         for g in cfg.groups:
             if g.demo:
@@ -147,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics_dir, created = metrics.prepare_multiproc_dir()
     log.info("metrics directory %s", metrics_dir)
     arena = arb = None
+    away_since = 0
     try:
         if left is not None:
             arena = warm.reattach(*left, cfg, configure_arena)
+            if arena is not None and (cfg.etcd or cfg.peers):
+                away_since = warm.away_since_ns(left[1])
         if arena is None:
             arena = create_arena(cfg)
             configure_arena(cfg, arena)
@@ -158,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             # Alone until the registrar says otherwise: the ring is usable from the first request.
             arena.write_ring([cfg.advertise])
         arb = Arbiter(cfg, arena, sock, admin_sock, argv, started)
+        if away_since:  # the workers ask the other hosts what changed before they serve
+            arb.write_log.mark_unsure(away_since, arena.ring_version())
         return arb.run()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -14,7 +14,9 @@ Two settings are not in the fingerprint because they do not change what a
 cached value means: a group's codec (values carry their codec id) and its
 load timeout.  In a cluster (``etcd`` or ``peers``) the hot copies of keys
 other hosts own are dropped on reattach, since invalidations sent while the
-host was down were lost; with etcd, an arena left for longer than
+host was down were lost, and the workers drop the owned copies that other
+hosts wrote meanwhile, asking their write logs (``PauseGuard.after_absence``,
+before they serve: invariant 9); with etcd, an arena left for longer than
 ``lease_ttl`` is discarded, since the host's lease may have expired and other
 hosts may have taken writes for its keys.
 """
@@ -42,11 +44,18 @@ def _source(g) -> str:
 
 
 def fingerprint(cfg) -> dict:
-    """What an arena made for *cfg* is: layout, geometry, groups (JSON-serialisable)."""
+    """What an arena made for *cfg* is: layout, geometry, groups (JSON-serialisable).
+
+    The number of counters per stat row is geometry too: code with more
+    counters would write past an older arena's rows.
+    """
+    from geecache.stats import STAT_FIELDS
+
     return {
         "layout": _layout_version(),
         "geometry": {"arena": cfg.arena, "arena_shards": cfg.arena_shards, "process_rows": cfg.process_rows,
-                     "max_groups": max(32, 2 * len(cfg.groups)), "item_limit": cfg.item_limit},
+                     "max_groups": max(32, 2 * len(cfg.groups)), "item_limit": cfg.item_limit,
+                     "stat_fields": len(STAT_FIELDS)},
         "hot_share": cfg.hot_share,
         "groups": [{"name": g.name, "max_bytes": g.max_bytes, "policy": g.policy, "item_limit": g.item_limit,
                     "ttl": g.ttl, "source": _source(g)} for g in cfg.groups],
@@ -82,9 +91,27 @@ def difference(left: dict, now: dict) -> str | None:
 
 
 def record(cfg, stopped_at: float | None = None) -> dict:
-    """The ``warm`` entry of the state file: the fingerprint, when it stopped, whether it was in etcd."""
+    """The ``warm`` entry of the state file: the fingerprint, when it stopped (wall clock, and
+    CLOCK_MONOTONIC, which is the machine's and goes on across processes), whether it was in etcd."""
     return {**fingerprint(cfg), "stopped_at": time.time() if stopped_at is None else stopped_at,
-            "lease_ttl": cfg.lease_ttl if cfg.etcd else None}
+            "stopped_mono_ns": time.monotonic_ns(), "lease_ttl": cfg.lease_ttl if cfg.etcd else None}
+
+
+def away_since_ns(left: dict) -> int:
+    """When (``time.monotonic_ns``) the host that left *left* stopped; ``now`` when unknown or
+    in the future (a reboot restarts the monotonic clock, but also empties /dev/shm).
+
+    The reattaching workers ask the other hosts' write logs for the time since then.
+    """
+    now = time.monotonic_ns()
+    try:
+        stopped = int(left.get("stopped_mono_ns", 0))
+    except (TypeError, ValueError):
+        stopped = 0
+    if not 0 < stopped <= now:  # recorded by an older version: the wall clock says how long
+        away = max(0.0, time.time() - float(left.get("stopped_at", 0) or 0))
+        stopped = now - int(away * 1e9)
+    return max(stopped, 1)
 
 
 def why_not(left: dict, cfg, now: float | None = None) -> str | None:

@@ -57,7 +57,9 @@ from __future__ import annotations
 import struct
 
 MAGIC = b"GEECACHE"
-LAYOUT_VERSION = 2
+#: Raised whenever a region changes size or meaning, so that neither an attach nor a warm
+#: restart reads an arena of another layout (3: two more counters per stat row).
+LAYOUT_VERSION = 3
 
 #: Native formats (see module docstring for why not "<").
 HEADER = struct.Struct(

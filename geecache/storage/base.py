@@ -61,6 +61,17 @@ class WriteResult(NamedTuple):
         return not self.applied and not self.late
 
 
+class WriteOp(NamedTuple):
+    """One row of a ``write_many``: the arguments of one ``write``."""
+
+    key: str
+    #: None deletes the key (a tombstone).
+    value: bytes | None
+    version: int = 0
+    expire_at: float = 0.0
+    deadline: float = 0.0
+
+
 class Storage:
     """A key-value store of bytes that a Group loads from and writes through to.
 
@@ -124,6 +135,18 @@ class Storage:
         await self.set(key, value)
         return WriteResult(True, False, 0)
 
+    async def write_many(self, ops: list[WriteOp]) -> list[WriteResult | Exception]:
+        """Apply every write of *ops* (in order); one answer per op, in order.
+
+        Each op is judged as ``write`` would judge it alone: one refused for
+        its version or deadline is answered so, and the others still apply.
+        A store that commits (SQLiteStorage) puts them in one transaction; an
+        op whose write failed is answered with its exception (a LoadError),
+        not raised, so one bad row does not fail the rest.  The default runs
+        them one ``write`` at a time.
+        """
+        return await write_one_at_a_time(self, ops)
+
     async def set(
         self, key: str, value: bytes, *, version: int = 0, expire_at: float = 0.0, deadline: float = 0.0
     ) -> bool:
@@ -181,3 +204,25 @@ def source_writer(source) -> Callable[..., Awaitable[WriteResult]]:
     """*source*'s ``write``; for an object with only ``set``/``delete``, the legacy adapter."""
     write = getattr(source, "write", None)
     return write if write is not None else functools.partial(Storage.write, source)
+
+
+async def write_one_at_a_time(source, ops: list[WriteOp]) -> list[WriteResult | Exception]:
+    """``write_many`` for a store without one: each op through *source*'s writer in turn."""
+    write = source_writer(source)
+    out: list[WriteResult | Exception] = []
+    for op in ops:
+        try:
+            out.append(await write(op.key, op.value, version=op.version, expire_at=op.expire_at,
+                                   deadline=op.deadline))
+        except (ReadOnlySourceError, ValueError):
+            raise  # the caller's mistake, the same for every op
+        except Exception as exc:  # noqa: BLE001 - answered per op, as write_many promises
+            out.append(exc)
+    return out
+
+
+def batch_writer(source) -> Callable[[list[WriteOp]], Awaitable[list[WriteResult | Exception]]]:
+    """*source*'s ``write_many``; for an object without one (a ``module:function`` store written
+    before batches existed), its writes one at a time."""
+    write_many = getattr(source, "write_many", None)
+    return write_many if write_many is not None else functools.partial(write_one_at_a_time, source)

@@ -8,7 +8,7 @@ from typing import Callable
 
 from .. import hlc
 from ..limits import as_bytes
-from .base import Row, Storage, WriteResult, check_write
+from .base import Row, Storage, WriteOp, WriteResult, check_write
 
 #: How long a delete's tombstone refuses older writes (see SQLiteStorage).
 DEFAULT_TOMBSTONE_TTL = 600.0
@@ -72,6 +72,14 @@ class MemoryStorage(Storage):
         expire_at: float = 0.0,
         deadline: float = 0.0,
     ) -> WriteResult:
+        return self._apply(key, value, version, expire_at, deadline)
+
+    async def write_many(self, ops: list[WriteOp]) -> list[WriteResult | Exception]:
+        """Every op applied in order, at once (nothing else runs on the loop meanwhile)."""
+        return [self._apply(*op) for op in ops]
+
+    def _apply(self, key: str, value: bytes | None, version: int, expire_at: float,
+               deadline: float) -> WriteResult:
         check_write(version, expire_at, deadline)
         if value is not None:
             value = as_bytes(value)
@@ -82,10 +90,12 @@ class MemoryStorage(Storage):
         row = self._rows.get(key)
         expired = row is not None and bool(row[2]) and row[2] <= now
         existed = row is not None and row[0] is not None and not expired
-        if row is not None and version and version <= row[1] and not expired:
+        # A stored version past the clock's ceiling (see HLC.ceiling) refuses nothing.
+        sane = row is None or row[1] <= self._versions.ceiling()
+        if row is not None and version and version <= row[1] and not expired and sane:
             return WriteResult(False, existed, row[1])
         if not version:  # unversioned: ordered after everything stored (see base)
-            version = max(row[1] + 1 if row else 0, self._versions.now())
+            version = max(row[1] + 1 if row and sane else 0, self._versions.now())
         if value is None:
             expire_at = now + self._tombstone_ttl
         self._rows[key] = [value, version, float(expire_at)]

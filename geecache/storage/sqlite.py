@@ -2,12 +2,22 @@
 
 Several processes (the workers of a host, even several hosts on one disk)
 use one database file at once: WAL mode lets readers run beside the one
-writer, and busy_timeout makes a writer wait its turn instead of failing.
+writer.  Writes are group-committed: those that arrive while a commit runs
+share the next transaction (``_Committer``), and the processes of a host take
+the write lock in turn through an ``flock`` on a sidecar file
+(``<database>-writer``), so they queue in the kernel instead of sleeping in
+SQLite's busy handler; busy_timeout remains for writers that do not take the
+turn (another host on the same disk, a tool).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import fcntl
+import itertools
+import logging
 import math
 import os
 import re
@@ -17,9 +27,9 @@ import time
 from typing import Callable
 
 from .. import hlc
-from ..errors import ConfigError, LoadError
+from ..errors import ConfigError, LoadError, SourceBusyError, SourceGoneError
 from ..limits import as_bytes
-from .base import Row, Storage, WriteResult, check_write
+from .base import Row, Storage, WriteOp, WriteResult, check_write
 
 #: How long a delete's tombstone refuses older writes.  A late write is one
 #: an owner was asked to apply before its deadline (the peer timeout, a few
@@ -28,8 +38,15 @@ from .base import Row, Storage, WriteResult, check_write
 #: minutes is far past any deadline plus clock skew between hosts.  Keeping
 #: tombstones forever would grow the file by every key ever deleted.
 DEFAULT_TOMBSTONE_TTL = 600.0
-#: At most this many expired rows are dropped per write (amortised O(1)).
+#: At least this many expired rows are dropped per transaction, and two more per
+#: row in it (amortised O(1) per write).
 PURGE_BATCH = 32
+#: A row is purged only this long after it expired.  Its expiry is by the
+#: clock of the host that wrote it (invariant 10), and hosts sharing one
+#: database may disagree by minutes, even an hour: a host whose clock is
+#: ahead must not delete rows, or tombstones, that are still live by their
+#: writer's.  Reads already skip expired rows; this only delays reclaiming.
+PURGE_GRACE = 2 * 3600.0
 #: Columns added to a table made before versions existed; their defaults
 #: make an old row "unversioned, never expires, live".
 _ADDED_COLUMNS = (
@@ -38,7 +55,29 @@ _ADDED_COLUMNS = (
     ("deleted", "INTEGER NOT NULL DEFAULT 0"),
 )
 
+#: A transaction holds at most this many rows and value bytes; the rest of the
+#: queue waits for the next one.  Bounded so one commit (and the answers held
+#: behind it) stays a few milliseconds; 100-row commits already reach ~40x the
+#: one-row rate of SQLite on an SSD, 256 leaves room for a slower disk.
+MAX_BATCH_ROWS = 256
+MAX_BATCH_BYTES = 4 << 20
+#: Rows of one process waiting for a commit past which a write is refused at
+#: once with SourceBusyError (503): a source that cannot keep up says so
+#: instead of letting every answer's latency grow without bound.
+MAX_QUEUED_ROWS = 16384
+#: How long past its give-up time a write still waits for the commit that may
+#: hold it (one started just before): a commit takes milliseconds.
+COMMIT_GRACE = 1.0
+#: How often a running committer looks for writes past that bound.
+WATCH_PERIOD = 0.25
+#: ``synchronous`` values: FULL fsyncs the WAL at every commit (an ack survives
+#: a power loss); NORMAL fsyncs only at checkpoints (an ack survives a process
+#: crash, not a power loss).
+SYNCHRONOUS = ("full", "normal")
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+log = logging.getLogger(__name__)
 
 # Connections opened by a parent process and inherited through fork.  SQLite
 # must not be used across fork, and closing one in the child is worse: the
@@ -59,26 +98,39 @@ class SQLiteStorage(Storage):
     databases keep working; a tool that writes ``INSERT INTO t (key, value)``
     still can.
 
-    A write is one transaction: ``BEGIN IMMEDIATE`` waits for SQLite's write
-    lock (bounded by the write's deadline), the deadline is checked *after*
-    that wait (a busy wait of seconds is one of the pauses that used to let a
-    late write land), and the version check is one conditional upsert
-    (``INSERT ... ON CONFLICT(key) DO UPDATE ... WHERE excluded.version >
-    version``), so no other writer, process or host, can slip in between
-    check and write.  Tombstones refuse older writes for *tombstone_ttl*
-    seconds, then expire like any row; each write drops a few expired rows
-    (through a partial index on ``expire_at``), so deleted and expired keys
-    do not pile up.
+    Writes are group-committed.  A process's writes queue in its
+    ``_Committer``; one commit at a time runs in a thread, and every write
+    that arrived meanwhile goes into the next transaction (up to
+    MAX_BATCH_ROWS rows and MAX_BATCH_BYTES bytes).  Each write is answered
+    only once the transaction holding it has committed.  A transaction first
+    takes this host's turn (an ``flock`` of ``<database>-writer``: the kernel
+    queues the processes and wakes the next one at release, and a process
+    that dies drops it), then ``BEGIN IMMEDIATE``, whose busy wait is bounded
+    by the latest deadline in the batch.  Inside it each row is judged alone,
+    as a one-row write was: its deadline is checked *after* the wait for the
+    lock (a wait of seconds is one of the pauses that used to let a late
+    write land), and its version check is one conditional upsert (``INSERT
+    ... ON CONFLICT(key) DO UPDATE ... WHERE excluded.version > version``), so
+    no other writer, process or host, can slip in between check and write.
+    A row refused for its version or deadline is answered so and the others
+    commit.  Tombstones refuse older writes for *tombstone_ttl* seconds, then
+    expire like any row; each transaction drops a few expired rows (through a
+    partial index on ``expire_at``), so deleted and expired keys do not pile
+    up.  A write that waits for its commit longer than *busy_timeout* (the
+    turn held by a stopped process, say), or that finds MAX_QUEUED_ROWS
+    already waiting, gets SourceBusyError; past that bound the committer will
+    not apply it.  *synchronous* is SQLite's ``PRAGMA synchronous``: ``full``
+    (every commit fsyncs the WAL) or ``normal`` (survives a process crash, not
+    a power loss).
 
     Reads run on the event loop: a one-row primary-key SELECT measured 9 us,
-    less than the hop to a thread (measured 84 us) would cost.  Writes go to a
-    thread: a commit fsyncs the WAL (measured 117 us on an SSD, milliseconds
-    on slower disks) and may wait up to ``busy_timeout`` for another
-    process's write, which must not stall every request on the worker.
-    *executor* is that thread pool (None: asyncio's default); a worker gives
-    writes a bounded pool of their own (``write_threads``), so slow loaders in
-    another pool never delay a write.  *clock* (Unix seconds) is injectable
-    for tests.
+    less than the hop to a thread (measured 84 us) would cost.  Commits go to
+    a thread: a commit fsyncs the WAL (measured 117 us on an SSD,
+    milliseconds on slower disks), which must not stall every request on the
+    worker.  *executor* is that thread pool (None: asyncio's default); a
+    worker gives writes a bounded pool of their own (``write_threads``), so
+    slow loaders in another pool never delay a write.  *clock* (Unix seconds)
+    is injectable for tests.
     """
 
     versioned = True
@@ -93,7 +145,10 @@ class SQLiteStorage(Storage):
         clock: Callable[[], float] = time.time,
         tombstone_ttl: float = DEFAULT_TOMBSTONE_TTL,
         versions: hlc.HLC | None = None,
+        synchronous: str = "full",
     ) -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ConfigError("synchronous", f"must be one of {', '.join(SYNCHRONOUS)}")
         if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
             raise ConfigError("table", f"{table!r} is not an SQL identifier ([A-Za-z_][A-Za-z0-9_]*)")
         if not tombstone_ttl > 0:
@@ -105,27 +160,34 @@ class SQLiteStorage(Storage):
         self._clock = clock
         self._tombstone_ttl = float(tombstone_ttl)
         self._versions = versions or hlc.clock
+        self._synchronous = synchronous
+        # This process's write queue and host turn; made on first write, again after a fork.
+        self._committer: _Committer | None = None
+        self._stats = None
         t = f'"{table}"'
         live = "deleted = 0 AND (expire_at = 0 OR expire_at > ?)"
         self._get_sql = f"SELECT value FROM {t} WHERE key = ? AND {live}"
         self._read_sql = f"SELECT value, version, expire_at FROM {t} WHERE key = ? AND {live}"
         self._old_sql = f"SELECT deleted, version, expire_at FROM {t} WHERE key = ?"
-        # The whole check-and-write: an unversioned write (:unversioned) always
-        # applies above the stored version; a versioned one only above it, or
-        # over an expired row (which no longer refuses anything).
-        self._upsert_sql = (
-            f"INSERT INTO {t} (key, value, version, expire_at, deleted) "
-            "VALUES (:key, :value, :version, :expire_at, :deleted) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, deleted = excluded.deleted, "
-            "expire_at = excluded.expire_at, version = CASE WHEN :unversioned "
-            f"THEN max({t}.version + 1, excluded.version) ELSE excluded.version END "
-            f"WHERE :unversioned OR excluded.version > {t}.version "
-            f"OR ({t}.expire_at > 0 AND {t}.expire_at <= :now) "
-            "RETURNING version"
+        # The write of a batch: each key's final row, in one multi-row statement (one
+        # step, so the committing thread gives up the GIL once, not once per row).  The
+        # version was judged in Python against the stored row under the write lock
+        # (see _apply); the WHERE says the same again, so a row is never put below a
+        # newer stored version: above it, or over an expired row, or over a version past
+        # the clock's ceiling (from a clock or a forger beyond max_clock_drift): neither
+        # refuses anything.
+        self._upsert_head = f"INSERT INTO {t} (key, value, version, expire_at, deleted) VALUES "
+        self._upsert_tail = (
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value, deleted = excluded.deleted, "
+            "expire_at = excluded.expire_at, version = excluded.version "
+            f"WHERE excluded.version > {t}.version OR ({t}.expire_at > 0 AND {t}.expire_at <= ?) "
+            f"OR {t}.version > ?"
         )
+        # The stored state of a batch's keys, read once per transaction (see _apply).
+        self._olds_sql = f"SELECT key, deleted, version, expire_at FROM {t} WHERE key IN "
         self._purge_sql = (
             f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} "
-            f"WHERE expire_at > 0 AND expire_at <= ? LIMIT {PURGE_BATCH})"
+            "WHERE expire_at > 0 AND expire_at <= ? LIMIT ?)"
         )
         # One connection per (process, thread): the loop thread reads, executor
         # threads write.  The thread-local is the guard; the pid check makes a
@@ -137,6 +199,11 @@ class SQLiteStorage(Storage):
         self._conns: list[sqlite3.Connection] = []
         self._owner_pid = os.getpid()
         self._closed = False
+        # The host's write turn (see _turn): one fd per process; the lock keeps a
+        # process's own threads apart (flock does not, on one open file).
+        self._turn_lock = threading.Lock()
+        self._turn_fd = -1
+        self._turn_pid = 0
         # Open once now so a bad path or a read-only file fails at startup
         # with a named error, create or migrate the table, then close: nothing
         # is held across a later fork.
@@ -146,8 +213,14 @@ class SQLiteStorage(Storage):
                 self._ensure_schema(conn)
             finally:
                 conn.close()
+            # The file every write must still reach: a write to a file unlinked (or replaced)
+            # under the running host would be acknowledged and lost at the next start.
+            self._file = _identity(self._path)
         except sqlite3.Error as exc:
             raise ConfigError("storage", f"cannot open SQLite database {self._path!r}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError("storage", f"cannot stat SQLite database {self._path!r}: {exc}") from exc
+        self._gone_logged = False
 
     def _open(self) -> sqlite3.Connection:
         # Autocommit (isolation_level=None): every statement is its own
@@ -159,6 +232,7 @@ class SQLiteStorage(Storage):
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
         return conn
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
@@ -223,6 +297,10 @@ class SQLiteStorage(Storage):
             raise LoadError(f"sqlite read {key!r} from {self._path}: {exc}") from exc
         return None if row is None else Row(_bytes(row[0]), row[1], row[2])
 
+    def attach_stats(self, sink) -> None:
+        """Count ``source_commits`` (transactions) and ``source_writes`` (rows in them) in *sink*."""
+        self._stats = sink
+
     async def write(
         self,
         key: str,
@@ -232,77 +310,215 @@ class SQLiteStorage(Storage):
         expire_at: float = 0.0,
         deadline: float = 0.0,
     ) -> WriteResult:
-        check_write(version, expire_at, deadline)
-        if value is not None:
-            value = as_bytes(value)
-        # An unversioned write's version is taken here, on the loop thread:
-        # the HLC is not thread-safe.  The statement lifts it above the stored one.
-        unversioned = not version
-        if unversioned:
-            version = self._versions.now()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._write_row, key, value, version, unversioned, float(expire_at),
-            float(deadline))
+        result = (await self.write_many([WriteOp(key, value, version, expire_at, deadline)]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _write_row(self, key: str, value: bytes | None, version: int, unversioned: bool,
-                   expire_at: float, deadline: float) -> WriteResult:
-        try:
+    async def write_many(self, ops: list[WriteOp]) -> list[WriteResult | Exception]:
+        """Every op queued at once, so they share a transaction (see the class doc)."""
+        rows = []
+        for key, value, version, expire_at, deadline in ops:
+            check_write(version, expire_at, deadline)
+            if value is not None:
+                value = as_bytes(value)
+            # An unversioned write's version is taken here, on the loop thread:
+            # the HLC is not thread-safe.  The statement lifts it above the stored one.
+            unversioned = not version
+            if unversioned:
+                version = self._versions.now()
+            rows.append(_Pending(key, value, version, unversioned, float(expire_at), float(deadline),
+                                 self._versions.ceiling()))
+        return await self._queue().submit(rows)
+
+    def _queue(self) -> "_Committer":
+        committer = self._committer
+        if committer is None or not committer.usable():
+            committer = self._committer = _Committer(self)
+        return committer
+
+    def _commit(self, batch: list["_Pending"]) -> tuple[list[WriteResult | Exception], int]:
+        """In a thread: *batch* in one transaction under the host's turn; (answers, commits made)."""
+        if self._closed:
+            raise LoadError(f"{self!r} is closed")
+        self._check_file()  # before a new connection could create an empty file at the path
+        with self._turn():
             conn = self._conn()
-            if not self._begin(conn, deadline):
-                return self._late(conn, key)
             try:
-                now = self._clock()
-                if deadline and now >= deadline:  # after the wait for the lock, not before
-                    conn.execute("ROLLBACK")
-                    return self._late(conn, key)
-                old = conn.execute(self._old_sql, (key,)).fetchone()
-                existed = old is not None and not old[0] and not (old[2] and old[2] <= now)
-                deleted = value is None
-                if deleted:
-                    value, expire_at = b"", now + self._tombstone_ttl
-                params = {"key": key, "value": value, "version": version, "expire_at": expire_at,
-                          "deleted": int(deleted), "unversioned": int(unversioned), "now": now}
-                stored = conn.execute(self._upsert_sql, params).fetchall()
-                conn.execute(self._purge_sql, (now,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise LoadError(f"sqlite write {key!r} to {self._path}: {exc}") from exc
-        if stored:
-            return WriteResult(True, existed, stored[0][0])
-        return WriteResult(False, existed, old[1] if old else 0)
+                return self._transaction(conn, batch)
+            except sqlite3.Error as exc:
+                error = LoadError(f"sqlite write to {self._path}: {exc}")
+                error.__cause__ = exc
+                return [error] * len(batch), 0
 
-    def _begin(self, conn: sqlite3.Connection, deadline: float) -> bool:
-        """Take the write lock; False when the deadline passed waiting for it."""
-        if not deadline:
-            conn.execute("BEGIN IMMEDIATE")
-            return True
-        budget = deadline - self._clock()
+    def _transaction(self, conn: sqlite3.Connection, batch: list["_Pending"]):
+        if not self._begin(conn, max(row.limit for row in batch)):
+            return [self._refused(conn, row) for row in batch], 0
+        answers: list[WriteResult | Exception] = []
+        try:
+            now = self._clock()  # after the wait for the lock, not before
+            try:
+                answers = self._apply(conn, batch, now)
+            except sqlite3.Error:
+                if len(batch) == 1:
+                    raise
+                # One row the database refuses (not the lock: that failed BEGIN) must
+                # not fail the others: each in a transaction of its own.
+                conn.execute("ROLLBACK")
+                answers, commits = [], 0
+                for row in batch:
+                    try:
+                        one, n = self._transaction(conn, [row])
+                    except sqlite3.Error as exc:
+                        one, n = [LoadError(f"sqlite write {row.key!r} to {self._path}: {exc}")], 0
+                    answers += one
+                    commits += n
+                return answers, commits
+            # Each row may leave one row to purge later (a tombstone, an expiry): dropping
+            # more than that per transaction keeps the table from growing under group commit.
+            conn.execute(self._purge_sql, (now - PURGE_GRACE, PURGE_BATCH + 2 * len(batch)))
+            self._check_file()  # under the write lock, just before the commit that acks
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return answers, 1
+
+    def _apply(self, conn: sqlite3.Connection, batch: list["_Pending"], now: float) -> list[WriteResult]:
+        """Judge and write every row of *batch*, in order, inside the open transaction.
+
+        The keys' stored rows are read in one SELECT and each row is judged
+        against them in Python (updated as the batch goes, so a key written
+        twice is judged the second time against the first); each key's final
+        row goes to SQLite in one multi-row conditional upsert, whose WHERE says
+        the same as the judgement (under the write lock nothing else can change
+        a row in between).  Measured: 2 statements per row made a 64-row commit
+        take 2.8 ms, against 1.4 ms for 100 rows of raw upserts; one SELECT and
+        one statement, 1.1 ms.
+        """
+        state: dict[str, tuple[int, int, float]] = {}  # key -> (deleted, version, expire_at)
+        keys = list(dict.fromkeys(row.key for row in batch))
+        for i in range(0, len(keys), 500):  # under SQLite's bound on variables
+            chunk = keys[i:i + 500]
+            sql = self._olds_sql + "(" + ",".join("?" * len(chunk)) + ")"
+            for key, deleted, version, expire_at in conn.execute(sql, chunk):
+                state[key] = (deleted, version, expire_at)
+        answers: list[WriteResult] = []
+        final: dict[str, tuple] = {}  # key -> the row it ends the batch with
+        for row in batch:
+            old = state.get(row.key)
+            expired = old is not None and bool(old[2]) and old[2] <= now
+            existed = old is not None and not old[0] and not expired
+            if now >= row.limit:
+                answers.append(self._refused_with(row, old, existed))
+                continue
+            # A stored version past the clock's ceiling (a clock or a forger beyond
+            # max_clock_drift) refuses nothing, and an unversioned write is not lifted above it.
+            sane = old is not None and old[1] <= row.ceiling
+            if sane and not row.unversioned and row.version <= old[1] and not expired:
+                answers.append(WriteResult(False, existed, old[1]))
+                continue
+            version = max(old[1] + 1, row.version) if sane and row.unversioned else row.version
+            deleted = row.value is None
+            value, expire_at = (b"", now + self._tombstone_ttl) if deleted else (row.value, row.expire_at)
+            final[row.key] = (row.key, value, version, expire_at, int(deleted))
+            state[row.key] = (int(deleted), version, expire_at)
+            answers.append(WriteResult(True, existed, version))
+        rows = list(final.values())
+        # The most permissive WHERE the batch's rows allow (the lowest ceiling): it lets
+        # through every row judged applied above, and the count below checks it did.
+        ceiling = min(row.ceiling for row in batch)
+        changes = conn.total_changes
+        for i in range(0, len(rows), 1000):  # under SQLite's bound on variables (5 a row)
+            chunk = rows[i:i + 1000]
+            sql = self._upsert_head + ",".join(["(?,?,?,?,?)"] * len(chunk)) + self._upsert_tail
+            conn.execute(sql, [v for row in chunk for v in row] + [now, ceiling])
+        if conn.total_changes - changes < len(rows):  # (more: the table has triggers)
+            # The statement's WHERE refused a row judged applied: something wrote between
+            # the SELECT and here after all.  Answer nothing from this judgement: the rows
+            # are judged again one per transaction.
+            raise sqlite3.IntegrityError("a row changed under the batch's write lock")
+        return answers
+
+    def _begin(self, conn: sqlite3.Connection, limit: float) -> bool:
+        """Take SQLite's write lock; False when *limit* (Unix seconds) passed waiting for it."""
+        budget = limit - self._clock()
         if budget <= 0:
             return False
-        # Wait for another process's write no longer than the deadline allows.
-        # Rounded up (and 1 ms more) so that giving up means the deadline has passed.
-        wait_ms = min(math.ceil(budget * 1000) + 1, int(self._busy_timeout * 1000))
-        conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+        # Wait for another writer (another host on this file, a tool) no longer than the
+        # batch's latest limit allows; rounded up (and 1 ms more) so that giving up means
+        # it has passed.
+        default_ms = int(self._busy_timeout * 1000)
+        wait_ms = min(math.ceil(budget * 1000) + 1, default_ms)
+        if wait_ms != default_ms:
+            conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
-            if self._clock() >= deadline:
+            if self._clock() >= limit:
                 return False
             raise
         finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            if wait_ms != default_ms:
+                conn.execute(f"PRAGMA busy_timeout = {default_ms}")
         return True
 
-    def _late(self, conn: sqlite3.Connection, key: str) -> WriteResult:
-        # Not under the lock: what is stored now, for the caller's information.
+    def _check_file(self) -> None:
+        """Raise SourceGoneError unless the path still names the file this storage opened."""
+        try:
+            now = _identity(self._path)
+        except OSError:
+            now = None
+        if now == self._file:
+            return
+        if not self._gone_logged:  # once per process: every refused write also answers 503
+            self._gone_logged = True
+            log.error("SQLite database %s was %s while this host runs: refusing every write to table %s "
+                      "(it would be lost); restore the file and restart the host", self._path,
+                      "deleted" if now is None else "replaced", self._table)
+        raise SourceGoneError("the source's database file was deleted or replaced while the host runs: "
+                              "writes are refused until it is restored and the host restarted")
+
+    def _refused(self, conn: sqlite3.Connection, row: "_Pending") -> WriteResult | Exception:
+        """The answer of a row not applied because its limit passed waiting for the lock."""
+        old = conn.execute(self._old_sql, (row.key,)).fetchone()  # not under the lock: for information
         now = self._clock()
-        old = conn.execute(self._old_sql, (key,)).fetchone()
         existed = old is not None and not old[0] and not (old[2] and old[2] <= now)
+        return self._refused_with(row, old, existed)
+
+    def _refused_with(self, row: "_Pending", old, existed: bool) -> WriteResult | Exception:
+        # Its own deadline passed: late, as a one-row write was; only the committer's
+        # give-up time: the source could not keep up.
+        if not row.deadline or row.deadline > row.give_up:
+            return SourceBusyError(f"the source did not commit the write within {self._busy_timeout:g}s; "
+                                   "it was not applied")
         return WriteResult(False, existed, old[1] if old else 0, late=True)
+
+    @contextlib.contextmanager
+    def _turn(self):
+        """This host's write turn on the file: an flock of the sidecar ``<database>-writer``.
+
+        A blocking flock sleeps in the kernel until the holder releases (or dies),
+        then wakes at once: no polling, unlike SQLite's busy handler.  Opened per
+        process (the flock belongs to the open file), guarded by ``_turn_lock``
+        between the threads of one process.
+        """
+        with self._turn_lock:
+            pid = os.getpid()
+            if self._turn_pid != pid:  # a forked child opens its own (the parent's holds the parent's)
+                if self._turn_pid:
+                    # Inherited: it shares the parent's open file, so while the child kept it
+                    # a lock the parent held would outlive the parent.  Closing it is safe.
+                    os.close(self._turn_fd)
+                self._turn_fd = os.open(self._path + "-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                        0o644)
+                self._turn_pid = pid
+            fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close the connections this process opened; later calls raise LoadError."""
@@ -312,9 +528,144 @@ class SQLiteStorage(Storage):
             self._conns = []
         for conn in conns:
             conn.close()
+        with self._turn_lock:
+            if self._turn_pid == os.getpid():
+                os.close(self._turn_fd)
+                self._turn_pid, self._turn_fd = 0, -1
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self._path!r}, table={self._table!r})"
+
+
+def _identity(path: str) -> tuple[int, int]:
+    """(st_dev, st_ino) of the file at *path*: which file it is, whatever its name."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+class _Pending:
+    """One row waiting for a commit, and the Future its writer awaits."""
+
+    __slots__ = ("key", "value", "version", "unversioned", "expire_at", "deadline", "ceiling", "give_up",
+                 "limit", "size", "future")
+
+    def __init__(self, key: str, value: bytes | None, version: int, unversioned: bool, expire_at: float,
+                 deadline: float, ceiling: int) -> None:
+        self.key, self.value, self.version, self.unversioned = key, value, version, unversioned
+        self.expire_at, self.deadline = expire_at, deadline
+        self.ceiling = ceiling  # HLC.ceiling() when it was written: above it a stored version is bogus
+        self.size = len(key) + (len(value) if value is not None else 0)
+        self.give_up = 0.0  # set by the committer: past it the row is never applied
+        self.limit = 0.0    # the earlier of deadline and give_up
+        self.future: asyncio.Future | None = None
+
+
+class _Committer:
+    """One process's queue of writes to one SQLiteStorage: group commit.
+
+    ``submit`` queues rows and, when no commit is running, starts one; the
+    drain task takes what is queued (bounded), commits it in a thread, answers
+    each row's Future, and goes on while rows are queued, so every write that
+    arrives during a commit waits only for the next one.  While it runs, a
+    timer (one per WATCH_PERIOD, not one per write: measured, a timeout per
+    write cost a third of the loop's time) answers SourceBusyError to rows
+    still unanswered COMMIT_GRACE after their give-up time; such a row, still
+    queued, is then dropped, and the thread refuses one it already holds.
+    The queue, the batch and the task are guarded by the event loop's single
+    thread; the Futures belong to that loop.
+    """
+
+    def __init__(self, storage: SQLiteStorage) -> None:
+        self._storage = storage
+        self._pid = os.getpid()
+        self._loop = asyncio.get_running_loop()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._batch: list[_Pending] = []  # the rows of the commit running now
+        self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def usable(self) -> bool:
+        """False after a fork, or from another event loop (a test's next ``asyncio.run``)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return self._pid == os.getpid() and loop is self._loop
+
+    async def submit(self, rows: list[_Pending]) -> list[WriteResult | Exception]:
+        """Queue *rows*; their answers once the transaction holding them commits."""
+        storage = self._storage
+        if len(self._queue) + len(rows) > MAX_QUEUED_ROWS:
+            raise SourceBusyError(f"the source cannot keep up: {len(self._queue)} writes already wait for "
+                                  "a commit; retry")
+        give_up = storage._clock() + storage._busy_timeout  # the clock deadlines are judged by
+        for row in rows:
+            row.give_up = give_up
+            row.limit = min(row.deadline, give_up) if row.deadline else give_up
+            row.future = self._loop.create_future()
+            self._queue.append(row)
+        if self._task is None:
+            self._task = self._loop.create_task(self._drain())
+        out: list[WriteResult | Exception] = []
+        for row in rows:
+            try:
+                out.append(await row.future)
+            except Exception as exc:  # noqa: BLE001 - answered per row (write raises it)
+                out.append(exc)
+        return out
+
+    def _take(self) -> list[_Pending]:
+        batch, size, queue = [], 0, self._queue
+        while queue and len(batch) < MAX_BATCH_ROWS:
+            row = queue[0]
+            if batch and size + row.size > MAX_BATCH_BYTES:
+                break
+            queue.popleft()
+            if row.future.done():  # given up (or its writer cancelled): never applied
+                continue
+            batch.append(row)
+            size += row.size
+        return batch
+
+    def _watch(self) -> None:
+        limit = self._storage._clock() - COMMIT_GRACE
+        for row in itertools.chain(self._batch, self._queue):
+            if row.give_up < limit and not row.future.done():
+                row.future.set_exception(SourceBusyError(
+                    f"the source did not commit the write within "
+                    f"{self._storage._busy_timeout + COMMIT_GRACE:g}s; it may not have been applied"))
+        self._timer = self._loop.call_later(WATCH_PERIOD, self._watch)
+
+    async def _drain(self) -> None:
+        storage = self._storage
+        self._timer = self._loop.call_later(WATCH_PERIOD, self._watch)
+        try:
+            while self._queue:
+                batch = self._batch = self._take()
+                if not batch:
+                    continue
+                try:
+                    answers, commits = await self._loop.run_in_executor(storage._executor, storage._commit,
+                                                                         batch)
+                except Exception as exc:  # noqa: BLE001 - e.g. closed, or the thread pool shut down
+                    answers, commits = [exc] * len(batch), 0
+                for row, answer in zip(batch, answers):
+                    if not row.future.done():  # (given up meanwhile)
+                        if isinstance(answer, Exception):
+                            row.future.set_exception(answer)
+                        else:
+                            row.future.set_result(answer)
+                if commits and storage._stats is not None:
+                    storage._stats.add("source_commits", commits)
+                    storage._stats.add("source_writes", len(batch))
+        finally:
+            self._task = None
+            self._timer.cancel()
+            for row in itertools.chain(self._batch, self._queue):  # cancelled: the loop is closing
+                if not row.future.done():
+                    row.future.set_exception(LoadError(f"{storage!r}: the event loop closed before the commit was answered"))
+            self._batch = []
+            self._queue.clear()
 
 
 def _bytes(value) -> bytes:

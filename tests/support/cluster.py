@@ -71,14 +71,25 @@ class Cluster:
             self.close()
             raise
 
-    def add_host(self, attempts: int = 3) -> Host:
-        """Start one more host (it joins the ring through etcd)."""
+    def _start(self, port: int, env: dict | None = None) -> Host:
+        return start_supervisor(
+            self.tmp, "--config", str(self.tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
+            "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(self.lease_ttl),
+            "--auth-token", TOKEN, *self.args, workers=1, port=port, wait=False, env={**self.env, **(env or {})})
+
+    def start_again(self, host: Host) -> Host:
+        """Start a new supervisor on stopped *host*'s port (a warm restart after SIGUSR1); it
+        takes *host*'s place in ``hosts``."""
+        again = self._start(host.port)
+        self.hosts[self.hosts.index(host)] = again
+        again.wait_ready(2)
+        return again
+
+    def add_host(self, attempts: int = 3, env: dict | None = None) -> Host:
+        """Start one more host (it joins the ring through etcd); *env* adds to its environment."""
         for attempt in range(attempts):
             port = free_port()
-            host = start_supervisor(
-                self.tmp, "--config", str(self.tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
-                "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(self.lease_ttl),
-                "--auth-token", TOKEN, *self.args, workers=1, port=port, wait=False, env=self.env)
+            host = self._start(port, env)
             self.hosts.append(host)
             try:
                 host.wait_ready(2)  # one worker and the registrar
@@ -142,6 +153,24 @@ class Cluster:
         status, body = host.get(f"/api?group=kv&key={key}")
         assert status in (200, 404), (host.port, key, status, body[:200])
         return body if status == 200 else None
+
+    def read_all(self, host: Host, group: str, keys) -> dict:
+        """key -> value of *keys* of *group* read through *host* (asserting each is found)."""
+        out = {}
+        for key in keys:
+            status, body = host.get(f"/api?group={group}&key={key}")
+            assert status == 200, (group, key, status, body[:200])
+            out[key] = body
+        return out
+
+    def log_reaches_back(self, host: Host, seconds: float) -> bool:
+        """True when *host*'s log of recent writes covers the last *seconds* (a younger one cannot
+        vouch for them: a host back from a pause would drop all)."""
+        from geecache.geecachepb import RecentWrites
+
+        status, _, body = host.request("GET", f"/_geecache/:writes?within={seconds}", None, AUTH)
+        assert status == 200, (status, body[:200])
+        return RecentWrites.FromString(body).covered
 
     def source_value(self, key: str, now: float | None = None) -> bytes | None:
         """kv/*key* as the shared SQLite file holds it (None: absent, deleted or expired)."""

@@ -37,3 +37,11 @@ async def sleeps_on_the_loop(key: str) -> bytes:
     if key.startswith("block"):
         await asyncio.sleep(STALL)
     return f"value-{key}".encode()
+
+
+async def blocks_the_loop_briefly(key: str) -> bytes:
+    """``blocks_the_loop`` for ``$GEECACHE_TEST_BLOCK_SECONDS`` (1.5 by default): a stall the
+    watchdog lets live, long enough for the pause guard to see."""
+    if key.startswith("block"):
+        time.sleep(float(os.environ.get("GEECACHE_TEST_BLOCK_SECONDS", "1.5")))
+    return f"value-{key}".encode()

@@ -40,7 +40,10 @@ from workers.dataplane.query import api_params
 from workers.dataplane.responses import (
     CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, error_reply, render,
 )
-from workers.dataplane.routes import API, UNMATCHED, Request, error_reply_for, is_batch_path, packed_hit
+from workers.dataplane.routes import (
+    API, BATCH, BATCH_BUSY, PEER_BATCH, RETRY_AFTER, UNMATCHED, Request, error_reply_for, is_batch_path,
+    packed_hit,
+)
 
 log = logging.getLogger("geecache.worker")
 
@@ -71,7 +74,7 @@ class DataPlaneProtocol(asyncio.Protocol):
     __slots__ = (
         "_plane", "_router", "_parser", "_transport", "_closed", "_queue", "_pending",
         "_write_paused", "_read_paused", "_busy", "_eof", "_lingering", "_linger_since", "_stopped",
-        "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at",
+        "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at", "_batch_unsent",
         # the request being parsed
         "_url", "_start", "_auth", "_clen", "_chunked", "_expect", "_conn_hdr", "_special",
         "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end", "_accept",
@@ -98,6 +101,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._in_request = False
         self._t0 = 0.0
         self._paused_at = 0.0
+        self._batch_unsent = 0       # bytes of a batch answer still in the write buffer (counted in the budget)
         self._url = b""
         self._start = 0.0
         self._auth = None
@@ -130,6 +134,8 @@ class DataPlaneProtocol(asyncio.Protocol):
         # A client that went away mid-request is not an error: nothing to log.
         self._closed = True
         self._parser = None  # break the protocol <-> parser cycle now
+        if self._batch_unsent:
+            self._sent_batch()
         if self._queue:
             self._queue.clear()
         self._plane.forget(self)
@@ -149,6 +155,8 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._batch_unsent:
+            self._sent_batch()
         self._drain()
 
     def data_received(self, data: bytes) -> None:
@@ -214,6 +222,10 @@ class DataPlaneProtocol(asyncio.Protocol):
         if len(name) in _SPECIAL_LENGTHS:
             lname = name.lower()
             if lname == b"authorization":
+                if self._auth is not None:
+                    # Which one would be checked is the server's guess: refuse to guess.
+                    self._refusal = (400, "more than one Authorization header")
+                    raise _REFUSED
                 self._auth = value
             elif lname == b"content-length":
                 try:
@@ -260,6 +272,10 @@ class DataPlaneProtocol(asyncio.Protocol):
             if self._clen > limit:
                 # Before any body is read (and instead of a 100 Continue).
                 self._refusal = (413, f"request body too large (the limit is {limit} bytes)")
+                raise _REFUSED
+            if is_batch_path(self._url) and not self._router.batch_room(self._clen):
+                # A large batch body while the worker's batch budget is spent: not read at all.
+                self._refusal = (503, BATCH_BUSY)
                 raise _REFUSED
         if self._expect and (self._clen > 0 or self._chunked) and not self._busy \
                 and parser.get_http_version() == "1.1":
@@ -462,7 +478,18 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._plane.metrics.observe(method, label, 499, perf_counter() - start)
             return
         self._reply(reply, method, label, start, end, head_only)
+        if self._write_paused and (label is BATCH or label is PEER_BATCH) and not self._closed:
+            # A batch answer the client has not read yet still holds its bytes: they stay in
+            # the worker's batch budget until the buffer drains (resume_writing) or the
+            # connection goes, else slow readers would pile answers up past it.
+            self._batch_unsent += len(reply[2])
+            self._router.batch_holding(len(reply[2]))
         self._drain()
+
+    def _sent_batch(self) -> None:
+        """The batch answer left the write buffer (or the connection went): free its budget."""
+        self._router.batch_holding(-self._batch_unsent)
+        self._batch_unsent = 0
 
     def _drain(self) -> None:
         """Answer queued requests in order until one needs a task or the buffer is full."""
@@ -513,7 +540,8 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _refuse_now(self, status: int, reason: str) -> None:
         plane = self._plane
-        out = render(error_reply(status, reason), plane.date, END_CLOSE)
+        extra = RETRY_AFTER if status == 503 else b""
+        out = render(error_reply(status, reason, extra), plane.date, END_CLOSE)
         self._transport.write(out)
         plane.bytes_written += len(out)
         label = self._router.route_label(self._url.partition(b"?")[0]) if self._url else UNMATCHED
@@ -554,8 +582,25 @@ class DataPlaneProtocol(asyncio.Protocol):
             since = self._last if self._headers_done else self._started
             if now - since > plane.header_timeout:
                 self._refuse(408, "request timeout")
-        elif now - self._last > plane.keepalive_timeout:
+        elif now - self._last > (plane.keepalive_timeout if self._started else plane.header_timeout):
+            # (_started is 0 until a request begins: a connection that never sent one gets
+            # the header timeout from accept, not the keep-alive timeout of a served client.)
             self._close()
+
+    def idle_since(self) -> float | None:
+        """Coarse time since which this connection waits for a request, or None while it is not idle.
+
+        Idle: no request being read, no answer owed, nothing queued or unsent.
+        The plane evicts the longest-idle one at the connection cap.
+        """
+        if (self._closed or self._lingering or self._in_request or self._pending is not None
+                or self._queue or self._write_paused):
+            return None
+        return self._last
+
+    def evict(self) -> None:
+        """Close this idle connection to make room for a new one (as its keep-alive timeout would)."""
+        self._close()
 
     def shutdown(self) -> None:
         """Graceful close: an idle connection closes now, a busy one after its answers."""

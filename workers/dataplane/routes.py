@@ -10,6 +10,8 @@
     POST     /_geecache/<group>                    InvalidateRequest
     POST     /api/batch?op=get|set|delete[&group=G]  BatchRequest -> BatchResponse | 204 (writes: token)
     POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
+    GET      /_geecache/:writes?within=S           RecentWrites: this host's writes of the last S seconds
+    POST     /_geecache/<group>/_writes            WriteBatch -> WriteBatchResponse (the peer batch write)
     GET      /_geecache                            this host's figures as JSON, for another host's
                                                    cluster overview (behind the token)
 
@@ -30,6 +32,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 
 from google.protobuf.message import DecodeError
 
@@ -37,10 +40,12 @@ from geecache import auth
 from geecache.compression import CODECS, pack, unpack
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
+    public_reason,
 )
-from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest
+from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, RecentWrites
+from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
-from geecache.peerwrites import serve_delete, serve_set
+from geecache.peerwrites import serve_delete, serve_set, serve_write_batch
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
     JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
@@ -54,9 +59,13 @@ HEALTHZ = "/healthz"
 PEER_KEY = "/_geecache/{group}/{key:.+}"
 PEER_GROUP = "/_geecache/{group}"
 BATCH = "/api/batch"
+#: The member list a ring-following client routes by (read-only, behind the token).
+RING = "/_geecache/_ring"
 #: The host's figures for a peer's dashboard (a path no group name can take: no trailing part).
 PEER_SUMMARY = "/_geecache"
 PEER_BATCH = "/_geecache/{group}/_batch"
+RECENT_WRITES = "/_geecache/:writes"
+PEER_WRITES = "/_geecache/{group}/_writes"
 UNMATCHED = "unmatched"
 
 _PEER_PREFIX = b"/_geecache/"
@@ -64,11 +73,14 @@ _CHALLENGE = b"WWW-Authenticate: " + auth.CHALLENGE.encode() + b"\r\n"
 _READ_ONLY_ALLOW = b"Allow: GET, HEAD\r\n"
 
 _GET_METHODS = frozenset({"GET", "HEAD"})
+_GET_ONLY = frozenset({"GET"})
 _API_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _INVALIDATE_METHODS = frozenset({"POST"})
 _POST = frozenset({"POST"})
 #: The key part of the peer batch path (a POST; no key is ever POSTed).
 _BATCH_KEY = b"_batch"
+#: The key part of the peer batch write path (a POST too).
+_WRITES_KEY = b"_writes"
 _BATCH_OPS = ("get", "set", "delete")
 
 
@@ -113,7 +125,8 @@ def packed_hit(group, key: str, accept: bytes) -> Reply | None:
 def is_batch_path(url: bytes) -> bool:
     """True when the request target *url* is a batch (public or peer): its body bound is the batch's."""
     path = url.partition(b"?")[0]
-    return path == b"/api/batch" or (path.startswith(_PEER_PREFIX) and path.endswith(b"/" + _BATCH_KEY))
+    return path == b"/api/batch" or (path.startswith(_PEER_PREFIX) and (
+        path.endswith(b"/" + _BATCH_KEY) or path.endswith(b"/" + _WRITES_KEY)))
 
 
 class Unauthorized(GeeCacheError):
@@ -139,6 +152,18 @@ class BatchRefused(GeeCacheError):
         self.http_status = status
 
 
+class BatchBusy(GeeCacheError):
+    """The worker's batches in flight hold their budget (``batch_inflight_bytes``): 503, Retry-After."""
+
+    http_status = 503
+
+
+#: The header of every 503 that a retry soon may cure.
+RETRY_AFTER = b"Retry-After: 1\r\n"
+#: The reason of a batch refused for the worker's budget (``batch_inflight_bytes``).
+BATCH_BUSY = ("this worker's batches in flight hold their budget (batch_inflight_bytes); retry later")
+
+
 class Request:
     """What a handler needs of a request that is not a hit: built only off the hot path."""
 
@@ -154,6 +179,28 @@ class Request:
         self.body = body
 
 
+#: At most one line per this many seconds logs the cause of a 5xx answered without it.
+CAUSE_LOG_INTERVAL = 5.0
+_cause_logged = [float("-inf"), 0]  # [monotonic time of the last line, 5xx answers since]; the loop's thread
+
+
+def _log_cause(exc: GeeCacheError) -> None:
+    """Log why a 5xx was answered (a source's or a peer's error: the client gets only its class)."""
+    now = time.monotonic()
+    _cause_logged[1] += 1
+    if now - _cause_logged[0] >= CAUSE_LOG_INTERVAL:
+        log.warning("answered %d: %s (%d such answers since the last such line)", exc.http_status, exc,
+                    _cause_logged[1])
+        _cause_logged[0], _cause_logged[1] = now, 0
+
+
+def _key_failure(i: int, exc: GeeCacheError, more: str = "") -> "BatchRefused":
+    """The refusal of a whole batch for key #*i*'s error (its cause logged when a 5xx hides it)."""
+    if exc.http_status >= 500 and exc.public is not None:
+        _log_cause(exc)
+    return BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}{more}")
+
+
 def error_reply_for(exc: BaseException) -> Reply:
     """The reply to an exception a handler raised; a bug is logged with its traceback, answered 500."""
     if isinstance(exc, RouteError):
@@ -161,11 +208,16 @@ def error_reply_for(exc: BaseException) -> Reply:
         return error_reply(exc.http_status, str(exc), extra)
     if isinstance(exc, Unauthorized):
         return error_reply(401, str(exc), _CHALLENGE)
+    if isinstance(exc, BatchBusy):
+        return error_reply(503, str(exc), RETRY_AFTER)
     if isinstance(exc, ReadOnlySourceError):
         # A 405 must say what is allowed: reads, for a group over a loader.
-        return error_reply(exc.http_status, str(exc), _READ_ONLY_ALLOW)
+        return error_reply(exc.http_status, public_reason(exc), _READ_ONLY_ALLOW)
     if isinstance(exc, GeeCacheError):
-        return error_reply(exc.http_status, str(exc))
+        # public_reason: no key, group name or source path of the message reaches the client.
+        if exc.http_status >= 500 and exc.public is not None:
+            _log_cause(exc)
+        return error_reply(exc.http_status, public_reason(exc))
     log.error("unhandled error on the data plane", exc_info=exc)
     return error_reply(500, "internal error")
 
@@ -174,7 +226,7 @@ class Router:
     """Resolves (method, path) to a handler and holds the handlers over *groups* (config order)."""
 
     def __init__(self, groups: dict, auth_token: str | None = None, batch_max_keys: int = 1000,
-                 batch_max_bytes: int = 16 << 20) -> None:
+                 batch_max_bytes: int = 16 << 20, batch_inflight_bytes: int = 64 << 20) -> None:
         if not groups:
             raise ValueError("at least one group is needed")
         self._groups = groups
@@ -182,6 +234,10 @@ class Router:
         self._expected = auth.expected_bearer(auth_token)
         self.batch_max_keys = int(batch_max_keys)
         self.batch_max_bytes = int(batch_max_bytes)
+        self.batch_inflight_bytes = int(batch_inflight_bytes)
+        # Bytes reserved by the batches this worker is serving, and of their answers still in
+        # write buffers (guarded by the event loop's thread).
+        self._batch_reserved = 0
         health = {"status": "ok", "pid": os.getpid(), "groups": list(groups)}
         self._healthz: Reply = (200, JSON, json.dumps(health).encode(), b"")
         api = {"GET": self.api_get, "HEAD": self.api_get, "PUT": self.api_put, "DELETE": self.api_delete}
@@ -190,11 +246,14 @@ class Router:
         self._exact = {b"/api": (API, api, _API_METHODS),
                        b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS),
                        b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST),
+                       b"/_geecache/_ring": (RING, {"GET": self.ring, "HEAD": self.ring}, _GET_METHODS),
+                       RECENT_WRITES.encode(): (RECENT_WRITES, {"GET": self.peer_recent_writes}, _GET_ONLY),
                        b"/_geecache": (PEER_SUMMARY, {"GET": self.peer_summary}, frozenset({"GET"}))}
         #: () -> this host's figures (``workers.dashboard.HostView.summary``), set by the worker
         #: once its admin app exists; until then a peer gets the group names only.
         self.summary = lambda: {"groups": [{"name": name} for name in self._groups]}
         self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
+        self._peer_writes = (PEER_WRITES, {"POST": self.peer_writes}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
         self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
 
@@ -214,6 +273,8 @@ class Router:
                 entry = self._peer_group
             elif key == _BATCH_KEY and method == "POST":
                 entry = self._peer_batch
+            elif key == _WRITES_KEY and method == "POST":
+                entry = self._peer_writes
             else:
                 entry = self._peer_key
         label, handlers, allowed = entry
@@ -230,6 +291,8 @@ class Router:
         if path.startswith(_PEER_PREFIX):
             if b"/" not in path[len(_PEER_PREFIX):]:
                 return PEER_GROUP
+            if path.endswith(b"/" + _WRITES_KEY):
+                return PEER_WRITES
             return PEER_BATCH if path.endswith(b"/" + _BATCH_KEY) else PEER_KEY
         return UNMATCHED
 
@@ -266,8 +329,27 @@ class Router:
 
     @staticmethod
     async def api_load(group, key: str) -> Reply:
-        """The miss path of ``GET /api``: the group's load (peer or source), as a reply."""
-        return (200, OCTET_STREAM, await group.load(key), b"")
+        """The miss path of ``GET /api``: the group's load (peer or source), as a reply.
+
+        It says the ring version this host routes by (``X-Geecache-Ring``): a client that
+        follows the ring and sent the key here, to a host that may not own it, learns
+        that its ring is older.  Hits, answered inline, carry nothing.
+        """
+        value = await group.load(key)
+        return (200, OCTET_STREAM, value, b"X-Geecache-Ring: %d\r\n" % group.peers.ring()[0])
+
+    def ring(self, req: Request) -> Reply:
+        """``GET /_geecache/_ring``: the members, their ring version and vnode count, as JSON.
+
+        What a client needs to route each key to its owner with the servers' own
+        hash (``geecache.consistenthash.Ring``); behind the token, as the peer API.
+        """
+        self._authorize(req.auth)
+        peers = self.default_group.peers
+        version, ring = peers.ring()
+        doc = {"version": version, "members": list(ring.nodes), "replicas": ring.replicas,
+               "scheme": "https" if peers.tls else "http"}
+        return (200, JSON, json.dumps(doc).encode(), b"")
 
     def api_get(self, req: Request):
         """``GET /api`` off the protocol's own fast path (a HEAD, or a pipelined GET)."""
@@ -322,7 +404,8 @@ class Router:
     @staticmethod
     def _get_response(group, value: bytes, expire_at: float) -> Reply:
         codec_id, payload = pack(value, group.codec.name)
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at,
+                          ttl_left=seconds_left(expire_at, time.time()))
         return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     def peer_get(self, req: Request):
@@ -348,7 +431,8 @@ class Router:
 
     @staticmethod
     def _stored_response(payload: bytes, codec_id: int, expire_at: float) -> Reply:
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at)
+        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at,
+                          ttl_left=seconds_left(expire_at, time.time()))
         return (200, PROTOBUF, msg.SerializeToString(), b"")
 
     async def _peer_load(self, group, key: str) -> Reply:
@@ -391,10 +475,30 @@ class Router:
         group.invalidate(list(msg.keys))
         return NO_CONTENT
 
-    # -- batches (issue 13) ----------------------------------------------------
+    def peer_recent_writes(self, req: Request) -> Reply:
+        """The keys this host wrote in the last ``within`` seconds, for a host that was away."""
+        self._authorize(req.auth)
+        raw = parse_query(req.query).get("within") if req.query else None
+        try:
+            within = float(raw)
+        except (TypeError, ValueError):
+            within = -1.0
+        if not 0 <= within <= 86400:  # also refuses NaN
+            raise InvalidKeyError("query parameter 'within' must be seconds, 0 to 86400")
+        write_log = getattr(self.default_group.peers, "write_log", None)
+        if write_log is None:  # a host that keeps no log cannot vouch for any window
+            return (200, PROTOBUF, RecentWrites(covered=False).SerializeToString(), b"")
+        covered, written = write_log.since(within)
+        msg = RecentWrites(covered=covered, groups=[InvalidateRequest(group=g, keys=sorted(keys))
+                                                    for g, keys in written.items()])
+        return (200, PROTOBUF, msg.SerializeToString(), b"")
 
-    def _batch_items(self, body: bytes) -> list:
-        msg = self._message(body, BatchRequest())
+    # -- batches ---------------------------------------------------------------
+
+    def _batch_items(self, msg, group: str) -> list:
+        """The checked items of BatchRequest *msg*; its ``group`` field, when set, must be *group*."""
+        if msg.group and msg.group != group:
+            raise BatchRefused(400, "the body's group is not the group the request names")
         if len(msg.items) > self.batch_max_keys:
             raise BatchRefused(413, f"a batch of {len(msg.items)} keys is over batch_max_keys "
                                     f"({self.batch_max_keys})")
@@ -402,8 +506,36 @@ class Router:
             try:
                 check_key(item.key)
             except InvalidKeyError as exc:
-                raise BatchRefused(400, f"key #{i}: {exc}") from None
+                raise _key_failure(i, exc) from None
         return list(msg.items)
+
+    def _batch_reserve(self, group, body: bytes, keys: int, values: bool = True) -> int:
+        """Reserve a batch's bound in this worker's budget; BatchBusy (503) when it is spent.
+
+        The bound: its body, and (*values*) what its values may take (each up
+        to the item limit, all of them at most batch_max_bytes).  A batch is
+        admitted whatever its bound when none is in flight, so one that is
+        larger than the budget is still served, alone.
+        """
+        reserve = len(body) + (min(self.batch_max_bytes, keys * group.item_limit) if values else len(body))
+        if not self.batch_room(reserve):
+            raise BatchBusy(BATCH_BUSY)
+        self._batch_reserved += reserve
+        return reserve
+
+    def batch_holding(self, size: int) -> None:
+        """A batch answer of *size* bytes waits in a write buffer (negative: it left)."""
+        self._batch_reserved += size
+
+    def batch_room(self, size: int) -> bool:
+        """Whether a batch of *size* bytes fits this worker's budget now (always, when none is in flight)."""
+        return not self._batch_reserved or self._batch_reserved + size <= self.batch_inflight_bytes
+
+    async def _within_reserve(self, reserve: int, work) -> Reply:
+        try:
+            return await work()
+        finally:
+            self._batch_reserved -= reserve
 
     def api_batch(self, req: Request):
         """``POST /api/batch?op=get|set|delete[&group=G]``: many keys of one group in one request.
@@ -417,22 +549,31 @@ class Router:
         op = params.get("op", "get")
         if op not in _BATCH_OPS:
             raise BatchRefused(400, "op must be one of get, set, delete")
-        group = self.group_named(params.get("group"))
         if op != "get":
             self._authorize(req.auth)
-        items = self._batch_items(req.body)
-        if op == "get":
-            return self._batch_get(group, [item.key for item in items])
-        if op == "delete":
-            return self._batch_delete(group, [item.key for item in items])
-        values = {}
-        for i, item in enumerate(items):
-            try:
-                # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
-                values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
-            except GeeCacheError as exc:
-                raise BatchRefused(exc.http_status, f"key #{i}: {exc}") from None
-        return self._batch_set(group, values)
+        msg = self._message(req.body, BatchRequest())
+        # The body may name the group instead of the query (as a peer's does); not a different one.
+        group = self.group_named(params.get("group", msg.group or None))
+        items = self._batch_items(msg, group.name)
+        reserve = self._batch_reserve(group, req.body, len(items), values=op != "delete")
+        try:
+            if op == "get":
+                keys = [item.key for item in items]
+                return self._within_reserve(reserve, lambda: self._batch_get(group, keys))
+            if op == "delete":
+                keys = [item.key for item in items]
+                return self._within_reserve(reserve, lambda: self._batch_delete(group, keys))
+            values = {}
+            for i, item in enumerate(items):
+                try:
+                    # Bounded by the item limit: a forged size must not make us allocate 64 MiB.
+                    values[item.key] = (unpack(item.codec, item.value, group.item_limit), check_ttl(item.ttl))
+                except GeeCacheError as exc:
+                    raise _key_failure(i, exc) from None
+            return self._within_reserve(reserve, lambda: self._batch_set(group, values))
+        except BaseException:
+            self._batch_reserved -= reserve  # refused before its coroutine was made
+            raise
 
     @staticmethod
     def _first_failure(keys: list[str], results) -> None:
@@ -442,15 +583,14 @@ class Router:
                 raise result  # a bug or a cancellation
         if failed:
             i, exc = failed[0]
-            raise BatchRefused(exc.http_status, f"key #{i}: {exc} ({len(failed)} of {len(keys)} keys "
-                                                f"failed; the others were done)")
+            raise _key_failure(i, exc, f" ({len(failed)} of {len(keys)} keys failed; the others were done)")
 
     async def _batch_get(self, group, keys: list[str]) -> Reply:
         found, errors = await group.get_many(keys)
         if errors:
             i = next(i for i, key in enumerate(keys) if key in errors)
             exc = errors[keys[i]]
-            raise BatchRefused(exc.http_status, f"key #{i}: {exc}")
+            raise _key_failure(i, exc)
         size = sum(len(found[key]) for key in keys if key in found)
         if size > self.batch_max_bytes:
             raise BatchRefused(413, f"the values of this batch take {size} bytes, over batch_max_bytes "
@@ -468,17 +608,15 @@ class Router:
     @classmethod
     async def _batch_set(cls, group, values: dict) -> Reply:
         keys = list(values)  # a key given twice was kept once, its last value
-        results = await asyncio.gather(*(group.set(key, value, ttl) for key, (value, ttl) in values.items()),
-                                       return_exceptions=True)
-        cls._first_failure(keys, results)
+        cls._first_failure(keys, await group.set_many(values))
         return NO_CONTENT
 
     @classmethod
     async def _batch_delete(cls, group, keys: list[str]) -> Reply:
         unique = list(dict.fromkeys(keys))
-        results = await asyncio.gather(*(group.delete(key) for key in unique), return_exceptions=True)
+        results = await group.delete_many(unique)
         cls._first_failure(unique, results)
-        existed = dict(zip(unique, results))
+        existed = {key: result.applied and result.existed for key, result in zip(unique, results)}
         msg = BatchResponse()
         for key in keys:
             msg.items.add(key=key, status=200 if existed[key] else 404)
@@ -488,7 +626,18 @@ class Router:
         """A peer's batch get of keys this host owns: served here, never forwarded (invariant 3)."""
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
-        return self._peer_batch_get(group, [item.key for item in self._batch_items(req.body)])
+        keys = [item.key for item in self._batch_items(self._message(req.body, BatchRequest()), group.name)]
+        reserve = self._batch_reserve(group, req.body, len(keys))
+        return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
+
+    def peer_writes(self, req: Request):
+        """A peer's batch of writes to keys this host owns: applied here in one transaction."""
+        self._authorize(req.auth)
+        group = self._peer_group_of(req.group)
+        return self._peer_write_batch(group, req.body)
+
+    async def _peer_write_batch(self, group, body: bytes) -> Reply:
+        return (200, PROTOBUF, await serve_write_batch(group, body, self.batch_max_keys), b"")
 
     async def _peer_batch_get(self, group, keys: list[str]) -> Reply:
         answers = await group.get_local_many(keys)
@@ -496,6 +645,7 @@ class Router:
         add = msg.items.add
         size = 0
         codec = group.codec.name
+        now = time.time()
         for status, value, expire_at, error in answers:
             if status == 200:
                 size += len(value)
@@ -504,7 +654,8 @@ class Router:
                     add(status=413, error="over batch_max_bytes")
                     continue
                 codec_id, payload = pack(value, codec)
-                add(status=200, value=payload, codec=codec_id, expire_at=expire_at)
+                add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
+                    ttl_left=seconds_left(expire_at, now))
             else:
                 add(status=status, error=error)
         return (200, PROTOBUF, msg.SerializeToString(), b"")

@@ -108,11 +108,14 @@ class _Plane:
         self.bounds = self.metrics.bounds
         self.first_bound = self.bounds[0]
         self.hit_tally = self.metrics.tally("GET", API, 200)
-        self.conns: set[DataPlaneProtocol] = set()
+        # Open connections in accept order (a dict as an ordered set): of connections
+        # idle since the same coarse tick, the cap evicts the one accepted first.
+        self.conns: dict[DataPlaneProtocol, None] = {}
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
         self._drained: asyncio.Event | None = None
-        self._refused = 0
+        self._refused = 0            # new connections refused at the cap since the last cap line
+        self._evicted = 0            # idle ones closed at the cap for new ones, since then
         # Running totals for the metrics (HttpMetrics.traffic): connections taken in and
         # refused, bytes read and written; the loop's one thread guards them.
         self.accepted = self.refused = self.bytes_read = self.bytes_written = 0
@@ -127,24 +130,50 @@ class _Plane:
     # -- connections -----------------------------------------------------------
 
     def admit(self, conn: DataPlaneProtocol) -> bool:
-        """Take *conn* in, or False at the connection cap (logged, at most every CAP_LOG_INTERVAL)."""
-        if len(self.conns) < self.max_connections:
-            self.conns.add(conn)
+        """Take *conn* in, or False at the connection cap with no idle connection to evict.
+
+        At the cap the keep-alive connection idle the longest is closed to make
+        room (nginx's reuse of keep-alive connections), so idle sockets, a
+        client's pool or a flood of them, cannot lock new clients out; only
+        when every connection is busy is the new one refused (503).  Both are
+        logged, at most every CAP_LOG_INTERVAL.
+        """
+        if len(self.conns) < self.max_connections or self._evict_idle():
+            self.conns[conn] = None
             self.accepted += 1
             return True
         self.refused += 1
         self.bytes_written += len(self.busy_answer)
         self._refused += 1
-        if self.tick - self._cap_logged >= CAP_LOG_INTERVAL:
-            log.warning("worker %d: %d connections open, the cap (max_connections); refused %d since "
-                        "the last such line", os.getpid(), len(self.conns), self._refused)
-            self._refused = 0
-            self._cap_logged = self.tick
+        self._log_cap()
         return False
+
+    def _evict_idle(self) -> bool:
+        """Close the longest-idle connection; False when none is idle.  O(connections), only at the cap."""
+        victim, oldest = None, float("inf")
+        for conn in self.conns:
+            since = conn.idle_since()
+            if since is not None and since < oldest:
+                victim, oldest = conn, since
+        if victim is None:
+            return False
+        del self.conns[victim]  # its connection_lost comes later: the room is taken now
+        victim.evict()
+        self._evicted += 1
+        self._log_cap()
+        return True
+
+    def _log_cap(self) -> None:
+        if self.tick - self._cap_logged >= CAP_LOG_INTERVAL:
+            log.warning("worker %d: %d connections open, the cap (max_connections); since the last such "
+                        "line, closed %d idle ones for new clients and refused %d (none idle)",
+                        os.getpid(), len(self.conns), self._evicted, self._refused)
+            self._refused = self._evicted = 0
+            self._cap_logged = self.tick
 
     def forget(self, conn: DataPlaneProtocol) -> None:
         """*conn* is gone."""
-        self.conns.discard(conn)
+        self.conns.pop(conn, None)
         if self._drained is not None and not self.conns:
             self._drained.set()
 
@@ -248,6 +277,7 @@ async def serve_data_plane(
     backlog: int = 1024,
     batch_max_keys: int = 1000,
     batch_max_bytes: int = 16 << 20,
+    batch_inflight_bytes: int = 64 << 20,
     access_log: float = 0.0,
 ) -> DataPlane:
     """Serve *groups* (name -> Group, first = default) on the listening *sock*; call in the worker's loop.
@@ -256,6 +286,8 @@ async def serve_data_plane(
     bodies); *http_metrics* (a ``geecache.metrics.HttpMetrics``) gets every
     request's count and latency, None skips them.  *limits* overrides every
     bound at once (tests); otherwise the three common ones come as keywords.
+    *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``),
+    *batch_inflight_bytes* the batches this worker serves at once.
     *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``).
     *access_log*: the share of answers logged to ``geecache.access`` (0: none, and
     the plain protocol, whose hit path does no logging work at all).
@@ -264,7 +296,7 @@ async def serve_data_plane(
     if limits is None:
         limits = Limits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout,
                         max_connections=max_connections)
-    plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes), limits, item_limit, http_metrics, ssl_context is not None)
+    plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes, batch_inflight_bytes), limits, item_limit, http_metrics, ssl_context is not None)
     protocol = DataPlaneProtocol
     if access_log > 0:
         from workers.dataplane.access import AccessLogProtocol
