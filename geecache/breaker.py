@@ -38,8 +38,11 @@ tasks, no locks: one event loop per process owns the breaker.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
+
+log = logging.getLogger("geecache.breaker")
 
 CLOSED = "closed"
 OPEN = "open"
@@ -111,12 +114,13 @@ class Breaker:
             return False
         tripped.probe_until = now + self.probe_timeout  # this caller is the probe
         self.probes += 1
+        log.info("breaker %s: half-open, one probe call let through", peer)
         return True
 
     def success(self, peer: str) -> None:
         """A call to *peer* got an answer: close its breaker."""
-        if self._tripped:
-            self._tripped.pop(peer, None)
+        if self._tripped and self._tripped.pop(peer, None) is not None:
+            log.info("breaker %s: closed (the peer answered)", peer)
         if self._failed:
             self._failed.pop(peer, None)
 
@@ -141,6 +145,7 @@ class Breaker:
     def _open(self, peer: str, now: float, cooldown: float) -> None:
         self._tripped[peer] = _Tripped(now + cooldown, cooldown)
         self.trips += 1
+        log.warning("breaker %s: open for %gs (timed out or refused); its keys load locally", peer, cooldown)
         if self._on_trip is not None:
             self._on_trip(peer)
 

@@ -55,6 +55,7 @@ from . import __version__
 from .errors import ConfigError, reported_as
 from .hlc import DEFAULT_MAX_DRIFT
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
+from .logs import LOG_FORMATS
 from .registry.config import parse_endpoints, validate_advertise
 
 DEFAULT_PORT = 8001
@@ -389,6 +390,8 @@ class Setting:
     cli: bool = True
     #: A one-letter flag as well, where gunicorn has one (``-w``, ``-b``).
     short: str | None = None
+    #: The values a word setting takes, listed by ``--help`` (``{debug,info,...}``).
+    choices: tuple[str, ...] | None = None
 
     @property
     def flag(self) -> str:
@@ -521,7 +524,7 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "that arrive meanwhile share the next), apart from the loads' threads so slow loaders never "
             "hold up a PUT", between(1, 1024), "N", "int 1..1024"),
     Setting("log_level", STR, "info", "log level of the supervisor and its children",
-            one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS)),
+            one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS), choices=LOG_LEVELS),
     Setting("peer_connect_timeout", NUMBER, 0.5,
             "seconds to connect to a peer before falling back to loading locally",
             _positive, "S", "number > 0"),
@@ -574,6 +577,17 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "bytes the batches one worker is serving at once may hold (request bodies and the values "
             "answered, each batch counted at its bound); past it a batch gets a 503 with `Retry-After` "
             "(a batch is always admitted when none is in flight)", _positive, metavar="SIZE"),
+    # -- logging (kept together: the log's format and the access log) --
+    Setting("log_format", STR, "text",
+            "the log's format: text lines with ISO-8601 times, or one JSON object a line (time, "
+            "level, pid, process, logger, message)", one_of(LOG_FORMATS, "log format"), "FORMAT",
+            " / ".join(LOG_FORMATS), choices=LOG_FORMATS),
+    Setting("access_log", BOOL, False,
+            "log every data-plane answer (client, request line, status, milliseconds) to logger "
+            "`geecache.access`; off, it costs the hit path nothing"),
+    Setting("access_log_sample", NUMBER, 1.0,
+            "share of answers the access log writes, chosen at random (with `access_log`)",
+            _share, "F", "number in (0, 1]"),
 )
 
 GROUP_SETTINGS: tuple[Setting, ...] = (
@@ -622,6 +636,22 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
 )
 
 _HOST = {s.name: s for s in HOST_SETTINGS}
+
+#: ``--help``'s sections, as gunicorn groups its settings: (title, the settings in it).
+#: A host setting named in none of them is listed under the last, "other".
+HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("server", ("host", "port", "bind", "admin_host", "admin_port", "reuseport", "tls_cert", "tls_key",
+                "tls_ca", "auth_token", "trusted_network", "data_dir")),
+    ("workers", ("workers", "graceful_timeout", "worker_timeout", "load_threads", "write_threads")),
+    ("cluster", ("etcd", "advertise", "lease_ttl", "peers", "peer_connect_timeout", "peer_read_timeout",
+                 "handoff_window", "breaker_failures", "breaker_cooldown", "breaker_max_cooldown",
+                 "max_clock_drift")),
+    ("groups", ("arena", "arena_shards", "process_rows", "hot_share", "hot_ttl", "lock_timeout",
+                "flight_wait")),
+    ("limits", ("header_timeout", "keepalive_timeout", "max_connections", "batch_max_keys",
+                "batch_max_bytes", "batch_inflight_bytes")),
+    ("logging", ("log_level", "log_format", "access_log", "access_log_sample")),
+)
 _GROUP = {s.name: s for s in GROUP_SETTINGS}
 
 
@@ -633,6 +663,21 @@ def _fields(table: tuple[Setting, ...]) -> list[tuple[str, Any, Any]]:
         else:
             out.append((s.name, s.kind.type, field(default_factory=s.make_default)))
     return out
+
+
+def _named(self, name: str, like: str | None = None) -> str:
+    """Setting *name* as the source that set it spelled it (``--arena``, ``GEECACHE_ARENA``,
+    ``arena``); when it was defaulted, spelled as *like* is (a flag, a variable), else its key."""
+    given = self.sources.get(name)
+    if given is not None:
+        return given
+    setting = _HOST.get(name)
+    if setting is not None and like is not None:
+        if like.startswith("--"):
+            return setting.flag
+        if like.startswith("GEECACHE_"):
+            return setting.env
+    return name
 
 
 def _item_limit(self) -> int:
@@ -661,7 +706,7 @@ Config = dataclasses.make_dataclass(
     namespace={"__doc__": "The whole host: one attribute per HOST_SETTINGS row, ``groups`` "
                           "(GroupConfig), ``path`` (the file it came from, if any) and ``sources`` "
                           "(which source set each given setting).",
-               "item_limit": property(_item_limit), "__module__": __name__})
+               "item_limit": property(_item_limit), "named": _named, "__module__": __name__})
 
 
 # -- reading -----------------------------------------------------------------
@@ -756,8 +801,13 @@ def load_file(path: str | os.PathLike, cfg=None):
 CONFIG_ENV = "GEECACHE_CONFIG"
 
 
+def plain(text: str) -> str:
+    """*text* without the Markdown the reference table uses (code spans, bold, escaped bars)."""
+    return text.replace("`", "").replace("**", "").replace("\\|", "|")
+
+
 def _help(s: Setting) -> str:
-    return f"{s.help.replace('`', '')} (default {s.shown_default().replace('`', '')}; env {s.env})"
+    return plain(f"{s.help} (default {s.shown_default()}; env {s.env})")
 
 
 def version_line() -> str:
@@ -779,12 +829,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=version_line())
     p.add_argument("-c", "--config", metavar="FILE",
                    help=f"TOML config file (host settings and [[groups]]; env {CONFIG_ENV})")
-    for s in HOST_SETTINGS:
-        flags = (s.short, s.flag) if s.short else (s.flag,)
-        if s.kind is BOOL:
-            p.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=_help(s))
-        else:
-            p.add_argument(*flags, metavar=s.metavar, help=_help(s))
+    placed = {name for _, names in HELP_SECTIONS for name in names}
+    sections = [*HELP_SECTIONS, ("other", tuple(s.name for s in HOST_SETTINGS if s.name not in placed))]
+    for title, names in sections:
+        group = p.add_argument_group(title) if names else None
+        for name in names:
+            s = _HOST[name]
+            flags = (s.short, s.flag) if s.short else (s.flag,)
+            if s.kind is BOOL:
+                group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=_help(s))
+            elif s.choices:
+                # Listed as argparse lists choices, but read like every other flag, so a wrong
+                # one is a ``config error: --log-level: ...`` as from the environment or the file.
+                group.add_argument(*flags, metavar="{" + ",".join(s.choices) + "}", help=_help(s))
+            else:
+                group.add_argument(*flags, metavar=s.metavar, help=_help(s))
     return p
 
 
@@ -832,18 +891,23 @@ def exposure(cfg) -> str:
 
 def _finish(cfg) -> None:
     """Checks that span fields, and the demo group when no group is configured."""
+    named = cfg.named
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
-        raise ConfigError("tls_key" if cfg.tls_key is None else "tls_cert",
-                          "tls_cert and tls_key go together")
+        given, missing = ("tls_cert", "tls_key") if cfg.tls_key is None else ("tls_key", "tls_cert")
+        raise ConfigError(named(given), f"needs {named(missing, named(given))} too (a certificate and "
+                                        "its key go together)")
     for name in ("tls_cert", "tls_key", "tls_ca"):
         value = getattr(cfg, name)
         if value is not None and not os.path.isfile(value):
-            raise ConfigError(name, f"file {value!r} does not exist")
+            raise ConfigError(named(name), f"file {value!r} does not exist")
     if cfg.etcd and cfg.peers:
-        raise ConfigError("peers", "use either etcd discovery or a static peer list, not both")
+        raise ConfigError(named("peers"), f"conflicts with {named('etcd', named('peers'))}: use either etcd discovery or "
+                                          "a static peer list, not both")
     if cfg.breaker_max_cooldown < cfg.breaker_cooldown:
-        raise ConfigError("breaker_max_cooldown", f"{cfg.breaker_max_cooldown:g} is below "
-                          f"breaker_cooldown ({cfg.breaker_cooldown:g})")
+        raise ConfigError(named("breaker_max_cooldown"), f"{cfg.breaker_max_cooldown:g} is below "
+                          f"{named('breaker_cooldown', named('breaker_max_cooldown'))} ({cfg.breaker_cooldown:g})")
+    if cfg.data_dir.exists() and not cfg.data_dir.is_dir():
+        raise ConfigError(named("data_dir"), f"{str(cfg.data_dir)!r} is a file, not a directory")
     if cfg.bind is not None:
         where = cfg.sources.get("bind", "bind")
         given = [cfg.sources[name] for name in ("host", "port") if name in cfg.sources]
@@ -859,18 +923,20 @@ def _finish(cfg) -> None:
     if cfg.admin_port is None:
         cfg.admin_port = cfg.port + ADMIN_PORT_OFFSET if cfg.port else 0
         if cfg.admin_port > 65535:
-            raise ConfigError("admin_port", f"the default (port + {ADMIN_PORT_OFFSET}) is past 65535; "
-                                            "give one")
+            raise ConfigError(named("admin_port", named("port")), f"the default ({named('port')} + {ADMIN_PORT_OFFSET}) "
+                                                   "is past 65535; give one")
     if cfg.admin_port and cfg.admin_port == cfg.port:
-        raise ConfigError("admin_port", f"{cfg.admin_port} is the data port too; give another")
+        raise ConfigError(named("admin_port"), f"{cfg.admin_port} is the data port "
+                                               f"({named('port', named('admin_port'))}) too; "
+                                               "give another")
     if cfg.process_rows is None:
         cfg.process_rows = default_process_rows(cfg.workers)
     needed = cfg.workers + (1 if cfg.etcd else 0)
     if needed > cfg.process_rows:
-        raise ConfigError("workers", (
+        raise ConfigError(named("workers"), (
             f"{cfg.workers} workers{' and the registrar' if cfg.etcd else ''} need {needed} of the "
-            f"arena's per-process stat rows; process_rows is {cfg.process_rows}: raise process_rows "
-            "or lower workers"))
+            f"arena's per-process stat rows; {named('process_rows', named('workers'))} is {cfg.process_rows}: raise it "
+            "or lower the workers"))
     if not cfg.groups:
         cfg.groups.append(GroupConfig(
             name=DEMO_GROUP, sqlite=str(cfg.data_dir / "demo.db"), demo=True))

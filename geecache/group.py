@@ -19,6 +19,7 @@ writes were done elsewhere cannot undo them when it resumes (invariant 7).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 
@@ -46,6 +47,8 @@ from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics 
 from .peers import PEER_WRITE_BATCH, NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
 from .storage.base import WriteOp, WriteResult, batch_writer, row_reader
+
+log = logging.getLogger("geecache.group")
 
 #: Hot copies (values another host owns) live at most this long, so a lost
 #: invalidation is healed by time (groupcache keeps them until evicted).
@@ -97,6 +100,8 @@ class Group:
         self.name = check_group_name(name)
         self.source = source
         self.max_bytes = int(max_bytes)
+        #: The hot copies' budget, as ``declare_partitions`` carves it.
+        self.hot_bytes = max(int(self.max_bytes * hot_share), 1)
         self.policy = policy
         self.ttl = float(ttl)
         self.codec = get_codec(codec)
@@ -377,6 +382,7 @@ class Group:
             else:
                 value, expire_at = await peer.fetch(self.name, key, self.item_limit)
         except PeerError as exc:
+            log.debug("group %s: %r from its owner %r failed (%s); loading locally", self.name, key, peer, exc)
             self._peer_failed(exc)  # invariant 4: a peer down is a slow path
             return (await self._load_local(key, self._hot, self._hot_ttl))[0]
         except CodecError as exc:
@@ -408,12 +414,14 @@ class Group:
                     return await self._handoff_or_load(key, partition, ttl)
                 finally:
                     self._flight.end(self.name, key)
+            log.debug("group %s: %r is being loaded by another process of this host; waiting", self.name, key)
             entry = await self._wait_for_other_loader(key, partition, deadline)
             if entry is not None:
                 self.stats.add("loads_deduped")
                 return self.value_of(entry), entry[2]
             if time.monotonic() >= deadline:
                 # The other loader is stuck: serving beats waiting forever.
+                log.debug("group %s: the other load of %r outlasted flight_wait; loading it too", self.name, key)
                 return await self._load_source(key, partition, ttl)
             # The loader ended without a value (not found, failed) or died: try to take over.
 
@@ -486,6 +494,10 @@ class Group:
         finally:
             raced = self._fence.leave(key, writes)
             SOURCE_LOADS.observe(self.name, time.perf_counter() - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("group %s: loaded %r from the source in %.1fms: %s", self.name, key,
+                      (time.perf_counter() - started) * 1000,
+                      "not found" if row is None else f"{len(row.value)} bytes")
         if row is None:
             raise NotFoundError(f"group {self.name!r} has no key {key!r}")
         value = check_value(row.value, sys.maxsize)

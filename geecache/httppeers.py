@@ -29,6 +29,7 @@ import asyncio
 import collections
 import concurrent.futures
 import http.client
+import json
 import logging
 import ssl
 import time
@@ -131,11 +132,16 @@ class HTTPPeer:
                 ValueError, PeerProtocolError) as exc:
             error = PeerError(f"peer {self.address}: {type(exc).__name__}: {exc}")
             error.tripped = breaker.failure(self.address)
+            log.debug("peer call %s %s %s failed after %.1fms: %s", self.address, method,
+                      path.partition("?")[0], (time.perf_counter() - started) * 1000, error)
             raise error from exc
         finally:
             PEER_CALLS.observe(method, time.perf_counter() - started)
         # Any answer, even a 5xx, shows the peer alive: only the transport trips the breaker.
         breaker.success(self.address)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("peer call %s %s %s: %d, %d bytes, %.1fms", self.address, method,
+                      path.partition("?")[0], answer[0], len(answer[1]), (time.perf_counter() - started) * 1000)
         return answer
 
     @staticmethod
@@ -143,6 +149,19 @@ class HTTPPeer:
         error = PeerError(f"peer {address} answered {status}: {body[:200]!r}")
         error.status = status
         return error
+
+    async def summary(self) -> dict:
+        """The peer's figures for the cluster overview (``GET /_geecache``); PeerError otherwise."""
+        status, body = await self._call("GET", "/_geecache")
+        if status != 200:
+            raise self._fail(self.address, status, body)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise PeerError(f"peer {self.address}: its summary is not JSON") from None
+        if not isinstance(doc, dict):
+            raise PeerError(f"peer {self.address}: its summary is not a JSON object")
+        return doc
 
     def close(self) -> None:
         """Close this peer's idle connections."""
@@ -513,6 +532,8 @@ class HTTPPool:
                 previous.add(*self._peers)
         self._previous, self._changed_at = previous, time.monotonic()
         self._ring, self._version = ring, version
+        log.debug("ring v%d read: %d members, %d added, %d gone", version, len(members), len(added),
+                  len(old_peers.keys() - self._peers.keys()))
         if added and self._recent:
             self._replay(added)
 
@@ -525,6 +546,11 @@ class HTTPPool:
         """(member list version, the ring built from it) this host routes by now."""
         self._refresh()
         return self._version, self._ring
+
+    def peer_for(self, address: str) -> HTTPPeer | None:
+        """The peer of ring member *address* (None for this host or a non-member)."""
+        self._refresh()
+        return self._peers.get(address)
 
     def owner(self, key: str) -> str | None:
         """The owning member of *key*, or None while the ring is empty."""

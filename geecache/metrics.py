@@ -120,14 +120,19 @@ class HttpMetrics:
     calls it every FLUSH_INTERVAL, before its own scrape, and at exit, so a
     scrape of any worker lags the others by at most that interval.  Routes are
     the router's patterns (``/api``), never raw paths: a client must not be
-    able to mint label values.
+    able to mint label values; ``status`` is the exact code (a few dozen the
+    server can answer with), so a miss (404) is told from a 401 or a 413.
+
+    The data plane's connection and byte counts are plain integers it keeps
+    itself; ``traffic`` hands their running totals over, and ``flush`` adds
+    what they grew by since the last flush.
     """
 
     #: Seconds between flushes of the tallies into the shared files.
     FLUSH_INTERVAL = 1.0
 
     def __init__(self, registry=None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         # A private registry: in multiprocess mode the values live in the
         # files; the scrape builds its own registry from them.
@@ -138,7 +143,19 @@ class HttpMetrics:
         self._latency = Histogram(
             "geecache_http_request_duration_seconds", "HTTP request latency.", labels,
             buckets=LATENCY_BUCKETS, registry=registry)
-        # (method, route, status//100) -> [count, sum, per-bucket counts...] since the
+        self._open = Gauge("geecache_connections_open", "Open data-port connections.",
+                           registry=registry, multiprocess_mode="livesum")
+        self._traffic = [
+            Counter("geecache_connections_accepted", "Data-port connections taken in.", registry=registry),
+            Counter("geecache_connections_refused", "Data-port connections refused at max_connections "
+                    "(answered 503 and closed).", registry=registry),
+            Counter("geecache_bytes_read", "Bytes read from data-port connections.", registry=registry),
+            Counter("geecache_bytes_written", "Bytes written to data-port connections.", registry=registry),
+        ]
+        self._traffic_seen = [0, 0, 0, 0]
+        self._traffic_now = [0, 0, 0, 0]
+        self._open_now = 0
+        # (method, route, status) -> [count, sum, per-bucket counts...] since the
         # last flush.  The lists live as long as this object and are zeroed in place,
         # so a hot path may hold one (``tally``) and add to it directly; the event
         # loop's one thread guards them.
@@ -150,36 +167,46 @@ class HttpMetrics:
         """The histogram's upper bounds; a tally's bucket i counts ``bounds[i-1] < s <= bounds[i]``."""
         return self._bounds
 
+    def traffic(self, open_now: int, accepted: int, refused: int, read: int, written: int) -> None:
+        """The data plane's open connections and running totals, for the next ``flush``."""
+        self._open_now = open_now
+        self._traffic_now = [accepted, refused, read, written]
+
     def tally(self, method: str, route: str, status: int) -> list:
-        """The live tally of (method, route, status class): ``[count, sum, bucket counts...]``.
+        """The live tally of (method, route, status): ``[count, sum, bucket counts...]``.
 
         For a hot path that counts one kind of answer: keep the list and add
         to it in place (``t[0] += 1; t[1] += s; t[2 + bisect_left(bounds, s)] += 1``);
         ``flush`` reads and zeroes it without replacing it.
         """
-        key = (method, route, status // 100)
+        key = (method, route, status)
         tally = self._pending.get(key)
         if tally is None:
             if len(self._pending) > 1000:  # bounded even if methods vary wildly
-                key = ("other", route, status // 100)
+                key = ("other", route, status)
             tally = self._pending.setdefault(key, [0, 0.0] + [0] * (len(self._bounds) + 1))
         return tally
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and its latency (in this process's tallies)."""
-        tally = self._pending.get((method, route, status // 100)) or self.tally(method, route, status)
+        tally = self._pending.get((method, route, status)) or self.tally(method, route, status)
         tally[0] += 1
         tally[1] += seconds
         tally[2 + bisect_left(self._bounds, seconds)] += 1  # le: first bound >= seconds
 
     def flush(self) -> None:
         """Add the tallies to the shared files and zero them."""
-        for (method, route, klass), tally in self._pending.items():
+        self._open.set(self._open_now)
+        for counter, seen, now in zip(self._traffic, self._traffic_seen, self._traffic_now):
+            if now > seen:
+                counter.inc(now - seen)
+        self._traffic_seen = list(self._traffic_now)
+        for (method, route, status), tally in self._pending.items():
             if not tally[0]:
                 continue
             counts = tally[:]
             tally[:] = [0, 0.0] + [0] * (len(tally) - 2)
-            labels = (method, route, f"{klass}xx")
+            labels = (method, route, str(status))
             self._requests.labels(*labels).inc(counts[0])
             child = self._latency.labels(*labels)
             # prometheus_client has no "add n observations"; its Histogram keeps
@@ -203,11 +230,13 @@ class ArenaCollector:
         stats: Callable[[str], dict[str, int]],
         usage: Callable[[str], tuple[int, int]],
         arena_bytes: int,
+        budgets: Callable[[str], tuple[int, int]] | None = None,
     ) -> None:
         self._groups = list(groups)
         self._stats = stats
         self._usage = usage
         self._arena_bytes = arena_bytes
+        self._budgets = budgets  # group -> (its budget, its hot copies' budget), in bytes
 
     def describe(self):
         return []  # unchecked collector: names are fixed, no need to describe
@@ -239,6 +268,16 @@ class ArenaCollector:
             hot_entries.add_metric([group], entries)
         yield from counters.values()
         yield from (cache_bytes, cache_entries, hot_bytes, hot_entries)
+        if self._budgets is not None:
+            budget = GaugeMetricFamily("geecache_cache_budget_bytes", "The group's cache budget (max_bytes).",
+                                       labels=["group"])
+            hot_budget = GaugeMetricFamily("geecache_hot_cache_budget_bytes", "Bytes reserved for the "
+                                           "group's hot copies (hot_share of max_bytes).", labels=["group"])
+            for group in self._groups:
+                own, hot = self._budgets(group)
+                budget.add_metric([group], own)
+                hot_budget.add_metric([group], hot)
+            yield from (budget, hot_budget)
         yield GaugeMetricFamily(
             "geecache_arena_size_bytes", "Size of the shared-memory arena.", value=self._arena_bytes)
 
@@ -400,3 +439,34 @@ def render_all(*collectors) -> tuple[bytes, str]:
     for collector in collectors:
         registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def http_summary() -> dict:
+    """The host's request figures the dashboard charts, read from every worker's files:
+    ``by_status`` (answers per exact status, both ports), ``api_buckets`` (``GET /api``'s
+    cumulative latency buckets, ``[[upper bound, count], ...]``, +Inf last) and
+    ``connections_open`` (data-port connections now).  Empty outside multiprocess mode."""
+    out: dict = {"by_status": {}, "api_buckets": [], "connections_open": 0}
+    if not os.environ.get(ENV_DIR):
+        return out
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    by_status: dict[str, float] = {}
+    buckets: dict[float, float] = {}
+    for family in MultiProcessCollector(CollectorRegistry(auto_describe=False)).collect():
+        for sample in family.samples:
+            if sample.name == "geecache_http_requests_total":
+                status = sample.labels.get("status", "")
+                by_status[status] = by_status.get(status, 0) + sample.value
+            elif (sample.name == "geecache_http_request_duration_seconds_bucket"
+                  and sample.labels.get("route") == "/api" and sample.labels.get("method") == "GET"):
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0) + sample.value
+            elif sample.name == "geecache_connections_open":
+                out["connections_open"] += sample.value
+    out["by_status"] = {k: int(v) for k, v in sorted(by_status.items())}
+    # (JSON has no infinity: the last bound is sent as null.)
+    out["api_buckets"] = [[None if le == float("inf") else le, int(n)] for le, n in sorted(buckets.items())]
+    out["connections_open"] = int(out["connections_open"])
+    return out

@@ -177,3 +177,77 @@ def test_refused_bind_exits_2_before_forking(tmp_path, args, env, message):
     assert r.returncode == 2, r.stderr
     assert message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "started worker" not in r.stderr
+
+
+def _help_text() -> str:
+    r = subprocess.run([sys.executable, "-m", "geecache", "--help"], cwd=str(REPO), env=base_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.procs
+def test_help_is_grouped_in_sections_as_gunicorns_is():
+    from geecache.config import HOST_SETTINGS
+
+    text = _help_text()
+    titles = ["server:", "workers:", "cluster:", "groups:", "limits:", "logging:"]
+    starts = [text.index(f"\n{t}\n") for t in titles]
+    assert starts == sorted(starts)
+    assert "\nother:\n" not in text  # every host setting has its section
+    bounds = dict(zip(titles, starts[1:] + [len(text)]))
+    sections = {t: text[start:bounds[t]] for t, start in zip(titles, starts)}
+    assert "--port PORT" in sections["server:"] and "--data-dir DIR" in sections["server:"]
+    assert "--workers N" in sections["workers:"] and "--graceful-timeout" in sections["workers:"]
+    assert "--etcd" in sections["cluster:"] and "--breaker-cooldown" in sections["cluster:"]
+    assert "--arena SIZE" in sections["groups:"]
+    assert "--max-connections" in sections["limits:"] and "--batch-max-keys" in sections["limits:"]
+    assert "--access-log" in sections["logging:"] and "--log-format" in sections["logging:"]
+    for s in HOST_SETTINGS:
+        assert sum(s.flag in body.split() or f"{s.flag}," in body for body in sections.values()) == 1, s.flag
+
+
+@pytest.mark.procs
+def test_help_lists_the_log_levels_and_has_no_markdown():
+    text = _help_text()
+    assert "--log-level {debug,info,warning,error,critical}" in text
+    assert "--log-format {text,json}" in text
+    for mark in ("`", "**", "\\|"):
+        assert mark not in text, mark
+
+
+@pytest.mark.procs
+@pytest.mark.parametrize("args,env,toml,field", [
+    (["--arena", "1"], {}, None, "--arena"),
+    ([], {"GEECACHE_ARENA": "1"}, None, "GEECACHE_ARENA"),
+    ([], {}, "arena = 1\n", "arena"),
+    (["--workers", "3", "--process-rows", "2"], {}, None, "--workers"),
+    ([], {"GEECACHE_TLS_CERT": __file__}, None, "GEECACHE_TLS_CERT"),
+])
+def test_config_errors_name_the_setting_as_the_user_spelled_it(tmp_path, args, env, toml, field):
+    if toml is not None:
+        (tmp_path / "g.toml").write_text(toml)
+        args = [*args, "--config", str(tmp_path / "g.toml")]
+    r = run_supervisor("--port", "0", "--data-dir", str(tmp_path / "data"), *args, env=env)
+    assert r.returncode == 2, r
+    # (An arena too small is found when it is made: after the log's first lines.)
+    assert [line for line in r.stderr.splitlines() if line.startswith("config error: ")] == [
+        line for line in r.stderr.splitlines() if line.startswith(f"config error: {field}: ")], r.stderr
+    assert f"config error: {field}: " in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.procs
+def test_a_missing_partner_setting_is_named_in_the_style_of_the_given_one(tmp_path):
+    r = run_supervisor("--port", "0", "--tls-cert", __file__)
+    assert r.returncode == 2 and "config error: --tls-cert: needs --tls-key too" in r.stderr, r.stderr
+    r = run_supervisor("--port", "0", env={"GEECACHE_BREAKER_MAX_COOLDOWN": "0.5"})
+    assert r.returncode == 2 and r.stderr.startswith(
+        "config error: GEECACHE_BREAKER_MAX_COOLDOWN: 0.5 is below GEECACHE_BREAKER_COOLDOWN (1)"), r.stderr
+
+
+@pytest.mark.procs
+def test_a_data_dir_that_is_a_file_is_a_plain_config_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = run_supervisor("--port", "0", "--data-dir", str(tmp_path / "afile"))
+    assert r.returncode == 2, r
+    assert r.stderr.strip() == f"config error: --data-dir: {str(tmp_path / 'afile')!r} is a file, not a directory"

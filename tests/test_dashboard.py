@@ -15,6 +15,7 @@ import pytest
 from geecache import latency, procstat
 from geecache.consistenthash import Ring
 from tests.support.net import free_port
+from workers.dashboard import ring_digest
 from tests.support.proc import start_supervisor, wait_until
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
@@ -47,6 +48,12 @@ def test_ring_shares_are_the_arcs_keys_fall_in():
     alone = Ring()
     alone.add("a:1")
     assert alone.shares() == {"a:1": 1.0}
+
+
+def test_the_ring_digest_names_a_member_list_alike_on_every_host():
+    # Hosts count ring versions locally (3 on one, 8 on another for one list): the digest is shared.
+    assert ring_digest(["b:1", "a:1"]) == ring_digest(["a:1", "b:1"]) != ring_digest(["a:1"])
+    assert re.fullmatch(r"[0-9a-f]{8}", ring_digest([]))
 
 
 def test_latency_tallies_drain_once():
@@ -83,7 +90,11 @@ def test_dashboard_json_shape_and_numbers_move(tmp_path):
         for field in ("gets", "loads", "peer_errors", "local_hits", "hot_hits", "peer_hits", "bytes",
                       "entries", "hot_bytes", "hot_entries", "hit_rate"):
             assert isinstance(g[field], (int, float)), field
-        assert first["ring"] == {"version": 0, "self": None, "members": []}  # standalone
+        assert first["ring"] == {"version": 0, "self": None, "members": [],  # standalone
+                                 "digest": ring_digest([])}
+        assert first["uptime_s"] is not None and 0 <= first["uptime_s"] < 600
+        assert first["shm"]["size"] >= first["shm"]["free"] > 0
+        assert set(first["http"]) == {"by_status", "api_buckets", "connections_open"}
         workers = sorted(h.workers())
         # Every worker listed by its heartbeat cell (both ready: wait_ready saw them serve).
         def listed():
@@ -216,3 +227,129 @@ def test_the_registrar_is_listed_with_its_heartbeat(tmp_path, etcd_server):
         assert 'geecache_process_resident_memory_bytes{process="registrar"}' in text
     finally:
         assert h.stop() == 0
+
+
+def _load(h, stop, max_requests: int = 200_000) -> None:
+    """Hits and misses until *stop* is set (bounded in count too), over one keep-alive connection."""
+    import http.client
+    import itertools
+
+    conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=30)
+    try:
+        for i in itertools.islice(itertools.count(), max_requests // 2):
+            if stop.is_set():
+                return
+            for path in ("/api?key=Tom", f"/api?key=miss{i}"):
+                conn.request("GET", path)
+                conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.procs
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_charts_status_memory_owner_and_no_overflow_at_1400px_in_real_time(tmp_path):
+    import threading
+
+    from tests.support.browser import Browser
+
+    h = start_supervisor(tmp_path, workers=2)
+    stop = threading.Event()
+    loader = threading.Thread(target=_load, args=(h, stop))
+    browser = None
+    try:
+        loader.start()
+        browser = Browser(CHROMIUM, tmp_path / "profile", width=1400, height=1100)
+        browser.goto(f"http://127.0.0.1:{h.admin_port}/")
+        # Real time: polls a second apart, so rates are rates (virtual time shows every one as 0).
+        browser.wait_for("+document.getElementById('refreshes').textContent >= 5", 90, "five polls")
+        browser.wait_for("parseFloat(document.getElementById('v-gets').textContent.replace(/,/g, '')) > 0",
+                         60, "a gets/s figure above 0")
+        values = browser.evaluate("""(() => {
+            const t = (id) => document.getElementById(id).textContent;
+            const rows = [...document.querySelectorAll('#statuses tbody tr')].map((r) => r.dataset.status);
+            const drawn = [...document.querySelectorAll('canvas')].map((c) => {
+              const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+              let blue = 0; for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 180 && d[i] < 120) blue++;
+              return blue; });
+            return {gets: t('v-gets'), hits: t('v-hits'), p99: t('v-p99'), conns: t('v-conns'),
+                    evictions: t('v-evictions'), uptime: t('uptime'), fill: t('fill'), shm: t('shm'),
+                    ring: t('ringver'), statuses: rows, drawn: drawn};
+        })()""")
+        assert values["hits"].endswith("%") and values["uptime"] != "–", values
+        assert re.fullmatch(r"[\d.]+ (µs|ms)", values["p99"]), values
+        assert int(values["conns"]) >= 1, values  # the load's keep-alive connection at least
+        assert values["evictions"] != "–", values
+        assert {"200", "404"} <= set(values["statuses"]), values
+        assert "cached" in values["fill"] and " of " in values["shm"], values
+        assert re.search(r"ring [0-9a-f]{8}", values["ring"]), values
+        assert sum(1 for n in values["drawn"] if n > 0) >= 4, values  # lines drawn in the canvases
+        # The key-owner lookup: a standalone host owns every key.
+        browser.evaluate("document.getElementById('key').value = 'Tom';"
+                         "document.getElementById('lookup').requestSubmit(); true")
+        owner = browser.wait_for("(() => { const t = document.getElementById('owner').textContent;"
+                                 " return t.startsWith('the member') ? '' : t; })()", 30, "the owner")
+        assert owner == "this host (no peers)"
+        # At 1,400 px nothing spills out of its card: every table fits its section.
+        spills = browser.evaluate("""[...document.querySelectorAll('section')].filter((s) => {
+            const box = s.getBoundingClientRect();
+            return s.scrollWidth > s.clientWidth + 1 ||
+              [...s.querySelectorAll('table')].some((t) => t.getBoundingClientRect().right > box.right + 0.5);
+        }).map((s) => s.querySelector('h2').textContent)""")
+        shot = browser.screenshot(tmp_path / "dashboard-1400.png")  # kept for a look, even on failure
+        assert spills == [], spills
+        assert shot.stat().st_size > 20_000
+    finally:
+        stop.set()
+        loader.join(60)
+        if browser is not None:
+            browser.close()
+        assert h.stop() == 0
+
+
+@pytest.mark.procs
+def test_the_cluster_overview_has_every_members_figures_and_one_ring(tmp_path):
+    ports = [free_port(), free_port()]
+    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+    hosts = []
+    browser = None
+    try:
+        for port in ports:
+            hosts.append(start_supervisor(tmp_path, "--peers", peers, "--auth-token", "tok", workers=1, port=port))
+        a, b = hosts
+        for i in range(30):
+            b.get(f"/api?key=b{i}")  # figures only B's own counters can show
+        doc = a.admin_json("/cluster/overview")
+        by = {h["address"]: h for h in doc["hosts"]}
+        assert set(by) == {f"http://127.0.0.1:{p}" for p in ports}
+        assert [h["self"] for h in doc["hosts"]] == [True, False]
+        assert doc["agreed"] and by[f"http://127.0.0.1:{ports[1]}"]["ring_digest"] == doc["ring_digest"]
+        other = by[f"http://127.0.0.1:{ports[1]}"]
+        assert "error" not in other and other["gets"] >= 30 and other["workers_ready"] == 1
+        assert other["uptime_s"] is not None and other["ring_members"] == 2
+        # The figures are behind the peer token on the data port.
+        assert b.get("/_geecache")[0] == 401
+        if CHROMIUM is not None:
+            from tests.support.browser import Browser
+
+            browser = Browser(CHROMIUM, tmp_path / "profile", width=1400, height=1300)
+            browser.goto(f"http://127.0.0.1:{a.admin_port}/")
+            rows = browser.wait_for("(() => { const r = [...document.querySelectorAll('#cluster tbody tr')]"
+                                    ".filter((t) => t.dataset.host); return r.length === 2 ? r.length : 0; })()",
+                                    60, "both hosts in the overview")
+            assert rows == 2
+            assert browser.evaluate("document.getElementById('agreed').textContent").startswith(
+                "every member routes by ring " + doc["ring_digest"])
+            browser.screenshot(tmp_path / "cluster-1400.png")
+        # A member gone: listed with the reason, not dropped.
+        b.stop()
+        hosts.remove(b)
+        gone = wait_until(lambda: (lambda d: d if any("error" in h for h in d["hosts"]) else None)(
+            a.admin_json("/cluster/overview")), 30, what="the stopped member shown unreachable")
+        [down] = [h for h in gone["hosts"] if "error" in h]
+        assert down["address"] == f"http://127.0.0.1:{ports[1]}" and down["error"]
+    finally:
+        if browser is not None:
+            browser.close()
+        for h in hosts:
+            assert h.stop() == 0

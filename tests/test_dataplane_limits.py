@@ -205,13 +205,18 @@ def scrape(server) -> str:
 
 
 def sample(text: str, name: str, **labels) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    """The sample of *name* with exactly *labels*; a status like ``5xx`` sums its class's codes."""
+    klass = labels.get("status", "")[:1] if str(labels.get("status", "")).endswith("xx") else None
+    total = 0.0
     for line in text.splitlines():
         if line.startswith(name + "{"):
-            got = line[len(name) + 1:line.index("}")]
-            if ",".join(sorted(got.split(","))) == want:
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
+            got = dict(part.split("=", 1) for part in line[len(name) + 1:line.index("}")].split(","))
+            got = {k: v.strip('"') for k, v in got.items()}
+            if klass is not None and got.get("status", "")[:1] == klass:
+                got["status"] = labels["status"]
+            if got == {k: str(v) for k, v in labels.items()}:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def test_client_aborts_are_not_errors(metered, caplog):

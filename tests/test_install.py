@@ -88,6 +88,11 @@ def test_the_wheel_holds_the_packages_and_the_entry_point_only(wheel):
         entry_points = z.read(f"{info}/entry_points.txt").decode()
         assert "geecache = geecache.host.main:main" in entry_points
         metadata = z.read(f"{info}/METADATA").decode()
+        # The MIT text the metadata names, and PEP 561's marker: mypy reads the annotations.
+        assert "MIT License" in z.read(f"{info}/licenses/LICENSE").decode()
+        assert "geecache/py.typed" in names
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    assert "Requires-Dist: protobuf<8,>=5.27.2" in metadata
     assert "Classifier: Operating System :: POSIX :: Linux" in metadata
     assert "Requires-Dist: uvloop" in metadata
 

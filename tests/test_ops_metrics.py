@@ -230,3 +230,74 @@ def test_breaker_state_per_peer_once_the_pool_has_a_breaker():
 def test_promtool_accepts_the_breaker_series():
     _promtool_metrics(_host_text(_Pool(["http://a:1", "http://b:1"], "http://a:1",
                                        _Breaker({"http://b:1": "half_open"}))))
+
+
+def _sum(text: str, name: str, **labels) -> float:
+    """The sum of *name*'s samples carrying at least *labels*."""
+    total = 0.0
+    for m in re.finditer(r"^%s(?:\{([^}]*)\})? (\S+)$" % re.escape(name), text, re.M):
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+@pytest.mark.procs
+def test_exact_status_connections_bytes_and_budgets_are_exported(tmp_path):
+    import socket
+
+    # A long header timeout: the held connections stay mid-request (busy) for the whole test.
+    h = start_supervisor(tmp_path, "--max-connections", "2", "--header-timeout", "300", workers=1)
+    held = []
+    try:
+        # Exact codes: a hit, a miss of the source (404), an empty key (400).
+        assert h.get("/api?key=Tom") == (200, b"630")
+        assert h.get("/api?key=nobody")[0] == 404
+        assert h.get("/api?key=")[0] == 400
+        head, rest = b"GET /api?key=probe HTTP/1.1\r\n", b"Host: x\r\n\r\n"
+        for _ in range(2):  # the worker's cap: both held open, each mid-request (an idle one
+            # would be closed to make room for a new client instead of the refusal)
+            held.append(socket.create_connection(("127.0.0.1", h.port), timeout=10))
+            held[-1].sendall(head)
+
+        def opened():
+            text = h.admin_get("/metrics")[1].decode()
+            return text if _value(text, "geecache_connections_open") == 2 else None
+        wait_until(opened, 20, what="two open connections in the scrape")
+        with socket.create_connection(("127.0.0.1", h.port), timeout=10) as third:
+            answer = third.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503")
+
+        def refused():
+            text = h.admin_get("/metrics")[1].decode()
+            return text if _value(text, "geecache_connections_refused_total") == 1 else None
+        text = wait_until(refused, 20, what="the refused connection counted")
+        sent = rest
+        before_read = _value(text, "geecache_bytes_read_total")
+        before_written = _value(text, "geecache_bytes_written_total")
+        held[0].sendall(sent)
+        got = held[0].recv(4096)
+        assert got.startswith(b"HTTP/1.1 404")
+
+        def grown():
+            body = h.admin_get("/metrics")[1].decode()
+            return body if _value(body, "geecache_bytes_written_total") >= before_written + len(got) else None
+        text = wait_until(grown, 20, what="the bytes of the probe counted")
+    finally:
+        for s in held:
+            s.close()
+        assert h.stop() == 0
+    assert _sum(text, "geecache_http_requests_total", method="GET", route="/api", status="200") >= 1
+    assert _sum(text, "geecache_http_requests_total", method="GET", route="/api", status="404") >= 2
+    assert _sum(text, "geecache_http_requests_total", method="GET", route="/api", status="400") == 1
+    assert not re.search(r'status="\dxx"', text)
+    # (The held heads were read before the refusal, or between its scrape and this one.)
+    assert len(sent) <= _value(text, "geecache_bytes_read_total") - before_read <= len(sent) + 2 * len(head)
+    assert _value(text, "geecache_bytes_written_total") == before_written + len(got)
+    # Every connection the readiness probes and the test made: taken in, plus the one refused.
+    assert _value(text, "geecache_connections_accepted_total") >= 5
+    # With no [[groups]], the demo group gets min(64MiB, arena / 2) of the 32MiB arena; hot copies 1/8 of it.
+    assert _value(text, 'geecache_cache_budget_bytes{group="scores"}') == 16 << 20
+    assert _value(text, 'geecache_hot_cache_budget_bytes{group="scores"}') == 2 << 20
+    if PROMTOOL:
+        _promtool_metrics(text)

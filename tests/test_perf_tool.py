@@ -139,3 +139,18 @@ def test_unknown_bench_is_refused():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
+
+
+def test_plot_and_json_paths_are_shown_alike_from_any_directory(tmp_path, monkeypatch):
+    from tests.perf import common, main
+
+    monkeypatch.chdir(tmp_path)  # not the repository: a relpath from here would be ../../...
+    out = os.path.join(common.OUT_DIR, "http-20261203-120000.json")
+    assert main.shown_path(out) == "tests/perf/out/http-20261203-120000.json"
+    assert main.shown_path("relative.png") == "relative.png"
+
+
+def test_the_arena_plot_names_what_it_measured_and_every_policy():
+    text = (REPO / "tests" / "perf" / "bench_arena.py").read_text()
+    assert "remote caches" not in text  # the title is built from the backends measured
+    assert '("lru", "lru2", "s3fifo")' in text

@@ -247,7 +247,7 @@ def test_bad_flags_and_help(tmp_path):
 def test_host_level_config_errors_exit_2_before_forking(tmp_path):
     # An arena /dev/shm cannot hold would fail later as SIGBUS in a worker.
     r = run_supervisor("--port", "0", "--arena", "100000GiB", "--data-dir", str(tmp_path))
-    assert r.returncode == 2 and "config error: arena: " in r.stderr and "--shm-size" in r.stderr, r.stderr
+    assert r.returncode == 2 and "config error: --arena: " in r.stderr and "--shm-size" in r.stderr, r.stderr
     # A wildcard bind is no address peers can reach: etcd needs an explicit --advertise.
     r = run_supervisor("--port", "0", "--host", "0.0.0.0", "--trusted-network", "--etcd", "http://127.0.0.1:9",
                        "--arena", "32MiB", "--data-dir", str(tmp_path))
@@ -293,7 +293,7 @@ def test_sigttin_beyond_the_arenas_process_rows_is_refused(tmp_path):
 @pytest.mark.parametrize("args,env,field", [
     ((), {"GEECACHE_LOG_LEVEL": "verbose"}, "GEECACHE_LOG_LEVEL"),   # was a traceback
     (("--graceful-timeout", "nan"), {}, "--graceful-timeout"),       # was accepted: no draining
-    (("--workers", "70", "--process-rows", "64"), {}, "workers"),    # more workers than stat rows
+    (("--workers", "70", "--process-rows", "64"), {}, "--workers"),  # more workers than stat rows
     (("--port", "eighty"), {}, "--port"),
 ])
 def test_bad_settings_from_flags_and_environment_exit_2_naming_them(tmp_path, args, env, field):

@@ -3,6 +3,7 @@
     GET /metrics   Prometheus text: the host's group counters and every worker's requests
     GET /stats     {group: {gets, local_hits, ..., bytes, entries, hit_rate}}, summed over the host
     GET /cluster   {"self": ..., "members": [...], "owner": ..., "breakers": ...} (``?key=K`` names K's owner)
+    GET /cluster/overview  every ring member's figures, each peer's asked of it (``GET /_geecache``)
     GET /healthz   {"status": "ok", "pid": ..., "groups": [...]}
     GET /          the live dashboard (one HTML page; ``workers.dashboard``)
     GET /dashboard.json  what the page polls: ring and shares, groups, children, processes
@@ -27,6 +28,10 @@ from geecache.group import hot_group_name
 from geecache.stats import STAT_FIELDS
 from workers.dashboard import HostView, page
 from workers.routes import Routes
+
+
+#: The app's HostView, for the worker to hand its ``summary`` to the data plane.
+HOST_VIEW = web.AppKey("host_view", HostView)
 
 
 def host_stats(group: str, stats: Callable[[str], dict], usage: Callable[[str], tuple[int, int]]) -> dict:
@@ -85,7 +90,9 @@ def make_admin_app(
     app = web.Application()
     routes = Routes(app, http_metrics)
     stats = host_stats_of(cache)
-    collector = metrics.ArenaCollector(groups, stats, cache.usage, arena_bytes)
+    collector = metrics.ArenaCollector(
+        groups, stats, cache.usage, arena_bytes,
+        budgets=lambda name: (getattr(groups[name], "max_bytes", 0), getattr(groups[name], "hot_bytes", 0)))
     pool = next((g.peers for g in groups.values() if hasattr(g.peers, "members")), None)
     view = HostView(groups, lambda name: host_stats(name, stats, cache.usage), pulse=pulse, pool=pool,
                     workers_configured=workers_configured, supervisor_pid=supervisor_pid,
@@ -126,6 +133,9 @@ def make_admin_app(
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response(health)
 
+    async def cluster_overview(request: web.Request) -> web.Response:
+        return web.json_response(await view.overview(), headers={"Cache-Control": "no-store"})
+
     async def dashboard(request: web.Request) -> web.Response:
         return web.Response(body=page(), content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
@@ -138,6 +148,8 @@ def make_admin_app(
     routes.add("GET", "/metrics", scrape)
     routes.add("GET", "/stats", host_stats_doc)
     routes.add("GET", "/cluster", cluster)
+    routes.add("GET", "/cluster/overview", cluster_overview)
     routes.add("GET", "/healthz", healthz)
     routes.finish()
+    app[HOST_VIEW] = view  # the worker hands view.summary to the data plane (GET /_geecache)
     return app

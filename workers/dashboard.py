@@ -21,7 +21,14 @@ import platform
 import time
 from importlib import resources
 
-from geecache import __version__, procstat
+import asyncio
+import hashlib
+
+from geecache import __version__, metrics, procstat
+from geecache.errors import PeerError
+
+#: Seconds the cluster overview waits for one peer's figures (they are asked all at once).
+OVERVIEW_TIMEOUT = 2.0
 
 
 class HostView:
@@ -71,12 +78,12 @@ class HostView:
     def ring(self) -> dict:
         """The member list this host routes by, its version, and each member's share of keys."""
         if self._pool is None or not hasattr(self._pool, "ring"):
-            return {"version": 0, "self": None, "members": [], "shares": {}}
+            return {"version": 0, "self": None, "members": [], "shares": {}, "digest": ring_digest(())}
         version, ring = self._pool.ring()
         if self._shares is None or self._shares[0] != version:
             self._shares = (version, ring.shares())
         return {"version": version, "self": self._pool.self_address, "members": list(ring.nodes),
-                "shares": self._shares[1]}
+                "shares": self._shares[1], "digest": ring_digest(ring.nodes)}
 
     def breakers(self) -> dict[str, str] | None:
         """This worker's breaker state per ring peer; None without a breaker (``geecache.breaker``,
@@ -108,19 +115,88 @@ class HostView:
             proc = child.pop("proc")
             child.pop("started_ns")
             if proc is not None:
-                child.update(cpu_seconds=round(proc.cpu_seconds, 2), rss_bytes=proc.resident_bytes)
+                child.update(cpu_seconds=round(proc.cpu_seconds, 2), rss_bytes=proc.resident_bytes,
+                             start_time=proc.start_time)
             children.append(child)
+        now = time.time()
+        started = next((c.get("start_time") for c in children if c["kind"] == "supervisor"), None)
         return {
-            "time": time.time(), "pid": os.getpid(), "version": version, "python": python,
+            "time": now, "pid": os.getpid(), "version": version, "python": python,
             "arena_bytes": self._arena_bytes, "workers_configured": self.workers_configured,
-            "ring": {"version": ring["version"], "self": ring["self"], "members": members},
+            "uptime_s": round(now - started, 1) if started else None,
+            "ring": {"version": ring["version"], "digest": ring["digest"], "self": ring["self"],
+                     "members": members},
             "groups": self.groups(), "processes": children, "breakers": self.breakers(),
+            "http": metrics.http_summary(), "shm": shm_space(),
         }
+
+
+    def summary(self) -> dict:
+        """This host's figures for another host's cluster overview (``GET /_geecache``)."""
+        doc = self.document()
+        workers = [p for p in doc["processes"] if p["kind"] == "worker"]
+        return {key: doc[key] for key in ("time", "version", "uptime_s", "ring", "groups", "http",
+                                          "arena_bytes", "workers_configured")} | {
+            "workers_ready": sum(1 for p in workers if p["ready"])}
+
+    async def overview(self) -> dict:
+        """Every ring member's figures: this host's, and each peer's asked of it now (at most
+        OVERVIEW_TIMEOUT each, all at once); whether they all route by one member list."""
+        mine = self.summary()
+        hosts = [{"address": mine["ring"]["self"] or "this host", "self": True, **_figures(mine)}]
+        peers = [m["address"] for m in mine["ring"]["members"] if not m["self"]]
+
+        async def ask(address: str) -> dict:
+            peer = self._pool.peer_for(address) if self._pool is not None else None
+            if peer is None:
+                return {"address": address, "self": False, "error": "not a peer of this host"}
+            try:
+                doc = await asyncio.wait_for(peer.summary(), OVERVIEW_TIMEOUT)
+                return {"address": address, "self": False, **_figures(doc)}
+            except (PeerError, asyncio.TimeoutError, KeyError, TypeError, ValueError) as exc:
+                reason = str(exc) or f"no answer within {OVERVIEW_TIMEOUT:g}s"
+                return {"address": address, "self": False, "error": reason}
+
+        hosts += await asyncio.gather(*(ask(a) for a in peers))
+        digests = {h["ring_digest"] for h in hosts if "ring_digest" in h}
+        return {"time": time.time(), "hosts": hosts, "agreed": len(digests) == 1,
+                "ring_digest": next(iter(digests)) if len(digests) == 1 else None}
+
+
+def _figures(doc: dict) -> dict:
+    """The overview's columns from one host's summary."""
+    groups = doc.get("groups") or []
+    total = lambda field: sum(g.get(field, 0) for g in groups)  # noqa: E731
+    http = doc.get("http") or {}
+    return {
+        "ring_digest": doc["ring"]["digest"], "ring_members": len(doc["ring"]["members"]),
+        "version": doc.get("version"), "uptime_s": doc.get("uptime_s"), "time": doc.get("time"),
+        "workers_ready": doc.get("workers_ready"), "workers_configured": doc.get("workers_configured"),
+        "gets": total("gets"), "hits": total("local_hits") + total("hot_hits") + total("peer_hits"),
+        "loads": total("loads"), "evictions": total("evictions"), "bytes": total("bytes") + total("hot_bytes"),
+        "entries": total("entries"), "arena_bytes": doc.get("arena_bytes"),
+        "connections_open": http.get("connections_open"), "api_buckets": http.get("api_buckets", []),
+    }
 
 
 def _child(label: str, kind: str, slot, pid: int, ready: bool, age, started_ns: int) -> dict:
     return {"process": label, "kind": kind, "slot": slot, "pid": pid, "ready": ready,
             "heartbeat_age": None if age is None else round(age, 3), "started_ns": started_ns}
+
+
+def ring_digest(members) -> str:
+    """A short name of a member list that every host with the same list shows alike (the
+    ring's version is a counter local to each host: 3 on one, 8 on another, for one list)."""
+    return hashlib.sha1("\n".join(sorted(members)).encode()).hexdigest()[:8]
+
+
+def shm_space(path: str = "/dev/shm") -> dict:
+    """Size and free bytes of the tmpfs the arena lives in (zeros when it cannot be read)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return {"path": path, "size": 0, "free": 0}
+    return {"path": path, "size": st.f_blocks * st.f_frsize, "free": st.f_bavail * st.f_frsize}
 
 
 def page() -> bytes:

@@ -24,7 +24,7 @@ import time
 
 from aiohttp import web
 
-from geecache import hlc
+from geecache import hlc, logs
 from geecache.host.signals import STOP_SIGNALS
 
 log = logging.getLogger("geecache.worker")
@@ -117,7 +117,7 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
                  pulse, write_log=None) -> int:
     from geecache import metrics
     from geecache.pauseguard import PauseGuard
-    from workers.app import make_admin_app
+    from workers.app import HOST_VIEW, make_admin_app
     from workers.dataplane import serve_data_plane
     from workers.groups import build_groups, build_peers, close_sources
 
@@ -139,11 +139,12 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
             header_timeout=cfg.header_timeout, keepalive_timeout=cfg.keepalive_timeout,
             max_connections=cfg.max_connections, ssl_context=server_ssl_context(cfg),
             http_metrics=http_metrics, batch_max_keys=cfg.batch_max_keys, batch_max_bytes=cfg.batch_max_bytes,
-            batch_inflight_bytes=cfg.batch_inflight_bytes)
-        admin = web.AppRunner(make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
-                                             pulse=pulse, workers_configured=cfg.workers,
-                                             supervisor_pid=supervisor_pid),
-                              access_log=None, shutdown_timeout=cfg.graceful_timeout)
+            batch_inflight_bytes=cfg.batch_inflight_bytes,
+            access_log=cfg.access_log_sample if cfg.access_log else 0.0)
+        admin_app = make_admin_app(groups, arena, arena_bytes=cfg.arena, http_metrics=http_metrics,
+                                   pulse=pulse, workers_configured=cfg.workers, supervisor_pid=supervisor_pid)
+        plane.router.summary = admin_app[HOST_VIEW].summary  # a peer's overview asks GET /_geecache
+        admin = web.AppRunner(admin_app, access_log=None, shutdown_timeout=cfg.graceful_timeout)
         await admin.setup()
         await web.SockSite(admin, admin_sock).start()
     except Exception:
@@ -177,6 +178,7 @@ def worker_main(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supe
     (``geecache.writelog``) is the host's shared log of recent writes.
     """
     code = 1
+    logs.set_role("worker")
     try:
         # The arbiter's spawn already reset the inherited signals (reset_child_signals)
         # and asked for SIGTERM at its death (die_with_parent).

@@ -46,8 +46,11 @@ import time
 
 from ..writelog import WriteLog
 from .children import KILL_MARGIN, Child, ChildKind, Registrar, Workers
+from geecache import logs
+
 from . import reload
 from .pulse import Pulse, Pulses, beat_interval
+from .sdnotify import Notifier
 from .signals import ARBITER_SIGNALS, die_with_parent, reset_child_signals
 
 log = logging.getLogger("geecache.supervisor")
@@ -111,6 +114,8 @@ class Arbiter:
         self._timeout = cfg.worker_timeout
         #: In a forked child: its heartbeat (None in the arbiter, or without a free cell).
         self.child_pulse: Pulse | None = None
+        #: systemd's notify socket (Type=notify): READY=1 once the workers serve, WATCHDOG=1.
+        self.notifier = Notifier.from_environ()
 
     # -- services for the child kinds ---------------------------------------------
 
@@ -231,7 +236,7 @@ class Arbiter:
         cfg = reload.reread(self.argv, os.environ, self.cfg, self.started)
         if cfg is None:
             return
-        logging.getLogger().setLevel(cfg.log_level.upper())
+        logs.configure(cfg.log_level, cfg.log_format)  # workers forked from now on inherit it
         self._timeout = cfg.worker_timeout
         self.workers.roll(self, cfg)
 
@@ -276,6 +281,7 @@ class Arbiter:
             if last and not child.ready:
                 child.ready = True
                 child.kind.became_ready(self, child)
+                self._notify_ready()
             if not self._timeout or child.cell is None:
                 continue
             if child.aborted:
@@ -294,6 +300,13 @@ class Arbiter:
                 self.send(child.pid, signal.SIGABRT)
                 child.aborted = now
 
+    def _notify_ready(self) -> None:
+        """READY=1 to systemd once as many workers serve as the config asks for."""
+        ready = sum(1 for c in self.children_of(self.workers) if c.ready)
+        if ready >= self.workers.target:
+            addr = self._sockets[0][0].getsockname() if self._sockets else ("?", self.cfg.port)
+            self.notifier.ready(f"serving on {addr[0]}:{addr[1]} with {ready} workers")
+
     def _next_wake(self) -> float:
         """Seconds until the loop must turn again: TICK, sooner for a short timeout or a backoff."""
         wait = TICK if not self._timeout else min(TICK, beat_interval(self._timeout))
@@ -301,7 +314,7 @@ class Arbiter:
         for kind in self.kinds:
             if kind.due > now:
                 wait = min(wait, kind.due - now)
-        return max(wait, 0.01)
+        return max(min(wait, self.notifier.next_beat_in), 0.01)
 
     def manage(self) -> None:
         """Bring every kind's children in line (unless the host is halting)."""
@@ -320,6 +333,7 @@ class Arbiter:
         try:
             self.manage()
             while True:
+                self.notifier.beat()
                 self._sleep(self._next_wake())
                 self.reap()
                 if not self._halt:
@@ -341,6 +355,7 @@ class Arbiter:
     def _stop(self, graceful: bool) -> None:
         """Stop accepting, stop every child (gracefully when asked), reap them all."""
         self.stopping = True
+        self.notifier.stopping()
         for pair in self._sockets.values():
             for sock in pair:
                 sock.close()

@@ -319,8 +319,10 @@ class Registrar(ChildKind):
 
     def body(self, arb, child_slot: int | None, sock: tuple[socket.socket, socket.socket] | None) -> None:
         # Imported here only: grpc must never be loaded in the forking supervisor.
+        from geecache import logs
         from geecache.registry import registrar_main
 
+        logs.set_role("registrar")
         cfg = arb.cfg
         os._exit(registrar_main(cfg.etcd, cfg.advertise, cfg.lease_ttl, arb.arena.write_ring,
                                 pulse=arb.child_pulse))

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from geecache import leftovers, metrics
+from geecache import leftovers, logs, metrics
 from geecache.config import DEMO_ROWS, exposure, parse_args
 from geecache.errors import ConfigError, reported_as
 
@@ -61,14 +61,14 @@ def create_arena(cfg):
     """The host's shared-memory arena, sized once."""
     from geecache.shm import Arena
 
-    check_shm_space(cfg.arena)
-    with reported_as("arena"):
+    check_shm_space(cfg.arena, field=cfg.named("arena"))
+    with reported_as(cfg.named("arena")):
         # Every group takes two records: itself and its hot partition.
         return Arena.create(cfg.arena, item_limit=cfg.item_limit, max_groups=max(32, 2 * len(cfg.groups)),
                             shards=cfg.arena_shards, max_procs=cfg.process_rows)
 
 
-def check_shm_space(size: int, shm_dir: str = "/dev/shm") -> None:
+def check_shm_space(size: int, shm_dir: str = "/dev/shm", field: str = "arena") -> None:
     """Refuse an arena larger than the free space of /dev/shm.
 
     The segment is only ftruncated, so a tmpfs too small for it (Docker's
@@ -81,8 +81,8 @@ def check_shm_space(size: int, shm_dir: str = "/dev/shm") -> None:
         return  # no /dev/shm to ask: shm_open will say what is wrong
     free = st.f_bavail * st.f_frsize
     if size > free:
-        raise ConfigError("arena", f"{size} bytes do not fit in {shm_dir} ({free} bytes free); "
-                                   "lower --arena or enlarge the tmpfs (docker: --shm-size)")
+        raise ConfigError(field, f"{size} bytes do not fit in {shm_dir} ({free} bytes free); "
+                                 "lower it or enlarge the tmpfs (docker: --shm-size)")
 
 
 def leave_warm(state, arena, cfg, started) -> bool:
@@ -106,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # As parsed, before the port is resolved and advertise derived: what SIGHUP compares against.
     started = copy.deepcopy(cfg)
-    logging.basicConfig(
-        level=cfg.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s [%(process)d] %(name)s %(levelname)s: %(message)s")
+    logs.configure(cfg.log_level, cfg.log_format)
     log.info("protection: %s", exposure(cfg))
     try:
         for g in cfg.groups:

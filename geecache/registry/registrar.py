@@ -139,11 +139,17 @@ class _Registrar:
         members = sorted(self._members | {self._advertise})
         if members == self._published:
             return
-        self._published = members
+        before, self._published = self._published, members
         try:
-            self._on_members(list(members))
+            version = self._on_members(list(members))
         except Exception as e:
             raise _CallbackFailed(f"on_members({members}) raised {e!r}") from e
+        # One line per change of the host's ring, so an operator sees a peer leave or join.
+        added = sorted(set(members) - set(before or ()))
+        removed = sorted(set(before or ()) - set(members))
+        self._log.info("ring%s: %d member%s%s%s: %s", f" v{version}" if isinstance(version, int) else "",
+                       len(members), "" if len(members) == 1 else "s", f", added {', '.join(added)}" if added else "",
+                       f", removed {', '.join(removed)}" if removed else "", ", ".join(members))
 
     # -- one session: register, read, watch, keep alive -------------------------
 

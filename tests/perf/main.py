@@ -39,6 +39,12 @@ LOG_PATH = os.path.join(PERF_DIR, "performance_test.log")
 SUMMARY_LINES = 20
 
 
+
+def shown_path(path: str) -> str:
+    """*path* as the tool prints it: relative to the repository (``tests/perf/out/...``) for
+    both the plot and the JSON lines, wherever the tool was started from."""
+    return os.path.relpath(path, REPO_ROOT) if os.path.isabs(path) else path
+
 def git_commit() -> str:
     """Short commit of the checkout, with ``-dirty`` when tracked files changed."""
     try:
@@ -101,7 +107,7 @@ def render(record: dict) -> str:
     elif summary:
         lines += ["", "summary:"] + [f"  {k} = {common.format_cell(v)}" for k, v in summary.items()]
     for p in record["plots"]:
-        lines.append(f"plot: {os.path.relpath(p, REPO_ROOT) if os.path.isabs(p) else p}")
+        lines.append(f"plot: {shown_path(p)}")
     return "\n".join(lines)
 
 
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             path = os.path.join(common.OUT_DIR, f"{name}-{stamp}.json")
             with open(path, "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
-            print(f"json: {os.path.relpath(path)}", file=sys.stderr)
+            print(f"json: {shown_path(path)}", file=sys.stderr)
 
     if args.json:
         payload = records[0] if len(names) == 1 and records else {"results": records, "failed": failed}

@@ -161,6 +161,7 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         plane = self._plane
+        plane.bytes_read += len(data)  # once per read, not per request (pipelined reads hold many)
         self._last = tick = plane.tick
         if self._stopped:
             return  # lingering, or after Connection: close: discard
@@ -282,6 +283,7 @@ class DataPlaneProtocol(asyncio.Protocol):
             # overtake the answer to an earlier pipelined request.  Skipping
             # it is allowed; the client then sends its body after a wait.
             self._transport.write(CONTINUE)
+            plane.bytes_written += len(CONTINUE)
 
     def _body_limit(self) -> int:
         """This request's body bound: a batch's, else one value's (asked only past the smaller)."""
@@ -377,7 +379,9 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._spawn(self._router.api_load(group, key), "GET", API, start, end, False)
             return
         plane = self._plane
-        self._transport.write(b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value))
+        out = b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value)
+        self._transport.write(out)
+        plane.bytes_written += len(out)
         seconds = perf_counter() - start
         tally = plane.hit_tally
         tally[0] += 1
@@ -390,7 +394,9 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _hit(self, value: bytes, end: bytes, start: float) -> None:
         plane = self._plane
-        self._transport.write(b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value))
+        out = b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value)
+        self._transport.write(out)
+        plane.bytes_written += len(out)
         seconds = perf_counter() - start
         tally = plane.hit_tally
         tally[0] += 1
@@ -448,7 +454,9 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
         plane = self._plane
-        self._transport.write(render(reply, plane.date, end, head_only))
+        out = render(reply, plane.date, end, head_only)
+        self._transport.write(out)
+        plane.bytes_written += len(out)
         plane.metrics.observe(method, label, reply[0], perf_counter() - start)
         if end is END_CLOSE:
             self._close()
@@ -533,7 +541,9 @@ class DataPlaneProtocol(asyncio.Protocol):
     def _refuse_now(self, status: int, reason: str) -> None:
         plane = self._plane
         extra = RETRY_AFTER if status == 503 else b""
-        self._transport.write(render(error_reply(status, reason, extra), plane.date, END_CLOSE))
+        out = render(error_reply(status, reason, extra), plane.date, END_CLOSE)
+        self._transport.write(out)
+        plane.bytes_written += len(out)
         label = self._router.route_label(self._url.partition(b"?")[0]) if self._url else UNMATCHED
         method = self._method.decode("ascii", "replace") if self._headers_done else "other"
         plane.metrics.observe(method, label, status, perf_counter() - (self._start or self._t0))

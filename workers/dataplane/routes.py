@@ -12,6 +12,8 @@
     POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
     GET      /_geecache/:writes?within=S           RecentWrites: this host's writes of the last S seconds
     POST     /_geecache/<group>/_writes            WriteBatch -> WriteBatchResponse (the peer batch write)
+    GET      /_geecache                            this host's figures as JSON, for another host's
+                                                   cluster overview (behind the token)
 
 Same behaviour and wire format as the aiohttp handlers they replace
 (``workers/api.py``, ``workers/peer_api.py``), so existing peers and clients
@@ -59,6 +61,8 @@ PEER_GROUP = "/_geecache/{group}"
 BATCH = "/api/batch"
 #: The member list a ring-following client routes by (read-only, behind the token).
 RING = "/_geecache/_ring"
+#: The host's figures for a peer's dashboard (a path no group name can take: no trailing part).
+PEER_SUMMARY = "/_geecache"
 PEER_BATCH = "/_geecache/{group}/_batch"
 RECENT_WRITES = "/_geecache/:writes"
 PEER_WRITES = "/_geecache/{group}/_writes"
@@ -243,7 +247,11 @@ class Router:
                        b"/healthz": (HEALTHZ, {"GET": self.healthz, "HEAD": self.healthz}, _GET_METHODS),
                        b"/api/batch": (BATCH, {"POST": self.api_batch}, _POST),
                        b"/_geecache/_ring": (RING, {"GET": self.ring, "HEAD": self.ring}, _GET_METHODS),
-                       RECENT_WRITES.encode(): (RECENT_WRITES, {"GET": self.peer_recent_writes}, _GET_ONLY)}
+                       RECENT_WRITES.encode(): (RECENT_WRITES, {"GET": self.peer_recent_writes}, _GET_ONLY),
+                       b"/_geecache": (PEER_SUMMARY, {"GET": self.peer_summary}, frozenset({"GET"}))}
+        #: () -> this host's figures (``workers.dashboard.HostView.summary``), set by the worker
+        #: once its admin app exists; until then a peer gets the group names only.
+        self.summary = lambda: {"groups": [{"name": name} for name in self._groups]}
         self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
         self._peer_writes = (PEER_WRITES, {"POST": self.peer_writes}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
@@ -385,6 +393,11 @@ class Router:
     def healthz(self, req: Request) -> Reply:
         """Liveness: this worker answers, with its pid and groups."""
         return self._healthz
+
+    def peer_summary(self, req: Request) -> Reply:
+        """This host's figures for another host's cluster overview (peers only: the token)."""
+        self._authorize(req.auth)
+        return (200, JSON, json.dumps(self.summary()).encode(), b"")
 
     # -- the peer API (served here, never forwarded: invariant 3) --------------
 

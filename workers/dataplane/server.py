@@ -80,6 +80,9 @@ class _NoMetrics:
     def flush(self) -> None:
         pass
 
+    def traffic(self, *totals: int) -> None:
+        pass
+
 
 class _Plane:
     """What every connection of one worker's data plane shares (one event loop: no locks)."""
@@ -113,6 +116,9 @@ class _Plane:
         self._drained: asyncio.Event | None = None
         self._refused = 0            # new connections refused at the cap since the last cap line
         self._evicted = 0            # idle ones closed at the cap for new ones, since then
+        # Running totals for the metrics (HttpMetrics.traffic): connections taken in and
+        # refused, bytes read and written; the loop's one thread guards them.
+        self.accepted = self.refused = self.bytes_read = self.bytes_written = 0
         self._cap_logged = -CAP_LOG_INTERVAL
         self._last_flush = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -134,7 +140,10 @@ class _Plane:
         """
         if len(self.conns) < self.max_connections or self._evict_idle():
             self.conns[conn] = None
+            self.accepted += 1
             return True
+        self.refused += 1
+        self.bytes_written += len(self.busy_answer)
         self._refused += 1
         self._log_cap()
         return False
@@ -190,7 +199,7 @@ class _Plane:
             conn.check(now)
         if now - self._last_flush >= FLUSH_INTERVAL:
             self._last_flush = now
-            self.metrics.flush()
+            self.flush_metrics()
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def stop(self) -> None:
@@ -198,6 +207,11 @@ class _Plane:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Hand the request tallies and the connection and byte totals to the metrics files."""
+        self.metrics.traffic(len(self.conns), self.accepted, self.refused, self.bytes_read, self.bytes_written)
         self.metrics.flush()
 
     async def drain(self, grace: float) -> None:
@@ -232,6 +246,11 @@ class DataPlane:
         return len(self._plane.conns)
 
     @property
+    def router(self) -> Router:
+        """The route table and handlers (the worker hands it the host's summary)."""
+        return self._plane.router
+
+    @property
     def max_connections(self) -> int:
         """The connection cap in force (the configured one, lowered to the fd limit)."""
         return self._plane.max_connections
@@ -259,6 +278,7 @@ async def serve_data_plane(
     batch_max_keys: int = 1000,
     batch_max_bytes: int = 16 << 20,
     batch_inflight_bytes: int = 64 << 20,
+    access_log: float = 0.0,
 ) -> DataPlane:
     """Serve *groups* (name -> Group, first = default) on the listening *sock*; call in the worker's loop.
 
@@ -268,13 +288,21 @@ async def serve_data_plane(
     bound at once (tests); otherwise the three common ones come as keywords.
     *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``),
     *batch_inflight_bytes* the batches this worker serves at once.
+    *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``).
+    *access_log*: the share of answers logged to ``geecache.access`` (0: none, and
+    the plain protocol, whose hit path does no logging work at all).
     """
     loop = asyncio.get_running_loop()
     if limits is None:
         limits = Limits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout,
                         max_connections=max_connections)
     plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes, batch_inflight_bytes), limits, item_limit, http_metrics, ssl_context is not None)
-    server = await loop.create_server(lambda: DataPlaneProtocol(plane), sock=sock, ssl=ssl_context,
+    protocol = DataPlaneProtocol
+    if access_log > 0:
+        from workers.dataplane.access import AccessLogProtocol
+
+        protocol = type("SampledAccessLogProtocol", (AccessLogProtocol,), {"__slots__": (), "sample": access_log})
+    server = await loop.create_server(lambda: protocol(plane), sock=sock, ssl=ssl_context,
                                       backlog=backlog)
     plane.start()
     return DataPlane(plane, server)
