@@ -1,6 +1,6 @@
 """A per-peer circuit breaker: a hung peer costs one timeout per cooldown, not one per request.
 
-Issue 11 point 4: while a stopped host's lease was still alive, every
+Why: while a stopped host's lease was still alive, every
 request for its keys waited out the full peer timeout.  The breaker keeps,
 per peer, one of three states:
 

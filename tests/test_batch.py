@@ -1,4 +1,4 @@
-"""Batch gets between real data planes on loopback (one event loop, three hosts; issue 13).
+"""Batch gets between real data planes on loopback (one event loop, three hosts).
 
 The public batch API and the clients are tested against real supervisors in
 ``tests/test_batch_hosts.py``; here the Group's grouping by owner and the peer

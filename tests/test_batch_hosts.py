@@ -1,4 +1,4 @@
-"""Batches against real hosts (issue 13): the public ``POST /api/batch`` and the clients' ``*_many``.
+"""Batches against real hosts: the public ``POST /api/batch`` and the clients' ``*_many``.
 
 One supervisor serves a writable SQLite group and a counting loader group;
 three supervisors listing each other with ``--peers`` show that a batch sends

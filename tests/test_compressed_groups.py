@@ -1,4 +1,4 @@
-"""Groups with a codec keep their values compressed in the arena (issue 13, point 2).
+"""Groups with a codec keep their values compressed in the arena.
 
 Real supervisors with a TOML config: values round-trip through set, get and
 load on one host and across two (``--peers``); the arena holds fewer bytes

@@ -1,4 +1,4 @@
-"""The live dashboard (issue 12 point 5): its JSON on a real host, its numbers moving with
+"""The live dashboard: its JSON on a real host, its numbers moving with
 traffic, ring shares, and the page rendered by a real headless Chromium when installed."""
 
 from __future__ import annotations

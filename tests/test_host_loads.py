@@ -1,4 +1,4 @@
-"""Slow loaders don't starve unrelated work (issue 11, point 5).
+"""Slow loaders don't starve unrelated work.
 
 A real supervisor, loaders that stall in the loads' thread pool or on the
 loop: each stalled load ends in a JSON 504 after its group's ``load_timeout``

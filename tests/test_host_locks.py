@@ -1,4 +1,4 @@
-"""No unbounded lock wait on an event loop (issue 11, point 2): a real SIGSTOPped lock holder.
+"""No unbounded lock wait on an event loop: a real SIGSTOPped lock holder.
 
 A process that is alive but stopped while it holds an arena shard lock must
 not freeze the workers: their writes to that shard give up after

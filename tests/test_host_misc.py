@@ -1,4 +1,4 @@
-"""Smaller points of issue 11 (point 7): a client hanging up is no server error;
+"""Smaller points: a client hanging up is no server error;
 the new timeouts refuse nan/inf like every number setting."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A hung child is noticed and replaced (issue 11, point 2): real SIGSTOP, real stuck loops.
+"""A hung child is noticed and replaced: real SIGSTOP, real stuck loops.
 
 Each child stamps a heartbeat from its event loop; one silent for
 ``--worker-timeout`` gets SIGABRT, then SIGKILL, and is replaced.  The tests

@@ -82,7 +82,7 @@ def test_put_get_delete_round_trip(host):
 
 
 def test_put_with_ttl_is_gone_after_it_everywhere(host):
-    """Issue 11 point 6: a PUT with ?ttl=S is gone after S (memcached's exptime, Redis SET EX),
+    """A PUT with ?ttl=S is gone after S (memcached's exptime, Redis SET EX),
     not just out of the cache: the source row expires too, so a reload finds nothing."""
     stats = lambda: host.admin_json("/stats")["scores"]  # noqa: E731
     assert host.request("PUT", "/api?key=Brief&ttl=0.5", b"here")[0] == 204

@@ -1,4 +1,4 @@
-"""Issue 11 point 6: a PUT with ?ttl=S is gone after S on every host (memcached exptime, Redis SET EX).
+"""A PUT with ?ttl=S is gone after S on every host (memcached exptime, Redis SET EX).
 
 The group's ``ttl`` is another thing: a freshness bound on cached copies
 (expire, then load again from the source), tested in test_http_api.

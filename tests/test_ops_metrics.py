@@ -1,4 +1,4 @@
-"""The metrics operators look for (issue 12 point 6), scraped from real hosts, checked by
+"""The metrics operators look for, scraped from real hosts, checked by
 ``promtool`` (Debian's prometheus package) when it is on PATH; the alert rules of
 docs/operations.md checked by ``promtool check rules``."""
 
@@ -176,7 +176,7 @@ def test_a_cache_wiped_after_a_pause_raises_the_alert(tmp_path):
 
 
 class _Breaker:
-    """The interface ``geecache.breaker.Breaker`` (issue 11) gives: a state per peer."""
+    """The interface ``geecache.breaker.Breaker`` gives: a state per peer."""
 
     def __init__(self, states: dict[str, str]) -> None:
         self._states = states
@@ -186,7 +186,7 @@ class _Breaker:
 
 
 class _Pool:
-    """What HostView reads of an HTTPPool: its ring, its own address, and (issue 11) a breaker."""
+    """What HostView reads of an HTTPPool: its ring, its own address, and a breaker."""
 
     def __init__(self, members, me, breaker=None) -> None:
         from geecache.consistenthash import Ring

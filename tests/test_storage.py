@@ -294,7 +294,7 @@ def test_load_source_errors(loaders, spec, reason):
     assert info.value.field == "loader"
 
 
-# --- versioned, expiring rows (issue 11 points 3 and 6) ----------------------
+# --- versioned, expiring rows --------------------------------------------------
 
 from geecache.hlc import pack  # noqa: E402
 from geecache.storage import Row, WriteResult  # noqa: E402
@@ -335,7 +335,7 @@ def test_an_older_write_is_refused_and_says_so(store):
     async def main():
         assert store.versioned
         assert await store.write("k", b"v2", version=v(2)) == WriteResult(True, False, v(2))
-        # The lost update of issue 11: v1's late write must not undo v2.
+        # The lost update: v1's late write must not undo v2.
         late = await store.write("k", b"v1", version=v(1))
         assert late == WriteResult(False, True, v(2)) and late.stale and not late.late
         assert await store.set("k", b"v1", version=v(1)) is False

@@ -86,8 +86,8 @@ class HostView:
                 "shares": self._shares[1], "digest": ring_digest(ring.nodes)}
 
     def breakers(self) -> dict[str, str] | None:
-        """This worker's breaker state per ring peer; None without a breaker (``geecache.breaker``,
-        issue 11: the pool's ``breaker`` attribute once that branch is in)."""
+        """This worker's breaker state per ring peer (``geecache.breaker``); None for a pool
+        without one."""
         breaker = getattr(self._pool, "breaker", None)
         if breaker is None:
             return None

@@ -1,6 +1,6 @@
 """The Storage interface: the source of truth a group's Getter reads.
 
-Versioned writes (issue 11).  Every write may carry a *version* (the HLC
+Versioned writes.  Every write may carry a *version* (the HLC
 timestamp of the process that originated it, see ``geecache.hlc``), an
 absolute *expire_at* and a *deadline*.  A store that keeps versions
 (``versioned = True``: MemoryStorage, SQLiteStorage) keeps, per key, the

@@ -8,7 +8,7 @@ One run measures, side by side on one box, the same request (``GET
 - **geecache**: the real supervisor, its data plane (``workers/dataplane``);
 - **geecache, aiohttp data path**: the same supervisor from the newest
   commit before the data plane (extracted with ``git archive`` into a temp
-  dir; skipped outside a git checkout), i.e. what issue 10 replaced;
+  dir; skipped outside a git checkout), i.e. what the data plane replaced;
 - **bare aiohttp**: an aiohttp app answering a constant, prefork on a shared socket;
 - **the floor**: a bare ``asyncio.Protocol`` over httptools doing one
   ``Arena.get`` per request (no routing, limits or metrics): what the data
@@ -27,7 +27,7 @@ per server core** (requests / server CPU seconds) and **server CPU µs per
 request**, which transfer to a bigger machine.  Servers stay up for the
 whole run; rounds interleave them; figures are medians over rounds.
 
-Targets (issue 10): geecache >= 1.3x Go groupcache per server core; <= 12 µs
+Targets: geecache >= 1.3x Go groupcache per server core; <= 12 µs
 of server CPU per hit; >= 3x the aiohttp data path per server core.
 """
 
@@ -489,7 +489,7 @@ def run(quick: bool) -> dict:
         table(f"Cache-hit GET /api?key=K, {len(VALUE)} B ({load_generator()} -t{THREADS} -c{CONNECTIONS}; "
               f"Python servers {WORKERS} workers; medians of {rounds} interleaved rounds)",
               ["server", "req/s", "server cores used", "req/s per server core", "server CPU µs/req"], rows),
-        table("Targets (issue 10)", ["target", "measured", "met"], [[t, v, "yes" if ok else "NO"]
+        table("Targets", ["target", "measured", "met"], [[t, v, "yes" if ok else "NO"]
                                                                    for t, v, ok in targets]),
     ]
     if notes:

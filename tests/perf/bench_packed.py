@@ -1,4 +1,4 @@
-"""Values kept compressed in the arena (issue 13, point 2): bytes per entry and get cost.
+"""Values kept compressed in the arena: bytes per entry and get cost.
 
 JSON documents of about 1 KB (``bench_compression``'s: paged API answers,
 seeded) are written through a ``Group`` whose cache is a real

@@ -241,7 +241,7 @@ class DataPlaneProtocol(asyncio.Protocol):
                 self._chunked = True
             elif lname == b"accept-encoding":
                 # Special, so it cannot go stale on the connection: only a compressed
-                # group's GET reads it (Content-Encoding passthrough, issue 13).
+                # group's GET reads it (Content-Encoding passthrough).
                 self._accept = value
             elif lname != b"upgrade":
                 return
