@@ -645,7 +645,7 @@ HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("workers", ("workers", "graceful_timeout", "worker_timeout", "load_threads", "write_threads")),
     ("cluster", ("etcd", "advertise", "lease_ttl", "peers", "peer_connect_timeout", "peer_read_timeout",
                  "handoff_window", "breaker_failures", "breaker_cooldown", "breaker_max_cooldown",
-                 "max_clock_drift")),
+                 "max_clock_drift", "pause_threshold")),
     ("groups", ("arena", "arena_shards", "process_rows", "hot_share", "hot_ttl", "lock_timeout",
                 "flight_wait")),
     ("limits", ("header_timeout", "keepalive_timeout", "max_connections", "batch_max_keys",
