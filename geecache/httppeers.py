@@ -33,7 +33,7 @@ import json
 import logging
 import ssl
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
@@ -492,6 +492,10 @@ class HTTPPool:
         # The ring before the last change, kept handoff_window seconds: a key that
         # moved here is asked of its previous owner's cache before the source.
         self.handoff_window = float(handoff_window)
+        #: Called (no arguments) when this host's ring first holds other members after holding
+        #: none but itself, inside the refresh, before any key is routed by the new ring: the
+        #: pause guard drops the copies kept while serving alone there (``PauseGuard.joined``).
+        self.on_joined: Callable[[], None] | None = None
         self._previous: Ring | None = None
         self._changed_at = 0.0
         self._peers: dict[str, HTTPPeer] = {}
@@ -523,7 +527,9 @@ class HTTPPool:
             self._drop_mail(gone)
         added = self._peers.keys() - old_peers.keys()
         previous = self._ring
+        joined = False
         if not previous.nodes or tuple(previous.nodes) == (self.self_address,):
+            joined = bool(self._peers)
             # This host's first ring, or the [self] the supervisor writes before the
             # registrar has heard from etcd (seen in CI: a request reached the new host
             # first): before it joined, the others owned its keys.
@@ -536,6 +542,8 @@ class HTTPPool:
                   len(old_peers.keys() - self._peers.keys()))
         if added and self._recent:
             self._replay(added)
+        if joined and self.on_joined is not None:
+            self.on_joined()
 
     def members(self) -> tuple[str, ...]:
         """The current member list (including this host when registered)."""

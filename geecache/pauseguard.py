@@ -174,16 +174,30 @@ class PauseGuard:
             self._last_pause = (began, self._clock())  # the asking blocked the loop too
             if self.settle:
                 self._due.append((now + self.settle, began))
-        alone = self._serving_alone()
+        alone = self._serving_alone()  # (a refresh that finds a join calls ``joined`` itself)
         if self._alone and not alone:
-            self._drop_all(counted=False)  # the cache of a host starting: not a pause's loss
-            log.info("joined a ring: dropped the cached copies kept while serving alone")
+            self.joined()
         self._alone = alone
         if self._due and min(self._due)[0] <= now:
             due = [began for at, began in self._due if at <= now]
             self._due = [entry for entry in self._due if entry[0] > now]
             self.after_absence(min(due), f"{self.settle:g} s after a pause, asked again", self._ring_seen)
         self._last = self._clock()  # the asking blocked the loop: that is no pause
+
+    def joined(self) -> None:
+        """The ring just gained other members: if this worker served alone, drop every copy now.
+
+        A host serving alone (starting, or cut off from etcd) missed every write
+        elsewhere.  Called by the peer pool inside the ring refresh that sees
+        the join, so no key is routed by the new ring before the drop: copies
+        cached after it were loaded by the new ring and stay.  (Dropped on the
+        next timer tick instead, the ones a request cached in between went too.)
+        """
+        if not self._alone:
+            return
+        self._alone = False
+        self._drop_all(counted=False)  # the cache of a host starting: not a pause's loss
+        log.info("joined a ring: dropped the cached copies kept while serving alone")
 
     def after_absence(self, began: float, what: str, members_before: Iterable[str] = ()) -> None:
         """Drop what other hosts wrote since *began* (monotonic), or every copy if they cannot say;

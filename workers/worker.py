@@ -131,6 +131,8 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
                            members=peers.members if peers is not None else None,
                            self_address=getattr(peers, "self_address", None),
                            ask=peers.writes_elsewhere if peers is not None else None)
+        if peers is not None:  # a join is handled inside the refresh that sees it
+            peers.on_joined = guard.joined
         _settle_warm_restart(cfg, arena, guard, peers, write_log)
         # One request tally for both planes; the data plane flushes it every second.
         http_metrics = metrics.HttpMetrics()
