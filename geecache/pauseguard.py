@@ -207,7 +207,10 @@ class PauseGuard:
         meanwhile cannot be asked, and its writes may be among those missed.
         """
         members_before = tuple(members_before)
-        self._alone = self._serving_alone()  # settled against this ring: no join drop for it later
+        # Settled against this ring by asking, not by the join drop: a join the refresh here
+        # finds (a warm restart's first ring with the others) must not drop what is settled.
+        self._alone = False
+        self._alone = self._serving_alone()
         if not self._has_peers() and set(members_before) <= {self._self}:
             log.warning("%s: this host has no peers, nothing dropped", what)
             return

@@ -324,5 +324,7 @@ class Registrar(ChildKind):
 
         logs.set_role("registrar")
         cfg = arb.cfg
+        # seeded: the supervisor wrote [advertise] into the ring already, so the ring version
+        # first moves with the list read from etcd (a warm restart's workers wait for it).
         os._exit(registrar_main(cfg.etcd, cfg.advertise, cfg.lease_ttl, arb.arena.write_ring,
-                                pulse=arb.child_pulse))
+                                pulse=arb.child_pulse, seeded=True))

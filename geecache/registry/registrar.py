@@ -82,7 +82,8 @@ class _SessionEnded(Exception):
 class _Registrar:
     """State of one registrar run; touched only by its own event loop task."""
 
-    def __init__(self, endpoints, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease=None):
+    def __init__(self, endpoints, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease=None,
+                 seeded=False):
         import aetcd  # grpc is loaded here, after the fork, never at module import
 
         self._aetcd = aetcd
@@ -94,6 +95,10 @@ class _Registrar:
         self._stop = stop
         #: Set (with stop) for a warm restart: the lease is left to expire, not revoked.
         self._keep_lease = keep_lease
+        #: The caller already holds ``[advertise]`` (the supervisor seeds the arena's ring with
+        #: it): the first list reported is then the one read from etcd, so a change of the
+        #: arena's ring version means "etcd was read" (a warm restart waits for that).
+        self._seeded = seeded
         self._log = log
         self._prefix = prefix.encode()
         self._key = registry_key(advertise, prefix).encode()
@@ -230,7 +235,7 @@ class _Registrar:
             self._log.debug("etcd still unreachable at %s (%s)", self._endpoint(), reason)
             return
         self._down = True
-        if self._published == [self._advertise] and not self._members:
+        if self._published in (None, [self._advertise]) and not self._members:
             self._log.warning("etcd unreachable at %s (%s); serving as a single host, "
                               "retrying every <=%ss", self._endpoint(), reason, BACKOFF_MAX)
         else:
@@ -266,7 +271,8 @@ class _Registrar:
         self._lease_id = None
 
     async def run(self) -> None:
-        self._publish()
+        if not self._seeded:
+            self._publish()
         delay = BACKOFF_INITIAL
         stopped = asyncio.ensure_future(self._stop.wait())
         try:
@@ -310,6 +316,7 @@ async def run_registrar(
     *,
     prefix: str = REGISTRY_PREFIX,
     keep_lease: asyncio.Event | None = None,
+    seeded: bool = False,
 ) -> None:
     """Register this host in etcd and report the member list until `stop` is set.
 
@@ -320,8 +327,9 @@ async def run_registrar(
     `advertise`: this host's address as peers reach it (`host:port` or a URL);
     the key is `prefix + advertise`, its value the same string.
     `on_members(sorted list of advertise addresses)` is called synchronously
-    from the loop when the list changes, first with `[advertise]` at once; it
-    always contains `advertise`. An outage never shrinks it. If `on_members`
+    from the loop when the list changes, first with `[advertise]` at once (unless
+    `seeded`: the caller holds that already, and the first call is the list
+    read from etcd); it always contains `advertise`. An outage never shrinks it. If `on_members`
     raises, the registrar stops (revoking its lease) and the error propagates:
     a broken callback is a bug to surface, not a fault to retry.
     Raises ConfigError on bad endpoints, advertise or lease_ttl.
@@ -332,7 +340,7 @@ async def run_registrar(
         raise ConfigError("lease_ttl", f"must be a positive integer of seconds, got {lease_ttl!r}")
     if not prefix.startswith("/") or not prefix.endswith("/"):
         raise ConfigError("prefix", f"must start and end with '/', got {prefix!r}")
-    await _Registrar(parsed, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease).run()
+    await _Registrar(parsed, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease, seeded).run()
 
 
 from geecache.host.signals import STOP_SIGNALS as _STOP_SIGNALS  # noqa: E402  (one definition per host)
@@ -363,6 +371,7 @@ def registrar_main(
     prefix: str = REGISTRY_PREFIX,
     log: logging.Logger = _log,
     pulse=None,
+    seeded: bool = False,
 ) -> int:
     """Entry point of the registrar child process; returns its exit code.
 
@@ -404,7 +413,7 @@ def registrar_main(
         if pulse is not None:
             pulse.start(loop)
         await run_registrar(endpoints, advertise, lease_ttl, on_members, stop, log,
-                            prefix=prefix, keep_lease=keep_lease)
+                            prefix=prefix, keep_lease=keep_lease, seeded=seeded)
 
     try:
         asyncio.run(main())
