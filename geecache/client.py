@@ -51,7 +51,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from .auth import bearer
 from .config import ADMIN_PORT_OFFSET
-from .consistenthash import Ring
+from .consistenthash import Ring, members_digest
 from .errors import ConfigError, NotFoundError, RefusedError, UnavailableError
 from .limits import as_bytes, check_key, check_ttl
 
@@ -66,8 +66,10 @@ _MISSING: Any = object()
 RETRY_BACKOFF_CAP = 2.0
 #: Where a host says which members its ring has (the data port; behind the token).
 RING_PATH = "/_geecache/_ring"
-#: The header in which a host that loaded a key says the ring version it routes by.
+#: The header in which a host that loaded a key names the member list it routes by (its digest).
 RING_HEADER = "X-Geecache-Ring"
+#: Least seconds between two reads of the member list that answers' headers ask for.
+RING_RECHECK = 1.0
 
 _T = TypeVar("_T")
 
@@ -224,9 +226,10 @@ def _describe(exc: BaseException) -> str:
 class _RingView:
     """The members a ring-following client routes by, as one host last described them."""
 
-    version: int
+    version: int                       # the answering host's own counter (not comparable)
     ring: Ring | None                 # None: no members known (route as a plain client)
     hosts: dict                        # member name -> _Host
+    digest: str = ""                   # members_digest of the members: comparable across hosts
 
     @staticmethod
     def parse(body: bytes) -> "_RingView":
@@ -242,7 +245,7 @@ class _RingView:
             ring.set_nodes(members)
         except (ValueError, KeyError, TypeError, ConfigError):
             raise RefusedError(200, f"GET {RING_PATH} did not answer with a member list") from None
-        return _RingView(version, ring if members else None, hosts)
+        return _RingView(version, ring if members else None, hosts, members_digest(members))
 
 
 _NO_RING = _RingView(-1, None, {})
@@ -293,6 +296,7 @@ class _Failover:
         # _view_due (monotonic) says when to ask for it again, 0: at the next request.
         self._view = _NO_RING
         self._view_due = 0.0
+        self._view_read = 0.0  # monotonic time of the last read of the member list
 
     def _order(self) -> list[int]:
         start = self._preferred
@@ -318,14 +322,10 @@ class _Failover:
         return out
 
     def _note_ring(self, header: str | None) -> None:
-        """A host answered with its ring version: a newer one than the view's means ask again."""
-        if header and self._follow_ring:
-            try:
-                newer = int(header) > self._view.version
-            except ValueError:
-                return
-            if newer:
-                self._view_due = 0.0
+        """A host answered naming its member list: another list than the view's means ask again
+        (at most every RING_RECHECK seconds, so hosts that disagree for a moment cause no storm)."""
+        if header and self._follow_ring and header != self._view.digest:
+            self._view_due = min(self._view_due, self._view_read + RING_RECHECK)
 
     def _refresh_due(self) -> bool:
         return self._follow_ring and time.monotonic() >= self._view_due
@@ -464,7 +464,8 @@ class Client(_Failover):
         if not self._ring_lock.acquire(blocking=False):
             return  # another thread is asking: route by the view there is meanwhile
         try:
-            self._view_due = time.monotonic() + self._ring_refresh
+            self._view_read = time.monotonic()
+            self._view_due = self._view_read + self._ring_refresh
             try:
                 view = _RingView.parse(self._pass("GET", RING_PATH, None, False, None))
             except (UnavailableError, RefusedError, NotFoundError):
@@ -714,7 +715,8 @@ class AsyncClient(_Failover):
             return
         self._refreshing = True
         try:
-            self._view_due = time.monotonic() + self._ring_refresh
+            self._view_read = time.monotonic()
+            self._view_due = self._view_read + self._ring_refresh
             try:
                 self._view = _RingView.parse(await self._pass("GET", RING_PATH, None, False, None))
             except (UnavailableError, RefusedError, NotFoundError):

@@ -9,6 +9,7 @@ by member name, so the order members were added in never matters.
 from __future__ import annotations
 
 import bisect
+import hashlib
 from typing import Iterable
 
 import xxhash
@@ -23,6 +24,15 @@ import xxhash
 DEFAULT_REPLICAS = 1024
 
 _hash = xxhash.xxh3_64_intdigest
+
+
+def members_digest(members: Iterable[str]) -> str:
+    """A short name of a member list that every host with the same list gives alike.
+
+    A ring's version is a counter local to each host (3 on one, 8 on another,
+    for one list), so hosts and clients compare member lists by this.
+    """
+    return hashlib.sha1("\n".join(sorted(members)).encode()).hexdigest()[:8]
 
 
 class Ring:

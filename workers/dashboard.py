@@ -22,9 +22,9 @@ import time
 from importlib import resources
 
 import asyncio
-import hashlib
 
 from geecache import __version__, metrics, procstat
+from geecache.consistenthash import members_digest
 from geecache.errors import PeerError
 
 #: Seconds the cluster overview waits for one peer's figures (they are asked all at once).
@@ -184,10 +184,8 @@ def _child(label: str, kind: str, slot, pid: int, ready: bool, age, started_ns: 
             "heartbeat_age": None if age is None else round(age, 3), "started_ns": started_ns}
 
 
-def ring_digest(members) -> str:
-    """A short name of a member list that every host with the same list shows alike (the
-    ring's version is a counter local to each host: 3 on one, 8 on another, for one list)."""
-    return hashlib.sha1("\n".join(sorted(members)).encode()).hexdigest()[:8]
+#: A short name of a member list, alike on every host with that list.
+ring_digest = members_digest
 
 
 def shm_space(path: str = "/dev/shm") -> dict:

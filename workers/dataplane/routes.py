@@ -38,6 +38,7 @@ from google.protobuf.message import DecodeError
 
 from geecache import auth
 from geecache.compression import CODECS, pack, unpack
+from geecache.consistenthash import members_digest
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
     public_reason,
@@ -331,12 +332,14 @@ class Router:
     async def api_load(group, key: str) -> Reply:
         """The miss path of ``GET /api``: the group's load (peer or source), as a reply.
 
-        It says the ring version this host routes by (``X-Geecache-Ring``): a client that
-        follows the ring and sent the key here, to a host that may not own it, learns
-        that its ring is older.  Hits, answered inline, carry nothing.
+        It names the member list this host routes by (``X-Geecache-Ring``, its digest: a
+        ring version is a counter local to each host): a client that follows the ring and
+        sent the key here, to a host that may not own it, learns that its list differs.
+        Hits, answered inline, carry nothing.
         """
         value = await group.load(key)
-        return (200, OCTET_STREAM, value, b"X-Geecache-Ring: %d\r\n" % group.peers.ring()[0])
+        digest = members_digest(group.peers.ring()[1].nodes).encode()
+        return (200, OCTET_STREAM, value, b"X-Geecache-Ring: %b\r\n" % digest)
 
     def ring(self, req: Request) -> Reply:
         """``GET /_geecache/_ring``: the members, their ring version and vnode count, as JSON.
@@ -347,8 +350,8 @@ class Router:
         self._authorize(req.auth)
         peers = self.default_group.peers
         version, ring = peers.ring()
-        doc = {"version": version, "members": list(ring.nodes), "replicas": ring.replicas,
-               "scheme": "https" if peers.tls else "http"}
+        doc = {"version": version, "members": list(ring.nodes), "digest": members_digest(ring.nodes),
+               "replicas": ring.replicas, "scheme": "https" if peers.tls else "http"}
         return (200, JSON, json.dumps(doc).encode(), b"")
 
     def api_get(self, req: Request):
