@@ -51,7 +51,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from .auth import bearer
 from .config import ADMIN_PORT_OFFSET
-from .consistenthash import Ring, members_digest
+from geecache.cluster.consistenthash import Ring, members_digest
 from .errors import ConfigError, NotFoundError, RefusedError, UnavailableError
 from .limits import as_bytes, check_key, check_ttl
 

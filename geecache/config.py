@@ -55,8 +55,8 @@ from . import __version__
 from .errors import ConfigError, reported_as
 from .hlc import DEFAULT_MAX_DRIFT
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
-from .logs import LOG_FORMATS
-from .registry.config import parse_endpoints, validate_advertise
+from geecache.observability.logs import LOG_FORMATS
+from geecache.cluster.registry.config import parse_endpoints, validate_advertise
 
 DEFAULT_PORT = 8001
 DEFAULT_ARENA = 256 << 20

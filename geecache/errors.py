@@ -117,7 +117,7 @@ class PeerError(GeeCacheError):
 
     http_status = 502
     public = "the host that owns the key could not serve it"
-    #: True when this failure opened the peer's circuit breaker (``geecache.breaker``).
+    #: True when this failure opened the peer's circuit breaker (``geecache.cluster.breaker``).
     tripped = False
     #: The HTTP status the peer answered, when it answered one (0: no answer).
     status = 0

@@ -27,7 +27,7 @@ from . import hlc
 from .backoff import wait_while
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec, pack, unpack
-from .latency import SOURCE_LOADS
+from geecache.observability.latency import SOURCE_LOADS
 from .errors import (
     CodecError,
     GeeCacheError,
@@ -41,10 +41,10 @@ from .errors import (
     VersionAheadError,
     public_reason,
 )
-from .limits import (  # noqa: F401  (the naming rules are re-exported: metrics and the API read them here)
+from .limits import (
     DEFAULT_ITEM_LIMIT, check_group_name, check_key, check_ttl, check_value, hot_group_name,
 )
-from .peers import PEER_WRITE_BATCH, NoPeers, PeerPicker
+from geecache.cluster.peers import PEER_WRITE_BATCH, NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
 from .storage.base import WriteOp, WriteResult, batch_writer, row_reader
 
@@ -828,7 +828,7 @@ class Group:
         return True
 
     def drop_copies(self) -> None:
-        """Drop every copy of this group on the host, owned and hot (see ``geecache.pauseguard``).
+        """Drop every copy of this group on the host, owned and hot (see ``geecache.cluster.pauseguard``).
 
         A load running now may have read the source before writes this host
         missed, so it serves its value but does not keep it.

@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .metrics import MULTIPROC_PREFIX
+from geecache.observability.metrics import MULTIPROC_PREFIX
 from .shm.pids import alive
 from .shm.segment import PREFIX as SEGMENT_PREFIX
 

@@ -10,7 +10,7 @@ import aiohttp
 
 from geecache.geecachepb import WriteBatch, WriteBatchResponse
 from geecache.hlc import clock
-from geecache.httppeers import peer_path
+from geecache.cluster.pool import peer_path
 from tests.test_peers import TOKEN, cluster, owned_by
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from geecache.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from geecache.cluster.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 
 
 class Clock:

@@ -295,7 +295,7 @@ def test_defaults_match_the_library_defaults():
     import inspect
 
     from geecache.group import DEFAULT_FLIGHT_WAIT, DEFAULT_HOT_TTL, HOT_FRACTION
-    from geecache.httppeers import HTTPPool
+    from geecache.cluster.pool import HTTPPool
     from geecache.shm import Arena
 
     cfg = Config()

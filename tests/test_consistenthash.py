@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from geecache.consistenthash import DEFAULT_REPLICAS, Ring
+from geecache.cluster.consistenthash import DEFAULT_REPLICAS, Ring
 
 KEYS = [f"key-{i}" for i in range(100_000)]
 NODES = ["10.0.0.1:8001", "10.0.0.2:8001", "10.0.0.3:8001"]
@@ -68,7 +68,7 @@ def test_mapping_is_fixed_across_processes():
     ring = Ring()
     ring.add(*NODES)
     code = (
-        "from geecache.consistenthash import Ring\n"
+        "from geecache.cluster.consistenthash import Ring\n"
         f"r = Ring(); r.add(*{NODES!r})\n"
         "print(','.join(r.get(f'key-{i}') for i in range(500)))\n"
     )
@@ -144,7 +144,7 @@ def test_a_derived_ring_is_the_ring_built_whole_through_random_joins_and_leaves(
 
 def test_splices_keep_the_hash_then_name_order_through_equal_hashes():
     # Real collisions of xxh3-64 are out of reach: the splices get a table with ties.
-    from geecache.consistenthash import splice_in, splice_out
+    from geecache.cluster.consistenthash import splice_in, splice_out
 
     table = sorted([(5, "b"), (5, "d"), (9, "a"), (1, "z"), (9, "c")])
     hashes, owners = [h for h, _ in table], [n for _, n in table]

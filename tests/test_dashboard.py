@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from geecache import latency, procstat
-from geecache.consistenthash import Ring
+from geecache.observability import latency, procstat
+from geecache.cluster.consistenthash import Ring
 from tests.support.net import free_port
 from workers.dashboard import ring_digest
 from tests.support.proc import start_supervisor, wait_until

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from geecache.errors import NotFoundError, PeerError
-from geecache.httppeers import HTTPPeer, HTTPPool, StaticMembers
+from geecache.cluster.pool import HTTPPeer, HTTPPool, StaticMembers
 from tests.support.certs import client_context, self_signed
 from tests.support.dataplane import PlaneServer
 from tests.support.h11client import exchange, read_answers, request_bytes
@@ -188,7 +188,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(tmp_pat
 def metered(tmp_path_factory):
     from prometheus_client import CollectorRegistry
 
-    from geecache.metrics import HttpMetrics
+    from geecache.observability.metrics import HttpMetrics
 
     registry = CollectorRegistry(auto_describe=False)
     server = PlaneServer(tmp_path_factory.mktemp("metered"), http_metrics=HttpMetrics(registry), auth_token="tok")

@@ -14,7 +14,7 @@ import pytest
 
 from geecache.group import Group
 from geecache.storage import FunctionSource
-from geecache.httppeers import HTTPPool
+from geecache.cluster.pool import HTTPPool
 from tests.support.cluster import AUTH, Cluster, member
 from tests.support.loaders import count_loads
 

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from geecache.consistenthash import Ring
+from geecache.cluster.consistenthash import Ring
 from tests.support.cluster import Cluster, member
 from tests.support.proc import request, wait_until
 

@@ -6,7 +6,7 @@ import time
 from geecache.cache import LocalCache
 from geecache.geecachepb import GetResponse
 from geecache.group import Group
-from geecache.httppeers import HTTPPool, StaticMembers
+from geecache.cluster.pool import HTTPPool, StaticMembers
 from geecache.lifetimes import local_expiry, seconds_left
 from geecache.storage import MemoryStorage
 

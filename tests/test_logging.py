@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from geecache import logs
-from geecache.breaker import Breaker
+from geecache.observability import logs
+from geecache.cluster.breaker import Breaker
 from tests.support.cluster import Cluster, member
 from tests.support.proc import start_supervisor, wait_until
 
@@ -142,13 +142,13 @@ def test_debug_says_what_a_load_did(tmp_path):
 def test_each_breaker_change_is_logged(caplog):
     now = [0.0]
     breaker = Breaker(failures=1, cooldown=1.0, clock=lambda: now[0])
-    with caplog.at_level(logging.INFO, logger="geecache.breaker"):
+    with caplog.at_level(logging.INFO, logger="geecache.cluster.breaker"):
         breaker.failure("10.0.0.2:8001")
         now[0] = 2.0
         assert breaker.allow("10.0.0.2:8001")  # the probe
         breaker.success("10.0.0.2:8001")
         breaker.success("10.0.0.2:8001")  # closed already: nothing more to say
-    messages = [r.getMessage() for r in caplog.records if r.name == "geecache.breaker"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "geecache.cluster.breaker"]
     assert messages == [
         "breaker 10.0.0.2:8001: open for 1s (timed out or refused); its keys load locally",
         "breaker 10.0.0.2:8001: half-open, one probe call let through",
@@ -168,7 +168,7 @@ def test_a_host_logs_each_ring_change_with_its_version(tmp_path):
         wait_until(lambda: f"removed {member(b)}" in a.log(), timeout=60, what="A's line for B leaving")
     finally:
         cluster.close()
-    joined = re.search(rf"geecache.registry: ring v(\d+): 2 members, added {re.escape(member(b))}: ", a.log())
-    left = re.search(rf"geecache.registry: ring v(\d+): 1 member, removed {re.escape(member(b))}: "
+    joined = re.search(rf"geecache.cluster.registry: ring v(\d+): 2 members, added {re.escape(member(b))}: ", a.log())
+    left = re.search(rf"geecache.cluster.registry: ring v(\d+): 1 member, removed {re.escape(member(b))}: "
                      rf"{re.escape(member(a))}$", a.log(), re.M)
     assert joined and left and int(left.group(1)) > int(joined.group(1))

@@ -1,4 +1,4 @@
-"""geecache.metrics: the arena collector, multiprocess request metrics, the directory's life."""
+"""geecache.observability.metrics: the arena collector, multiprocess request metrics, the directory's life."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from geecache import metrics
+from geecache.observability import metrics
 from geecache.cache import LocalCache
 from tests.support.proc import REPO, base_env
 
@@ -41,7 +41,7 @@ def test_arena_collector_exports_counters_and_gauges():
 
 _OBSERVE = """
 import sys
-from geecache import metrics
+from geecache.observability import metrics
 m = metrics.HttpMetrics()
 for i in range(int(sys.argv[1])):
     m.observe("GET", "/api", 200 if i % 4 else 404, 0.0001 * i)
@@ -51,7 +51,7 @@ m.flush()
 """
 
 _RENDER = """
-from geecache import metrics
+from geecache.observability import metrics
 from geecache.cache import LocalCache
 c = LocalCache()
 print(metrics.render(metrics.ArenaCollector([], lambda g: {}, c.usage, 0))[0].decode())

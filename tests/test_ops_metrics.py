@@ -176,7 +176,7 @@ def test_a_cache_wiped_after_a_pause_raises_the_alert(tmp_path):
 
 
 class _Breaker:
-    """The interface ``geecache.breaker.Breaker`` gives: a state per peer."""
+    """The interface ``geecache.cluster.breaker.Breaker`` gives: a state per peer."""
 
     def __init__(self, states: dict[str, str]) -> None:
         self._states = states
@@ -189,7 +189,7 @@ class _Pool:
     """What HostView reads of an HTTPPool: its ring, its own address, and a breaker."""
 
     def __init__(self, members, me, breaker=None) -> None:
-        from geecache.consistenthash import Ring
+        from geecache.cluster.consistenthash import Ring
 
         self._ring = Ring()
         self._ring.add(*members)
@@ -204,7 +204,7 @@ class _Pool:
 def _host_text(pool) -> str:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from geecache import metrics
+    from geecache.observability import metrics
     from workers.dashboard import HostView
 
     view = HostView({}, lambda name: {}, pool=pool, workers_configured=3)

@@ -7,7 +7,7 @@ import pytest
 
 from geecache.cache import LocalCache
 from geecache.group import Group
-from geecache.pauseguard import PauseGuard
+from geecache.cluster.pauseguard import PauseGuard
 from geecache.storage import MemoryStorage
 
 
@@ -208,7 +208,7 @@ def test_a_request_read_just_after_a_pause_is_taken_to_have_arrived_when_it_bega
 
 
 def test_a_member_that_left_the_ring_during_the_pause_cannot_vouch_so_all_is_dropped():
-    from geecache.httppeers import HTTPPool, StaticMembers
+    from geecache.cluster.pool import HTTPPool, StaticMembers
 
     pool = HTTPPool("me:1", StaticMembers(["me:1"]))
     # Alone now, but another host was a member before the pause: it may have written.
@@ -239,7 +239,7 @@ def test_a_join_drops_the_copies_kept_alone_before_any_key_is_routed_by_the_new_
     # that one too (its owner loaded it again).  Now the pool's refresh that sees the
     # join drops at once, so what is cached after it stays.  A real HTTPPool; no socket
     # is opened (no key is fetched).
-    from geecache.httppeers import HTTPPool
+    from geecache.cluster.pool import HTTPPool
 
     me = "127.0.0.1:1"
     members = _Members([me])  # the supervisor's seed: this host alone

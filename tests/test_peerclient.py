@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from geecache.peerclient import MAX_BODY, ConnectionPool, PeerProtocolError
+from geecache.cluster.transport import MAX_BODY, ConnectionPool, PeerProtocolError
 
 
 async def serve(answers):

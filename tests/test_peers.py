@@ -12,7 +12,7 @@ import pytest
 
 from geecache.geecachepb import GetResponse
 from geecache.group import Group
-from geecache.httppeers import HTTPPool, StaticMembers, peer_path, peer_url
+from geecache.cluster.pool import HTTPPool, StaticMembers, peer_path, peer_url
 from geecache.storage import MemoryStorage
 from tests.support.net import free_port
 from workers.dataplane import serve_data_plane

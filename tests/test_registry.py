@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from geecache.errors import ConfigError
-from geecache.registry import (
+from geecache.cluster.registry import (
     REGISTRY_PREFIX,
     parse_endpoints,
     registry_key,
@@ -44,7 +44,7 @@ EXPIRING_TTL = 5
 # signal N killed it, as a shell reports it).
 _SUPERVISOR = r"""
 import json, os, sys
-from geecache.registry import registrar_main
+from geecache.cluster.registry import registrar_main
 assert "grpc" not in sys.modules and "aetcd" not in sys.modules, "supervisor imported grpc"
 endpoints, advertise, ttl, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
@@ -293,7 +293,7 @@ def test_operator_delete_of_own_key_is_repaired(etcd_server, spawn):
 
 @pytest.mark.procs
 def test_importing_registry_does_not_load_grpc():
-    code = "import sys, geecache.registry; print('grpc' in sys.modules or 'aetcd' in sys.modules)"
+    code = "import sys, geecache.cluster.registry; print('grpc' in sys.modules or 'aetcd' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=30, check=True).stdout
     assert out.strip() == "False"

@@ -12,7 +12,7 @@ import aiohttp
 from geecache import hlc
 from geecache.geecachepb import DeleteRequest, SetRequest, WriteResponse
 from geecache.group import Group
-from geecache.httppeers import PROTOBUF, HTTPPool, StaticMembers, peer_path
+from geecache.cluster.pool import PROTOBUF, HTTPPool, StaticMembers, peer_path
 from geecache.storage import MemoryStorage
 from tests.support.net import free_port
 from tests.test_peers import TOKEN, cluster, owned_by

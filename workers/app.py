@@ -23,8 +23,8 @@ from typing import Callable
 
 from aiohttp import web
 
-from geecache import metrics
-from geecache.group import hot_group_name
+from geecache.observability import metrics
+from geecache.limits import hot_group_name
 from geecache.stats import STAT_FIELDS
 from workers.dashboard import HostView, page
 from workers.routes import Routes

@@ -1,7 +1,7 @@
 """The host as the dashboard and the scrape see it: ring, groups, children, processes.
 
 ``HostView`` gathers, on demand, what ``GET /dashboard.json`` answers and
-``geecache.metrics.HostCollector`` exports; ``GET /`` serves the page
+``geecache.observability.metrics.HostCollector`` exports; ``GET /`` serves the page
 (``dashboard.html``, package data: one file, inline CSS and JS, nothing
 fetched from elsewhere) that polls the JSON every second.
 
@@ -23,8 +23,9 @@ from importlib import resources
 
 import asyncio
 
-from geecache import __version__, metrics, procstat
-from geecache.consistenthash import members_digest
+from geecache import __version__
+from geecache.observability import metrics, procstat
+from geecache.cluster.consistenthash import members_digest
 from geecache.errors import PeerError
 
 #: Seconds the cluster overview waits for one peer's figures (they are asked all at once).
@@ -86,7 +87,7 @@ class HostView:
                 "shares": self._shares[1], "digest": ring_digest(ring.nodes)}
 
     def breakers(self) -> dict[str, str] | None:
-        """This worker's breaker state per ring peer (``geecache.breaker``); None for a pool
+        """This worker's breaker state per ring peer (``geecache.cluster.breaker``); None for a pool
         without one."""
         breaker = getattr(self._pool, "breaker", None)
         if breaker is None:

@@ -44,8 +44,8 @@ def build_peers(cfg: Config, arena, write_log=None):
     """
     if not cfg.etcd and not cfg.peers:
         return None
-    from geecache.breaker import Breaker
-    from geecache.httppeers import HTTPPool, StaticMembers, peer_url
+    from geecache.cluster.breaker import Breaker
+    from geecache.cluster.pool import HTTPPool, StaticMembers, peer_url
 
     tls = cfg.tls_cert is not None
     ssl_context = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else None

@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from geecache import metrics
+from geecache.observability import metrics
 from workers.errors import response_for
 
 #: The metrics label of requests no route matched.

@@ -24,8 +24,9 @@ import time
 
 from aiohttp import web
 
-from geecache import hlc, logs
-from geecache.host.signals import STOP_SIGNALS
+from geecache import hlc
+from geecache.observability import logs
+from geecache.signals import STOP_SIGNALS
 
 log = logging.getLogger("geecache.worker")
 
@@ -115,8 +116,8 @@ def _settle_warm_restart(cfg, arena, guard, peers, write_log) -> None:
 
 async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supervisor_pid: int,
                  pulse, write_log=None) -> int:
-    from geecache import metrics
-    from geecache.pauseguard import PauseGuard
+    from geecache.observability import metrics
+    from geecache.cluster.pauseguard import PauseGuard
     from workers.app import HOST_VIEW, make_admin_app
     from workers.dataplane import serve_data_plane
     from workers.groups import build_groups, build_peers, close_sources

@@ -46,12 +46,12 @@ import time
 
 from ..writelog import WriteLog
 from .children import KILL_MARGIN, Child, ChildKind, Registrar, Workers
-from geecache import logs
+from geecache.observability import logs
 
 from . import reload
 from .pulse import Pulse, Pulses, beat_interval
 from .sdnotify import Notifier
-from .signals import ARBITER_SIGNALS, die_with_parent, reset_child_signals
+from geecache.signals import ARBITER_SIGNALS, die_with_parent, reset_child_signals
 
 log = logging.getLogger("geecache.supervisor")
 

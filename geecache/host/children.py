@@ -14,7 +14,7 @@ import signal
 import socket
 import time
 
-from geecache import metrics
+from geecache.observability import metrics
 from workers.worker import WORKER_BOOT_ERROR, worker_main
 
 log = logging.getLogger("geecache.supervisor")
@@ -319,8 +319,8 @@ class Registrar(ChildKind):
 
     def body(self, arb, child_slot: int | None, sock: tuple[socket.socket, socket.socket] | None) -> None:
         # Imported here only: grpc must never be loaded in the forking supervisor.
-        from geecache import logs
-        from geecache.registry import registrar_main
+        from geecache.observability import logs
+        from geecache.cluster.registry import registrar_main
 
         logs.set_role("registrar")
         cfg = arb.cfg

@@ -12,7 +12,8 @@ import logging
 import os
 import sys
 
-from geecache import leftovers, logs, metrics
+from geecache import leftovers
+from geecache.observability import logs, metrics
 from geecache.config import DEMO_ROWS, exposure, parse_args
 from geecache.errors import ConfigError, reported_as
 

@@ -38,7 +38,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from geecache.client import Client  # noqa: E402
-from geecache.consistenthash import Ring  # noqa: E402
+from geecache.cluster.consistenthash import Ring  # noqa: E402
 from tests.perf.common import progress, result, table  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from tests.support.proc import start_supervisor  # noqa: E402

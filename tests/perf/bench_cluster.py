@@ -49,7 +49,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(PERF_DIR))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from geecache.consistenthash import Ring  # noqa: E402
+from geecache.cluster.consistenthash import Ring  # noqa: E402
 from tests.perf.common import load_generator, progress, result, table  # noqa: E402
 from tests.support.etcd import start_etcd  # noqa: E402
 from tests.support.net import free_port  # noqa: E402

@@ -40,10 +40,10 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from geecache.consistenthash import DEFAULT_REPLICAS, Ring  # noqa: E402
-from geecache.httppeers import HTTPPool, StaticMembers  # noqa: E402
-from geecache.peerclient import ConnectionPool  # noqa: E402
-from geecache.registry.config import REGISTRY_PREFIX  # noqa: E402
+from geecache.cluster.consistenthash import DEFAULT_REPLICAS, Ring  # noqa: E402
+from geecache.cluster.pool import HTTPPool, StaticMembers  # noqa: E402
+from geecache.cluster.transport import ConnectionPool  # noqa: E402
+from geecache.cluster.registry.config import REGISTRY_PREFIX  # noqa: E402
 from tests.perf.common import print_result, progress, result, table  # noqa: E402
 
 SIZES = (10, 100, 1000)

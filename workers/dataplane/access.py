@@ -21,10 +21,10 @@ import logging
 import random
 from time import perf_counter
 
-from geecache.logs import ACCESS_LOGGER
+from geecache.observability.logs import ACCESS_LOGGER
 from workers.dataplane.protocol import DataPlaneProtocol
 
-#: Where the lines go; the root handler (``geecache.logs.configure``) formats them.
+#: Where the lines go; the root handler (``geecache.observability.logs.configure``) formats them.
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 _GET = b"GET"

@@ -6,7 +6,7 @@
     GET|HEAD /healthz                      {"status": "ok", "pid": ..., "groups": [...]}
     GET|HEAD|PUT|DELETE /_geecache/<group>/<key>   the peer API (always behind the token;
                                                    PUT/DELETE answer a WriteResponse, see
-                                                   ``geecache.peerwrites``)
+                                                   ``geecache.cluster.ownerwrites``)
     POST     /_geecache/<group>                    InvalidateRequest
     POST     /api/batch?op=get|set|delete[&group=G]  BatchRequest -> BatchResponse | 204 (writes: token)
     POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError
 
 from geecache import auth
 from geecache.compression import CODECS, pack, unpack
-from geecache.consistenthash import members_digest
+from geecache.cluster.consistenthash import members_digest
 from geecache.errors import (
     CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
     public_reason,
@@ -46,7 +46,7 @@ from geecache.errors import (
 from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, RecentWrites
 from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
-from geecache.peerwrites import serve_delete, serve_set, serve_write_batch
+from geecache.cluster.ownerwrites import serve_delete, serve_set, serve_write_batch
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
     JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
@@ -345,7 +345,7 @@ class Router:
         """``GET /_geecache/_ring``: the members, their ring version and vnode count, as JSON.
 
         What a client needs to route each key to its owner with the servers' own
-        hash (``geecache.consistenthash.Ring``); behind the token, as the peer API.
+        hash (``geecache.cluster.consistenthash.Ring``); behind the token, as the peer API.
         """
         self._authorize(req.auth)
         peers = self.default_group.peers

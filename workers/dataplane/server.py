@@ -283,7 +283,7 @@ async def serve_data_plane(
     """Serve *groups* (name -> Group, first = default) on the listening *sock*; call in the worker's loop.
 
     *item_limit* is the largest value any group accepts (it bounds request
-    bodies); *http_metrics* (a ``geecache.metrics.HttpMetrics``) gets every
+    bodies); *http_metrics* (a ``geecache.observability.metrics.HttpMetrics``) gets every
     request's count and latency, None skips them.  *limits* overrides every
     bound at once (tests); otherwise the three common ones come as keywords.
     *batch_max_keys* and *batch_max_bytes* bound one batch (``/api/batch``),

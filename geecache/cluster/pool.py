@@ -18,7 +18,7 @@ Peer paths (served by ``workers.dataplane.routes``):
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
 WriteResponse says whether it applied, and the key's version if not.  Every
-call goes through the pool's per-peer circuit breaker (``geecache.breaker``):
+call goes through the pool's per-peer circuit breaker (``geecache.cluster.breaker``):
 after a timeout or refusal the peer is not called for a cooldown, and the
 caller serves its keys as if it were down.
 """
@@ -38,20 +38,20 @@ from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
 
-from .auth import bearer
-from .breaker import CLOSED, Breaker
-from .compression import codec_by_id, pack, unpack
-from .consistenthash import Ring
-from .peerclient import ConnectionPool, PeerProtocolError
-from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
-from .geecachepb import (
+from geecache.auth import bearer
+from geecache.cluster.breaker import CLOSED, Breaker
+from geecache.compression import codec_by_id, pack, unpack
+from geecache.cluster.consistenthash import Ring
+from geecache.cluster.transport import ConnectionPool, PeerProtocolError
+from geecache.errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
+from geecache.geecachepb import (
     BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
     SetRequest, WriteBatch, WriteBatchResponse, WriteResponse,
 )
-from .latency import PEER_CALLS
-from .lifetimes import local_expiry
-from .peers import PEER_WRITE_BATCH
-from .storage import WriteResult
+from geecache.observability.latency import PEER_CALLS
+from geecache.lifetimes import local_expiry
+from geecache.cluster.peers import PEER_WRITE_BATCH
+from geecache.storage import WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class HTTPPeer:
         self._conns.close()
 
     async def fetch(self, group: str, key: str, max_size: int, *, handoff: bool = False) -> tuple[bytes, float]:
-        """(value, expire_at) from the owner (see ``geecache.peers.Peer``); expire_at by this
+        """(value, expire_at) from the owner (see ``geecache.cluster.peers.Peer``); expire_at by this
         host's clock (the owner sends the seconds left, ``geecache.lifetimes``).
 
         *handoff*: ask a previous owner, which answers only from its cache (404
@@ -203,7 +203,7 @@ class HTTPPeer:
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
                     version: int = 0) -> WriteResult:
-        """Ask the owner to apply a write (*value* None: a delete); see ``geecache.peers.Peer``.
+        """Ask the owner to apply a write (*value* None: a delete); see ``geecache.cluster.peers.Peer``.
 
         Writes to one owner share requests: while one batch to it is in
         flight, the writes that come meanwhile queue, and go together in the

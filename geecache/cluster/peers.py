@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from .consistenthash import Ring
+from geecache.cluster.consistenthash import Ring
 
 if TYPE_CHECKING:
-    from .storage import WriteResult
+    from geecache.storage import WriteResult
 
 #: The ring of a host alone (no members: whoever asks routes to any host).
 _EMPTY_RING = Ring()

@@ -42,7 +42,7 @@ import logging
 import time
 from typing import Callable
 
-log = logging.getLogger("geecache.breaker")
+log = logging.getLogger("geecache.cluster.breaker")
 
 CLOSED = "closed"
 OPEN = "open"

@@ -16,12 +16,12 @@ import time
 
 from google.protobuf.message import DecodeError
 
-from .compression import unpack
-from .errors import CodecError, GeeCacheError, ValueTooLargeError
-from .geecachepb import DeleteRequest, SetRequest, WriteBatch, WriteBatchResponse, WriteResponse
-from .hlc import LIMIT
-from .limits import check_key
-from .pauseguard import earliest_arrival
+from geecache.compression import unpack
+from geecache.errors import CodecError, GeeCacheError, ValueTooLargeError
+from geecache.geecachepb import DeleteRequest, SetRequest, WriteBatch, WriteBatchResponse, WriteResponse
+from geecache.hlc import LIMIT
+from geecache.limits import check_key
+from geecache.cluster.pauseguard import earliest_arrival
 
 #: The longest write timeout a peer may ask for (its read timeout is seconds).
 MAX_TIMEOUT = 3600.0

@@ -6,14 +6,14 @@ Importing this package never imports grpc/aetcd, so the supervisor, which
 forks, may import it; the client is created only inside `run_registrar`.
 """
 
-from geecache.registry.config import (
+from geecache.cluster.registry.config import (
     DEFAULT_ETCD_PORT,
     REGISTRY_PREFIX,
     parse_endpoints,
     registry_key,
     validate_advertise,
 )
-from geecache.registry.registrar import registrar_main, run_registrar
+from geecache.cluster.registry.registrar import registrar_main, run_registrar
 
 __all__ = [
     "DEFAULT_ETCD_PORT",

@@ -31,14 +31,14 @@ import threading
 from typing import Callable, Sequence
 
 from geecache.errors import ConfigError
-from geecache.registry.config import (
+from geecache.cluster.registry.config import (
     REGISTRY_PREFIX,
     parse_endpoints,
     registry_key,
     validate_advertise,
 )
 
-_log = logging.getLogger("geecache.registry")
+_log = logging.getLogger("geecache.cluster.registry")
 
 #: First retry delay after a failed session; doubles per failure up to the cap.
 BACKOFF_INITIAL = 0.2
@@ -343,7 +343,7 @@ async def run_registrar(
     await _Registrar(parsed, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease, seeded).run()
 
 
-from geecache.host.signals import STOP_SIGNALS as _STOP_SIGNALS  # noqa: E402  (one definition per host)
+from geecache.signals import STOP_SIGNALS as _STOP_SIGNALS  # noqa: E402  (one definition per host)
 #: Once told to stop, the process exits by this deadline whatever grpc does:
 #: the revoke and the close are bounded, but a channel teardown was seen to
 #: hang the process past both (once in many CI runs).

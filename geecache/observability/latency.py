@@ -3,12 +3,12 @@
 A call adds to a list in this process (one dict lookup, three additions:
 well under a microsecond); the worker's admin plane moves the tallies into
 prometheus_client's multiprocess histograms every second and before each
-scrape (``geecache.metrics.flush_latencies``), as ``HttpMetrics`` does for
+scrape (``geecache.observability.metrics.flush_latencies``), as ``HttpMetrics`` does for
 requests.  prometheus_client's own ``observe`` takes a lock and writes three
 mmap values per call.
 
 Leaf module (standard library only): ``geecache.group`` and
-``geecache.peerclient`` import it, and it must not import prometheus_client
+``geecache.cluster.transport`` import it, and it must not import prometheus_client
 (whose value class is chosen at its first import).
 """
 

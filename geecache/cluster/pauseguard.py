@@ -70,7 +70,7 @@ def earliest_arrival() -> float:
     Now, unless the loop was paused lately (or is in a pause its guard has not
     seen yet, in this very turn): then when that pause began, since the request
     may have waited in its socket all along.  A peer's write is applied only
-    within its timeout of this (``geecache.peerwrites``), judged by this host's
+    within its timeout of this (``geecache.cluster.ownerwrites``), judged by this host's
     clock alone.
     """
     now = time.monotonic()

@@ -26,8 +26,8 @@ from bisect import bisect_left
 import tempfile
 from typing import Callable, Iterable
 
-from .group import hot_group_name
-from .stats import STAT_FIELDS
+from geecache.limits import hot_group_name
+from geecache.stats import STAT_FIELDS
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -309,12 +309,12 @@ def _add_observations(child, counts: list) -> None:
 
 class LatencyMetrics:
     """Peer-call and source-load latency histograms of one worker, fed in batch from
-    ``geecache.latency``'s tallies (``flush``: every second and before a scrape)."""
+    ``geecache.observability.latency``'s tallies (``flush``: every second and before a scrape)."""
 
     def __init__(self, registry=None) -> None:
         from prometheus_client import CollectorRegistry, Histogram
 
-        from .latency import BOUNDS
+        from geecache.observability.latency import BOUNDS
 
         registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self._peer = Histogram(
@@ -327,14 +327,14 @@ class LatencyMetrics:
 
     def flush(self) -> None:
         """Move this process's tallies into the shared files."""
-        from .latency import PEER_CALLS, SOURCE_LOADS
+        from geecache.observability.latency import PEER_CALLS, SOURCE_LOADS
 
         for family, tallies in ((self._peer, PEER_CALLS), (self._load, SOURCE_LOADS)):
             for label, counts in tallies.drain():
                 _add_observations(family.labels(label), counts)
 
 
-#: Gauge values of a breaker's states (``geecache.breaker``): 0 lets calls through.
+#: Gauge values of a breaker's states (``geecache.cluster.breaker``): 0 lets calls through.
 BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
 
 

@@ -1,0 +1,2 @@
+"""Observability: Prometheus metrics, latency histograms, process CPU sampling and logging.
+"""
