@@ -1,7 +1,7 @@
 """The peer wire format: protobuf messages generated from ``geecache.proto``.
 
 ``geecache_pb2`` is generated and committed; regenerate it with
-``python scripts/gen_protobuf.py`` (``tests/test_geecachepb.py`` fails while
+``python scripts/gen_protobuf.py`` (``tests/unit/test_geecachepb.py`` fails while
 it is stale).  The script takes out protoc's runtime-version check, so the
 module loads on every protobuf the package accepts (pyproject's floor is
 aetcd's, 5.27.2).

@@ -9,6 +9,7 @@ shared database would be; ``source_value`` reads it directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -37,6 +38,31 @@ loader = "tests.support.loaders:counting"
 """
 
 
+@contextlib.contextmanager
+def static_hosts(tmp_path: Path, n: int, *args: str, workers: int = 1, env: dict | None = None,
+                 exit_zero: bool = False):
+    """*n* supervisors on free ports that list each other as static peers (``--peers``), no etcd.
+
+    They start together and are each waited for (*workers* ready); on the way out every one is
+    stopped by pid, and with *exit_zero* a host that did not exit 0 fails the test.
+    """
+    ports = [free_port() for _ in range(n)]
+    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+    hosts: list[Host] = []
+    codes: list[int] = []
+    try:
+        for port in ports:
+            hosts.append(start_supervisor(tmp_path, "--peers", peers, *args, workers=workers, port=port,
+                                          env=env, wait=False))
+        for h in hosts:
+            h.wait_ready(workers)
+        yield hosts
+    finally:
+        codes = [h.stop() for h in hosts]
+    if exit_zero:
+        assert codes == [0] * n, codes
+
+
 def member(host: Host) -> str:
     """The ring member name of *host* (its advertised address)."""
     return f"127.0.0.1:{host.port}"
@@ -52,14 +78,17 @@ class Cluster:
     """
 
     def __init__(self, tmp_path: Path, n: int = 3, *, lease_ttl: int | None = None, args: tuple = (),
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, config: str = CONFIG) -> None:
         self.tmp = tmp_path
         self.db = tmp_path / "kv.db"
+        #: The file the ``counted`` loader appends each load to (``tests.support.loaders.count_loads``).
+        self.count_file = tmp_path / "loads.txt"
         self.lease_ttl = LEASE_TTL if lease_ttl is None else lease_ttl
         self.args = tuple(args)
-        self.env = {"GEECACHE_TEST_COUNT_FILE": str(tmp_path / "loads.txt"),
+        self.env = {"GEECACHE_TEST_COUNT_FILE": str(self.count_file),
                     "GEECACHE_TEST_LOAD_DELAY": "0", **(env or {})}
-        (tmp_path / "geecache.toml").write_text(CONFIG.format(db=self.db))
+        # *config* is a TOML template; ``{db}`` is the shared SQLite file of the ``kv`` group.
+        (tmp_path / "geecache.toml").write_text(config.format(db=self.db))
         self.etcd = start_etcd()
         self.hosts: list[Host] = []
         self.paused: dict[int, list[int]] = {}  # supervisor pid -> the pids stopped with it

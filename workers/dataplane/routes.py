@@ -28,7 +28,6 @@ into replies by ``error_reply``, the one mapping of this package.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os

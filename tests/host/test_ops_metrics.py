@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.net import free_port
+from tests.support.cluster import static_hosts
 from tests.support.proc import start_supervisor, wait_until
 
 PROMTOOL = shutil.which("promtool")
-DOC = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def _value(text: str, series: str) -> float | None:
@@ -82,12 +82,7 @@ def test_process_build_worker_ring_and_heartbeat_series(tmp_path):
 
 @pytest.mark.procs
 def test_peer_call_latency_and_ring_series_of_two_hosts(tmp_path):
-    ports = [free_port(), free_port()]
-    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
-    hosts = []
-    try:
-        for port in ports:
-            hosts.append(start_supervisor(tmp_path, "--peers", peers, workers=1, port=port))
+    with static_hosts(tmp_path, 2, exit_zero=True) as hosts:
         a = hosts[0]
         for i in range(40):  # about half of them owned by the other host: peer fetches
             a.get(f"/api?key=k{i}")
@@ -103,9 +98,6 @@ def test_peer_call_latency_and_ring_series_of_two_hosts(tmp_path):
         if PROMTOOL:
             for h in hosts:
                 _promtool_metrics(h.admin_get("/metrics")[1].decode())
-    finally:
-        for h in hosts:
-            assert h.stop() == 0
 
 
 def _alert_rules() -> str:

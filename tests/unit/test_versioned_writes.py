@@ -15,7 +15,7 @@ from geecache.group import Group
 from geecache.cluster.pool import PROTOBUF, HTTPPool, StaticMembers, peer_path
 from geecache.storage import MemoryStorage
 from tests.support.net import free_port
-from tests.test_peers import TOKEN, cluster, owned_by
+from tests.support.loop_hosts import TOKEN, cluster, owned_by
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": PROTOBUF}
 

@@ -3,7 +3,7 @@
 Real supervisors, real SIGKILLs, a bounded real client load.  A worker the
 supervisor has seen become ready may be killed at any rate: it is respawned
 and the host keeps answering with the right values.  Only a death before
-ready counts as a boot failure (tests/test_supervisor.py has the halts).
+ready counts as a boot failure (tests/host/test_supervisor.py has the halts).
 """
 
 from __future__ import annotations

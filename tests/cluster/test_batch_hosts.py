@@ -16,7 +16,7 @@ from geecache.client import AsyncClient, Client
 from geecache.errors import InvalidKeyError, RefusedError
 from geecache.geecachepb import BatchItem, BatchRequest, BatchResponse
 from tests.support.loaders import count_loads
-from tests.support.net import free_port
+from tests.support.cluster import static_hosts
 from tests.support.proc import start_supervisor
 
 pytestmark = pytest.mark.procs
@@ -146,22 +146,11 @@ def test_bad_batches_are_400s_naming_the_key(host):
 def three(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("batch3")
     config = _config(tmp)
-    ports = [free_port() for _ in range(3)]
-    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
     env = {"GEECACHE_TEST_COUNT_FILE": str(tmp / "loads.txt"), "GEECACHE_TEST_LOAD_DELAY": "0"}
-    hosts = []
-    try:
-        for port in ports:
-            hosts.append(start_supervisor(tmp, "--config", config, "--peers", peers, "--auth-token", TOKEN,
-                                          workers=1, port=port, env=env, wait=False))
-        for h in hosts:
-            h.wait_ready(1)
+    with static_hosts(tmp, 3, "--config", config, "--auth-token", TOKEN, env=env) as hosts:
         for h in hosts:
             h.count_file = tmp / "loads.txt"
         yield hosts
-    finally:
-        for h in hosts:
-            h.stop()
 
 
 def _owner(host, key):

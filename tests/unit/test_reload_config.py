@@ -1,7 +1,7 @@
 """What a SIGHUP may change and what a warm restart may reattach: the config side, in-process.
 
 The processes themselves (a roll of the workers under load, a warm restart)
-are in tests/test_reload.py.
+are in tests/host/test_reload.py.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def test_mapping_is_fixed_across_processes():
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2],
         env={"PYTHONHASHSEED": "12345", "PATH": ""},
     ).stdout.strip()
     assert out.split(",") == owners(ring)[:500]

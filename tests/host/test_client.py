@@ -30,7 +30,7 @@ from geecache.errors import ConfigError, InvalidKeyError, NotFoundError, Refused
 from tests.support.net import free_port
 from tests.support.proc import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUPERVISOR = ROOT / "supervisor.py"
 TOKEN = "s3cret"
 GROUP = "scores"

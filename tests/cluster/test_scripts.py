@@ -25,7 +25,7 @@ from tests.support.proc import alive
 # Every test here forks or spawns processes (see tests/support/marks.py).
 pytestmark = pytest.mark.procs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 START = ROOT / "scripts" / "start_cluster.sh"
 STOP = ROOT / "scripts" / "stop_cluster.sh"
 SUPERVISOR = ROOT / "supervisor.py"

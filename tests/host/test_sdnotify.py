@@ -19,7 +19,7 @@ from geecache.host.sdnotify import Notifier
 from tests.support.host import ready_workers
 from tests.support.proc import start_supervisor
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def _listener(path: Path) -> socket.socket:

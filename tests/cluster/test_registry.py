@@ -34,7 +34,7 @@ from geecache.cluster.registry import (
 from tests.support.etcd import EtcdServer
 from tests.support.proc import PATIENCE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: For the tests that wait for a lease to expire: a few keepalive periods (a third of it
 #: each) longer than a registrar starved of CPU on a busy machine ever waits.
 EXPIRING_TTL = 5

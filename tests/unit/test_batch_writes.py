@@ -11,7 +11,7 @@ import aiohttp
 from geecache.geecachepb import WriteBatch, WriteBatchResponse
 from geecache.hlc import clock
 from geecache.cluster.pool import peer_path
-from tests.test_peers import TOKEN, cluster, owned_by
+from tests.support.loop_hosts import TOKEN, cluster, owned_by
 
 
 def count_write_many(storage) -> list[int]:

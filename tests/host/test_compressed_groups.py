@@ -24,7 +24,7 @@ from geecache.geecachepb import GetResponse
 from geecache.group import Group
 from geecache.storage.memory import MemoryStorage
 from tests.support.loaders import document
-from tests.support.net import free_port
+from tests.support.cluster import static_hosts
 from tests.support.proc import start_supervisor
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")
@@ -168,19 +168,8 @@ def test_the_owner_answers_a_peer_get_with_the_stored_bytes(host):
 def two(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compressed2")
     config = _config(tmp)
-    ports = [free_port() for _ in range(2)]
-    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
-    hosts = []
-    try:
-        for port in ports:
-            hosts.append(start_supervisor(tmp, "--config", config, "--peers", peers, workers=1,
-                                          port=port, wait=False))
-        for h in hosts:
-            h.wait_ready(1)
+    with static_hosts(tmp, 2, "--config", config) as hosts:
         yield hosts
-    finally:
-        for h in hosts:
-            h.stop()
 
 
 @pytest.mark.procs

@@ -1,7 +1,7 @@
 """Batch gets between real data planes on loopback (one event loop, three hosts).
 
 The public batch API and the clients are tested against real supervisors in
-``tests/test_batch_hosts.py``; here the Group's grouping by owner and the peer
+``tests/cluster/test_batch_hosts.py``; here the Group's grouping by owner and the peer
 batch message are checked where every host's counters can be read directly.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from geecache.errors import InvalidKeyError
-from tests.test_peers import cluster, owned_by
+from tests.support.loop_hosts import cluster, owned_by
 
 
 def test_one_peer_request_per_owner_and_values_right():

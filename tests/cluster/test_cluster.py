@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.etcd import EtcdServer, start_etcd
+from tests.support.cluster import EXPIRING_LEASE_TTL, LEASE_TTL, TOKEN, Cluster
+from tests.support.etcd import EtcdServer
 from tests.support.loaders import count_loads
 from tests.support.net import free_port
 from tests.support.proc import request, start_supervisor, wait_until
@@ -25,10 +26,7 @@ from tests.support.proc import request, start_supervisor, wait_until
 # Every test here starts a real etcd and forks or spawns processes (see tests/support/marks.py).
 pytestmark = [pytest.mark.etcd, pytest.mark.procs]
 
-#: Long enough for a starved registrar to keep its lease; the one test that waits for an
-#: expiry waits for it as an event.
-LEASE_TTL = 5
-TOKEN = "cluster-token"
+#: The ``counted`` group is compressed here, so every peer answer crosses the wire packed.
 CONFIG = """
 [[groups]]
 name = "counted"
@@ -39,62 +37,21 @@ codec = "zstd"
 name = "kv"
 sqlite = "{db}"
 """
-
-
-class Cluster:
-    """etcd plus three hosts; stops everything by pid."""
-
-    def __init__(self, tmp_path, n=3):
-        self.tmp = tmp_path
-        self.count_file = tmp_path / "loads.txt"
-        (tmp_path / "geecache.toml").write_text(CONFIG.format(db=tmp_path / "kv.db"))
-        self.etcd = start_etcd()
-        self.hosts = []
-        try:
-            for _ in range(n):
-                self.add_host()
-            self.wait_members(n)
-        except BaseException:
-            self.close()
-            raise
-
-    def add_host(self, attempts=3):
-        for attempt in range(attempts):
-            port = free_port()
-            host = start_supervisor(
-                self.tmp, "--config", str(self.tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
-                "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(LEASE_TTL), "--auth-token", TOKEN,
-                workers=1, port=port, wait=False,
-                env={"GEECACHE_TEST_COUNT_FILE": str(self.count_file), "GEECACHE_TEST_LOAD_DELAY": "0.05"})
-            self.hosts.append(host)
-            try:
-                host.wait_ready(2)  # one worker and the registrar
-                return host
-            except RuntimeError:
-                # The port was taken between choosing and binding it: try a fresh one.
-                if "cannot listen" not in host.log() or attempt == attempts - 1:
-                    raise
-                self.hosts.remove(host)
-
-    def members(self, host):
-        return host.admin_json("/cluster")["members"]
-
-    def wait_members(self, n, hosts=None, timeout=LEASE_TTL + 10):
-        for h in hosts or self.hosts:
-            wait_until(lambda: len(self.members(h)) == n, timeout, what=f"{n} members on :{h.port}")
-
-    def owner(self, host, key):
-        return host.admin_json(f"/cluster?key={key}")["owner"]
-
-    def close(self):
-        for h in self.hosts:
-            h.stop()
-        self.etcd.close()
+#: Loads take a moment, so concurrent misses for one key meet in a flight.
+SLOW_LOADS = {"GEECACHE_TEST_LOAD_DELAY": "0.05"}
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
+    c = Cluster(tmp_path, config=CONFIG, env=SLOW_LOADS)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def expiring_cluster(tmp_path):
+    """A cluster whose hosts leave the rings soon after their lease stops being kept alive."""
+    c = Cluster(tmp_path, config=CONFIG, env=SLOW_LOADS, lease_ttl=EXPIRING_LEASE_TTL)
     yield c
     c.close()
 
@@ -150,7 +107,8 @@ def _load_loop(hosts, stop, failures, done, keys):
         i += 1
 
 
-def test_sigkilled_host_leaves_the_ring_and_no_request_fails(cluster):
+def test_sigkilled_host_leaves_the_ring_and_no_request_fails(expiring_cluster):
+    cluster = expiring_cluster
     a, b, victim = cluster.hosts
     gone = f"127.0.0.1:{victim.port}"
     keys = [f"k{i}" for i in range(60)]
@@ -167,7 +125,7 @@ def test_sigkilled_host_leaves_the_ring_and_no_request_fails(cluster):
             os.kill(pid, signal.SIGKILL)
         victim.stop(signal.SIGKILL)
         wait_until(lambda: gone not in cluster.members(a) and gone not in cluster.members(b),
-                   LEASE_TTL + 5, what="the killed host leaves both rings")
+                   cluster.lease_ttl + 5, what="the killed host leaves both rings")
         stop.set()
         for f in futures:
             f.result()
@@ -203,7 +161,7 @@ def test_hosts_keep_answering_while_etcd_is_down(cluster):
         time.sleep(0.01)
     assert [cluster.members(h) for h in hosts] == before
     cluster.etcd.restart()
-    wait_until(lambda: len(cluster.etcd.keys("/geecache/registry/")) == 3, LEASE_TTL + 10,
+    wait_until(lambda: len(cluster.etcd.keys("/geecache/registry/")) == 3, cluster.lease_ttl + 10,
                what="all hosts registered again")
     for key in (f"outage{j}" for j in range(40)):
         assert count_loads(cluster.count_file, key) == 1, key

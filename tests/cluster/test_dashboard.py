@@ -14,8 +14,8 @@ import pytest
 
 from geecache.observability import latency, procstat
 from geecache.cluster.consistenthash import Ring
-from tests.support.net import free_port
 from workers.dashboard import ring_digest
+from tests.support.cluster import static_hosts
 from tests.support.proc import start_supervisor, wait_until
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
@@ -139,12 +139,8 @@ def test_dashboard_page_is_self_contained(tmp_path):
 
 @pytest.mark.procs
 def test_dashboard_shows_the_ring_and_each_members_share(tmp_path):
-    ports = [free_port(), free_port()]
-    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
-    hosts = []
-    try:
-        for port in ports:
-            hosts.append(start_supervisor(tmp_path, "--peers", peers, workers=1, port=port))
+    with static_hosts(tmp_path, 2, exit_zero=True) as hosts:
+        ports = [h.port for h in hosts]
         doc = hosts[0].admin_json("/dashboard.json")
         members = doc["ring"]["members"]
         # Static peers are ring members as listed (URLs).
@@ -153,9 +149,6 @@ def test_dashboard_shows_the_ring_and_each_members_share(tmp_path):
         assert all(0.3 < m["share"] < 0.7 for m in members)
         assert [m["self"] for m in members].count(True) == 1
         assert doc["ring"]["self"] == f"http://127.0.0.1:{ports[0]}" and doc["ring"]["version"] >= 1
-    finally:
-        for h in hosts:
-            assert h.stop() == 0
 
 
 # -- a real browser -----------------------------------------------------------------------
@@ -309,47 +302,41 @@ def test_charts_status_memory_owner_and_no_overflow_at_1400px_in_real_time(tmp_p
 
 @pytest.mark.procs
 def test_the_cluster_overview_has_every_members_figures_and_one_ring(tmp_path):
-    ports = [free_port(), free_port()]
-    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
-    hosts = []
     browser = None
-    try:
-        for port in ports:
-            hosts.append(start_supervisor(tmp_path, "--peers", peers, "--auth-token", "tok", workers=1, port=port))
+    with static_hosts(tmp_path, 2, "--auth-token", "tok", exit_zero=True) as hosts:
+        ports = [h.port for h in hosts]
         a, b = hosts
-        for i in range(30):
-            b.get(f"/api?key=b{i}")  # figures only B's own counters can show
-        doc = a.admin_json("/cluster/overview")
-        by = {h["address"]: h for h in doc["hosts"]}
-        assert set(by) == {f"http://127.0.0.1:{p}" for p in ports}
-        assert [h["self"] for h in doc["hosts"]] == [True, False]
-        assert doc["agreed"] and by[f"http://127.0.0.1:{ports[1]}"]["ring_digest"] == doc["ring_digest"]
-        other = by[f"http://127.0.0.1:{ports[1]}"]
-        assert "error" not in other and other["gets"] >= 30 and other["workers_ready"] == 1
-        assert other["uptime_s"] is not None and other["ring_members"] == 2
-        # The figures are behind the peer token on the data port.
-        assert b.get("/_geecache")[0] == 401
-        if CHROMIUM is not None:
-            from tests.support.browser import Browser
+        try:
+            for i in range(30):
+                b.get(f"/api?key=b{i}")  # figures only B's own counters can show
+            doc = a.admin_json("/cluster/overview")
+            by = {h["address"]: h for h in doc["hosts"]}
+            assert set(by) == {f"http://127.0.0.1:{p}" for p in ports}
+            assert [h["self"] for h in doc["hosts"]] == [True, False]
+            assert doc["agreed"] and by[f"http://127.0.0.1:{ports[1]}"]["ring_digest"] == doc["ring_digest"]
+            other = by[f"http://127.0.0.1:{ports[1]}"]
+            assert "error" not in other and other["gets"] >= 30 and other["workers_ready"] == 1
+            assert other["uptime_s"] is not None and other["ring_members"] == 2
+            # The figures are behind the peer token on the data port.
+            assert b.get("/_geecache")[0] == 401
+            if CHROMIUM is not None:
+                from tests.support.browser import Browser
 
-            browser = Browser(CHROMIUM, tmp_path / "profile", width=1400, height=1300)
-            browser.goto(f"http://127.0.0.1:{a.admin_port}/")
-            rows = browser.wait_for("(() => { const r = [...document.querySelectorAll('#cluster tbody tr')]"
-                                    ".filter((t) => t.dataset.host); return r.length === 2 ? r.length : 0; })()",
-                                    60, "both hosts in the overview")
-            assert rows == 2
-            assert browser.evaluate("document.getElementById('agreed').textContent").startswith(
-                "every member routes by ring " + doc["ring_digest"])
-            browser.screenshot(tmp_path / "cluster-1400.png")
-        # A member gone: listed with the reason, not dropped.
-        b.stop()
-        hosts.remove(b)
-        gone = wait_until(lambda: (lambda d: d if any("error" in h for h in d["hosts"]) else None)(
-            a.admin_json("/cluster/overview")), 30, what="the stopped member shown unreachable")
-        [down] = [h for h in gone["hosts"] if "error" in h]
-        assert down["address"] == f"http://127.0.0.1:{ports[1]}" and down["error"]
-    finally:
-        if browser is not None:
-            browser.close()
-        for h in hosts:
-            assert h.stop() == 0
+                browser = Browser(CHROMIUM, tmp_path / "profile", width=1400, height=1300)
+                browser.goto(f"http://127.0.0.1:{a.admin_port}/")
+                rows = browser.wait_for("(() => { const r = [...document.querySelectorAll('#cluster tbody tr')]"
+                                        ".filter((t) => t.dataset.host); return r.length === 2 ? r.length : 0; })()",
+                                        60, "both hosts in the overview")
+                assert rows == 2
+                assert browser.evaluate("document.getElementById('agreed').textContent").startswith(
+                    "every member routes by ring " + doc["ring_digest"])
+                browser.screenshot(tmp_path / "cluster-1400.png")
+            # A member gone: listed with the reason, not dropped.
+            assert b.stop() == 0
+            gone = wait_until(lambda: (lambda d: d if any("error" in h for h in d["hosts"]) else None)(
+                a.admin_json("/cluster/overview")), 30, what="the stopped member shown unreachable")
+            [down] = [h for h in gone["hosts"] if "error" in h]
+            assert down["address"] == f"http://127.0.0.1:{ports[1]}" and down["error"]
+        finally:
+            if browser is not None:
+                browser.close()
