@@ -208,11 +208,7 @@ class SQLiteStorage(Storage):
         # with a named error, create or migrate the table, then close: nothing
         # is held across a later fork.
         try:
-            conn = self._open()
-            try:
-                self._ensure_schema(conn)
-            finally:
-                conn.close()
+            self._prepare_file()
             # The file every write must still reach: a write to a file unlinked (or replaced)
             # under the running host would be acknowledged and lost at the next start.
             self._file = _identity(self._path)
@@ -221,6 +217,31 @@ class SQLiteStorage(Storage):
         except OSError as exc:
             raise ConfigError("storage", f"cannot stat SQLite database {self._path!r}: {exc}") from exc
         self._gone_logged = False
+
+    def _prepare_file(self) -> None:
+        """Open the file once, set WAL mode, create or migrate the table; waits out a busy file.
+
+        Hosts that share one database and start together meet here.  SQLite answers "database
+        is locked" at once, without its busy handler, when a connection changes a new file's
+        journal mode while another holds its write lock (waiting could deadlock), so the whole
+        step is retried for up to ``busy_timeout``, the bound every other wait for the file has.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                conn = self._open()
+                try:
+                    self._ensure_schema(conn)
+                finally:
+                    conn.close()
+                return
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _open(self) -> sqlite3.Connection:
         # Autocommit (isolation_level=None): every statement is its own

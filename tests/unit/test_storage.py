@@ -101,6 +101,52 @@ def test_sqlite_bad_path_is_a_config_error(tmp_path):
 
 
 @pytest.mark.procs
+class _WriteLockHolder(threading.Thread):
+    """Another connection holding a new (rollback-journal) file's write lock until told to commit."""
+
+    def __init__(self, path) -> None:
+        super().__init__(daemon=True)
+        self.path, self.holding, self.release = path, threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE other (x)")
+        self.holding.set()
+        self.release.wait(30)
+        conn.execute("COMMIT")
+        conn.close()
+
+
+def test_a_new_file_whose_write_lock_another_connection_holds_is_waited_for(tmp_path):
+    # Two hosts sharing one new database start together: setting WAL mode while the other
+    # holds the write lock is refused at once by SQLite, not through its busy handler.
+    holder = _WriteLockHolder(tmp_path / "shared.db")
+    holder.start()
+    assert holder.holding.wait(10)
+    threading.Timer(0.3, holder.release.set).start()
+    store = SQLiteStorage(tmp_path / "shared.db", busy_timeout=30)
+    try:
+        assert holder.release.is_set()  # it waited for the lock, and then opened the file
+        assert asyncio.run(store.set("k", b"v")) is not None and asyncio.run(store.get("k")) == b"v"
+    finally:
+        store.close()
+        holder.join(10)
+
+
+def test_a_file_locked_past_busy_timeout_is_a_config_error_naming_it(tmp_path):
+    holder = _WriteLockHolder(tmp_path / "shared.db")
+    holder.start()
+    assert holder.holding.wait(10)
+    try:
+        with pytest.raises(ConfigError, match="database is locked") as err:
+            SQLiteStorage(tmp_path / "shared.db", busy_timeout=0.2)
+        assert err.value.field == "storage"
+    finally:
+        holder.release.set()
+        holder.join(10)
+
+
 def test_sqlite_from_several_processes_at_once(tmp_path):
     writers, per_child = 3, 200
     s = SQLiteStorage(tmp_path / "db.sqlite")
