@@ -4,10 +4,7 @@ The library's entry points: ``Group`` (a namespace over a source), the
 storages a group loads from, and the HTTP clients of a running cluster.
 """
 
-#: The package version: the one place it is written (pyproject.toml reads it from here, so
-#: the installed metadata, ``geecache --version`` and this attribute always agree).
-__version__ = "0.1.0"
-
+from .version import __version__
 from .client import AsyncClient, Client
 from .errors import (
     GeeCacheError,
@@ -25,5 +22,5 @@ from .storage import FunctionSource, MemoryStorage, SQLiteStorage, load_source
 __all__ = [
     "AsyncClient", "Client", "FunctionSource", "GeeCacheError", "Group", "InvalidKeyError", "LoadError",
     "MemoryStorage", "NotFoundError", "ReadOnlySourceError", "RefusedError", "SQLiteStorage",
-    "UnavailableError", "ValueTooLargeError", "load_source",
+    "UnavailableError", "ValueTooLargeError", "__version__", "load_source",
 ]

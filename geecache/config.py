@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from . import __version__
+from .version import __version__
 from .errors import ConfigError, reported_as
 from .hlc import DEFAULT_MAX_DRIFT
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name

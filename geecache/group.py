@@ -805,16 +805,6 @@ class Group:
                 self.stats.add("peer_trips", trips)
         return answers
 
-    async def set_local(self, key: str, value: bytes, ttl: float = 0, *, version: int = 0,
-                        deadline: float = 0.0) -> WriteResult:
-        """The owner's half of ``set`` (see ``apply_write``)."""
-        return await self.apply_write(key, value, ttl, version=version, deadline=deadline)
-
-    async def delete_local(self, key: str, *, version: int = 0, deadline: float = 0.0) -> bool:
-        """The owner's half of ``delete``; True when it removed a live value (see ``apply_write``)."""
-        result = await self.apply_write(key, None, version=version, deadline=deadline)
-        return result.applied and result.existed
-
     async def _outlast_loads(self, key: str) -> bool:
         """Wait (bounded) for a load of *key* another process of this host is running.
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 
+from geecache.cluster.breaker import Breaker
+from geecache.cluster.pool import HTTPPool, StaticMembers, peer_url
 from geecache.config import Config, GroupConfig
 from geecache.group import Group
 from geecache.storage import SQLiteStorage, load_source
@@ -44,9 +46,6 @@ def build_peers(cfg: Config, arena, write_log=None):
     """
     if not cfg.etcd and not cfg.peers:
         return None
-    from geecache.cluster.breaker import Breaker
-    from geecache.cluster.pool import HTTPPool, StaticMembers, peer_url
-
     tls = cfg.tls_cert is not None
     ssl_context = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else None
     if cfg.etcd:

@@ -53,7 +53,7 @@ PARENT_CHECK_INTERVAL = 1.0
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when importable (the perf extra) and not disabled, else asyncio's."""
+    """uvloop's loop (a dependency off Windows) unless GEECACHE_UVLOOP=0, else asyncio's."""
     if os.environ.get("GEECACHE_UVLOOP", "1") != "0":
         try:
             import uvloop
@@ -116,6 +116,8 @@ def _settle_warm_restart(cfg, arena, guard, peers, write_log) -> None:
 
 async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supervisor_pid: int,
                  pulse, write_log=None) -> int:
+    # Imported in the worker, after the fork: the supervisor imports this module for
+    # worker_main alone and need not load aiohttp, the data plane and the peer pool.
     from geecache.observability import metrics
     from geecache.cluster.pauseguard import PauseGuard
     from workers.app import HOST_VIEW, make_admin_app

@@ -14,7 +14,7 @@ import signal
 import socket
 import time
 
-from geecache.observability import metrics
+from geecache.observability import logs, metrics
 from workers.worker import WORKER_BOOT_ERROR, worker_main
 
 log = logging.getLogger("geecache.supervisor")
@@ -318,8 +318,8 @@ class Registrar(ChildKind):
                     describe_status(status), delay)
 
     def body(self, arb, child_slot: int | None, sock: tuple[socket.socket, socket.socket] | None) -> None:
-        # Imported here only: grpc must never be loaded in the forking supervisor.
-        from geecache.observability import logs
+        # Imported here only: grpc must never be loaded in the forking supervisor (the
+        # registry loads aetcd lazily too; this keeps a future top-level import out of it).
         from geecache.cluster.registry import registrar_main
 
         logs.set_role("registrar")

@@ -16,6 +16,9 @@ from geecache import leftovers
 from geecache.observability import logs, metrics
 from geecache.config import DEMO_ROWS, exposure, parse_args
 from geecache.errors import ConfigError, reported_as
+from geecache.group import declare_partitions
+from geecache.shm import Arena
+from geecache.storage import SQLiteStorage
 
 from . import warm
 from .arbiter import Arbiter, bind
@@ -32,8 +35,6 @@ def seed_demo(path: str) -> None:
     """Create the demo database with the classic rows, if it does not exist yet."""
     if os.path.exists(path):
         return
-    from geecache.storage import SQLiteStorage
-
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     store = SQLiteStorage(path)
 
@@ -51,8 +52,6 @@ def seed_demo(path: str) -> None:
 def configure_arena(cfg, arena) -> None:
     """Declare every group in the arena before forking, so a budget that does not fit
     is a config error now rather than a boot failure in every worker."""
-    from geecache.group import declare_partitions
-
     for i, g in enumerate(cfg.groups):
         with reported_as(lambda inner, i=i: f"groups[{i}].{inner}"):
             declare_partitions(arena, g.name, g.max_bytes, g.policy, cfg.hot_share)
@@ -60,8 +59,6 @@ def configure_arena(cfg, arena) -> None:
 
 def create_arena(cfg):
     """The host's shared-memory arena, sized once."""
-    from geecache.shm import Arena
-
     check_shm_space(cfg.arena, field=cfg.named("arena"))
     with reported_as(cfg.named("arena")):
         # Every group takes two records: itself and its hot partition.

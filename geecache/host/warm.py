@@ -29,14 +29,11 @@ import time
 from geecache.config import format_size
 from geecache.errors import ConfigError, GeeCacheError
 from geecache.limits import hot_group_name
+from geecache.shm import Arena, segment
+from geecache.shm.layout import LAYOUT_VERSION
+from geecache.stats import STAT_FIELDS
 
 log = logging.getLogger("geecache.supervisor")
-
-
-def _layout_version() -> int:
-    from geecache.shm.layout import LAYOUT_VERSION
-
-    return LAYOUT_VERSION
 
 
 def _source(g) -> str:
@@ -49,10 +46,8 @@ def fingerprint(cfg) -> dict:
     The number of counters per stat row is geometry too: code with more
     counters would write past an older arena's rows.
     """
-    from geecache.stats import STAT_FIELDS
-
     return {
-        "layout": _layout_version(),
+        "layout": LAYOUT_VERSION,
         "geometry": {"arena": cfg.arena, "arena_shards": cfg.arena_shards, "process_rows": cfg.process_rows,
                      "max_groups": max(32, 2 * len(cfg.groups)), "item_limit": cfg.item_limit,
                      "stat_fields": len(STAT_FIELDS)},
@@ -133,8 +128,6 @@ def reattach(name: str, left: dict, cfg, configure):
     *configure* (``main.configure_arena``) declares the config's groups in it:
     a budget the arena does not hold as recorded is one more reason to discard it.
     """
-    from geecache.shm import Arena, segment
-
     reason = why_not(left, cfg)
     arena = None
     if reason is None:
@@ -164,8 +157,6 @@ def reattach(name: str, left: dict, cfg, configure):
 
 def drop(arena) -> None:
     """Unmap and remove *arena*, whether this process created it or reattached it."""
-    from geecache.shm import segment
-
     name = arena.name
     arena.close()
     segment.unlink(name)

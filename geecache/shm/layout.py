@@ -86,6 +86,8 @@ REPAIRS_AT = 52
 #: Word after that: the shard's ghost sequence number (keys recorded so far, mod 2**32).
 GHOST_SEQ_AT = 56
 MUTEX_BYTES = 40  # sizeof(pthread_mutex_t) on x86-64/aarch64 glibc
+# The 32-bit words after the mutex must not overlap it, nor leave the record.
+assert MUTEX_BYTES <= SHARD_COUNT_AT < REPAIRS_AT < GHOST_SEQ_AT <= LOCK_SIZE - 4
 
 GROUP = struct.Struct("B B H I Q Q Q I I 8x 64s")
 # state, policy (``Policy.code``, see policy.py), name_len, gshards,

@@ -15,9 +15,7 @@
     GET      /_geecache                            this host's figures as JSON, for another host's
                                                    cluster overview (behind the token)
 
-Same behaviour and wire format as the aiohttp handlers they replace
-(``workers/api.py``, ``workers/peer_api.py``), so existing peers and clients
-interoperate.  Anything else is a JSON 404, a known path with another method
+Anything else is a JSON 404, a known path with another method
 a JSON 405 with ``Allow``.
 
 A handler gets a ``Request`` and returns either a reply (answered at once,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import socket
 import ssl
 import time
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 # The three common bounds are host settings: geecache/config.py says why these defaults.
 from geecache.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from workers.dataplane.access import AccessLogProtocol
 from workers.dataplane.protocol import DataPlaneProtocol
 from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, render
 from workers.dataplane.routes import API, Router
@@ -56,10 +58,8 @@ class Limits:
 def fd_headroom(cap: int, reserve: int = 64) -> int:
     """*cap* lowered to what RLIMIT_NOFILE allows, keeping *reserve* descriptors for the rest."""
     try:
-        import resource
-
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
+    except (OSError, ValueError):
         return cap
     if soft == resource.RLIM_INFINITY:
         return cap
@@ -299,8 +299,6 @@ async def serve_data_plane(
     plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes, batch_inflight_bytes), limits, item_limit, http_metrics, ssl_context is not None)
     protocol = DataPlaneProtocol
     if access_log > 0:
-        from workers.dataplane.access import AccessLogProtocol
-
         protocol = type("SampledAccessLogProtocol", (AccessLogProtocol,), {"__slots__": (), "sample": access_log})
     server = await loop.create_server(lambda: protocol(plane), sock=sock, ssl=ssl_context,
                                       backlog=backlog)

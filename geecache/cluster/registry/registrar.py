@@ -31,6 +31,7 @@ import threading
 from typing import Callable, Sequence
 
 from geecache.errors import ConfigError
+from geecache.signals import STOP_SIGNALS as _STOP_SIGNALS
 from geecache.cluster.registry.config import (
     REGISTRY_PREFIX,
     parse_endpoints,
@@ -343,7 +344,6 @@ async def run_registrar(
     await _Registrar(parsed, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease, seeded).run()
 
 
-from geecache.signals import STOP_SIGNALS as _STOP_SIGNALS  # noqa: E402  (one definition per host)
 #: Once told to stop, the process exits by this deadline whatever grpc does:
 #: the revoke and the close are bounded, but a channel teardown was seen to
 #: hang the process past both (once in many CI runs).
