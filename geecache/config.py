@@ -52,6 +52,11 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .version import __version__
+from .defaults import (
+    DEFAULT_BATCH_INFLIGHT_BYTES, DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_KEYS, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PEER_CONNECT_TIMEOUT,
+    DEFAULT_PEER_READ_TIMEOUT,
+)
 from .errors import ConfigError, reported_as
 from .hlc import DEFAULT_MAX_DRIFT
 from .limits import DEFAULT_ITEM_LIMIT, POLICIES, check_group_name
@@ -69,17 +74,8 @@ DEFAULT_WORKER_TIMEOUT = 30.0
 #: Shortest worker_timeout: the heartbeat is stamped 4 times per timeout, and a
 #: loop busy for a quarter of a second on one request must not look hung.
 MIN_WORKER_TIMEOUT = 1.0
-DEFAULT_LOAD_TIMEOUT = 5.0
 #: The admin port's default distance from the data port.
 ADMIN_PORT_OFFSET = 1000
-#: Seconds for a request head.  nginx waits 60 s, Apache's mod_reqtimeout 20-40 s; a cache
-#: client sends its head in one packet, so 10 s is generous and sheds slowloris sooner.
-DEFAULT_HEADER_TIMEOUT = 10.0
-#: Seconds an idle keep-alive connection lives: nginx's and aiohttp's 75 s, so pooled
-#: clients (load tools, the Python client, peers) keep their connections as before.
-DEFAULT_KEEPALIVE_TIMEOUT = 75.0
-#: Data-port connections per worker (also capped by RLIMIT_NOFILE).
-DEFAULT_MAX_CONNECTIONS = 4096
 MAX_WORKERS = 1024
 #: Per-process stat rows the arena has when the config does not say: every worker,
 #: the registrar and the workers still retiring after SIGTTOU each hold one, so
@@ -525,10 +521,10 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "hold up a PUT", between(1, 1024), "N", "int 1..1024"),
     Setting("log_level", STR, "info", "log level of the supervisor and its children",
             one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS), choices=LOG_LEVELS),
-    Setting("peer_connect_timeout", NUMBER, 0.5,
+    Setting("peer_connect_timeout", NUMBER, DEFAULT_PEER_CONNECT_TIMEOUT,
             "seconds to connect to a peer before falling back to loading locally",
             _positive, "S", "number > 0"),
-    Setting("peer_read_timeout", NUMBER, 2.0,
+    Setting("peer_read_timeout", NUMBER, DEFAULT_PEER_READ_TIMEOUT,
             "seconds a peer has to answer once connected before falling back to loading locally",
             _positive, "S", "number > 0"),
     Setting("handoff_window", NUMBER, 30.0,
@@ -566,14 +562,14 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "per-process stat rows in the arena: the most workers + registrar + retiring workers "
             "at once; SIGTTIN beyond it is refused", between(1, 4 * MAX_WORKERS), "N",
             f"int 1..{4 * MAX_WORKERS}", shown=f"max({MIN_PROCESS_ROWS}, 2 × workers + 4)"),
-    Setting("batch_max_keys", INT, 1000,
+    Setting("batch_max_keys", INT, DEFAULT_BATCH_MAX_KEYS,
             "keys one `POST /api/batch` (and one peer batch) may name; past it a 413",
             between(1, 100_000), "N", "int 1..100000"),
-    Setting("batch_max_bytes", SIZE, 16 << 20,
+    Setting("batch_max_bytes", SIZE, DEFAULT_BATCH_MAX_BYTES,
             "bytes of one batch's request body, and of the values one batch get answers; past it a "
             "413 (at most 64MiB, what a peer accepts in one answer)",
             _check_batch_bytes, metavar="SIZE"),
-    Setting("batch_inflight_bytes", SIZE, 64 << 20,
+    Setting("batch_inflight_bytes", SIZE, DEFAULT_BATCH_INFLIGHT_BYTES,
             "bytes the batches one worker is serving at once may hold (request bodies and the values "
             "answered, each batch counted at its bound); past it a batch gets a 503 with `Retry-After` "
             "(a batch is always admitted when none is in flight)", _positive, metavar="SIZE"),

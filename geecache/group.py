@@ -27,6 +27,7 @@ from . import hlc
 from .backoff import wait_while
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec, pack, unpack
+from .defaults import DEFAULT_LOAD_TIMEOUT
 from geecache.observability.latency import SOURCE_LOADS
 from .errors import (
     CodecError,
@@ -60,8 +61,6 @@ DEFAULT_FLIGHT_WAIT = 10.0
 #: How many times a write the source refused as older than its stored version
 #: is re-stamped above that version and tried again (see ``_route_write``).
 WRITE_ATTEMPTS = 3
-#: How long a load from the source may take before the request gets a 504.
-DEFAULT_LOAD_TIMEOUT = 5.0
 
 
 def declare_partitions(cache: Cache, name: str, max_bytes: int, policy: str = "lru",

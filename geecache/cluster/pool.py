@@ -41,6 +41,7 @@ from google.protobuf.message import DecodeError
 from geecache.auth import bearer
 from geecache.cluster.breaker import CLOSED, Breaker
 from geecache.compression import codec_by_id, pack, unpack
+from geecache.defaults import DEFAULT_PEER_CONNECT_TIMEOUT, DEFAULT_PEER_READ_TIMEOUT
 from geecache.cluster.consistenthash import Ring
 from geecache.cluster.transport import ConnectionPool, PeerProtocolError
 from geecache.errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
@@ -459,8 +460,8 @@ class HTTPPool:
         token: str | None = None,
         tls: bool = False,
         ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = 0.5,
-        read_timeout: float = 2.0,
+        connect_timeout: float = DEFAULT_PEER_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_PEER_READ_TIMEOUT,
         codecs: dict[str, str] | None = None,
         replicas: int | None = None,
         breaker: Breaker | None = None,

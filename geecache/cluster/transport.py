@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 from httptools import HttpParserError, HttpResponseParser
 
+from geecache.defaults import DEFAULT_PEER_CONNECT_TIMEOUT, DEFAULT_PEER_READ_TIMEOUT
+
 #: Refuse bodies past this: a peer value is bounded by the item limit anyway.
 MAX_BODY = 64 << 20
 
@@ -139,7 +141,8 @@ class ConnectionPool:
     """
 
     def __init__(self, base_url: str, *, ssl_context: _ssl.SSLContext | None = None,
-                 connect_timeout: float = 0.5, read_timeout: float = 2.0, max_idle: int = 32) -> None:
+                 connect_timeout: float = DEFAULT_PEER_CONNECT_TIMEOUT,
+                 read_timeout: float = DEFAULT_PEER_READ_TIMEOUT, max_idle: int = 32) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"bad peer URL {base_url!r}")

@@ -7,13 +7,10 @@ import time
 from typing import Callable
 
 from .. import hlc
+from ..defaults import DEFAULT_TOMBSTONE_TTL, PURGE_BATCH
 from ..limits import as_bytes
 from .base import Row, Storage, WriteOp, WriteResult, check_write
 
-#: How long a delete's tombstone refuses older writes (see SQLiteStorage).
-DEFAULT_TOMBSTONE_TTL = 600.0
-#: At most this many expired rows are dropped per write (amortised O(1)).
-PURGE_BATCH = 32
 
 
 class MemoryStorage(Storage):

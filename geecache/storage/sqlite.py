@@ -27,20 +27,11 @@ import time
 from typing import Callable
 
 from .. import hlc
+from ..defaults import DEFAULT_TOMBSTONE_TTL, PURGE_BATCH
 from ..errors import ConfigError, LoadError, SourceBusyError, SourceGoneError
 from ..limits import as_bytes
 from .base import Row, Storage, WriteOp, WriteResult, check_write
 
-#: How long a delete's tombstone refuses older writes.  A late write is one
-#: an owner was asked to apply before its deadline (the peer timeout, a few
-#: seconds) and reaches the source later, which the deadline check under the
-#: write lock already refuses; the tombstone is the second line, and ten
-#: minutes is far past any deadline plus clock skew between hosts.  Keeping
-#: tombstones forever would grow the file by every key ever deleted.
-DEFAULT_TOMBSTONE_TTL = 600.0
-#: At least this many expired rows are dropped per transaction, and two more per
-#: row in it (amortised O(1) per write).
-PURGE_BATCH = 32
 #: A row is purged only this long after it expired.  Its expiry is by the
 #: clock of the host that wrote it (invariant 10), and hosts sharing one
 #: database may disagree by minutes, even an hour: a host whose clock is

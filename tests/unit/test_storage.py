@@ -100,7 +100,6 @@ def test_sqlite_bad_path_is_a_config_error(tmp_path):
         SQLiteStorage(tmp_path / "no" / "such" / "dir" / "db.sqlite")
 
 
-@pytest.mark.procs
 class _WriteLockHolder(threading.Thread):
     """Another connection holding a new (rollback-journal) file's write lock until told to commit."""
 
@@ -147,6 +146,7 @@ def test_a_file_locked_past_busy_timeout_is_a_config_error_naming_it(tmp_path):
         holder.join(10)
 
 
+@pytest.mark.procs
 def test_sqlite_from_several_processes_at_once(tmp_path):
     writers, per_child = 3, 200
     s = SQLiteStorage(tmp_path / "db.sqlite")

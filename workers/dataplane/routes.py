@@ -33,6 +33,7 @@ import time
 
 from google.protobuf.message import DecodeError
 
+from geecache.defaults import DEFAULT_BATCH_INFLIGHT_BYTES, DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_KEYS
 from geecache import auth
 from geecache.compression import CODECS, pack, unpack
 from geecache.cluster.consistenthash import members_digest
@@ -223,8 +224,9 @@ def error_reply_for(exc: BaseException) -> Reply:
 class Router:
     """Resolves (method, path) to a handler and holds the handlers over *groups* (config order)."""
 
-    def __init__(self, groups: dict, auth_token: str | None = None, batch_max_keys: int = 1000,
-                 batch_max_bytes: int = 16 << 20, batch_inflight_bytes: int = 64 << 20) -> None:
+    def __init__(self, groups: dict, auth_token: str | None = None,
+                 batch_max_keys: int = DEFAULT_BATCH_MAX_KEYS, batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
+                 batch_inflight_bytes: int = DEFAULT_BATCH_INFLIGHT_BYTES) -> None:
         if not groups:
             raise ValueError("at least one group is needed")
         self._groups = groups

@@ -20,8 +20,10 @@ import ssl
 import time
 from dataclasses import dataclass
 
-# The three common bounds are host settings: geecache/config.py says why these defaults.
-from geecache.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from geecache.defaults import (
+    DEFAULT_BATCH_INFLIGHT_BYTES, DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_KEYS, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+)
 from workers.dataplane.access import AccessLogProtocol
 from workers.dataplane.protocol import DataPlaneProtocol
 from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, render
@@ -275,9 +277,9 @@ async def serve_data_plane(
     http_metrics=None,
     limits: Limits | None = None,
     backlog: int = 1024,
-    batch_max_keys: int = 1000,
-    batch_max_bytes: int = 16 << 20,
-    batch_inflight_bytes: int = 64 << 20,
+    batch_max_keys: int = DEFAULT_BATCH_MAX_KEYS,
+    batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
+    batch_inflight_bytes: int = DEFAULT_BATCH_INFLIGHT_BYTES,
     access_log: float = 0.0,
 ) -> DataPlane:
     """Serve *groups* (name -> Group, first = default) on the listening *sock*; call in the worker's loop.
