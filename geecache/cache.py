@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .errors import UnknownGroupError
 from .limits import POLICIES, check_policy  # noqa: F401  (POLICIES: re-exported)
@@ -18,6 +18,10 @@ from .stats import StatsSink, LocalStats
 
 class Cache(Protocol):
     """A byte cache partitioned by group; every method is synchronous and fast."""
+
+    #: True when a Group over this cache keeps its values compressed (``Group.packs``): the
+    #: arena, whose memory every process shares.  Entries carry their codec id either way.
+    keeps_codec: bool
 
     def configure_group(self, group: str, max_bytes: int, policy: str = "lru") -> None:
         """Declare *group* with its byte budget and eviction policy (``limits.POLICIES``)."""
@@ -28,8 +32,12 @@ class Cache(Protocol):
     def get_entry(self, group: str, key: str) -> tuple[bytes, int, float] | None:
         """(value, codec id, expire_at or 0), or None: ``get`` with the entry's metadata."""
 
-    def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
-        """Store *value*; *ttl* seconds (0 = no expiry). Evicts to stay in budget."""
+    def set(self, group: str, key: str, value: bytes, ttl: float = 0, codec: int = 0) -> None:
+        """Store *value*; *ttl* seconds (0 = no expiry). Evicts to stay in budget.
+
+        *codec* is the id of the codec *value* is packed with (``geecache.compression``;
+        0 = raw); ``get_entry`` hands it back, and nothing here decodes it.
+        """
 
     def delete(self, group: str, key: str) -> bool:
         """Drop *key*; True when it was present."""
@@ -37,8 +45,14 @@ class Cache(Protocol):
     def clear(self, group: str) -> None:
         """Drop every entry of *group*."""
 
+    def usage(self, group: str) -> tuple[int, int]:
+        """(bytes, entries) held for *group*."""
+
     def stats_sink(self, group: str) -> StatsSink:
         """Where this process's counters for *group* are kept."""
+
+    def stats(self, group: str) -> dict[str, int]:
+        """*group*'s counters summed over every process that shares this cache."""
 
 
 class HostFlight(Protocol):
@@ -75,8 +89,11 @@ class LocalCache:
     one serves the library and tests.
     """
 
-    def __init__(self, clock=time.time) -> None:
-        # group -> [OrderedDict key -> (value, expires_at), max_bytes, used_bytes]
+    #: A Group over it keeps values as they are: one process's cache, nobody's memory to share.
+    keeps_codec = False
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        # group -> [OrderedDict key -> (value, expires_at, codec id), max_bytes, used_bytes]
         self._groups: dict[str, list] = {}
         self._stats: dict[str, LocalStats] = {}
         self._clock = clock
@@ -100,15 +117,15 @@ class LocalCache:
         item = entries.get(key)
         if item is None:
             return None
-        value, expires_at = item
+        value, expires_at, codec = item
         if expires_at and expires_at <= self._clock():
             self.delete(group, key)
             self.stats_sink(group).add("expirations")
             return None
         entries.move_to_end(key)
-        return value, 0, expires_at
+        return value, codec, expires_at
 
-    def set(self, group: str, key: str, value: bytes, ttl: float = 0) -> None:
+    def set(self, group: str, key: str, value: bytes, ttl: float = 0, codec: int = 0) -> None:
         g = self._group(group)
         self.delete(group, key)
         size = _size(key, value)
@@ -116,10 +133,10 @@ class LocalCache:
             return
         entries = g[0]
         while g[2] + size > g[1] and entries:
-            old_key, (old_value, _) = entries.popitem(last=False)
+            old_key, (old_value, _, _) = entries.popitem(last=False)
             g[2] -= _size(old_key, old_value)
             self.stats_sink(group).add("evictions")
-        entries[key] = (value, self._clock() + ttl if ttl else 0)
+        entries[key] = (value, self._clock() + ttl if ttl else 0, codec)
         g[2] += size
 
     def delete(self, group: str, key: str) -> bool:
@@ -142,6 +159,10 @@ class LocalCache:
 
     def stats_sink(self, group: str) -> LocalStats:
         return self._stats.setdefault(group, LocalStats())
+
+    def stats(self, group: str) -> dict[str, int]:
+        """*group*'s counters: this process's, the only one that uses this cache."""
+        return self.stats_sink(group).snapshot()
 
 
 def _size(key: str, value: bytes) -> int:

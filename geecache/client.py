@@ -581,11 +581,12 @@ class Client(_Failover):
             time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _candidates(self, admin: bool, owner: str | None) -> list:
+    def _candidates(self, admin: bool, owner: str | None) -> list[tuple[int | None, _Host, _HostPool]]:
         """(index in the host list or None for a ring member, host, pool), in the order to try."""
         if admin:
             return [(i, h, p) for i, (h, p) in enumerate(zip(self._admin_hosts, self._admin_pools))]
-        out = [(i, self._hosts[i], self._pools[i]) for i in self._order()]
+        out: list[tuple[int | None, _Host, _HostPool]] = [(i, self._hosts[i], self._pools[i])
+                                                         for i in self._order()]
         pool = self._member_pools.get(owner) if owner is not None else None
         if pool is not None:
             out.insert(0, (None, self._view.hosts.get(owner) or pool._host, pool))
@@ -635,7 +636,9 @@ class Client(_Failover):
             try:
                 if conn.sock is None:
                     conn.connect()  # a failure here sent nothing: the caller may try another host
-                    conn.sock.settimeout(self._read_timeout)  # connected: reads get their own bound
+                    sock = conn.sock
+                    assert sock is not None  # connect() opened it
+                    sock.settimeout(self._read_timeout)  # connected: reads get their own bound
             except (OSError, http.client.HTTPException):
                 conn.close()
                 raise

@@ -16,17 +16,22 @@ the previous snapshot; the server keeps nothing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import time
 from importlib import resources
-
-import asyncio
+from typing import TYPE_CHECKING, Callable
 
 from geecache import __version__
 from geecache.observability import metrics, procstat
 from geecache.cluster.consistenthash import members_digest
 from geecache.errors import PeerError
+
+if TYPE_CHECKING:
+    from geecache.cluster.pool import HTTPPool
+    from geecache.group import Group
+    from geecache.host.pulse import Pulse
 
 #: Seconds the cluster overview waits for one peer's figures (they are asked all at once).
 OVERVIEW_TIMEOUT = 2.0
@@ -41,7 +46,8 @@ class HostView:
     (``workers.app.host_stats``).
     """
 
-    def __init__(self, groups: dict, group_stats, *, pulse=None, pool=None, workers_configured: int = 1,
+    def __init__(self, groups: dict[str, Group], group_stats: Callable[[str], dict], *,
+                 pulse: Pulse | None = None, pool: HTTPPool | None = None, workers_configured: int = 1,
                  supervisor_pid: int | None = None, arena_bytes: int = 0) -> None:
         self._groups = groups
         self._group_stats = group_stats
@@ -78,7 +84,7 @@ class HostView:
 
     def ring(self) -> dict:
         """The member list this host routes by, its version, and each member's share of keys."""
-        if self._pool is None or not hasattr(self._pool, "ring"):
+        if self._pool is None:
             return {"version": 0, "self": None, "members": [], "shares": {}, "digest": ring_digest(())}
         version, ring = self._pool.ring()
         if self._shares is None or self._shares[0] != version:
@@ -87,12 +93,11 @@ class HostView:
                 "shares": self._shares[1], "digest": ring_digest(ring.nodes)}
 
     def breakers(self) -> dict[str, str] | None:
-        """This worker's breaker state per ring peer (``geecache.cluster.breaker``); None for a pool
-        without one."""
-        breaker = getattr(self._pool, "breaker", None)
-        if breaker is None:
+        """This worker's breaker state per ring peer (``geecache.cluster.breaker``); None without
+        a pool (a host alone)."""
+        if self._pool is None:
             return None
-        me = self._pool.self_address
+        me, breaker = self._pool.self_address, self._pool.breaker
         return {peer: breaker.state(peer) for peer in self.ring()["members"] if peer != me}
 
     def groups(self) -> list[dict]:
@@ -101,7 +106,7 @@ class HostView:
         for name, group in self._groups.items():
             doc = self._group_stats(name)
             doc["name"] = name
-            doc["max_bytes"] = getattr(group, "max_bytes", 0)
+            doc["max_bytes"] = group.max_bytes
             out.append(doc)
         return out
 

@@ -36,8 +36,8 @@ def error_response(status: int, reason: str, headers: dict | None = None) -> web
 def _http_reason(exc: web.HTTPException) -> str:
     if exc.status == 404:
         return "no such path"
-    if exc.status == 405:
-        return f"method {getattr(exc, 'method', '')} not allowed; allowed: {', '.join(sorted(exc.allowed_methods))}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):  # aiohttp's one 405
+        return f"method {exc.method} not allowed; allowed: {', '.join(sorted(exc.allowed_methods))}"
     if exc.status == 413:
         return f"request body too large ({exc.text})" if exc.text else "request body too large"
     return exc.reason

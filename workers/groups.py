@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import ssl
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
+from geecache.cache import Cache, HostFlight
 from geecache.cluster.breaker import Breaker
-from geecache.cluster.pool import HTTPPool, StaticMembers, peer_url
-from geecache.config import Config, GroupConfig
+from geecache.cluster.peers import PeerPicker
+from geecache.cluster.pool import HTTPPool, MemberSource, StaticMembers, peer_url
 from geecache.group import Group
-from geecache.storage import SQLiteStorage, load_source
+from geecache.storage import SQLiteStorage, Storage, load_source
+from geecache.writelog import WriteLog
+
+if TYPE_CHECKING:
+    # geecache.config makes Config and GroupConfig at import (dataclasses.make_dataclass over
+    # its settings tables), so mypy sees no fields on them: to it they are Any.
+    Config = Any
+    GroupConfig = Any
+else:
+    from geecache.config import Config, GroupConfig
 
 
 class Executors:
@@ -27,7 +38,7 @@ class Executors:
         self.writes = ThreadPoolExecutor(cfg.write_threads, thread_name_prefix="geecache-write")
 
 
-def open_source(g: GroupConfig, executors: Executors | None = None):
+def open_source(g: GroupConfig, executors: Executors | None = None) -> Storage:
     """The Storage a group reads from: its SQLite table or its loader function."""
     if g.sqlite is not None:
         return SQLiteStorage(g.sqlite, g.table, executor=executors and executors.writes,
@@ -35,7 +46,7 @@ def open_source(g: GroupConfig, executors: Executors | None = None):
     return load_source(g.loader, executor=executors and executors.loads)
 
 
-def build_peers(cfg: Config, arena, write_log=None):
+def build_peers(cfg: Config, arena: MemberSource, write_log: WriteLog | None = None) -> HTTPPool | None:
     """The cluster's peer picker, or None for a host alone.
 
     With etcd the member list is the arena's ring region (the registrar
@@ -48,6 +59,7 @@ def build_peers(cfg: Config, arena, write_log=None):
         return None
     tls = cfg.tls_cert is not None
     ssl_context = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else None
+    members: MemberSource
     if cfg.etcd:
         self_address, members = cfg.advertise, arena
     else:
@@ -62,7 +74,8 @@ def build_peers(cfg: Config, arena, write_log=None):
                     replay_window=cfg.lease_ttl + 1.0, handoff_window=cfg.handoff_window, write_log=write_log)
 
 
-def build_groups(cfg: Config, cache, flight, peers=None) -> dict[str, Group]:
+def build_groups(cfg: Config, cache: Cache, flight: HostFlight, peers: PeerPicker | None = None
+                 ) -> dict[str, Group]:
     """Every configured group over the shared *cache* and host-wide *flight*, in config order."""
     executors = Executors(cfg)
     return {

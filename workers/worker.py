@@ -21,12 +21,17 @@ import socket
 import ssl
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from geecache import hlc
 from geecache.observability import logs
 from geecache.signals import STOP_SIGNALS
+
+if TYPE_CHECKING:
+    from geecache.shm import Arena
+    from geecache.writelog import WriteLog
 
 log = logging.getLogger("geecache.worker")
 
@@ -114,8 +119,8 @@ def _settle_warm_restart(cfg, arena, guard, peers, write_log) -> None:
     write_log.settle_unsure(since)
 
 
-async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, supervisor_pid: int,
-                 pulse, write_log=None) -> int:
+async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena: Arena, supervisor_pid: int,
+                 pulse, write_log: WriteLog | None = None) -> int:
     # Imported in the worker, after the fork: the supervisor imports this module for
     # worker_main alone and need not load aiohttp, the data plane and the peer pool.
     from geecache.observability import metrics
@@ -132,7 +137,7 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
         # Away means unsure (invariant 9): a pause drops the copies other hosts wrote meanwhile.
         guard = PauseGuard(groups.values(), threshold=cfg.pause_threshold, settle=cfg.lease_ttl + 1.0,
                            members=peers.members if peers is not None else None,
-                           self_address=getattr(peers, "self_address", None),
+                           self_address=peers.self_address if peers is not None else None,
                            ask=peers.writes_elsewhere if peers is not None else None)
         if peers is not None:  # a join is handled inside the refresh that sees it
             peers.on_joined = guard.joined

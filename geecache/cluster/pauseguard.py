@@ -160,6 +160,7 @@ class PauseGuard:
             self._check()
         finally:  # the timer must go on whatever a drop raised
             if self._handle is not None:
+                assert self._loop is not None  # start() set it before it set the timer
                 self._handle = self._loop.call_later(self.interval, self.tick)
 
     def _check(self) -> None:

@@ -13,6 +13,7 @@ from geecache.cluster.consistenthash import Ring
 
 if TYPE_CHECKING:
     from geecache.storage import WriteResult
+    from geecache.writelog import WriteLog
 
 #: The ring of a host alone (no members: whoever asks routes to any host).
 _EMPTY_RING = Ring()
@@ -23,14 +24,25 @@ PEER_WRITE_BATCH = 1000
 
 
 class Peer(Protocol):
-    """Another host of the cluster, reached over the peer protocol."""
+    """Another host of the cluster, reached over the peer protocol (``geecache.cluster.pool.HTTPPeer``)."""
 
     address: str
 
-    async def fetch(self, group: str, key: str, max_size: int) -> tuple[bytes, float]:
+    async def fetch(self, group: str, key: str, max_size: int, *, handoff: bool = False
+                    ) -> tuple[bytes, float]:
         """(value, expire_at or 0) from the owner; NotFoundError, or PeerError when unreachable.
 
         *max_size* bounds the decompressed value (the group's item limit).
+        *handoff*: ask a previous owner, which answers only from its cache
+        (NotFoundError otherwise) and never loads.
+        """
+
+    async def fetch_packed(self, group: str, key: str, max_size: int, *, handoff: bool = False
+                           ) -> tuple[bytes, int, float]:
+        """``fetch`` as the owner sent it: (bytes, codec id, expire_at or 0), not decompressed.
+
+        The codec id is a known one (an unknown one is a PeerError), so a
+        group that keeps values compressed stores the bytes as received.
         """
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
@@ -42,9 +54,9 @@ class Peer(Protocol):
 
     async def write_many(self, group: str, writes: list[tuple[str, bytes | None, float, int]]
                          ) -> list["WriteResult | None"]:
-        """Optional: every ``(key, value or None, ttl, version)`` in one request; an answer per
-        write (None: the owner failed it), PeerError when unreachable.  A peer without it is
-        sent its writes one ``write`` at a time."""
+        """Every ``(key, value or None, ttl, version)`` in one request; an answer per write (None:
+        the owner failed it, and the caller writes it as after a failed ``write``), PeerError
+        when unreachable."""
 
     async def fetch_many(self, group: str, keys: list[str], max_size: int) -> dict[str, tuple[int, bytes, float]]:
         """key -> (status 200/404/error status, value, expire_at) from the owner in one request;
@@ -61,21 +73,28 @@ class Peer(Protocol):
 
 
 class PeerPicker(Protocol):
-    """Maps keys to owners over the current member list."""
+    """Maps keys to owners over the current member list (``geecache.cluster.pool.HTTPPool``)."""
 
     #: Whether members are reached over https (a member's URL is ``peer_url(member, tls)``).
     tls: bool
+    #: The host's shared log of the writes it applied (``geecache.writelog``), which hosts
+    #: that were away ask for; None when nothing keeps one (a host alone).
+    write_log: "WriteLog | None"
 
     def pick(self, key: str) -> Peer | None:
         """The owning peer of *key*, or None when this host owns it."""
 
+    def handoff_peer(self, key: str) -> Peer | None:
+        """For a key this host owns: its owner before the last ring change, while that change
+        is recent (``handoff_window``), when that is another member; else None."""
+
     def ring(self) -> "tuple[int, Ring]":
         """(member list version, the ring built from it) this host routes by now."""
 
-    async def invalidate(self, group: str, keys: list[str]) -> int | None:
+    async def invalidate(self, group: str, keys: list[str]) -> int:
         """Tell every other member to drop hot copies of *keys* (best effort, bounded).
 
-        May return how many peers' circuit breakers that opened.
+        Returns how many peers' circuit breakers that opened.
         """
 
 
@@ -83,13 +102,19 @@ class NoPeers:
     """The picker of a host alone: it owns every key."""
 
     tls = False
+    write_log: "WriteLog | None" = None
 
     def pick(self, key: str) -> None:
+        return None
+
+    def handoff_peer(self, key: str) -> None:
+        """None: a host alone has no previous owner to ask."""
         return None
 
     def ring(self) -> "tuple[int, Ring]":
         """Version 0 and an empty ring: a client that follows the ring asks any host."""
         return 0, _EMPTY_RING
 
-    async def invalidate(self, group: str, keys: list[str]) -> None:
-        return None
+    async def invalidate(self, group: str, keys: list[str]) -> int:
+        """0: there is nobody to tell, so no breaker opens."""
+        return 0

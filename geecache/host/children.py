@@ -93,6 +93,12 @@ class ChildKind:
         raise NotImplementedError
 
 
+def _slot(worker: Child) -> int:
+    """A worker's slot (a Child's slot is None only for a kind without slots, the registrar)."""
+    assert worker.slot is not None
+    return worker.slot
+
+
 class Workers(ChildKind):
     """The HTTP workers: ``target`` slots, resized by SIGTTIN/SIGTTOU.
 
@@ -142,8 +148,7 @@ class Workers(ChildKind):
 
     def _stale(self, arb) -> list[Child]:
         """Serving workers forked with another config than the arbiter's, lowest slot first."""
-        return sorted((w for w in self.live(arb) if self.cfg_of.get(w.pid) is not arb.cfg),
-                      key=lambda w: w.slot)
+        return sorted((w for w in self.live(arb) if self.cfg_of.get(w.pid) is not arb.cfg), key=_slot)
 
     def _roll_step(self, arb) -> None:
         """Fork the next replacement, unless one is booting or the stat rows are all taken."""
@@ -192,7 +197,7 @@ class Workers(ChildKind):
                 if slot not in used:
                     arb.spawn(self, slot)
         for w in workers:
-            if w.slot >= self.target:
+            if _slot(w) >= self.target:
                 log.info("retiring worker %d (pid %d)", w.slot, w.pid)
                 self._retire(arb, w)
                 # Only when no worker of this slot stays (two serve it during a roll).
@@ -286,6 +291,7 @@ class Workers(ChildKind):
         return arb.listener(slot)
 
     def body(self, arb, child_slot: int | None, sock: tuple[socket.socket, socket.socket] | None) -> None:
+        assert sock is not None  # a worker's slot always has its listeners (``listener``)
         data, admin = sock
         worker_main(arb.cfg, data, admin, arb.arena, arb.pid, pulse=arb.child_pulse, write_log=arb.write_log)
 

@@ -122,7 +122,7 @@ def why_not(left: dict, cfg, now: float | None = None) -> str | None:
     return None
 
 
-def reattach(name: str, left: dict, cfg, configure):
+def reattach(name: str, left: dict, cfg, configure) -> Arena | None:
     """The arena *name* mapped for *cfg*, or None (it was unlinked, and the log says why).
 
     *configure* (``main.configure_arena``) declares the config's groups in it:
@@ -145,6 +145,7 @@ def reattach(name: str, left: dict, cfg, configure):
         segment.unlink(name)
         log.warning("discarding arena %s left for a warm restart: %s", name, reason)
         return None
+    assert arena is not None  # no reason to discard it: it was attached
     if cfg.etcd or cfg.peers:
         # Invalidations sent while the host was down never arrived: a hot copy may be stale.
         for g in cfg.groups:

@@ -77,7 +77,7 @@ def prepare_multiproc_dir(path: str | None = None) -> tuple[str, bool]:
     supervisor removes it at exit.  Stale files from an earlier run would add
     its counts to this one's.
     """
-    path = path or os.environ.get(ENV_DIR)
+    path = path or os.environ.get(ENV_DIR) or ""
     created = not path
     if created:
         path = tempfile.mkdtemp(prefix=MULTIPROC_PREFIX)

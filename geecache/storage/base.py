@@ -195,7 +195,10 @@ def row_reader(source) -> Callable[[str], Awaitable[Row | None]]:
     called through it; its rows then read as unversioned and unexpiring,
     which is what ``get`` can tell (it already hides expired rows).
     """
-    if _reads_rows(type(source)):
+    # Declared ``type``: mypy matches a ``type[X]`` against lru_cache's Hashable by X's unbound
+    # ``__hash__`` and refuses it; a class is hashable all the same.
+    cls: type = type(source)
+    if _reads_rows(cls):
         return source.read
     return functools.partial(Storage.read, source)
 

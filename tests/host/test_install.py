@@ -91,6 +91,8 @@ def test_the_wheel_holds_the_packages_and_the_entry_point_only(wheel):
         # The MIT text the metadata names, and PEP 561's marker: mypy reads the annotations.
         assert "MIT License" in z.read(f"{info}/licenses/LICENSE").decode()
         assert "geecache/py.typed" in names
+        # The generated messages' types: the module itself names none of them.
+        assert "geecache/geecachepb/geecache_pb2.pyi" in names
     assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
     assert "Requires-Dist: protobuf<8,>=5.27.2" in metadata
     assert "Classifier: Operating System :: POSIX :: Linux" in metadata

@@ -180,14 +180,13 @@ class _Breaker:
 class _Pool:
     """What HostView reads of an HTTPPool: its ring, its own address, and a breaker."""
 
-    def __init__(self, members, me, breaker=None) -> None:
+    def __init__(self, members, me, breaker) -> None:
         from geecache.cluster.consistenthash import Ring
 
         self._ring = Ring()
         self._ring.add(*members)
         self.self_address = me
-        if breaker is not None:
-            self.breaker = breaker
+        self.breaker = breaker
 
     def ring(self):
         return 7, self._ring
@@ -205,9 +204,9 @@ def _host_text(pool) -> str:
     return generate_latest(registry).decode()
 
 
-def test_breaker_state_per_peer_once_the_pool_has_a_breaker():
+def test_breaker_state_per_peer_of_the_pool():
     members = ["http://a:1", "http://b:1", "http://c:1"]
-    assert "geecache_peer_breaker_state" not in _host_text(_Pool(members, "http://a:1"))
+    assert "geecache_peer_breaker_state" not in _host_text(None)  # a host alone: no pool, no peers
     text = _host_text(_Pool(members, "http://a:1", _Breaker({"http://b:1": "open"})))
     assert _value(text, 'geecache_peer_breaker_state{peer="http://b:1"}') == 1
     assert _value(text, 'geecache_peer_breaker_state{peer="http://c:1"}') == 0

@@ -297,6 +297,22 @@ def test_stats_sinks_count_per_group(backend):
     c.stats_sink("a").add("loads", 2)  # another sink for the same group adds to the same counts
     assert (a.snapshot()["gets"], a.snapshot()["loads"]) == (4, 2)
     assert c.stats_sink("b").snapshot() == dict.fromkeys(STAT_FIELDS, 0)
+    # The group's counters over every process of the cache: here, this process's.
+    assert c.stats("a") == a.snapshot() and c.stats("b") == dict.fromkeys(STAT_FIELDS, 0)
+
+
+def test_an_entry_keeps_the_codec_id_it_was_stored_with(backend):
+    """A Group whose cache keeps compressed values reads each entry by its own codec id."""
+    c = backend.cache
+    c.configure_group("g", 1 << 20)
+    c.set("g", "packed", b"\x28\xb5\x2f\xfd", 60, codec=3)
+    c.set("g", "raw", b"plain")
+    assert c.get_entry("g", "packed") == (b"\x28\xb5\x2f\xfd", 3, backend.clock() + 60)
+    assert c.get_entry("g", "raw") == (b"plain", 0, 0.0)
+    c.set("g", "packed", b"plain again")  # an overwrite takes the new entry's codec
+    assert c.get_entry("g", "packed") == (b"plain again", 0, 0.0)
+    assert backend.check("g") == (backend.entry_bytes("packed", b"plain again")
+                                  + backend.entry_bytes("raw", b"plain"), 2)
 
 
 def test_usage_counts_utf8_bytes_of_keys(backend):

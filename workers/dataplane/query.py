@@ -33,10 +33,10 @@ def parse_query(query: bytes) -> dict[str, str]:
     for part in query.split(b"&"):
         if not part:
             continue
-        name, _, value = part.partition(b"=")
-        name = decode(name)
+        raw_name, _, raw_value = part.partition(b"=")
+        name = decode(raw_name)
         if name not in params:
-            params[name] = decode(value)
+            params[name] = decode(raw_value)
     return params
 
 

@@ -28,7 +28,7 @@ import os
 import random
 import signal
 import threading
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from geecache.errors import ConfigError
 from geecache.signals import STOP_SIGNALS as _STOP_SIGNALS
@@ -38,6 +38,9 @@ from geecache.cluster.registry.config import (
     registry_key,
     validate_advertise,
 )
+
+if TYPE_CHECKING:
+    import aetcd  # for its names only: at run time it is imported after the fork (_Registrar)
 
 _log = logging.getLogger("geecache.cluster.registry")
 
@@ -83,8 +86,9 @@ class _SessionEnded(Exception):
 class _Registrar:
     """State of one registrar run; touched only by its own event loop task."""
 
-    def __init__(self, endpoints, advertise, lease_ttl, on_members, stop, log, prefix, keep_lease=None,
-                 seeded=False):
+    def __init__(self, endpoints: list[tuple[str, int]], advertise: str, lease_ttl: int,
+                 on_members: Callable[[list[str]], None], stop: asyncio.Event, log: logging.Logger,
+                 prefix: str, keep_lease: asyncio.Event | None = None, seeded: bool = False) -> None:
         import aetcd  # grpc is loaded here, after the fork, never at module import
 
         self._aetcd = aetcd
@@ -104,7 +108,7 @@ class _Registrar:
         self._prefix = prefix.encode()
         self._key = registry_key(advertise, prefix).encode()
         self._timeout = call_timeout_for(lease_ttl)
-        self._client = None
+        self._client: aetcd.Client | None = None
         self._lease_id: int | None = None
         self._granted_ttl = lease_ttl
         self._members: set[str] = set()  # as last read from etcd
@@ -118,7 +122,7 @@ class _Registrar:
         host, port = self._endpoints[self._endpoint_index]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
-    def _new_client(self):
+    def _new_client(self) -> aetcd.Client:
         host, port = self._endpoints[self._endpoint_index]
         return self._aetcd.Client(
             host=f"[{host}]" if ":" in host else host,
@@ -295,6 +299,7 @@ class _Registrar:
                     raise err
                 if self._live:
                     delay = BACKOFF_INITIAL  # a fresh outage starts from short retries
+                assert err is not None  # a session never returns normally (``_session``)
                 self._note_failure(err)
                 await self._close_client()
                 # Try the next endpoint: the one that failed is the likeliest dead.
