@@ -83,6 +83,8 @@ class NoPeers:
     """The picker of a host alone: it owns every key."""
 
     tls = False
+    #: No other member, ever: ``invalidate`` has nobody to tell (``Group.finish_set`` skips it).
+    alone = True
 
     def pick(self, key: str) -> None:
         return None
