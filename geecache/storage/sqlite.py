@@ -345,9 +345,12 @@ class SQLiteStorage(Storage):
             committer = self._committer = _Committer(self)
         return committer
 
-    def _commit(self, batch: list["_Pending"], began: list | None = None
+    def _commit(self, batch: list["_Pending"], began: list | None = None, top_up=None
                 ) -> tuple[list[WriteResult | Exception], int]:
         """In a thread: *batch* in one transaction under the host's turn; (answers, commits made).
+
+        *top_up(batch)*, called once the turn is held, adds to *batch* the rows queued while
+        this thread waited for it, so they share this commit instead of waiting for the next.
 
         *began* (one cell) tells the loop how far the commit got: None until the lock is
         held, inf while the judging clock is read, then that clock (Unix seconds): a row
@@ -357,6 +360,8 @@ class SQLiteStorage(Storage):
             raise LoadError(f"{self!r} is closed")
         self._check_file()  # before a new connection could create an empty file at the path
         with self._turn():
+            if top_up is not None:
+                top_up(batch)
             conn = self._conn()
             try:
                 return self._transaction(conn, batch, began)
@@ -640,10 +645,23 @@ class _Committer:
         if self._task is None:
             self._task = self._loop.create_task(self._drain())
 
-    def _take(self) -> list[_Pending]:
-        batch, size, queue = [], 0, self._queue
+    def _take(self, batch: list[_Pending] | None = None) -> list[_Pending]:
+        """Move queued rows to *batch* (a new one: None) up to the bounds of a transaction.
+
+        Also called by the commit thread, as ``_commit``'s *top_up*: the deque's ``popleft``
+        and ``append`` are atomic, the loop thread takes rows only between commits and the
+        timer reads a copy of the queue, so the two threads never take the same row.
+        """
+        queue = self._queue
+        if batch is None:
+            batch, size = [], 0
+        else:
+            size = sum(row.size for row in batch)
         while queue and len(batch) < MAX_BATCH_ROWS:
-            row = queue[0]
+            try:
+                row = queue[0]
+            except IndexError:  # emptied by the drain's end (the loop closing)
+                break
             if batch and size + row.size > MAX_BATCH_BYTES:
                 break
             queue.popleft()
@@ -656,7 +674,9 @@ class _Committer:
     def _watch(self) -> None:
         limit = self._storage._clock() - COMMIT_GRACE
         began = self._began[0]
-        for running, rows in ((True, self._batch), (False, self._queue)):
+        # Copies: the commit thread may move rows from the queue to the batch meanwhile (a
+        # row between the two is seen at the next tick).
+        for running, rows in ((True, list(self._batch)), (False, list(self._queue))):
             for row in rows:
                 if row.give_up < limit and not row.future.done():
                     # A queued row is dropped, and a row of the running commit is refused when
@@ -680,7 +700,7 @@ class _Committer:
                 began = self._began = [None]
                 try:
                     answers, commits = await self._loop.run_in_executor(storage._executor, storage._commit,
-                                                                         batch, began)
+                                                                         batch, began, self._take)
                 except Exception as exc:  # noqa: BLE001 - e.g. closed, or the thread pool shut down
                     answers, commits = [exc] * len(batch), 0
                 for row, answer in zip(batch, answers):
