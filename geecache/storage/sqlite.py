@@ -84,6 +84,10 @@ log = logging.getLogger(__name__)
 # the last connection and checkpoint and delete the -wal/-shm files under the
 # parent.  So the child keeps them referenced, unused and unclosed, forever.
 _orphans: list[sqlite3.Connection] = []
+# Forks this process has seen (one cell, bumped in each child): a committer made before a fork
+# is not the child's.  Cheaper per write than os.getpid(), a system call.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
 
 
 class SQLiteStorage(Storage):
@@ -319,11 +323,11 @@ class SQLiteStorage(Storage):
         return await self._queue().submit([self._pending(*op) for op in ops])
 
     def queue_write(self, key: str, value: bytes | None, version: int) -> asyncio.Future:
-        """One versioned write (no expiry, no deadline) queued for the next commit, without a
-        coroutine: the Future answers its WriteResult, or its exception, once the transaction
+        """One write of *version* (an HLC timestamp > 0; no expiry, no deadline) queued for the
+        next commit, without a coroutine: the Future answers its WriteResult, or its exception, once the transaction
         holding it has committed.  The data plane's PUT uses it (no Task per write);
         SourceBusyError at once when MAX_QUEUED_ROWS already wait."""
-        row = self._pending(key, value, version, 0.0, 0.0)
+        row = _Pending(key, as_bytes(value), version, False, 0.0, 0.0, self._versions.ceiling())
         self._queue().enqueue((row,))
         return row.future
 
@@ -594,13 +598,14 @@ class _Committer:
     write cost a third of the loop's time) answers SourceBusyError to rows
     still unanswered COMMIT_GRACE after their give-up time; such a row, still
     queued, is then dropped, and the thread refuses one it already holds.
-    The queue, the batch and the task are guarded by the event loop's single
-    thread; the Futures belong to that loop.
+    The task is guarded by the event loop's single thread, and so are the
+    queue and the batch, but for the commit thread's top-up (see ``_take``);
+    the Futures belong to that loop.
     """
 
     def __init__(self, storage: SQLiteStorage) -> None:
         self._storage = storage
-        self._pid = os.getpid()
+        self._forks = _forks[0]
         self._loop = asyncio.get_running_loop()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._batch: list[_Pending] = []  # the rows of the commit running now
@@ -614,7 +619,7 @@ class _Committer:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        return self._pid == os.getpid() and loop is self._loop
+        return self._forks == _forks[0] and loop is self._loop
 
     async def submit(self, rows: list[_Pending]) -> list[WriteResult | Exception]:
         """Queue *rows*; their answers once the transaction holding them commits."""
