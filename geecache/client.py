@@ -28,7 +28,9 @@ Timeouts: *timeout* bounds each connect and each socket read, per host tried;
 *connect_timeout* and *read_timeout* set the two apart.  *retries* passes more
 over the hosts after every host failed, *backoff* seconds apart at first and
 doubling (at most RETRY_BACKOFF_CAP); a write that reached a host which then
-failed is never retried: it may have been applied.  *pool_size* idle
+failed, or that a host answered 5xx saying it may have been applied
+(``X-Geecache-Maybe-Applied``), is never sent again: ``UnavailableError`` with
+``maybe_applied=True``.  *pool_size* idle
 keep-alive connections are kept per host.
 
 ``stats()`` reads ``/stats`` from a host's admin port, not its data port:
@@ -52,7 +54,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from .auth import bearer
 from .config import ADMIN_PORT_OFFSET
 from geecache.cluster.consistenthash import Ring, members_digest
-from .errors import ConfigError, NotFoundError, RefusedError, UnavailableError
+from .errors import MAYBE_APPLIED_HEADER, ConfigError, NotFoundError, RefusedError, UnavailableError
 from .limits import as_bytes, check_key, check_ttl
 
 __all__ = ["Client", "AsyncClient"]
@@ -183,18 +185,24 @@ def _reason(body: bytes, phrase: str) -> str:
 
 
 class _ServerFault(Exception):
-    """A 5xx: this host could not serve the request; another one may."""
+    """A 5xx: this host could not serve the request; another one may, unless ``maybe_applied``
+    (the answer said the write may have been applied: it must not be sent again)."""
+
+    def __init__(self, message: str, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
-def _answer(status: int, body: bytes, phrase: str) -> bytes:
-    """*body* for a 2xx; the named error for a 4xx; _ServerFault for anything else."""
+def _answer(status: int, body: bytes, phrase: str, maybe_applied: str | None = None) -> bytes:
+    """*body* for a 2xx; the named error for a 4xx; _ServerFault for anything else
+    (*maybe_applied*: the answer's MAYBE_APPLIED_HEADER)."""
     if 200 <= status < 300:
         return body
     if status == 404:
         raise NotFoundError(_reason(body, phrase))
     if 400 <= status < 500:
         raise RefusedError(status, _reason(body, phrase))
-    raise _ServerFault(f"HTTP {status}: {_reason(body, phrase)}")
+    raise _ServerFault(f"HTTP {status}: {_reason(body, phrase)}", maybe_applied == "1")
 
 
 def _deleted(body: bytes) -> bool:
@@ -598,8 +606,9 @@ class Client(_Failover):
         replayable = _replayable(method, target)
         for i, host, pool in self._candidates(admin, owner):
             try:
-                status, data, phrase, ring = self._send(pool, host.prefix + target, method, body, replayable)
-                out = _answer(status, data, phrase)
+                status, data, phrase, ring, maybe = self._send(pool, host.prefix + target, method, body,
+                                                               replayable)
+                out = _answer(status, data, phrase, maybe)
             except _Delivered as exc:
                 attempts.append((host.url, str(exc)))
                 if not replayable:  # it may have been applied: never sent to another host too
@@ -609,6 +618,10 @@ class Client(_Failover):
                 continue
             except (OSError, http.client.HTTPException, _ServerFault) as exc:
                 attempts.append((host.url, _describe(exc)))
+                if getattr(exc, "maybe_applied", False) and not replayable:
+                    # The host says the write may have been applied: sent elsewhere it could
+                    # be applied twice (ordered after writes made meanwhile).
+                    raise UnavailableError(attempts, maybe_applied=True) from None
                 if i is None:
                     self._view_due = 0.0
                 continue
@@ -623,9 +636,9 @@ class Client(_Failover):
         raise UnavailableError(attempts)
 
     def _send(self, pool: _HostPool, target: str, method: str, body: bytes | None,
-              replayable: bool) -> tuple[int, bytes, str, str | None]:
-        """(status, body, reason, ring version header) of one request; OSError/HTTPException
-        before it was written, ``_Delivered`` after (the host may have it)."""
+              replayable: bool) -> tuple[int, bytes, str, str | None, str | None]:
+        """(status, body, reason, ring header, maybe-applied header) of one request;
+        OSError/HTTPException before it was written, ``_Delivered`` after (the host may have it)."""
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = ("application/x-protobuf" if "/api/batch?" in target
@@ -661,7 +674,7 @@ class Client(_Failover):
                 conn.close()
             else:
                 pool.release(conn)
-            return resp.status, data, resp.reason, resp.getheader(RING_HEADER)
+            return resp.status, data, resp.reason, resp.getheader(RING_HEADER), resp.getheader(MAYBE_APPLIED_HEADER)
         raise AssertionError("unreachable")
 
 
@@ -871,8 +884,8 @@ class AsyncClient(_Failover):
                 try:
                     async with session.request(method, url, data=body) as resp:
                         data = await resp.read()
-                        out = _answer(resp.status, data, resp.reason or "")
                         ring = resp.headers.get(RING_HEADER)
+                        out = _answer(resp.status, data, resp.reason or "", resp.headers.get(MAYBE_APPLIED_HEADER))
                 except aiohttp.ServerDisconnectedError as exc:
                     # A reused keep-alive connection the server had closed: a read is sent
                     # once more, fresh; a write is not (as Client: it may have been applied).
@@ -884,6 +897,9 @@ class AsyncClient(_Failover):
                 except (aiohttp.ClientConnectorError, _CONNECT_TIMEOUT, _ServerFault) as exc:
                     # Not connected (refused or timed out: nothing was sent), or answered.
                     attempts.append((host.url, _describe(exc)))
+                    if getattr(exc, "maybe_applied", False) and not replayable:
+                        # Answered that the write may have been applied: never sent elsewhere too.
+                        raise UnavailableError(attempts, maybe_applied=True) from None
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                     attempts.append((host.url, _describe(exc)))
                     if not replayable:  # written, maybe applied: never sent to another host too

@@ -105,11 +105,28 @@ class SourceGoneError(LoadError):
 
 class SourceBusyError(LoadError):
     """A write the source could not commit in time: too many already wait, or its commit did not
-    come within the bound.  Not applied (or, past the bound, of unknown outcome): the client may
-    retry."""
+    come within the bound.
+
+    ``maybe_applied`` False: it was not applied, and will not be; the client may retry it.
+    True: the transaction holding it had begun and had not answered within the bound, so it
+    may yet commit; sending it again could apply it twice (the answer says so, see
+    ``MAYBE_APPLIED_HEADER``).
+    """
 
     http_status = 503
     public = "the source did not commit the write in time (it cannot keep up); retry later"
+
+    def __init__(self, message: str, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+        if maybe_applied:
+            self.public = ("the source did not answer the write's commit in time; it may have been "
+                           "applied, so it must not be sent again as a new write")
+
+
+#: The header of a write's 5xx answer whose write may have been applied (its value ``1``): a
+#: client must not send that write to another host, or again, as if it had not been.
+MAYBE_APPLIED_HEADER = "X-Geecache-Maybe-Applied"
 
 
 class PeerError(GeeCacheError):

@@ -47,7 +47,7 @@ from .limits import (
 )
 from geecache.cluster.peers import PEER_WRITE_BATCH, NoPeers, PeerPicker
 from .singleflight import Group as SingleFlight
-from .storage.base import WriteOp, WriteResult, batch_writer, row_reader
+from .storage.base import WriteOp, WriteResult, batch_writer, row_reader, write_queue
 
 log = logging.getLogger("geecache.group")
 
@@ -772,37 +772,95 @@ class Group:
                 answers[i] = result
                 continue
             try:
-                self.invalidate([op.key])
+                entry = self._keep(op.key, op.value, wanted, result)
             except LockTimeoutError as exc:
                 answers[i] = exc  # the old value may still be served: not acknowledged
                 continue
             answers[i] = result
-            if not result.applied:
-                self.stats.add("writes_refused")
-                _observe(result.version)
-                continue
-            partition = ttl = None
-            if op.value is not None:
-                partition, ttl = self._partition(op.key)
-                if wanted:
-                    ttl = min(ttl, wanted) if partition == self._hot else wanted
-                self._store(partition, op.key, op.value, ttl)
-            stored.append((op.key, op.value, partition, ttl))
+            if entry is not None:
+                stored.append(entry)
         if stored:
-            # A load another process of this host runs may have read the source before these
-            # writes: wait it out (bounded), then store (or drop) again.
-            racing = [entry for entry in stored if self._flight.loading(self.name, entry[0])]
-            if racing:
-                await asyncio.gather(*(self._outlast_loads(key) for key, *_ in racing))
-            for key, value, partition, ttl in racing:
-                if value is not None:
-                    self._store(partition, key, value, ttl)
-                else:
-                    self.invalidate([key])
-            trips = await self.peers.invalidate(self.name, [key for key, *_ in stored])
-            if trips:
-                self.stats.add("peer_trips", trips)
+            await self._publish(stored)
         return answers
+
+    def _keep(self, key: str, value: bytes | None, wanted: float, result: WriteResult
+              ) -> tuple[str, bytes | None, str | None, float | None] | None:
+        """After the source answered *result* for a write: drop this host's copies, keep the new
+        value.  None when the source refused it (a newer version, late), else the ``(key, value,
+        partition, ttl)`` stored, for ``_publish``.  LockTimeoutError: a stalled process holds
+        the shard, the old value may still be served (not to be acknowledged).
+        """
+        self.invalidate([key])
+        if not result.applied:
+            self.stats.add("writes_refused")
+            _observe(result.version)
+            return None
+        partition = ttl = None
+        if value is not None:
+            partition, ttl = self._partition(key)
+            if wanted:
+                ttl = min(ttl, wanted) if partition == self._hot else wanted
+            self._store(partition, key, value, ttl)
+        return key, value, partition, ttl
+
+    def _racing(self, stored: list) -> list:
+        """Those of *stored* a load in another process of this host may have read before."""
+        loading = self._flight.loading
+        return [entry for entry in stored if loading(self.name, entry[0])]
+
+    async def _publish(self, stored: list, racing: list | None = None) -> None:
+        """The rest of applied writes: outlast the loads racing them, tell the other members."""
+        # A load another process of this host runs may have read the source before these
+        # writes: wait it out (bounded), then store (or drop) again.
+        racing = self._racing(stored) if racing is None else racing
+        if racing:
+            await asyncio.gather(*(self._outlast_loads(key) for key, *_ in racing))
+        for key, value, partition, ttl in racing:
+            if value is not None:
+                self._store(partition, key, value, ttl)
+            else:
+                self.invalidate([key])
+        trips = await self.peers.invalidate(self.name, [key for key, *_ in stored])
+        if trips:
+            self.stats.add("peer_trips", trips)
+
+    def start_set(self, key: str, value: bytes) -> tuple[asyncio.Future, int] | None:
+        """``set(key, value)`` without a coroutine, when this host owns *key* and the source
+        queues writes (``queue_write``): (the Future of its commit, the write's version), to
+        hand to ``finish_set``.  None when the write must take ``set``'s path (another owner,
+        another source); then nothing has been done.
+
+        Measured: the coroutines of ``set`` and the Task that ran them cost more of a PUT's
+        CPU than the commit; this is ``set``'s path for the common case, and ``finish_set``
+        goes back to it for the rest (a refusal to re-stamp, a racing load, members to tell).
+        """
+        check_key(key)
+        value = check_value(value, self.item_limit)
+        self._check_writable()
+        queue_write = write_queue(self.source)
+        if queue_write is None or self.peers.pick(key) is not None:
+            return None
+        self.stats.add("sets")
+        version = hlc.clock.now()
+        return queue_write(key, value, version), version
+
+    def finish_set(self, key: str, value: bytes, version: int, future: asyncio.Future):
+        """The rest of ``start_set(key, value)`` once its commit's *future* is done: None when
+        the write is acknowledged, else the coroutine that settles it (await it before
+        acknowledging).  Raises the write's error."""
+        if future.cancelled():
+            raise LoadError(f"group {self.name!r}: the write of {key!r} was cancelled")
+        error = future.exception()
+        if error is not None:
+            raise error
+        result = future.result()
+        entry = self._keep(key, value, 0.0, result)
+        if entry is None:
+            return self._settle_write(key, value, 0.0, version, result)
+        racing = self._racing([entry])
+        if racing or not self.peers.alone:
+            return self._publish([entry], racing)
+        return None
 
     async def _outlast_loads(self, key: str) -> bool:
         """Wait (bounded) for a load of *key* another process of this host is running.

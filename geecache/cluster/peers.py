@@ -80,6 +80,8 @@ class PeerPicker(Protocol):
     #: The host's shared log of the writes it applied (``geecache.writelog``), which hosts
     #: that were away ask for; None when nothing keeps one (a host alone).
     write_log: "WriteLog | None"
+    #: True when there is never another member to tell of a write (``NoPeers``).
+    alone: bool
 
     def pick(self, key: str) -> Peer | None:
         """The owning peer of *key*, or None when this host owns it."""
@@ -103,6 +105,8 @@ class NoPeers:
 
     tls = False
     write_log: "WriteLog | None" = None
+    #: No other member, ever: ``invalidate`` has nobody to tell (``Group.finish_set`` skips it).
+    alone = True
 
     def pick(self, key: str) -> None:
         return None

@@ -452,6 +452,9 @@ class HTTPPool:
     connections belong to that loop.
     """
 
+    #: A pool has (or may come to have) other members: writes are announced to them.
+    alone = False
+
     def __init__(
         self,
         self_address: str,

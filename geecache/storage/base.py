@@ -188,6 +188,21 @@ def _reads_rows(cls: type) -> bool:
     return read_at is not None and get_at is not None and issubclass(read_at, get_at)
 
 
+@functools.lru_cache(maxsize=256)
+def _queues_writes(cls: type) -> bool:
+    """*cls* defines ``queue_write`` at or below the classes that define its ``write_many`` and ``write``."""
+    at = _defining_class(cls, "queue_write")
+    return at is not None and all(issubclass(at, _defining_class(cls, name) or object)
+                                  for name in ("write_many", "write"))
+
+
+def write_queue(source) -> Callable | None:
+    """*source*'s ``queue_write(key, value, version) -> Future`` (a store that group-commits, as
+    SQLiteStorage), or None: also when a subclass overrode ``write_many`` or ``write`` (to count
+    or fail writes, say), which must then be called."""
+    return source.queue_write if _queues_writes(type(source)) else None
+
+
 def row_reader(source) -> Callable[[str], Awaitable[Row | None]]:
     """How a Group loads a row from *source*: its ``read``, unless a subclass overrode only ``get``.
 

@@ -16,7 +16,6 @@ import asyncio
 import collections
 import contextlib
 import fcntl
-import itertools
 import logging
 import math
 import os
@@ -76,6 +75,10 @@ log = logging.getLogger(__name__)
 # the last connection and checkpoint and delete the -wal/-shm files under the
 # parent.  So the child keeps them referenced, unused and unclosed, forever.
 _orphans: list[sqlite3.Connection] = []
+# Forks this process has seen (one cell, bumped in each child): a committer made before a fork
+# is not the child's.  Cheaper per write than os.getpid(), a system call.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
 
 
 class SQLiteStorage(Storage):
@@ -329,19 +332,28 @@ class SQLiteStorage(Storage):
 
     async def write_many(self, ops: list[WriteOp]) -> list[WriteResult | Exception]:
         """Every op queued at once, so they share a transaction (see the class doc)."""
-        rows = []
-        for key, value, version, expire_at, deadline in ops:
-            check_write(version, expire_at, deadline)
-            if value is not None:
-                value = as_bytes(value)
-            # An unversioned write's version is taken here, on the loop thread:
-            # the HLC is not thread-safe.  The statement lifts it above the stored one.
-            unversioned = not version
-            if unversioned:
-                version = self._versions.now()
-            rows.append(_Pending(key, value, version, unversioned, float(expire_at), float(deadline),
-                                 self._versions.ceiling()))
-        return await self._queue().submit(rows)
+        return await self._queue().submit([self._pending(*op) for op in ops])
+
+    def queue_write(self, key: str, value: bytes | None, version: int) -> asyncio.Future:
+        """One write of *version* (an HLC timestamp > 0; no expiry, no deadline) queued for the
+        next commit, without a coroutine: the Future answers its WriteResult, or its exception, once the transaction
+        holding it has committed.  The data plane's PUT uses it (no Task per write);
+        SourceBusyError at once when MAX_QUEUED_ROWS already wait."""
+        row = _Pending(key, as_bytes(value), version, False, 0.0, 0.0, self._versions.ceiling())
+        self._queue().enqueue((row,))
+        return row.future
+
+    def _pending(self, key: str, value, version: int, expire_at: float, deadline: float) -> "_Pending":
+        check_write(version, expire_at, deadline)
+        if value is not None:
+            value = as_bytes(value)
+        # An unversioned write's version is taken here, on the loop thread:
+        # the HLC is not thread-safe.  The statement lifts it above the stored one.
+        unversioned = not version
+        if unversioned:
+            version = self._versions.now()
+        return _Pending(key, value, version, unversioned, float(expire_at), float(deadline),
+                        self._versions.ceiling())
 
     def _queue(self) -> "_Committer":
         committer = self._committer
@@ -349,26 +361,41 @@ class SQLiteStorage(Storage):
             committer = self._committer = _Committer(self)
         return committer
 
-    def _commit(self, batch: list["_Pending"]) -> tuple[list[WriteResult | Exception], int]:
-        """In a thread: *batch* in one transaction under the host's turn; (answers, commits made)."""
+    def _commit(self, batch: list["_Pending"], began: list | None = None, top_up=None
+                ) -> tuple[list[WriteResult | Exception], int]:
+        """In a thread: *batch* in one transaction under the host's turn; (answers, commits made).
+
+        *top_up(batch)*, called once the turn is held, adds to *batch* the rows queued while
+        this thread waited for it, so they share this commit instead of waiting for the next.
+
+        *began* (one cell) tells the loop how far the commit got: None until the lock is
+        held, inf while the judging clock is read, then that clock (Unix seconds): a row
+        whose limit is not above it was refused, so the committer can tell a write given up
+        on whether it may still be applied (see ``_Committer._watch``)."""
         if self._closed:
             raise LoadError(f"{self!r} is closed")
         self._check_file()  # before a new connection could create an empty file at the path
         with self._turn():
+            if top_up is not None:
+                top_up(batch)
             conn = self._conn()
             try:
-                return self._transaction(conn, batch)
+                return self._transaction(conn, batch, began)
             except sqlite3.Error as exc:
                 error = LoadError(f"sqlite write to {self._path}: {exc}")
                 error.__cause__ = exc
                 return [error] * len(batch), 0
 
-    def _transaction(self, conn: sqlite3.Connection, batch: list["_Pending"]):
+    def _transaction(self, conn: sqlite3.Connection, batch: list["_Pending"], began: list | None = None):
         if not self._begin(conn, max(row.limit for row in batch)):
             return [self._refused(conn, row) for row in batch], 0
         answers: list[WriteResult | Exception] = []
         try:
+            if began is not None:
+                began[0] = math.inf  # (set before the clock is read: see _commit)
             now = self._clock()  # after the wait for the lock, not before
+            if began is not None:
+                began[0] = now
             try:
                 answers = self._apply(conn, batch, now)
             except sqlite3.Error:
@@ -583,16 +610,18 @@ class _Committer:
     write cost a third of the loop's time) answers SourceBusyError to rows
     still unanswered COMMIT_GRACE after their give-up time; such a row, still
     queued, is then dropped, and the thread refuses one it already holds.
-    The queue, the batch and the task are guarded by the event loop's single
-    thread; the Futures belong to that loop.
+    The task is guarded by the event loop's single thread, and so are the
+    queue and the batch, but for the commit thread's top-up (see ``_take``);
+    the Futures belong to that loop.
     """
 
     def __init__(self, storage: SQLiteStorage) -> None:
         self._storage = storage
-        self._pid = os.getpid()
+        self._forks = _forks[0]
         self._loop = asyncio.get_running_loop()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._batch: list[_Pending] = []  # the rows of the commit running now
+        self._began: list = [None]        # how far that commit got (see SQLiteStorage._commit)
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -602,22 +631,11 @@ class _Committer:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        return self._pid == os.getpid() and loop is self._loop
+        return self._forks == _forks[0] and loop is self._loop
 
     async def submit(self, rows: list[_Pending]) -> list[WriteResult | Exception]:
         """Queue *rows*; their answers once the transaction holding them commits."""
-        storage = self._storage
-        if len(self._queue) + len(rows) > MAX_QUEUED_ROWS:
-            raise SourceBusyError(f"the source cannot keep up: {len(self._queue)} writes already wait for "
-                                  "a commit; retry")
-        give_up = storage._clock() + storage._busy_timeout  # the clock deadlines are judged by
-        for row in rows:
-            row.give_up = give_up
-            row.limit = min(row.deadline, give_up) if row.deadline else give_up
-            row.future = self._loop.create_future()
-            self._queue.append(row)
-        if self._task is None:
-            self._task = self._loop.create_task(self._drain())
+        self.enqueue(rows)
         out: list[WriteResult | Exception] = []
         for row in rows:
             try:
@@ -626,10 +644,41 @@ class _Committer:
                 out.append(exc)
         return out
 
-    def _take(self) -> list[_Pending]:
-        batch, size, queue = [], 0, self._queue
+    def enqueue(self, rows) -> None:
+        """Queue *rows* (each gets its Future) and start a drain when none runs;
+        SourceBusyError, queueing none, past MAX_QUEUED_ROWS."""
+        storage = self._storage
+        queue = self._queue
+        if len(queue) + len(rows) > MAX_QUEUED_ROWS:
+            raise SourceBusyError(f"the source cannot keep up: {len(queue)} writes already wait for "
+                                  "a commit; retry")
+        give_up = storage._clock() + storage._busy_timeout  # the clock deadlines are judged by
+        create_future = self._loop.create_future
+        for row in rows:
+            row.give_up = give_up
+            row.limit = min(row.deadline, give_up) if row.deadline else give_up
+            row.future = create_future()
+            queue.append(row)
+        if self._task is None:
+            self._task = self._loop.create_task(self._drain())
+
+    def _take(self, batch: list[_Pending] | None = None) -> list[_Pending]:
+        """Move queued rows to *batch* (a new one: None) up to the bounds of a transaction.
+
+        Also called by the commit thread, as ``_commit``'s *top_up*: the deque's ``popleft``
+        and ``append`` are atomic, the loop thread takes rows only between commits and the
+        timer reads a copy of the queue, so the two threads never take the same row.
+        """
+        queue = self._queue
+        if batch is None:
+            batch, size = [], 0
+        else:
+            size = sum(row.size for row in batch)
         while queue and len(batch) < MAX_BATCH_ROWS:
-            row = queue[0]
+            try:
+                row = queue[0]
+            except IndexError:  # emptied by the drain's end (the loop closing)
+                break
             if batch and size + row.size > MAX_BATCH_BYTES:
                 break
             queue.popleft()
@@ -641,11 +690,20 @@ class _Committer:
 
     def _watch(self) -> None:
         limit = self._storage._clock() - COMMIT_GRACE
-        for row in itertools.chain(self._batch, self._queue):
-            if row.give_up < limit and not row.future.done():
-                row.future.set_exception(SourceBusyError(
-                    f"the source did not commit the write within "
-                    f"{self._storage._busy_timeout + COMMIT_GRACE:g}s; it may not have been applied"))
+        began = self._began[0]
+        # Copies: the commit thread may move rows from the queue to the batch meanwhile (a
+        # row between the two is seen at the next tick).
+        for running, rows in ((True, list(self._batch)), (False, list(self._queue))):
+            for row in rows:
+                if row.give_up < limit and not row.future.done():
+                    # A queued row is dropped, and a row of the running commit is refused when
+                    # the commit's judging clock (see _commit) was not below its limit, or will
+                    # be read only now: neither is applied.  Else it may have been.
+                    maybe = running and began is not None and began < row.limit
+                    row.future.set_exception(SourceBusyError(
+                        f"the source did not commit the write within "
+                        f"{self._storage._busy_timeout + COMMIT_GRACE:g}s; "
+                        + ("it may have been applied" if maybe else "it was not applied"), maybe_applied=maybe))
         self._timer = self._loop.call_later(WATCH_PERIOD, self._watch)
 
     async def _drain(self) -> None:
@@ -656,9 +714,10 @@ class _Committer:
                 batch = self._batch = self._take()
                 if not batch:
                     continue
+                began = self._began = [None]
                 try:
                     answers, commits = await self._loop.run_in_executor(storage._executor, storage._commit,
-                                                                         batch)
+                                                                         batch, began, self._take)
                 except Exception as exc:  # noqa: BLE001 - e.g. closed, or the thread pool shut down
                     answers, commits = [exc] * len(batch), 0
                 for row, answer in zip(batch, answers):
@@ -673,7 +732,12 @@ class _Committer:
         finally:
             self._task = None
             self._timer.cancel()
-            for row in itertools.chain(self._batch, self._queue):  # cancelled: the loop is closing
+            for row in self._batch:  # cancelled: the loop is closing, the commit may be running
+                if not row.future.done():
+                    row.future.set_exception(SourceBusyError(
+                        f"{storage!r}: the event loop closed before the commit was answered; it may "
+                        "have been applied", maybe_applied=True))
+            for row in self._queue:
                 if not row.future.done():
                     row.future.set_exception(LoadError(f"{storage!r}: the event loop closed before the commit was answered"))
             self._batch = []

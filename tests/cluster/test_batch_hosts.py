@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -17,7 +18,7 @@ from geecache.errors import InvalidKeyError, RefusedError
 from geecache.geecachepb import BatchItem, BatchRequest, BatchResponse
 from tests.support.loaders import count_loads
 from tests.support.cluster import static_hosts
-from tests.support.proc import start_supervisor
+from tests.support.proc import start_supervisor, wait_until
 
 pytestmark = pytest.mark.procs
 
@@ -191,6 +192,25 @@ def test_sets_and_deletes_of_a_batch_reach_every_owner(three):
         assert ca.get_many(keys, group="s") == {k: k.encode() * 3 for k in keys[6:]}
 
 
+def _requests(h, methods: str, route: str) -> float:
+    """Requests of *methods* (a regex) to *route* (a regex) this host's /metrics counts."""
+    _status, body = h.admin_get("/metrics")
+    return sum(float(v) for v in re.findall(
+        r'geecache_http_requests_total\{method="(?:%s)",route="%s",status="\d+"\} ([\d.e+]+)'
+        % (methods, route), body.decode()))
+
+
+def _write_requests(h) -> float:
+    """Write requests this host served for other hosts, batches (``_writes``) and single writes,
+    as counted once its metrics were flushed after everything sent to it so far."""
+    # /metrics is flushed once a second: a /healthz sent now is counted in the same flush as
+    # every request before it (one worker), so once it shows, they all do.
+    marks = _requests(h, "GET", "/healthz")
+    assert h.get("/healthz")[0] == 200
+    wait_until(lambda: _requests(h, "GET", "/healthz") > marks, what="the metrics flush")
+    return _requests(h, "POST|PUT|DELETE", r"/_geecache/\{group\}/(?:_writes|\{key:\.\+\})")
+
+
 def _source_counts(h) -> tuple[int, int]:
     stats = h.admin_json("/stats")["s"]
     return stats["source_commits"], stats["source_writes"]
@@ -204,10 +224,13 @@ def test_a_100_key_set_many_is_one_request_and_one_commit_per_owner(three):
         owners.setdefault(_owner(a, k), []).append(k)
     assert len(owners) == 3, "100 keys should land on all three hosts"
     before = {h.port: _source_counts(h) for h in three}
+    requests = {h.port: _write_requests(h) for h in three}
     with _client(a) as c:
         c.set_many({k: b"x" + k.encode() for k in keys}, group="s")
         assert c.get_many(keys, group="s") == {k: b"x" + k.encode() for k in keys}
     for h in three:
+        # Through A, a non-owner of most keys: one peer request to each other owner, none to A.
+        assert _write_requests(h) - requests[h.port] == (0 if h is a else 1), h.port
         commits, writes = (x - y for x, y in zip(_source_counts(h), before[h.port]))
         # Each owner got its keys in one request and wrote them in one transaction.
         assert (commits, writes) == (1, len(owners[f"http://127.0.0.1:{h.port}"])), h.port

@@ -11,7 +11,11 @@ One run measures, on one box and one disk (a temp dir):
   SQLite file in the same directory; ``wrk -t2 --latency`` sends PUTs of fresh
   keys with 100-byte values (the anchors' ``put.lua``) at c16 and c64: PUT/s,
   p50/p99/max latency, non-2xx answers, and the rows per commit the host's
-  ``/stats`` counted (``source_writes / source_commits``);
+  ``/stats`` counted (``source_writes / source_commits``), and the server CPU
+  per PUT: utime + stime of the host's whole process tree (supervisor,
+  workers, their threads) over the requests answered, as ``bench_http``
+  samples it: on a box where wrk shares the cores, CPU per request is what
+  bounds the rate;
 - **a 90% GET / 10% PUT mix** at c64 over 1,000 cached keys (every tenth
   request a PUT of a fresh key), its GET rate beside a pure-GET run of the
   same keys.
@@ -38,6 +42,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(PERF_DIR))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from tests.perf.bench_http import tree_cpu_seconds  # noqa: E402
 from tests.perf.common import progress, result, table  # noqa: E402
 from tests.support.proc import start_supervisor  # noqa: E402
 
@@ -156,17 +161,22 @@ def run(quick: bool = False, seconds: float | None = None, get_keys: int = GET_K
             run_wrk(url, put_lua, 16, 1, "warm")  # connections, threads, the file's first pages
             for c in (16, 64):
                 before = h.admin_json("/stats")[GROUP]
+                cpu0 = tree_cpu_seconds(h.pid)
                 r = run_wrk(url, put_lua, c, seconds, f"c{c}-")
+                cpu = tree_cpu_seconds(h.pid) - cpu0
                 after = h.admin_json("/stats")[GROUP]
+                us_per_put = cpu * 1e6 / r["requests"] if r["requests"] else 0.0
                 commits = after["source_commits"] - before["source_commits"]
                 writes = after["source_writes"] - before["source_writes"]
                 per_commit = writes / commits if commits else 0.0
-                progress(f"PUT c{c}: {r['rps']:.0f}/s, p99 {_ms(r['p99'])} ms, {per_commit:.1f} rows/commit")
+                progress(f"PUT c{c}: {r['rps']:.0f}/s, p99 {_ms(r['p99'])} ms, {per_commit:.1f} rows/commit, "
+                         f"{us_per_put:.0f} server CPU us/PUT")
                 rows.append([f"PUT c{c}", round(r["rps"]), _ms(r["p50"]), _ms(r["p99"]), _ms(r["max"]),
-                             r["non2xx"] + r["socket_errors"], round(per_commit, 1),
+                             r["non2xx"] + r["socket_errors"], round(per_commit, 1), round(us_per_put, 1),
                              round(r["rps"] / raw1, 2), round(r["rps"] / raw100, 3)])
                 summary.update({f"put_c{c}.{k}": v for k, v in r.items()})
                 summary[f"put_c{c}.rows_per_commit"] = per_commit
+                summary[f"put_c{c}.server_cpu_us_per_put"] = us_per_put
                 summary[f"put_c{c}.ratio_to_raw_100_rows"] = r["rps"] / raw100
 
             progress(f"90% GET / 10% PUT over {get_keys} cached keys, and pure GETs")
@@ -181,9 +191,9 @@ def run(quick: bool = False, seconds: float | None = None, get_keys: int = GET_K
             h.stop()
         mix_gets = mix["rps"] * 0.9
         rows.append(["pure GET c64", round(pure["rps"]), _ms(pure["p50"]), _ms(pure["p99"]), _ms(pure["max"]),
-                     pure["non2xx"] + pure["socket_errors"], None, None, None])
+                     pure["non2xx"] + pure["socket_errors"], None, None, None, None])
         rows.append(["90/10 mix c64", round(mix["rps"]), _ms(mix["p50"]), _ms(mix["p99"]), _ms(mix["max"]),
-                     mix["non2xx"] + mix["socket_errors"], None, None, None])
+                     mix["non2xx"] + mix["socket_errors"], None, None, None, None])
         summary.update({"mix.gets_per_s": mix_gets, "mix.puts_per_s": mix["rps"] * 0.1,
                         "pure_get.gets_per_s": pure["rps"], "mix.get_rate_ratio": mix_gets / pure["rps"],
                         "mix.p99": mix["p99"], "mix.max": mix["max"]})
@@ -197,7 +207,7 @@ def run(quick: bool = False, seconds: float | None = None, get_keys: int = GET_K
               ["case", "rows/s"], raw_rows),
         table(f"through geecache ({WORKERS} workers, wrk -t{THREADS}, {seconds:g}s per run, {VALUE_BYTES}-byte values)",
               ["case", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "rows/commit",
-               "÷ raw 1-row", "÷ raw 100-row"], rows),
+               "CPU µs/req", "÷ raw 1-row", "÷ raw 100-row"], rows),
         table("GET rate with writes beside it", ["case", "GET/s"], mix_rows),
     ], summary)
 

@@ -38,7 +38,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 from geecache.errors import InvalidKeyError
 from workers.dataplane.query import api_params
 from workers.dataplane.responses import (
-    CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, error_reply, render,
+    CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, NO_CONTENT, error_reply, render,
 )
 from workers.dataplane.routes import (
     API, BATCH, BATCH_BUSY, PEER_BATCH, RETRY_AFTER, UNMATCHED, Request, error_reply_for, is_batch_path,
@@ -48,6 +48,7 @@ from workers.dataplane.routes import (
 log = logging.getLogger("geecache.worker")
 
 _GET = b"GET"
+_PUT = b"PUT"
 _API_PATH = b"/api"
 _API_KEY = b"/api?key="
 _MISSING_KEY = "missing query parameter 'key'"
@@ -74,7 +75,7 @@ class DataPlaneProtocol(asyncio.Protocol):
     __slots__ = (
         "_plane", "_router", "_parser", "_transport", "_closed", "_queue", "_pending",
         "_write_paused", "_read_paused", "_busy", "_eof", "_lingering", "_linger_since", "_stopped",
-        "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at", "_batch_unsent",
+        "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at", "_batch_unsent", "_put",
         # the request being parsed
         "_url", "_start", "_auth", "_clen", "_chunked", "_expect", "_conn_hdr", "_special",
         "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end", "_accept",
@@ -102,6 +103,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._t0 = 0.0
         self._paused_at = 0.0
         self._batch_unsent = 0       # bytes of a batch answer still in the write buffer (counted in the budget)
+        self._put = None             # the PUT whose commit is _pending: (group, key, value, version, end, start)
         self._url = b""
         self._start = 0.0
         self._auth = None
@@ -358,6 +360,11 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _serve(self, method: bytes, url: bytes, auth, body, end: bytes, start: float, accept=None) -> None:
         """Answer one complete request: at once when it can be, else through a task."""
+        if method == _PUT and url[:9] == _API_KEY:
+            key = url[9:]
+            if key and b"&" not in key and b"%" not in key and b"+" not in key:
+                self._serve_put(key.decode(), auth, body or b"", end, start)
+                return
         if method == _GET and url[:9] == _API_KEY:
             key = url[9:]
             if key and b"&" not in key and b"%" not in key and b"+" not in key and (
@@ -391,6 +398,44 @@ class DataPlaneProtocol(asyncio.Protocol):
         if end is END_CLOSE:
             self._close()
         # (No _last stamp: data_received set it for this read; the idle clock runs from there.)
+
+    def _serve_put(self, key: str, auth, body: bytes, end: bytes, start: float) -> None:
+        """``PUT /api?key=K`` on the default group: answered from its commit's Future when
+        this host owns the key (``Router.start_put``), else through a task as any write."""
+        router = self._router
+        try:
+            started = router.start_put(key, body, auth)
+        except Exception as exc:  # the token, the key or value limits, a source that cannot keep up
+            self._reply(error_reply_for(exc), "PUT", API, start, end, False)
+            return
+        if started is None:
+            self._spawn(router.put(key, body), "PUT", API, start, end, False)
+            return
+        future, version = started
+        self._put = (router.default_group, key, body, version, end, start)
+        self._pending = future
+        self._busy = True  # (reading goes on: a request read meanwhile queues, and pauses it)
+        future.add_done_callback(self._put_committed)
+
+    def _put_committed(self, future) -> None:
+        group, key, value, version, end, start = self._put
+        self._put = None
+        try:
+            rest = group.finish_set(key, value, version, future)
+        except Exception as exc:
+            reply = error_reply_for(exc)
+        else:
+            if rest is not None:  # a refusal to settle, a racing load, members to tell
+                self._pending = None
+                self._spawn(self._router.settled(rest), "PUT", API, start, end, False)
+                return
+            reply = NO_CONTENT
+        self._pending = None
+        if self._closed:
+            self._plane.metrics.observe("PUT", API, 499, perf_counter() - start)
+            return
+        self._reply(reply, "PUT", API, start, end, False)
+        self._drain()
 
     def _hit(self, value: bytes, end: bytes, start: float) -> None:
         plane = self._plane

@@ -38,8 +38,8 @@ from geecache import auth
 from geecache.compression import CODECS, pack, unpack
 from geecache.cluster.consistenthash import members_digest
 from geecache.errors import (
-    CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError, UnknownGroupError,
-    public_reason,
+    MAYBE_APPLIED_HEADER, CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError,
+    SourceBusyError, UnknownGroupError, public_reason,
 )
 from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, RecentWrites
 from geecache.lifetimes import seconds_left
@@ -159,6 +159,8 @@ class BatchBusy(GeeCacheError):
 
 #: The header of every 503 that a retry soon may cure.
 RETRY_AFTER = b"Retry-After: 1\r\n"
+#: The header of a 5xx whose write may have been applied (see ``SourceBusyError``).
+MAYBE_APPLIED = MAYBE_APPLIED_HEADER.encode() + b": 1\r\n"
 #: The reason of a batch refused for the worker's budget (``batch_inflight_bytes``).
 BATCH_BUSY = ("this worker's batches in flight hold their budget (batch_inflight_bytes); retry later")
 
@@ -216,6 +218,9 @@ def error_reply_for(exc: BaseException) -> Reply:
         # public_reason: no key, group name or source path of the message reaches the client.
         if exc.http_status >= 500 and exc.public is not None:
             _log_cause(exc)
+        if isinstance(exc, SourceBusyError):
+            # Not applied: a retry soon may cure it.  Maybe applied: the client must know.
+            return error_reply(503, public_reason(exc), MAYBE_APPLIED if exc.maybe_applied else RETRY_AFTER)
         return error_reply(exc.http_status, public_reason(exc))
     log.error("unhandled error on the data plane", exc_info=exc)
     return error_reply(500, "internal error")
@@ -372,6 +377,23 @@ class Router:
         key = self._key(params)
         group = self.group_named(params.get("group"))
         return self._put(group, key, req.body, params.get("ttl", 0))
+
+    def start_put(self, key: str, body: bytes, auth: bytes | None):
+        """``PUT /api?key=K`` on the default group without a coroutine, when it can be: the
+        commit's Future (``Group.start_set``), or None when the write takes the full path
+        (``api_put``'s); the token checked first."""
+        self._authorize(auth)
+        return self.default_group.start_set(key, body)
+
+    def put(self, key: str, body: bytes):
+        """``PUT /api?key=K`` on the default group by the full path (after ``start_put``)."""
+        return self._put(self.default_group, key, body, 0)
+
+    @staticmethod
+    async def settled(rest) -> Reply:
+        """The answer of a ``start_put`` write once *rest* (``Group.finish_set``'s) is done."""
+        await rest
+        return NO_CONTENT
 
     @staticmethod
     async def _put(group, key: str, value: bytes, ttl) -> Reply:
