@@ -72,6 +72,7 @@ typedef struct {
     double bounds[MAX_BOUNDS];
     /* tallies since the last drain (the Python hit path's plane.hit_tally and bytes_written) */
     uint64_t count, written;
+    uint64_t answered;       /* every hit answered here, never reset (tests, diagnostics) */
     double seconds;
     uint64_t buckets[MAX_BOUNDS + 1];
     char *out;
@@ -378,8 +379,9 @@ static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t na
     }
     if (out == NULL)
         return NULL;
-    PyObject *call[2] = {args[1], out};
-    PyObject *r = PyObject_VectorcallMethod(str_write, call, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    /* call[0]: the slot PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee borrow. */
+    PyObject *call[3] = {NULL, args[1], out};
+    PyObject *r = PyObject_VectorcallMethod(str_write, call + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(out);
     if (r == NULL)
         return NULL;
@@ -390,6 +392,7 @@ static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t na
     while (b < hp->nbounds && hp->bounds[b] < sec)
         b++;
     hp->count += hits;
+    hp->answered += hits;
     hp->seconds += sec * hits;
     hp->buckets[b] += hits;
     hp->written += len;
@@ -587,7 +590,7 @@ static PyObject *HitPath_probe(HitPath *hp, PyObject *key)
     }
     if (r == HP_HIT) {
         count_hit(hp, at);
-        return Py_BuildValue("(sy#)", "hit", hp->out, (Py_ssize_t)len);
+        return Py_BuildValue("(sy#)", "hit", hp->out ? hp->out : "", (Py_ssize_t)len);
     }
     return Py_BuildValue("(sO)", r == HP_MISS ? "miss" : "doubt", Py_None);
 }
@@ -606,6 +609,11 @@ static int HitPath_set_head(HitPath *hp, PyObject *v, void *closure)
     Py_INCREF(v);
     Py_XSETREF(hp->head, v);
     return 0;
+}
+
+static PyObject *HitPath_get_answered(HitPath *hp, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(hp->answered);
 }
 
 static PyObject *HitPath_get_live(HitPath *hp, void *closure)
@@ -640,6 +648,7 @@ static PyGetSetDef HitPath_getset[] = {
     {"head", (getter)HitPath_get_head, (setter)HitPath_set_head,
      "The hit head up to 'Content-Length: ' (the sweep sets it with each new Date line)", NULL},
     {"live", (getter)HitPath_get_live, NULL, "False once the mapping was released", NULL},
+    {"answered", (getter)HitPath_get_answered, NULL, "Hits serve() answered so far", NULL},
     {NULL}
 };
 
