@@ -56,6 +56,7 @@ class FakeClock:
 
 def reader(arena: Arena, group: Group, *, max_url=MAX_URL, max_header=MAX_HEADER, accept_ok=True):
     return arena.hit_reader(group.name, group._hot, _hitpath.HitPath, head=b"HEAD|", bounds=(0.001, float("inf")),
+                            tally=[0, 0.0, 0, 0, 0],
                             max_url=max_url, max_header=max_header, accept_ok=accept_ok)
 
 

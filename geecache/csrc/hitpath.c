@@ -70,11 +70,9 @@ typedef struct {
     int accept_ok;           /* Accept-Encoding changes nothing (the group does not pack) */
     int nbounds;
     double bounds[MAX_BOUNDS];
-    /* tallies since the last drain (the Python hit path's plane.hit_tally and bytes_written) */
-    uint64_t count, written;
+    PyObject *tally;         /* the plane's hit tally: [count, seconds, bucket counts...] */
+    uint64_t written;        /* bytes written since the last take_written() */
     uint64_t answered;       /* every hit answered here, never reset (tests, diagnostics) */
-    double seconds;
-    uint64_t buckets[MAX_BOUNDS + 1];
     char *out;
     size_t out_cap;
     PyObject *weakrefs;      /* the arena keeps its readers in a WeakSet */
@@ -347,6 +345,23 @@ static double monotonic(void)
 
 /* ------------------------------------------------------------------ the type */
 
+/* tally[i] += add (a new reference, or NULL on error), as the Python hit path adds. */
+static int tally_add(PyObject *tally, Py_ssize_t i, PyObject *add)
+{
+    if (add == NULL)
+        return -1;
+    if (i >= PyList_GET_SIZE(tally)) {  /* someone shrank the list: count nothing, break nothing */
+        Py_DECREF(add);
+        return 0;
+    }
+    PyObject *sum = PyNumber_Add(PyList_GET_ITEM(tally, i), add);
+    Py_DECREF(add);
+    if (sum == NULL)
+        return -1;
+    PyList_SetItem(tally, i, sum);
+    return 0;
+}
+
 static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyBytes_Check(args[0])) {
@@ -391,11 +406,12 @@ static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t na
     int b = 0;
     while (b < hp->nbounds && hp->bounds[b] < sec)
         b++;
-    hp->count += hits;
     hp->answered += hits;
-    hp->seconds += sec * hits;
-    hp->buckets[b] += hits;
     hp->written += len;
+    if (tally_add(hp->tally, 0, PyLong_FromUnsignedLongLong(hits)) < 0
+        || tally_add(hp->tally, 1, PyFloat_FromDouble(sec * hits)) < 0
+        || tally_add(hp->tally, 2 + b, PyLong_FromUnsignedLongLong(hits)) < 0)
+        return NULL;
     return PyLong_FromSsize_t(done);
 }
 
@@ -429,15 +445,16 @@ static void release_view(HitPath *hp)
 
 static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"mapping", "layout", "main", "hot", "cells", "head", "bounds",
+    static char *names[] = {"mapping", "layout", "main", "hot", "cells", "head", "bounds", "tally",
                             "max_url", "max_header", "accept_ok", "clock", "realtime", NULL};
-    PyObject *mapping, *main, *hot, *head, *bounds, *clock;
+    PyObject *mapping, *main, *hot, *head, *bounds, *tally, *clock;
     unsigned long long slots_off, refs_off, data_off, gets_at, local_at, hot_at;
     unsigned int sps, n_shards, item_limit;
     int accept_ok, realtime;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKK)SOnnpOp", names, &mapping,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKK)SOO!nnpOp", names, &mapping,
                                      &slots_off, &refs_off, &data_off, &sps, &n_shards, &item_limit,
                                      &main, &hot, &gets_at, &local_at, &hot_at, &head, &bounds,
+                                     &PyList_Type, &tally,
                                      &hp->max_url, &hp->max_header, &accept_ok, &clock, &realtime))
         return -1;
     release_view(hp);
@@ -461,6 +478,12 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     }
     Py_DECREF(seq);
     hp->nbounds = (int)nb;
+    if (PyList_GET_SIZE(tally) < 3 + nb) {
+        PyErr_SetString(PyExc_ValueError, "the tally needs count, seconds and len(bounds) + 1 buckets");
+        return -1;
+    }
+    Py_INCREF(tally);
+    Py_XSETREF(hp->tally, tally);
     if (PyObject_GetBuffer(mapping, &hp->view, PyBUF_WRITABLE) < 0) {
         hp->view.buf = NULL;
         return -1;
@@ -504,6 +527,7 @@ static void HitPath_dealloc(HitPath *hp)
     release_view(hp);
     Py_XDECREF(hp->head);
     Py_XDECREF(hp->clock);
+    Py_XDECREF(hp->tally);
     PyMem_Free(hp->out);
     Py_TYPE(hp)->tp_free((PyObject *)hp);
 }
@@ -514,30 +538,10 @@ static PyObject *HitPath_release(HitPath *hp, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *HitPath_drain(HitPath *hp, PyObject *tally)
+static PyObject *HitPath_take_written(HitPath *hp, PyObject *unused)
 {
-    if (!PyList_Check(tally) || PyList_GET_SIZE(tally) < 2 + hp->nbounds + 1) {
-        PyErr_SetString(PyExc_TypeError, "drain(tally: list of [count, sum, buckets...])");
-        return NULL;
-    }
-    for (int f = 0; f < 3 + hp->nbounds; f++) {
-        PyObject *add;
-        if (f == 1)
-            add = PyFloat_FromDouble(hp->seconds);
-        else
-            add = PyLong_FromUnsignedLongLong(f == 0 ? hp->count : hp->buckets[f - 2]);
-        if (add == NULL)
-            return NULL;
-        PyObject *sum = PyNumber_Add(PyList_GET_ITEM(tally, f), add);
-        Py_DECREF(add);
-        if (sum == NULL)
-            return NULL;
-        PyList_SetItem(tally, f, sum);
-    }
     PyObject *written = PyLong_FromUnsignedLongLong(hp->written);
-    hp->count = hp->written = 0;
-    hp->seconds = 0.0;
-    memset(hp->buckets, 0, sizeof hp->buckets);
+    hp->written = 0;
     return written;
 }
 
@@ -635,8 +639,8 @@ static PyObject *xxh3(PyObject *mod, PyObject *data)
 static PyMethodDef HitPath_methods[] = {
     {"serve", (PyCFunction)(void (*)(void))HitPath_serve, METH_FASTCALL,
      "serve(data, transport) -> bytes of data answered (from its start) with one transport.write"},
-    {"drain", (PyCFunction)HitPath_drain, METH_O,
-     "drain(tally) -> bytes written since the last drain; adds the hits' count, seconds and buckets to tally"},
+    {"take_written", (PyCFunction)HitPath_take_written, METH_NOARGS,
+     "take_written() -> bytes serve() wrote since the last call"},
     {"release", (PyCFunction)HitPath_release, METH_NOARGS,
      "Drop the mapping (before it is closed, or in a forked child); serve answers nothing after"},
     {"scan", (PyCFunction)HitPath_scan, METH_O, "scan(data) -> [(length, key)] the parser takes (tests)"},

@@ -49,7 +49,7 @@ def hit_path(group, plane):
     try:
         return cache.hit_reader(
             group.name, hot_group_name(group.name), _hitpath.HitPath,
-            head=plane.hit_head, bounds=tuple(float(b) for b in plane.bounds),
+            head=plane.hit_head, bounds=tuple(float(b) for b in plane.bounds), tally=plane.hit_tally,
             max_url=plane.max_url_bytes, max_header=plane.max_header_bytes,
             # Accept-Encoding matters only to a group that keeps values compressed.
             accept_ok=not group.packs)

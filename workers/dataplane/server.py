@@ -127,8 +127,8 @@ class _Plane:
         self.date = date_line(time.time())
         self.hit_head = hit_head(self.date)
         self.busy_answer = render(error_reply(503, "too many connections"), self.date, END_CLOSE)
-        #: The compiled hit path (``hitpath.py``) when it serves this plane, else None; its
-        #: counts join the tallies at each flush.  ``hits`` is what connections call: the
+        #: The compiled hit path (``hitpath.py``) when it serves this plane, else None; it adds
+        #: to ``hit_tally`` as the Python hit path does, its bytes join at each flush.  ``hits`` is what connections call: the
         #: same object, None once the plane closes (a closing plane answers with
         #: Connection: close, which only the Python path writes).
         self.hit_path = self.hits = None
@@ -220,7 +220,7 @@ class _Plane:
     def flush_metrics(self) -> None:
         """Hand the request tallies and the connection and byte totals to the metrics files."""
         if self.hit_path is not None:
-            self.bytes_written += self.hit_path.drain(self.hit_tally)
+            self.bytes_written += self.hit_path.take_written()
         self.metrics.traffic(len(self.conns), self.accepted, self.refused, self.bytes_read, self.bytes_written)
         self.metrics.flush()
 
