@@ -183,7 +183,7 @@ def test_the_parser_takes_only_what_the_python_protocol_would_answer(arena):
             assert python_takes(data[pos:]) == (used, key), data[pos:]
             pos += used
             taken += 1
-    assert taken > 1000 * SCALE  # the mix holds plenty of the common case
+    assert taken > 800 * SCALE  # the mix holds plenty of the common case
 
 
 def test_the_parser_takes_every_ordinary_request(arena):
