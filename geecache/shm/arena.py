@@ -43,7 +43,7 @@ from .ghost import Ghost
 from .groups import GroupTable
 from .layout import (
     CONFIG, ENTRY, ENTRY_SIZE, FLIGHT, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION, MAGIC,
-    RING, SLOT, SLOT_SIZE, SLOT_VERSION_AT, STATS, U32, Geometry,
+    RING, ROWHEAD, SLOT, SLOT_SIZE, SLOT_VERSION_AT, STATS, U32, Geometry,
 )
 from .lock import Locks, trylock as _trylock, unlock as _unlock
 from .log import Logs
@@ -134,6 +134,9 @@ class Arena:
         #: freeze the event loop of every other worker (invariant 8).
         self.lock_timeout: float | None = None
         self._closed = False
+        #: Compiled readers holding this mapping (``hit_layout``): released before it is
+        #: unmapped, and in a forked child (their counter cells are the parent's row).
+        self._readers: "weakref.WeakSet" = weakref.WeakSet()
         _live.add(self)
 
     @classmethod
@@ -191,6 +194,7 @@ class Arena:
             self._close_map()
 
     def _close_map(self) -> None:
+        self._release_readers()
         if hasattr(self, "_stats"):
             self._stats.release()  # its view of the row must go before the mapping
         self._buf.release() if hasattr(self, "_buf") else None
@@ -214,7 +218,12 @@ class Arena:
     def _forked(self) -> None:
         # A child has a new pid: it must not write the parent's stat row.
         self._creator_pid = 0
+        self._release_readers()
         self._stats.forked()
+
+    def _release_readers(self) -> None:
+        for reader in list(getattr(self, "_readers", ())):
+            reader.release()
 
     def register_process(self) -> None:
         """Claim this process's stat row now (otherwise done on first use)."""
@@ -312,11 +321,34 @@ class Arena:
             self._expire_slot(g, s, i, ver)  # outside the try: it takes the lock
             return None
         # The policy's reference byte (a plain store, no lock; racing readers may lose a count).
+        # Mirrored in C by hit_touch_policy (geecache/csrc/hitpath.c): change both together.
         r = self._refs_off + s * spsz + i
         ref = mm[r]
         if ref < g.ref_max:
             mm[r] = ref + 1
         return kv[klen:], codec, exp
+
+    def hit_reader(self, group: str, hot: str, factory, **kw):
+        """A compiled reader of *group*'s hits (then *hot*'s): ``factory(...)``, kept by the arena.
+
+        *factory* (``geecache._hitpath.HitPath``) gets this mapping and the numbers
+        ``get_entry`` reads by: the slot, reference and data regions, both group records
+        (index, shards, hash prefix, ``ref_max``), the offsets of this process's ``gets``,
+        ``local_hits`` and ``hot_hits`` cells of *group*, and the clock; *kw* are the
+        caller's.  The reader holds the mapping until its ``release()``, which the arena
+        calls before it unmaps and in a forked child (the cells are this process's row).
+        """
+        g, h = self._group(group), self._group(hot)
+        row = self._stats.claim() + ROWHEAD
+        cell = {name: row + (g.idx * len(STAT_FIELDS) + i) * 8 for i, name in enumerate(STAT_FIELDS)}
+        reader = factory(
+            self._mm,
+            (self._slots_off, self._refs_off, self._data_off, self._sps, self._n_shards, self._item_limit),
+            (g.idx, g.gshards, g.prefix, g.ref_max), (h.idx, h.gshards, h.prefix, h.ref_max),
+            (cell["gets"], cell["local_hits"], cell["hot_hits"]),
+            clock=self._clock, realtime=self._clock is time.time, **kw)
+        self._readers.add(reader)
+        return reader
 
     # ------------------------------------------------------------ writes
 

@@ -28,8 +28,9 @@ from tests.support.proc import REPO, Host, wait_until
 pytestmark = pytest.mark.procs
 
 #: Not part of a source tree a user would build from (or too big to copy).
+# (*.so: an editable install builds the compiled hit path in place; a wheel builds its own.)
 _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "build", "dist", "*.egg-info", "run",
-                                     "out", ".pytest_cache", ".hypothesis", "geecache-data", "*.db*")
+                                     "out", ".pytest_cache", ".hypothesis", "geecache-data", "*.db*", "*.so")
 
 
 def _run(cmd, **kw) -> subprocess.CompletedProcess:
@@ -38,23 +39,25 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
     return r
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """A wheel built from a copy of the checkout that also holds a demo data dir, as a run leaves."""
+def _build_wheel(tmp_path_factory, env=None) -> Path:
     src = tmp_path_factory.mktemp("src") / "geecache"
     shutil.copytree(REPO, src, ignore=_NOT_SOURCE)
     (src / "geecache-data").mkdir()
     (src / "geecache-data" / "demo.db").write_bytes(b"a run from the checkout left this")
     dist = tmp_path_factory.mktemp("dist")
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-          "-q", "-w", str(dist), str(src)])
+          "-q", "-w", str(dist), str(src)], env=env)
     (found,) = dist.glob("geecache-*.whl")
     return found
 
 
 @pytest.fixture(scope="module")
-def venv(wheel, tmp_path_factory) -> Path:
-    """A fresh venv with the wheel installed non-editable; dependencies from this environment."""
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the checkout that also holds a demo data dir, as a run leaves."""
+    return _build_wheel(tmp_path_factory)
+
+
+def _install(wheel: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv")
     _run([sys.executable, "-m", "venv", "--without-pip", str(root)])
     python = root / "bin" / "python"
@@ -65,6 +68,36 @@ def venv(wheel, tmp_path_factory) -> Path:
     # Appended after the venv's own site-packages: its geecache wins, the dependencies resolve.
     Path(site, "zz_test_dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def venv(wheel, tmp_path_factory) -> Path:
+    """A fresh venv with the wheel installed non-editable; dependencies from this environment."""
+    return _install(wheel, tmp_path_factory)
+
+
+_HIT_PATH = "import workers.dataplane.hitpath as h; print(h.available())"
+
+
+def test_the_wheel_carries_the_compiled_hit_path(wheel, venv, tmp_path):
+    if shutil.which(sysconfig.get_config_var("CC").split()[0]) is None:
+        pytest.skip("no C compiler here: the wheel is pure Python")
+    with zipfile.ZipFile(wheel) as z:
+        assert any(n.startswith("geecache/_hitpath.") and n.endswith(".so") for n in z.namelist())
+    python = str(venv / "bin" / "python")
+    assert _run([python, "-c", _HIT_PATH], cwd=tmp_path, env=_env(venv)).stdout.split() == ["True"]
+
+
+def test_a_failed_c_build_installs_the_pure_python_package(tmp_path_factory, tmp_path):
+    # A compiler that fails: the optional extension is skipped, the install is not.
+    env = dict(os.environ, CC="false", LDSHARED="false")
+    wheel = _build_wheel(tmp_path_factory, env=env)
+    with zipfile.ZipFile(wheel) as z:
+        # (its type stub, geecache/_hitpath.pyi, is package data either way)
+        assert not any(n.startswith("geecache/_hitpath.") and n.endswith((".so", ".pyd")) for n in z.namelist())
+    venv = _install(wheel, tmp_path_factory)
+    python = str(venv / "bin" / "python")
+    assert _run([python, "-c", _HIT_PATH], cwd=tmp_path, env=_env(venv)).stdout.split() == ["False"]
 
 
 def _env(venv: Path) -> dict:

@@ -10,6 +10,8 @@ arena.  Every wait on the loop thread is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import threading
 from pathlib import Path
@@ -20,6 +22,28 @@ from geecache.storage import MemoryStorage, SQLiteStorage, load_source
 
 #: Seconds any call into the loop thread may take before the test fails.
 CALL_TIMEOUT = 30.0
+#: The data plane's hit paths (``workers/dataplane/hitpath.py``): fixtures that run a contract
+#: on both take one of these.  "compiled" is the default (the Python path where it is not built).
+HIT_PATHS = ("compiled", "python")
+
+
+@contextlib.contextmanager
+def hit_path_env(hit_path: str):
+    """``GEECACHE_PURE_PYTHON`` set while a plane is built for the "python" hit path."""
+    from workers.dataplane.hitpath import PURE_PYTHON_ENV
+
+    before = os.environ.get(PURE_PYTHON_ENV)
+    if hit_path == "python":
+        os.environ[PURE_PYTHON_ENV] = "1"
+    else:
+        os.environ.pop(PURE_PYTHON_ENV, None)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PURE_PYTHON_ENV, None)
+        else:
+            os.environ[PURE_PYTHON_ENV] = before
 
 
 def standard_groups(tmp: Path, arena) -> dict[str, Group]:
@@ -40,7 +64,7 @@ class PlaneServer:
     """A running data plane on ``port``; ``call`` runs a coroutine function on its loop."""
 
     def __init__(self, tmp: Path, *, groups=standard_groups, item_limit: int = 1 << 20,
-                 arena_bytes: int = 24 << 20, **serve_kwargs) -> None:
+                 arena_bytes: int = 24 << 20, hit_path: str = "compiled", **serve_kwargs) -> None:
         import uvloop
 
         from workers.dataplane import serve_data_plane
@@ -60,7 +84,8 @@ class PlaneServer:
 
         async def boot():
             self.groups = groups(self.tmp, self.arena)
-            self.plane = await serve_data_plane(self.sock, self.groups, item_limit=item_limit, **serve_kwargs)
+            with hit_path_env(hit_path):
+                self.plane = await serve_data_plane(self.sock, self.groups, item_limit=item_limit, **serve_kwargs)
 
         try:
             self.call(boot)
@@ -68,6 +93,11 @@ class PlaneServer:
             self._shutdown_loop()
             self._free_arena()
             raise
+
+    @property
+    def compiled(self) -> bool:
+        """True when this plane answers hits with the compiled hit path."""
+        return self.plane._plane.hit_path is not None
 
     def call(self, fn, *args, timeout: float = CALL_TIMEOUT):
         """Run ``fn(*args)`` (a coroutine function) on the plane's loop; its result."""

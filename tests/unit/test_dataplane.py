@@ -17,13 +17,13 @@ import subprocess
 import aiohttp
 import pytest
 
-from tests.support.dataplane import PlaneServer
+from tests.support.dataplane import HIT_PATHS, PlaneServer
 from tests.support.h11client import Reader, exchange, read_answers, request_bytes
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory):
-    server = PlaneServer(tmp_path_factory.mktemp("dataplane"), auth_token=None)
+@pytest.fixture(scope="module", params=HIT_PATHS)
+def plane(tmp_path_factory, request):
+    server = PlaneServer(tmp_path_factory.mktemp("dataplane"), auth_token=None, hit_path=request.param)
     yield server
     server.stop()
 

@@ -20,7 +20,7 @@ import pytest
 from geecache.errors import NotFoundError, PeerError
 from geecache.cluster.pool import HTTPPeer, HTTPPool, StaticMembers
 from tests.support.certs import client_context, self_signed
-from tests.support.dataplane import PlaneServer
+from tests.support.dataplane import HIT_PATHS, PlaneServer
 from tests.support.h11client import exchange, read_answers, request_bytes
 from workers.dataplane import Limits
 
@@ -45,9 +45,9 @@ def wait_closed(sock: socket.socket, bound: float = 10.0) -> bytes:
     raise AssertionError("the server did not close the connection")
 
 
-@pytest.fixture
-def short(tmp_path):
-    server = PlaneServer(tmp_path, limits=SHORT)
+@pytest.fixture(params=HIT_PATHS)
+def short(tmp_path, request):
+    server = PlaneServer(tmp_path, limits=SHORT, hit_path=request.param)
     yield server
     server.stop()
 
@@ -184,14 +184,15 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(tmp_pat
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def metered(tmp_path_factory):
+@pytest.fixture(scope="module", params=HIT_PATHS)
+def metered(tmp_path_factory, request):
     from prometheus_client import CollectorRegistry
 
     from geecache.observability.metrics import HttpMetrics
 
     registry = CollectorRegistry(auto_describe=False)
-    server = PlaneServer(tmp_path_factory.mktemp("metered"), http_metrics=HttpMetrics(registry), auth_token="tok")
+    server = PlaneServer(tmp_path_factory.mktemp("metered"), http_metrics=HttpMetrics(registry), auth_token="tok",
+                         hit_path=request.param)
     server.registry = registry
     yield server
     server.stop()

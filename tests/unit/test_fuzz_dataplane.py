@@ -21,7 +21,7 @@ import pytest
 
 from geecache.group import Group
 from geecache.storage import MemoryStorage, SQLiteStorage, load_source
-from tests.support.dataplane import PlaneServer
+from tests.support.dataplane import HIT_PATHS, PlaneServer
 
 TOKEN = "fuzz-token"
 METHODS = ["GET", "PUT", "DELETE", "POST", "HEAD", "PATCH", "OPTIONS", "BREW", "CONNECT", "GET"]
@@ -51,10 +51,10 @@ def fuzz_groups(tmp, arena):
             "upper": group("upper", load_source("tests.support.loaders:sync_upper"))}
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory):
+@pytest.fixture(scope="module", params=HIT_PATHS)
+def plane(tmp_path_factory, request):
     server = PlaneServer(tmp_path_factory.mktemp("fuzz-dp"), groups=fuzz_groups, item_limit=4096,
-                         auth_token=TOKEN)
+                         auth_token=TOKEN, hit_path=request.param)
     yield server
     server.stop()
 

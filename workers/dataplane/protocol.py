@@ -76,6 +76,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         "_plane", "_router", "_parser", "_transport", "_closed", "_queue", "_pending",
         "_write_paused", "_read_paused", "_busy", "_eof", "_lingering", "_linger_since", "_stopped",
         "_refusal", "_last", "_started", "_in_request", "_t0", "_paused_at", "_batch_unsent", "_put",
+        "_clean",
         # the request being parsed
         "_url", "_start", "_auth", "_clen", "_chunked", "_expect", "_conn_hdr", "_special",
         "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end", "_accept",
@@ -104,6 +105,9 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._paused_at = 0.0
         self._batch_unsent = 0       # bytes of a batch answer still in the write buffer (counted in the budget)
         self._put = None             # the PUT whose commit is _pending: (group, key, value, version, end, start)
+        # The parser holds no byte of an unfinished message (between on_message_complete and
+        # the next on_message_begin): only then may the compiled hit path read a new one.
+        self._clean = True
         self._url = b""
         self._start = 0.0
         self._auth = None
@@ -172,6 +176,14 @@ class DataPlaneProtocol(asyncio.Protocol):
             # bounds what httptools buffers of a field on_header has not seen yet.
             if self._in_request:
                 self._head_left -= len(data)
+            elif (hits := plane.hits) is not None and self._clean and not self._busy \
+                    and (n := hits.serve(data, self._transport)):
+                # The compiled hit path answered the first n bytes (hitpath.py).  The rest
+                # starts a request as one in the tail of a read does (on_url stamps it).
+                self._started = tick
+                if n == len(data):
+                    return
+                data = data[n:]
             elif data[0] != 13 or data.strip(b"\r\n"):
                 # (Empty lines between requests are ignored, RFC 9112 §2.2: they start no
                 # request, so they do not start the header timeout either.)
@@ -207,6 +219,9 @@ class DataPlaneProtocol(asyncio.Protocol):
     # per field), and at ~80k hits/s per core every one shows.  The limits on
     # target and field sizes are checked once per request, in
     # on_headers_complete; a head still incomplete is bounded in data_received.
+
+    def on_message_begin(self) -> None:
+        self._clean = False
 
     def on_url(self, url: bytes) -> None:
         if self._url:
@@ -305,6 +320,7 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._clean = True
         url = self._url
         self._url = b""
         self._hdr_bytes = 0

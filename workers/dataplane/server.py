@@ -25,6 +25,7 @@ from geecache.defaults import (
     DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 )
 from workers.dataplane.access import AccessLogProtocol
+from workers.dataplane.hitpath import hit_path
 from workers.dataplane.protocol import DataPlaneProtocol
 from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, render
 from workers.dataplane.routes import API, Router
@@ -128,6 +129,11 @@ class _Plane:
         self.date = date_line(time.time())
         self.hit_head = hit_head(self.date)
         self.busy_answer = render(error_reply(503, "too many connections"), self.date, END_CLOSE)
+        #: The compiled hit path (``hitpath.py``) when it serves this plane, else None; it adds
+        #: to ``hit_tally`` as the Python hit path does, its bytes join at each flush.  ``hits`` is what connections call: the
+        #: same object, None once the plane closes (a closing plane answers with
+        #: Connection: close, which only the Python path writes).
+        self.hit_path = self.hits = None
 
     # -- connections -----------------------------------------------------------
 
@@ -197,6 +203,8 @@ class _Plane:
         self.tick = now
         self.date = date_line(time.time())
         self.hit_head = hit_head(self.date)
+        if self.hit_path is not None:
+            self.hit_path.head = self.hit_head
         for conn in list(self.conns):
             conn.check(now)
         if now - self._last_flush >= FLUSH_INTERVAL:
@@ -213,12 +221,15 @@ class _Plane:
 
     def flush_metrics(self) -> None:
         """Hand the request tallies and the connection and byte totals to the metrics files."""
+        if self.hit_path is not None:
+            self.bytes_written += self.hit_path.take_written()
         self.metrics.traffic(len(self.conns), self.accepted, self.refused, self.bytes_read, self.bytes_written)
         self.metrics.flush()
 
     async def drain(self, grace: float) -> None:
         """Close idle connections now, busy ones after their answers; abort what is left after *grace*."""
         self.closing = True
+        self.hits = None
         self._drained = asyncio.Event()
         for conn in list(self.conns):
             conn.shutdown()
@@ -302,6 +313,8 @@ async def serve_data_plane(
     protocol = DataPlaneProtocol
     if access_log > 0:
         protocol = type("SampledAccessLogProtocol", (AccessLogProtocol,), {"__slots__": (), "sample": access_log})
+    else:  # (an access log logs every hit: those take the Python path)
+        plane.hit_path = plane.hits = hit_path(plane.router.default_group, plane)
     server = await loop.create_server(lambda: protocol(plane), sock=sock, ssl=ssl_context,
                                       backlog=backlog)
     plane.start()

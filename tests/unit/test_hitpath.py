@@ -1,0 +1,457 @@
+"""The compiled hit path against the Python one: hash, parser, arena probe and whole answers.
+
+``geecache._hitpath`` may answer a request only where the Python protocol would answer the
+same bytes, and may read only what ``Arena.get_entry`` would return.  Each part is checked
+against its Python counterpart on seeded random and adversarial inputs (bounded counts):
+
+- XXH3-64 against the ``xxhash`` package on every length it handles;
+- the parser against httptools plus the protocol's own rules (what it takes must be one
+  complete message, a keep-alive ``GET /api?key=K`` with no field the protocol acts on, and
+  every ordinary such request must be taken);
+- the probe against ``Arena.get_entry`` on an arena of owned, hot, expiring, compressed and
+  overwritten entries, then on the same arena with random bytes written over its slots and
+  entries (a torn or garbage slot may make the C reader doubt, never answer wrongly or read
+  outside the mapping; scripts/hitpath_memcheck.sh runs this file under valgrind);
+- a writer process SIGKILLed mid-write while the C reader reads: never a wrong value;
+- whole exchanges: the same random request streams to a plane with the compiled path and
+  one forced onto the Python path give the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import socket
+import time
+
+import httptools
+import pytest
+from xxhash import xxh3_64_intdigest
+
+from geecache.group import Group
+from geecache.shm import Arena
+from geecache.storage import MemoryStorage, load_source
+from tests.support.dataplane import PlaneServer
+from workers.dataplane import hitpath
+
+_hitpath = pytest.importorskip("geecache._hitpath", reason="the compiled hit path is not built")
+
+MAX_URL, MAX_HEADER = 8192, 16384
+#: Share of the random cases to run (scripts/hitpath_memcheck.sh runs a tenth under valgrind).
+SCALE = float(os.environ.get("GEECACHE_FUZZ_SCALE", "1"))
+
+
+def cases(n: int) -> range:
+    return range(max(1, int(n * SCALE)))
+#: Fields after which the protocol does not answer by ``_serve_api_key`` (Accept-Encoding is
+#: one only for a group that packs; the groups here do not).
+SPECIAL = {b"authorization", b"content-length", b"connection", b"expect", b"transfer-encoding", b"upgrade"}
+
+
+class FakeClock:
+    """An injected arena clock the tests move."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reader(arena: Arena, group: Group, *, max_url=MAX_URL, max_header=MAX_HEADER, accept_ok=True):
+    return arena.hit_reader(group.name, group._hot, _hitpath.HitPath, head=b"HEAD|", bounds=(0.001, float("inf")),
+                            tally=[0, 0.0, 0, 0, 0],
+                            max_url=max_url, max_header=max_header, accept_ok=accept_ok)
+
+
+@pytest.fixture
+def arena():
+    a = Arena.create(8 << 20, shards=4, clock=FakeClock())
+    yield a
+    a.close()
+    a.unlink()
+
+
+def test_xxh3_matches_the_xxhash_package_on_every_length():
+    rng = random.Random(3)
+    for n in range(_hitpath.MAX_HASHED + 1):
+        for _ in cases(20):
+            data = bytes(rng.randrange(256) for _ in range(n))
+            assert _hitpath.xxh3(data) == xxh3_64_intdigest(data), n
+    with pytest.raises(ValueError):
+        _hitpath.xxh3(b"x" * (_hitpath.MAX_HASHED + 1))
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+
+class Recorder:
+    """httptools callbacks, as the protocol sees them."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = 0
+        self.parser = httptools.HttpRequestParser(self)
+        self.keep = self.upgrade = None
+        self.method = self.version = None
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+    def on_headers_complete(self):
+        self.method = self.parser.get_method()
+        self.version = self.parser.get_http_version()
+        self.keep = self.parser.should_keep_alive()
+        self.upgrade = self.parser.should_upgrade()
+
+    def on_message_complete(self):
+        self.complete += 1
+
+
+def python_takes(data: bytes) -> tuple[int, bytes] | None:
+    """What the protocol would answer by ``_serve_api_key`` as the first message of *data*."""
+    rec = Recorder()
+    for n in range(1, len(data) + 1):  # byte by byte: where the first message ends
+        try:
+            rec.parser.feed_data(data[n - 1:n])
+        except httptools.HttpParserError:
+            return None
+        if rec.complete:
+            break
+    else:
+        return None
+    url, key = rec.url, rec.url[9:]
+    if (rec.method != b"GET" or rec.version != "1.1" or not rec.keep or rec.upgrade
+            or not url.startswith(b"/api?key=") or not key or any(c in key for c in b"&%+")
+            or len(url) > MAX_URL or sum(len(a) + len(b) for a, b in rec.headers) > MAX_HEADER
+            or any(name.lower() in SPECIAL for name, _ in rec.headers)):
+        return None
+    return n, key
+
+
+ODD_KEY_CHARS = "?#&%+ \t\"<>[]\\^`{|}\x00\x7f\xe9"
+GOOD_NAMES = ["Host", "User-Agent", "Accept", "X-Trace", "Keep-Alive", "Accept-Encoding"]
+ODD_NAMES = ["Authorization", "AUTHORIZATION", "Content-Length", "Connection", "connection",
+             "Proxy-Connection", "Expect", "Transfer-Encoding", "Upgrade", "X Bad", "X:Bad", "", "Hóst",
+             "X-\x00", "aZ-_!%&*+.^`|~"]
+GOOD_VALUES = ["127.0.0.1", "wrk", "*/*", "a b", "keep-alive", "close", "gzip", "0", "x" * 300]
+ODD_VALUES = ["", " ", "a\tb", "trail ", " lead", "\x00", "\x7f", "é", "100-continue", "chunked", "h2c"]
+
+
+def pick(rng: random.Random, good, odd, p_odd: float = 0.08):
+    """Mostly the ordinary choice: each request is odd in a place or two, or not at all."""
+    return rng.choice(odd) if rng.random() < p_odd else rng.choice(good)
+
+
+def random_request(rng: random.Random) -> bytes:
+    klen = pick(rng, [1, 5, 30, 100, 250], [0, 251, 300])
+    key = "".join(pick(rng, "abcXYZ019-._~!$'()*,;=:@/", ODD_KEY_CHARS, 0.01) for _ in range(klen))
+    method = pick(rng, ["GET"], ["HEAD", "PUT", "get", "GET ", "GETX"])
+    target = pick(rng, ["/api?key="], ["/api?group=kv&key=", "/api/?key=", "/API?key=", "/api?key"]) + key
+    version = pick(rng, ["HTTP/1.1"], ["HTTP/1.0", "HTTP/2.0", "http/1.1", "HTTP/1.1 ", "HTTP/1.10"])
+    end = pick(rng, ["\r\n"], ["\n", "\r", "\r\r\n"], 0.03)
+    lines = [f"{method} {target} {version}"]
+    for _ in range(rng.choice([0, 1, 1, 2, 4])):
+        name = pick(rng, GOOD_NAMES, ODD_NAMES, 0.15)
+        sep = pick(rng, [": ", ":", ":  "], [" : ", ":\t"])
+        lines.append(f"{name}{sep}{pick(rng, GOOD_VALUES, ODD_VALUES, 0.15)}")
+    raw = (end.join(lines) + end + pick(rng, [end], ["\r\n", ""], 0.05)).encode("utf-8")
+    if rng.random() < 0.05:
+        data = bytearray(raw)
+        data[rng.randrange(len(data))] = rng.randrange(256)
+        raw = bytes(data)
+    if rng.random() < 0.05:
+        raw = raw[:rng.randrange(len(raw) + 1)]
+    return raw
+
+
+def test_the_parser_takes_only_what_the_python_protocol_would_answer(arena):
+    g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    hp = reader(arena, g)
+    rng = random.Random(20261204)
+    taken = 0
+    for _ in cases(4000):
+        data = b"".join(random_request(rng) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+        pos = 0
+        for used, key in hp.scan(data):
+            assert python_takes(data[pos:]) == (used, key), data[pos:]
+            pos += used
+            taken += 1
+    assert taken > 800 * SCALE  # the mix holds plenty of the common case
+
+
+def test_the_parser_takes_every_ordinary_request(arena):
+    g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    hp = reader(arena, g)
+    rng = random.Random(7)
+    ordinary = []
+    for _ in range(300):
+        key = "".join(rng.choice("abcXYZ019-._~!$'()*,;=:@/") for _ in range(rng.randrange(1, 251)))
+        fields = "".join(f"{n}: {v}\r\n" for n, v in rng.sample(
+            [("Host", "127.0.0.1:8080"), ("User-Agent", "wrk"), ("Accept", "*/*"), ("X-Id", "a b c")],
+            rng.randrange(5)))
+        ordinary.append(f"GET /api?key={key} HTTP/1.1\r\n{fields}\r\n".encode())
+    data = b"".join(ordinary)
+    assert [k for _, k in hp.scan(data)] == [r[13:r.index(b" HTTP/")] for r in ordinary]
+    assert all(python_takes(r) == (len(r), r[13:r.index(b" HTTP/")]) for r in ordinary)
+
+
+def test_the_parser_keeps_the_limits_and_accept_encoding_of_a_packing_group(arena):
+    g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    small = reader(arena, g, max_url=20, max_header=10, accept_ok=False)
+    assert small.scan(b"GET /api?key=abcdefghijk HTTP/1.1\r\n\r\n") == [(37, b"abcdefghijk")]  # url 20
+    assert small.scan(b"GET /api?key=abcdefghijkl HTTP/1.1\r\n\r\n") == []                      # url 21
+    assert small.scan(b"GET /api?key=a HTTP/1.1\r\nHost: 12345\r\n\r\n")                       # 4 + 5
+    assert small.scan(b"GET /api?key=a HTTP/1.1\r\nHost: 1234567\r\n\r\n") == []               # 4 + 7
+    assert small.scan(b"GET /api?key=a HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n") == []
+    assert reader(arena, g).scan(b"GET /api?key=a HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n")
+
+
+# -- the arena probe -----------------------------------------------------------------------
+
+
+def python_probe(arena: Arena, group: Group, key: str):
+    """``Group.get_cached``'s reads, with the kind the C reader reports."""
+    entry = arena.get_entry(group.name, key)
+    if entry is None:
+        entry = arena.get_entry(group._hot, key)
+    return None if entry is None else entry
+
+
+def fill(arena: Arena, clock: FakeClock, rng: random.Random):
+    g = Group("g", MemoryStorage(), max_bytes=1 << 20, cache=arena, policy=rng.choice(["lru", "s3fifo"]))
+    keys = [f"k{i}-" + "x" * rng.choice([0, 10, 100, 200]) for i in range(1500)]
+    for k in keys:
+        value = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 100, 3000])))
+        where = g._hot if rng.random() < 0.2 else g.name
+        ttl = rng.choice([0, 0, 0, 5, 50])
+        arena.set(where, k, value, ttl=ttl, codec=1 if rng.random() < 0.05 else 0)
+        if rng.random() < 0.05:
+            arena.delete(where, k)
+    clock.now += 10  # some entries are expired now
+    return g, keys
+
+
+def test_the_probe_answers_what_get_entry_answers(arena):
+    clock = arena._clock
+    rng = random.Random(11)
+    g, keys = fill(arena, clock, rng)
+    hp = reader(arena, g)
+    kinds: dict[str, int] = {}
+    for k in keys + [f"absent-{i}" for i in range(200)]:
+        before = arena.stats_sink(g.name).snapshot()
+        kind, value = hp.probe(k.encode())
+        kinds[kind] = kinds.get(kind, 0) + 1
+        after = arena.stats_sink(g.name).snapshot()
+        entry = python_probe(arena, g, k)
+        if kind == "hit":
+            assert entry is not None and entry[0] == value and entry[1] == 0, k
+            assert after["gets"] == before["gets"] + 1
+            assert after["local_hits"] + after["hot_hits"] == before["local_hits"] + before["hot_hits"] + 1
+        elif kind == "miss":
+            assert entry is None, k
+            assert after == before
+        else:  # a doubt: compressed or expired here (nothing raced this test)
+            assert entry is None or entry[1] != 0, k
+            assert after == before
+    assert kinds.get("hit", 0) > 200 and kinds.get("miss", 0) > 100 and kinds.get("doubt", 0) > 10, kinds
+
+
+def test_a_hit_raises_the_policy_byte_as_get_entry_does(arena):
+    for policy, ref_max in (("lru", 1), ("s3fifo", 3)):
+        g = Group(f"pol-{policy}", MemoryStorage(), max_bytes=1 << 20, cache=arena, policy=policy)
+        arena.set(g.name, "k", b"v")
+        rec = arena._group(g.name)
+        h, s, i = arena._locate(rec, b"k")
+        i = arena._find(s, h, b"k", rec.idx, i)
+        ref_at = arena._refs_off + s * arena._sps + i
+        hp = reader(arena, g)
+        seen = []
+        for _ in range(5):
+            assert hp.probe(b"k") == ("hit", b"v")
+            seen.append(arena._mm[ref_at])
+        assert seen == [min(n, ref_max) for n in range(1, 6)]
+
+
+def test_garbage_in_the_arena_is_never_served_or_read_past_the_mapping(arena):
+    clock = arena._clock
+    rng = random.Random(5)
+    g, keys = fill(arena, clock, rng)
+    hp = reader(arena, g)
+    mm = arena._mm
+    slots = (arena._slots_off, arena._refs_off)
+    data = (arena._data_off, len(mm))
+    for _round in cases(40):
+        for _ in range(50):  # garbage over slots (hash, version, offset) and entry headers
+            lo, hi = slots if rng.random() < 0.5 else data
+            at = rng.randrange(lo, hi - 8)
+            mm[at:at + 4] = rng.choice([os.urandom(4), b"\xff\xff\xff\xff", b"\xfe\xff\xff\x1f", b"\0\0\0\0"])
+        for k in rng.sample(keys, 100):
+            kind, value = hp.probe(k.encode())
+            if kind == "hit":
+                # Garbage may point a slot at any bytes; what the C reader serves is then what
+                # the Python reader serves from the same bytes.
+                entry = python_probe(arena, g, k)
+                assert entry is not None and entry[0] == value
+            elif kind == "miss":
+                assert python_probe(arena, g, k) is None
+
+
+def test_a_released_reader_answers_nothing(arena):
+    g = Group("r", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    arena.set(g.name, "k", b"v")
+    hp = reader(arena, g)
+    assert hp.live and hp.probe(b"k") == ("hit", b"v")
+    hp.release()
+    assert not hp.live and hp.probe(b"k") == ("doubt", None)
+    assert hp.serve(b"GET /api?key=k HTTP/1.1\r\n\r\n", None) == 0
+
+
+def test_closing_the_arena_releases_its_readers():
+    a = Arena.create(4 << 20)
+    try:
+        g = Group("c", MemoryStorage(), max_bytes=1 << 20, cache=a)
+        hp = reader(a, g)
+        assert hp.live
+        a.close()  # would raise BufferError if the reader still held the mapping
+        assert not hp.live
+    finally:
+        a.unlink()
+
+
+@pytest.mark.procs
+def test_a_writer_killed_mid_write_never_makes_the_reader_serve_a_wrong_value(arena):
+    # Every value names its key and is internally consistent, so any torn copy shows.
+    g = Group("w", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    keys = [f"w{i}" for i in range(64)]
+
+    def value_of(key: str, n: int) -> bytes:
+        body = f"{key}:{n}:".encode()
+        return body * (1 + n % 40)
+
+    def is_value_of(key: str, v: bytes) -> bool:
+        head = v.split(b":")
+        if len(head) < 3 or head[0] != key.encode():
+            return False
+        unit = f"{key}:{head[1].decode()}:".encode()
+        return len(v) % len(unit) == 0 and v == unit * (len(v) // len(unit))
+
+    hp = reader(arena, g)
+    arena.lock_timeout = 5.0
+    deadline = time.monotonic() + 6.0
+    kills = hits = 0
+    while kills < 12 and time.monotonic() < deadline:
+        pid = os.fork()
+        if pid == 0:  # the writer: overwrite and delete until killed
+            try:
+                wr = random.Random(os.getpid())
+                n = 0
+                while True:
+                    k = wr.choice(keys)
+                    n += 1
+                    arena.set(g.name, k, value_of(k, n)) if n % 7 else arena.delete(g.name, k)
+            finally:
+                os._exit(0)
+        end = time.monotonic() + 0.05 + kills * 0.01
+        while time.monotonic() < end:
+            for k in keys:
+                kind, v = hp.probe(k.encode())
+                if kind == "hit":
+                    hits += 1
+                    assert is_value_of(k, v), (k, v[:80])
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        kills += 1
+    assert kills >= 3 and hits > 100, (kills, hits)
+    # Whatever the killed writers left (a held lock is repaired by the next writer), reads stay sane.
+    arena.set(g.name, keys[0], value_of(keys[0], 1))
+    assert hp.probe(keys[0].encode()) == ("hit", value_of(keys[0], 1))
+
+
+# -- whole exchanges: compiled against Python ----------------------------------------------
+
+
+def twin_groups(tmp, arena):
+    def group(name, source, **kw):
+        return Group(name, source, max_bytes=2 << 20, cache=arena, flight=arena, **kw)
+
+    return {"kv": group("kv", MemoryStorage(), item_limit=1 << 16),
+            "upper": group("upper", load_source("tests.support.loaders:sync_upper"))}
+
+
+def exchange(port: int, data: bytes, cuts: list[int]) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            pos = 0
+            for cut in cuts + [len(data)]:
+                if cut > pos:
+                    s.sendall(data[pos:cut])
+                    pos = cut
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return re.sub(rb"Date: [^\r]*\r\n", b"Date: -\r\n", b"".join(chunks))
+
+
+def twin_request(rng: random.Random) -> bytes:
+    if rng.random() < 0.15:
+        key = rng.choice(["a", "b", "c", "long" * 40])
+        value = bytes(rng.randrange(256) for _ in range(rng.choice([1, 100, 30000])))
+        return b"PUT /api?key=%s HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (key.encode(), len(value), value)
+    if rng.random() < 0.5:
+        key = rng.choice(["a", "b", "c", "nope", "long" * 40, "a+b", "a%20b"])
+        group = rng.choice(["", "", "&group=upper"])
+        fields = rng.choice(["Host: x\r\n", "", "Connection: close\r\n", "Accept-Encoding: gzip\r\n",
+                             "Connection: keep-alive\r\n"])
+        version = rng.choice(["1.1"] * 8 + ["1.0"])
+        return f"GET /api?key={key}{group} HTTP/{version}\r\n{fields}\r\n".encode()
+    return random_request(rng)
+
+
+def test_the_compiled_and_the_python_plane_answer_alike(tmp_path):
+    fast = PlaneServer(tmp_path / "c", groups=twin_groups, item_limit=1 << 16)
+    slow = PlaneServer(tmp_path / "py", groups=twin_groups, item_limit=1 << 16, hit_path="python")
+    try:
+        assert fast.compiled and not slow.compiled
+        rng = random.Random(41)
+        for i in range(250):
+            data = b"".join(twin_request(rng) for _ in range(rng.choice([1, 2, 5, 20])))
+            cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 0, 1, 3])))
+            assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
+        for i in range(60):  # then the common case alone: pipelined hits, cut anywhere
+            data = b"".join(b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n" % rng.choice([b"a", b"b", b"c"])
+                            for _ in range(rng.randrange(1, 30)))
+            cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 1, 3])))
+            assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
+        for name in ("kv", "upper"):
+            c, p = fast.arena.stats(name), slow.arena.stats(name)
+            assert (c["gets"], c["local_hits"], c["hot_hits"]) == (p["gets"], p["local_hits"], p["hot_hits"]), name
+        assert fast.arena.stats("kv")["local_hits"] > 300
+        # ... and the compiled plane answered most of the second part in C.
+        assert fast.plane._plane.hit_path.answered > 200
+    finally:
+        fast.stop()
+        slow.stop()
+
+
+def test_the_environment_variable_forces_the_python_path(monkeypatch):
+    monkeypatch.setenv(hitpath.PURE_PYTHON_ENV, "1")
+    assert not hitpath.available()
+    monkeypatch.setenv(hitpath.PURE_PYTHON_ENV, "0")
+    assert hitpath.available()
