@@ -253,11 +253,10 @@ def contention_sum(arena) -> dict[str, int]:
     return total
 
 
-def run_processes(arena, procs: int, mode: str, seconds: float, max_ops: int) -> dict:
-    """*procs* forked ``arena_worker``s at once; their summed figures and the contention they caused."""
+def fork_all(procs: int, body, seconds: float) -> list[dict]:
+    """Run ``body(w, out_fd)`` in *procs* forked processes at once; the JSON each wrote to its pipe."""
     from tests.support.proc import reap
 
-    before = contention_sum(arena)
     pipes, pids = [], []
     for w in range(procs):
         r, wfd = os.pipe()
@@ -266,7 +265,7 @@ def run_processes(arena, procs: int, mode: str, seconds: float, max_ops: int) ->
             code = 1
             try:
                 os.close(r)
-                arena_worker(arena, w, mode, seconds, max_ops, wfd)
+                body(w, wfd)
                 code = 0
             finally:
                 os._exit(code)
@@ -281,7 +280,14 @@ def run_processes(arena, procs: int, mode: str, seconds: float, max_ops: int) ->
             reports.append(json.loads(data))
     status = reap(pids, timeout=seconds + 60)
     if any(status.values()) or len(reports) != procs:
-        raise RuntimeError(f"arena workers failed: {status}")
+        raise RuntimeError(f"arena processes failed: {status}")
+    return reports
+
+
+def run_processes(arena, procs: int, mode: str, seconds: float, max_ops: int) -> dict:
+    """*procs* ``arena_worker``s at once; their summed figures and the contention they caused."""
+    before = contention_sum(arena)
+    reports = fork_all(procs, lambda w, fd: arena_worker(arena, w, mode, seconds, max_ops, fd), seconds)
     total = {k: sum(x[k] for x in reports) for k in reports[0]}
     after = contention_sum(arena)
     total.update({k: after[k] - before.get(k, 0) for k in after})
@@ -289,25 +295,30 @@ def run_processes(arena, procs: int, mode: str, seconds: float, max_ops: int) ->
 
 
 def shared_writes_per_hit(arena, procs: int, gets_each: int) -> dict:
-    """Hits only, *procs* processes on the hot keys: reference-byte stores per hit, measured."""
-    from tests.support.proc import fork, reap
+    """Hits only, *procs* processes on the hot keys: CPU per hit, and reference-byte stores per hit.
 
+    Each store raises a byte by one and no hand runs in a hits-only pass,
+    so the bytes' sum after minus before counts the stores exactly.
+    """
     keys = [f"hot{i}" for i in range(HOT_KEYS)]
     for k in keys:
         arena.set("bench", k, ARENA_VALUE)
     start, end = arena._refs_off, arena._refs_off + arena._n_shards * arena._sps
     before = sum(arena._mm[start:end])
 
-    def hits() -> None:
+    def hits(_w: int, out_fd: int) -> None:
+        get = arena.get
+        t0 = time.process_time()
         for n in range(gets_each):
-            if arena.get("bench", keys[n % HOT_KEYS]) is None:
+            if get("bench", keys[n % HOT_KEYS]) is None:
                 raise AssertionError("a hits-only pass missed")
+        os.write(out_fd, json.dumps({"cpu": time.process_time() - t0}).encode())
 
-    status = reap([fork(hits) for _ in range(procs)], timeout=120)
-    if any(status.values()):
-        raise RuntimeError(f"hits-only workers failed: {status}")
+    reports = fork_all(procs, hits, 120)
     stores = sum(arena._mm[start:end]) - before
-    return {"hits": procs * gets_each, "ref_stores": stores, "per_hit": stores / (procs * gets_each)}
+    n = procs * gets_each
+    return {"hits": n, "ref_stores": stores, "per_hit": stores / n,
+            "cpu_us": sum(r["cpu"] for r in reports) * 1e6 / n}
 
 
 def run_arena_only(seconds: float, max_ops: int, procs_list=ARENA_PROCS, gets_each: int = 100_000) -> list[dict]:
@@ -322,9 +333,9 @@ def run_arena_only(seconds: float, max_ops: int, procs_list=ARENA_PROCS, gets_ea
             for procs in procs_list:
                 progress(f"arena only: {procs} process(es), {mode} keys")
                 rows.append({"mode": mode, "procs": procs, **run_processes(arena, procs, mode, seconds, max_ops)})
-        progress(f"arena only: hits-only pass, {max(procs_list)} processes")
-        rows.append({"mode": "hits only", "procs": max(procs_list),
-                     **shared_writes_per_hit(arena, max(procs_list), gets_each)})
+        for procs in sorted({1, max(procs_list)}):
+            progress(f"arena only: hits-only pass, {procs} process(es)")
+            rows.append({"mode": "hits only", "procs": procs, **shared_writes_per_hit(arena, procs, gets_each)})
         return rows
     finally:
         arena.close()
@@ -469,7 +480,8 @@ def run(quick: bool, *, worker_counts=WORKER_COUNTS, go_procs=GO_PROCS, arena_pr
              f"{plan_layout(1, cpus).describe()}")
     png = plot(points, title)
     one = {p["server"]: p for p in points if p["n"] == 1}
-    summary = {}
+    hits_only = [r for r in arena if r["mode"] == "hits only"]
+    summary = {f"arena_hits_only_{r['procs']}_cpu_us": r["cpu_us"] for r in hits_only}
     for p in points:
         slug = "geecache" if p["server"] == "geecache" else "go"
         summary[f"{slug}_{p['n']}_cpu_us"] = p["cpu_us"]
@@ -477,7 +489,6 @@ def run(quick: bool, *, worker_counts=WORKER_COUNTS, go_procs=GO_PROCS, arena_pr
             summary[f"{slug}_{p['n']}_efficiency"] = p["rps_per_core"] / one[p["server"]]["rps_per_core"]
     if "geecache" in one and "Go groupcache" in one:
         summary["geecache_vs_go_per_core_1"] = one["geecache"]["rps_per_core"] / one["Go groupcache"]["rps_per_core"]
-    hits_only = next(r for r in arena if r["mode"] == "hits only")
     tables = [
         table(f"Cache hits by worker count ({load_generator()} -c{CONNECTIONS}, wrk threads = its CPUs; "
               f"medians of {rounds} round(s); efficiency = req/s per server core / 1 worker's)",
@@ -489,11 +500,14 @@ def run(quick: bool, *, worker_counts=WORKER_COUNTS, go_procs=GO_PROCS, arena_pr
               f"a delete every {DELETE_EVERY} ops and a flight-guarded reload on each miss; per op",
               ["keys", "processes", "ops", "CPU µs/op", "misses", *(c for _, c in CONTENTION_COLUMNS)],
               arena_rows(arena)),
+        table(f"Arena only, hits only: every process reads the same {HOT_KEYS} hot keys",
+              ["processes", "hits", "CPU µs/hit", "reference-byte stores", "stores per hit"],
+              [[r["procs"], r["hits"], r["cpu_us"], r["ref_stores"], r["per_hit"]] for r in hits_only]),
         table("Writes to shared cache lines per hit", ["what a hit writes", "how often / whose line"],
               [list(r) for r in SHARED_WRITES]
-              + [[f"measured, arena only, {hits_only['procs']} processes on {HOT_KEYS} hot keys",
-                  f"{hits_only['ref_stores']} reference-byte stores in {hits_only['hits']:,} hits "
-                  f"= {hits_only['per_hit']:.2e} per hit"]]),
+              + [[f"measured, arena only, {r['procs']} process(es) on {HOT_KEYS} hot keys",
+                  f"{r['ref_stores']} reference-byte stores in {r['hits']:,} hits = {r['per_hit']:.2e} per hit"]
+                 for r in hits_only]),
     ]
     if notes:
         tables.append(table("Notes", ["note"], [[n] for n in notes]))
