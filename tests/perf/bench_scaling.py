@@ -70,6 +70,9 @@ from tests.perf.common import _pyplot, load_generator, plot_path, progress, resu
 
 #: Worker counts the geecache server runs at (contention is counted at each).
 WORKER_COUNTS = (1, 2, 4, 8)
+#: The widest geecache server again, one SO_REUSEPORT socket per worker; judged against geecache's 1 worker.
+REUSEPORT = "geecache --reuseport"
+BASE_OF = {REUSEPORT: "geecache"}
 #: GOMAXPROCS values Go groupcache runs at.
 GO_PROCS = (1, 2)
 #: Arena-only run: processes, hot keys shared by all, one op in DELETE_EVERY deletes its key.
@@ -354,7 +357,7 @@ def efficiency_rows(points: list[dict]) -> list[list]:
     base = {p["server"]: p["rps_per_core"] for p in points if p["n"] == 1}
     rows = []
     for p in points:
-        b = base.get(p["server"])
+        b = base.get(BASE_OF.get(p["server"], p["server"]))
         rows.append([p["server"], p["n"], p["layout"], p["rps"], p["cores"], p["cpu_us"], p["rps_per_core"],
                      p["rps_per_core"] / b if b else None, p.get("busiest_share")])
     return rows
@@ -378,6 +381,7 @@ def contention_rows(points: list[dict]) -> list[list]:
     """Per-request contention of the geecache points."""
     return [[p["n"], *counted({k: p.get(f"{k}_per_req", 0.0) for k, _ in CONTENTION_COLUMNS}, 1)]
             for p in points if p["server"] == "geecache"]
+
 
 
 def arena_rows(rows: list[dict]) -> list[list]:
@@ -407,9 +411,11 @@ def plot(points: list[dict], title: str) -> str | None:
         for name in dict.fromkeys(p["server"] for p in points):
             mine = [p for p in points if p["server"] == name]
             xs = [p["n"] for p in mine]
-            if name in base:
-                ax1.plot(xs, [p["rps_per_core"] / base[name] for p in mine], marker="o", label=name)
-            ax2.plot(xs, [p["cpu_us"] for p in mine], marker="o", label=name)
+            b = base.get(BASE_OF.get(name, name))
+            style = {"marker": "s", "ls": "none"} if name in BASE_OF else {"marker": "o"}
+            if b:
+                ax1.plot(xs, [p["rps_per_core"] / b for p in mine], label=name, **style)
+            ax2.plot(xs, [p["cpu_us"] for p in mine], label=name, **style)
         ax1.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax1.set(title="efficiency per worker (req/s per server core ÷ 1 worker)", xlabel="workers / GOMAXPROCS",
                 ylabel="efficiency")
@@ -431,7 +437,8 @@ def plot(points: list[dict], title: str) -> str | None:
 # -- the bench -----------------------------------------------------------------------------
 
 
-def run(quick: bool, *, worker_counts=WORKER_COUNTS, go_procs=GO_PROCS, arena_procs=ARENA_PROCS) -> dict:
+def run(quick: bool, *, worker_counts=WORKER_COUNTS, go_procs=GO_PROCS, arena_procs=ARENA_PROCS,
+        reuseport: bool = True) -> dict:
     """The whole bench; the keyword arguments shrink it (the perf tool's own test runs it tiny)."""
     seconds, warmup, rounds = (1, 1, 1) if quick else (4, 1, 2)
     arena_seconds, arena_ops = (0.3, 20_000) if quick else (2.0, 2_000_000)
@@ -447,6 +454,13 @@ def run(quick: bool, *, worker_counts=WORKER_COUNTS, go_procs=GO_PROCS, arena_pr
             layout = plan_layout(n, cpus)
             with pinned(layout.server):
                 servers.append((start_geecache(n, tmp), "geecache", n, layout))
+        if reuseport and max(worker_counts) > 1:
+            # The widest server again with a socket per worker: how evenly the kernel spreads
+            # connections without the shared accept queue (the busiest-share column).
+            n = max(worker_counts)
+            layout = plan_layout(n, cpus)
+            with pinned(layout.server):
+                servers.append((start_geecache(n, tmp, name=REUSEPORT, reuseport=True), REUSEPORT, n, layout))
         binary = groupcache_binary(tmp)
         if binary:
             for g in go_procs:
@@ -476,17 +490,22 @@ def run(quick: bool, *, worker_counts=WORKER_COUNTS, go_procs=GO_PROCS, arena_pr
             tag += f"; {n} workers on {len(layout.server)} CPUs"
         points.append({**p, "server": kind, "n": n, "layout": tag})
     arena = run_arena_only(arena_seconds, arena_ops, arena_procs, gets_each=20_000 if quick else 200_000)
-    title = (f"Cache hits per server core, {load_generator()} -c{CONNECTIONS} pinned; 1 worker: "
-             f"{plan_layout(1, cpus).describe()}")
+    title = f"Cache hits per server core, {load_generator()} -c{CONNECTIONS}; 1 worker: {plan_layout(1, cpus).describe()}"
+    wide = next((n for n in range(2, max(worker_counts) + 1) if not plan_layout(n, cpus).disjoint), None)
+    if wide:
+        title += f"; {wide}+ workers: {plan_layout(wide, cpus).describe()}"
     png = plot(points, title)
     one = {p["server"]: p for p in points if p["n"] == 1}
     hits_only = [r for r in arena if r["mode"] == "hits only"]
     summary = {f"arena_hits_only_{r['procs']}_cpu_us": r["cpu_us"] for r in hits_only}
     for p in points:
-        slug = "geecache" if p["server"] == "geecache" else "go"
+        slug = {"geecache": "geecache", REUSEPORT: "reuseport"}.get(p["server"], "go")
         summary[f"{slug}_{p['n']}_cpu_us"] = p["cpu_us"]
-        if p["server"] in one:
-            summary[f"{slug}_{p['n']}_efficiency"] = p["rps_per_core"] / one[p["server"]]["rps_per_core"]
+        first = one.get(BASE_OF.get(p["server"], p["server"]))
+        if first:
+            summary[f"{slug}_{p['n']}_efficiency"] = p["rps_per_core"] / first["rps_per_core"]
+        if "busiest_share" in p and p["n"] > 1:
+            summary[f"{slug}_{p['n']}_busiest_share"] = p["busiest_share"]
     if "geecache" in one and "Go groupcache" in one:
         summary["geecache_vs_go_per_core_1"] = one["geecache"]["rps_per_core"] / one["Go groupcache"]["rps_per_core"]
     tables = [
