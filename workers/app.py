@@ -26,6 +26,7 @@ from aiohttp import web
 
 from geecache import metrics
 from geecache.group import hot_group_name
+from geecache.shm.stats import contention_total
 from geecache.stats import STAT_FIELDS
 from workers.dashboard import HostView, page
 from workers.routes import Routes
@@ -64,12 +65,7 @@ def contention_doc(cache) -> dict:
     stay, so the sum never goes back.
     """
     rows = cache.contention() if callable(getattr(cache, "contention", None)) else []
-    total: dict[str, int] = {}
-    for row in rows:
-        for field, value in row.items():
-            if field != "pid":
-                total[field] = total.get(field, 0) + value
-    return {"processes": rows, "total": total}
+    return {"processes": rows, "total": contention_total(rows) if rows else {}}
 
 
 def cluster_view(groups: dict, key: str | None) -> dict:

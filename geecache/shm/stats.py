@@ -47,6 +47,11 @@ SHARD_LOCK_WAITS, SHARD_LOCK_WAIT_NS, FLIGHT_LOCK_WAITS, FLIGHT_LOCK_WAIT_NS, SE
 _HEAD = struct.Struct(f"{len(CONTENTION_FIELDS)}Q")
 
 
+def contention_total(rows: list[dict[str, int]]) -> dict[str, int]:
+    """The per-process rows of ``StatRows.contention`` summed field by field (the pids dropped)."""
+    return {field: sum(row[field] for row in rows) for field in CONTENTION_FIELDS}
+
+
 class StatRows:
     """The stat-row region of one arena mapping (*mm*); claims hold lock *lock* of *locks*."""
 

@@ -248,12 +248,9 @@ def arena_worker(arena, w: int, mode: str, seconds: float, max_ops: int, out_fd:
 
 def contention_sum(arena) -> dict[str, int]:
     """The arena's contention counters summed over every claimed row (they never go back)."""
-    total: dict[str, int] = {}
-    for row in arena.contention():
-        for k, v in row.items():
-            if k != "pid":
-                total[k] = total.get(k, 0) + v
-    return total
+    from geecache.shm.stats import contention_total
+
+    return contention_total(arena.contention())
 
 
 def fork_all(procs: int, body, seconds: float) -> list[dict]:
