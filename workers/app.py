@@ -2,6 +2,7 @@
 
     GET /metrics   Prometheus text: the host's group counters and every worker's requests
     GET /stats     {group: {gets, local_hits, ..., bytes, entries, hit_rate}}, summed over the host
+    GET /stats/contention  {"processes": [{pid, shard_lock_waits, ...}], "total": {...}}: per process
     GET /cluster   {"self": ..., "members": [...], "owner": ..., "breakers": ...} (``?key=K`` names K's owner)
     GET /cluster/overview  every ring member's figures, each peer's asked of it (``GET /_geecache``)
     GET /healthz   {"status": "ok", "pid": ..., "groups": [...]}
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from geecache.observability import metrics
 from geecache.limits import hot_group_name
+from geecache.shm.stats import contention_total
 from geecache.stats import STAT_FIELDS
 from workers.dashboard import HostView, page
 from workers.routes import Routes
@@ -53,6 +55,17 @@ def host_stats_of(cache) -> Callable[[str], dict]:
     """A group's host-wide counters: the arena sums its rows; a LocalCache has one."""
     stats = getattr(cache, "stats", None)
     return stats if callable(stats) else (lambda group: cache.stats_sink(group).snapshot())
+
+
+def contention_doc(cache) -> dict:
+    """Each process's arena contention counters and their sum (none for a cache without an arena).
+
+    Fields: ``geecache.shm.stats.CONTENTION_FIELDS``.  Per process because a
+    wait belongs to the worker that waited; the rows of processes that exited
+    stay, so the sum never goes back.
+    """
+    rows = cache.contention() if callable(getattr(cache, "contention", None)) else []
+    return {"processes": rows, "total": contention_total(rows) if rows else {}}
 
 
 def cluster_view(groups: dict, key: str | None) -> dict:
@@ -127,6 +140,9 @@ def make_admin_app(
     async def host_stats_doc(request: web.Request) -> web.Response:
         return web.json_response({name: host_stats(name, stats, cache.usage) for name in groups})
 
+    async def contention(request: web.Request) -> web.Response:
+        return web.json_response(contention_doc(cache))
+
     async def cluster(request: web.Request) -> web.Response:
         return web.json_response(cluster_view(groups, request.query.get("key")))
 
@@ -147,6 +163,7 @@ def make_admin_app(
     routes.add("GET", "/dashboard.json", dashboard_doc)
     routes.add("GET", "/metrics", scrape)
     routes.add("GET", "/stats", host_stats_doc)
+    routes.add("GET", "/stats/contention", contention)
     routes.add("GET", "/cluster", cluster)
     routes.add("GET", "/cluster/overview", cluster_overview)
     routes.add("GET", "/healthz", healthz)

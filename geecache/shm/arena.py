@@ -109,9 +109,11 @@ class Arena:
          ring_off, flight_off, ghost_off, _used, _pid) = rest
         locks = self._locks = Locks(mm, locks_off, n_locks, self._repair)
         extra = self._n_shards  # the locks after the shard locks
-        self._stats = StatRows(mm, locks, extra + STATS, stats_off, max_procs, max_groups)
+        self._stats = StatRows(mm, locks, extra + STATS, stats_off, max_procs, max_groups,
+                               self._n_shards, extra + FLIGHT)
+        locks.on_wait = self._stats.lock_waited  # contended waits only, in this process's row
         self._ring = Ring(mm, locks, extra + RING, ring_off, ring_bytes)
-        self._flight = Flight(mm, locks, extra + FLIGHT, flight_off, flight_slots)
+        self._flight = Flight(mm, locks, extra + FLIGHT, flight_off, flight_slots, self._stats)
         self._table = GroupTable(mm, locks, extra + CONFIG, groups_off, max_groups,
                                  self._n_shards, gstate_off, self._data_off, self._data_bytes)
         self._slots = SlotTable(mm, self._slots_off, self._refs_off, self._data_off, self._sps,
@@ -297,14 +299,14 @@ class Arena:
                 sh, ver, off = _slot_unpack(mm, p)
                 if sh == h:
                     if ver & 1:
-                        return None
+                        return self._stats.count_seqlock_conflict()  # a writer is in this slot: a miss
                     q = self._data_off + off * 8
                     klen, codec, _f, vlen, _slot, gidx, exp = _entry_unpack(mm, q)
                     if klen == klen_want and gidx == g.idx and vlen <= self._item_limit:
                         q += ENTRY_SIZE
                         kv = mm[q:q + klen + vlen]
                         if _u32_unpack(mm, p + SLOT_VERSION_AT)[0] != ver:
-                            return None
+                            return self._stats.count_seqlock_conflict()  # rewritten under the copy
                         if kv[:klen] == kb:
                             break
                 elif not sh:
@@ -316,7 +318,7 @@ class Arena:
                 return None
         except (ValueError, IndexError, OverflowError):
             # A torn slot pointed outside the segment: it was being rewritten.
-            return None
+            return self._stats.count_seqlock_conflict()
         if exp and exp <= self._clock():
             self._expire_slot(g, s, i, ver)  # outside the try: it takes the lock
             return None
@@ -478,6 +480,15 @@ class Arena:
     def stats(self, group: str) -> dict[str, int]:
         """Counters of *group* summed over every process that ever had a row."""
         return self._stats.totals(self._group(group).idx)
+
+    def contention(self) -> list[dict[str, int]]:
+        """Per process (every claimed stat row): its pid and contention counters.
+
+        Fields: ``geecache.shm.stats.CONTENTION_FIELDS`` (lock waits and their
+        time, seqlock conflicts, flight-table collisions); each is counted on
+        a slow branch only, so a hit writes none of them.
+        """
+        return self._stats.contention()
 
     # ------------------------------------------------------------ ring
 

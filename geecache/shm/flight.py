@@ -19,10 +19,15 @@ from .pids import alive
 
 
 class Flight:
-    """The in-flight table of one arena mapping (*mm*), guarded by lock *lock* of *locks*."""
+    """The in-flight table of one arena mapping (*mm*), guarded by lock *lock* of *locks*.
 
-    def __init__(self, mm, locks, lock: int, off: int, slots: int) -> None:
+    *counts* (the arena's ``StatRows``) counts collisions and a full table in
+    this process's row; if blank, they are not counted.
+    """
+
+    def __init__(self, mm, locks, lock: int, off: int, slots: int, counts=None) -> None:
         self._mm = mm
+        self._counts = counts
         self._held = locks.held(lock)
         self._hashes = struct.Struct(f"{slots}Q")
         self._off = off
@@ -56,6 +61,8 @@ class Flight:
             if i >= 0:
                 pid = self._pid(i)
                 if pid == me or alive(pid):
+                    if pid != me and self._counts is not None:
+                        self._counts.count_flight_collision()
                     return False
                 self._put(i, h, me)  # the loader died: take over
                 return True
@@ -65,6 +72,8 @@ class Flight:
                 i = next((k for k in range(len(hashes)) if not alive(self._pid(k))), -1)
             if i >= 0:
                 self._put(i, h, me)
+            elif self._counts is not None:
+                self._counts.count_flight_full()
             # A full table of live loaders: load untracked (a duplicate load, never a wrong value).
             return True
 

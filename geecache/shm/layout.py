@@ -20,6 +20,8 @@ Segment (every region starts 64-byte aligned)::
                                by one-log policies): head, tail, used, live
                                bytes, entries, hot
     stats       max_procs x (ROWHEAD + max_groups x len(STAT_FIELDS) x u64)
+                               a row head is the owner's pid (q), then its
+                               contention counters (CONTENTION_FIELDS, u64)
     ring        RINGHEAD + 2 buffers (double-buffered member list)
     flight      flight_slots x u64 hashes, then flight_slots x u32 pids
     slots       n_shards x slots_per_shard x SLOT (16 B)
@@ -127,7 +129,13 @@ F_WRAP = 4  # the rest of the log slice is unused; the hand jumps to 0
 #: A wrap marker is the entry header's first 4 bytes only (klen, codec, flags).
 WRAP_MARK = struct.Struct("H B B")
 
-ROWHEAD = 64  # pid (q) then padding, one cache line
+ROWHEAD = 64  # pid (q), then the process's contention counters, then padding: one cache line
+#: Where a row head's contention counters start (u64 each, ``stats.CONTENTION_FIELDS`` order).
+#: They live in bytes that were padding, never written before: an older arena reads as zeros,
+#: so the layout version stays.
+CONTENTION_AT = 8
+#: How many u64 contention counters a row head has room for.
+CONTENTION_CELLS = (ROWHEAD - CONTENTION_AT) // 8
 RINGHEAD = struct.Struct("Q")  # version; buffer (version & 1) holds it
 RING_LEN = struct.Struct("I")
 

@@ -124,6 +124,10 @@ def base_address(buf) -> int:
     return addr
 
 
+def _no_wait_count(i: int, ns: int) -> None:
+    """``Locks.on_wait`` of a lock region nobody counts waits for (the write log's)."""
+
+
 class _Held:
     """``with locks.held(i):`` -- lock *i* for the block (trylock inline, then ``Locks.acquire``)."""
 
@@ -160,6 +164,9 @@ class Locks:
         #: Mutex addresses, for hot paths that inline trylock/unlock.
         self.addrs = [base + off + i * LOCK_SIZE for i in range(n)]
         self._held = [_Held(self, i, None) for i in range(n)]
+        #: ``on_wait(i, ns)`` is called after each wait for a lock another process held
+        #: (the arena counts them in this process's stat row); if blank, nothing.
+        self.on_wait = _no_wait_count
 
     @staticmethod
     def init_region(mm, off: int, n: int) -> None:
@@ -180,11 +187,28 @@ class Locks:
         it).  *timeout*: see ``acquire`` at module level.
         """
         addr = self.addrs[i]
+        if rc is None:
+            rc = trylock(addr)
+        if rc == _EBUSY:
+            rc = self._wait(i, addr, timeout)
         if acquire(addr, rc, timeout):
             at = self._off + i * LOCK_SIZE + REPAIRS_AT
             U32.pack_into(self._mm, at, (U32.unpack_from(self._mm, at)[0] + 1) & _M32)
             self._repair(i)
             consistent(addr)
+
+    def _wait(self, i: int, addr: int, timeout: float | None) -> int:
+        """Block for lock *i*, held by another process; its pthread result code.
+
+        The one place a contended lock is waited for, so ``on_wait`` sees
+        every wait (timed out or not) and nothing else: the uncontended
+        trylock costs no clock read.
+        """
+        t0 = time.monotonic_ns()
+        try:
+            return lock_blocking(addr) if timeout is None else _lock_within(addr, timeout)
+        finally:
+            self.on_wait(i, time.monotonic_ns() - t0)
 
     def release(self, i: int) -> None:
         """Unlock lock *i* (held by this thread)."""

@@ -91,3 +91,18 @@ def test_worker_applies_the_configured_timeouts(host):
         while chunk := s.recv(4096):
             data += chunk
         assert data.startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.procs
+def test_contention_counters_are_served_per_process_and_summed(host):
+    from geecache.shm.stats import CONTENTION_FIELDS
+
+    assert host.get("/api?key=Tom") == (200, b"630")
+    doc = host.admin_json("/stats/contention")
+    pids = {row["pid"] for row in doc["processes"]}
+    # Every worker that served has its own row (the supervisor may have one too).
+    assert set(host.workers()) <= pids
+    for row in doc["processes"]:
+        assert set(row) == {"pid", *CONTENTION_FIELDS} and all(isinstance(v, int) for v in row.values())
+    assert doc["total"] == {f: sum(r[f] for r in doc["processes"]) for f in CONTENTION_FIELDS}
+    assert host.get("/stats/contention")[0] == 404  # not on the data port

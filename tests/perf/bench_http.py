@@ -357,18 +357,19 @@ def groupcache_binary(tmp: str) -> str | None:
     return out
 
 
-def start_groupcache(binary: str) -> Server:
+def start_groupcache(binary: str, *, name: str = "Go groupcache", env: dict | None = None) -> Server:
+    """The Go anchor on a free port; *env* e.g. ``{"GOMAXPROCS": "1"}`` (bench_scaling)."""
     port = free_port()
-    return Server("Go groupcache", [binary, "-addr", f"127.0.0.1:{port}", "-max-seconds", "3600"], port,
+    return Server(name, [binary, "-addr", f"127.0.0.1:{port}", "-max-seconds", "3600"], port, env,
                   expect=GO_VALUE).wait_ready()
 
 
 # -- load -------------------------------------------------------------------------------
 
 
-def run_wrk(url: str, seconds: float) -> dict:
+def run_wrk(url: str, seconds: float, threads: int = THREADS, connections: int = CONNECTIONS) -> dict:
     """Requests, wall seconds and req/s of one wrk run (errors are refused, not counted)."""
-    out = subprocess.run(["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", url],
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", url],
                          capture_output=True, text=True, timeout=seconds + 60).stdout
     m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s)", out)
     if not m:
@@ -406,12 +407,12 @@ def aiohttp_load_main(url: str, seconds: float, connections: int) -> None:
     asyncio.run(main())
 
 
-def run_load(url: str, seconds: float) -> dict:
-    """One measurement with the best generator available."""
+def run_load(url: str, seconds: float, threads: int = THREADS, connections: int = CONNECTIONS) -> dict:
+    """One measurement with the best generator available (*threads*: wrk's; the fallback has one)."""
     if shutil.which("wrk"):
-        return run_wrk(url, seconds)
+        return run_wrk(url, seconds, threads, connections)
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--load", url, str(seconds),
-                          str(CONNECTIONS)], capture_output=True, text=True, timeout=seconds + 60, check=True)
+                          str(connections)], capture_output=True, text=True, timeout=seconds + 60, check=True)
     return json.loads(out.stdout)
 
 
@@ -425,15 +426,6 @@ def measure_running(server: Server, seconds: float, warmup: float) -> dict:
     r["rps_per_core"] = r["requests"] / cpu if cpu else float("inf")
     r["cores"] = cpu / r["wall"]
     return r
-
-
-def measure(start, seconds: float, warmup: float) -> dict:
-    """Start a server, warm it, measure, stop it (bench_scaling uses this)."""
-    server = start()
-    try:
-        return measure_running(server, seconds, warmup)
-    finally:
-        server.stop()
 
 
 # -- the bench --------------------------------------------------------------------------

@@ -154,3 +154,57 @@ def test_the_arena_plot_names_what_it_measured_and_every_policy():
     text = (REPO / "tests" / "perf" / "bench_arena.py").read_text()
     assert "remote caches" not in text  # the title is built from the backends measured
     assert '("lru", "lru2", "s3fifo")' in text
+
+
+def test_scaling_layout_keeps_wrk_off_the_server_cores_when_it_can():
+    from tests.perf.bench_scaling import plan_layout
+
+    one, two = plan_layout(1, (0, 1)), plan_layout(2, (0, 1))
+    assert (one.server, one.load, one.disjoint) == ((0,), (1,), True)  # a clean per-core figure
+    assert (two.server, two.load, two.disjoint) == ((0, 1), (1,), False)
+    assert "shared with wrk" in two.describe() and "shared" not in one.describe()
+    big = plan_layout(12, tuple(range(16)))
+    assert big.disjoint and not set(big.server) & set(big.load) and len(big.load) == 4
+    assert not plan_layout(13, tuple(range(16))).disjoint
+    assert not plan_layout(1, (3,)).disjoint  # one CPU: nothing to separate
+
+
+@pytest.mark.procs
+def test_scaling_arena_only_run_counts_per_op_and_a_hit_stores_no_shared_line_twice():
+    from tests.perf import bench_scaling
+
+    rows = bench_scaling.run_arena_only(0.2, 3_000, procs_list=(1, 2), gets_each=2_000)
+    assert [(r["mode"], r["procs"]) for r in rows] == [("hot", 1), ("hot", 2), ("disjoint", 1),
+                                                       ("disjoint", 2), ("hits only", 1), ("hits only", 2)]
+    for r in rows[:-2]:
+        assert r["ops"] > 0 and r["loads"] > 0 and r["cpu"] > 0  # the deletes made reloads
+        assert r["flight_full"] == 0
+    # After a set clears its reference byte, the first hit raises it and no later one stores it
+    # again (lru counts to 1): at most one shared-line store per key, whatever the hit count.
+    for hits_only, procs in zip(rows[-2:], (1, 2)):
+        assert hits_only["hits"] == procs * 2_000 and hits_only["cpu_us"] > 0
+        assert 0 < hits_only["ref_stores"] <= bench_scaling.HOT_KEYS
+    table_rows = bench_scaling.arena_rows(rows)
+    assert len(table_rows) == 4 and all(row[3] > 0 for row in table_rows)  # CPU µs per op
+
+
+@pytest.mark.procs
+def test_scaling_bench_runs_at_a_tiny_size():
+    if not shutil.which("wrk"):
+        pytest.skip("the scaling bench's per-core figures need wrk")
+    from tests.perf import bench_scaling
+
+    out = bench_scaling.run(True, worker_counts=(1, 2), go_procs=(), arena_procs=(2,), reuseport=False)
+    main, contention, arena, hits_only, shared = out["tables"][:5]
+    assert [row[:2] for row in main["rows"]] == [["geecache", 1], ["geecache", 2]]
+    assert main["rows"][0][7] == 1.0  # efficiency is relative to 1 worker
+    assert all(row[5] > 0 and row[6] > 0 for row in main["rows"])  # µs per hit, req/s per core
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert "shared" not in main["rows"][0][2] and "|" in main["rows"][0][2]
+    assert "Amdahl" not in json.dumps(out)
+    # Every request a hit: nothing waits, nothing collides in the flight table.
+    assert [row[0] for row in contention["rows"]] == [1, 2]
+    assert all(row[5] == row[6] == row[7] == 0 for row in contention["rows"])
+    assert {row[0] for row in arena["rows"]} == {"hot", "disjoint"}
+    assert [row[0] for row in hits_only["rows"]] == [1, 2]
+    assert "per hit" in shared["rows"][-1][1]
