@@ -38,6 +38,7 @@ from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
 
+from . import getwire
 from .auth import bearer
 from .breaker import CLOSED, Breaker
 from .compression import codec_by_id, pack, unpack
@@ -45,7 +46,7 @@ from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from .geecachepb import (
-    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, InvalidateRequest, RecentWrites,
     SetRequest, WriteBatch, WriteBatchResponse, WriteResponse,
 )
 from .latency import PEER_CALLS
@@ -56,6 +57,9 @@ from .storage import WriteResult
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_geecache/"
+#: What a peer call fails with when the peer or the way to it is at fault (the breaker counts these).
+_TRANSPORT_ERRORS = (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                     ValueError, PeerProtocolError)
 #: The share of the read timeout an owner is given to apply a write, counted from when it
 #: reads it (the rest covers the request's time on the wire).
 WRITE_TIMEOUT_SHARE = 0.75
@@ -111,7 +115,10 @@ class HTTPPeer:
         self.address = address
         self._pool = pool
         self._conns = ConnectionPool(peer_url(address, pool.tls), ssl_context=pool.ssl_context,
-                                     connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout)
+                                     connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout,
+                                     headers=pool.headers)
+        # group -> its quoted peer path with the trailing slash, as bytes (a fetch's target prefix).
+        self._key_prefixes: dict[str, bytes] = {}
         # group -> writes waiting for the batch in flight to this peer (see ``write``);
         # False once the peer answered a batch with 405.  The event loop's thread guards both.
         self._write_queues: dict[str, _WriteQueue] = {}
@@ -127,9 +134,8 @@ class HTTPPeer:
             raise PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal")
         started = time.perf_counter()
         try:
-            answer = await self._conns.request(method, path, self._pool.headers, body)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError, PeerProtocolError) as exc:
+            answer = await self._conns.request(method, path, None, body)
+        except _TRANSPORT_ERRORS as exc:
             error = PeerError(f"peer {self.address}: {type(exc).__name__}: {exc}")
             error.tripped = breaker.failure(self.address)
             log.debug("peer call %s %s %s failed after %.1fms: %s", self.address, method,
@@ -187,19 +193,76 @@ class HTTPPeer:
         The codec id is checked (an unknown one is a PeerError); the bytes are
         not decompressed here.
         """
-        path = peer_path(group, key) + ("?handoff=1" if handoff else "")
-        status, body = await self._call("GET", path)
+        future = asyncio.get_running_loop().create_future()
+
+        def done(answer) -> None:
+            if not future.done():  # (the caller may have been cancelled)
+                if type(answer) is tuple:
+                    future.set_result(answer)
+                else:
+                    future.set_exception(answer)
+
+        self.fetch_packed_soon(group, key, done, handoff=handoff)
+        return await future
+
+    def fetch_packed_soon(self, group: str, key: str, done: Callable[[object], None], *,
+                          handoff: bool = False) -> None:
+        """``fetch_packed`` without a task, a coroutine or a Future: *done* gets (bytes, codec id,
+        expire_at) or the exception (PeerUnavailableError, PeerError, NotFoundError), once.
+
+        Through the breaker, bounded by the pool's timeouts, timed in
+        ``PEER_CALLS``, as every peer call.  *done* runs from a callback of the
+        loop (or at once, when the breaker is open) and must not raise.
+        """
+        breaker = self._pool.breaker
+        if not breaker.allow(self.address):
+            done(PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal"))
+            return
+        prefix = self._key_prefixes.get(group)
+        if prefix is None:
+            prefix = self._key_prefixes[group] = (peer_path(group) + "/").encode()
+        # quote() leaves letters and digits alone: most keys skip it.
+        target = prefix + (key.encode() if key.isascii() and key.isalnum() else quote(key, safe="").encode())
+        if handoff:
+            target += b"?handoff=1"
+        started = time.perf_counter()
+        self._conns.get(target, lambda answer: self._fetched(group, key, started, answer, done))
+
+    def _fetched(self, group: str, key: str, started: float, answer, done: Callable[[object], None]) -> None:
+        """The answer to ``fetch_packed_soon``'s GET (status, body), or its failure: *done*'s argument."""
+        PEER_CALLS.observe("GET", time.perf_counter() - started)
+        if type(answer) is not tuple:
+            if not isinstance(answer, _TRANSPORT_ERRORS):
+                done(answer)  # a bug: not this peer's fault
+                return
+            error = PeerError(f"peer {self.address}: {type(answer).__name__}: {answer}")
+            error.__cause__ = answer
+            error.tripped = self._pool.breaker.failure(self.address)
+            log.debug("peer call %s GET %s failed after %.1fms: %s", self.address, peer_path(group),
+                      (time.perf_counter() - started) * 1000, error)
+            done(error)
+            return
+        # Any answer, even a 5xx, shows the peer alive: only the transport trips the breaker.
+        self._pool.breaker.success(self.address)
+        status, body = answer
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("peer call %s GET %s: %d, %d bytes, %.1fms", self.address, peer_path(group), status,
+                      len(body), (time.perf_counter() - started) * 1000)
         if status == 404:
-            raise NotFoundError(f"group {group!r} has no key {key!r}")
+            done(NotFoundError(f"group {group!r} has no key {key!r}"))
+            return
         if status != 200:
-            raise self._fail(self.address, status, body)
-        msg = GetResponse()
+            done(self._fail(self.address, status, body))
+            return
         try:
-            msg.ParseFromString(body)
-            codec_by_id(msg.codec)
+            payload, codec, expire_at, ttl_left = getwire.decode(body)
+            codec_by_id(codec)
         except (DecodeError, CodecError) as exc:
-            raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
-        return msg.value, msg.codec, local_expiry(msg.expire_at, msg.ttl_left, time.time())
+            error = PeerError(f"peer {self.address}: bad response: {exc}")
+            error.__cause__ = exc
+            done(error)
+            return
+        done((payload, codec, local_expiry(expire_at, ttl_left, time.time()) if expire_at else 0.0))
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
                     version: int = 0) -> WriteResult:

@@ -31,6 +31,7 @@ import asyncio
 import logging
 from bisect import bisect_left
 from collections import deque
+from functools import partial
 from time import perf_counter
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -41,8 +42,8 @@ from workers.dataplane.responses import (
     CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, error_reply, render,
 )
 from workers.dataplane.routes import (
-    API, BATCH, BATCH_BUSY, PEER_BATCH, RETRY_AFTER, UNMATCHED, Request, error_reply_for, is_batch_path,
-    packed_hit,
+    API, BATCH, BATCH_BUSY, PEER_BATCH, PEER_KEY, RETRY_AFTER, UNMATCHED, Request, error_reply_for,
+    is_batch_path, packed_hit,
 )
 
 log = logging.getLogger("geecache.worker")
@@ -50,6 +51,7 @@ log = logging.getLogger("geecache.worker")
 _GET = b"GET"
 _API_PATH = b"/api"
 _API_KEY = b"/api?key="
+_PEER_PREFIX = b"/_geecache/"
 _MISSING_KEY = "missing query parameter 'key'"
 _EMPTY_KEY = "key must not be empty"
 #: Lengths of the header names the protocol reads (authorization, content-length,
@@ -407,9 +409,35 @@ class DataPlaneProtocol(asyncio.Protocol):
         else:
             self._last = plane.tick
 
+    def _peer_hit(self, body: bytes, end: bytes, start: float) -> None:
+        """Write a peer GET's answer (*body*: GetResponse bytes) behind the prebuilt head."""
+        plane = self._plane
+        out = b"%b%d\r\n%b%b" % (plane.peer_head, len(body), end, body)
+        self._transport.write(out)
+        plane.bytes_written += len(out)
+        seconds = perf_counter() - start
+        tally = plane.peer_tally
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 if seconds <= plane.first_bound else 2 + bisect_left(plane.bounds, seconds)] += 1
+        if end is END_CLOSE:
+            self._close()
+        else:
+            self._last = plane.tick
+
     def _serve_other(self, method: bytes, url: bytes, auth, body, end: bytes, start: float,
                      accept=None) -> None:
         router = self._router
+        if method == _GET and url[:11] == _PEER_PREFIX:
+            # A peer's GET of a key: a hit answered here, as the public hit is (no Request,
+            # no reply tuple); a miss is the load's task; None leaves it to the route table.
+            answer = router.peer_get_fast(url, auth)
+            if answer is not None:
+                if type(answer) is bytes:
+                    self._peer_hit(answer, end, start)
+                else:
+                    self._spawn(answer, "GET", PEER_KEY, start, end, False)
+                return
         path, _, query = url.partition(b"?")
         if method == _GET and path == _API_PATH:
             # /api with a group or an escaped key: the same probe after the full query parse.
@@ -464,7 +492,14 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._last = plane.tick
 
     def _spawn(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
-        self._pending = self._plane.spawn(self._complete(coro, method, label, start, end, head_only))
+        """Answer when *coro* is done: a coroutine runs as a task; a Future (a peer fetch that
+        needs none) is answered from its done callback."""
+        plane = self._plane
+        if isinstance(coro, asyncio.Future):
+            self._pending = plane.track(coro)
+            coro.add_done_callback(partial(self._settled, method, label, start, end, head_only))
+        else:
+            self._pending = plane.spawn(self._complete(coro, method, label, start, end, head_only))
         self._update_reading()
 
     async def _complete(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
@@ -472,6 +507,18 @@ class DataPlaneProtocol(asyncio.Protocol):
             reply = await coro
         except Exception as exc:  # CancelledError (shutdown past its grace) passes
             reply = error_reply_for(exc)
+        self._finish(reply, method, label, start, end, head_only)
+
+    def _settled(self, method: str, label: str, start: float, end: bytes, head_only: bool,
+                 future: asyncio.Future) -> None:
+        if future.cancelled():  # shutdown past its grace, as a cancelled task: nothing to answer
+            return
+        exc = future.exception()
+        self._finish(future.result() if exc is None else error_reply_for(exc), method, label, start, end,
+                     head_only)
+
+    def _finish(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
+        """The owed answer is *reply*: write it (unless the client left) and go on with the queue."""
         self._pending = None
         if self._closed:
             # The client left before its answer: nginx's 499, never a 5xx.

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 # The three common bounds are host settings: geecache/config.py says why these defaults.
 from geecache.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from workers.dataplane.protocol import DataPlaneProtocol
-from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, render
-from workers.dataplane.routes import API, Router
+from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, peer_head, render
+from workers.dataplane.routes import API, PEER_KEY, Router
 
 log = logging.getLogger("geecache.worker")
 
@@ -108,10 +108,11 @@ class _Plane:
         self.bounds = self.metrics.bounds
         self.first_bound = self.bounds[0]
         self.hit_tally = self.metrics.tally("GET", API, 200)
+        self.peer_tally = self.metrics.tally("GET", PEER_KEY, 200)
         # Open connections in accept order (a dict as an ordered set): of connections
         # idle since the same coarse tick, the cap evicts the one accepted first.
         self.conns: dict[DataPlaneProtocol, None] = {}
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Future] = set()  # tasks, and Futures answered by callback
         self.closing = False
         self._drained: asyncio.Event | None = None
         self._refused = 0            # new connections refused at the cap since the last cap line
@@ -125,6 +126,7 @@ class _Plane:
         self.tick = loop.time()
         self.date = date_line(time.time())
         self.hit_head = hit_head(self.date)
+        self.peer_head = peer_head(self.date)
         self.busy_answer = render(error_reply(503, "too many connections"), self.date, END_CLOSE)
 
     # -- connections -----------------------------------------------------------
@@ -184,6 +186,12 @@ class _Plane:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def track(self, future: asyncio.Future) -> asyncio.Future:
+        """Keep *future* (an answer owed without a task) with the tasks: cancelled past the grace."""
+        self.tasks.add(future)
+        future.add_done_callback(self.tasks.discard)
+        return future
+
     # -- the sweep -------------------------------------------------------------
 
     def start(self) -> None:
@@ -195,6 +203,7 @@ class _Plane:
         self.tick = now
         self.date = date_line(time.time())
         self.hit_head = hit_head(self.date)
+        self.peer_head = peer_head(self.date)
         for conn in list(self.conns):
             conn.check(now)
         if now - self._last_flush >= FLUSH_INTERVAL:
