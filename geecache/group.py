@@ -236,6 +236,8 @@ class Group:
         """
 
         def fetched(answer) -> None:
+            if future.done():  # settled already (a second call would be a bug's)
+                return
             try:
                 if type(answer) is tuple:
                     payload, codec, expire_at = answer
@@ -453,6 +455,19 @@ class Group:
                 out[i] = (result.http_status, b"", 0.0, public_reason(result))
             else:
                 raise result
+        return out
+
+    def cached_for_peer(self, keys: list[str]) -> list[tuple[bytes, int, float]] | None:
+        """The entries (as stored) of a peer's batch of checked *keys* when every one is cached
+        here, counted as one peer request (as ``get_local_many``); None, uncounted, when one is not."""
+        get_entry = self._cache.get_entry
+        out = []
+        for key in keys:
+            entry = get_entry(self._partition(key)[0], key)
+            if entry is None:
+                return None
+            out.append(entry)
+        self.stats.add("peer_requests")
         return out
 
     def _partition(self, key: str) -> tuple[str, float]:

@@ -41,7 +41,7 @@ from google.protobuf.message import DecodeError
 from . import getwire
 from .auth import bearer
 from .breaker import CLOSED, Breaker
-from .compression import codec_by_id, pack, unpack
+from .compression import CODECS, codec_by_id, pack, unpack
 from .consistenthash import Ring
 from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
@@ -57,6 +57,10 @@ from .storage import WriteResult
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_geecache/"
+#: Keys one coalesced fetch asks at most (``HTTPPeer.fetch_packed_soon``); more go in several.
+FETCH_BATCH = 64
+#: The codec ids this host can decode: an answer under another one is a bad response.
+_CODEC_IDS = frozenset(codec.id for codec in CODECS)
 #: What a peer call fails with when the peer or the way to it is at fault (the breaker counts these).
 _TRANSPORT_ERRORS = (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                      ValueError, PeerProtocolError)
@@ -117,8 +121,14 @@ class HTTPPeer:
         self._conns = ConnectionPool(peer_url(address, pool.tls), ssl_context=pool.ssl_context,
                                      connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout,
                                      headers=pool.headers)
-        # group -> its quoted peer path with the trailing slash, as bytes (a fetch's target prefix).
+        # group -> its quoted peer path with the trailing slash, as bytes (a fetch's target prefix),
+        # and its peer batch path.  group -> the fetches asked in this turn of the loop (see
+        # ``fetch_packed_soon``); False once the peer answered a batch with 404 or 405.  The
+        # event loop's thread guards them.
         self._key_prefixes: dict[str, bytes] = {}
+        self._batch_paths: dict[str, bytes] = {}
+        self._fetches: dict[str, list] = {}
+        self._batch_fetches = True
         # group -> writes waiting for the batch in flight to this peer (see ``write``);
         # False once the peer answered a batch with 405.  The event loop's thread guards both.
         self._write_queues: dict[str, _WriteQueue] = {}
@@ -210,10 +220,107 @@ class HTTPPeer:
         """``fetch_packed`` without a task, a coroutine or a Future: *done* gets (bytes, codec id,
         expire_at) or the exception (PeerUnavailableError, PeerError, NotFoundError), once.
 
-        Through the breaker, bounded by the pool's timeouts, timed in
-        ``PEER_CALLS``, as every peer call.  *done* runs from a callback of the
-        loop (or at once, when the breaker is open) and must not raise.
+        Fetches asked in one turn of the event loop share requests: at the end
+        of the turn, a lone one is a ``GET`` of its key, several are one peer
+        batch (``POST .../_batch``, ``FETCH_BATCH`` keys at most), each key
+        still answered alone.  Nothing waits for a timer or for another
+        request.  Through the breaker, bounded by the pool's timeouts, timed
+        in ``PEER_CALLS``, as every peer call.  *done* runs from a callback of
+        the loop and must not raise.
         """
+        if handoff:
+            self._get_soon(group, key, done, b"?handoff=1")
+            return
+        queue = self._fetches.get(group)
+        if queue is None:
+            queue = self._fetches[group] = []
+            asyncio.get_running_loop().call_soon(self._send_fetches, group)
+        queue.append((key, done))
+
+    def _send_fetches(self, group: str) -> None:
+        """End of the loop's turn: send the fetches of *group* asked during it."""
+        queue = self._fetches.pop(group)
+        try:
+            if len(queue) == 1 or not self._batch_fetches:
+                for key, done in queue:
+                    self._get_soon(group, key, done)
+                return
+            for at in range(0, len(queue), FETCH_BATCH):
+                chunk = queue[at:at + FETCH_BATCH]
+                if len(chunk) == 1:
+                    self._get_soon(group, *chunk[0])
+                else:
+                    self._batch_soon(group, chunk)
+        except Exception as exc:  # a bug: no fetch may wait forever (a settled one ignores this)
+            log.error("peer %s: sending fetches failed", self.address, exc_info=exc)
+            for _, done in queue:
+                done(exc)
+
+    def _batch_soon(self, group: str, items: list[tuple[str, Callable[[object], None]]]) -> None:
+        """Ask the owner for the keys of *items* in one peer batch; settle each key's *done*."""
+        if not self._pool.breaker.allow(self.address):
+            for _, done in items:
+                done(PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal"))
+            return
+        body = BatchRequest(group=group, items=[BatchItem(key=key) for key, _ in items]).SerializeToString()
+        path = self._batch_paths.get(group)
+        if path is None:
+            path = self._batch_paths[group] = peer_path(group, BATCH).encode()
+        started = time.perf_counter()
+        self._conns.post(path, body, lambda answer: self._batch_fetched(group, items, started, answer))
+
+    def _batch_fetched(self, group: str, items: list, started: float, answer) -> None:
+        """The owner's answer to ``_batch_soon`` (status, body), or its failure: settle every key."""
+        PEER_CALLS.observe("POST", time.perf_counter() - started)
+        if type(answer) is not tuple:
+            if not isinstance(answer, _TRANSPORT_ERRORS):
+                for _, done in items:
+                    done(answer)
+                return
+            error = PeerError(f"peer {self.address}: {type(answer).__name__}: {answer}")
+            # One failed call: the first key carries whether it opened the breaker, so the
+            # trip is counted once, as for the GETs it stands for.
+            error.tripped = self._pool.breaker.failure(self.address)
+            log.debug("peer call %s POST %s failed after %.1fms: %s", self.address, peer_path(group, BATCH),
+                      (time.perf_counter() - started) * 1000, error)
+            items[0][1](error)
+            for _, done in items[1:]:
+                done(PeerError(str(error)))
+            return
+        self._pool.breaker.success(self.address)
+        status, body = answer
+        if status != 200:
+            # An owner without batches (405, 404), or whose batch budget is spent (503): each
+            # key as its own GET, as before there were batches.
+            if status in (404, 405):
+                self._batch_fetches = False
+            for key, done in items:
+                self._get_soon(group, key, done)
+            return
+        msg = BatchResponse()
+        try:
+            msg.ParseFromString(body)
+            if len(msg.items) != len(items):
+                raise DecodeError(f"{len(msg.items)} items for {len(items)} keys")
+        except DecodeError as exc:
+            for _, done in items:
+                done(PeerError(f"peer {self.address}: bad batch response: {exc}"))
+            return
+        now = time.time()
+        for (key, done), item in zip(items, msg.items):
+            if item.status == 200:
+                if item.codec and item.codec not in _CODEC_IDS:
+                    done(PeerError(f"peer {self.address}: bad response: unknown codec id {item.codec}"))
+                    continue
+                expire_at = local_expiry(item.expire_at, item.ttl_left, now) if item.expire_at else 0.0
+                done((item.value, item.codec, expire_at))
+            elif item.status == 404:
+                done(NotFoundError(f"group {group!r} has no key {key!r}"))
+            else:
+                done(self._fail(self.address, item.status, item.error.encode()))
+
+    def _get_soon(self, group: str, key: str, done: Callable[[object], None], query: bytes = b"") -> None:
+        """One key's ``GET``, as ``fetch_packed_soon`` describes."""
         breaker = self._pool.breaker
         if not breaker.allow(self.address):
             done(PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal"))
@@ -223,8 +330,8 @@ class HTTPPeer:
             prefix = self._key_prefixes[group] = (peer_path(group) + "/").encode()
         # quote() leaves letters and digits alone: most keys skip it.
         target = prefix + (key.encode() if key.isascii() and key.isalnum() else quote(key, safe="").encode())
-        if handoff:
-            target += b"?handoff=1"
+        if query:
+            target += query
         started = time.perf_counter()
         self._conns.get(target, lambda answer: self._fetched(group, key, started, answer, done))
 

@@ -460,8 +460,8 @@ class Router:
         if group is None or not raw_key or not auth.authorized(header, self._expected):
             return None
         try:
-            return self._peer_answer(group, raw_key.decode())  # llhttp admits only ASCII in a target
-        except GeeCacheError:
+            return self._peer_answer(group, raw_key.decode())
+        except (GeeCacheError, UnicodeDecodeError):  # the route table says what was wrong
             return None
 
     def _peer_answer(self, group, key: str):
@@ -695,8 +695,40 @@ class Router:
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
         keys = [item.key for item in self._batch_items(self._message(req.body, BatchRequest()), group.name)]
+        answer = self._peer_batch_cached(group, keys, len(req.body))
+        if answer is not None:
+            return answer
         reserve = self._batch_reserve(group, req.body, len(keys))
         return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
+
+    def _peer_batch_cached(self, group, keys: list[str], body_size: int) -> asyncio.Future | None:
+        """A peer batch of keys all cached here, answered without a task (a peer's fetches of
+        one loop turn come so); None when one is not cached, the values are over
+        ``batch_max_bytes`` or the budget has no room: then the task, as for any batch.
+
+        The answer is a done Future, so the data plane counts it against the
+        budget while its client leaves it unread, as a batch answered by a task.
+        """
+        if not self.batch_room(body_size + min(self.batch_max_bytes, len(keys) * group.item_limit)):
+            return None
+        entries = group.cached_for_peer(keys)
+        if entries is None or sum(len(entry[0]) for entry in entries) > self.batch_max_bytes:
+            return None
+        msg = BatchResponse()
+        add = msg.items.add
+        now = time.time()
+        packs = group.packs
+        codec = group.codec
+        for entry in entries:
+            payload, codec_id, expire_at = entry
+            if not packs:  # the value, packed with the group's codec (none: as it is)
+                payload = group.value_of(entry)
+                codec_id, payload = pack(payload, codec) if codec.id else (0, payload)
+            add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
+                ttl_left=seconds_left(expire_at, now))
+        reply = asyncio.get_running_loop().create_future()
+        reply.set_result((200, PROTOBUF, msg.SerializeToString(), b""))
+        return reply
 
     def peer_writes(self, req: Request):
         """A peer's batch of writes to keys this host owns: applied here in one transaction."""
