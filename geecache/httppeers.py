@@ -262,7 +262,11 @@ class HTTPPeer:
             for _, done in items:
                 done(PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal"))
             return
-        body = BatchRequest(group=group, items=[BatchItem(key=key) for key, _ in items]).SerializeToString()
+        msg = BatchRequest(group=group)
+        add = msg.items.add  # in place: cheaper than BatchItems built and copied in
+        for key, _ in items:
+            add(key=key)
+        body = msg.SerializeToString()
         path = self._batch_paths.get(group)
         if path is None:
             path = self._batch_paths[group] = peer_path(group, BATCH).encode()

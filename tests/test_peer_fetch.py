@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 
+from geecache.compression import unpack
 from geecache.geecachepb import GetResponse
 from geecache.httppeers import peer_path
 from tests.test_peers import TOKEN, cluster, owned_by
@@ -98,11 +99,11 @@ def test_the_owner_answers_a_peer_get_inline_and_counts_it_once():
                 async with s.get(url, headers={"Authorization": "Bearer wrong"}) as r:
                     assert r.status == 401 and "error" in await r.json()
                 async with s.get(f"http://{m1}/_geecache/nosuch/{key}", headers=AUTH) as r:
-                    assert r.status == 404
+                    assert r.status == 400 and "unknown group" in (await r.json())["error"]
                 async with s.get(url + "?handoff=1", headers=AUTH) as r:  # the route table's path
                     assert GetResponse.FromString(await r.read()) == first
             assert g1.stats.snapshot()["peer_requests"] == 4  # the handoff ask is not one
             assert storage.loads == 1
-            assert first.value == data[key]
+            assert first.codec and unpack(first.codec, first.value) == data[key]  # zstd, as stored
 
     asyncio.run(go())
