@@ -72,8 +72,8 @@ class AccessLogProtocol(DataPlaneProtocol):
         super()._hit(value, end, start)
         self._log(200, start)
 
-    def _peer_hit(self, body: bytes, end: bytes, start: float) -> None:
-        super()._peer_hit(body, end, start)
+    def _peer_hit(self, body: bytes, end: bytes, start: float, tally: list) -> None:
+        super()._peer_hit(body, end, start, tally)
         self._log(200, start)
 
     def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:

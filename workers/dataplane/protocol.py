@@ -52,6 +52,8 @@ _GET = b"GET"
 _API_PATH = b"/api"
 _API_KEY = b"/api?key="
 _PEER_PREFIX = b"/_geecache/"
+_POST = b"POST"
+_BATCH_SUFFIX = b"/_batch"
 _MISSING_KEY = "missing query parameter 'key'"
 _EMPTY_KEY = "key must not be empty"
 #: Lengths of the header names the protocol reads (authorization, content-length,
@@ -409,14 +411,13 @@ class DataPlaneProtocol(asyncio.Protocol):
         else:
             self._last = plane.tick
 
-    def _peer_hit(self, body: bytes, end: bytes, start: float) -> None:
-        """Write a peer GET's answer (*body*: GetResponse bytes) behind the prebuilt head."""
+    def _peer_hit(self, body: bytes, end: bytes, start: float, tally: list) -> None:
+        """Write a peer's 200 (*body*: protobuf bytes) behind the prebuilt head; count it in *tally*."""
         plane = self._plane
         out = b"%b%d\r\n%b%b" % (plane.peer_head, len(body), end, body)
         self._transport.write(out)
         plane.bytes_written += len(out)
         seconds = perf_counter() - start
-        tally = plane.peer_tally
         tally[0] += 1
         tally[1] += seconds
         tally[2 if seconds <= plane.first_bound else 2 + bisect_left(plane.bounds, seconds)] += 1
@@ -428,16 +429,27 @@ class DataPlaneProtocol(asyncio.Protocol):
     def _serve_other(self, method: bytes, url: bytes, auth, body, end: bytes, start: float,
                      accept=None) -> None:
         router = self._router
-        if method == _GET and url[:11] == _PEER_PREFIX:
-            # A peer's GET of a key: a hit answered here, as the public hit is (no Request,
-            # no reply tuple); a miss is the load's task; None leaves it to the route table.
-            answer = router.peer_get_fast(url, auth)
-            if answer is not None:
-                if type(answer) is bytes:
-                    self._peer_hit(answer, end, start)
-                else:
-                    self._spawn(answer, "GET", PEER_KEY, start, end, False)
-                return
+        if url[:11] == _PEER_PREFIX:
+            if method == _GET:
+                # A peer's GET of a key: a hit answered here, as the public hit is (no Request,
+                # no reply tuple); a miss is the load's task; None leaves it to the route table.
+                answer = router.peer_get_fast(url, auth)
+                if answer is not None:
+                    if type(answer) is bytes:
+                        self._peer_hit(answer, end, start, self._plane.peer_tally)
+                    else:
+                        self._spawn(answer, "GET", PEER_KEY, start, end, False)
+                    return
+            elif method == _POST and url.endswith(_BATCH_SUFFIX) and body:
+                # A peer's fetches of one loop turn, all cached here: answered the same way.
+                answer = router.peer_batch_fast(url, auth, body)
+                if answer is not None:
+                    self._peer_hit(answer, end, start, self._plane.peer_batch_tally)
+                    if self._write_paused and not self._closed:
+                        # Unread, it holds its bytes in the batch budget, as a task's answer does.
+                        self._batch_unsent += len(answer)
+                        router.batch_holding(len(answer))
+                    return
         path, _, query = url.partition(b"?")
         if method == _GET and path == _API_PATH:
             # /api with a group or an escaped key: the same probe after the full query parse.
@@ -555,8 +567,17 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
-        """Recompute ``_busy`` (an answer is owed before the next request's) and pause reading while it is."""
-        pause = self._busy = self._pending is not None or bool(self._queue) or self._write_paused
+        """Recompute ``_busy`` (an answer is owed before the next request's); pause reading once a
+        request waits behind it, or the write buffer is full.
+
+        Not as soon as an answer is owed: a client waiting for it sends nothing
+        meanwhile, and pausing then cost two ``epoll_ctl`` calls per miss.  A
+        pipelining client's next request is read, queued, and reading pauses
+        then, so the queue is still bounded by one read.
+        """
+        queued = bool(self._queue)
+        self._busy = self._pending is not None or queued or self._write_paused
+        pause = queued or self._write_paused
         if pause != self._read_paused and not self._closed and not self._lingering:
             self._read_paused = pause
             if pause:

@@ -697,18 +697,42 @@ class Router:
         keys = [item.key for item in self._batch_items(self._message(req.body, BatchRequest()), group.name)]
         answer = self._peer_batch_cached(group, keys, len(req.body))
         if answer is not None:
-            return answer
+            # A done Future, so the data plane counts the answer against the budget while
+            # its client leaves it unread, as a batch answered by a task.
+            reply = asyncio.get_running_loop().create_future()
+            reply.set_result((200, PROTOBUF, answer, b""))
+            return reply
         reserve = self._batch_reserve(group, req.body, len(keys))
         return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
 
-    def _peer_batch_cached(self, group, keys: list[str], body_size: int) -> asyncio.Future | None:
-        """A peer batch of keys all cached here, answered without a task (a peer's fetches of
-        one loop turn come so); None when one is not cached, the values are over
-        ``batch_max_bytes`` or the budget has no room: then the task, as for any batch.
+    def peer_batch_fast(self, url: bytes, header: bytes | None, body: bytes) -> bytes | None:
+        """``POST /_geecache/<group>/_batch`` of keys all cached here, answered without a Request:
+        the BatchResponse bytes, or None when the route table must answer (a miss among the
+        keys, anything to refuse or decode: as ``peer_get_fast``, nothing is counted then)."""
+        if b"%" in url or b"?" in url:
+            return None
+        name = url[len(_PEER_PREFIX):-len(_BATCH_KEY) - 1]
+        group = self._groups_by_raw.get(name)
+        if group is None or not auth.authorized(header, self._expected):
+            return None
+        try:
+            msg = BatchRequest.FromString(body)
+        except DecodeError:
+            return None
+        if (msg.group and msg.group != group.name) or len(msg.items) > self.batch_max_keys:
+            return None
+        keys = [item.key for item in msg.items]
+        try:
+            for key in keys:
+                check_key(key)
+        except InvalidKeyError:
+            return None
+        return self._peer_batch_cached(group, keys, len(body))
 
-        The answer is a done Future, so the data plane counts it against the
-        budget while its client leaves it unread, as a batch answered by a task.
-        """
+    def _peer_batch_cached(self, group, keys: list[str], body_size: int) -> bytes | None:
+        """The BatchResponse of a peer batch of keys all cached here, built at once (a peer's
+        fetches of one loop turn come so); None when one is not cached, the values are over
+        ``batch_max_bytes`` or the budget has no room: then the task, as for any batch."""
         if not self.batch_room(body_size + min(self.batch_max_bytes, len(keys) * group.item_limit)):
             return None
         entries = group.cached_for_peer(keys)
@@ -726,9 +750,7 @@ class Router:
                 codec_id, payload = pack(payload, codec) if codec.id else (0, payload)
             add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
                 ttl_left=seconds_left(expire_at, now))
-        reply = asyncio.get_running_loop().create_future()
-        reply.set_result((200, PROTOBUF, msg.SerializeToString(), b""))
-        return reply
+        return msg.SerializeToString()
 
     def peer_writes(self, req: Request):
         """A peer's batch of writes to keys this host owns: applied here in one transaction."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from geecache.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from workers.dataplane.protocol import DataPlaneProtocol
 from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, peer_head, render
-from workers.dataplane.routes import API, PEER_KEY, Router
+from workers.dataplane.routes import API, PEER_BATCH, PEER_KEY, Router
 
 log = logging.getLogger("geecache.worker")
 
@@ -109,6 +109,7 @@ class _Plane:
         self.first_bound = self.bounds[0]
         self.hit_tally = self.metrics.tally("GET", API, 200)
         self.peer_tally = self.metrics.tally("GET", PEER_KEY, 200)
+        self.peer_batch_tally = self.metrics.tally("POST", PEER_BATCH, 200)
         # Open connections in accept order (a dict as an ordered set): of connections
         # idle since the same coarse tick, the cap evicts the one accepted first.
         self.conns: dict[DataPlaneProtocol, None] = {}
