@@ -236,7 +236,8 @@ class Group:
         """
 
         def fetched(answer) -> None:
-            if future.done():  # settled already (a second call would be a bug's)
+            if future.done():  # cancelled (a worker's shutdown past its grace), or settled by a bug
+                self._calls.release(key, future)
                 return
             try:
                 if type(answer) is tuple:
@@ -273,6 +274,10 @@ class Group:
         """The local load after a failed peer fetch ended: settle the claimed *future* with it."""
         self._fallbacks.discard(task)
         self._calls.release(key, future)
+        if future.done():  # cancelled meanwhile: nobody to tell
+            if not task.cancelled():
+                task.exception()  # retrieved: that is no error
+            return
         if task.cancelled():
             future.cancel()
         elif task.exception() is not None:

@@ -107,3 +107,21 @@ def test_the_owner_answers_a_peer_get_inline_and_counts_it_once():
             assert first.codec and unpack(first.codec, first.value) == data[key]  # zstd, as stored
 
     asyncio.run(go())
+
+
+def test_a_cancelled_fetch_frees_its_key_for_the_next_miss():
+    async def go():
+        data = _data()
+        async with cluster(2, data) as (hosts, storage):
+            (g0, pool0, _), (_, _, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            started = g0.load_started(key)  # as the data plane's miss; shutdown cancels it
+            started.cancel()
+            for _ in range(200):  # the owner's answer arrives and finds the Future cancelled
+                if not g0._calls.in_flight(key):
+                    break
+                await asyncio.sleep(0.01)
+            assert not g0._calls.in_flight(key)
+            assert await g0.get(key) == data[key]  # a fresh fetch, not the cancelled one
+
+    asyncio.run(go())

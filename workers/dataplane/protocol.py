@@ -505,7 +505,8 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _spawn(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
         """Answer when *coro* is done: a coroutine runs as a task; a Future (a peer fetch that
-        needs none) is answered from its done callback."""
+        needs none) is answered from its done callback, with its reply or, when it gives
+        bytes, ``Router.loaded_reply`` of them."""
         plane = self._plane
         if isinstance(coro, asyncio.Future):
             self._pending = plane.track(coro)
@@ -526,8 +527,13 @@ class DataPlaneProtocol(asyncio.Protocol):
         if future.cancelled():  # shutdown past its grace, as a cancelled task: nothing to answer
             return
         exc = future.exception()
-        self._finish(future.result() if exc is None else error_reply_for(exc), method, label, start, end,
-                     head_only)
+        if exc is not None:
+            reply = error_reply_for(exc)
+        else:
+            reply = future.result()
+            if type(reply) is bytes:  # a value's Future (Router.api_load): the GET /api answer
+                reply = self._router.loaded_reply(reply)
+        self._finish(reply, method, label, start, end, head_only)
 
     def _finish(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
         """The owed answer is *reply*: write it (unless the client left) and go on with the queue."""

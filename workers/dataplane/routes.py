@@ -337,8 +337,9 @@ class Router:
     def api_load(self, group, key: str):
         """The miss path of ``GET /api``: the group's load (peer or source), as a reply.
 
-        A Future of the reply when the group needs no task for it (a key another
-        host owns, or one loading already: ``Group.load_started``), else a coroutine.
+        A Future when the group needs no task for it (a key another host owns, or
+        one loading already: ``Group.load_started``) — of the value itself (see
+        ``loaded_reply``) or of the reply — else a coroutine.
         The reply names the member list this host routes by (``X-Geecache-Ring``, its
         digest: a ring version is a counter local to each host): a client that follows
         the ring and sent the key here, to a host that may not own it, learns that its
@@ -352,9 +353,17 @@ class Router:
             return started
         if started is None:
             return self._api_loaded(group, key)
+        if group.peers is self.default_group.peers:
+            # The value's own Future: the data plane answers it with ``loaded_reply``, saving
+            # a Future and a turn of the loop per miss.
+            return started
         reply = started.get_loop().create_future()
         started.add_done_callback(partial(self._value_reply, group, reply))
         return reply
+
+    def loaded_reply(self, value: bytes) -> Reply:
+        """The answer to ``GET /api`` whose ``api_load`` Future gave *value* (bytes, not a reply)."""
+        return (200, OCTET_STREAM, value, self._ring_line(self.default_group))
 
     async def _api_loaded(self, group, key: str) -> Reply:
         value = await group.load(key)
