@@ -38,7 +38,7 @@ from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
 
-from . import getwire
+from geecache import getwire
 from .auth import bearer
 from .breaker import CLOSED, Breaker
 from .compression import CODECS, codec_by_id, pack, unpack
