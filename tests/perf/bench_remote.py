@@ -37,14 +37,14 @@ LOCAL_POOL = 2000
 #: Remote keys warmed per round cover this share over the local-hit rate's (a remote hit
 #: is cheaper than that, so a round never runs out of fresh keys: "keys reused" says so).
 FRESH_SHARE = 0.6
-#: Bounds the fresh pool (warming costs one request per key).
-MAX_FRESH = 200_000
+#: Bounds the fresh pool (warming costs one request per key; 300k take about a minute).
+MAX_FRESH = 300_000
 
 
 def run(quick: bool, seconds: float | None = None, rounds: int | None = None, fresh: int | None = None) -> dict:
     """*seconds* per case, *rounds* of both cases, *fresh* remote keys per round (blank: sized
     from a local probe); a test passes tiny ones."""
-    seconds = seconds or (2 if quick else 4)
+    seconds = seconds or (2 if quick else 3)
     rounds = rounds or (1 if quick else 3)
     tmp = Path(tempfile.mkdtemp(prefix="geecache-bench-remote-"))
     script = tmp / "keys.lua"
