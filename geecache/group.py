@@ -112,6 +112,9 @@ class Group:
         # Peer-served loads get their own flight: joining a client get that is
         # itself forwarding to a peer would let two hosts wait on each other.
         self._local_calls = SingleFlight()
+        # Local loads after a failed peer fetch (``_fetch_soon``), held until they end: the loop
+        # keeps only weak references to tasks.  The event loop's thread guards it.
+        self._fallbacks: set[asyncio.Task] = set()
         self._fence = _WriteFence()
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
@@ -191,11 +194,112 @@ class Group:
         return await self._miss(key)
 
     async def _miss(self, key: str) -> bytes:
+        started = self.load_started(key)
+        if started is not None:
+            # Shielded: a caller that stops waiting does not cancel the others' load.
+            return await asyncio.shield(started)
         self.stats.add("gets")
         value, shared = await self._calls.do_ex(key, lambda: self._load(key))
         if shared:
             self.stats.add("loads_deduped")
         return value
+
+    def load_started(self, key: str) -> asyncio.Future | None:
+        """The miss path of ``get`` without a task, where it needs none: a Future of *key*'s value.
+
+        For a caller whose ``get_cached`` just missed (the data plane).  When
+        a load of *key* runs already it is joined; when another host owns
+        *key* the value is asked of it by callbacks (``_fetch_soon``).  None
+        when this host would load it: then ``load``, which counts it.
+        Counted as ``load`` counts (``gets``, and ``loads_deduped`` for a join).
+        """
+        call = self._calls.current(key)
+        if call is None:
+            check_key(key)
+            peer = self.peers.pick(key)
+            if peer is None or not hasattr(peer, "fetch_packed_soon"):
+                return None
+            self.stats.add("gets")
+            call = self._calls.claim(key)
+            self._fetch_soon(peer, key, call)
+            return call
+        self.stats.add("gets")
+        self.stats.add("loads_deduped")
+        return call
+
+    def _fetch_soon(self, peer, key: str, future: asyncio.Future) -> None:
+        """Ask *key*'s owner *peer* for it and settle the claimed *future*; keep the hot copy.
+
+        ``_load``'s remote half, by callbacks: a peer down or a bad answer
+        loads here instead (invariant 4), in a task; that slow path is the only one.
+        """
+
+        def fetched(answer) -> None:
+            if future.done():  # cancelled (a worker's shutdown past its grace), or settled by a bug
+                self._calls.release(key, future)
+                return
+            try:
+                if type(answer) is tuple:
+                    payload, codec, expire_at = answer
+                    value = unpack(codec, payload, self.item_limit) if codec else payload
+                    self._kept_hot(key, value, payload, codec, expire_at)
+                    self._calls.release(key, future)
+                    future.set_result(value)
+                    return
+                if isinstance(answer, NotFoundError):
+                    self._calls.release(key, future)
+                    future.set_exception(answer)
+                    future.exception()  # retrieved: every waiter may have gone, and that is no error
+                    return
+                if not isinstance(answer, PeerError):
+                    raise answer
+                log.debug("group %s: %r from its owner %r failed (%s); loading locally", self.name, key, peer,
+                          answer)
+                self._peer_failed(answer)  # invariant 4: a peer down is a slow path
+            except CodecError as exc:
+                self._peer_failed(PeerError(f"peer {peer!r}: bad response: {exc}"))
+            except BaseException as exc:  # a bug: the joiners must not wait forever
+                self._calls.release(key, future)
+                future.set_exception(exc)
+                future.exception()
+                return
+            fallback = asyncio.ensure_future(self._load_local(key, self._hot, self._hot_ttl))
+            self._fallbacks.add(fallback)
+            fallback.add_done_callback(lambda task: self._fell_back(key, future, task))
+
+        peer.fetch_packed_soon(self.name, key, fetched)
+
+    def _fell_back(self, key: str, future: asyncio.Future, task: asyncio.Task) -> None:
+        """The local load after a failed peer fetch ended: settle the claimed *future* with it."""
+        self._fallbacks.discard(task)
+        self._calls.release(key, future)
+        if future.done():  # cancelled meanwhile: nobody to tell
+            if not task.cancelled():
+                task.exception()  # retrieved: that is no error
+            return
+        if task.cancelled():
+            future.cancel()
+        elif task.exception() is not None:
+            future.set_exception(task.exception())
+            future.exception()
+        else:
+            future.set_result(task.result()[0])  # (value, expire_at)
+
+    def _kept_hot(self, key: str, value: bytes, payload: bytes, codec: int | None, expire_at: float) -> None:
+        """Count a peer hit and keep its value as a hot copy, never past the owner's entry.
+
+        A group that packs keeps the bytes as they came (*payload* under
+        *codec*; None: only the value came, packed here); another keeps the value.
+        """
+        self.stats.add("peer_hits")
+        ttl = self._hot_ttl
+        if expire_at:  # a hot copy must not outlive the owner's entry
+            ttl = min(ttl, expire_at - time.time())
+        if ttl > 0:
+            if self.packs and codec is not None:
+                self._store(self._hot, key, payload, ttl, codec)
+            else:
+                self._store(self._hot, key, value, ttl)
 
     async def get_local(self, key: str) -> tuple[bytes, float]:
         """(value, expire_at or 0) for a peer: served from this host, never forwarded.
@@ -357,6 +461,19 @@ class Group:
                 raise result
         return out
 
+    def cached_for_peer(self, keys: list[str]) -> list[tuple[bytes, int, float]] | None:
+        """The entries (as stored) of a peer's batch of checked *keys* when every one is cached
+        here, counted as one peer request (as ``get_local_many``); None, uncounted, when one is not."""
+        get_entry = self._cache.get_entry
+        out = []
+        for key in keys:
+            entry = get_entry(self._partition(key)[0], key)
+            if entry is None:
+                return None
+            out.append(entry)
+        self.stats.add("peer_requests")
+        return out
+
     def _partition(self, key: str) -> tuple[str, float]:
         """Where a value loaded or written here is kept, and for how long.
 
@@ -387,12 +504,7 @@ class Group:
         except CodecError as exc:
             self._peer_failed(PeerError(f"peer {peer!r}: bad response: {exc}"))
             return (await self._load_local(key, self._hot, self._hot_ttl))[0]
-        self.stats.add("peer_hits")
-        ttl = self._hot_ttl
-        if expire_at:  # a hot copy must not outlive the owner's entry
-            ttl = min(ttl, expire_at - time.time())
-        if ttl > 0:
-            self._store(self._hot, key, value if codec is None else payload, ttl, codec)
+        self._kept_hot(key, value, value if codec is None else payload, codec, expire_at)
         return value
 
     async def _load_local(self, key: str, partition: str, ttl: float) -> tuple[bytes, float]:

@@ -67,6 +67,10 @@ class Group:
         if self._calls.get(key) is future:
             del self._calls[key]
 
+    def current(self, key: str) -> asyncio.Future | None:
+        """The call running for *key* (a task or a claimed Future), to join; None when there is none."""
+        return self._calls.get(key)
+
     def in_flight(self, key: str) -> bool:
         """True while a call for *key* is running."""
         return key in self._calls

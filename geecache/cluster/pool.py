@@ -38,15 +38,16 @@ from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
 
+from geecache import getwire
 from geecache.auth import bearer
 from geecache.cluster.breaker import CLOSED, Breaker
-from geecache.compression import codec_by_id, pack, unpack
+from geecache.compression import CODECS, codec_by_id, pack, unpack
 from geecache.defaults import DEFAULT_PEER_CONNECT_TIMEOUT, DEFAULT_PEER_READ_TIMEOUT
 from geecache.cluster.consistenthash import Ring
 from geecache.cluster.transport import ConnectionPool, PeerProtocolError
 from geecache.errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from geecache.geecachepb import (
-    BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
+    BatchItem, BatchRequest, BatchResponse, DeleteRequest, InvalidateRequest, RecentWrites,
     SetRequest, WriteBatch, WriteBatchResponse, WriteResponse,
 )
 from geecache.observability.latency import PEER_CALLS
@@ -57,6 +58,13 @@ from geecache.storage import WriteResult
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_geecache/"
+#: Keys one coalesced fetch asks at most (``HTTPPeer.fetch_packed_soon``); more go in several.
+FETCH_BATCH = 64
+#: The codec ids this host can decode: an answer under another one is a bad response.
+_CODEC_IDS = frozenset(codec.id for codec in CODECS)
+#: What a peer call fails with when the peer or the way to it is at fault (the breaker counts these).
+_TRANSPORT_ERRORS = (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                     ValueError, PeerProtocolError)
 #: The share of the read timeout an owner is given to apply a write, counted from when it
 #: reads it (the rest covers the request's time on the wire).
 WRITE_TIMEOUT_SHARE = 0.75
@@ -112,7 +120,16 @@ class HTTPPeer:
         self.address = address
         self._pool = pool
         self._conns = ConnectionPool(peer_url(address, pool.tls), ssl_context=pool.ssl_context,
-                                     connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout)
+                                     connect_timeout=pool.connect_timeout, read_timeout=pool.read_timeout,
+                                     headers=pool.headers)
+        # group -> its quoted peer path with the trailing slash, as bytes (a fetch's target prefix),
+        # and its peer batch path.  group -> the fetches asked in this turn of the loop (see
+        # ``fetch_packed_soon``); False once the peer answered a batch with 404 or 405.  The
+        # event loop's thread guards them.
+        self._key_prefixes: dict[str, bytes] = {}
+        self._batch_paths: dict[str, bytes] = {}
+        self._fetches: dict[str, list] = {}
+        self._batch_fetches = True
         # group -> writes waiting for the batch in flight to this peer (see ``write``);
         # False once the peer answered a batch with 405.  The event loop's thread guards both.
         self._write_queues: dict[str, _WriteQueue] = {}
@@ -128,9 +145,8 @@ class HTTPPeer:
             raise PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal")
         started = time.perf_counter()
         try:
-            answer = await self._conns.request(method, path, self._pool.headers, body)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError, PeerProtocolError) as exc:
+            answer = await self._conns.request(method, path, None, body)
+        except _TRANSPORT_ERRORS as exc:
             error = PeerError(f"peer {self.address}: {type(exc).__name__}: {exc}")
             error.tripped = breaker.failure(self.address)
             log.debug("peer call %s %s %s failed after %.1fms: %s", self.address, method,
@@ -188,19 +204,177 @@ class HTTPPeer:
         The codec id is checked (an unknown one is a PeerError); the bytes are
         not decompressed here.
         """
-        path = peer_path(group, key) + ("?handoff=1" if handoff else "")
-        status, body = await self._call("GET", path)
-        if status == 404:
-            raise NotFoundError(f"group {group!r} has no key {key!r}")
+        future = asyncio.get_running_loop().create_future()
+
+        def done(answer) -> None:
+            if not future.done():  # (the caller may have been cancelled)
+                if type(answer) is tuple:
+                    future.set_result(answer)
+                else:
+                    future.set_exception(answer)
+
+        self.fetch_packed_soon(group, key, done, handoff=handoff)
+        return await future
+
+    def fetch_packed_soon(self, group: str, key: str, done: Callable[[object], None], *,
+                          handoff: bool = False) -> None:
+        """``fetch_packed`` without a task, a coroutine or a Future: *done* gets (bytes, codec id,
+        expire_at) or the exception (PeerUnavailableError, PeerError, NotFoundError), once.
+
+        Fetches asked in one turn of the event loop share requests: at the end
+        of the turn, a lone one is a ``GET`` of its key, several are one peer
+        batch (``POST .../_batch``, ``FETCH_BATCH`` keys at most), each key
+        still answered alone.  Nothing waits for a timer or for another
+        request.  Through the breaker, bounded by the pool's timeouts, timed
+        in ``PEER_CALLS``, as every peer call.  *done* runs from a callback of
+        the loop and must not raise.
+        """
+        if handoff:
+            self._get_soon(group, key, done, b"?handoff=1")
+            return
+        queue = self._fetches.get(group)
+        if queue is None:
+            queue = self._fetches[group] = []
+            asyncio.get_running_loop().call_soon(self._send_fetches, group)
+        queue.append((key, done))
+
+    def _send_fetches(self, group: str) -> None:
+        """End of the loop's turn: send the fetches of *group* asked during it."""
+        queue = self._fetches.pop(group)
+        try:
+            if len(queue) == 1 or not self._batch_fetches:
+                for key, done in queue:
+                    self._get_soon(group, key, done)
+                return
+            for at in range(0, len(queue), FETCH_BATCH):
+                chunk = queue[at:at + FETCH_BATCH]
+                if len(chunk) == 1:
+                    self._get_soon(group, *chunk[0])
+                else:
+                    self._batch_soon(group, chunk)
+        except Exception as exc:  # a bug: no fetch may wait forever (a settled one ignores this)
+            log.error("peer %s: sending fetches failed", self.address, exc_info=exc)
+            for _, done in queue:
+                done(exc)
+
+    def _batch_soon(self, group: str, items: list[tuple[str, Callable[[object], None]]]) -> None:
+        """Ask the owner for the keys of *items* in one peer batch; settle each key's *done*."""
+        if not self._pool.breaker.allow(self.address):
+            for _, done in items:
+                done(PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal"))
+            return
+        msg = BatchRequest(group=group)
+        add = msg.items.add  # in place: cheaper than BatchItems built and copied in
+        for key, _ in items:
+            add(key=key)
+        body = msg.SerializeToString()
+        path = self._batch_paths.get(group)
+        if path is None:
+            path = self._batch_paths[group] = peer_path(group, BATCH).encode()
+        started = time.perf_counter()
+        self._conns.post(path, body, lambda answer: self._batch_fetched(group, items, started, answer))
+
+    def _batch_fetched(self, group: str, items: list, started: float, answer) -> None:
+        """The owner's answer to ``_batch_soon`` (status, body), or its failure: settle every key."""
+        PEER_CALLS.observe("POST", time.perf_counter() - started)
+        if type(answer) is not tuple:
+            if not isinstance(answer, _TRANSPORT_ERRORS):
+                for _, done in items:
+                    done(answer)
+                return
+            error = PeerError(f"peer {self.address}: {type(answer).__name__}: {answer}")
+            # One failed call: the first key carries whether it opened the breaker, so the
+            # trip is counted once, as for the GETs it stands for.
+            error.tripped = self._pool.breaker.failure(self.address)
+            log.debug("peer call %s POST %s failed after %.1fms: %s", self.address, peer_path(group, BATCH),
+                      (time.perf_counter() - started) * 1000, error)
+            items[0][1](error)
+            for _, done in items[1:]:
+                done(PeerError(str(error)))
+            return
+        self._pool.breaker.success(self.address)
+        status, body = answer
         if status != 200:
-            raise self._fail(self.address, status, body)
-        msg = GetResponse()
+            # An owner without batches (405, 404), or whose batch budget is spent (503): each
+            # key as its own GET, as before there were batches.
+            if status in (404, 405):
+                self._batch_fetches = False
+            for key, done in items:
+                self._get_soon(group, key, done)
+            return
+        msg = BatchResponse()
         try:
             msg.ParseFromString(body)
-            codec_by_id(msg.codec)
+            if len(msg.items) != len(items):
+                raise DecodeError(f"{len(msg.items)} items for {len(items)} keys")
+        except DecodeError as exc:
+            for _, done in items:
+                done(PeerError(f"peer {self.address}: bad batch response: {exc}"))
+            return
+        now = time.time()
+        for (key, done), item in zip(items, msg.items):
+            if item.status == 200:
+                if item.codec and item.codec not in _CODEC_IDS:
+                    done(PeerError(f"peer {self.address}: bad response: unknown codec id {item.codec}"))
+                    continue
+                expire_at = local_expiry(item.expire_at, item.ttl_left, now) if item.expire_at else 0.0
+                done((item.value, item.codec, expire_at))
+            elif item.status == 404:
+                done(NotFoundError(f"group {group!r} has no key {key!r}"))
+            else:
+                done(self._fail(self.address, item.status, item.error.encode()))
+
+    def _get_soon(self, group: str, key: str, done: Callable[[object], None], query: bytes = b"") -> None:
+        """One key's ``GET``, as ``fetch_packed_soon`` describes."""
+        breaker = self._pool.breaker
+        if not breaker.allow(self.address):
+            done(PeerUnavailableError(f"peer {self.address}: circuit open after a timeout or refusal"))
+            return
+        prefix = self._key_prefixes.get(group)
+        if prefix is None:
+            prefix = self._key_prefixes[group] = (peer_path(group) + "/").encode()
+        # quote() leaves letters and digits alone: most keys skip it.
+        target = prefix + (key.encode() if key.isascii() and key.isalnum() else quote(key, safe="").encode())
+        if query:
+            target += query
+        started = time.perf_counter()
+        self._conns.get(target, lambda answer: self._fetched(group, key, started, answer, done))
+
+    def _fetched(self, group: str, key: str, started: float, answer, done: Callable[[object], None]) -> None:
+        """The answer to ``fetch_packed_soon``'s GET (status, body), or its failure: *done*'s argument."""
+        PEER_CALLS.observe("GET", time.perf_counter() - started)
+        if type(answer) is not tuple:
+            if not isinstance(answer, _TRANSPORT_ERRORS):
+                done(answer)  # a bug: not this peer's fault
+                return
+            error = PeerError(f"peer {self.address}: {type(answer).__name__}: {answer}")
+            error.__cause__ = answer
+            error.tripped = self._pool.breaker.failure(self.address)
+            log.debug("peer call %s GET %s failed after %.1fms: %s", self.address, peer_path(group),
+                      (time.perf_counter() - started) * 1000, error)
+            done(error)
+            return
+        # Any answer, even a 5xx, shows the peer alive: only the transport trips the breaker.
+        self._pool.breaker.success(self.address)
+        status, body = answer
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("peer call %s GET %s: %d, %d bytes, %.1fms", self.address, peer_path(group), status,
+                      len(body), (time.perf_counter() - started) * 1000)
+        if status == 404:
+            done(NotFoundError(f"group {group!r} has no key {key!r}"))
+            return
+        if status != 200:
+            done(self._fail(self.address, status, body))
+            return
+        try:
+            payload, codec, expire_at, ttl_left = getwire.decode(body)
+            codec_by_id(codec)
         except (DecodeError, CodecError) as exc:
-            raise PeerError(f"peer {self.address}: bad response: {exc}") from exc
-        return msg.value, msg.codec, local_expiry(msg.expire_at, msg.ttl_left, time.time())
+            error = PeerError(f"peer {self.address}: bad response: {exc}")
+            error.__cause__ = exc
+            done(error)
+            return
+        done((payload, codec, local_expiry(expire_at, ttl_left, time.time()) if expire_at else 0.0))
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
                     version: int = 0) -> WriteResult:

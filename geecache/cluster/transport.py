@@ -4,17 +4,24 @@ Measured here (uvloop, loopback, 100-byte body): an aiohttp ClientSession
 round trip costs ~84 µs of client CPU; asyncio streams with
 ``asyncio.timeout`` ~5 µs; this ``asyncio.Protocol`` over httptools'
 response parser (the data plane's parser) less again: no StreamReader
-buffer copies, no Timeout object per call, one Future and one timer handle
-per request.  On a host whose cores are busy serving, that CPU is what a
-remote hit costs on top of a local one.  It speaks only what our own peers
+buffer copies, no Timeout object per call, one timer handle per request.
+On a host whose cores are busy serving, that CPU is what a remote hit
+costs on top of a local one.  It speaks only what our own peers
 answer: Content-Length or chunked bodies (or a body that ends at close),
 keep-alive unless the server says ``Connection: close``.
+
+A request is settled by a callback (``ConnectionPool.get``/``post``/``start``),
+so a caller that needs no coroutine — the remote read path — costs no task
+and no Future; ``request`` wraps the same in a Future for coroutines.  The
+head is encoded once per pool: the fixed headers (token, content type) and,
+for a GET, no Content-Length.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
+from typing import Callable
 from urllib.parse import urlsplit
 
 from httptools import HttpParserError, HttpResponseParser
@@ -30,14 +37,20 @@ class PeerProtocolError(Exception):
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection: one request at a time, its answer parsed as it arrives."""
+    """One keep-alive connection: one request at a time, its answer parsed as it arrives.
+
+    The request in flight is a callback, ``_done``: called once, with
+    ``(status, body, keep-alive)`` or the exception, never from inside the
+    parser (``data_received`` calls it once ``feed_data`` has returned).
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop  # the loop this connection's callbacks run on
         self._parser = HttpResponseParser(self)
         self.transport = None
         self.closed = False
-        self._waiter: asyncio.Future | None = None
+        self._done: Callable[[object], None] | None = None
+        self._answer: tuple | None = None  # set by on_message_complete, handed over after the parse
         self._status = 0
         self._body: list[bytes] = []
         self._size = 0
@@ -53,26 +66,34 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        done = self._done
+        if done is not None:
+            self._done = None
             if self._headers_done and not self._framed:
                 # No Content-Length and not chunked: the body ends at close.
-                waiter.set_result((self._status, b"".join(self._body), False))
+                done((self._status, b"".join(self._body), False))
             else:
                 err = ConnectionResetError("the peer closed the connection before answering")
                 err.nothing_received = not self._got_bytes
-                waiter.set_exception(err)
+                done(err)
         self._parser = None
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
-        if self._waiter is None:
+        if self._done is None:
             self.abort()  # bytes nobody asked for: this connection is not ours to trust
             return
         try:
             self._parser.feed_data(data)
         except HttpParserError as exc:
             self._fail(PeerProtocolError(f"bad answer: {exc}"))
+            return
+        answer = self._answer
+        if answer is not None:
+            self._answer = None
+            done = self._done
+            self._done = None
+            done(answer)
 
     # -- httptools callbacks
 
@@ -96,27 +117,26 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_result((self._status, b"".join(self._body), self._keep))
+        body = self._body
+        self._answer = (self._status, body[0] if len(body) == 1 else b"".join(body), self._keep)
 
     # -- use
 
-    def send(self, raw: bytes) -> asyncio.Future:
-        """Write one request; the Future gets (status, body, keep-alive)."""
-        self._waiter = waiter = self._loop.create_future()
+    def send(self, raw: bytes, done: Callable[[object], None]) -> None:
+        """Write one request; *done* gets (status, body, keep-alive) or the exception, once."""
+        self._done = done
+        self._answer = None
         self._status, self._body, self._size = 0, [], 0
         self._headers_done = self._got_bytes = False
         self._framed = False
         self.transport.write(raw)
-        return waiter
 
     def _fail(self, exc: BaseException) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        done = self._done
+        self._done = None
+        self._answer = None
+        if done is not None:
+            done(exc)
         self.abort()
 
     def timed_out(self, seconds: float) -> None:
@@ -137,12 +157,15 @@ class _Connection(asyncio.Protocol):
 class ConnectionPool:
     """Idle keep-alive connections to one base URL; not shared across event loops.
 
-    ``_idle`` is touched only by the owning event loop's thread: that is its guard.
+    ``_idle`` and ``_connecting`` are touched only by the owning event loop's
+    thread: that is their guard.  *headers* are sent with every request (the
+    peer token, the content type), encoded once.
     """
 
     def __init__(self, base_url: str, *, ssl_context: _ssl.SSLContext | None = None,
                  connect_timeout: float = DEFAULT_PEER_CONNECT_TIMEOUT,
-                 read_timeout: float = DEFAULT_PEER_READ_TIMEOUT, max_idle: int = 32) -> None:
+                 read_timeout: float = DEFAULT_PEER_READ_TIMEOUT, max_idle: int = 32,
+                 headers: dict[str, str] | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"bad peer URL {base_url!r}")
@@ -154,6 +177,17 @@ class ConnectionPool:
         self._read_timeout = read_timeout
         self._max_idle = max_idle
         self._idle: list[_Connection] = []
+        self._connecting: set[asyncio.Task] = set()  # held here: the loop keeps only weak references
+        self._headers = dict(headers or {})
+        # What follows the target of a GET: a GET has no body, so no Content-Length.
+        self._get_tail = self._head_tail(self._headers) + b"\r\n"
+        self._post_tail = self._head_tail(self._headers).replace(b"%", b"%%") + b"Content-Length: %d\r\n\r\n"
+
+    def _head_tail(self, headers: dict[str, str]) -> bytes:
+        head = [b" HTTP/1.1\r\nHost: ", self._host_header, b"\r\n"]
+        for name, value in headers.items():
+            head.append(f"{name}: {value}\r\n".encode())
+        return b"".join(head)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -162,43 +196,85 @@ class ConnectionPool:
                                                    ssl=self._ssl)
         return conn
 
+    def get(self, target: bytes, done: Callable[[object], None]) -> None:
+        """``GET target`` with the pool's headers; *done* gets (status, body) or the exception
+        (OSError, TimeoutError, PeerProtocolError), once, from a callback of the loop.
+
+        No task and no Future when an idle connection is there, which under load
+        is nearly always; a new connection is made in a task.
+        """
+        self.start(b"GET " + target + self._get_tail, done)
+
+    def post(self, target: bytes, body: bytes, done: Callable[[object], None]) -> None:
+        """``POST target`` of *body* with the pool's headers; *done* as in ``get``."""
+        self.start(b"POST " + target + self._post_tail % len(body) + body, done)
+
+    def start(self, raw: bytes, done: Callable[[object], None]) -> None:
+        """Send the request *raw* (its whole bytes); *done* as in ``get``."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self._send(conn, raw, done, True)
+                return
+        task = asyncio.ensure_future(self._connect_and_send(raw, done))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect_and_send(self, raw: bytes, done: Callable[[object], None]) -> None:
+        try:
+            conn = await self._connect()
+        except Exception as exc:  # OSError, TimeoutError: the caller's to handle
+            done(exc)
+            return
+        self._send(conn, raw, done, False)
+
+    def _send(self, conn: _Connection, raw: bytes, done: Callable[[object], None], reused: bool) -> None:
+        # A plain timer, not asyncio.timeout: no Timeout object or task lookup per call.
+        timer = conn.loop.call_later(self._read_timeout, conn.timed_out, self._read_timeout)
+
+        def answered(answer) -> None:
+            timer.cancel()
+            if type(answer) is tuple:
+                status, body, keep = answer
+                if keep and not conn.closed and len(self._idle) < self._max_idle:
+                    self._idle.append(conn)
+                else:
+                    conn.close()
+                done((status, body))
+                return
+            conn.abort()  # a failed exchange leaves the stream unusable
+            if reused and getattr(answer, "nothing_received", False):
+                # The peer closed this idle connection before answering anything:
+                # nothing was processed, so another (or a fresh) one is safe.
+                self.start(raw, done)
+                return
+            done(answer)
+
+        conn.send(raw, answered)
+
     async def request(self, method: str, path: str, headers: dict[str, str] | None = None,
                       body: bytes | None = None) -> tuple[int, bytes]:
-        """(status, body) of one request; OSError, TimeoutError or PeerProtocolError on failure."""
-        head = [f"{method} {path} HTTP/1.1\r\n".encode(), b"Host: ", self._host_header, b"\r\n"]
-        for name, value in (headers or {}).items():
-            head.append(f"{name}: {value}\r\n".encode())
-        head.append(b"Content-Length: %d\r\n\r\n" % len(body or b""))
-        raw = b"".join(head) + (body or b"")
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.closed:
-                continue
-            try:
-                return await self._exchange(conn, raw)
-            except ConnectionResetError as exc:
-                if not getattr(exc, "nothing_received", False):
-                    raise
-                # The peer closed this idle connection before answering anything:
-                # nothing was processed, so a fresh one is safe.
-        return await self._exchange(await self._connect(), raw)
+        """(status, body) of one request; OSError, TimeoutError or PeerProtocolError on failure.
 
-    async def _exchange(self, conn: _Connection, raw: bytes) -> tuple[int, bytes]:
-        loop = asyncio.get_running_loop()
-        # A plain timer, not asyncio.timeout: no Timeout object or task lookup per call.
-        timer = loop.call_later(self._read_timeout, conn.timed_out, self._read_timeout)
-        try:
-            status, body, keep = await conn.send(raw)
-        except BaseException:
-            conn.abort()  # a cancelled or failed exchange leaves the stream unusable
-            raise
-        finally:
-            timer.cancel()
-        if keep and not conn.closed and len(self._idle) < self._max_idle:
-            self._idle.append(conn)
-        else:
-            conn.close()
-        return status, body
+        *headers* add to (or override) the pool's.  A cancelled caller stops
+        waiting; its connection is still bounded by the read timeout.
+        """
+        merged = self._headers if not headers else {**self._headers, **headers}
+        raw = b"".join((method.encode(), b" ", path.encode(), self._head_tail(merged),
+                        b"Content-Length: %d\r\n\r\n" % len(body or b""), body or b""))
+        future = asyncio.get_running_loop().create_future()
+
+        def done(answer) -> None:
+            if future.done():  # the caller was cancelled
+                return
+            if type(answer) is tuple:
+                future.set_result(answer)
+            else:
+                future.set_exception(answer)
+
+        self.start(raw, done)
+        return await future
 
     def close(self) -> None:
         """Close every idle connection."""

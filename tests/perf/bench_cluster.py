@@ -50,6 +50,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from geecache.cluster.consistenthash import Ring  # noqa: E402
+from tests.perf.bench_http import tree_cpu_seconds  # noqa: E402
 from tests.perf.common import load_generator, progress, result, table  # noqa: E402
 from tests.support.etcd import start_etcd  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
@@ -214,30 +215,48 @@ def run_client(port: int, keys_file: Path, seconds: float, once: bool) -> dict:
 
 
 class Cluster:
-    """etcd and three one-worker supervisors on free loopback ports; closed by pid."""
+    """Three one-worker supervisors on free loopback ports, and etcd unless *static*; closed by pid.
 
-    def __init__(self, tmp: Path) -> None:
+    *static*: the hosts know each other from ``--peers`` (no etcd), as the
+    shared anchors run them.  *config*: the group's TOML (``CONFIG`` if blank).
+    """
+
+    def __init__(self, tmp: Path, *, static: bool = False, config: str = CONFIG) -> None:
         self.tmp = tmp
-        (tmp / "geecache.toml").write_text(CONFIG)
+        (tmp / "geecache.toml").write_text(config)
         self.hosts = []
-        self.etcd = start_etcd()
+        self.etcd = None if static else start_etcd()
+        ports = [free_port() for _ in range(3)]
+        # As the hosts name each other: by --peers' URLs, or by what each advertises in etcd.
+        self.members = [f"http://127.0.0.1:{p}" if static else f"127.0.0.1:{p}" for p in ports]
         try:
-            for _ in range(3):
-                port = free_port()
+            for port, member in zip(ports, self.members):
+                where = (["--peers", ",".join(self.members)] if static else
+                         ["--etcd", self.etcd.endpoint, "--advertise", member, "--lease-ttl", str(LEASE_TTL)])
                 self.hosts.append(start_supervisor(
-                    tmp, "--config", str(tmp / "geecache.toml"), "--etcd", self.etcd.endpoint,
-                    "--advertise", f"127.0.0.1:{port}", "--lease-ttl", str(LEASE_TTL), "--arena", "256MiB",
+                    tmp, "--config", str(tmp / "geecache.toml"), *where, "--arena", "256MiB",
                     workers=1, port=port, wait=False,
                     env={"GEECACHE_TEST_LOAD_DELAY": "0", "GEECACHE_LOG_LEVEL": "warning"}))
             for h in self.hosts:
-                h.wait_ready(2)  # the worker and the registrar
-            self.members = [f"127.0.0.1:{h.port}" for h in self.hosts]
+                h.wait_ready(1 if static else 2)  # the worker (and the registrar)
             for h in self.hosts:
                 wait_until(lambda: sorted(h.admin_json("/cluster")["members"]) == sorted(self.members),
                            LEASE_TTL + 10, what=f"3 members on :{h.port}")
         except BaseException:
             self.close()
             raise
+
+    def ring(self) -> Ring:
+        """The hosts' ring, checked against host A's owner of a few keys."""
+        ring = Ring()
+        ring.add(*self.members)
+        for key in (f"check{i}" for i in range(10)):
+            assert self.hosts[0].admin_json(f"/cluster?key={key}")["owner"] == ring.get(key), key
+        return ring
+
+    def cpu_seconds(self) -> float:
+        """The CPU time so far of the three hosts' whole process trees."""
+        return sum(tree_cpu_seconds(h.proc.pid) for h in self.hosts)
 
     def stats(self, i: int) -> dict:
         return self.hosts[i].admin_json("/stats")[GROUP]
@@ -251,7 +270,8 @@ class Cluster:
             if name and shm.exists():
                 progress(f"arena {name} of :{h.port} left behind; removing it")
                 shm.unlink()
-        self.etcd.close()
+        if self.etcd is not None:
+            self.etcd.close()
 
 
 def owned_keys(ring: Ring, owners: set[str], prefix: str, n: int) -> list[str]:
@@ -300,10 +320,7 @@ def run(quick: bool) -> dict:
     cluster = Cluster(tmp)
     try:
         a = cluster.hosts[0]
-        ring = Ring()
-        ring.add(*cluster.members)
-        for key in (f"check{i}" for i in range(10)):  # the bench's ring must be the hosts' ring
-            assert a.admin_json(f"/cluster?key={key}")["owner"] == ring.get(key), key
+        ring = cluster.ring()  # the bench's ring must be the hosts' ring
         others = set(cluster.members[1:])
         local_keys = owned_keys(ring, {cluster.members[0]}, "loc", POOL)
         hot_keys = owned_keys(ring, others, "hot", POOL)

@@ -1,6 +1,6 @@
 """Run GeeCache benchmarks and record their results.
 
-    python tests/perf/main.py [compression|arena|packed|policy|scale|http|scaling|cluster|batch|write|all] [--quick] [--json FILE]
+    python tests/perf/main.py [compression|arena|packed|policy|scale|http|scaling|cluster|remote|batch|write|all] [--quick] [--json FILE]
 
 Each benchmark lives in ``tests/perf/bench_<name>.py`` and exposes
 ``run(quick: bool) -> dict`` (see ``common.result``).  This driver prints the
@@ -33,7 +33,8 @@ if REPO_ROOT not in sys.path:
 from tests.perf import common  # noqa: E402
 
 #: Every bench, in the order ``all`` runs them (cheap and local first).
-BENCHES = ("compression", "arena", "packed", "policy", "scale", "http", "scaling", "cluster", "batch", "write")
+BENCHES = ("compression", "arena", "packed", "policy", "scale", "http", "scaling", "cluster", "remote", "batch",
+           "write")
 LOG_PATH = os.path.join(PERF_DIR, "performance_test.log")
 #: Longer summaries are not printed or logged as text, only saved in the JSON.
 SUMMARY_LINES = 20

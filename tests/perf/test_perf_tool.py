@@ -15,7 +15,8 @@ import pytest
 
 from tests.support.proc import REPO
 
-BENCHES = ("compression", "arena", "packed", "policy", "scale", "http", "scaling", "cluster", "batch", "write")
+BENCHES = ("compression", "arena", "packed", "policy", "scale", "http", "scaling", "cluster", "remote", "batch",
+           "write")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -55,6 +56,19 @@ def test_batch_bench_runs_at_a_tiny_size():
     (t,) = out["tables"]
     assert [row[0] for row in t["rows"]] == ["one host, cached", "three hosts, remote", "three hosts, hot"]
     assert all(v > 0 for k, v in out["summary"].items() if k.endswith("keys_per_s"))
+
+
+@pytest.mark.procs
+def test_remote_bench_runs_at_a_tiny_size():
+    from tests.perf import bench_remote
+
+    out = bench_remote.run(True, seconds=1, rounds=1, fresh=300)
+    rounds, medians = out["tables"]
+    assert [row[1] for row in rounds["rows"]] == ["local", "remote"]
+    s = out["summary"]
+    assert s["local_hit_cpu_us"] > 0 and s["remote_hit_cpu_us"] > 0 and s["remote_vs_local_cpu"] > 0
+    # Every answer checked and right; the owners served the remote case from their caches.
+    assert s["success_rate"] == 1 and s["owner_loads_during_remote"] == 0
 
 
 @pytest.mark.procs

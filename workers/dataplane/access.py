@@ -4,7 +4,7 @@ Used only when the access log is on (``--access-log``): the plain protocol's
 inline hit stays as it is, so a log that is off costs nothing per request.
 Here the hit takes the general ``/api`` path (``_serve_other``), which ends
 in ``_hit`` like every other hit, and each answer is logged where it is
-written: ``_hit``, ``_reply``, a client gone before its answer (499) and a
+written: ``_hit``, ``_peer_hit``, ``_reply``, a client gone before its answer (499) and a
 refusal.  Answers on one connection are written in request order, so the
 target kept when a request is served is the one its answer belongs to.
 
@@ -72,13 +72,17 @@ class AccessLogProtocol(DataPlaneProtocol):
         super()._hit(value, end, start)
         self._log(200, start)
 
+    def _peer_hit(self, body: bytes, end: bytes, start: float, tally: list) -> None:
+        super()._peer_hit(body, end, start, tally)
+        self._log(200, start)
+
     def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
         super()._reply(reply, method, label, start, end, head_only)
         self._log(reply[0], start)
 
-    async def _complete(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
+    def _finish(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
         self._answered = False
-        await super()._complete(coro, method, label, start, end, head_only)
+        super()._finish(reply, method, label, start, end, head_only)
         if not self._answered:  # the client left before its answer: counted as 499, logged so
             self._log(499, start)
 

@@ -31,6 +31,7 @@ import asyncio
 import logging
 from bisect import bisect_left
 from collections import deque
+from functools import partial
 from time import perf_counter
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -41,8 +42,8 @@ from workers.dataplane.responses import (
     CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, NO_CONTENT, error_reply, render,
 )
 from workers.dataplane.routes import (
-    API, BATCH, BATCH_BUSY, PEER_BATCH, RETRY_AFTER, UNMATCHED, Request, error_reply_for, is_batch_path,
-    packed_hit,
+    API, BATCH, BATCH_BUSY, PEER_BATCH, PEER_KEY, RETRY_AFTER, UNMATCHED, Request, error_reply_for,
+    is_batch_path, packed_hit,
 )
 
 log = logging.getLogger("geecache.worker")
@@ -51,6 +52,9 @@ _GET = b"GET"
 _PUT = b"PUT"
 _API_PATH = b"/api"
 _API_KEY = b"/api?key="
+_PEER_PREFIX = b"/_geecache/"
+_POST = b"POST"
+_BATCH_SUFFIX = b"/_batch"
 _MISSING_KEY = "missing query parameter 'key'"
 _EMPTY_KEY = "key must not be empty"
 #: Lengths of the header names the protocol reads (authorization, content-length,
@@ -468,9 +472,45 @@ class DataPlaneProtocol(asyncio.Protocol):
         else:
             self._last = plane.tick
 
+    def _peer_hit(self, body: bytes, end: bytes, start: float, tally: list) -> None:
+        """Write a peer's 200 (*body*: protobuf bytes) behind the prebuilt head; count it in *tally*."""
+        plane = self._plane
+        out = b"%b%d\r\n%b%b" % (plane.peer_head, len(body), end, body)
+        self._transport.write(out)
+        plane.bytes_written += len(out)
+        seconds = perf_counter() - start
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 if seconds <= plane.first_bound else 2 + bisect_left(plane.bounds, seconds)] += 1
+        if end is END_CLOSE:
+            self._close()
+        else:
+            self._last = plane.tick
+
     def _serve_other(self, method: bytes, url: bytes, auth, body, end: bytes, start: float,
                      accept=None) -> None:
         router = self._router
+        if url[:11] == _PEER_PREFIX:
+            if method == _GET:
+                # A peer's GET of a key: a hit answered here, as the public hit is (no Request,
+                # no reply tuple); a miss is the load's task; None leaves it to the route table.
+                answer = router.peer_get_fast(url, auth)
+                if answer is not None:
+                    if type(answer) is bytes:
+                        self._peer_hit(answer, end, start, self._plane.peer_tally)
+                    else:
+                        self._spawn(answer, "GET", PEER_KEY, start, end, False)
+                    return
+            elif method == _POST and url.endswith(_BATCH_SUFFIX) and body:
+                # A peer's fetches of one loop turn, all cached here: answered the same way.
+                answer = router.peer_batch_fast(url, auth, body)
+                if answer is not None:
+                    self._peer_hit(answer, end, start, self._plane.peer_batch_tally)
+                    if self._write_paused and not self._closed:
+                        # Unread, it holds its bytes in the batch budget, as a task's answer does.
+                        self._batch_unsent += len(answer)
+                        router.batch_holding(len(answer))
+                    return
         path, _, query = url.partition(b"?")
         if method == _GET and path == _API_PATH:
             # /api with a group or an escaped key: the same probe after the full query parse.
@@ -525,7 +565,15 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._last = plane.tick
 
     def _spawn(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
-        self._pending = self._plane.spawn(self._complete(coro, method, label, start, end, head_only))
+        """Answer when *coro* is done: a coroutine runs as a task; a Future (a peer fetch that
+        needs none) is answered from its done callback, with its reply or, when it gives
+        bytes, ``Router.loaded_reply`` of them."""
+        plane = self._plane
+        if isinstance(coro, asyncio.Future):
+            self._pending = plane.track(coro)
+            coro.add_done_callback(partial(self._settled, method, label, start, end, head_only))
+        else:
+            self._pending = plane.spawn(self._complete(coro, method, label, start, end, head_only))
         self._update_reading()
 
     async def _complete(self, coro, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
@@ -533,6 +581,23 @@ class DataPlaneProtocol(asyncio.Protocol):
             reply = await coro
         except Exception as exc:  # CancelledError (shutdown past its grace) passes
             reply = error_reply_for(exc)
+        self._finish(reply, method, label, start, end, head_only)
+
+    def _settled(self, method: str, label: str, start: float, end: bytes, head_only: bool,
+                 future: asyncio.Future) -> None:
+        if future.cancelled():  # shutdown past its grace, as a cancelled task: nothing to answer
+            return
+        exc = future.exception()
+        if exc is not None:
+            reply = error_reply_for(exc)
+        else:
+            reply = future.result()
+            if type(reply) is bytes:  # a value's Future (Router.api_load): the GET /api answer
+                reply = self._router.loaded_reply(reply)
+        self._finish(reply, method, label, start, end, head_only)
+
+    def _finish(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
+        """The owed answer is *reply*: write it (unless the client left) and go on with the queue."""
         self._pending = None
         if self._closed:
             # The client left before its answer: nginx's 499, never a 5xx.
@@ -569,8 +634,17 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
-        """Recompute ``_busy`` (an answer is owed before the next request's) and pause reading while it is."""
-        pause = self._busy = self._pending is not None or bool(self._queue) or self._write_paused
+        """Recompute ``_busy`` (an answer is owed before the next request's); pause reading once a
+        request waits behind it, or the write buffer is full.
+
+        Not as soon as an answer is owed: a client waiting for it sends nothing
+        meanwhile, and pausing then cost two ``epoll_ctl`` calls per miss.  A
+        pipelining client's next request is read, queued, and reading pauses
+        then, so the queue is still bounded by one read.
+        """
+        queued = bool(self._queue)
+        self._busy = self._pending is not None or queued or self._write_paused
+        pause = queued or self._write_paused
         if pause != self._read_paused and not self._closed and not self._lingering:
             self._read_paused = pause
             if pause:

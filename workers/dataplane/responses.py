@@ -46,6 +46,11 @@ def hit_head(date: bytes) -> bytes:
     return STATUS_LINES[200] + date + OCTET_STREAM + b"Content-Length: "
 
 
+def peer_head(date: bytes) -> bytes:
+    """The head of a peer GET's 200 (protobuf) up to ``Content-Length: ``, as ``render`` writes it."""
+    return STATUS_LINES[200] + date + PROTOBUF + b"Content-Length: "
+
+
 def render(reply: Reply, date: bytes, end: bytes, head_only: bool = False) -> bytes:
     """The bytes of *reply*; *end* closes the head (``END_*``); HEAD answers omit the body."""
     status, ctype, body, extra = reply

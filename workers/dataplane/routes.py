@@ -26,22 +26,24 @@ into replies by ``error_reply``, the one mapping of this package.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
+from functools import partial
 
 from google.protobuf.message import DecodeError
 
 from geecache.defaults import DEFAULT_BATCH_INFLIGHT_BYTES, DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_KEYS
-from geecache import auth
+from geecache import auth, getwire
 from geecache.compression import CODECS, pack, unpack
 from geecache.cluster.consistenthash import members_digest
 from geecache.errors import (
     MAYBE_APPLIED_HEADER, CodecError, GeeCacheError, InvalidKeyError, NotFoundError, ReadOnlySourceError,
     SourceBusyError, UnknownGroupError, public_reason,
 )
-from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, InvalidateRequest, RecentWrites
+from geecache.geecachepb import BatchRequest, BatchResponse, InvalidateRequest, RecentWrites
 from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
 from geecache.cluster.ownerwrites import serve_delete, serve_set, serve_write_batch
@@ -237,6 +239,11 @@ class Router:
         self._groups = groups
         self.default_group = next(iter(groups.values()))
         self._expected = auth.expected_bearer(auth_token)
+        # The peer GET's fast path finds a group by its name as it appears in a target
+        # with nothing escaped (a name needing an escape takes the route table).
+        self._groups_by_raw = {name.encode(): group for name, group in groups.items()}
+        # (ring version, ring, its X-Geecache-Ring line) of the ring last answered with.
+        self._ring_seen: tuple = (None, None, b"")
         self.batch_max_keys = int(batch_max_keys)
         self.batch_max_bytes = int(batch_max_bytes)
         self.batch_inflight_bytes = int(batch_inflight_bytes)
@@ -332,18 +339,60 @@ class Router:
 
     # -- the public API --------------------------------------------------------
 
-    @staticmethod
-    async def api_load(group, key: str) -> Reply:
+    def api_load(self, group, key: str):
         """The miss path of ``GET /api``: the group's load (peer or source), as a reply.
 
-        It names the member list this host routes by (``X-Geecache-Ring``, its digest: a
-        ring version is a counter local to each host): a client that follows the ring and
-        sent the key here, to a host that may not own it, learns that its list differs.
-        Hits, answered inline, carry nothing.
+        A Future when the group needs no task for it (a key another host owns, or
+        one loading already: ``Group.load_started``) — of the value itself (see
+        ``loaded_reply``) or of the reply — else a coroutine.
+        The reply names the member list this host routes by (``X-Geecache-Ring``, its
+        digest: a ring version is a counter local to each host): a client that follows
+        the ring and sent the key here, to a host that may not own it, learns that its
+        list differs.  Hits, answered inline, carry nothing.
         """
+        try:
+            started = group.load_started(key)
+        except GeeCacheError as exc:  # a bad key: answered as the task would have
+            started = asyncio.get_running_loop().create_future()
+            started.set_exception(exc)
+            return started
+        if started is None:
+            return self._api_loaded(group, key)
+        if group.peers is self.default_group.peers:
+            # The value's own Future: the data plane answers it with ``loaded_reply``, saving
+            # a Future and a turn of the loop per miss.
+            return started
+        reply = started.get_loop().create_future()
+        started.add_done_callback(partial(self._value_reply, group, reply))
+        return reply
+
+    def loaded_reply(self, value: bytes) -> Reply:
+        """The answer to ``GET /api`` whose ``api_load`` Future gave *value* (bytes, not a reply)."""
+        return (200, OCTET_STREAM, value, self._ring_line(self.default_group))
+
+    async def _api_loaded(self, group, key: str) -> Reply:
         value = await group.load(key)
-        digest = members_digest(group.peers.ring()[1].nodes).encode()
-        return (200, OCTET_STREAM, value, b"X-Geecache-Ring: %b\r\n" % digest)
+        return (200, OCTET_STREAM, value, self._ring_line(group))
+
+    def _value_reply(self, group, reply: asyncio.Future, started: asyncio.Future) -> None:
+        """*started* (a value's Future) is done: settle *reply* with the answer to send."""
+        if reply.done():  # cancelled: the worker's shutdown is past its grace
+            return
+        if started.cancelled():
+            reply.cancel()
+        elif started.exception() is not None:
+            reply.set_exception(started.exception())
+        else:
+            reply.set_result((200, OCTET_STREAM, started.result(), self._ring_line(group)))
+
+    def _ring_line(self, group) -> bytes:
+        """The ``X-Geecache-Ring`` header line of *group*'s ring, made once per ring."""
+        version, ring = group.peers.ring()
+        seen = self._ring_seen
+        if seen[0] != version or seen[1] is not ring:
+            digest = members_digest(ring.nodes).encode()
+            seen = self._ring_seen = (version, ring, b"X-Geecache-Ring: %b\r\n" % digest)
+        return seen[2]
 
     def ring(self, req: Request) -> Reply:
         """``GET /_geecache/_ring``: the members, their ring version and vnode count, as JSON.
@@ -425,12 +474,46 @@ class Router:
 
     # -- the peer API (served here, never forwarded: invariant 3) --------------
 
+    def peer_get_fast(self, url: bytes, header: bytes | None):
+        """``GET /_geecache/<group>/<key>`` answered without a Request: the GetResponse bytes of
+        a hit, the load's coroutine on a miss, or None when the route table must answer.
+
+        The data plane calls it for every peer GET, as it probes the cache for a
+        public one: no Request, no reply tuple, no message object for a hit.
+        None — a query (a handoff ask), an escape, an unknown group, a wrong
+        token (*header*: the raw Authorization value), a bad key — counts nothing, so ``peer_get`` counts and answers
+        it (401, 404, 400) as before.
+        """
+        if b"%" in url or b"?" in url:
+            return None
+        name, _, raw_key = url[len(_PEER_PREFIX):].partition(b"/")
+        group = self._groups_by_raw.get(name)
+        if group is None or not raw_key or not auth.authorized(header, self._expected):
+            return None
+        try:
+            return self._peer_answer(group, raw_key.decode())
+        except (GeeCacheError, UnicodeDecodeError):  # the route table says what was wrong
+            return None
+
+    def _peer_answer(self, group, key: str):
+        """The GetResponse bytes of *key* when cached here, else the coroutine that loads it."""
+        if group.packs:  # the stored bytes and codec id, never compressed again
+            entry = group.get_local_packed(key)
+            if entry is None:
+                return self._peer_load(group, key)
+            payload, codec_id, expire_at = entry
+        else:
+            hit = group.get_local_cached(key)
+            if hit is None:
+                return self._peer_load(group, key)
+            value, expire_at = hit
+            codec_id, payload = pack(value, group.codec) if group.codec.id else (0, value)
+        return getwire.encode(payload, codec_id, expire_at, seconds_left(expire_at, time.time()) if expire_at else 0.0)
+
     @staticmethod
     def _get_response(group, value: bytes, expire_at: float) -> Reply:
         codec_id, payload = pack(value, group.codec.name)
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at,
-                          ttl_left=seconds_left(expire_at, time.time()))
-        return (200, PROTOBUF, msg.SerializeToString(), b"")
+        return Router._stored_response(payload, codec_id, expire_at)
 
     def peer_get(self, req: Request):
         """A key this host serves for a peer: answered at once on a hit, else loaded here."""
@@ -443,25 +526,17 @@ class Router:
             if hit is None:
                 raise NotFoundError(f"group {group.name!r}: {key!r} not cached here")
             return self._get_response(group, *hit)
-        if getattr(group, "packs", False):  # the stored bytes and codec id, never compressed again
-            hit = group.get_local_packed(key)
-            if hit is not None:
-                return self._stored_response(*hit)
-        else:
-            hit = group.get_local_cached(key)
-            if hit is not None:
-                return self._get_response(group, *hit)
-        return self._peer_load(group, key)
+        answer = self._peer_answer(group, key)
+        return (200, PROTOBUF, answer, b"") if type(answer) is bytes else answer
 
     @staticmethod
     def _stored_response(payload: bytes, codec_id: int, expire_at: float) -> Reply:
-        msg = GetResponse(value=payload, codec=codec_id, expire_at=expire_at,
-                          ttl_left=seconds_left(expire_at, time.time()))
-        return (200, PROTOBUF, msg.SerializeToString(), b"")
+        body = getwire.encode(payload, codec_id, expire_at, seconds_left(expire_at, time.time()))
+        return (200, PROTOBUF, body, b"")
 
     async def _peer_load(self, group, key: str) -> Reply:
         value, expire_at = await group.load_local(key)
-        if getattr(group, "packs", False):
+        if group.packs:
             entry = group.stored_entry(key)  # what the load just stored (compressed once)
             if entry is not None:
                 return self._stored_response(*entry)
@@ -651,8 +726,62 @@ class Router:
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
         keys = [item.key for item in self._batch_items(self._message(req.body, BatchRequest()), group.name)]
+        answer = self._peer_batch_cached(group, keys, len(req.body))
+        if answer is not None:
+            # A done Future, so the data plane counts the answer against the budget while
+            # its client leaves it unread, as a batch answered by a task.
+            reply = asyncio.get_running_loop().create_future()
+            reply.set_result((200, PROTOBUF, answer, b""))
+            return reply
         reserve = self._batch_reserve(group, req.body, len(keys))
         return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
+
+    def peer_batch_fast(self, url: bytes, header: bytes | None, body: bytes) -> bytes | None:
+        """``POST /_geecache/<group>/_batch`` of keys all cached here, answered without a Request:
+        the BatchResponse bytes, or None when the route table must answer (a miss among the
+        keys, anything to refuse or decode: as ``peer_get_fast``, nothing is counted then)."""
+        if b"%" in url or b"?" in url:
+            return None
+        name = url[len(_PEER_PREFIX):-len(_BATCH_KEY) - 1]
+        group = self._groups_by_raw.get(name)
+        if group is None or not auth.authorized(header, self._expected):
+            return None
+        try:
+            msg = BatchRequest.FromString(body)
+        except DecodeError:
+            return None
+        if (msg.group and msg.group != group.name) or len(msg.items) > self.batch_max_keys:
+            return None
+        keys = [item.key for item in msg.items]
+        try:
+            for key in keys:
+                check_key(key)
+        except InvalidKeyError:
+            return None
+        return self._peer_batch_cached(group, keys, len(body))
+
+    def _peer_batch_cached(self, group, keys: list[str], body_size: int) -> bytes | None:
+        """The BatchResponse of a peer batch of keys all cached here, built at once (a peer's
+        fetches of one loop turn come so); None when one is not cached, the values are over
+        ``batch_max_bytes`` or the budget has no room: then the task, as for any batch."""
+        if not self.batch_room(body_size + min(self.batch_max_bytes, len(keys) * group.item_limit)):
+            return None
+        entries = group.cached_for_peer(keys)
+        if entries is None or sum(len(entry[0]) for entry in entries) > self.batch_max_bytes:
+            return None
+        msg = BatchResponse()
+        add = msg.items.add
+        now = time.time()
+        packs = group.packs
+        codec = group.codec
+        for entry in entries:
+            payload, codec_id, expire_at = entry
+            if not packs:  # the value, packed with the group's codec (none: as it is)
+                payload = group.value_of(entry)
+                codec_id, payload = pack(payload, codec) if codec.id else (0, payload)
+            add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
+                ttl_left=seconds_left(expire_at, now))
+        return msg.SerializeToString()
 
     def peer_writes(self, req: Request):
         """A peer's batch of writes to keys this host owns: applied here in one transaction."""

@@ -27,8 +27,8 @@ from geecache.defaults import (
 from workers.dataplane.access import AccessLogProtocol
 from workers.dataplane.hitpath import hit_path
 from workers.dataplane.protocol import DataPlaneProtocol
-from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, render
-from workers.dataplane.routes import API, Router
+from workers.dataplane.responses import END_CLOSE, date_line, error_reply, hit_head, peer_head, render
+from workers.dataplane.routes import API, PEER_BATCH, PEER_KEY, Router
 
 log = logging.getLogger("geecache.worker")
 
@@ -111,10 +111,12 @@ class _Plane:
         self.bounds = self.metrics.bounds
         self.first_bound = self.bounds[0]
         self.hit_tally = self.metrics.tally("GET", API, 200)
+        self.peer_tally = self.metrics.tally("GET", PEER_KEY, 200)
+        self.peer_batch_tally = self.metrics.tally("POST", PEER_BATCH, 200)
         # Open connections in accept order (a dict as an ordered set): of connections
         # idle since the same coarse tick, the cap evicts the one accepted first.
         self.conns: dict[DataPlaneProtocol, None] = {}
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Future] = set()  # tasks, and Futures answered by callback
         self.closing = False
         self._drained: asyncio.Event | None = None
         self._refused = 0            # new connections refused at the cap since the last cap line
@@ -128,6 +130,7 @@ class _Plane:
         self.tick = loop.time()
         self.date = date_line(time.time())
         self.hit_head = hit_head(self.date)
+        self.peer_head = peer_head(self.date)
         self.busy_answer = render(error_reply(503, "too many connections"), self.date, END_CLOSE)
         #: The compiled hit path (``hitpath.py``) when it serves this plane, else None; it adds
         #: to ``hit_tally`` as the Python hit path does, its bytes join at each flush.  ``hits`` is what connections call: the
@@ -192,6 +195,12 @@ class _Plane:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def track(self, future: asyncio.Future) -> asyncio.Future:
+        """Keep *future* (an answer owed without a task) with the tasks: cancelled past the grace."""
+        self.tasks.add(future)
+        future.add_done_callback(self.tasks.discard)
+        return future
+
     # -- the sweep -------------------------------------------------------------
 
     def start(self) -> None:
@@ -205,6 +214,7 @@ class _Plane:
         self.hit_head = hit_head(self.date)
         if self.hit_path is not None:
             self.hit_path.head = self.hit_head
+        self.peer_head = peer_head(self.date)
         for conn in list(self.conns):
             conn.check(now)
         if now - self._last_flush >= FLUSH_INTERVAL:

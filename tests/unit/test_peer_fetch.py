@@ -1,0 +1,127 @@
+"""The remote read path between real data planes on loopback: the owner's inline peer GET,
+fetches of one loop turn sharing one peer batch, and their failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from geecache.compression import unpack
+from geecache.geecachepb import GetResponse
+from geecache.cluster.pool import peer_path
+from tests.support.loop_hosts import TOKEN, cluster, owned_by
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _data(n=1000):
+    return {f"k{i}": (f"value-{i}-" * 20).encode() for i in range(n)}
+
+
+def test_fetches_of_one_loop_turn_share_one_peer_batch():
+    async def go():
+        data = _data()
+        async with cluster(2, data) as (hosts, storage):
+            (g0, pool0, _), (g1, _, m1) = hosts
+            keys = owned_by(pool0, m1, 20)
+            for key in keys:
+                await g1.get(key)  # cached on their owner
+            loads = storage.loads
+            values = await asyncio.gather(*(g0.get(key) for key in keys))
+            assert values == [data[key] for key in keys]
+            assert g0.stats.snapshot()["peer_hits"] == len(keys)
+            # One peer request for the twenty keys, and the owner loaded none of them.
+            assert g1.stats.snapshot()["peer_requests"] == 1
+            assert storage.loads == loads
+            # Each is a hot copy now: served at host 0 with no peer call.
+            assert await asyncio.gather(*(g0.get(key) for key in keys)) == values
+            assert g0.stats.snapshot()["hot_hits"] == len(keys)
+            assert g1.stats.snapshot()["peer_requests"] == 1
+
+    asyncio.run(go())
+
+
+def test_a_batch_with_keys_the_owner_must_load_answers_each():
+    async def go():
+        data = _data()
+        async with cluster(2, data) as (hosts, storage):
+            (g0, pool0, _), (g1, _, m1) = hosts
+            keys = owned_by(pool0, m1, 10)
+            missing = [key + "-absent" for key in owned_by(pool0, m1, 300)
+                       if pool0.owner(key + "-absent") == m1][:3]
+            for key in keys[:5]:
+                await g1.get(key)  # half cached on the owner, half not
+            loads = storage.loads
+            results = await asyncio.gather(*(g0.get(key) for key in keys + missing), return_exceptions=True)
+            assert results[:len(keys)] == [data[key] for key in keys]
+            assert all(type(r).__name__ == "NotFoundError" for r in results[len(keys):])
+            assert storage.loads - loads == 5 + len(missing)  # the owner loaded what it lacked, once each
+            s0 = g0.stats.snapshot()
+            assert (s0["peer_hits"], s0["loads"], s0["peer_errors"]) == (len(keys), 0, 0)
+
+    asyncio.run(go())
+
+
+def test_an_owner_down_fails_a_batch_over_to_local_loads_and_one_trip():
+    async def go():
+        data = _data()
+        async with cluster(2, data, down=(1,)) as (hosts, storage):
+            (g0, pool0, _), (_, _, m1) = hosts
+            keys = owned_by(pool0, m1, 8)
+            assert await asyncio.gather(*(g0.get(key) for key in keys)) == [data[key] for key in keys]
+            s0 = g0.stats.snapshot()
+            assert s0["peer_errors"] == len(keys) and s0["peer_trips"] == 1
+            assert s0["loads"] == len(keys) and s0["peer_hits"] == 0
+            # The breaker is open: the next turn's keys skip the peer.
+            more = owned_by(pool0, m1, 12)[8:]
+            assert await asyncio.gather(*(g0.get(key) for key in more)) == [data[key] for key in more]
+            assert g0.stats.snapshot()["peer_skipped"] == len(more)
+
+    asyncio.run(go())
+
+
+def test_the_owner_answers_a_peer_get_inline_and_counts_it_once():
+    async def go():
+        data = _data()
+        async with cluster(2, data) as (hosts, storage):
+            (_, pool0, _), (g1, _, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            url = f"http://{m1}{peer_path('g', key)}"
+            async with aiohttp.ClientSession() as s:
+                async with s.get(url, headers=AUTH) as r:  # a miss: loaded by the owner
+                    assert r.status == 200 and r.headers["Content-Type"] == "application/x-protobuf"
+                    first = GetResponse.FromString(await r.read())
+                for _ in range(3):  # hits, answered in the parser's callback
+                    async with s.get(url, headers=AUTH) as r:
+                        assert r.status == 200 and "Date" in r.headers
+                        assert GetResponse.FromString(await r.read()) == first
+                async with s.get(url, headers={"Authorization": "Bearer wrong"}) as r:
+                    assert r.status == 401 and "error" in await r.json()
+                async with s.get(f"http://{m1}/_geecache/nosuch/{key}", headers=AUTH) as r:
+                    assert r.status == 400 and "unknown group" in (await r.json())["error"]
+                async with s.get(url + "?handoff=1", headers=AUTH) as r:  # the route table's path
+                    assert GetResponse.FromString(await r.read()) == first
+            assert g1.stats.snapshot()["peer_requests"] == 4  # the handoff ask is not one
+            assert storage.loads == 1
+            assert first.codec and unpack(first.codec, first.value) == data[key]  # zstd, as stored
+
+    asyncio.run(go())
+
+
+def test_a_cancelled_fetch_frees_its_key_for_the_next_miss():
+    async def go():
+        data = _data()
+        async with cluster(2, data) as (hosts, storage):
+            (g0, pool0, _), (_, _, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            started = g0.load_started(key)  # as the data plane's miss; shutdown cancels it
+            started.cancel()
+            for _ in range(200):  # the owner's answer arrives and finds the Future cancelled
+                if not g0._calls.in_flight(key):
+                    break
+                await asyncio.sleep(0.01)
+            assert not g0._calls.in_flight(key)
+            assert await g0.get(key) == data[key]  # a fresh fetch, not the cancelled one
+
+    asyncio.run(go())
