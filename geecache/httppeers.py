@@ -14,6 +14,7 @@ Peer paths (served by ``workers.dataplane.routes``):
     POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
     GET    /_geecache/:writes?within=S -> RecentWrites (the keys it wrote in the last S seconds)
     POST   /_geecache/<group>/_writes <- WriteBatch -> WriteBatchResponse (the owner's keys of a batch write)
+    POST   /_geecache/<group>/_warm   <- WarmRequest -> WarmResponse (a joining host's warm-up)
 
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
@@ -46,7 +47,7 @@ from .peerclient import ConnectionPool, PeerProtocolError
 from .errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from .geecachepb import (
     BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
-    SetRequest, WriteBatch, WriteBatchResponse, WriteResponse,
+    SetRequest, WarmRequest, WarmResponse, WriteBatch, WriteBatchResponse, WriteResponse,
 )
 from .latency import PEER_CALLS
 from .lifetimes import local_expiry
@@ -66,6 +67,12 @@ BATCH = "_batch"
 RECENT_WRITES_PATH = PEER_PREFIX + ":writes"
 #: The key part of the peer batch write path (a POST, like BATCH).
 WRITES = "_writes"
+#: The key part of the warm-up path (a POST, like BATCH).
+WARM = "_warm"
+#: How long a previous owner's word that it holds nothing of a group stands: its handoff asks
+#: are skipped meanwhile (it gains no entry of the keys that left it, except by loading them
+#: itself while its ring still names it their owner, and that costs only a load here).
+COLD_FOR = 10.0
 
 
 class MemberSource(Protocol):
@@ -190,7 +197,10 @@ class HTTPPeer:
         path = peer_path(group, key) + ("?handoff=1" if handoff else "")
         status, body = await self._call("GET", path)
         if status == 404:
-            raise NotFoundError(f"group {group!r} has no key {key!r}")
+            error = NotFoundError(f"group {group!r} has no key {key!r}")
+            # A handoff 404 of a previous owner holding nothing of the group says so.
+            error.cold = handoff and b'"cold": true' in body
+            raise error
         if status != 200:
             raise self._fail(self.address, status, body)
         msg = GetResponse()
@@ -375,6 +385,30 @@ class HTTPPeer:
         """Ask the owner to delete, unversioned; True when it had the key (see ``write``)."""
         return (await self.write(group, key, None)).existed
 
+    async def warm(self, group: str, to: str, members, max_bytes: int, seconds: float) -> WarmResponse:
+        """A previous owner's hottest entries of *group* that hash to *to* by the ring of *members*
+        (``geecache.warmup``); PeerError when unreachable or answering otherwise."""
+        body = WarmRequest(group=group, to=to, members=list(members), max_bytes=max_bytes,
+                           seconds=seconds).SerializeToString()
+        status, raw = await self._call("POST", peer_path(group, WARM), body)
+        if status != 200:
+            raise self._fail(self.address, status, raw)
+        try:
+            return WarmResponse.FromString(raw)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad warm-up response: {exc}") from exc
+
+    async def recent_writes(self, within: float) -> RecentWrites:
+        """The keys this member wrote in the last *within* seconds (``GET /_geecache/:writes``), over
+        the pooled connection: ``HTTPPool.writes_elsewhere`` without blocking the loop."""
+        status, raw = await self._call("GET", f"{RECENT_WRITES_PATH}?within={within:.3f}")
+        if status != 200:
+            raise self._fail(self.address, status, raw)
+        try:
+            return RecentWrites.FromString(raw)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad recent-writes response: {exc}") from exc
+
     async def invalidate(self, group: str, keys: list[str]) -> None:
         """Ask this member to drop its copies of *keys*.
 
@@ -496,6 +530,12 @@ class HTTPPool:
         #: none but itself, inside the refresh, before any key is routed by the new ring: the
         #: pause guard drops the copies kept while serving alone there (``PauseGuard.joined``).
         self.on_joined: Callable[[], None] | None = None
+        #: Called (previous ring, new ring) when this host enters a ring with others that it was
+        #: not in (a join, or a re-join), inside the refresh: the warm-up starts there.
+        self.on_moved_here: Callable[[Ring, Ring], None] | None = None
+        # (address, group) -> monotonic time until which that previous owner's word that it holds
+        # nothing of the group stands (``note_cold``); the event loop's thread guards it.
+        self._cold: dict[tuple[str, str], float] = {}
         self._previous: Ring | None = None
         self._changed_at = 0.0
         self._peers: dict[str, HTTPPeer] = {}
@@ -544,6 +584,9 @@ class HTTPPool:
             self._replay(added)
         if joined and self.on_joined is not None:
             self.on_joined()
+        if (self.on_moved_here is not None and self._peers and self.self_address in ring
+                and self.self_address not in previous and previous.nodes):
+            self.on_moved_here(previous, ring)
 
     def members(self) -> tuple[str, ...]:
         """The current member list (including this host when registered)."""
@@ -584,6 +627,50 @@ class HTTPPool:
         if owner is None or owner == self.self_address:
             return None
         return self._peers.get(owner)
+
+    def note_cold(self, address: str, group: str) -> None:
+        """Previous owner *address* said it holds nothing of *group*: skip its handoff asks for COLD_FOR s."""
+        self._cold[(address, group)] = time.monotonic() + COLD_FOR
+
+    def is_cold(self, address: str, group: str) -> bool:
+        """True while *address*'s word that it holds nothing of *group* stands (``note_cold``)."""
+        until = self._cold.get((address, group))
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._cold[(address, group)]
+        return False
+
+    async def writes_since(self, within: float, members_before=(), timeout: float = 2.0
+                           ) -> tuple[dict[str, set[str]] | None, str]:
+        """``writes_elsewhere`` on the event loop, this host's own log included: (group -> keys
+        every member, this one too, wrote in the last *within* seconds, "") or (None, why) when
+        one cannot say.  This host's log counts as covering the time before it was created:
+        nothing of this host wrote then."""
+        self._refresh()
+        gone = [m for m in members_before if m != self.self_address and m not in self._peers]
+        if gone:
+            return None, f"{gone[0]} left the ring meanwhile"
+        out: dict[str, set[str]] = {}
+        if self.write_log is not None:
+            covered, mine = self.write_log.since(max(0.0, min(within, self.write_log.age() - 0.01)))
+            if not covered:
+                return None, "this host's own log does not reach back (wrapped, or a write went unlogged)"
+            out.update(mine)
+        peers = list(self._peers.values())
+        answers = await asyncio.gather(*(asyncio.wait_for(p.recent_writes(within), timeout) for p in peers),
+                                       return_exceptions=True)
+        for peer, msg in zip(peers, answers):
+            if isinstance(msg, BaseException):
+                if not isinstance(msg, (PeerError, asyncio.TimeoutError)):
+                    raise msg
+                return None, f"{peer.address}: {type(msg).__name__}: {msg}"
+            if not msg.covered:
+                return None, f"the log of {peer.address} does not reach back {within:.1f}s"
+            for written in msg.groups:
+                out.setdefault(written.group, set()).update(written.keys)
+        return out, ""
 
     async def invalidate(self, group: str, keys: list[str], timeout: float = 1.0) -> int:
         """Ask every other member to drop its copies of *keys*; bounded by *timeout*.
