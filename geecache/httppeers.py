@@ -194,7 +194,9 @@ class HTTPPeer:
         The codec id is checked (an unknown one is a PeerError); the bytes are
         not decompressed here.
         """
-        path = peer_path(group, key) + ("?handoff=1" if handoff else "")
+        path = peer_path(group, key)
+        if handoff:  # the asker, so that a previous owner can say it holds nothing for it
+            path += "?handoff=1&from=" + quote(self._pool.self_address, safe="")
         status, body = await self._call("GET", path)
         if status == 404:
             error = NotFoundError(f"group {group!r} has no key {key!r}")
@@ -536,6 +538,11 @@ class HTTPPool:
         # (address, group) -> monotonic time until which that previous owner's word that it holds
         # nothing of the group stands (``note_cold``); the event loop's thread guards it.
         self._cold: dict[tuple[str, str], float] = {}
+        #: () -> the names of the groups this host caches nothing of (set by the worker), read at
+        #: every ring change: such a group's entries were all stored by a ring naming every member
+        #: of it, so none of them is a key that left this host for one of those (``holds_nothing_for``).
+        self.empty_groups: Callable[[], set[str]] | None = None
+        self._empty_at_change: frozenset[str] = frozenset()
         self._previous: Ring | None = None
         self._changed_at = 0.0
         self._peers: dict[str, HTTPPeer] = {}
@@ -577,6 +584,8 @@ class HTTPPool:
             if self._peers:
                 previous.add(*self._peers)
         self._previous, self._changed_at = previous, time.monotonic()
+        if self.empty_groups is not None:  # before any key is routed by the new ring in this process
+            self._empty_at_change = frozenset(self.empty_groups())
         self._ring, self._version = ring, version
         log.debug("ring v%d read: %d members, %d added, %d gone", version, len(members), len(added),
                   len(old_peers.keys() - self._peers.keys()))
@@ -627,6 +636,14 @@ class HTTPPool:
         if owner is None or owner == self.self_address:
             return None
         return self._peers.get(owner)
+
+    def holds_nothing_for(self, group: str, asker: str) -> bool:
+        """True when this host holds no entry of *group* that moved from it to member *asker*:
+        *asker* is in its ring, and it cached nothing of *group* when its ring last changed, so
+        what it holds now was stored by a ring that gives *asker* its own keys (a host or a
+        cluster that started cold).  A handoff or warm-up ask of it then costs a hop for nothing."""
+        self._refresh()
+        return asker in self._ring and group in self._empty_at_change
 
     def note_cold(self, address: str, group: str) -> None:
         """Previous owner *address* said it holds nothing of *group*: skip its handoff asks for COLD_FOR s."""

@@ -90,7 +90,7 @@ def serve_warm(group, body: bytes) -> bytes:
     pool = group.peers
     if _unsure(pool):
         return WarmResponse(unsure=True).SerializeToString()
-    if group.holds_nothing():
+    if holds_nothing_for(group, msg.to):
         return WarmResponse(cold=True).SerializeToString()
     _version, ours = pool.ring()
     ring = ours if set(ours.nodes) == set(members) else ours.with_nodes(members)
@@ -106,6 +106,15 @@ def serve_warm(group, body: bytes) -> bytes:
             ttl_left=seconds_left(expire_at, now))
     group.stats.add("peer_requests")
     return answer.SerializeToString()
+
+
+def holds_nothing_for(group, asker: str | None) -> bool:
+    """True when this host holds nothing of *group* that could have moved to member *asker*:
+    nothing at all, or nothing from before its ring named *asker* (``HTTPPool.holds_nothing_for``)."""
+    if group.holds_nothing():
+        return True
+    check = getattr(group.peers, "holds_nothing_for", None)
+    return bool(asker) and check is not None and check(group.name, asker)
 
 
 def _unsure(pool) -> bool:

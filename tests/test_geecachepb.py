@@ -79,7 +79,7 @@ def test_fields_match_the_design():
     assert set(geecachepb.geecache_pb2.DESCRIPTOR.message_types_by_name) == {
         "GetResponse", "SetRequest", "DeleteRequest", "WriteResponse", "InvalidateRequest",
         "BatchItem", "BatchRequest", "BatchResponse", "RecentWrites",
-        "WriteItem", "WriteBatch", "WriteBatchItem", "WriteBatchResponse"}
+        "WriteItem", "WriteBatch", "WriteBatchItem", "WriteBatchResponse", "WarmRequest", "WarmResponse"}
 
 
 def test_write_batch_fields_match_the_design():

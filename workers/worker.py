@@ -126,6 +126,8 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena, sup
     try:
         peers = build_peers(cfg, arena, write_log)
         groups = build_groups(cfg, arena, arena, peers)
+        if peers is not None:  # read at each ring change: a host that started cold says so
+            peers.empty_groups = lambda: {name for name, group in groups.items() if group.holds_nothing()}
         if peers is not None and cfg.warmup_bytes:  # before any ring is read: the join may be the first
             from geecache.warmup import Warmer
 

@@ -48,7 +48,7 @@ from geecache.geecachepb import BatchRequest, BatchResponse, GetResponse, Invali
 from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
 from geecache.peerwrites import serve_delete, serve_set, serve_write_batch
-from geecache.warmup import serve_warm
+from geecache.warmup import holds_nothing_for, serve_warm
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
     JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
@@ -428,10 +428,11 @@ class Router:
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
         key = decode(req.key, plus=False)
-        if req.query and parse_query(req.query).get("handoff"):
+        query = parse_query(req.query) if req.query else None
+        if query and query.get("handoff"):
             # A new owner asking after a ring change: only the cache answers, never the source.
             hit = group.get_handoff_cached(key)
-            if hit is None and group.holds_nothing():
+            if hit is None and holds_nothing_for(group, query.get("from")):
                 return _COLD_MISS
             if hit is None:
                 raise NotFoundError(f"group {group.name!r}: {key!r} not cached here")
