@@ -19,7 +19,7 @@ from geecache.storage import FunctionSource
 from geecache.httppeers import HTTPPool
 from tests.support.cluster import AUTH, Cluster, member
 from tests.support.loaders import count_loads
-from tests.support.proc import wait_until
+from tests.support.proc import REAL_PAUSES, wait_until
 
 KEYS = [f"k{i}" for i in range(300)]
 
@@ -206,53 +206,72 @@ def test_a_host_joining_with_warm_up_serves_moved_hot_keys_without_loading(tmp_p
 @pytest.mark.procs
 @pytest.mark.etcd
 def test_a_write_racing_the_warm_up_wins(tmp_path):
-    # Writes to every key go on through every host while a host joins and warms up; once they
+    # Writes to every key go on through the hosts while a host joins and warms up; once they
     # stop, every host answers every key with what the source holds: the last acknowledged
-    # write, never a value the warm-up brought from before it.
-    cluster = Cluster(tmp_path, 3, args=("--peer-read-timeout", "10", "--peer-connect-timeout", "5"))
+    # write, never a value the warm-up brought from before it.  One previous owner (C) is
+    # stopped while the joining host asks, so the others' answers wait at the joining host
+    # while writes land: the race, held open.  Real pauses: C, back, is unsure and sends nothing.
+    # The writes are of keys C does not own, so C, stopped, holds no lock of the shared source.
+    cluster = Cluster(tmp_path, 3, env=REAL_PAUSES, args=("--peer-read-timeout", "5"))
     keys = [f"w{i}" for i in range(400)]
     try:
+        a, b, c = cluster.hosts
         for i, k in enumerate(keys):
             assert cluster.put(cluster.hosts[i % 3], k, b"v0-" + k.encode()) == 204
         for i, k in enumerate(keys):  # owners cached, and hot copies elsewhere
             assert cluster.read(cluster.hosts[(i + 1) % 3], k) == b"v0-" + k.encode()
-        wait_until(lambda: all(cluster.log_reaches_back(h, 5) for h in cluster.hosts), 15,
-                   what="write logs that reach back 5 s")
+        # The warm-up asks every member which keys it wrote since it began: their logs must
+        # reach back that far, C's stop included.
+        wait_until(lambda: all(cluster.log_reaches_back(h, 20) for h in cluster.hosts), 40,
+                   what="write logs that reach back 20 s")
 
+        written = [k for k in keys if cluster.owner(a, k) != member(c)]
         stop = threading.Event()
         failures: list = []
+        done = itertools.count()
+        targets = [a, b]  # and the joining host, once it serves (C is stopped meanwhile)
 
         def writer(seed: int) -> None:
             rng = random.Random(seed)
-            for n in itertools.count():
-                if stop.is_set() or n >= 20_000:
+            for n in range(20_000):
+                if stop.is_set():
                     return
-                k = rng.choice(keys)
-                host = rng.choice(cluster.hosts)
-                status = cluster.put(host, k, f"v{seed}-{n}-{k}".encode())
+                k = rng.choice(written)
+                host = rng.choice(targets)
+                try:
+                    status = cluster.put(host, k, f"v{seed}-{n}-{k}".encode())
+                except OSError as exc:
+                    status = exc
                 if status != 204:
                     failures.append((host.port, k, status))
+                next(done)
 
-        threads = [threading.Thread(target=writer, args=(seed,), daemon=True) for seed in (1, 2)]
+        threads = [threading.Thread(target=writer, args=(seed,), daemon=True) for seed in range(1, 5)]
+        cluster.pause(c)  # idle: no write of the source in flight
         for t in threads:
             t.start()
         try:
-            warm = cluster.add_host(env={"GEECACHE_WARMUP_BYTES": "1MiB"})
-            cluster.wait_members(cluster.hosts)
-            wait_until(lambda: _stats(warm, "counted")["warmups"] >= 1 and _stats(warm, "kv")["warmups"] >= 1,
-                       20, what="the warm-up")
+            try:
+                warm = cluster.add_host(env={"GEECACHE_WARMUP_BYTES": "1MiB"})
+                targets.append(warm)
+                cluster.wait_members(cluster.hosts, on=[warm])  # its ring named C: it asked C too
+                mark = next(done)
+                wait_until(lambda: next(done) > mark + 40, 30, what="writes while the answers wait")
+            finally:
+                cluster.resume(c)
+            wait_until(lambda: _stats(warm, "kv")["warmups"] >= 1, 30, what="the warm-up")
         finally:
             stop.set()
             for t in threads:
                 t.join(60)
         assert not failures, failures[:5]
         stats = _stats(warm, "kv")
-        print("joined host:", {f: stats[f] for f in ("warm_keys", "warm_drops", "warmups", "sets")})
+        print("joined host:", {f: stats[f] for f in ("warm_keys", "warm_drops", "warmups")},
+              "writes:", next(done))
         assert stats["warm_keys"] > 0
-        for k in keys:
-            want = cluster.source_value(k)
-            for host in cluster.hosts:
-                assert cluster.read(host, k) == want, (host.port, k)
+        cluster.wait_members(cluster.hosts)
+        stale = [(h.port, k) for k in keys for h in cluster.hosts if cluster.read(h, k) != cluster.source_value(k)]
+        assert not stale, (len(stale), stale[:10])
     finally:
         cluster.close()
 
