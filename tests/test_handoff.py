@@ -270,8 +270,14 @@ def test_a_write_racing_the_warm_up_wins(tmp_path):
               "writes:", next(done))
         assert stats["warm_keys"] > 0
         cluster.wait_members(cluster.hosts)
-        stale = [(h.port, k) for k in keys for h in cluster.hosts if cluster.read(h, k) != cluster.source_value(k)]
-        assert not stale, (len(stale), stale[:10])
+
+        def stale(hosts):
+            return [(h.port, k) for k in keys for h in hosts if cluster.read(h, k) != cluster.source_value(k)]
+
+        assert not stale([a, b, warm]), stale([a, b, warm])[:10]
+        # C was stopped while the joined host took writes it had no ring to ask about: its hot
+        # copies of those keys go when the joined host's undelivered invalidations reach it.
+        wait_until(lambda: not stale([c]), 40, what="C's copies dropped")
     finally:
         cluster.close()
 
