@@ -152,6 +152,18 @@ class LocalCache:
         g[0].clear()
         g[2] = 0
 
+    def hottest(self, group: str, want, max_bytes: int, deadline: float):
+        """``Arena.hottest`` over the LRU order: the most recently used first."""
+        out, budget, now = [], max_bytes, self._clock()
+        for key, (value, expires_at, codec) in reversed(self._group(group)[0].items()):
+            if time.monotonic() >= deadline:
+                return out, True
+            if (expires_at and expires_at <= now) or len(value) > budget or not want(key):
+                continue
+            out.append((key, value, codec, expires_at))
+            budget -= len(value)
+        return out, False
+
     def usage(self, group: str) -> tuple[int, int]:
         """(bytes, entries) held for *group*."""
         g = self._group(group)

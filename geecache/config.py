@@ -531,6 +531,14 @@ HOST_SETTINGS: tuple[Setting, ...] = (
             "seconds after a ring change during which a miss for a key this host now owns first asks "
             "the key's previous owner's cache before loading from the source (0 = never)",
             _not_negative, "S", "number ≥ 0"),
+    Setting("warmup_bytes", SIZE, 0,
+            "a host joining a ring asks each previous owner for its hottest entries of every group "
+            "among the keys that move to it, up to this many value bytes per group, and stores them "
+            "while it serves (a write during the warm-up wins); `0` = off: a moved key's first read "
+            "asks its previous owner (`handoff_window`)", metavar="SIZE"),
+    Setting("warmup_seconds", NUMBER, 10.0,
+            "the most seconds a warm-up runs after a join; what is not stored by then is left to "
+            "the lazy handoff", _positive, "S", "number > 0"),
     Setting("breaker_failures", INT, 1,
             "consecutive timeouts or refusals of a peer that open its circuit breaker: its keys are "
             "then served by local loads, without calling it, for a cooldown",
@@ -640,7 +648,7 @@ HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "tls_ca", "auth_token", "trusted_network", "data_dir")),
     ("workers", ("workers", "graceful_timeout", "worker_timeout", "load_threads", "write_threads")),
     ("cluster", ("etcd", "advertise", "lease_ttl", "peers", "peer_connect_timeout", "peer_read_timeout",
-                 "handoff_window", "breaker_failures", "breaker_cooldown", "breaker_max_cooldown",
+                 "handoff_window", "warmup_bytes", "warmup_seconds", "breaker_failures", "breaker_cooldown", "breaker_max_cooldown",
                  "max_clock_drift", "pause_threshold")),
     ("groups", ("arena", "arena_shards", "process_rows", "hot_share", "hot_ttl", "lock_timeout",
                 "flight_wait")),

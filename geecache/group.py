@@ -544,6 +544,12 @@ class Group:
         peer = handoff(key) if handoff is not None and partition == self.name else None
         if peer is None:
             return await self._load_source(key, partition, ttl)
+        is_cold = getattr(self.peers, "is_cold", None)
+        if is_cold is not None and is_cold(peer.address, self.name):
+            # It said lately that it holds nothing of this group (a cluster starting cold):
+            # asking costs a peer hop per miss for nothing.
+            self.stats.add("handoff_cold")
+            return await self._load_source(key, partition, ttl)
         writes = self._fence.enter(key)
         try:
             value, expire_at = await peer.fetch(self.name, key, self.item_limit, handoff=True)
@@ -551,6 +557,8 @@ class Group:
             self.stats.add("handoff_misses")
             if not isinstance(exc, NotFoundError):
                 self._peer_failed(exc)
+            elif getattr(exc, "cold", False) and hasattr(self.peers, "note_cold"):
+                self.peers.note_cold(peer.address, self.name)
             return await self._load_source(key, partition, ttl)
         finally:
             raced = self._fence.leave(key, writes)
@@ -576,6 +584,40 @@ class Group:
             if entry is not None:
                 return self.value_of(entry), entry[2]
         return None
+
+    def holds_nothing(self) -> bool:
+        """True when this host caches no entry of the group, owned or hot (it is cold)."""
+        usage = getattr(self._cache, "usage", None)
+        return usage is not None and not usage(self.name)[1] and not usage(self._hot)[1]
+
+    def hottest(self, want, max_bytes: int, deadline: float):
+        """(entries, truncated) of the owned partition, hottest first (``Arena.hottest``): a warm-up's answer."""
+        return self._cache.hottest(self.name, want, max_bytes, deadline)
+
+    def claim_flight(self, key: str, partition: str | None = None) -> bool:
+        """Become the host-wide loader of *key* (of *partition*'s flight, default the group's):
+        True when the caller holds it now and must ``release_flight``.  A write applied here
+        meanwhile waits for it and stores its value again (``apply_writes``)."""
+        return self._flight.try_begin(partition or self.name, key)
+
+    def release_flight(self, key: str, partition: str | None = None) -> None:
+        """Give up what ``claim_flight`` took."""
+        self._flight.end(partition or self.name, key)
+
+    def keep_warmed(self, key: str, payload: bytes, codec: int, expire_at: float) -> bool:
+        """Store a previous owner's entry of *key* as owned (its bytes as sent, its expiry, by this
+        host's clock), unless this host has one already (loaded or written here: as new or newer)
+        or it is dead; True when stored.  The caller holds the key's flight (``claim_flight``)."""
+        if self._cache.get_entry(self.name, key) is not None:
+            return False
+        now = time.time()
+        if expire_at and expire_at <= now:
+            return False
+        if not self.packs and codec:
+            payload, codec = unpack(codec, payload, self.item_limit), None
+        self._store(self.name, key, payload, expire_at - now if expire_at else self.ttl,
+                    codec if self.packs else None)
+        return True
 
     async def _wait_for_other_loader(self, key: str, partition: str, deadline: float):
         def waiting() -> bool:  # the other process still loads and has stored nothing yet

@@ -33,6 +33,10 @@ STAT_FIELDS = (
     "pause_wipes",    # every copy dropped after a pause: the other hosts could not say what changed
     "source_commits", # transactions this process committed to the group's source (group commit)
     "source_writes",  # rows in those transactions: writes / commits is the rows shared per commit
+    "warm_keys",      # entries a warm-up stored here after a join (asked of the keys' previous owners)
+    "warm_drops",     # warmed entries dropped again: written elsewhere during the warm-up, or unsure
+    "warmups",        # warm-ups of the group this host finished after joining a ring
+    "handoff_cold",   # handoff asks not made: the previous owner said lately it holds nothing
 )
 
 

@@ -124,6 +124,10 @@ class WriteLog:
                 out.setdefault(group, set()).add(key)
         return covered, out
 
+    def age(self) -> float:
+        """Seconds since this log was created (it holds no write of an older process)."""
+        return (self._clock() - self._head()[1]) / 1e9
+
     def mark_unsure(self, since_ns: int, ring_version: int = 0) -> None:
         """Note that this host was away since *since_ns* (monotonic): its workers must ask the others
         once the registrar has moved the ring past *ring_version* (the supervisor's seed)."""

@@ -134,6 +134,12 @@ async def _serve(cfg, sock: socket.socket, admin_sock: socket.socket, arena: Are
     try:
         peers = build_peers(cfg, arena, write_log)
         groups = build_groups(cfg, arena, arena, peers)
+        if peers is not None:  # read at each ring change: a host that started cold says so
+            peers.empty_groups = lambda: {name for name, group in groups.items() if group.holds_nothing()}
+        if peers is not None and cfg.warmup_bytes:  # before any ring is read: the join may be the first
+            from geecache.cluster.warmup import Warmer
+
+            peers.on_moved_here = Warmer(groups, peers, cfg.warmup_bytes, cfg.warmup_seconds).moved_here
         # Away means unsure (invariant 9): a pause drops the copies other hosts wrote meanwhile.
         guard = PauseGuard(groups.values(), threshold=cfg.pause_threshold, settle=cfg.lease_ttl + 1.0,
                            members=peers.members if peers is not None else None,

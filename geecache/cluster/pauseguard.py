@@ -78,6 +78,15 @@ def earliest_arrival() -> float:
     return now if guard is None else guard.earliest_arrival(now)
 
 
+def unsure_now() -> bool:
+    """True while this loop's host may hold copies written elsewhere that it has not dropped yet:
+    a pause the guard has not seen (this very turn), one that ended within RESUME_GRACE, or one
+    whose second question (``settle``) is still due.  A previous owner that is unsure sends no
+    warm-up (``geecache.cluster.warmup``): it would hand its doubt on to a host that was never away."""
+    guard = _current
+    return guard is not None and guard.unsure(time.monotonic())
+
+
 #: ask(within, members before) -> (group -> keys written elsewhere in the last *within* seconds, "")
 #: or (None, why): why when a member cannot say, or one of *members before* left the ring meanwhile.
 Ask = Callable[[float, Iterable[str]], "tuple[dict[str, set[str]] | None, str]"]
@@ -144,6 +153,11 @@ class PauseGuard:
             arrival = self._last
         began, ended = self._last_pause
         return min(arrival, began) if now - ended <= RESUME_GRACE else arrival
+
+    def unsure(self, now: float) -> bool:
+        """See the module's ``unsure_now``; *now* by this guard's clock."""
+        return now - self._last > self.threshold or now - self._last_pause[1] <= RESUME_GRACE \
+            or bool(self._due)
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Run the timer on *loop* (the running one by default); this process's requests are

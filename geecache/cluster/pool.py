@@ -14,6 +14,7 @@ Peer paths (served by ``workers.dataplane.routes``):
     POST   /_geecache/<group>/_batch  <- BatchRequest -> BatchResponse (the owner's keys of a batch get)
     GET    /_geecache/:writes?within=S -> RecentWrites (the keys it wrote in the last S seconds)
     POST   /_geecache/<group>/_writes <- WriteBatch -> WriteBatchResponse (the owner's keys of a batch write)
+    POST   /_geecache/<group>/_warm   <- WarmRequest -> WarmResponse (a joining host's warm-up)
 
 A write carries its version (the originator's HLC timestamp) and a deadline
 (when the originator gives up and writes it itself); the owner's
@@ -38,7 +39,7 @@ from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import DecodeError
 
-from geecache import getwire
+from geecache.cluster import getwire
 from geecache.auth import bearer
 from geecache.cluster.breaker import CLOSED, Breaker
 from geecache.compression import CODECS, codec_by_id, pack, unpack
@@ -48,7 +49,7 @@ from geecache.cluster.transport import ConnectionPool, PeerProtocolError
 from geecache.errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
 from geecache.geecachepb import (
     BatchItem, BatchRequest, BatchResponse, DeleteRequest, InvalidateRequest, RecentWrites,
-    SetRequest, WriteBatch, WriteBatchResponse, WriteResponse,
+    SetRequest, WarmRequest, WarmResponse, WriteBatch, WriteBatchResponse, WriteResponse,
 )
 from geecache.observability.latency import PEER_CALLS
 from geecache.lifetimes import local_expiry
@@ -75,6 +76,12 @@ BATCH = "_batch"
 RECENT_WRITES_PATH = PEER_PREFIX + ":writes"
 #: The key part of the peer batch write path (a POST, like BATCH).
 WRITES = "_writes"
+#: The key part of the warm-up path (a POST, like BATCH).
+WARM = "_warm"
+#: How long a previous owner's word that it holds nothing of a group stands: its handoff asks
+#: are skipped meanwhile (it gains no entry of the keys that left it, except by loading them
+#: itself while its ring still names it their owner, and that costs only a load here).
+COLD_FOR = 10.0
 
 
 class MemberSource(Protocol):
@@ -230,7 +237,8 @@ class HTTPPeer:
         the loop and must not raise.
         """
         if handoff:
-            self._get_soon(group, key, done, b"?handoff=1")
+            # The asker, so that a previous owner can say it holds nothing for it (cold).
+            self._get_soon(group, key, done, b"?handoff=1&from=" + quote(self._pool.self_address, safe="").encode())
             return
         queue = self._fetches.get(group)
         if queue is None:
@@ -338,9 +346,10 @@ class HTTPPeer:
         if query:
             target += query
         started = time.perf_counter()
-        self._conns.get(target, lambda answer: self._fetched(group, key, started, answer, done))
+        self._conns.get(target, lambda answer: self._fetched(group, key, started, answer, done, query))
 
-    def _fetched(self, group: str, key: str, started: float, answer, done: Callable[[object], None]) -> None:
+    def _fetched(self, group: str, key: str, started: float, answer, done: Callable[[object], None],
+                 query: bytes = b"") -> None:
         """The answer to ``fetch_packed_soon``'s GET (status, body), or its failure: *done*'s argument."""
         PEER_CALLS.observe("GET", time.perf_counter() - started)
         if type(answer) is not tuple:
@@ -361,7 +370,10 @@ class HTTPPeer:
             log.debug("peer call %s GET %s: %d, %d bytes, %.1fms", self.address, peer_path(group), status,
                       len(body), (time.perf_counter() - started) * 1000)
         if status == 404:
-            done(NotFoundError(f"group {group!r} has no key {key!r}"))
+            error = NotFoundError(f"group {group!r} has no key {key!r}")
+            # A handoff 404 of a previous owner holding nothing of the group says so.
+            error.cold = b"?handoff=1" in query and b'"cold": true' in body
+            done(error)
             return
         if status != 200:
             done(self._fail(self.address, status, body))
@@ -550,6 +562,30 @@ class HTTPPeer:
         """Ask the owner to delete, unversioned; True when it had the key (see ``write``)."""
         return (await self.write(group, key, None)).existed
 
+    async def warm(self, group: str, to: str, members, max_bytes: int, seconds: float) -> WarmResponse:
+        """A previous owner's hottest entries of *group* that hash to *to* by the ring of *members*
+        (``geecache.cluster.warmup``); PeerError when unreachable or answering otherwise."""
+        body = WarmRequest(group=group, to=to, members=list(members), max_bytes=max_bytes,
+                           seconds=seconds).SerializeToString()
+        status, raw = await self._call("POST", peer_path(group, WARM), body)
+        if status != 200:
+            raise self._fail(self.address, status, raw)
+        try:
+            return WarmResponse.FromString(raw)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad warm-up response: {exc}") from exc
+
+    async def recent_writes(self, within: float) -> RecentWrites:
+        """The keys this member wrote in the last *within* seconds (``GET /_geecache/:writes``), over
+        the pooled connection: ``HTTPPool.writes_elsewhere`` without blocking the loop."""
+        status, raw = await self._call("GET", f"{RECENT_WRITES_PATH}?within={within:.3f}")
+        if status != 200:
+            raise self._fail(self.address, status, raw)
+        try:
+            return RecentWrites.FromString(raw)
+        except DecodeError as exc:
+            raise PeerError(f"peer {self.address}: bad recent-writes response: {exc}") from exc
+
     async def invalidate(self, group: str, keys: list[str]) -> None:
         """Ask this member to drop its copies of *keys*.
 
@@ -674,6 +710,17 @@ class HTTPPool:
         #: none but itself, inside the refresh, before any key is routed by the new ring: the
         #: pause guard drops the copies kept while serving alone there (``PauseGuard.joined``).
         self.on_joined: Callable[[], None] | None = None
+        #: Called (previous ring, new ring) when this host enters a ring with others that it was
+        #: not in (a join, or a re-join), inside the refresh: the warm-up starts there.
+        self.on_moved_here: Callable[[Ring, Ring], None] | None = None
+        # (address, group) -> monotonic time until which that previous owner's word that it holds
+        # nothing of the group stands (``note_cold``); the event loop's thread guards it.
+        self._cold: dict[tuple[str, str], float] = {}
+        #: () -> the names of the groups this host caches nothing of (set by the worker), read at
+        #: every ring change: such a group's entries were all stored by a ring naming every member
+        #: of it, so none of them is a key that left this host for one of those (``holds_nothing_for``).
+        self.empty_groups: Callable[[], set[str]] | None = None
+        self._empty_at_change: frozenset[str] = frozenset()
         self._previous: Ring | None = None
         self._changed_at = 0.0
         self._peers: dict[str, HTTPPeer] = {}
@@ -715,6 +762,8 @@ class HTTPPool:
             if self._peers:
                 previous.add(*self._peers)
         self._previous, self._changed_at = previous, time.monotonic()
+        if self.empty_groups is not None:  # before any key is routed by the new ring in this process
+            self._empty_at_change = frozenset(self.empty_groups())
         self._ring, self._version = ring, version
         log.debug("ring v%d read: %d members, %d added, %d gone", version, len(members), len(added),
                   len(old_peers.keys() - self._peers.keys()))
@@ -722,6 +771,9 @@ class HTTPPool:
             self._replay(added)
         if joined and self.on_joined is not None:
             self.on_joined()
+        if (self.on_moved_here is not None and self._peers and self.self_address in ring
+                and self.self_address not in previous and previous.nodes):
+            self.on_moved_here(previous, ring)
 
     def members(self) -> tuple[str, ...]:
         """The current member list (including this host when registered)."""
@@ -762,6 +814,58 @@ class HTTPPool:
         if owner is None or owner == self.self_address:
             return None
         return self._peers.get(owner)
+
+    def holds_nothing_for(self, group: str, asker: str) -> bool:
+        """True when this host holds no entry of *group* that moved from it to member *asker*:
+        *asker* is in its ring, and it cached nothing of *group* when its ring last changed, so
+        what it holds now was stored by a ring that gives *asker* its own keys (a host or a
+        cluster that started cold).  A handoff or warm-up ask of it then costs a hop for nothing."""
+        self._refresh()
+        return asker in self._ring and group in self._empty_at_change
+
+    def note_cold(self, address: str, group: str) -> None:
+        """Previous owner *address* said it holds nothing of *group*: skip its handoff asks for COLD_FOR s."""
+        self._cold[(address, group)] = time.monotonic() + COLD_FOR
+
+    def is_cold(self, address: str, group: str) -> bool:
+        """True while *address*'s word that it holds nothing of *group* stands (``note_cold``)."""
+        until = self._cold.get((address, group))
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._cold[(address, group)]
+        return False
+
+    async def writes_since(self, within: float, members_before=(), timeout: float = 2.0
+                           ) -> tuple[dict[str, set[str]] | None, str]:
+        """``writes_elsewhere`` on the event loop, this host's own log included: (group -> keys
+        every member, this one too, wrote in the last *within* seconds, "") or (None, why) when
+        one cannot say.  This host's log counts as covering the time before it was created:
+        nothing of this host wrote then."""
+        self._refresh()
+        gone = [m for m in members_before if m != self.self_address and m not in self._peers]
+        if gone:
+            return None, f"{gone[0]} left the ring meanwhile"
+        out: dict[str, set[str]] = {}
+        if self.write_log is not None:
+            covered, mine = self.write_log.since(max(0.0, min(within, self.write_log.age() - 0.01)))
+            if not covered:
+                return None, "this host's own log does not reach back (wrapped, or a write went unlogged)"
+            out.update(mine)
+        peers = list(self._peers.values())
+        answers = await asyncio.gather(*(asyncio.wait_for(p.recent_writes(within), timeout) for p in peers),
+                                       return_exceptions=True)
+        for peer, msg in zip(peers, answers):
+            if isinstance(msg, BaseException):
+                if not isinstance(msg, (PeerError, asyncio.TimeoutError)):
+                    raise msg
+                return None, f"{peer.address}: {type(msg).__name__}: {msg}"
+            if not msg.covered:
+                return None, f"the log of {peer.address} does not reach back {within:.1f}s"
+            for written in msg.groups:
+                out.setdefault(written.group, set()).update(written.keys)
+        return out, ""
 
     async def invalidate(self, group: str, keys: list[str], timeout: float = 1.0) -> int:
         """Ask every other member to drop its copies of *keys*; bounded by *timeout*.

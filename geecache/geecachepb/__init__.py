@@ -9,9 +9,10 @@ aetcd's, 5.27.2).
 
 from .geecache_pb2 import (
     BatchItem, BatchRequest, BatchResponse, DeleteRequest, GetResponse, InvalidateRequest, RecentWrites,
-    SetRequest, WriteBatch, WriteBatchItem, WriteBatchResponse, WriteItem, WriteResponse,
+    SetRequest, WarmRequest, WarmResponse, WriteBatch, WriteBatchItem, WriteBatchResponse, WriteItem,
+    WriteResponse,
 )
 
 __all__ = ["BatchItem", "BatchRequest", "BatchResponse", "DeleteRequest", "GetResponse",
-           "InvalidateRequest", "RecentWrites", "SetRequest", "WriteBatch", "WriteBatchItem",
+           "InvalidateRequest", "RecentWrites", "SetRequest", "WarmRequest", "WarmResponse", "WriteBatch", "WriteBatchItem",
            "WriteBatchResponse", "WriteItem", "WriteResponse"]

@@ -153,3 +153,29 @@ class WriteBatchResponse(_message.Message):
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[WriteBatchItem]
     def __init__(self, items: _Optional[_Iterable[_Union[WriteBatchItem, _Mapping]]] = ...) -> None: ...
+
+class WarmRequest(_message.Message):
+    __slots__ = ("group", "to", "members", "max_bytes", "seconds")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    to: str
+    members: _containers.RepeatedScalarFieldContainer[str]
+    max_bytes: int
+    seconds: float
+    def __init__(self, group: _Optional[str] = ..., to: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., max_bytes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class WarmResponse(_message.Message):
+    __slots__ = ("unsure", "cold", "items", "truncated")
+    UNSURE_FIELD_NUMBER: _ClassVar[int]
+    COLD_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    unsure: bool
+    cold: bool
+    items: _containers.RepeatedCompositeFieldContainer[BatchItem]
+    truncated: bool
+    def __init__(self, unsure: _Optional[bool] = ..., cold: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[BatchItem, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...

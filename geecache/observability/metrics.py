@@ -62,6 +62,10 @@ _COUNTER_HELP = {
     "pause_wipes": "Times every copy was dropped after a pause: the other hosts could not say what changed.",
     "source_commits": "Transactions committed to the group's source (each may hold many writes: group commit).",
     "source_writes": "Writes in the committed transactions (over source_commits: writes shared per commit).",
+    "warm_keys": "Entries a warm-up stored after this host joined a ring (the previous owners' hottest).",
+    "warm_drops": "Warmed entries dropped again: written elsewhere during the warm-up, or nobody could say.",
+    "warmups": "Warm-ups this host finished after joining a ring.",
+    "handoff_cold": "Handoff asks not made because the previous owner said lately that it holds nothing.",
 }
 assert set(_COUNTER_HELP) == set(STAT_FIELDS), "every stat field needs a metric help string"
 

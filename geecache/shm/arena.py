@@ -15,6 +15,7 @@ and its entry points; each job behind them has its own module:
 ``stats``      per-process counter rows
 ``ring``       the member list (double-buffered)
 ``flight``     the host-wide in-flight table
+``scan``       the hottest entries of a group, by the policy's state (a warm-up's answer)
 =============  ==============================================================
 
 Reads take no lock: a slot is a seqlock (its version is odd while a writer
@@ -48,6 +49,7 @@ from .layout import (
 from .lock import Locks, trylock as _trylock, unlock as _unlock
 from .log import Logs
 from .ring import Ring
+from .scan import HotScan
 from .slots import SlotTable
 from .stats import StatRows
 
@@ -445,6 +447,17 @@ class Arena:
         st = self._logs.state(g, s)
         self._logs.remove(g, s, i, st)
         self._logs.store(g, s, st)
+
+    def hottest(self, group: str, want, max_bytes: int, deadline: float):
+        """(entries, truncated): ``(key, value, codec id, expire_at)`` of *group*'s live entries
+        whose key *want* (``str -> bool``) accepts, hottest first by the eviction policy's state,
+        their values at most *max_bytes* in all; *truncated* when the budget or *deadline*
+        (``time.monotonic``) cut the scan short.  Takes no lock and raises no reference byte
+        (``scan.py``).
+        """
+        scan = HotScan(self._mm, self._slots_off, self._refs_off, self._data_off, self._sps,
+                       self._n_shards, self._clock)
+        return scan.hottest(self._group(group), want, max_bytes, deadline)
 
     # ------------------------------------------------------------ accounting
 

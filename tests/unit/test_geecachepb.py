@@ -79,7 +79,7 @@ def test_fields_match_the_design():
     assert set(geecachepb.geecache_pb2.DESCRIPTOR.message_types_by_name) == {
         "GetResponse", "SetRequest", "DeleteRequest", "WriteResponse", "InvalidateRequest",
         "BatchItem", "BatchRequest", "BatchResponse", "RecentWrites",
-        "WriteItem", "WriteBatch", "WriteBatchItem", "WriteBatchResponse"}
+        "WriteItem", "WriteBatch", "WriteBatchItem", "WriteBatchResponse", "WarmRequest", "WarmResponse"}
 
 
 def test_write_batch_fields_match_the_design():
@@ -190,3 +190,17 @@ def test_recent_writes_fields_match_the_design():
     assert {f.name: (f.number, f.type) for f in RecentWrites.DESCRIPTOR.fields} == {
         "covered": (1, D.TYPE_BOOL), "groups": (2, D.TYPE_MESSAGE)}
     assert RecentWrites.DESCRIPTOR.fields_by_name["groups"].is_repeated
+
+
+def test_warm_up_fields_match_the_design():
+    from geecache.geecachepb import WarmRequest, WarmResponse
+
+    def fields(cls):
+        return {f.name: (f.number, f.type) for f in cls.DESCRIPTOR.fields}
+
+    D = WarmRequest.DESCRIPTOR.fields[0]
+    assert fields(WarmRequest) == {
+        "group": (1, D.TYPE_STRING), "to": (2, D.TYPE_STRING), "members": (3, D.TYPE_STRING),
+        "max_bytes": (4, D.TYPE_UINT64), "seconds": (5, D.TYPE_DOUBLE)}
+    assert fields(WarmResponse) == {"unsure": (1, D.TYPE_BOOL), "cold": (2, D.TYPE_BOOL),
+                                    "items": (3, D.TYPE_MESSAGE), "truncated": (4, D.TYPE_BOOL)}

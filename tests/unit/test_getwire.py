@@ -1,4 +1,4 @@
-"""geecache.getwire against the protobuf library: the same bytes out, the same fields in."""
+"""geecache.cluster.getwire against the protobuf library: the same bytes out, the same fields in."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 import pytest
 from google.protobuf.message import DecodeError
 
-from geecache import getwire
+from geecache.cluster import getwire
 from geecache.geecachepb import GetResponse
 
 SEED = 20261204

@@ -12,6 +12,7 @@
     POST     /_geecache/<group>/_batch             BatchRequest -> BatchResponse (the peer batch get)
     GET      /_geecache/:writes?within=S           RecentWrites: this host's writes of the last S seconds
     POST     /_geecache/<group>/_writes            WriteBatch -> WriteBatchResponse (the peer batch write)
+    POST     /_geecache/<group>/_warm              WarmRequest -> WarmResponse (a joining host's warm-up)
     GET      /_geecache                            this host's figures as JSON, for another host's
                                                    cluster overview (behind the token)
 
@@ -36,7 +37,8 @@ from functools import partial
 from google.protobuf.message import DecodeError
 
 from geecache.defaults import DEFAULT_BATCH_INFLIGHT_BYTES, DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_KEYS
-from geecache import auth, getwire
+from geecache import auth
+from geecache.cluster import getwire
 from geecache.compression import CODECS, pack, unpack
 from geecache.cluster.consistenthash import members_digest
 from geecache.errors import (
@@ -47,6 +49,7 @@ from geecache.geecachepb import BatchRequest, BatchResponse, InvalidateRequest, 
 from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
 from geecache.cluster.ownerwrites import serve_delete, serve_set, serve_write_batch
+from geecache.cluster.warmup import holds_nothing_for, serve_warm
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
     JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
@@ -67,6 +70,7 @@ PEER_SUMMARY = "/_geecache"
 PEER_BATCH = "/_geecache/{group}/_batch"
 RECENT_WRITES = "/_geecache/:writes"
 PEER_WRITES = "/_geecache/{group}/_writes"
+PEER_WARM = "/_geecache/{group}/_warm"
 UNMATCHED = "unmatched"
 
 _PEER_PREFIX = b"/_geecache/"
@@ -82,6 +86,10 @@ _POST = frozenset({"POST"})
 _BATCH_KEY = b"_batch"
 #: The key part of the peer batch write path (a POST too).
 _WRITES_KEY = b"_writes"
+#: The key part of the warm-up path (a POST too).
+_WARM_KEY = b"_warm"
+#: A handoff miss of a host that holds nothing of the group: the asker stops asking it a while.
+_COLD_MISS: Reply = (404, JSON, b'{"error": "not cached here", "cold": true}', b"")
 _BATCH_OPS = ("get", "set", "delete")
 
 
@@ -266,6 +274,7 @@ class Router:
         self.summary = lambda: {"groups": [{"name": name} for name in self._groups]}
         self._peer_batch = (PEER_BATCH, {"POST": self.peer_batch}, _POST)
         self._peer_writes = (PEER_WRITES, {"POST": self.peer_writes}, _POST)
+        self._peer_warm = (PEER_WARM, {"POST": self.peer_warm}, _POST)
         self._peer_key = (PEER_KEY, peer, _API_METHODS)
         self._peer_group = (PEER_GROUP, {"POST": self.peer_invalidate}, _INVALIDATE_METHODS)
 
@@ -287,6 +296,8 @@ class Router:
                 entry = self._peer_batch
             elif key == _WRITES_KEY and method == "POST":
                 entry = self._peer_writes
+            elif key == _WARM_KEY and method == "POST":
+                entry = self._peer_warm
             else:
                 entry = self._peer_key
         label, handlers, allowed = entry
@@ -305,6 +316,8 @@ class Router:
                 return PEER_GROUP
             if path.endswith(b"/" + _WRITES_KEY):
                 return PEER_WRITES
+            if path.endswith(b"/" + _WARM_KEY):
+                return PEER_WARM
             return PEER_BATCH if path.endswith(b"/" + _BATCH_KEY) else PEER_KEY
         return UNMATCHED
 
@@ -520,9 +533,12 @@ class Router:
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
         key = decode(req.key, plus=False)
-        if req.query and parse_query(req.query).get("handoff"):
+        query = parse_query(req.query) if req.query else None
+        if query and query.get("handoff"):
             # A new owner asking after a ring change: only the cache answers, never the source.
             hit = group.get_handoff_cached(key)
+            if hit is None and holds_nothing_for(group, query.get("from")):
+                return _COLD_MISS
             if hit is None:
                 raise NotFoundError(f"group {group.name!r}: {key!r} not cached here")
             return self._get_response(group, *hit)
@@ -788,6 +804,17 @@ class Router:
         self._authorize(req.auth)
         group = self._peer_group_of(req.group)
         return self._peer_write_batch(group, req.body)
+
+    def peer_warm(self, req: Request):
+        """A joining host's warm-up ask: this host's hottest entries of the keys that move to it."""
+        self._authorize(req.auth)
+        group = self._peer_group_of(req.group)
+        return self._peer_warm_answer(group, req.body)
+
+    @staticmethod
+    async def _peer_warm_answer(group, body: bytes) -> Reply:
+        await asyncio.sleep(0)  # a task, after what this turn of the loop has parsed: low priority
+        return (200, PROTOBUF, serve_warm(group, body), b"")
 
     async def _peer_write_batch(self, group, body: bytes) -> Reply:
         return (200, PROTOBUF, await serve_write_batch(group, body, self.batch_max_keys), b"")

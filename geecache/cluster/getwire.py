@@ -22,7 +22,7 @@ import struct
 
 from google.protobuf.message import DecodeError
 
-from .geecachepb import GetResponse
+from geecache.geecachepb import GetResponse
 
 _DOUBLE = struct.Struct("<d")
 _pack_double = _DOUBLE.pack
