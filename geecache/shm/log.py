@@ -48,9 +48,10 @@ class Logs:
     """
 
     def __init__(self, mm, slots, stats, clock, n_shards: int, sps: int, refs_off: int,
-                 ghost) -> None:
+                 ghost, sketch) -> None:
         self._mm = mm
         self._ghost = ghost
+        self._sketch = sketch
         self._refs = refs_off
         self._sps = sps
         self._slots = slots
@@ -120,6 +121,8 @@ class Logs:
             return self.view_of(g, s, i)
         if esize > g.slice:
             return main
+        if g.policy.counts:
+            self._sketch.add(s, h)  # a new key's write: a miss, one request
         sst = self.state(g, s)
         mst = self.state(main, s)
         # The ghost remembers about as many keys as the main log holds
@@ -238,7 +241,15 @@ class Logs:
                 return
             # The slot's reference byte (the refs array parallel to the slot table), read
             # inline: this runs once per hand step.
-            kept = g.policy.at_tail(flags, mm[self._refs + s * self._sps + i], st[5], L)
+            ref = mm[self._refs + s * self._sps + i]
+            policy = g.policy
+            kept = policy.at_tail(flags, ref, st[5], L)
+            if policy.counts:
+                if flags & F_HOT:
+                    if ref:
+                        self._sketch.add(s, self._slots.hash(s, i), ref)  # the reads the hand clears
+                elif kept is None and self._admit(g, s, i, esize):
+                    kept = (flags | F_HOT, 0)
             if kept is not None:
                 main = g.main
                 if main is not None and kept[0] & F_HOT:
@@ -254,6 +265,36 @@ class Logs:
             elif g.main is not None:
                 self._ghost.add(s, self._slots.hash(s, i))
         self._drop(g, s, i, st, esize, flags, None if mode == "clear" else "evictions")
+
+    def _admit(self, g, s: int, i: int, esize: int) -> bool:
+        """TinyLFU's test for slot *i*'s unread entry at the small log's tail: enter the main log?
+
+        Yes while the main log has room or its tail is no live entry (the
+        hand frees those bytes without evicting).  Else the main log's hand
+        first passes its read entries (their second chances, as the
+        promotion's own ``alloc`` would), so that its tail is the entry a
+        promotion would evict, and the policy weighs the two keys' counts.
+        """
+        main = g.main
+        mst = self.state(main, s)
+        mm = self._mm
+        refs = self._refs + s * self._sps
+        main_at = self._slice_at(main, s)
+        admit = True
+        for _ in range(mst[4] + 1):  # every entry read at most once: bounded
+            if _room(main.slice, mst, esize):
+                break
+            _k, _c, vflags, _v, vi, _g, _e = _entry_unpack(mm, main_at + mst[1])
+            if vflags & F_LIVE and not mm[refs + vi]:
+                sketch, slots = self._sketch, self._slots
+                admit = g.policy.admits(sketch.estimate(s, slots.hash(s, i)),
+                                        sketch.estimate(s, slots.hash(s, vi)))
+                break
+            if not vflags & F_LIVE and not vflags & F_WRAP:
+                break  # a hole: freed without evicting
+            self.reclaim_tail(main, s, mst, "evict")  # a second chance, or a wrap marker
+        self.store(main, s, mst)
+        return admit
 
     def _promote(self, g, main, s, st, i, q, esize, flags, ref) -> None:
         """Move slot *i*'s entry (at *q*, just passed by the small log's hand) to the main log's head.
