@@ -124,7 +124,7 @@ def sketch_width(slots_per_shard: int) -> int:
 
 def sketch_block(slots_per_shard: int) -> int:
     """Bytes of one shard's sketch block (head and rows)."""
-    return SKETCH_HEAD + SKETCH_DEPTH * sketch_width(slots_per_shard)
+    return SKETCH_HEAD + 2 * SKETCH_DEPTH * sketch_width(slots_per_shard)  # doorkeeper, then rows
 
 SLOT = struct.Struct("Q I I")  # hash, version, offset (in 8-byte units)
 SLOT_SIZE = 16
@@ -203,8 +203,8 @@ class Geometry:
         off = align(off + flight_slots * 12)
         fixed = off
         rest = size - fixed
-        # The sketch: SKETCH_DEPTH rows of about half a counter per slot.
-        per_entry = avg_entry_bytes + (SLOT_SIZE + 1 + GHOST_SIZE + SKETCH_DEPTH / 2) / MAX_LOAD
+        # The sketch: SKETCH_DEPTH rows of about half a counter per slot, and as many doorkeeper bytes.
+        per_entry = avg_entry_bytes + (SLOT_SIZE + 1 + GHOST_SIZE + SKETCH_DEPTH) / MAX_LOAD
         if rest < per_entry * shards * 8:
             raise ValueError(f"arena size {size} is too small: the fixed regions take {fixed} bytes")
         entries = rest / per_entry

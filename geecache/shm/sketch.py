@@ -35,8 +35,9 @@ AGE_PER_SLOT = 10
 class Sketch:
     """The sketches of one arena mapping (*mm*): per shard a block from *off* (``layout.sketch_block``).
 
-    A block is the count word (``SKETCH_HEAD`` bytes) then SKETCH_DEPTH rows
-    of *width* counters, *width* a power of two; the count of slots in use
+    A block is the count word (``SKETCH_HEAD`` bytes), the doorkeeper
+    (SKETCH_DEPTH x *width* bytes of bits), then SKETCH_DEPTH rows of
+    *width* counters, *width* a power of two; the count of slots in use
     (the age period's base) is read from each shard's lock record at
     *locks_off*.
     """
@@ -45,39 +46,59 @@ class Sketch:
         self._mm = mm
         self._off = off
         self._width = width
-        self._block = SKETCH_HEAD + width * SKETCH_DEPTH
+        self._block = SKETCH_HEAD + width * SKETCH_DEPTH * 2
+        self._door_bits = width * SKETCH_DEPTH * 8
         self._shift = 64 - (width.bit_length() - 1)
         self._locks_off = locks_off
 
     def _cells(self, s: int, h: int) -> list[int]:
-        base = self._off + s * self._block + SKETCH_HEAD
+        base = self._off + s * self._block + SKETCH_HEAD + self._door_bits // 8
         w, shift = self._width, self._shift
         return [base + r * w + (((h * m) & _M64) >> shift) for r, m in enumerate(_MULT)]
+
+    def _door(self, s: int, h: int) -> tuple[int, int]:
+        """(byte offset, bit) of hash *h*'s doorkeeper bit in shard *s*."""
+        bit = (h >> 7) % self._door_bits  # bits 0..6 pick a counter row's cell; 7.. the bit
+        return self._off + s * self._block + SKETCH_HEAD + (bit >> 3), 1 << (bit & 7)
 
     def estimate(self, s: int, h: int) -> int:
         """How often hash *h* was counted in shard *s* lately (an over-estimate, never under)."""
         mm = self._mm
-        return min(mm[c] for c in self._cells(s, h))
+        at, bit = self._door(s, h)
+        if not mm[at] & bit:
+            return 0
+        return 1 + min(mm[c] for c in self._cells(s, h))
 
     def add(self, s: int, h: int, n: int = 1) -> None:
         """Count *n* requests for hash *h* in shard *s*; halve the shard's counters once a period is up.
 
-        Conservative update: only the counters at the estimate rise, so a
-        key shares less of its neighbours' counts.
+        A key's first count of a period only sets its doorkeeper bit
+        (TinyLFU's doorkeeper): the many keys seen once never reach the
+        counters, which stay their own.  Conservative update: only the
+        counters at the estimate rise, so a key shares less of its
+        neighbours' counts.
         """
         mm = self._mm
-        cells = self._cells(s, h)
-        est = min(mm[c] for c in cells)
-        new = min(est + n, SKETCH_MAX)
-        for c in cells:
-            if mm[c] < new:
-                mm[c] = new
+        at, bit = self._door(s, h)
+        door = mm[at]
+        if not door & bit:
+            mm[at] = door | bit
+            n -= 1
+        if n > 0:
+            cells = self._cells(s, h)
+            est = min(mm[c] for c in cells)
+            new = min(est + n, SKETCH_MAX)
+            for c in cells:
+                if mm[c] < new:
+                    mm[c] = new
         head = self._off + s * self._block
         count = _u32_unpack(mm, head)[0] + n
         in_use = _u32_unpack(mm, self._locks_off + s * LOCK_SIZE + SHARD_COUNT_AT)[0]
         if count >= AGE_PER_SLOT * max(64, in_use):
-            rows = head + SKETCH_HEAD
+            door = head + SKETCH_HEAD
+            rows = door + self._door_bits // 8
             end = head + self._block
+            mm[door:rows] = bytes(rows - door)  # a new period: every key unseen again
             mm[rows:end] = mm[rows:end].translate(_HALVE)
             count = 0
         _u32_pack(mm, head, count)
