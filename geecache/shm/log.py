@@ -121,8 +121,6 @@ class Logs:
             return self.view_of(g, s, i)
         if esize > g.slice:
             return main
-        if g.policy.counts:
-            self._sketch.add(s, h)  # a new key's write: a miss, one request
         sst = self.state(g, s)
         mst = self.state(main, s)
         # The ghost remembers about as many keys as the main log holds
@@ -270,31 +268,22 @@ class Logs:
         """TinyLFU's test for slot *i*'s unread entry at the small log's tail: enter the main log?
 
         Yes while the main log has room or its tail is no live entry (the
-        hand frees those bytes without evicting).  Else the main log's hand
-        first passes its read entries (their second chances, as the
-        promotion's own ``alloc`` would), so that its tail is the entry a
-        promotion would evict, and the policy weighs the two keys' counts.
+        hand frees those bytes without evicting); else when the policy
+        admits the key's count against that of the main log's tail entry
+        with the reads its reference byte holds (the hand folds them in as
+        it passes).  Reads only: the main log is not touched here.
         """
         main = g.main
         mst = self.state(main, s)
+        if _room(main.slice, mst, esize):
+            return True
         mm = self._mm
-        refs = self._refs + s * self._sps
-        main_at = self._slice_at(main, s)
-        admit = True
-        for _ in range(mst[4] + 1):  # every entry read at most once: bounded
-            if _room(main.slice, mst, esize):
-                break
-            _k, _c, vflags, _v, vi, _g, _e = _entry_unpack(mm, main_at + mst[1])
-            if vflags & F_LIVE and not mm[refs + vi]:
-                sketch, slots = self._sketch, self._slots
-                admit = g.policy.admits(sketch.estimate(s, slots.hash(s, i)),
-                                        sketch.estimate(s, slots.hash(s, vi)))
-                break
-            if not vflags & F_LIVE and not vflags & F_WRAP:
-                break  # a hole: freed without evicting
-            self.reclaim_tail(main, s, mst, "evict")  # a second chance, or a wrap marker
-        self.store(main, s, mst)
-        return admit
+        _k, _c, vflags, _v, vi, _g, _e = _entry_unpack(mm, self._slice_at(main, s) + mst[1])
+        if not vflags & F_LIVE:
+            return True
+        sketch, slots = self._sketch, self._slots
+        victim = sketch.estimate(s, slots.hash(s, vi)) + mm[self._refs + s * self._sps + vi]
+        return g.policy.admits(sketch.estimate(s, slots.hash(s, i)), victim)
 
     def _promote(self, g, main, s, st, i, q, esize, flags, ref) -> None:
         """Move slot *i*'s entry (at *q*, just passed by the small log's hand) to the main log's head.

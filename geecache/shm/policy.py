@@ -123,18 +123,17 @@ class S3Lfu(S3Fifo):
 
     As S3-FIFO, but an entry the small log would evict unread still enters
     the main log when the frequency sketch (``sketch.py``) counts its key
-    more often than the main log's next victim (its tail entry, hits since
-    the hand last passed included); a tie keeps the victim.  So a key asked
-    for again and again, but too rarely to be read while in the small log
-    (a loop larger than the cache), wins a place from the main log's
-    coldest, and a one-time key (a scan) never does.  The main log is CLOCK
-    (keep a read entry, reference byte cleared): the hand folds the reads
-    it clears into the sketch, so they count once.
+    more often than the main log's tail entry (the next victim, with the
+    reads its reference byte holds); a tie keeps the victim.  The sketch
+    counts the reads the hand clears (the main log is CLOCK: keep a read
+    entry, reference byte cleared, folded into the sketch, so a read counts
+    once), so a key read in an earlier stay wins its place back from the
+    main log's coldest, and a one-time key (a scan) never does.
     """
 
     name = "s3lfu"
     code = 3
-    #: The hand and new keys count into the frequency sketch.
+    #: The hand counts the reads it clears into the frequency sketch.
     counts = True
 
     def at_tail(self, flags, ref, hot, slice_bytes):
