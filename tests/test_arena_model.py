@@ -333,12 +333,13 @@ def test_sketch_counts_saturate_and_halve_once_a_period_is_up(make_arena):
     assert sketch.estimate(0, h) == 10
     sketch.add(0, h, 100)
     assert sketch.estimate(0, h) == SKETCH_MAX + 1  # the doorkeeper's bit, then the counters
-    # No slot in use: the period is the floor's, AGE_PER_SLOT x 64 counts; 110 are in.
+    # No slot in use: the period is the floor's, AGE_PER_SLOT x 64 counts past the doorkeeper;
+    # 109 are in (h's first count set its doorkeeper bit), and each other key's 2 add one.
     other = itertools.count(1)
-    for _ in range(AGE_PER_SLOT * 64 - 110 - 1):
-        sketch.add(0, next(other) * 0x9E37_79B9_7F4A_7C15 & (1 << 64) - 1)
+    for _ in range(AGE_PER_SLOT * 64 - 109 - 1):
+        sketch.add(0, next(other) * 0x9E37_79B9_7F4A_7C15 & (1 << 64) - 1, 2)
     assert sketch.estimate(0, h) == SKETCH_MAX + 1
-    sketch.add(0, next(other) * 0x9E37_79B9_7F4A_7C15 & (1 << 64) - 1)  # the period's last count
+    sketch.add(0, next(other) * 0x9E37_79B9_7F4A_7C15 & (1 << 64) - 1, 2)  # the period's last count
     assert sketch.estimate(0, h) == SKETCH_MAX // 2  # counters halved, the doorkeeper cleared
 
 

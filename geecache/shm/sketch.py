@@ -9,7 +9,8 @@ into its counters.  A hit itself writes nothing here.  Misses are not
 counted: measured in tests/perf/bench_policy.py, counting each new key's
 write took the loop trace from 0.45 to 0.31 (a key missed often is, in a
 loop, the one about to be evicted again).  Every ``age period`` counts (ten per slot
-in use in the shard, TinyLFU's sample of ten times the cache) every
+in use in the shard that pass the doorkeeper, TinyLFU's sample of ten
+times the cache) every
 counter is halved, so the sketch forgets in a few periods: popularity that
 moved on stops counting.
 
@@ -92,7 +93,7 @@ class Sketch:
                 if mm[c] < new:
                     mm[c] = new
         head = self._off + s * self._block
-        count = _u32_unpack(mm, head)[0] + n
+        count = _u32_unpack(mm, head)[0] + n  # counts past the doorkeeper (as measured)
         in_use = _u32_unpack(mm, self._locks_off + s * LOCK_SIZE + SHARD_COUNT_AT)[0]
         if count >= AGE_PER_SLOT * max(64, in_use):
             door = head + SKETCH_HEAD
