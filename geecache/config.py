@@ -26,7 +26,7 @@ File shape (every key optional; with no ``[[groups]]`` the demo group
     [[groups]]
     name = "scores"
     max_bytes = "64MiB"
-    policy = "lru"          # or "lru2", "s3fifo"
+    policy = "lru"          # or "lru2", "s3fifo", "s3lfu"
     ttl = 0                 # seconds; 0 = no expiry
     codec = "none"
     item_limit = "1MiB"
@@ -603,8 +603,9 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "cache budget of the group's own keys; a further `hot_share` of it is reserved for hot "
             "copies", shown="`min(64MiB, arena / (2 × number of groups))`", cli=False),
     Setting("policy", STR, "lru",
-            "eviction: CLOCK approximation of LRU, LRU-2 (scan-resistant), or S3-FIFO (scan- and "
-            "one-hit-resistant; hit ratios: `tests/perf/main.py policy`)",
+            "eviction: CLOCK approximation of LRU, LRU-2 (scan-resistant), S3-FIFO (scan- and "
+            "one-hit-resistant), or S3-FIFO with a TinyLFU admission sketch (`s3lfu`: also keeps "
+            "keys read in an earlier stay; hit ratios on six traces: `tests/perf/main.py policy`)",
             one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
     Setting("ttl", NUMBER, 0.0,
             "freshness bound of cached copies (0 = none): after it a copy is loaded again from the "

@@ -44,12 +44,13 @@ from .ghost import Ghost
 from .groups import GroupTable
 from .layout import (
     CONFIG, ENTRY, ENTRY_SIZE, FLIGHT, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION, MAGIC,
-    RING, ROWHEAD, SLOT, SLOT_SIZE, SLOT_VERSION_AT, STATS, U32, Geometry,
+    RING, ROWHEAD, SLOT, SLOT_SIZE, SLOT_VERSION_AT, STATS, U32, Geometry, sketch_width,
 )
 from .lock import Locks, trylock as _trylock, unlock as _unlock
 from .log import Logs
 from .ring import Ring
 from .scan import HotScan
+from .sketch import Sketch
 from .slots import SlotTable
 from .stats import StatRows
 
@@ -108,7 +109,7 @@ class Arena:
         (self._n_shards, self._sps, max_groups, max_procs, self._item_limit,
          flight_slots, ring_bytes, n_locks, locks_off, groups_off, gstate_off,
          self._slots_off, self._refs_off, self._data_off, self._data_bytes, stats_off,
-         ring_off, flight_off, ghost_off, _used, _pid) = rest
+         ring_off, flight_off, ghost_off, sketch_off, _used, _pid) = rest
         locks = self._locks = Locks(mm, locks_off, n_locks, self._repair)
         extra = self._n_shards  # the locks after the shard locks
         self._stats = StatRows(mm, locks, extra + STATS, stats_off, max_procs, max_groups,
@@ -121,7 +122,8 @@ class Arena:
         self._slots = SlotTable(mm, self._slots_off, self._refs_off, self._data_off, self._sps,
                                 locks_off)
         self._logs = Logs(mm, self._slots, self._stats, clock, self._n_shards, self._sps,
-                          self._refs_off, Ghost(mm, ghost_off, self._sps, locks_off))
+                          self._refs_off, Ghost(mm, ghost_off, self._sps, locks_off),
+                          Sketch(mm, sketch_off, sketch_width(self._sps), locks_off))
         # Bound methods as attributes: ``set`` calls them without one more
         # attribute lookup each.  Keep the instance under 30 attributes:
         # past that CPython 3.11 stops sharing instance-dict keys and every

@@ -31,6 +31,10 @@ Segment (every region starts 64-byte aligned)::
     ghost       n_shards x slots_per_shard x GHOST (u64): per shard a 2-way
                                set-associative table of recently evicted
                                keys (``ghost.py``), shard lock
+    sketch      n_shards x sketch_block(slots_per_shard): per shard a count
+                               word and SKETCH_DEPTH rows of byte counters,
+                               how often keys were asked for lately
+                               (``sketch.py``, TinyLFU), shard lock
     data        data_bytes: each group's budget is one region carved at
                                configure time, split into equal shard slices,
                                each slice a circular log of entries (a
@@ -60,8 +64,9 @@ import struct
 
 MAGIC = b"GEECACHE"
 #: Raised whenever a region changes size or meaning, so that neither an attach nor a warm
-#: restart reads an arena of another layout (3: two more counters per stat row).
-LAYOUT_VERSION = 3
+#: restart reads an arena of another layout (3: two more counters per stat row; 4: the
+#: frequency sketch region).
+LAYOUT_VERSION = 4
 
 #: Native formats (see module docstring for why not "<").
 HEADER = struct.Struct(
@@ -72,6 +77,7 @@ HEADER = struct.Struct(
     " Q Q Q Q Q"    # locks_off, groups_off, gstate_off, slots_off, refs_off
     " Q Q Q Q Q"    # data_off, data_bytes, stats_off, ring_off, flight_off
     " Q"            # ghost_off
+    " Q"            # sketch_off
     " Q"            # data_used: bump pointer for group regions (CONFIG lock)
     " q"            # creator pid
 )
@@ -108,6 +114,21 @@ GSTATE_BANKS = 2
 GHOST = struct.Struct("Q")
 GHOST_SIZE = 8
 GHOST_STAMP_BITS = 24
+
+#: The frequency sketch (``sketch.py``): rows per shard, a counter's ceiling, the block's head.
+SKETCH_DEPTH = 4
+SKETCH_MAX = 15
+SKETCH_HEAD = 64  # the count word, alone in its cache line
+
+
+def sketch_width(slots_per_shard: int) -> int:
+    """Counters per sketch row for a shard of *slots_per_shard* slots: a power of two, about half."""
+    return max(64, 1 << (slots_per_shard.bit_length() - 2))
+
+
+def sketch_block(slots_per_shard: int) -> int:
+    """Bytes of one shard's sketch block (head and rows)."""
+    return SKETCH_HEAD + 2 * SKETCH_DEPTH * sketch_width(slots_per_shard)  # doorkeeper, then rows
 
 SLOT = struct.Struct("Q I I")  # hash, version, offset (in 8-byte units)
 SLOT_SIZE = 16
@@ -192,7 +213,8 @@ class Geometry:
         off = align(off + flight_slots * 12)
         fixed = off
         rest = size - fixed
-        per_entry = avg_entry_bytes + (SLOT_SIZE + 1 + GHOST_SIZE) / MAX_LOAD
+        # The sketch: SKETCH_DEPTH rows of about half a counter per slot, and as many doorkeeper bytes.
+        per_entry = avg_entry_bytes + (SLOT_SIZE + 1 + GHOST_SIZE + SKETCH_DEPTH) / MAX_LOAD
         if rest < per_entry * shards * 8:
             raise ValueError(f"arena size {size} is too small: the fixed regions take {fixed} bytes")
         entries = rest / per_entry
@@ -201,7 +223,8 @@ class Geometry:
         self.slots_off = fixed
         self.refs_off = align(fixed + n_slots * SLOT_SIZE)
         self.ghost_off = align(self.refs_off + n_slots)
-        self.data_off = align(self.ghost_off + n_slots * GHOST_SIZE)
+        self.sketch_off = align(self.ghost_off + n_slots * GHOST_SIZE)
+        self.data_off = align(self.sketch_off + shards * sketch_block(self.slots_per_shard))
         # 64 spare bytes at the end: the hand reads a full ENTRY header even
         # at a wrap marker in the last 8 bytes of the last slice.
         self.data_bytes = (size - self.data_off - 64) & ~63
@@ -214,4 +237,4 @@ class Geometry:
             self.item_limit, self.flight_slots, self.ring_bytes, self.n_locks,
             self.locks_off, self.groups_off, self.gstate_off, self.slots_off, self.refs_off,
             self.data_off, self.data_bytes, self.stats_off, self.ring_off, self.flight_off,
-            self.ghost_off, 0, pid)
+            self.ghost_off, self.sketch_off, 0, pid)

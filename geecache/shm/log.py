@@ -48,9 +48,10 @@ class Logs:
     """
 
     def __init__(self, mm, slots, stats, clock, n_shards: int, sps: int, refs_off: int,
-                 ghost) -> None:
+                 ghost, sketch) -> None:
         self._mm = mm
         self._ghost = ghost
+        self._sketch = sketch
         self._refs = refs_off
         self._sps = sps
         self._slots = slots
@@ -238,7 +239,15 @@ class Logs:
                 return
             # The slot's reference byte (the refs array parallel to the slot table), read
             # inline: this runs once per hand step.
-            kept = g.policy.at_tail(flags, mm[self._refs + s * self._sps + i], st[5], L)
+            ref = mm[self._refs + s * self._sps + i]
+            policy = g.policy
+            kept = policy.at_tail(flags, ref, st[5], L)
+            if policy.counts:
+                if flags & F_HOT:
+                    if ref:
+                        self._sketch.add(s, self._slots.hash(s, i), ref)  # the reads the hand clears
+                elif kept is None and self._admit(g, s, i, esize):
+                    kept = (flags | F_HOT, 0)
             if kept is not None:
                 main = g.main
                 if main is not None and kept[0] & F_HOT:
@@ -254,6 +263,27 @@ class Logs:
             elif g.main is not None:
                 self._ghost.add(s, self._slots.hash(s, i))
         self._drop(g, s, i, st, esize, flags, None if mode == "clear" else "evictions")
+
+    def _admit(self, g, s: int, i: int, esize: int) -> bool:
+        """TinyLFU's test for slot *i*'s unread entry at the small log's tail: enter the main log?
+
+        Yes while the main log has room or its tail is no live entry (the
+        hand frees those bytes without evicting); else when the policy
+        admits the key's count against that of the main log's tail entry
+        with the reads its reference byte holds (the hand folds them in as
+        it passes).  Reads only: the main log is not touched here.
+        """
+        main = g.main
+        mst = self.state(main, s)
+        if _room(main.slice, mst, esize):
+            return True
+        mm = self._mm
+        _k, _c, vflags, _v, vi, _g, _e = _entry_unpack(mm, self._slice_at(main, s) + mst[1])
+        if not vflags & F_LIVE:
+            return True
+        sketch, slots = self._sketch, self._slots
+        victim = sketch.estimate(s, slots.hash(s, vi)) + mm[self._refs + s * self._sps + vi]
+        return g.policy.admits(sketch.estimate(s, slots.hash(s, i)), victim)
 
     def _promote(self, g, main, s, st, i, q, esize, flags, ref) -> None:
         """Move slot *i*'s entry (at *q*, just passed by the small log's hand) to the main log's head.

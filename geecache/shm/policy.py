@@ -49,6 +49,8 @@ class Policy:
     ref_max = 1
     #: Share of a slice for a small log before the main one (0: one log per slice).
     small_share = 0.0
+    #: Whether the frequency sketch counts this policy's keys (``S3Lfu``).
+    counts = False
 
     def at_tail(self, flags: int, ref: int, hot: int, slice_bytes: int) -> tuple[int, int] | None:
         """(flags, reference byte) to keep the entry at the tail with, or None to evict it."""
@@ -116,8 +118,37 @@ class S3Fifo(Policy):
         return (flags | F_HOT, ref) if ref >= self.PROMOTE_AT else None
 
 
+class S3Lfu(S3Fifo):
+    """S3-FIFO with a TinyLFU admission sketch (Einziger et al., 2017) at the small log's tail.
+
+    As S3-FIFO, but an entry the small log would evict unread still enters
+    the main log when the frequency sketch (``sketch.py``) counts its key
+    more often than the main log's tail entry (the next victim, with the
+    reads its reference byte holds); a tie keeps the victim.  The sketch
+    counts the reads the hand clears (the main log is CLOCK: keep a read
+    entry, reference byte cleared, folded into the sketch, so a read counts
+    once), so a key read in an earlier stay wins its place back from the
+    main log's coldest, and a one-time key (a scan) never does.
+    """
+
+    name = "s3lfu"
+    code = 3
+    #: The hand counts the reads it clears into the frequency sketch.
+    counts = True
+
+    def at_tail(self, flags, ref, hot, slice_bytes):
+        """Small log: promote at PROMOTE_AT reads, else None (admission decides); main log: CLOCK."""
+        if flags & F_HOT:
+            return (flags, 0) if ref else None
+        return (flags | F_HOT, ref) if ref >= self.PROMOTE_AT else None
+
+    def admits(self, candidate: int, victim: int) -> bool:
+        """Whether a key counted *candidate* times takes the place of one counted *victim* times."""
+        return candidate > victim
+
+
 #: Policies by the name a group is configured with.
-POLICIES: dict[str, Policy] = {p.name: p for p in (Lru(), Lru2(), S3Fifo())}
+POLICIES: dict[str, Policy] = {p.name: p for p in (Lru(), Lru2(), S3Fifo(), S3Lfu())}
 # The names are a naming rule every cache shares (``geecache.limits``): the
 # config validates against it before any arena exists.
 assert tuple(POLICIES) == _POLICY_NAMES, "geecache.limits.POLICIES must list the arena's policies"

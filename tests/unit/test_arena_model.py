@@ -23,13 +23,15 @@ budget, lru2 against a scan) is in test_cache_contract.py.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 
 from geecache.errors import ConfigError, InvalidKeyError
-from geecache.shm.layout import entry_size
-from geecache.shm.policy import HOT_SHARE
+from geecache.shm.layout import SKETCH_MAX, entry_size
+from geecache.shm.policy import HOT_SHARE, POLICIES
+from geecache.shm.sketch import AGE_PER_SLOT
 
 from tests.support.arena import Clock
 
@@ -224,11 +226,12 @@ def _in_main(arena, group, key):
     return None if i < 0 else arena._logs.view_of(g, s, i) is g.main
 
 
-def test_s3fifo_random_ops_keep_values_and_accounting(make_arena):
+@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu"])
+def test_two_log_random_ops_keep_values_and_accounting(make_arena, policy):
     rng = random.Random(5)
     clock = Clock()
     arena = make_arena(8 << 20, clock=clock)
-    arena.configure_group("m", 24 * 1024, "s3fifo")
+    arena.configure_group("m", 24 * 1024, policy)
     latest: dict[str, tuple[bytes, float]] = {}
     keys = [f"k{i}" for i in range(400)]
     hot = keys[:40]
@@ -259,10 +262,11 @@ def test_s3fifo_random_ops_keep_values_and_accounting(make_arena):
     assert arena.stats("m")["evictions"] > 1000
 
 
-def test_s3fifo_scan_does_not_flush_the_main_queue(make_arena):
+@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu"])
+def test_two_log_scan_does_not_flush_the_main_queue(make_arena, policy):
     arena = make_arena(8 << 20)
     budget = 60 * 1024  # one shard: a small log of ~6 KiB, a main log of ~54 KiB
-    arena.configure_group("s", budget, "s3fifo")
+    arena.configure_group("s", budget, policy)
     value = b"v" * 100
     hot = [f"hot{i}" for i in range(200)]  # ~28 KiB: fits the main log
     for _ in range(3):
@@ -277,9 +281,10 @@ def test_s3fifo_scan_does_not_flush_the_main_queue(make_arena):
     assert sum(_in_main(arena, "s", f"scan{i}") is True for i in range(5_000)) < 400
 
 
-def test_s3fifo_ghost_sends_a_returning_key_to_main(make_arena):
+@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu"])
+def test_two_log_ghost_sends_a_returning_key_to_main(make_arena, policy):
     arena = make_arena(8 << 20)
-    arena.configure_group("s", 60 * 1024, "s3fifo")
+    arena.configure_group("s", 60 * 1024, policy)
     value = b"v" * 100
     for i in range(2_000):  # fill both logs: the small log now evicts to the ghost
         arena.set("s", f"fill{i}", value)
@@ -292,3 +297,66 @@ def test_s3fifo_ghost_sends_a_returning_key_to_main(make_arena):
     assert _in_main(arena, "s", "back") is True
     arena.set("s", "new", value)
     assert _in_main(arena, "s", "new") is False
+
+
+# ---- s3lfu: S3-FIFO with a TinyLFU admission sketch (policy.S3Lfu, sketch.py).
+
+@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu"])
+def test_s3lfu_admits_a_frequent_key_the_small_log_would_evict(make_arena, policy):
+    arena = make_arena(8 << 20)
+    arena.configure_group("s", 60 * 1024, policy)
+    value = b"v" * 100
+    for i in range(2_000):  # both logs full of keys written once, never read
+        arena.set("s", f"fill{i}", value)
+    g = arena._group("s")
+    h, s, _home = arena._locate(g, b"often")
+    arena._logs._sketch.add(s, h, 5)  # as the hand folds reads of an earlier stay in
+    arena.set("s", "often", value)
+    assert _in_main(arena, "s", "often") is False
+    for i in range(100):  # past the small log's size, unread: "often" meets its hand
+        arena.set("s", f"more{i}", value)
+    if policy == "s3lfu":  # counted 5 times against a tail never read: it takes the place
+        assert _in_main(arena, "s", "often") is True
+        assert arena.get("s", "often") == value
+    else:  # S3-FIFO evicts an unread entry from the small log (to the ghost)
+        assert arena.get("s", "often") is None
+    # A key never read loses against a main log of keys never read (a tie keeps the victim).
+    assert sum(_in_main(arena, "s", f"more{i}") is True for i in range(100)) == 0
+
+
+def test_sketch_counts_saturate_and_halve_once_a_period_is_up(make_arena):
+    arena = make_arena(4 << 20, shards=1)
+    sketch = arena._logs._sketch
+    h = 0x1234_5678_9ABC_DEF1
+    assert sketch.estimate(0, h) == 0
+    sketch.add(0, h, 10)
+    assert sketch.estimate(0, h) == 10
+    sketch.add(0, h, 100)
+    assert sketch.estimate(0, h) == SKETCH_MAX + 1  # the doorkeeper's bit, then the counters
+    # No slot in use: the period is the floor's, AGE_PER_SLOT x 64 counts past the doorkeeper;
+    # 109 are in (h's first count set its doorkeeper bit), and each other key's 2 add one.
+    other = itertools.count(1)
+    for _ in range(AGE_PER_SLOT * 64 - 109 - 1):
+        sketch.add(0, next(other) * 0x9E37_79B9_7F4A_7C15 & (1 << 64) - 1, 2)
+    assert sketch.estimate(0, h) == SKETCH_MAX + 1
+    sketch.add(0, next(other) * 0x9E37_79B9_7F4A_7C15 & (1 << 64) - 1, 2)  # the period's last count
+    assert sketch.estimate(0, h) == SKETCH_MAX // 2  # counters halved, the doorkeeper cleared
+
+
+def test_s3lfu_hit_writes_only_the_reference_byte(make_arena):
+    """The lock-free hit's whole policy step: raise the slot's reference byte, up to ref_max."""
+    arena = make_arena(4 << 20, shards=1)
+    arena.configure_group("s", 60 * 1024, "s3lfu")
+    for i in range(50):
+        arena.set("s", f"k{i}", b"v" * 100)
+    mm = arena._mm
+    sketch_bytes = lambda: bytes(mm[arena._logs._sketch._off:arena._data_off])  # noqa: E731
+    refs = lambda: bytes(mm[arena._refs_off:arena._refs_off + arena._sps])  # noqa: E731
+    before_sketch, before_refs = sketch_bytes(), refs()
+    for _ in range(5):
+        for i in range(50):
+            assert arena.get("s", f"k{i}") is not None
+    after = refs()
+    assert sketch_bytes() == before_sketch
+    assert sum(after) - sum(before_refs) == 50 * 3  # each hit slot counted up to ref_max, no further
+    assert max(after) == POLICIES["s3lfu"].ref_max == 3

@@ -31,6 +31,8 @@ DIFFERENCES = {
                 "(see LocalCache's docstring)",
         "s3fifo": "LocalCache accepts s3fifo and behaves as lru: S3-FIFO's queues and ghost set live "
                   "in the arena (see LocalCache's docstring)",
+        "s3lfu": "LocalCache accepts s3lfu and behaves as lru: S3-FIFO's queues and the frequency "
+                 "sketch live in the arena (see LocalCache's docstring)",
         "item_limit": "LocalCache has no item limit of its own: Group enforces it above the cache "
                       "(test_group.py::test_value_over_item_limit)",
     },
@@ -131,7 +133,7 @@ def test_delete(backend):
     assert backend.check("g") == (0, 0)
 
 
-@pytest.mark.parametrize("policy", ["lru", "lru2", "s3fifo"])
+@pytest.mark.parametrize("policy", ["lru", "lru2", "s3fifo", "s3lfu"])
 def test_clear_delete_and_budget(backend, policy):
     """Many times the budget through two groups: each stays in its budget and uses it."""
     c = backend.cache = backend.make(size=16 << 20)
@@ -190,7 +192,7 @@ def test_a_read_entry_outlives_unread_ones(backend):
     assert c.get("g", "k001") is None
 
 
-@pytest.mark.parametrize("policy", ["lru2", "s3fifo"])
+@pytest.mark.parametrize("policy", ["lru2", "s3fifo", "s3lfu"])
 def test_scan_resistant_policy_keeps_hot_entries_through_a_scan(backend, policy):
     c = backend.cache
     budget = SMALL
