@@ -368,9 +368,13 @@ class Computed:
     shown: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Setting:
-    """One setting: the single place its name, type, default, check and help are written."""
+    """One setting: the single place its name, type, default, check and help are written.
+
+    Rows name every field (``Setting(name="workers", kind=INT, default=...)``), as gunicorn's
+    ``class Workers(Setting)`` does, so a row reads without counting positions.
+    """
 
     name: str
     kind: Kind
@@ -434,208 +438,208 @@ def _check_batch_bytes(value: int, fname: str) -> None:
 
 
 HOST_SETTINGS: tuple[Setting, ...] = (
-    Setting("workers", INT, Computed(lambda: os.cpu_count() or 1, "CPU count"),
-            "worker processes", between(1, MAX_WORKERS), "N", f"int 1..{MAX_WORKERS}", short="-w"),
-    Setting("host", STR, "127.0.0.1",
-            "address to bind (`0.0.0.0`, `::`, or one interface)", metavar="HOST"),
-    Setting("port", INT, DEFAULT_PORT,
-            "the data port: `/api`, the peer API, `/healthz`; `0` = any free",
-            between(0, 65535, "{v} is not a TCP port"), "PORT", "int 0..65535"),
-    Setting("bind", STR, None,
-            "address and port in one, as gunicorn takes them: `HOST:PORT`, `[IPv6]:PORT`, or `:PORT` "
+    Setting(name="workers", kind=INT, default=Computed(lambda: os.cpu_count() or 1, "CPU count"),
+            help="worker processes", check=between(1, MAX_WORKERS), metavar="N", what=f"int 1..{MAX_WORKERS}", short="-w"),
+    Setting(name="host", kind=STR, default="127.0.0.1",
+            help="address to bind (`0.0.0.0`, `::`, or one interface)", metavar="HOST"),
+    Setting(name="port", kind=INT, default=DEFAULT_PORT,
+            help="the data port: `/api`, the peer API, `/healthz`; `0` = any free",
+            check=between(0, 65535, "{v} is not a TCP port"), metavar="PORT", what="int 0..65535"),
+    Setting(name="bind", kind=STR, default=None,
+            help="address and port in one, as gunicorn takes them: `HOST:PORT`, `[IPv6]:PORT`, or `:PORT` "
             "for every interface; instead of `host` and `port` (giving both is an error)",
-            _check_bind, "ADDR", "`HOST:PORT`", shown="`<host>:<port>`", short="-b"),
-    Setting("admin_host", STR, "127.0.0.1",
-            "address the admin port binds: loopback unless metrics, stats and the dashboard must be "
+            check=_check_bind, metavar="ADDR", what="`HOST:PORT`", shown="`<host>:<port>`", short="-b"),
+    Setting(name="admin_host", kind=STR, default="127.0.0.1",
+            help="address the admin port binds: loopback unless metrics, stats and the dashboard must be "
             "reachable from elsewhere (plain HTTP, no token)", metavar="HOST"),
-    Setting("admin_port", INT, None,
-            "the admin port (aiohttp): `/metrics`, `/stats`, `/cluster`, `/healthz`, `/`; `0` = any free",
-            between(0, 65535, "{v} is not a TCP port"), "PORT", "int 0..65535",
+    Setting(name="admin_port", kind=INT, default=None,
+            help="the admin port (aiohttp): `/metrics`, `/stats`, `/cluster`, `/healthz`, `/`; `0` = any free",
+            check=between(0, 65535, "{v} is not a TCP port"), metavar="PORT", what="int 0..65535",
             shown="`port` + 1000 (any free when `port` is 0)"),
-    Setting("header_timeout", NUMBER, DEFAULT_HEADER_TIMEOUT,
-            "seconds a client has to send a request's head, and the longest pause inside its body, "
+    Setting(name="header_timeout", kind=NUMBER, default=DEFAULT_HEADER_TIMEOUT,
+            help="seconds a client has to send a request's head, and the longest pause inside its body, "
             "before a 408 and close (slowloris); also how long a new connection may stay silent "
-            "before it is closed", _positive, "S", "number > 0"),
-    Setting("keepalive_timeout", NUMBER, DEFAULT_KEEPALIVE_TIMEOUT,
-            "seconds an idle keep-alive connection stays open on the data port", _positive, "S",
-            "number > 0"),
-    Setting("max_connections", INT, DEFAULT_MAX_CONNECTIONS,
-            "open data-port connections per worker (lowered to the file-descriptor limit); at it, the "
+            "before it is closed", check=_positive, metavar="S", what="number > 0"),
+    Setting(name="keepalive_timeout", kind=NUMBER, default=DEFAULT_KEEPALIVE_TIMEOUT,
+            help="seconds an idle keep-alive connection stays open on the data port", check=_positive, metavar="S",
+            what="number > 0"),
+    Setting(name="max_connections", kind=INT, default=DEFAULT_MAX_CONNECTIONS,
+            help="open data-port connections per worker (lowered to the file-descriptor limit); at it, the "
             "longest-idle keep-alive connection is closed for a new one, and only when none is idle "
-            "does the new one get a 503", between(1, 1_000_000), "N", "int 1..1000000"),
-    Setting("arena", SIZE, DEFAULT_ARENA,
-            "shared-memory arena, sized once at start (its pages are taken as the cache fills)",
+            "does the new one get a 503", check=between(1, 1_000_000), metavar="N", what="int 1..1000000"),
+    Setting(name="arena", kind=SIZE, default=DEFAULT_ARENA,
+            help="shared-memory arena, sized once at start (its pages are taken as the cache fills)",
             metavar="SIZE"),
-    Setting("data_dir", PATH, Computed(default_data_dir, "`$XDG_DATA_HOME/geecache`, else `./geecache-data`"),
-            "where the demo database and the state file `supervisor-<port>.state` (this host's arena, "
+    Setting(name="data_dir", kind=PATH, default=Computed(default_data_dir, "`$XDG_DATA_HOME/geecache`, else `./geecache-data`"),
+            help="where the demo database and the state file `supervisor-<port>.state` (this host's arena, "
             "for the next start to reclaim) live; relative to the working directory", metavar="DIR"),
-    Setting("auth_token", STR, None,
-            "bearer token for public `PUT`/`DELETE` and **all** peer requests "
-            "(prefer the environment: it stays out of `ps`)", _non_empty, "T", "non-empty string"),
-    Setting("trusted_network", BOOL, False,
-            "serve without `auth_token` on a `host` other than loopback: every host that can reach the "
+    Setting(name="auth_token", kind=STR, default=None,
+            help="bearer token for public `PUT`/`DELETE` and **all** peer requests "
+            "(prefer the environment: it stays out of `ps`)", check=_non_empty, metavar="T", what="non-empty string"),
+    Setting(name="trusted_network", kind=BOOL, default=False,
+            help="serve without `auth_token` on a `host` other than loopback: every host that can reach the "
             "data port may then write and call the peer API; without it such a start is refused"),
-    Setting("max_clock_drift", NUMBER, DEFAULT_MAX_DRIFT,
-            "seconds a peer write's version (its originator's clock) may be ahead of this host's clock; "
-            "a write further ahead is refused with a 400 and never stored", _positive, "S", "number > 0"),
-    Setting("etcd", LIST, [],
-            "etcd endpoints `[http://]host[:port]` (port 2379 if omitted; `https` is refused); "
-            "enables registration and discovery", _check_with(parse_endpoints), "URL[,URL]"),
-    Setting("advertise", STR, None,
-            "the address other hosts reach this one at; also its etcd key and ring member name",
-            _check_with(validate_advertise), "HOST:PORT", shown="`<host>:<port>` (with `--etcd`)"),
-    Setting("lease_ttl", INT, DEFAULT_LEASE_TTL,
-            "etcd lease TTL (seconds): how long an unreachable host stays in the ring",
-            at_least(MIN_LEASE_TTL, " seconds"), "S", f"int ≥ {MIN_LEASE_TTL}"),
-    Setting("peers", LIST, [], "static member list instead of etcd (not both)", _check_peers,
-            "URL,...", "list of `http(s)://host:port`"),
-    Setting("tls_cert", STR, None,
-            "PEM certificate: the port serves HTTPS; peers are called over https (needs `tls_key`)",
+    Setting(name="max_clock_drift", kind=NUMBER, default=DEFAULT_MAX_DRIFT,
+            help="seconds a peer write's version (its originator's clock) may be ahead of this host's clock; "
+            "a write further ahead is refused with a 400 and never stored", check=_positive, metavar="S", what="number > 0"),
+    Setting(name="etcd", kind=LIST, default=[],
+            help="etcd endpoints `[http://]host[:port]` (port 2379 if omitted; `https` is refused); "
+            "enables registration and discovery", check=_check_with(parse_endpoints), metavar="URL[,URL]"),
+    Setting(name="advertise", kind=STR, default=None,
+            help="the address other hosts reach this one at; also its etcd key and ring member name",
+            check=_check_with(validate_advertise), metavar="HOST:PORT", shown="`<host>:<port>` (with `--etcd`)"),
+    Setting(name="lease_ttl", kind=INT, default=DEFAULT_LEASE_TTL,
+            help="etcd lease TTL (seconds): how long an unreachable host stays in the ring",
+            check=at_least(MIN_LEASE_TTL, " seconds"), metavar="S", what=f"int ≥ {MIN_LEASE_TTL}"),
+    Setting(name="peers", kind=LIST, default=[], help="static member list instead of etcd (not both)", check=_check_peers,
+            metavar="URL,...", what="list of `http(s)://host:port`"),
+    Setting(name="tls_cert", kind=STR, default=None,
+            help="PEM certificate: the port serves HTTPS; peers are called over https (needs `tls_key`)",
             metavar="FILE", what="path"),
-    Setting("tls_key", STR, None, "PEM private key (needs `tls_cert`)", metavar="FILE", what="path"),
-    Setting("tls_ca", STR, None, "CA bundle that peer certificates are verified against",
+    Setting(name="tls_key", kind=STR, default=None, help="PEM private key (needs `tls_cert`)", metavar="FILE", what="path"),
+    Setting(name="tls_ca", kind=STR, default=None, help="CA bundle that peer certificates are verified against",
             metavar="FILE", what="path", shown="system CA store"),
-    Setting("reuseport", BOOL, False,
-            "one `SO_REUSEPORT` socket per worker (kernel load-balances) instead of one shared socket"),
-    Setting("graceful_timeout", NUMBER, DEFAULT_GRACEFUL_TIMEOUT,
-            "seconds in-flight requests get after SIGTERM; stragglers are killed 2 s later",
-            _not_negative, "S", "number ≥ 0"),
-    Setting("worker_timeout", NUMBER, DEFAULT_WORKER_TIMEOUT,
-            "seconds a worker (or the registrar) may go without its event loop stamping its heartbeat "
+    Setting(name="reuseport", kind=BOOL, default=False,
+            help="one `SO_REUSEPORT` socket per worker (kernel load-balances) instead of one shared socket"),
+    Setting(name="graceful_timeout", kind=NUMBER, default=DEFAULT_GRACEFUL_TIMEOUT,
+            help="seconds in-flight requests get after SIGTERM; stragglers are killed 2 s later",
+            check=_not_negative, metavar="S", what="number ≥ 0"),
+    Setting(name="worker_timeout", kind=NUMBER, default=DEFAULT_WORKER_TIMEOUT,
+            help="seconds a worker (or the registrar) may go without its event loop stamping its heartbeat "
             "(or, booting, without becoming ready) before the supervisor sends SIGABRT, then SIGKILL, "
             "and replaces it (gunicorn's `--timeout`); `0` = no watchdog",
-            _zero_or_at_least(MIN_WORKER_TIMEOUT), "S", f"0 or number ≥ {MIN_WORKER_TIMEOUT:g}"),
-    Setting("pause_threshold", NUMBER, 0.9,
-            "seconds a worker's event loop may go without running before it counts as a pause: the "
+            check=_zero_or_at_least(MIN_WORKER_TIMEOUT), metavar="S", what=f"0 or number ≥ {MIN_WORKER_TIMEOUT:g}"),
+    Setting(name="pause_threshold", kind=NUMBER, default=0.9,
+            help="seconds a worker's event loop may go without running before it counts as a pause: the "
             "worker may have missed invalidations (the other hosts wait 1 s for one), so it asks them "
             "which keys they wrote meanwhile and drops those copies; above 1 s a pause may serve "
             "stale copies until they are written again or expire",
-            _at_least(0.2), "S", "number ≥ 0.2"),
-    Setting("load_threads", INT, 16,
-            "threads per worker for loads that run in a thread (synchronous `loader` functions); a "
+            check=_at_least(0.2), metavar="S", what="number ≥ 0.2"),
+    Setting(name="load_threads", kind=INT, default=16,
+            help="threads per worker for loads that run in a thread (synchronous `loader` functions); a "
             "load waiting for one still counts against its group's `load_timeout`",
-            between(1, 1024), "N", "int 1..1024"),
-    Setting("write_threads", INT, 4,
-            "threads per worker for source writes (SQLite commits: one at a time per group, the writes "
+            check=between(1, 1024), metavar="N", what="int 1..1024"),
+    Setting(name="write_threads", kind=INT, default=4,
+            help="threads per worker for source writes (SQLite commits: one at a time per group, the writes "
             "that arrive meanwhile share the next), apart from the loads' threads so slow loaders never "
-            "hold up a PUT", between(1, 1024), "N", "int 1..1024"),
-    Setting("log_level", STR, "info", "log level of the supervisor and its children",
-            one_of(LOG_LEVELS, "log level"), "LEVEL", " / ".join(LOG_LEVELS), choices=LOG_LEVELS),
-    Setting("peer_connect_timeout", NUMBER, DEFAULT_PEER_CONNECT_TIMEOUT,
-            "seconds to connect to a peer before falling back to loading locally",
-            _positive, "S", "number > 0"),
-    Setting("peer_read_timeout", NUMBER, DEFAULT_PEER_READ_TIMEOUT,
-            "seconds a peer has to answer once connected before falling back to loading locally",
-            _positive, "S", "number > 0"),
-    Setting("handoff_window", NUMBER, 30.0,
-            "seconds after a ring change during which a miss for a key this host now owns first asks "
+            "hold up a PUT", check=between(1, 1024), metavar="N", what="int 1..1024"),
+    Setting(name="log_level", kind=STR, default="info", help="log level of the supervisor and its children",
+            check=one_of(LOG_LEVELS, "log level"), metavar="LEVEL", what=" / ".join(LOG_LEVELS), choices=LOG_LEVELS),
+    Setting(name="peer_connect_timeout", kind=NUMBER, default=DEFAULT_PEER_CONNECT_TIMEOUT,
+            help="seconds to connect to a peer before falling back to loading locally",
+            check=_positive, metavar="S", what="number > 0"),
+    Setting(name="peer_read_timeout", kind=NUMBER, default=DEFAULT_PEER_READ_TIMEOUT,
+            help="seconds a peer has to answer once connected before falling back to loading locally",
+            check=_positive, metavar="S", what="number > 0"),
+    Setting(name="handoff_window", kind=NUMBER, default=30.0,
+            help="seconds after a ring change during which a miss for a key this host now owns first asks "
             "the key's previous owner's cache before loading from the source (0 = never)",
-            _not_negative, "S", "number ≥ 0"),
-    Setting("warmup_bytes", SIZE, 0,
-            "a host joining a ring asks each previous owner for its hottest entries of every group "
+            check=_not_negative, metavar="S", what="number ≥ 0"),
+    Setting(name="warmup_bytes", kind=SIZE, default=0,
+            help="a host joining a ring asks each previous owner for its hottest entries of every group "
             "among the keys that move to it, up to this many value bytes per group, and stores them "
             "while it serves (a write during the warm-up wins); `0` = off: a moved key's first read "
             "asks its previous owner (`handoff_window`)", metavar="SIZE"),
-    Setting("warmup_seconds", NUMBER, 10.0,
-            "the most seconds a warm-up runs after a join; what is not stored by then is left to "
-            "the lazy handoff", _positive, "S", "number > 0"),
-    Setting("breaker_failures", INT, 1,
-            "consecutive timeouts or refusals of a peer that open its circuit breaker: its keys are "
+    Setting(name="warmup_seconds", kind=NUMBER, default=10.0,
+            help="the most seconds a warm-up runs after a join; what is not stored by then is left to "
+            "the lazy handoff", check=_positive, metavar="S", what="number > 0"),
+    Setting(name="breaker_failures", kind=INT, default=1,
+            help="consecutive timeouts or refusals of a peer that open its circuit breaker: its keys are "
             "then served by local loads, without calling it, for a cooldown",
-            between(1, 1000), "N", "int 1..1000"),
-    Setting("breaker_cooldown", NUMBER, 1.0,
-            "seconds an open breaker routes around its peer before letting one probe call through; "
-            "each failed probe doubles it, up to `breaker_max_cooldown`", _positive, "S", "number > 0"),
-    Setting("breaker_max_cooldown", NUMBER, 30.0,
-            "seconds an open breaker's cooldown grows to at most", _positive, "S",
-            "number ≥ `breaker_cooldown`"),
-    Setting("hot_share", NUMBER, 0.125,
-            "share of each group's budget reserved, on top of it, for hot copies of keys other hosts "
-            "own (groupcache: 1/8)", _share, "F", "number in (0, 1]"),
-    Setting("hot_ttl", NUMBER, 60.0,
-            "seconds a hot copy lives at most (and at most the group's `ttl`), so a lost invalidation "
-            "heals", _positive, "S", "number > 0"),
-    Setting("lock_timeout", NUMBER, 1.0,
-            "seconds a worker's cache write waits for an arena shard lock held by another live "
+            check=between(1, 1000), metavar="N", what="int 1..1000"),
+    Setting(name="breaker_cooldown", kind=NUMBER, default=1.0,
+            help="seconds an open breaker routes around its peer before letting one probe call through; "
+            "each failed probe doubles it, up to `breaker_max_cooldown`", check=_positive, metavar="S", what="number > 0"),
+    Setting(name="breaker_max_cooldown", kind=NUMBER, default=30.0,
+            help="seconds an open breaker's cooldown grows to at most", check=_positive, metavar="S",
+            what="number ≥ `breaker_cooldown`"),
+    Setting(name="hot_share", kind=NUMBER, default=0.125,
+            help="share of each group's budget reserved, on top of it, for hot copies of keys other hosts "
+            "own (groupcache: 1/8)", check=_share, metavar="F", what="number in (0, 1]"),
+    Setting(name="hot_ttl", kind=NUMBER, default=60.0,
+            help="seconds a hot copy lives at most (and at most the group's `ttl`), so a lost invalidation "
+            "heals", check=_positive, metavar="S", what="number > 0"),
+    Setting(name="lock_timeout", kind=NUMBER, default=1.0,
+            help="seconds a worker's cache write waits for an arena shard lock held by another live "
             "process (stopped, say) before giving up: a load is then served uncached, a write "
             "answers 503 after writing its source; counted as `lock_timeouts`",
-            _positive, "S", "number > 0"),
-    Setting("flight_wait", NUMBER, 10.0,
-            "seconds a miss waits for another process of this host loading the same key before "
-            "loading it itself", _positive, "S", "number > 0"),
-    Setting("arena_shards", INT, 8,
-            "lock shards of the arena's data area (each with its own lock and lists)",
-            between(1, 256), "N", "int 1..256"),
-    Setting("process_rows", INT, None,
-            "per-process stat rows in the arena: the most workers + registrar + retiring workers "
-            "at once; SIGTTIN beyond it is refused", between(1, 4 * MAX_WORKERS), "N",
-            f"int 1..{4 * MAX_WORKERS}", shown=f"max({MIN_PROCESS_ROWS}, 2 × workers + 4)"),
-    Setting("batch_max_keys", INT, DEFAULT_BATCH_MAX_KEYS,
-            "keys one `POST /api/batch` (and one peer batch) may name; past it a 413",
-            between(1, 100_000), "N", "int 1..100000"),
-    Setting("batch_max_bytes", SIZE, DEFAULT_BATCH_MAX_BYTES,
-            "bytes of one batch's request body, and of the values one batch get answers; past it a "
+            check=_positive, metavar="S", what="number > 0"),
+    Setting(name="flight_wait", kind=NUMBER, default=10.0,
+            help="seconds a miss waits for another process of this host loading the same key before "
+            "loading it itself", check=_positive, metavar="S", what="number > 0"),
+    Setting(name="arena_shards", kind=INT, default=8,
+            help="lock shards of the arena's data area (each with its own lock and lists)",
+            check=between(1, 256), metavar="N", what="int 1..256"),
+    Setting(name="process_rows", kind=INT, default=None,
+            help="per-process stat rows in the arena: the most workers + registrar + retiring workers "
+            "at once; SIGTTIN beyond it is refused", check=between(1, 4 * MAX_WORKERS), metavar="N",
+            what=f"int 1..{4 * MAX_WORKERS}", shown=f"max({MIN_PROCESS_ROWS}, 2 × workers + 4)"),
+    Setting(name="batch_max_keys", kind=INT, default=DEFAULT_BATCH_MAX_KEYS,
+            help="keys one `POST /api/batch` (and one peer batch) may name; past it a 413",
+            check=between(1, 100_000), metavar="N", what="int 1..100000"),
+    Setting(name="batch_max_bytes", kind=SIZE, default=DEFAULT_BATCH_MAX_BYTES,
+            help="bytes of one batch's request body, and of the values one batch get answers; past it a "
             "413 (at most 64MiB, what a peer accepts in one answer)",
-            _check_batch_bytes, metavar="SIZE"),
-    Setting("batch_inflight_bytes", SIZE, DEFAULT_BATCH_INFLIGHT_BYTES,
-            "bytes the batches one worker is serving at once may hold (request bodies and the values "
+            check=_check_batch_bytes, metavar="SIZE"),
+    Setting(name="batch_inflight_bytes", kind=SIZE, default=DEFAULT_BATCH_INFLIGHT_BYTES,
+            help="bytes the batches one worker is serving at once may hold (request bodies and the values "
             "answered, each batch counted at its bound); past it a batch gets a 503 with `Retry-After` "
-            "(a batch is always admitted when none is in flight)", _positive, metavar="SIZE"),
+            "(a batch is always admitted when none is in flight)", check=_positive, metavar="SIZE"),
     # -- logging (kept together: the log's format and the access log) --
-    Setting("log_format", STR, "text",
-            "the log's format: text lines with ISO-8601 times, or one JSON object a line (time, "
-            "level, pid, process, logger, message)", one_of(LOG_FORMATS, "log format"), "FORMAT",
-            " / ".join(LOG_FORMATS), choices=LOG_FORMATS),
-    Setting("access_log", BOOL, False,
-            "log every data-plane answer (client, request line, status, milliseconds) to logger "
+    Setting(name="log_format", kind=STR, default="text",
+            help="the log's format: text lines with ISO-8601 times, or one JSON object a line (time, "
+            "level, pid, process, logger, message)", check=one_of(LOG_FORMATS, "log format"), metavar="FORMAT",
+            what=" / ".join(LOG_FORMATS), choices=LOG_FORMATS),
+    Setting(name="access_log", kind=BOOL, default=False,
+            help="log every data-plane answer (client, request line, status, milliseconds) to logger "
             "`geecache.access`; off, it costs the hit path nothing"),
-    Setting("access_log_sample", NUMBER, 1.0,
-            "share of answers the access log writes, chosen at random (with `access_log`)",
-            _share, "F", "number in (0, 1]"),
+    Setting(name="access_log_sample", kind=NUMBER, default=1.0,
+            help="share of answers the access log writes, chosen at random (with `access_log`)",
+            check=_share, metavar="F", what="number in (0, 1]"),
 )
 
 GROUP_SETTINGS: tuple[Setting, ...] = (
-    Setting("name", STR, None,
-            "group name (in URLs and metric labels); the first group is the default for `/api`",
-            _check_with(check_group_name), what="string, 1–64 of `A-Z a-z 0-9 _ . -`",
+    Setting(name="name", kind=STR, default=None,
+            help="group name (in URLs and metric labels); the first group is the default for `/api`",
+            check=_check_with(check_group_name), what="string, 1–64 of `A-Z a-z 0-9 _ . -`",
             shown="required", cli=False),
-    Setting("max_bytes", SIZE, None,
-            "cache budget of the group's own keys; a further `hot_share` of it is reserved for hot "
+    Setting(name="max_bytes", kind=SIZE, default=None,
+            help="cache budget of the group's own keys; a further `hot_share` of it is reserved for hot "
             "copies", shown="`min(64MiB, arena / (2 × number of groups))`", cli=False),
-    Setting("policy", STR, "lru",
-            "eviction: CLOCK approximation of LRU, LRU-2 (scan-resistant), S3-FIFO (scan- and "
+    Setting(name="policy", kind=STR, default="lru",
+            help="eviction: CLOCK approximation of LRU, LRU-2 (scan-resistant), S3-FIFO (scan- and "
             "one-hit-resistant), or S3-FIFO with a TinyLFU admission sketch (`s3lfu`: also keeps "
             "keys read in an earlier stay; hit ratios on six traces: `tests/perf/main.py policy`)",
-            one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
-    Setting("ttl", NUMBER, 0.0,
-            "freshness bound of cached copies (0 = none): after it a copy is loaded again from the "
+            check=one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
+    Setting(name="ttl", kind=NUMBER, default=0.0,
+            help="freshness bound of cached copies (0 = none): after it a copy is loaded again from the "
             "source; hot copies expire after `min(hot_ttl, ttl)` s. A write's `?ttl=` is different: "
             "the value's lifetime",
-            _not_negative, what="number ≥ 0 (seconds)", cli=False),
-    Setting("load_timeout", NUMBER, DEFAULT_LOAD_TIMEOUT,
-            "seconds a load from the source may take; then the request gets a 504 and the host-wide "
-            "flight is released, so a later request loads again", _positive,
+            check=_not_negative, what="number ≥ 0 (seconds)", cli=False),
+    Setting(name="load_timeout", kind=NUMBER, default=DEFAULT_LOAD_TIMEOUT,
+            help="seconds a load from the source may take; then the request gets a 504 and the host-wide "
+            "flight is released, so a later request loads again", check=_positive,
             what="number > 0 (seconds)", cli=False),
-    Setting("codec", STR, "none",
-            "values kept compressed in the arena and between hosts (compressed once, only when it saves ≥ 10 %); a gzip or zstd value passes through to a client that accepts it (`Content-Encoding`)",
-            one_of(known_codecs, "codec"), what="`none`, `gzip`, `snappy`, `lz4`, `zstd`", cli=False),
-    Setting("item_limit", SIZE, None,
-            "largest value cached; a larger PUT gets 413, a larger value from the source is served "
+    Setting(name="codec", kind=STR, default="none",
+            help="values kept compressed in the arena and between hosts (compressed once, only when it saves ≥ 10 %); a gzip or zstd value passes through to a client that accepts it (`Content-Encoding`)",
+            check=one_of(known_codecs, "codec"), what="`none`, `gzip`, `snappy`, `lz4`, `zstd`", cli=False),
+    Setting(name="item_limit", kind=SIZE, default=None,
+            help="largest value cached; a larger PUT gets 413, a larger value from the source is served "
             "but not cached", what="size ≤ `max_bytes`", shown="`min(1MiB, max_bytes)`", cli=False),
-    Setting("sqlite", STR, None,
-            "SQLite database (created if missing; its directory must exist); relative to the config "
+    Setting(name="sqlite", kind=STR, default=None,
+            help="SQLite database (created if missing; its directory must exist); relative to the config "
             "file", what="path", shown="–", cli=False),
-    Setting("table", STR, "kv",
-            "table (`key TEXT PRIMARY KEY, value BLOB`, plus `version`, `expire_at`, `deleted`, "
+    Setting(name="table", kind=STR, default="kv",
+            help="table (`key TEXT PRIMARY KEY, value BLOB`, plus `version`, `expire_at`, `deleted`, "
             "added in place to an older table) in `sqlite`; only with `sqlite`",
             what="SQL identifier", cli=False),
-    Setting("synchronous", STR, "full",
-            "SQLite's `PRAGMA synchronous` for `sqlite`: `full` fsyncs every (group) commit, so an "
+    Setting(name="synchronous", kind=STR, default="full",
+            help="SQLite's `PRAGMA synchronous` for `sqlite`: `full` fsyncs every (group) commit, so an "
             "acknowledged write survives a power loss; `normal` fsyncs at checkpoints only: it survives "
-            "a process crash, not a power loss", one_of(_sqlite_synchronous, "synchronous"),
+            "a process crash, not a power loss", check=one_of(_sqlite_synchronous, "synchronous"),
             what="`full` or `normal`", cli=False),
-    Setting("loader", STR, None,
-            "read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
+    Setting(name="loader", kind=STR, default=None,
+            help="read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
             "`async def`); `None` = not found. Imported at config time from `sys.path` (set "
             "`PYTHONPATH`)", what='`"module:function"`', shown="–", cli=False),
 )
