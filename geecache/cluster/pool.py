@@ -567,24 +567,24 @@ class HTTPPeer:
         (``geecache.cluster.warmup``); PeerError when unreachable or answering otherwise."""
         body = WarmRequest(group=group, to=to, members=list(members), max_bytes=max_bytes,
                            seconds=seconds).SerializeToString()
-        status, raw = await self._call("POST", peer_path(group, WARM), body)
-        if status != 200:
-            raise self._fail(self.address, status, raw)
-        try:
-            return WarmResponse.FromString(raw)
-        except DecodeError as exc:
-            raise PeerError(f"peer {self.address}: bad warm-up response: {exc}") from exc
+        return await self._ask("POST", peer_path(group, WARM), body, WarmResponse, "warm-up")
 
     async def recent_writes(self, within: float) -> RecentWrites:
         """The keys this member wrote in the last *within* seconds (``GET /_geecache/:writes``), over
         the pooled connection: ``HTTPPool.writes_elsewhere`` without blocking the loop."""
-        status, raw = await self._call("GET", f"{RECENT_WRITES_PATH}?within={within:.3f}")
+        return await self._ask("GET", f"{RECENT_WRITES_PATH}?within={within:.3f}", None, RecentWrites,
+                               "recent-writes")
+
+    async def _ask(self, method: str, path: str, body: bytes | None, message, what: str):
+        """The *message* (a protobuf class) a 200 answer to *method path* carries; PeerError for
+        any other answer or one that does not parse."""
+        status, raw = await self._call(method, path, body)
         if status != 200:
             raise self._fail(self.address, status, raw)
         try:
-            return RecentWrites.FromString(raw)
+            return message.FromString(raw)
         except DecodeError as exc:
-            raise PeerError(f"peer {self.address}: bad recent-writes response: {exc}") from exc
+            raise PeerError(f"peer {self.address}: bad {what} response: {exc}") from exc
 
     async def invalidate(self, group: str, keys: list[str]) -> None:
         """Ask this member to drop its copies of *keys*.

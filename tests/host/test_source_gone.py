@@ -13,7 +13,7 @@ import pytest
 
 from geecache.errors import SourceGoneError
 from geecache.storage import SQLiteStorage
-from tests.support.proc import start_supervisor
+from tests.support.proc import start_supervisor, wait_until
 
 TOKEN = "gone-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -26,6 +26,11 @@ def test_writes_to_a_deleted_source_file_are_refused_and_logged(tmp_path):
     cfg.write_text(f'[[groups]]\nname = "kv"\nsqlite = "{db}"\n')
     h = start_supervisor(tmp_path, "--config", str(cfg), "--auth-token", TOKEN, workers=2)
     try:
+        # Both workers serving, so neither is still opening the file when it is deleted
+        # (a worker booting then fails to boot, which is right, but not what this tests).
+        def serving() -> int:
+            return sum(p["kind"] == "worker" and p["ready"] for p in h.admin_json("/dashboard.json")["processes"])
+        wait_until(lambda: serving() == 2, 30, what="both workers serving")
         for i in range(5):
             assert h.request("PUT", f"/api?group=kv&key=before{i}", b"v", AUTH)[0] == 204
         for suffix in ("", "-wal", "-shm"):  # as `rm kv.db*` would
