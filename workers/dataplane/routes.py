@@ -50,7 +50,7 @@ from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
 from geecache.cluster.ownerwrites import serve_delete, serve_set, serve_write_batch
 from geecache.cluster.warmup import holds_nothing_for, serve_warm
-from workers.dataplane.query import decode, parse_query
+from workers.dataplane.query import api_params, decode, parse_query
 from workers.dataplane.responses import (
     JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
 )
@@ -246,6 +246,12 @@ class Router:
             raise ValueError("at least one group is needed")
         self._groups = groups
         self.default_group = next(iter(groups.values()))
+        #: The default group's cache probe (``Group.get_cached``), bound once: the data plane's
+        #: inline hit calls it for every ``GET /api?key=K``.
+        self.probe_default = self.default_group.get_cached
+        #: True when the default group keeps values compressed: a GET with Accept-Encoding then
+        #: takes ``api_query``, which may pass the stored bytes through.
+        self.default_packs = self.default_group.packs
         self._expected = auth.expected_bearer(auth_token)
         # The peer GET's fast path finds a group by its name as it appears in a target
         # with nothing escaped (a name needing an escape takes the route table).
@@ -420,17 +426,30 @@ class Router:
                "replicas": ring.replicas, "scheme": "https" if peers.tls else "http"}
         return (200, JSON, json.dumps(doc).encode(), b"")
 
-    def api_get(self, req: Request):
-        """``GET /api`` off the protocol's own fast path (a HEAD, or a pipelined GET)."""
-        params = parse_query(req.query)
-        key = self._key(params)
-        group = self.group_named(params.get("group"))
+    def api_query(self, query: bytes, accept: bytes | None = None):
+        """``GET /api?<query>``, the one place its query is read: the value (bytes) of a hit, a
+        reply (a compressed group's hit for a client that sent *accept*, Accept-Encoding), or the
+        miss's load (``api_load``).  Raises what the client got wrong (no key, an unknown group)."""
+        key, name = api_params(query)
+        if key is None:
+            raise InvalidKeyError("missing query parameter 'key'")
+        group = self.group_named(name)
         if not key:
             raise InvalidKeyError("key must not be empty")
+        if accept is not None and group.packs:
+            reply = packed_hit(group, key, accept)
+            return self.api_load(group, key) if reply is None else reply
         value = group.get_cached(key)
-        if value is not None:
-            return (200, OCTET_STREAM, value, b"")
-        return self.api_load(group, key)
+        return self.api_load(group, key) if value is None else value
+
+    def api_miss(self, key: str):
+        """``api_load`` of the default group: the inline hit's miss."""
+        return self.api_load(self.default_group, key)
+
+    def api_get(self, req: Request):
+        """``GET /api`` off the protocol's own fast path (a HEAD, or a pipelined GET)."""
+        answer = self.api_query(req.query)
+        return (200, OCTET_STREAM, answer, b"") if type(answer) is bytes else answer
 
     def api_put(self, req: Request):
         """Write the body through to the owner's source, then cache it (token when configured)."""
@@ -446,6 +465,11 @@ class Router:
         (``api_put``'s); the token checked first."""
         self._authorize(auth)
         return self.default_group.start_set(key, body)
+
+    def finish_put(self, key: str, body: bytes, version: int, committed: asyncio.Future):
+        """The rest of a ``start_put`` once its commit is done (``Group.finish_set``): None when
+        acknowledged, else the coroutine that settles it."""
+        return self.default_group.finish_set(key, body, version, committed)
 
     def put(self, key: str, body: bytes):
         """``PUT /api?key=K`` on the default group by the full path (after ``start_put``)."""
