@@ -36,6 +36,15 @@ class PeerProtocolError(Exception):
     """The peer's answer was not HTTP this client understands."""
 
 
+class PeerClosed(ConnectionResetError):
+    """The peer closed the connection before its answer was complete."""
+
+    def __init__(self, nothing_received: bool) -> None:
+        super().__init__("the peer closed the connection before answering")
+        #: True when not one byte of the answer came: nothing was processed.
+        self.nothing_received = nothing_received
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, its answer parsed as it arrives.
 
@@ -73,9 +82,7 @@ class _Connection(asyncio.Protocol):
                 # No Content-Length and not chunked: the body ends at close.
                 done((self._status, b"".join(self._body), False))
             else:
-                err = ConnectionResetError("the peer closed the connection before answering")
-                err.nothing_received = not self._got_bytes
-                done(err)
+                done(PeerClosed(nothing_received=not self._got_bytes))
         self._parser = None
 
     def data_received(self, data: bytes) -> None:
@@ -244,7 +251,7 @@ class ConnectionPool:
                 done((status, body))
                 return
             conn.abort()  # a failed exchange leaves the stream unusable
-            if reused and getattr(answer, "nothing_received", False):
+            if reused and isinstance(answer, PeerClosed) and answer.nothing_received:
                 # The peer closed this idle connection before answering anything:
                 # nothing was processed, so another (or a fresh) one is safe.
                 self.start(raw, done)

@@ -78,6 +78,7 @@ class GroupCore:
     @property
     def readonly(self) -> bool:
         """True when the source cannot be written (a loader function)."""
+        # The source is the user's object (a Storage or a loader): only a loader says it is read-only.
         return bool(getattr(self.source, "readonly", False))
 
 

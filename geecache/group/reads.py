@@ -73,7 +73,7 @@ class RoutedReads(CachedProbes, HostLoads):
         if call is None:
             check_key(key)
             peer = self.peers.pick(key)
-            if peer is None or not hasattr(peer, "fetch_packed_soon"):
+            if peer is None:
                 return None
             self.stats.add("gets")
             call = self._calls.claim(key)
@@ -262,7 +262,7 @@ class RoutedReads(CachedProbes, HostLoads):
             return (await self._load_local(key, self.name, self.ttl))[0]
         codec = None
         try:
-            if self.packs and hasattr(peer, "fetch_packed"):  # the hot copy kept as received
+            if self.packs:  # the hot copy kept as received
                 payload, codec, expire_at = await peer.fetch_packed(self.name, key, self.item_limit)
                 value = unpack(codec, payload, self.item_limit) if codec else payload
             else:

@@ -153,12 +153,8 @@ class Writes(GroupCore):
             idx = [i for i in idx if answers[i] is None]
             for at in range(0, len(idx), PEER_WRITE_BATCH):
                 chunk = idx[at:at + PEER_WRITE_BATCH]
-                write_many = getattr(peer, "write_many", None)
-                if write_many is None:  # a peer of the older interface: one write at a time
-                    firsts.update(dict.fromkeys(chunk))
-                    continue
                 try:
-                    got = await write_many(self.name, [(*writes[i], versions[i]) for i in chunk])
+                    got = await peer.write_many(self.name, [(*writes[i], versions[i]) for i in chunk])
                 except PeerError as exc:
                     self._peer_failed(exc)
                     got = [None] * len(chunk)  # each goes the single write's way

@@ -42,9 +42,10 @@ def hit_path(group, plane):
     the C code mirrors (another cache, a subclass, other counters): those take the Python
     path only.
     """
-    cache = getattr(group, "_cache", None)
-    if (not available() or type(group) is not Group or type(cache) is not Arena
-            or type(group.stats) is not ArenaStats):
+    if not available() or type(group) is not Group:
+        return None
+    cache = group._cache  # the C reader reads the arena the group's own probes read
+    if type(cache) is not Arena or type(group.stats) is not ArenaStats:
         return None
     try:
         return cache.hit_reader(

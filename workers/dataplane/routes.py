@@ -624,7 +624,7 @@ class Router:
             within = -1.0
         if not 0 <= within <= 86400:  # also refuses NaN
             raise InvalidKeyError("query parameter 'within' must be seconds, 0 to 86400")
-        write_log = getattr(self.default_group.peers, "write_log", None)
+        write_log = self.default_group.peers.write_log
         if write_log is None:  # a host that keeps no log cannot vouch for any window
             return (200, PROTOBUF, RecentWrites(covered=False).SerializeToString(), b"")
         covered, written = write_log.since(within)
