@@ -131,6 +131,20 @@ def packed_hit(group, key: str, accept: bytes) -> Reply | None:
     return (200, OCTET_STREAM, group.value_of(entry), _VARY)
 
 
+def wire_form(group, value: bytes) -> tuple[bytes, int]:
+    """(bytes, codec id) of *value* as a peer is sent it: packed with *group*'s codec (none: as it is)."""
+    if not group.codec.id:
+        return value, 0
+    codec_id, payload = pack(value, group.codec)
+    return payload, codec_id
+
+
+def get_response(payload: bytes, codec_id: int, expire_at: float) -> bytes:
+    """The GetResponse bytes of an entry (*payload* under *codec_id*, expiring at *expire_at*,
+    0: never) with its seconds left counted now: every peer GET's answer is made here."""
+    return getwire.encode(payload, codec_id, expire_at, seconds_left(expire_at, time.time()) if expire_at else 0.0)
+
+
 def is_batch_path(url: bytes) -> bool:
     """True when the request target *url* is a batch (public or peer): its body bound is the batch's."""
     path = url.partition(b"?")[0]
@@ -538,19 +552,11 @@ class Router:
             entry = group.get_local_packed(key)
             if entry is None:
                 return self._peer_load(group, key)
-            payload, codec_id, expire_at = entry
-        else:
-            hit = group.get_local_cached(key)
-            if hit is None:
-                return self._peer_load(group, key)
-            value, expire_at = hit
-            codec_id, payload = pack(value, group.codec) if group.codec.id else (0, value)
-        return getwire.encode(payload, codec_id, expire_at, seconds_left(expire_at, time.time()) if expire_at else 0.0)
-
-    @staticmethod
-    def _get_response(group, value: bytes, expire_at: float) -> Reply:
-        codec_id, payload = pack(value, group.codec.name)
-        return Router._stored_response(payload, codec_id, expire_at)
+            return get_response(*entry)
+        hit = group.get_local_cached(key)
+        if hit is None:
+            return self._peer_load(group, key)
+        return get_response(*wire_form(group, hit[0]), hit[1])
 
     def peer_get(self, req: Request):
         """A key this host serves for a peer: answered at once on a hit, else loaded here."""
@@ -565,22 +571,16 @@ class Router:
                 return _COLD_MISS
             if hit is None:
                 raise NotFoundError(f"group {group.name!r}: {key!r} not cached here")
-            return self._get_response(group, *hit)
+            return (200, PROTOBUF, get_response(*wire_form(group, hit[0]), hit[1]), b"")
         answer = self._peer_answer(group, key)
         return (200, PROTOBUF, answer, b"") if type(answer) is bytes else answer
 
-    @staticmethod
-    def _stored_response(payload: bytes, codec_id: int, expire_at: float) -> Reply:
-        body = getwire.encode(payload, codec_id, expire_at, seconds_left(expire_at, time.time()))
-        return (200, PROTOBUF, body, b"")
-
     async def _peer_load(self, group, key: str) -> Reply:
         value, expire_at = await group.load_local(key)
-        if group.packs:
-            entry = group.stored_entry(key)  # what the load just stored (compressed once)
-            if entry is not None:
-                return self._stored_response(*entry)
-        return self._get_response(group, value, expire_at)
+        # What the load just stored (compressed once), for a group that keeps values packed.
+        entry = group.stored_entry(key) if group.packs else None
+        body = get_response(*wire_form(group, value), expire_at) if entry is None else get_response(*entry)
+        return (200, PROTOBUF, body, b"")
 
     @staticmethod
     def _message(body: bytes, message):
@@ -813,12 +813,10 @@ class Router:
         add = msg.items.add
         now = time.time()
         packs = group.packs
-        codec = group.codec
         for entry in entries:
             payload, codec_id, expire_at = entry
             if not packs:  # the value, packed with the group's codec (none: as it is)
-                payload = group.value_of(entry)
-                codec_id, payload = pack(payload, codec) if codec.id else (0, payload)
+                payload, codec_id = wire_form(group, group.value_of(entry))
             add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
                 ttl_left=seconds_left(expire_at, now))
         return msg.SerializeToString()
@@ -848,7 +846,6 @@ class Router:
         msg = BatchResponse()
         add = msg.items.add
         size = 0
-        codec = group.codec.name
         now = time.time()
         for status, value, expire_at, error in answers:
             if status == 200:
@@ -857,7 +854,7 @@ class Router:
                     # The asker's answer would be a 413 anyway; keep this one bounded.
                     add(status=413, error="over batch_max_bytes")
                     continue
-                codec_id, payload = pack(value, codec)
+                payload, codec_id = wire_form(group, value)
                 add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
                     ttl_left=seconds_left(expire_at, now))
             else:
