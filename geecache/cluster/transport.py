@@ -56,7 +56,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop  # the loop this connection's callbacks run on
         self._parser = HttpResponseParser(self)
-        self.transport = None
+        self.transport: asyncio.Transport | None = None  # set by connection_made
         self.closed = False
         self._done: Callable[[object], None] | None = None
         self._answer: tuple | None = None  # set by on_message_complete, handed over after the parse
@@ -83,7 +83,7 @@ class _Connection(asyncio.Protocol):
                 done((self._status, b"".join(self._body), False))
             else:
                 done(PeerClosed(nothing_received=not self._got_bytes))
-        self._parser = None
+        del self._parser  # break the cycle (the parser holds this protocol); nothing parses after
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
@@ -136,7 +136,10 @@ class _Connection(asyncio.Protocol):
         self._status, self._body, self._size = 0, [], 0
         self._headers_done = self._got_bytes = False
         self._framed = False
-        self.transport.write(raw)
+        transport = self.transport
+        if transport is None:  # a pool hands out only connections that connection_made has run on
+            raise PeerProtocolError("the connection is not connected")
+        transport.write(raw)
 
     def _fail(self, exc: BaseException) -> None:
         done = self._done

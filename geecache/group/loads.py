@@ -162,8 +162,8 @@ class HostLoads(GroupCore):
         now = time.time()
         if expire_at and expire_at <= now:
             return False
-        if not self.packs and codec:
-            payload, codec = unpack(codec, payload, self.item_limit), None
+        if not self.packs and codec:  # kept as the value; the codec id goes with packed bytes only
+            payload = unpack(codec, payload, self.item_limit)
         self._store(self.name, key, payload, expire_at - now if expire_at else self.ttl,
                     codec if self.packs else None)
         return True

@@ -179,8 +179,9 @@ class Writes(GroupCore):
             else:
                 unsettled.append((i, first))
         # Concurrently, so that those written here (an owner down) still share commits.
-        settled = await asyncio.gather(*(self._settle_write(*writes[i], versions[i], first)
-                                         for i, first in unsettled), return_exceptions=True)
+        settled = await asyncio.gather(*(self._settle_write(writes[i][0], writes[i][1], writes[i][2], versions[i],
+                                                            first) for i, first in unsettled),
+                                       return_exceptions=True)
         for (i, _), answer in zip(unsettled, settled):
             if isinstance(answer, BaseException) and not isinstance(answer, GeeCacheError):
                 raise answer
@@ -271,7 +272,7 @@ class Writes(GroupCore):
         if not ops:
             return answers
         results = await batch_writer(self.source)(ops)
-        stored: list[tuple[str, bytes | None, str, float]] = []
+        stored: list[tuple[str, bytes | None, str | None, float | None]] = []
         for (i, wanted), op, result in zip(where, ops, results):
             if isinstance(result, BaseException):
                 answers[i] = result

@@ -24,7 +24,8 @@ from geecache.shm.stats import ArenaStats
 try:
     from geecache import _hitpath
 except ImportError:  # not built (no compiler at install time): the Python path serves all
-    _hitpath = None
+    # mypy types the name by the import above (the compiled module's stub); None means not built.
+    _hitpath = None  # type: ignore[assignment]
 
 #: The environment variable that forces the pure-Python path when set to anything but "" or "0".
 PURE_PYTHON_ENV = "GEECACHE_PURE_PYTHON"

@@ -413,8 +413,8 @@ class Router:
             return
         if started.cancelled():
             reply.cancel()
-        elif started.exception() is not None:
-            reply.set_exception(started.exception())
+        elif (error := started.exception()) is not None:
+            reply.set_exception(error)
         else:
             reply.set_result((200, OCTET_STREAM, started.result(), self._ring_line(group)))
 
@@ -619,8 +619,8 @@ class Router:
         self._authorize(req.auth)
         raw = parse_query(req.query).get("within") if req.query else None
         try:
-            within = float(raw)
-        except (TypeError, ValueError):
+            within = -1.0 if raw is None else float(raw)
+        except ValueError:
             within = -1.0
         if not 0 <= within <= 86400:  # also refuses NaN
             raise InvalidKeyError("query parameter 'within' must be seconds, 0 to 86400")
@@ -716,9 +716,11 @@ class Router:
 
     @staticmethod
     def _first_failure(keys: list[str], results) -> None:
-        failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
-        for i, result in failed:
-            if not isinstance(result, GeeCacheError):
+        failed: list[tuple[int, GeeCacheError]] = []
+        for i, result in enumerate(results):
+            if isinstance(result, GeeCacheError):
+                failed.append((i, result))
+            elif isinstance(result, BaseException):
                 raise result  # a bug or a cancellation
         if failed:
             i, exc = failed[0]
