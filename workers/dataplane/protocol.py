@@ -81,12 +81,13 @@ class DataPlaneProtocol(asyncio.Protocol):
         "_url", "_start", "_auth", "_clen", "_chunked", "_expect", "_conn_hdr", "_special",
         "_hdr_bytes", "_head_left", "_headers_done", "_body", "_body_len", "_method", "_end", "_accept",
     )
+    #: Set by connection_made, before any other callback runs.
+    _transport: asyncio.Transport
 
     def __init__(self, plane) -> None:
         self._plane = plane
         self._router = plane.router
         self._parser = HttpRequestParser(self)
-        self._transport = None
         self._closed = False
         self._queue: deque | None = None
         self._pending = None
@@ -97,20 +98,20 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._lingering = False
         self._linger_since = 0.0
         self._stopped = False        # parse nothing more on this connection
-        self._refusal = None
+        self._refusal: tuple[int, str] | None = None
         self._last = plane.tick      # coarse clock: last bytes in, or last answer out
         self._started = 0.0          # coarse clock: first bytes of the current request
         self._in_request = False
         self._t0 = 0.0
         self._paused_at = 0.0
         self._batch_unsent = 0       # bytes of a batch answer still in the write buffer (counted in the budget)
-        self._put = None             # the PUT whose commit is _pending: (key, value, version, end, start)
+        self._put: tuple[str, bytes, int, bytes, float] | None = None  # the PUT whose commit is _pending: (key, value, version, end, start)
         # The parser holds no byte of an unfinished message (between on_message_complete and
         # the next on_message_begin): only then may the compiled hit path read a new one.
         self._clean = True
         self._url = b""
         self._start = 0.0
-        self._auth = None
+        self._auth: bytes | None = None
         self._clen = -1
         self._chunked = False
         self._expect = False
@@ -119,11 +120,11 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._hdr_bytes = 0
         self._head_left = 0
         self._headers_done = False
-        self._body = None
+        self._body: list[bytes] | None = None
         self._body_len = 0
         self._method = b""
         self._end = END_KEEP
-        self._accept = None          # Accept-Encoding, when sent (a special header)
+        self._accept: bytes | None = None         # Accept-Encoding, when sent (a special header)
 
     # -- asyncio protocol ------------------------------------------------------
 
@@ -139,7 +140,7 @@ class DataPlaneProtocol(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         # A client that went away mid-request is not an error: nothing to log.
         self._closed = True
-        self._parser = None  # break the protocol <-> parser cycle now
+        del self._parser  # break the protocol <-> parser cycle now (nothing parses after this)
         if self._batch_unsent:
             self._sent_batch()
         if self._queue:
@@ -431,6 +432,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         future.add_done_callback(self._put_committed)
 
     def _put_committed(self, future) -> None:
+        assert self._put is not None  # set by _serve_put before this callback was added
         key, value, version, end, start = self._put
         self._put = None
         try:
