@@ -84,7 +84,7 @@ class Group(RoutedReads, PeerServing, Writes):
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
-        # The source is the user's object: only one that commits in groups counts its commits.
+        # getattr: the source is the user's object, and a loader function has no attach_stats.
         attach = getattr(source, "attach_stats", None)
         if attach is not None:  # a source that commits counts its commits in the group's row
             attach(self.stats)
