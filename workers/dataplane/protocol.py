@@ -36,7 +36,7 @@ from time import perf_counter
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from workers.dataplane.query import plain_api_key
+from workers.dataplane.query import API_KEY_PREFIX, plain_api_key
 from workers.dataplane.responses import (
     CONTINUE, END_CLOSE, END_KEEP, END_KEEP_ALIVE, NO_CONTENT, error_reply, render,
 )
@@ -330,12 +330,13 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._complete_other(url)
             return
         end = self._end
-        if self._method == _GET:
-            key = plain_api_key(url)
-            if key is not None:
+        if self._method == _GET and url[:9] == API_KEY_PREFIX:
+            key = url[9:]
+            if key and b"&" not in key and b"%" not in key and b"+" not in key:
                 # The hot path, GET /api?key=K on the default group, inlined here (this
                 # callback runs once per request): a cache probe and, on a hit, one write.
-                self._serve_api_key(key, end, self._start)
+                # The test is ``plain_api_key``'s, inlined: its call was 2% of a hit's CPU.
+                self._serve_api_key(key.decode(), end, self._start)
                 if end is END_CLOSE:
                     self._stop()
                 return
