@@ -54,6 +54,16 @@ class Cache(Protocol):
     def stats(self, group: str) -> dict[str, int]:
         """*group*'s counters summed over every process that shares this cache."""
 
+    def hottest(self, group: str, want: Callable[[str], bool], max_bytes: int, deadline: float
+                ) -> tuple[list[tuple[str, bytes, int, float]], bool]:
+        """(entries, truncated): ``(key, value, codec id, expire_at)`` of *group*'s live entries
+        *want* accepts, hottest first, at most *max_bytes* of values; *truncated* when the budget
+        or *deadline* (``time.monotonic``) cut it short (a warm-up's answer)."""
+
+    def contention(self) -> list[dict[str, int]]:
+        """Per process sharing this cache: its pid and lock-contention counters (none for a
+        cache of one process)."""
+
 
 class HostFlight(Protocol):
     """Single flight across the processes of one host (lives in the arena)."""
@@ -152,9 +162,11 @@ class LocalCache:
         g[0].clear()
         g[2] = 0
 
-    def hottest(self, group: str, want, max_bytes: int, deadline: float):
+    def hottest(self, group: str, want: Callable[[str], bool], max_bytes: int, deadline: float
+                ) -> tuple[list[tuple[str, bytes, int, float]], bool]:
         """``Arena.hottest`` over the LRU order: the most recently used first."""
-        out, budget, now = [], max_bytes, self._clock()
+        out: list[tuple[str, bytes, int, float]] = []
+        budget, now = max_bytes, self._clock()
         for key, (value, expires_at, codec) in reversed(self._group(group)[0].items()):
             if time.monotonic() >= deadline:
                 return out, True
@@ -175,6 +187,10 @@ class LocalCache:
     def stats(self, group: str) -> dict[str, int]:
         """*group*'s counters: this process's, the only one that uses this cache."""
         return self.stats_sink(group).snapshot()
+
+    def contention(self) -> list[dict[str, int]]:
+        """None: one process, no lock shared with another."""
+        return []
 
 
 def _size(key: str, value: bytes) -> int:

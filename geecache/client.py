@@ -618,7 +618,7 @@ class Client(_Failover):
                 continue
             except (OSError, http.client.HTTPException, _ServerFault) as exc:
                 attempts.append((host.url, _describe(exc)))
-                if getattr(exc, "maybe_applied", False) and not replayable:
+                if isinstance(exc, _ServerFault) and exc.maybe_applied and not replayable:
                     # The host says the write may have been applied: sent elsewhere it could
                     # be applied twice (ordered after writes made meanwhile).
                     raise UnavailableError(attempts, maybe_applied=True) from None
@@ -897,7 +897,7 @@ class AsyncClient(_Failover):
                 except (aiohttp.ClientConnectorError, _CONNECT_TIMEOUT, _ServerFault) as exc:
                     # Not connected (refused or timed out: nothing was sent), or answered.
                     attempts.append((host.url, _describe(exc)))
-                    if getattr(exc, "maybe_applied", False) and not replayable:
+                    if isinstance(exc, _ServerFault) and exc.maybe_applied and not replayable:
                         # Answered that the write may have been applied: never sent elsewhere too.
                         raise UnavailableError(attempts, maybe_applied=True) from None
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

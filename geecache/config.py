@@ -48,7 +48,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from .version import __version__
@@ -664,8 +664,10 @@ HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 _GROUP = {s.name: s for s in GROUP_SETTINGS}
 
 
-def _fields(table: tuple[Setting, ...]) -> list[tuple[str, Any, Any]]:
-    out = []
+def _fields(table: tuple[Setting, ...]) -> list[tuple[str, Any] | tuple[str, Any, Any]]:
+    """The dataclass fields of a settings table (``make_dataclass``'s form): the required one
+    (``name``) without a default, every other with its setting's default."""
+    out: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for s in table:
         if s.name == "name":  # the one required field
             out.append((s.name, s.kind.type))
@@ -841,7 +843,9 @@ def build_parser() -> argparse.ArgumentParser:
     placed = {name for _, names in HELP_SECTIONS for name in names}
     sections = [*HELP_SECTIONS, ("other", tuple(s.name for s in HOST_SETTINGS if s.name not in placed))]
     for title, names in sections:
-        group = p.add_argument_group(title) if names else None
+        if not names:
+            continue
+        group = p.add_argument_group(title)
         for name in names:
             s = _HOST[name]
             flags = (s.short, s.flag) if s.short else (s.flag,)
@@ -856,7 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def from_args(args: argparse.Namespace, environ: dict[str, str] | None = None):
+def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None):
     """Build and validate the Config: file, then environment, then flags, then checks across fields."""
     environ = os.environ if environ is None else environ
     path = args.config or environ.get(CONFIG_ENV)
@@ -919,9 +923,9 @@ def _finish(cfg) -> None:
         raise ConfigError(named("data_dir"), f"{str(cfg.data_dir)!r} is a file, not a directory")
     if cfg.bind is not None:
         where = cfg.sources.get("bind", "bind")
-        given = [cfg.sources[name] for name in ("host", "port") if name in cfg.sources]
-        if given:
-            raise ConfigError(where, f"conflicts with {' and '.join(given)}: give either bind or "
+        spelled = [cfg.sources[name] for name in ("host", "port") if name in cfg.sources]
+        if spelled:
+            raise ConfigError(where, f"conflicts with {' and '.join(spelled)}: give either bind or "
                                      "host and port, not both")
         cfg.host, cfg.port = parse_bind(cfg.bind, where)
     if not cfg.auth_token and not cfg.trusted_network and not is_loopback(cfg.host):

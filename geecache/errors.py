@@ -38,6 +38,9 @@ class NotFoundError(GeeCacheError, KeyError):
     """The source has no value for this key."""
 
     http_status = 404
+    #: True when a previous owner answered a handoff ask so: it holds nothing of the group
+    #: (``HTTPPool.note_cold``).
+    cold = False
     public = "not found"
 
     def __str__(self) -> str:  # KeyError's repr-quoting reads badly in JSON reasons

@@ -25,7 +25,7 @@ class Group:
     def __init__(self) -> None:
         # key -> the task running the one call for it (or a claimed Future).  Guarded by the event
         # loop's single thread: nothing awaits between lookup and insert.
-        self._calls: dict[str, asyncio.Task] = {}
+        self._calls: dict[str, asyncio.Future] = {}
 
     async def do(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Await ``fn()`` once for all concurrent callers of *key*; its result."""

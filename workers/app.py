@@ -24,6 +24,7 @@ from typing import Callable
 
 from aiohttp import web
 
+from geecache.cluster.pool import HTTPPool
 from geecache.observability import metrics
 from geecache.limits import hot_group_name
 from geecache.shm.stats import contention_total
@@ -52,9 +53,8 @@ def host_stats(group: str, stats: Callable[[str], dict], usage: Callable[[str], 
 
 
 def host_stats_of(cache) -> Callable[[str], dict]:
-    """A group's host-wide counters: the arena sums its rows; a LocalCache has one."""
-    stats = getattr(cache, "stats", None)
-    return stats if callable(stats) else (lambda group: cache.stats_sink(group).snapshot())
+    """A group's host-wide counters (``Cache.stats``): the arena sums its rows; a LocalCache has one."""
+    return cache.stats
 
 
 def contention_doc(cache) -> dict:
@@ -64,13 +64,18 @@ def contention_doc(cache) -> dict:
     wait belongs to the worker that waited; the rows of processes that exited
     stay, so the sum never goes back.
     """
-    rows = cache.contention() if callable(getattr(cache, "contention", None)) else []
+    rows = cache.contention()
     return {"processes": rows, "total": contention_total(rows) if rows else {}}
+
+
+def pool_of(groups: dict) -> HTTPPool | None:
+    """The peer pool the groups route by; None for a host alone (its groups' ``NoPeers``)."""
+    return next((g.peers for g in groups.values() if isinstance(g.peers, HTTPPool)), None)
 
 
 def cluster_view(groups: dict, key: str | None) -> dict:
     """The member list this host routes by, and the owner of *key* if given."""
-    pool = next((g.peers for g in groups.values() if hasattr(g.peers, "members")), None)
+    pool = pool_of(groups)
     if pool is None:
         return {"self": None, "members": [], "owner": None}
     return {"self": pool.self_address, "members": list(pool.members()), "owner": pool.owner(key) if key else None,
@@ -105,8 +110,8 @@ def make_admin_app(
     stats = host_stats_of(cache)
     collector = metrics.ArenaCollector(
         groups, stats, cache.usage, arena_bytes,
-        budgets=lambda name: (getattr(groups[name], "max_bytes", 0), getattr(groups[name], "hot_bytes", 0)))
-    pool = next((g.peers for g in groups.values() if hasattr(g.peers, "members")), None)
+        budgets=lambda name: (groups[name].max_bytes, groups[name].hot_bytes))
+    pool = pool_of(groups)
     view = HostView(groups, lambda name: host_stats(name, stats, cache.usage), pulse=pulse, pool=pool,
                     workers_configured=workers_configured, supervisor_pid=supervisor_pid,
                     arena_bytes=arena_bytes)

@@ -91,6 +91,7 @@ def build_groups(cfg: Config, cache: Cache, flight: HostFlight, peers: PeerPicke
 def close_sources(groups: dict[str, Group]) -> None:
     """Close what the sources hold open (SQLite connections); best effort at exit."""
     for group in groups.values():
+        # The source is the user's object: a loader function holds nothing to close.
         close = getattr(group.source, "close", None)
         if callable(close):
             close()

@@ -321,10 +321,10 @@ class HTTPPeer:
             log.debug("peer call %s GET %s: %d, %d bytes, %.1fms", self.address, peer_path(group), status,
                       len(body), (time.perf_counter() - started) * 1000)
         if status == 404:
-            error = NotFoundError(f"group {group!r} has no key {key!r}")
+            missing = NotFoundError(f"group {group!r} has no key {key!r}")
             # A handoff 404 of a previous owner holding nothing of the group says so.
-            error.cold = b"?handoff=1" in query and b'"cold": true' in body
-            done(error)
+            missing.cold = b"?handoff=1" in query and b'"cold": true' in body
+            done(missing)
             return
         if status != 200:
             done(self._fail(self.address, status, body))
@@ -369,12 +369,13 @@ class HTTPPeer:
                 del queue.items[:PEER_WRITE_BATCH]
                 if not batch:
                     continue
+                answers: list[WriteResult | PeerError | None]
                 try:
-                    answers = await self.write_many(group, [w[:4] for w in batch])
+                    answers = list(await self.write_many(group, [w[:4] for w in batch]))
                 except PeerError as exc:
                     # One failed call: the first write carries whether it opened the
                     # breaker, so the trip is counted once.
-                    answers = [exc] + [PeerError(str(exc)) for _ in batch[1:]]
+                    answers = [exc, *(PeerError(str(exc)) for _ in batch[1:])]
                 for write, answer in zip(batch, answers):
                     future = write[4]
                     if future.done():  # its writer was cancelled
@@ -402,6 +403,7 @@ class HTTPPeer:
         # The same deadline as a duration, for an owner whose clock is not ours: shorter by
         # the time the request may spend getting there, so the owner's is never the later.
         timeout = self._pool.read_timeout * WRITE_TIMEOUT_SHARE
+        msg: DeleteRequest | SetRequest
         if value is None:
             method, msg = "DELETE", DeleteRequest(version=version, deadline=deadline, timeout=timeout)
         else:

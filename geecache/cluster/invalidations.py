@@ -124,7 +124,7 @@ class Invalidations:
             for call in done:
                 error = call.exception()
                 if error is not None:
-                    trips += bool(getattr(error, "tripped", False))
+                    trips += isinstance(error, PeerError) and error.tripped
                     self._post(calls[call], group, keys)
         if started:
             await asyncio.wait(started, timeout=TRIPPED_WAIT)

@@ -7,7 +7,7 @@ invalidates on that host.  ``NoPeers`` is the single-host picker.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from geecache.cluster.consistenthash import Ring
 
@@ -44,6 +44,11 @@ class Peer(Protocol):
         The codec id is a known one (an unknown one is a PeerError), so a
         group that keeps values compressed stores the bytes as received.
         """
+
+    def fetch_packed_soon(self, group: str, key: str, done: Callable[[object], None], *,
+                          handoff: bool = False) -> None:
+        """``fetch_packed`` by callbacks, with no task: *done* gets ``(bytes, codec id, expire_at)``
+        or the exception (NotFoundError, PeerError), once, from a callback of the loop."""
 
     async def write(self, group: str, key: str, value: bytes | None, ttl: float = 0, *,
                     version: int = 0) -> "WriteResult":
@@ -93,6 +98,16 @@ class PeerPicker(Protocol):
     def ring(self) -> "tuple[int, Ring]":
         """(member list version, the ring built from it) this host routes by now."""
 
+    def note_cold(self, address: str, group: str) -> None:
+        """Previous owner *address* said it holds nothing of *group*: skip its handoff asks a while."""
+
+    def is_cold(self, address: str, group: str) -> bool:
+        """True while *address*'s word that it holds nothing of *group* stands (``note_cold``)."""
+
+    def holds_nothing_for(self, group: str, asker: str) -> bool:
+        """True when this host holds no entry of *group* that moved from it to member *asker*
+        (it cached nothing of *group* when its ring last changed to name *asker*)."""
+
     async def invalidate(self, group: str, keys: list[str]) -> int:
         """Tell every other member to drop hot copies of *keys* (best effort, bounded).
 
@@ -118,6 +133,17 @@ class NoPeers:
     def ring(self) -> "tuple[int, Ring]":
         """Version 0 and an empty ring: a client that follows the ring asks any host."""
         return 0, _EMPTY_RING
+
+    def note_cold(self, address: str, group: str) -> None:
+        """Nothing to note: a host alone asks no previous owner."""
+
+    def is_cold(self, address: str, group: str) -> bool:
+        """False: a host alone has no previous owner to skip."""
+        return False
+
+    def holds_nothing_for(self, group: str, asker: str) -> bool:
+        """False: no member ever asks a host alone."""
+        return False
 
     async def invalidate(self, group: str, keys: list[str]) -> int:
         """0: there is nobody to tell, so no breaker opens."""

@@ -340,11 +340,13 @@ class HTTPPool:
 
     def _ask_recent(self, address: str, within: float, timeout: float) -> RecentWrites:
         url = urlsplit(peer_url(address, self.tls))
+        host = url.hostname or ""  # (a member's address always names a host)
+        conn: http.client.HTTPConnection
         if url.scheme == "https":
-            conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout,
+            conn = http.client.HTTPSConnection(host, url.port, timeout=timeout,
                                                context=self.ssl_context or ssl.create_default_context())
         else:
-            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+            conn = http.client.HTTPConnection(host, url.port, timeout=timeout)
         try:
             conn.request("GET", f"{url.path}{RECENT_WRITES_PATH}?within={within:.3f}", headers=self.headers)
             answer = conn.getresponse()

@@ -36,6 +36,15 @@ class PeerProtocolError(Exception):
     """The peer's answer was not HTTP this client understands."""
 
 
+class PeerClosed(ConnectionResetError):
+    """The peer closed the connection before its answer was complete."""
+
+    def __init__(self, nothing_received: bool) -> None:
+        super().__init__("the peer closed the connection before answering")
+        #: True when not one byte of the answer came: nothing was processed.
+        self.nothing_received = nothing_received
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, its answer parsed as it arrives.
 
@@ -47,7 +56,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop  # the loop this connection's callbacks run on
         self._parser = HttpResponseParser(self)
-        self.transport = None
+        self.transport: asyncio.Transport | None = None  # set by connection_made
         self.closed = False
         self._done: Callable[[object], None] | None = None
         self._answer: tuple | None = None  # set by on_message_complete, handed over after the parse
@@ -73,10 +82,8 @@ class _Connection(asyncio.Protocol):
                 # No Content-Length and not chunked: the body ends at close.
                 done((self._status, b"".join(self._body), False))
             else:
-                err = ConnectionResetError("the peer closed the connection before answering")
-                err.nothing_received = not self._got_bytes
-                done(err)
-        self._parser = None
+                done(PeerClosed(nothing_received=not self._got_bytes))
+        del self._parser  # break the cycle (the parser holds this protocol); nothing parses after
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
@@ -129,7 +136,10 @@ class _Connection(asyncio.Protocol):
         self._status, self._body, self._size = 0, [], 0
         self._headers_done = self._got_bytes = False
         self._framed = False
-        self.transport.write(raw)
+        transport = self.transport
+        if transport is None:  # a pool hands out only connections that connection_made has run on
+            raise PeerProtocolError("the connection is not connected")
+        transport.write(raw)
 
     def _fail(self, exc: BaseException) -> None:
         done = self._done
@@ -244,7 +254,7 @@ class ConnectionPool:
                 done((status, body))
                 return
             conn.abort()  # a failed exchange leaves the stream unusable
-            if reused and getattr(answer, "nothing_received", False):
+            if reused and isinstance(answer, PeerClosed) and answer.nothing_received:
                 # The peer closed this idle connection before answering anything:
                 # nothing was processed, so another (or a fresh) one is safe.
                 self.start(raw, done)

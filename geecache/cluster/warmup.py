@@ -113,15 +113,14 @@ def holds_nothing_for(group, asker: str | None) -> bool:
     nothing at all, or nothing from before its ring named *asker* (``HTTPPool.holds_nothing_for``)."""
     if group.holds_nothing():
         return True
-    check = getattr(group.peers, "holds_nothing_for", None)
-    return bool(asker) and check is not None and check(group.name, asker)
+    return bool(asker) and group.peers.holds_nothing_for(group.name, asker)
 
 
 def _unsure(pool) -> bool:
     """This host may hold copies overwritten elsewhere (invariant 9): it must not hand them on."""
     if unsure_now():
         return True
-    write_log = getattr(pool, "write_log", None)
+    write_log = pool.write_log
     if write_log is not None and write_log.unsure_since():
         return True  # a warm restart not yet settled
     return set(pool.members()) <= {pool.self_address}  # alone: it drops every copy when it joins

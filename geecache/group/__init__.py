@@ -84,6 +84,7 @@ class Group(RoutedReads, PeerServing, Writes):
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
         self.stats = self._cache.stats_sink(self.name)
+        # getattr: the source is the user's object, and a loader function has no attach_stats.
         attach = getattr(source, "attach_stats", None)
         if attach is not None:  # a source that commits counts its commits in the group's row
             attach(self.stats)
@@ -91,4 +92,4 @@ class Group(RoutedReads, PeerServing, Writes):
         # this group packs decides only how new values are stored; reads decode every
         # entry by its own codec id, since the entries cached before a codec change (a
         # SIGHUP, a warm restart) keep the codec they were stored with.
-        self.packs = bool(self.codec.id and getattr(self._cache, "keeps_codec", False))
+        self.packs = bool(self.codec.id and self._cache.keeps_codec)

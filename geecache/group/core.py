@@ -2,16 +2,14 @@
 helpers each part calls (decode an entry, where a key is kept, keep a value, count a
 failed peer call).
 
-``GroupCore`` declares the state the parts read; ``Group.__init__`` sets it.  After
-that only two members change: ``_fence`` (a write seen while a load runs) and
-``peers`` (replaced only when a test or the worker wires a picker); both are read
-and written on the event loop's one thread, which is what guards them.  The cache and
-the host-wide flight guard themselves (the arena's shard locks and flight slots).
+``GroupCore`` declares the state the parts read; ``Group.__init__`` sets it and nothing
+rebinds it afterwards.  What changes inside it is guarded where it lives: the write fence
+(``_fence``) by the event loop's one thread; the cache and the host-wide flight by the
+arena's shard locks and flight slots (a ``LocalCache`` by the event loop's thread); the
+counters are this process's own stat row.  Each part names its own state in its docstring.
 """
 
 from __future__ import annotations
-
-import logging
 
 from ..cache import Cache, HostFlight
 from ..compression import pack, unpack
@@ -21,8 +19,6 @@ from ..limits import check_group_name, hot_group_name
 from ..stats import StatsSink
 from geecache.cluster.peers import PeerPicker
 from .fence import WriteFence
-
-log = logging.getLogger("geecache.group")
 
 #: Hot copies (values another host owns) live at most this long, so a lost
 #: invalidation is healed by time (groupcache keeps them until evicted).
@@ -78,6 +74,7 @@ class GroupCore:
     @property
     def readonly(self) -> bool:
         """True when the source cannot be written (a loader function)."""
+        # The source is the user's object (a Storage or a loader): only a loader says it is read-only.
         return bool(getattr(self.source, "readonly", False))
 
 

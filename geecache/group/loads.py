@@ -63,12 +63,10 @@ class HostLoads(GroupCore):
         # A key that moved here in a ring change is likely in its previous owner's
         # cache: ask that cache (never its source) before loading, so a host joining
         # is not a load storm.  Any failure or miss falls back to the source.
-        handoff = getattr(self.peers, "handoff_peer", None)
-        peer = handoff(key) if handoff is not None and partition == self.name else None
+        peer = self.peers.handoff_peer(key) if partition == self.name else None
         if peer is None:
             return await self._load_source(key, partition, ttl)
-        is_cold = getattr(self.peers, "is_cold", None)
-        if is_cold is not None and is_cold(peer.address, self.name):
+        if self.peers.is_cold(peer.address, self.name):
             # It said lately that it holds nothing of this group (a cluster starting cold):
             # asking costs a peer hop per miss for nothing.
             self.stats.add("handoff_cold")
@@ -80,7 +78,7 @@ class HostLoads(GroupCore):
             self.stats.add("handoff_misses")
             if not isinstance(exc, NotFoundError):
                 self._peer_failed(exc)
-            elif getattr(exc, "cold", False) and hasattr(self.peers, "note_cold"):
+            elif exc.cold:
                 self.peers.note_cold(peer.address, self.name)
             return await self._load_source(key, partition, ttl)
         finally:
@@ -164,8 +162,8 @@ class HostLoads(GroupCore):
         now = time.time()
         if expire_at and expire_at <= now:
             return False
-        if not self.packs and codec:
-            payload, codec = unpack(codec, payload, self.item_limit), None
+        if not self.packs and codec:  # kept as the value; the codec id goes with packed bytes only
+            payload = unpack(codec, payload, self.item_limit)
         self._store(self.name, key, payload, expire_at - now if expire_at else self.ttl,
                     codec if self.packs else None)
         return True

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Awaitable
 
 from ..errors import CodecError, GeeCacheError, LoadError, NotFoundError, PeerError
 from ..compression import unpack
 from ..limits import check_key
 from ..singleflight import Group as SingleFlight
+from geecache.cluster.peers import Peer
 from .loads import HostLoads
 from .probes import CachedProbes
 
@@ -73,12 +75,14 @@ class RoutedReads(CachedProbes, HostLoads):
         if call is None:
             check_key(key)
             peer = self.peers.pick(key)
-            if peer is None or not hasattr(peer, "fetch_packed_soon"):
+            if peer is None:
+                return None
+            claimed = self._calls.claim(key)
+            if claimed is None:  # (not after ``current`` said none runs; then ``load`` joins it)
                 return None
             self.stats.add("gets")
-            call = self._calls.claim(key)
-            self._fetch_soon(peer, key, call)
-            return call
+            self._fetch_soon(peer, key, claimed)
+            return claimed
         self.stats.add("gets")
         self.stats.add("loads_deduped")
         return call
@@ -137,8 +141,8 @@ class RoutedReads(CachedProbes, HostLoads):
             return
         if task.cancelled():
             future.cancel()
-        elif task.exception() is not None:
-            future.set_exception(task.exception())
+        elif (error := task.exception()) is not None:
+            future.set_exception(error)
             future.exception()
         else:
             future.set_result(task.result()[0])  # (value, expire_at)
@@ -182,21 +186,22 @@ class RoutedReads(CachedProbes, HostLoads):
                 found[key] = value
         if not misses:
             return found, {}
-        calls, remote = [], {}
+        calls: list[tuple[str, Awaitable[bytes]]] = []
+        remote: dict[Peer, list[tuple[str, asyncio.Future]]] = {}
         for key in dict.fromkeys(misses):  # a key asked twice is loaded once
             peer = self.peers.pick(key)
             claimed = None if peer is None else self._calls.claim(key)
-            if claimed is None:  # ours to load, or a get of the key already runs: join it
+            if peer is None or claimed is None:  # ours to load, or a get of the key already runs: join it
                 calls.append((key, self._miss(key)))
             else:
                 remote.setdefault(peer, []).append((key, claimed))
         # One task per owner, not one per key: the keys' Futures are settled by it.
-        batches = [self._fetch_batch(peer, claimed) for peer, claimed in remote.items()]
+        batches = [self._fetch_batch(owner, owned) for owner, owned in remote.items()]
         results = await asyncio.gather(*(call for _, call in calls), *batches, return_exceptions=True)
         errors: dict[str, GeeCacheError] = {}
         settled = [(key, r) for (key, _), r in zip(calls, results)]
-        for claimed in remote.values():
-            settled.extend((key, future.exception() or future.result()) for key, future in claimed)
+        for owned in remote.values():
+            settled.extend((key, future.exception() or future.result()) for key, future in owned)
         for key, result in settled:
             if isinstance(result, bytes):
                 found[key] = result
@@ -204,7 +209,7 @@ class RoutedReads(CachedProbes, HostLoads):
                 pass
             elif isinstance(result, GeeCacheError):
                 errors[key] = result
-            else:
+            elif isinstance(result, BaseException):
                 raise result  # a bug or a cancellation: not an answer about this key
         return found, errors
 
@@ -262,7 +267,7 @@ class RoutedReads(CachedProbes, HostLoads):
             return (await self._load_local(key, self.name, self.ttl))[0]
         codec = None
         try:
-            if self.packs and hasattr(peer, "fetch_packed"):  # the hot copy kept as received
+            if self.packs:  # the hot copy kept as received
                 payload, codec, expire_at = await peer.fetch_packed(self.name, key, self.item_limit)
                 value = unpack(codec, payload, self.item_limit) if codec else payload
             else:

@@ -125,8 +125,8 @@ class PeerServing(HostLoads):
 
     def holds_nothing(self) -> bool:
         """True when this host caches no entry of the group, owned or hot (it is cold)."""
-        usage = getattr(self._cache, "usage", None)
-        return usage is not None and not usage(self.name)[1] and not usage(self._hot)[1]
+        usage = self._cache.usage
+        return not usage(self.name)[1] and not usage(self._hot)[1]
 
 
     def hottest(self, want, max_bytes: int, deadline: float):

@@ -153,12 +153,8 @@ class Writes(GroupCore):
             idx = [i for i in idx if answers[i] is None]
             for at in range(0, len(idx), PEER_WRITE_BATCH):
                 chunk = idx[at:at + PEER_WRITE_BATCH]
-                write_many = getattr(peer, "write_many", None)
-                if write_many is None:  # a peer of the older interface: one write at a time
-                    firsts.update(dict.fromkeys(chunk))
-                    continue
                 try:
-                    got = await write_many(self.name, [(*writes[i], versions[i]) for i in chunk])
+                    got = await peer.write_many(self.name, [(*writes[i], versions[i]) for i in chunk])
                 except PeerError as exc:
                     self._peer_failed(exc)
                     got = [None] * len(chunk)  # each goes the single write's way
@@ -183,8 +179,9 @@ class Writes(GroupCore):
             else:
                 unsettled.append((i, first))
         # Concurrently, so that those written here (an owner down) still share commits.
-        settled = await asyncio.gather(*(self._settle_write(*writes[i], versions[i], first)
-                                         for i, first in unsettled), return_exceptions=True)
+        settled = await asyncio.gather(*(self._settle_write(writes[i][0], writes[i][1], writes[i][2], versions[i],
+                                                            first) for i, first in unsettled),
+                                       return_exceptions=True)
         for (i, _), answer in zip(unsettled, settled):
             if isinstance(answer, BaseException) and not isinstance(answer, GeeCacheError):
                 raise answer
@@ -275,7 +272,7 @@ class Writes(GroupCore):
         if not ops:
             return answers
         results = await batch_writer(self.source)(ops)
-        stored: list[tuple[str, bytes | None, str, float]] = []
+        stored: list[tuple[str, bytes | None, str | None, float | None]] = []
         for (i, wanted), op, result in zip(where, ops, results):
             if isinstance(result, BaseException):
                 answers[i] = result

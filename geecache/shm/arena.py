@@ -303,14 +303,16 @@ class Arena:
                 sh, ver, off = _slot_unpack(mm, p)
                 if sh == h:
                     if ver & 1:
-                        return self._stats.count_seqlock_conflict()  # a writer is in this slot: a miss
+                        self._stats.count_seqlock_conflict()  # a writer is in this slot: a miss
+                        return None
                     q = self._data_off + off * 8
                     klen, codec, _f, vlen, _slot, gidx, exp = _entry_unpack(mm, q)
                     if klen == klen_want and gidx == g.idx and vlen <= self._item_limit:
                         q += ENTRY_SIZE
                         kv = mm[q:q + klen + vlen]
                         if _u32_unpack(mm, p + SLOT_VERSION_AT)[0] != ver:
-                            return self._stats.count_seqlock_conflict()  # rewritten under the copy
+                            self._stats.count_seqlock_conflict()  # rewritten under the copy
+                            return None
                         if kv[:klen] == kb:
                             break
                 elif not sh:
@@ -322,7 +324,8 @@ class Arena:
                 return None
         except (ValueError, IndexError, OverflowError):
             # A torn slot pointed outside the segment: it was being rewritten.
-            return self._stats.count_seqlock_conflict()
+            self._stats.count_seqlock_conflict()
+            return None
         if exp and exp <= self._clock():
             self._expire_slot(g, s, i, ver)  # outside the try: it takes the lock
             return None

@@ -54,7 +54,7 @@ class HotScan:
 
     def candidates(self, g) -> list[tuple[int, int, float, int, int, int, int, int]]:
         """``(ref, hot, place, shard, slot, offset, klen, vlen)`` of every live entry of group *g*."""
-        out = []
+        out: list[tuple[int, int, float, int, int, int, int, int]] = []
         for s in g.shards:
             for view in g.logs:
                 self._walk(view, s, out)

@@ -200,7 +200,8 @@ def write_queue(source) -> Callable | None:
     """*source*'s ``queue_write(key, value, version) -> Future`` (a store that group-commits, as
     SQLiteStorage), or None: also when a subclass overrode ``write_many`` or ``write`` (to count
     or fail writes, say), which must then be called."""
-    return source.queue_write if _queues_writes(type(source)) else None
+    cls: type = type(source)  # declared ``type``, as in row_reader (lru_cache's Hashable)
+    return source.queue_write if _queues_writes(cls) else None
 
 
 def row_reader(source) -> Callable[[str], Awaitable[Row | None]]:

@@ -424,7 +424,8 @@ class SQLiteStorage(Storage):
             raise
         return answers, 1
 
-    def _apply(self, conn: sqlite3.Connection, batch: list["_Pending"], now: float) -> list[WriteResult]:
+    def _apply(self, conn: sqlite3.Connection, batch: list["_Pending"], now: float
+               ) -> list[WriteResult | Exception]:
         """Judge and write every row of *batch*, in order, inside the open transaction.
 
         The keys' stored rows are read in one SELECT and each row is judged
@@ -443,7 +444,7 @@ class SQLiteStorage(Storage):
             sql = self._olds_sql + "(" + ",".join("?" * len(chunk)) + ")"
             for key, deleted, version, expire_at in conn.execute(sql, chunk):
                 state[key] = (deleted, version, expire_at)
-        answers: list[WriteResult] = []
+        answers: list[WriteResult | Exception] = []
         final: dict[str, tuple] = {}  # key -> the row it ends the batch with
         for row in batch:
             old = state.get(row.key)
@@ -454,11 +455,12 @@ class SQLiteStorage(Storage):
                 continue
             # A stored version past the clock's ceiling (a clock or a forger beyond
             # max_clock_drift) refuses nothing, and an unversioned write is not lifted above it.
-            sane = old is not None and old[1] <= row.ceiling
-            if sane and not row.unversioned and row.version <= old[1] and not expired:
-                answers.append(WriteResult(False, existed, old[1]))
+            stored = old[1] if old is not None else 0
+            sane = old is not None and stored <= row.ceiling
+            if sane and not row.unversioned and row.version <= stored and not expired:
+                answers.append(WriteResult(False, existed, stored))
                 continue
-            version = max(old[1] + 1, row.version) if sane and row.unversioned else row.version
+            version = max(stored + 1, row.version) if sane and row.unversioned else row.version
             deleted = row.value is None
             value, expire_at = (b"", now + self._tombstone_ttl) if deleted else (row.value, row.expire_at)
             final[row.key] = (row.key, value, version, expire_at, int(deleted))
@@ -470,9 +472,9 @@ class SQLiteStorage(Storage):
         ceiling = min(row.ceiling for row in batch)
         changes = conn.total_changes
         for i in range(0, len(rows), 1000):  # under SQLite's bound on variables (5 a row)
-            chunk = rows[i:i + 1000]
-            sql = self._upsert_head + ",".join(["(?,?,?,?,?)"] * len(chunk)) + self._upsert_tail
-            conn.execute(sql, [v for row in chunk for v in row] + [now, ceiling])
+            upserts = rows[i:i + 1000]
+            sql = self._upsert_head + ",".join(["(?,?,?,?,?)"] * len(upserts)) + self._upsert_tail
+            conn.execute(sql, [v for row in upserts for v in row] + [now, ceiling])
         if conn.total_changes - changes < len(rows):  # (more: the table has triggers)
             # The statement's WHERE refused a row judged applied: something wrote between
             # the SELECT and here after all.  Answer nothing from this judgement: the rows
@@ -587,6 +589,8 @@ class _Pending:
 
     __slots__ = ("key", "value", "version", "unversioned", "expire_at", "deadline", "ceiling", "give_up",
                  "limit", "size", "future")
+    #: What its writer awaits: its WriteResult or exception once a commit answers it.
+    future: asyncio.Future
 
     def __init__(self, key: str, value: bytes | None, version: int, unversioned: bool, expire_at: float,
                  deadline: float, ceiling: int) -> None:
@@ -596,7 +600,7 @@ class _Pending:
         self.size = len(key) + (len(value) if value is not None else 0)
         self.give_up = 0.0  # set by the committer: past it the row is never applied
         self.limit = 0.0    # the earlier of deadline and give_up
-        self.future: asyncio.Future | None = None
+        # (self.future: set by _Committer.enqueue, before anything reads it.)
 
 
 class _Committer:

@@ -23,12 +23,12 @@ from time import perf_counter
 
 from geecache.observability.logs import ACCESS_LOGGER
 from workers.dataplane.protocol import DataPlaneProtocol
+from workers.dataplane.query import API_KEY_PREFIX
 
 #: Where the lines go; the root handler (``geecache.observability.logs.configure``) formats them.
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 _GET = b"GET"
-_API_KEY = b"/api?key="
 
 
 class AccessLogProtocol(DataPlaneProtocol):
@@ -53,7 +53,7 @@ class AccessLogProtocol(DataPlaneProtocol):
 
     def _serve_api_key(self, key: str, end: bytes, start: float) -> None:
         # The general path, so the hit is answered (and logged) by _hit.
-        self._serve_other(_GET, _API_KEY + key.encode(), None, None, end, start)
+        self._serve_other(_GET, API_KEY_PREFIX + key.encode(), None, None, end, start)
 
     def _serve_other(self, method, url, auth, body, end, start, accept=None) -> None:
         self._target = f"{method.decode('ascii', 'replace')} {url.decode('ascii', 'replace')}"

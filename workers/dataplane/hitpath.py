@@ -24,7 +24,8 @@ from geecache.shm.stats import ArenaStats
 try:
     from geecache import _hitpath
 except ImportError:  # not built (no compiler at install time): the Python path serves all
-    _hitpath = None
+    # mypy types the name by the import above (the compiled module's stub); None means not built.
+    _hitpath = None  # type: ignore[assignment]
 
 #: The environment variable that forces the pure-Python path when set to anything but "" or "0".
 PURE_PYTHON_ENV = "GEECACHE_PURE_PYTHON"
@@ -42,9 +43,10 @@ def hit_path(group, plane):
     the C code mirrors (another cache, a subclass, other counters): those take the Python
     path only.
     """
-    cache = getattr(group, "_cache", None)
-    if (not available() or type(group) is not Group or type(cache) is not Arena
-            or type(group.stats) is not ArenaStats):
+    if not available() or type(group) is not Group:
+        return None
+    cache = group._cache  # the C reader reads the arena the group's own probes read
+    if type(cache) is not Arena or type(group.stats) is not ArenaStats:
         return None
     try:
         return cache.hit_reader(

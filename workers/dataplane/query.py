@@ -27,6 +27,21 @@ def decode(raw: bytes, plus: bool = True) -> str:
         raise InvalidKeyError("the request target is not valid UTF-8 after percent-decoding") from None
 
 
+#: The target prefix of a public GET or PUT of one key.
+API_KEY_PREFIX = b"/api?key="
+
+
+def plain_api_key(url: bytes) -> str | None:
+    """K of a target ``/api?key=K`` whose K needs no decoding (no ``&``, ``%`` or ``+``), else
+    None (the target takes ``api_params``).  llhttp admits only ASCII in a target, so K decodes."""
+    if url[:9] != API_KEY_PREFIX:
+        return None
+    key = url[9:]
+    if not key or b"&" in key or b"%" in key or b"+" in key:
+        return None
+    return key.decode()
+
+
 def parse_query(query: bytes) -> dict[str, str]:
     """The parameters of a raw query string (no leading ``?``), first occurrence wins."""
     params: dict[str, str] = {}

@@ -50,7 +50,7 @@ from geecache.lifetimes import seconds_left
 from geecache.limits import check_key, check_ttl
 from geecache.cluster.ownerwrites import serve_delete, serve_set, serve_write_batch
 from geecache.cluster.warmup import holds_nothing_for, serve_warm
-from workers.dataplane.query import decode, parse_query
+from workers.dataplane.query import api_params, decode, parse_query
 from workers.dataplane.responses import (
     JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
 )
@@ -129,6 +129,20 @@ def packed_hit(group, key: str, accept: bytes) -> Reply | None:
     if coding is not None and accepts(accept, coding):
         return (200, OCTET_STREAM, payload, b"Content-Encoding: %b\r\n%b" % (coding, _VARY))
     return (200, OCTET_STREAM, group.value_of(entry), _VARY)
+
+
+def wire_form(group, value: bytes) -> tuple[bytes, int]:
+    """(bytes, codec id) of *value* as a peer is sent it: packed with *group*'s codec (none: as it is)."""
+    if not group.codec.id:
+        return value, 0
+    codec_id, payload = pack(value, group.codec)
+    return payload, codec_id
+
+
+def get_response(payload: bytes, codec_id: int, expire_at: float) -> bytes:
+    """The GetResponse bytes of an entry (*payload* under *codec_id*, expiring at *expire_at*,
+    0: never) with its seconds left counted now: every peer GET's answer is made here."""
+    return getwire.encode(payload, codec_id, expire_at, seconds_left(expire_at, time.time()) if expire_at else 0.0)
 
 
 def is_batch_path(url: bytes) -> bool:
@@ -246,6 +260,12 @@ class Router:
             raise ValueError("at least one group is needed")
         self._groups = groups
         self.default_group = next(iter(groups.values()))
+        #: The default group's cache probe (``Group.get_cached``), bound once: the data plane's
+        #: inline hit calls it for every ``GET /api?key=K``.
+        self.probe_default = self.default_group.get_cached
+        #: True when the default group keeps values compressed: a GET with Accept-Encoding then
+        #: takes ``api_query``, which may pass the stored bytes through.
+        self.default_packs = self.default_group.packs
         self._expected = auth.expected_bearer(auth_token)
         # The peer GET's fast path finds a group by its name as it appears in a target
         # with nothing escaped (a name needing an escape takes the route table).
@@ -393,8 +413,8 @@ class Router:
             return
         if started.cancelled():
             reply.cancel()
-        elif started.exception() is not None:
-            reply.set_exception(started.exception())
+        elif (error := started.exception()) is not None:
+            reply.set_exception(error)
         else:
             reply.set_result((200, OCTET_STREAM, started.result(), self._ring_line(group)))
 
@@ -420,17 +440,30 @@ class Router:
                "replicas": ring.replicas, "scheme": "https" if peers.tls else "http"}
         return (200, JSON, json.dumps(doc).encode(), b"")
 
-    def api_get(self, req: Request):
-        """``GET /api`` off the protocol's own fast path (a HEAD, or a pipelined GET)."""
-        params = parse_query(req.query)
-        key = self._key(params)
-        group = self.group_named(params.get("group"))
+    def api_query(self, query: bytes, accept: bytes | None = None):
+        """``GET /api?<query>``, the one place its query is read: the value (bytes) of a hit, a
+        reply (a compressed group's hit for a client that sent *accept*, Accept-Encoding), or the
+        miss's load (``api_load``).  Raises what the client got wrong (no key, an unknown group)."""
+        key, name = api_params(query)
+        if key is None:
+            raise InvalidKeyError("missing query parameter 'key'")
+        group = self.group_named(name)
         if not key:
             raise InvalidKeyError("key must not be empty")
+        if accept is not None and group.packs:
+            reply = packed_hit(group, key, accept)
+            return self.api_load(group, key) if reply is None else reply
         value = group.get_cached(key)
-        if value is not None:
-            return (200, OCTET_STREAM, value, b"")
-        return self.api_load(group, key)
+        return self.api_load(group, key) if value is None else value
+
+    def api_miss(self, key: str):
+        """``api_load`` of the default group: the inline hit's miss."""
+        return self.api_load(self.default_group, key)
+
+    def api_get(self, req: Request):
+        """``GET /api`` off the protocol's own fast path (a HEAD, or a pipelined GET)."""
+        answer = self.api_query(req.query)
+        return (200, OCTET_STREAM, answer, b"") if type(answer) is bytes else answer
 
     def api_put(self, req: Request):
         """Write the body through to the owner's source, then cache it (token when configured)."""
@@ -446,6 +479,11 @@ class Router:
         (``api_put``'s); the token checked first."""
         self._authorize(auth)
         return self.default_group.start_set(key, body)
+
+    def finish_put(self, key: str, body: bytes, version: int, committed: asyncio.Future):
+        """The rest of a ``start_put`` once its commit is done (``Group.finish_set``): None when
+        acknowledged, else the coroutine that settles it."""
+        return self.default_group.finish_set(key, body, version, committed)
 
     def put(self, key: str, body: bytes):
         """``PUT /api?key=K`` on the default group by the full path (after ``start_put``)."""
@@ -514,19 +552,11 @@ class Router:
             entry = group.get_local_packed(key)
             if entry is None:
                 return self._peer_load(group, key)
-            payload, codec_id, expire_at = entry
-        else:
-            hit = group.get_local_cached(key)
-            if hit is None:
-                return self._peer_load(group, key)
-            value, expire_at = hit
-            codec_id, payload = pack(value, group.codec) if group.codec.id else (0, value)
-        return getwire.encode(payload, codec_id, expire_at, seconds_left(expire_at, time.time()) if expire_at else 0.0)
-
-    @staticmethod
-    def _get_response(group, value: bytes, expire_at: float) -> Reply:
-        codec_id, payload = pack(value, group.codec.name)
-        return Router._stored_response(payload, codec_id, expire_at)
+            return get_response(*entry)
+        hit = group.get_local_cached(key)
+        if hit is None:
+            return self._peer_load(group, key)
+        return get_response(*wire_form(group, hit[0]), hit[1])
 
     def peer_get(self, req: Request):
         """A key this host serves for a peer: answered at once on a hit, else loaded here."""
@@ -541,22 +571,16 @@ class Router:
                 return _COLD_MISS
             if hit is None:
                 raise NotFoundError(f"group {group.name!r}: {key!r} not cached here")
-            return self._get_response(group, *hit)
+            return (200, PROTOBUF, get_response(*wire_form(group, hit[0]), hit[1]), b"")
         answer = self._peer_answer(group, key)
         return (200, PROTOBUF, answer, b"") if type(answer) is bytes else answer
 
-    @staticmethod
-    def _stored_response(payload: bytes, codec_id: int, expire_at: float) -> Reply:
-        body = getwire.encode(payload, codec_id, expire_at, seconds_left(expire_at, time.time()))
-        return (200, PROTOBUF, body, b"")
-
     async def _peer_load(self, group, key: str) -> Reply:
         value, expire_at = await group.load_local(key)
-        if group.packs:
-            entry = group.stored_entry(key)  # what the load just stored (compressed once)
-            if entry is not None:
-                return self._stored_response(*entry)
-        return self._get_response(group, value, expire_at)
+        # What the load just stored (compressed once), for a group that keeps values packed.
+        entry = group.stored_entry(key) if group.packs else None
+        body = get_response(*wire_form(group, value), expire_at) if entry is None else get_response(*entry)
+        return (200, PROTOBUF, body, b"")
 
     @staticmethod
     def _message(body: bytes, message):
@@ -595,12 +619,12 @@ class Router:
         self._authorize(req.auth)
         raw = parse_query(req.query).get("within") if req.query else None
         try:
-            within = float(raw)
-        except (TypeError, ValueError):
+            within = -1.0 if raw is None else float(raw)
+        except ValueError:
             within = -1.0
         if not 0 <= within <= 86400:  # also refuses NaN
             raise InvalidKeyError("query parameter 'within' must be seconds, 0 to 86400")
-        write_log = getattr(self.default_group.peers, "write_log", None)
+        write_log = self.default_group.peers.write_log
         if write_log is None:  # a host that keeps no log cannot vouch for any window
             return (200, PROTOBUF, RecentWrites(covered=False).SerializeToString(), b"")
         covered, written = write_log.since(within)
@@ -692,9 +716,11 @@ class Router:
 
     @staticmethod
     def _first_failure(keys: list[str], results) -> None:
-        failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
-        for i, result in failed:
-            if not isinstance(result, GeeCacheError):
+        failed: list[tuple[int, GeeCacheError]] = []
+        for i, result in enumerate(results):
+            if isinstance(result, GeeCacheError):
+                failed.append((i, result))
+            elif isinstance(result, BaseException):
                 raise result  # a bug or a cancellation
         if failed:
             i, exc = failed[0]
@@ -789,12 +815,10 @@ class Router:
         add = msg.items.add
         now = time.time()
         packs = group.packs
-        codec = group.codec
         for entry in entries:
             payload, codec_id, expire_at = entry
             if not packs:  # the value, packed with the group's codec (none: as it is)
-                payload = group.value_of(entry)
-                codec_id, payload = pack(payload, codec) if codec.id else (0, payload)
+                payload, codec_id = wire_form(group, group.value_of(entry))
             add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
                 ttl_left=seconds_left(expire_at, now))
         return msg.SerializeToString()
@@ -824,7 +848,6 @@ class Router:
         msg = BatchResponse()
         add = msg.items.add
         size = 0
-        codec = group.codec.name
         now = time.time()
         for status, value, expire_at, error in answers:
             if status == 200:
@@ -833,7 +856,7 @@ class Router:
                     # The asker's answer would be a 413 anyway; keep this one bounded.
                     add(status=413, error="over batch_max_bytes")
                     continue
-                codec_id, payload = pack(value, codec)
+                payload, codec_id = wire_form(group, value)
                 add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
                     ttl_left=seconds_left(expire_at, now))
             else:

@@ -320,9 +320,13 @@ async def serve_data_plane(
         limits = Limits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout,
                         max_connections=max_connections)
     plane = _Plane(loop, Router(groups, auth_token, batch_max_keys, batch_max_bytes, batch_inflight_bytes), limits, item_limit, http_metrics, ssl_context is not None)
-    protocol = DataPlaneProtocol
+    protocol: type[DataPlaneProtocol] = DataPlaneProtocol
     if access_log > 0:
-        protocol = type("SampledAccessLogProtocol", (AccessLogProtocol,), {"__slots__": (), "sample": access_log})
+        class SampledAccessLogProtocol(AccessLogProtocol):
+            __slots__ = ()
+            sample = access_log
+
+        protocol = SampledAccessLogProtocol
     else:  # (an access log logs every hit: those take the Python path)
         plane.hit_path = plane.hits = hit_path(plane.router.default_group, plane)
     server = await loop.create_server(lambda: protocol(plane), sock=sock, ssl=ssl_context,
