@@ -347,11 +347,13 @@ class SQLiteStorage(Storage):
         return await self._queue().submit([self._pending(*op) for op in ops])
 
     def queue_write(self, key: str, value: bytes | None, version: int) -> asyncio.Future:
-        """One write of *version* (an HLC timestamp > 0; no expiry, no deadline) queued for the
-        next commit, without a coroutine: the Future answers its WriteResult, or its exception, once the transaction
-        holding it has committed.  The data plane's PUT uses it (no Task per write);
-        SourceBusyError at once when MAX_QUEUED_ROWS already wait."""
-        row = _Pending(key, as_bytes(value), version, False, 0.0, 0.0, self._versions.ceiling())
+        """One write of *version* (an HLC timestamp > 0; no expiry, no deadline; *value* None: a
+        delete) queued for the next commit, without a coroutine: the Future answers its
+        WriteResult, or its exception, once the transaction holding it has committed.  The data
+        plane's PUT and DELETE use it (no Task per write); SourceBusyError at once when
+        MAX_QUEUED_ROWS already wait."""
+        row = _Pending(key, None if value is None else as_bytes(value), version, False, 0.0, 0.0,
+                       self._versions.ceiling())
         self._queue().enqueue((row,))
         return row.future
 

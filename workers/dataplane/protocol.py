@@ -50,6 +50,7 @@ log = logging.getLogger("geecache.worker")
 
 _GET = b"GET"
 _PUT = b"PUT"
+_DELETE = b"DELETE"
 _API_PATH = b"/api"
 _API_KEY = b"/api?key="
 _PEER_PREFIX = b"/_geecache/"
@@ -108,7 +109,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._t0 = 0.0
         self._paused_at = 0.0
         self._batch_unsent = 0       # bytes of a batch answer still in the write buffer (counted in the budget)
-        self._put = None             # the PUT whose commit is _pending: (group, key, value, version, end, start)
+        self._put = None             # the PUT or DELETE whose commit is _pending: (group, key, value, version, end, start)
         # The parser holds no byte of an unfinished message (between on_message_complete and
         # the next on_message_begin): only then may the compiled hit path read a new one.
         self._clean = True
@@ -343,7 +344,7 @@ class DataPlaneProtocol(asyncio.Protocol):
                 if end is END_CLOSE:
                     self._stop()
                 return
-        self._serve_other(self._method, url, None, None, end, self._start)
+        self._serve(self._method, url, None, None, end, self._start)
         if end is END_CLOSE:
             self._stop()
 
@@ -384,6 +385,11 @@ class DataPlaneProtocol(asyncio.Protocol):
             key = url[9:]
             if key and b"&" not in key and b"%" not in key and b"+" not in key:
                 self._serve_put(key.decode(), auth, body or b"", end, start)
+                return
+        elif method == _DELETE and url[:9] == _API_KEY and body is None:
+            key = url[9:]
+            if key and b"&" not in key and b"%" not in key and b"+" not in key:
+                self._serve_delete(key.decode(), auth, end, start)
                 return
         if method == _GET and url[:9] == _API_KEY:
             key = url[9:]
@@ -431,11 +437,27 @@ class DataPlaneProtocol(asyncio.Protocol):
         if started is None:
             self._spawn(router.put(key, body), "PUT", API, start, end, False)
             return
+        self._await_commit(started, key, body, end, start, self._put_committed)
+
+    def _serve_delete(self, key: str, auth, end: bytes, start: float) -> None:
+        """``DELETE /api?key=K`` on the default group: as ``_serve_put`` (``Router.start_delete``)."""
+        router = self._router
+        try:
+            started = router.start_delete(key, auth)
+        except Exception as exc:  # the token, the key limits, a source that cannot keep up
+            self._reply(error_reply_for(exc), "DELETE", API, start, end, False)
+            return
+        if started is None:
+            self._spawn(router.delete(key), "DELETE", API, start, end, False)
+            return
+        self._await_commit(started, key, None, end, start, self._delete_committed)
+
+    def _await_commit(self, started, key: str, value, end: bytes, start: float, done) -> None:
         future, version = started
-        self._put = (router.default_group, key, body, version, end, start)
+        self._put = (self._router.default_group, key, value, version, end, start)
         self._pending = future
         self._busy = True  # (reading goes on: a request read meanwhile queues, and pauses it)
-        future.add_done_callback(self._put_committed)
+        future.add_done_callback(done)
 
     def _put_committed(self, future) -> None:
         group, key, value, version, end, start = self._put
@@ -456,6 +478,21 @@ class DataPlaneProtocol(asyncio.Protocol):
             return
         self._reply(reply, "PUT", API, start, end, False)
         self._drain()
+
+    def _delete_committed(self, future) -> None:
+        group, key, _, version, end, start = self._put
+        self._put = None
+        self._pending = None
+        try:
+            rest = group.finish_delete(key, version, future)
+        except Exception as exc:
+            reply = error_reply_for(exc)
+        else:
+            if type(rest) is not bool:  # a refusal to settle, a racing load, members to tell
+                self._spawn(self._router.deleted(key, rest), "DELETE", API, start, end, False)
+                return
+            reply = self._router.deleted_reply(key, rest)
+        self._finish(reply, "DELETE", API, start, end, False)
 
     def _hit(self, value: bytes, end: bytes, start: float) -> None:
         """A public GET's 200 behind the prebuilt hit head, counted in the hit tally."""

@@ -476,6 +476,27 @@ class Router:
             raise NotFoundError(f"no key {key!r}")
         return NO_CONTENT
 
+    def start_delete(self, key: str, auth: bytes | None):
+        """``DELETE /api?key=K`` on the default group without a coroutine, as ``start_put``:
+        the commit's Future (``Group.start_delete``), or None for the full path."""
+        self._authorize(auth)
+        return self.default_group.start_delete(key)
+
+    def delete(self, key: str):
+        """``DELETE /api?key=K`` on the default group by the full path (after ``start_delete``)."""
+        return self._delete(self.default_group, key)
+
+    @staticmethod
+    def deleted_reply(key: str, existed: bool) -> Reply:
+        """The answer of an acknowledged delete: 204, or 404 when the source had no *key*."""
+        return NO_CONTENT if existed else error_reply_for(NotFoundError(f"no key {key!r}"))
+
+    @staticmethod
+    async def deleted(key: str, rest) -> Reply:
+        """The answer of a ``start_delete`` delete once *rest* (``Group.finish_delete``'s
+        coroutine, whether the source had the key) is done."""
+        return Router.deleted_reply(key, await rest)
+
     def healthz(self, req: Request) -> Reply:
         """Liveness: this worker answers, with its pid and groups."""
         return self._healthz
