@@ -4,8 +4,9 @@ The parser calls back as bytes arrive; a request is acted on when its
 message is complete.  A hit on ``GET /api`` is answered right there, inside
 the callback: one ``transport.write`` of the prebuilt head and the value, no
 Task, no request or response object.  Everything else that can answer at
-once (errors, ``/healthz``, a peer's hit, an invalidation) does too; misses
-and writes run as a task.
+once (errors, ``/healthz``, a peer's hit, an invalidation) does too; a
+``PUT`` or ``DELETE /api?key=K`` of a key this host owns is answered from its
+commit's Future (no task); misses and other writes run as a task.
 
 Order on a pipelined connection: while a task is answering, or the
 transport's write buffer is over its high-water mark, later requests are
