@@ -202,7 +202,20 @@ def _answer(status: int, body: bytes, phrase: str, maybe_applied: str | None = N
         raise NotFoundError(_reason(body, phrase))
     if 400 <= status < 500:
         raise RefusedError(status, _reason(body, phrase))
-    raise _ServerFault(f"HTTP {status}: {_reason(body, phrase)}", maybe_applied == "1")
+    raise _ServerFault(f"HTTP {status}: {_reason(body, phrase)}", maybe_applied == "1" or _items_maybe_applied(body))
+
+
+def _items_maybe_applied(body: bytes) -> bool:
+    """A refused batch write's answer names a key that may have been applied (its ``items``,
+    each ``{"index", "status", "maybe_applied"}``): as the header says of the whole answer,
+    told here too, so a proxy that drops the header does not make the batch go elsewhere."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    items = doc.get("items") if isinstance(doc, dict) else None
+    return isinstance(items, list) and any(isinstance(item, dict) and item.get("maybe_applied") is True
+                                           for item in items)
 
 
 def _deleted(body: bytes) -> bool:

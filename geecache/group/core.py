@@ -100,15 +100,21 @@ class GroupCore:
         # Over the item limit: the source's value is served, just never cached.
         if len(value) <= self.item_limit:
             try:
-                if self.packs:  # compressed once, here, when it pays; a peer's bytes as received
-                    if codec is None:
-                        codec, value = pack(value, self.codec)
-                    self._cache.set(partition, key, value, ttl, codec=codec)
-                else:
-                    self._cache.set(partition, key, value, ttl)
+                self._cache_set(partition, key, value, ttl, codec)
             except LockTimeoutError:
                 # A stalled process holds the shard: answer with the value, keep nothing.
                 self.stats.add("lock_timeouts")
+
+
+    def _cache_set(self, partition: str, key: str, value: bytes, ttl: float, codec: int | None = None) -> None:
+        """``Cache.set``, which replaces (or, not storing, drops) the old copy; LockTimeoutError
+        when a stalled process holds the shard."""
+        if self.packs:  # compressed once, here, when it pays; a peer's bytes as received
+            if codec is None:
+                codec, value = pack(value, self.codec)
+            self._cache.set(partition, key, value, ttl, codec=codec)
+        else:
+            self._cache.set(partition, key, value, ttl)
 
 
     def _peer_failed(self, exc: PeerError) -> None:

@@ -345,12 +345,22 @@ class Writes(GroupCore):
         goes back to it for the rest (a refusal to re-stamp, a racing load, members to tell).
         """
         check_key(key)
-        value = check_value(value, self.item_limit)
+        return self._start_write(key, check_value(value, self.item_limit), "sets")
+
+
+    def start_delete(self, key: str) -> tuple[asyncio.Future, int] | None:
+        """``delete(key)`` without a coroutine, as ``start_set`` is ``set``'s: hand the result
+        to ``finish_delete``; None when the delete must take ``delete``'s path."""
+        check_key(key)
+        return self._start_write(key, None, "deletes")
+
+
+    def _start_write(self, key: str, value: bytes | None, stat: str) -> tuple[asyncio.Future, int] | None:
         self._check_writable()
         queue_write = write_queue(self.source)
         if queue_write is None or self.peers.pick(key) is not None:
             return None
-        self.stats.add("sets")
+        self.stats.add(stat)
         version = hlc.clock.now()
         return queue_write(key, value, version), version
 
@@ -359,19 +369,63 @@ class Writes(GroupCore):
         """The rest of ``start_set(key, value)`` once its commit's *future* is done: None when
         the write is acknowledged, else the coroutine that settles it (await it before
         acknowledging).  Raises the write's error."""
+        result = self._committed(key, future)
+        if not result.applied:
+            self.invalidate([key])
+            self.stats.add("writes_refused")
+            _observe(result.version)
+            return self._settle_write(key, value, 0.0, version, result)
+        # As _keep, but the value replaces the copy in its partition: a cache's set drops the
+        # old copy whatever it stores, so only the other partition's is deleted (one shard
+        # lock fewer than invalidate's two deletes before the set).
+        partition, ttl = self._partition(key)  # (the ring may have moved the key meanwhile)
+        self._fence.wrote(key)
+        try:
+            self._cache.delete(self._hot if partition == self.name else self.name, key)
+            self._cache_set(partition, key, value, ttl)
+        except LockTimeoutError:
+            # The old value may still be served: the write must not be acknowledged.
+            self.stats.add("lock_timeouts")
+            raise
+        racing = self._flight.loading(self.name, key)
+        if racing or not self.peers.alone:
+            entry = (key, value, partition, ttl)
+            return self._publish([entry], [entry] if racing else [])
+        return None
+
+
+    def finish_delete(self, key: str, version: int, future: asyncio.Future):
+        """The rest of ``start_delete(key)`` once its commit's *future* is done: whether the source
+        had the key (acknowledged), else the coroutine that settles the delete and answers that
+        (await it before acknowledging).  Raises the delete's error."""
+        result = self._committed(key, future)
+        entry = self._keep(key, None, 0.0, result)
+        if entry is None:
+            return self._settled_existed(self._settle_write(key, None, 0.0, version, result))
+        racing = self._racing([entry])
+        if racing or not self.peers.alone:
+            return self._published_existed(self._publish([entry], racing), result.existed)
+        return result.existed
+
+
+    def _committed(self, key: str, future: asyncio.Future) -> WriteResult:
         if future.cancelled():
             raise LoadError(f"group {self.name!r}: the write of {key!r} was cancelled")
         error = future.exception()
         if error is not None:
             raise error
-        result = future.result()
-        entry = self._keep(key, value, 0.0, result)
-        if entry is None:
-            return self._settle_write(key, value, 0.0, version, result)
-        racing = self._racing([entry])
-        if racing or not self.peers.alone:
-            return self._publish([entry], racing)
-        return None
+        return future.result()
+
+
+    @staticmethod
+    async def _settled_existed(settle) -> bool:
+        return (await settle).existed
+
+
+    @staticmethod
+    async def _published_existed(publish, existed: bool) -> bool:
+        await publish
+        return existed
 
 
     async def _outlast_loads(self, key: str) -> bool:

@@ -60,6 +60,9 @@ MAX_QUEUED_ROWS = 16384
 COMMIT_GRACE = 1.0
 #: How often a running committer looks for writes past that bound.
 WATCH_PERIOD = 0.25
+#: How far (seconds) under busy_timeout a batch's wait for SQLite's lock may be and still
+#: keep the connection's default busy_timeout (see ``_begin``).
+BUSY_SLACK = 0.1
 #: ``synchronous`` values: FULL fsyncs the WAL at every commit (an ack survives
 #: a power loss); NORMAL fsyncs only at checkpoints (an ack survives a process
 #: crash, not a power loss).
@@ -76,9 +79,18 @@ log = logging.getLogger(__name__)
 # parent.  So the child keeps them referenced, unused and unclosed, forever.
 _orphans: list[sqlite3.Connection] = []
 # Forks this process has seen (one cell, bumped in each child): a committer made before a fork
-# is not the child's.  Cheaper per write than os.getpid(), a system call.
+# is not the child's.  And this process's pid, kept at fork: cheaper per write and per commit
+# than os.getpid(), a system call.
 _forks = [0]
-os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+_pid = [os.getpid()]
+
+
+def _forked() -> None:
+    _forks[0] += 1
+    _pid[0] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class SQLiteStorage(Storage):
@@ -283,7 +295,7 @@ class SQLiteStorage(Storage):
         if self._closed:
             raise LoadError(f"{self!r} is closed")
         local = self._local
-        pid = os.getpid()
+        pid = _pid[0]
         if getattr(local, "pid", None) != pid:
             with self._lock:
                 if self._owner_pid != pid:  # first use after a fork
@@ -335,11 +347,13 @@ class SQLiteStorage(Storage):
         return await self._queue().submit([self._pending(*op) for op in ops])
 
     def queue_write(self, key: str, value: bytes | None, version: int) -> asyncio.Future:
-        """One write of *version* (an HLC timestamp > 0; no expiry, no deadline) queued for the
-        next commit, without a coroutine: the Future answers its WriteResult, or its exception, once the transaction
-        holding it has committed.  The data plane's PUT uses it (no Task per write);
-        SourceBusyError at once when MAX_QUEUED_ROWS already wait."""
-        row = _Pending(key, as_bytes(value), version, False, 0.0, 0.0, self._versions.ceiling())
+        """One write of *version* (an HLC timestamp > 0; no expiry, no deadline; *value* None: a
+        delete) queued for the next commit, without a coroutine: the Future answers its
+        WriteResult, or its exception, once the transaction holding it has committed.  The data
+        plane's PUT and DELETE use it (no Task per write); SourceBusyError at once when
+        MAX_QUEUED_ROWS already wait."""
+        row = _Pending(key, None if value is None else as_bytes(value), version, False, 0.0, 0.0,
+                       self._versions.ceiling())
         self._queue().enqueue((row,))
         return row.future
 
@@ -489,9 +503,15 @@ class SQLiteStorage(Storage):
             return False
         # Wait for another writer (another host on this file, a tool) no longer than the
         # batch's latest limit allows; rounded up (and 1 ms more) so that giving up means
-        # it has passed.
+        # it has passed.  A budget within BUSY_SLACK of the default keeps the default: the
+        # rows are judged against their limits after the wait anyway, so that only lets a
+        # give-up come up to BUSY_SLACK late (well inside COMMIT_GRACE), and it spares two
+        # PRAGMA statements a commit (a budget is always a little under the default: the
+        # give-up time is the enqueue's clock plus busy_timeout).
         default_ms = int(self._busy_timeout * 1000)
         wait_ms = min(math.ceil(budget * 1000) + 1, default_ms)
+        if wait_ms >= default_ms - BUSY_SLACK * 1000:
+            wait_ms = default_ms
         if wait_ms != default_ms:
             conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
         try:
@@ -546,7 +566,7 @@ class SQLiteStorage(Storage):
         between the threads of one process.
         """
         with self._turn_lock:
-            pid = os.getpid()
+            pid = _pid[0]
             if self._turn_pid != pid:  # a forked child opens its own (the parent's holds the parent's)
                 if self._turn_pid:
                     # Inherited: it shares the parent's open file, so while the child kept it
@@ -623,6 +643,7 @@ class _Committer:
         self._storage = storage
         self._forks = _forks[0]
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._batch: list[_Pending] = []  # the rows of the commit running now
         self._began: list = [None]        # how far that commit got (see SQLiteStorage._commit)
@@ -630,12 +651,12 @@ class _Committer:
         self._timer: asyncio.TimerHandle | None = None
 
     def usable(self) -> bool:
-        """False after a fork, or from another event loop (a test's next ``asyncio.run``)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        return self._forks == _forks[0] and loop is self._loop
+        """False after a fork, or from another event loop (a test's next ``asyncio.run``).
+
+        Called on the loop thread by every write.  Not ``asyncio.get_running_loop()``, which
+        costs a ``getpid`` system call in CPython 3.11: a thread runs one loop at a time, so
+        this committer's loop running and this being its thread say the same."""
+        return self._forks == _forks[0] and self._thread == threading.get_ident() and self._loop.is_running()
 
     async def submit(self, rows: list[_Pending]) -> list[WriteResult | Exception]:
         """Queue *rows*; their answers once the transaction holding them commits."""

@@ -9,7 +9,9 @@ applied a second time; the second it may.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import json
 import math
 import os
 import sqlite3
@@ -17,7 +19,7 @@ import time
 
 import pytest
 
-from geecache.client import Client
+from geecache.client import AsyncClient, Client
 from geecache.errors import UnavailableError
 from tests.support.proc import request, start_supervisor, wait_until
 
@@ -29,9 +31,9 @@ pytestmark = pytest.mark.procs
 SLOW_COMMIT_SECONDS = 12.0
 
 
-def _slow_database(path, key: str) -> None:
+def _slow_database(path, *keys: str) -> None:
     """An SQLite file whose table runs a long query (a trigger) inside the transaction that
-    inserts *key*, and records each application of it in table ``applied``."""
+    inserts one of *keys*, and records each application of it in table ``applied``."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         # A table from before versions: the host adds its columns.
@@ -44,7 +46,8 @@ def _slow_database(path, key: str) -> None:
         conn.execute(spin % 4).fetchone()  # 4M rows: how fast this machine runs the query
         per_bound = (time.perf_counter() - started) / 4
         bound = min(1000, math.ceil(SLOW_COMMIT_SECONDS / per_bound))
-        conn.execute(f"CREATE TRIGGER slow AFTER INSERT ON kv WHEN NEW.key = '{key}' BEGIN "
+        listed = ", ".join(f"'{key}'" for key in keys)
+        conn.execute(f"CREATE TRIGGER slow AFTER INSERT ON kv WHEN NEW.key IN ({listed}) BEGIN "
                      f"INSERT INTO applied SELECT NEW.key, ({spin % bound}); END")
     finally:
         conn.close()
@@ -114,5 +117,55 @@ def test_a_write_refused_before_its_transaction_says_so_and_goes_to_the_next_hos
             conn.close()
         assert keys == {"third"}  # neither refused write was applied later
     finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_batch_write_that_may_have_been_applied_says_so_per_key_and_is_not_sent_elsewhere(tmp_path):
+    """A batch whose key's commit had begun and did not answer in time: the refusal carries the
+    maybe-applied header and, per key, a maybe_applied flag, and neither client sends the
+    batch to another host."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    db_a = tmp_path / "a.db"
+    _slow_database(db_a, "slow1", "slow2", "slow3")
+    a, b = _host(tmp_path, "a", db_a), _host(tmp_path, "b", tmp_path / "b.db")
+    hosts = [f"http://127.0.0.1:{a.port}", f"http://127.0.0.1:{b.port}"]
+    conn = sqlite3.connect(db_a)
+
+    def landed(n: int) -> None:
+        # Each slow commit lands before the next batch, which would otherwise wait behind it
+        # and be refused before its own transaction began (not applied: free to go elsewhere).
+        wait_until(lambda: conn.execute("SELECT count(*) FROM applied").fetchone()[0] == n,
+                   timeout=90, what=f"slow commit #{n} to land")
+
+    try:
+        from geecache.geecachepb import BatchItem, BatchRequest
+
+        body = BatchRequest(items=[BatchItem(key="slow1", value=b"1")]).SerializeToString()
+        status, headers, answer = request(a.port, "POST", "/api/batch?op=set&group=w", body, timeout=60)
+        assert status == 503, answer
+        assert headers.get("x-geecache-maybe-applied") == "1", headers
+        doc = json.loads(answer)
+        assert doc["items"] == [{"index": 0, "status": 503, "maybe_applied": True}], doc
+        landed(1)
+
+        with Client(hosts, timeout=60) as c:
+            with pytest.raises(UnavailableError) as caught:
+                c.set_many({"slow2": b"2", "other2": b"x"}, group="w")
+            assert caught.value.maybe_applied, caught.value
+        landed(2)
+
+        async def async_client() -> None:
+            async with AsyncClient(hosts, timeout=60) as ac:
+                with pytest.raises(UnavailableError) as caught:
+                    await ac.set_many({"slow3": b"3"}, group="w")
+                assert caught.value.maybe_applied, caught.value
+
+        asyncio.run(async_client())
+        landed(3)
+        assert _sets(b) == 0  # no batch was sent to the second host
+    finally:
+        conn.close()
         a.stop()
         b.stop()

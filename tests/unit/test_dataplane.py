@@ -99,6 +99,32 @@ def test_put_get_delete_round_trip_with_ttl_param(plane):
     assert r.answers[0].body == b"701" and "content-length" not in r.answers[1].headers
 
 
+def test_put_and_delete_of_an_owned_key_are_answered_from_their_commits_without_a_task(plane):
+    """PUT and DELETE /api?key=K of a key this plane owns (no peers) are answered from their
+    commit's Future: no task is spawned, and pipelined they still answer in order."""
+    spawned = []
+    inner = plane.plane._plane
+
+    def counting(coro):
+        spawned.append(coro)
+        return type(inner).spawn(inner, coro)
+
+    plane.run(setattr, inner, "spawn", counting)
+    try:
+        r = exchange(plane.port, request_bytes("PUT", "/api?key=fast-del", b"v") + request_bytes(
+            "DELETE", "/api?key=fast-del") + request_bytes("DELETE", "/api?key=fast-del"),
+            ["PUT", "DELETE", "DELETE"])
+        one = exchange(plane.port, request_bytes("DELETE", "/api?key=fast-del"), ["DELETE"])
+    finally:
+        plane.run(delattr, inner, "spawn")
+    assert [a.status for a in r.answers] == [204, 204, 404], r.answers
+    assert "error" in json.loads(r.answers[2].body)
+    assert one.answers[0].status == 404
+    assert spawned == []
+    # Deleted from the source and the cache: a GET loads nothing.
+    assert exchange(plane.port, request_bytes("GET", "/api?key=fast-del"), ["GET"]).answers[0].status == 404
+
+
 def test_healthz(plane):
     answer = exchange(plane.port, request_bytes("GET", "/healthz"), ["GET"]).answers[0]
     assert answer.json["status"] == "ok" and answer.json["groups"][0] == "kv"

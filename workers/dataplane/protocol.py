@@ -4,8 +4,9 @@ The parser calls back as bytes arrive; a request is acted on when its
 message is complete.  A hit on ``GET /api`` is answered right there, inside
 the callback: one ``transport.write`` of the prebuilt head and the value, no
 Task, no request or response object.  Everything else that can answer at
-once (errors, ``/healthz``, a peer's hit, an invalidation) does too; misses
-and writes run as a task.
+once (errors, ``/healthz``, a peer's hit, an invalidation) does too; a
+``PUT`` or ``DELETE /api?key=K`` of a key this host owns is answered from its
+commit's Future (no task); misses and other writes run as a task.
 
 Order on a pipelined connection: while a task is answering, or the
 transport's write buffer is over its high-water mark, later requests are
@@ -49,6 +50,7 @@ log = logging.getLogger("geecache.worker")
 
 _GET = b"GET"
 _PUT = b"PUT"
+_DELETE = b"DELETE"
 _API_PATH = b"/api"
 _PEER_PREFIX = b"/_geecache/"
 _POST = b"POST"
@@ -105,7 +107,8 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._t0 = 0.0
         self._paused_at = 0.0
         self._batch_unsent = 0       # bytes of a batch answer still in the write buffer (counted in the budget)
-        self._put: tuple[str, bytes, int, bytes, float] | None = None  # the PUT whose commit is _pending: (key, value, version, end, start)
+        # The PUT or DELETE whose commit is _pending: (key, value or None, version, end, start).
+        self._put: tuple[str, bytes | None, int, bytes, float] | None = None
         # The parser holds no byte of an unfinished message (between on_message_complete and
         # the next on_message_begin): only then may the compiled hit path read a new one.
         self._clean = True
@@ -340,7 +343,7 @@ class DataPlaneProtocol(asyncio.Protocol):
                 if end is END_CLOSE:
                     self._stop()
                 return
-        self._serve_other(self._method, url, None, None, end, self._start)
+        self._serve(self._method, url, None, None, end, self._start)
         if end is END_CLOSE:
             self._stop()
 
@@ -381,6 +384,11 @@ class DataPlaneProtocol(asyncio.Protocol):
             key = plain_api_key(url)
             if key is not None:
                 self._serve_put(key, auth, body or b"", end, start)
+                return
+        elif method == _DELETE and body is None:
+            key = plain_api_key(url)
+            if key is not None:
+                self._serve_delete(key, auth, end, start)
                 return
         # (A compressed default group with Accept-Encoding: _serve_other may pass it through.)
         if method == _GET and (accept is None or not self._router.default_packs):
@@ -426,14 +434,30 @@ class DataPlaneProtocol(asyncio.Protocol):
         if started is None:
             self._spawn(router.put(key, body), "PUT", API, start, end, False)
             return
+        self._await_commit(started, key, body, end, start, self._put_committed)
+
+    def _serve_delete(self, key: str, auth, end: bytes, start: float) -> None:
+        """``DELETE /api?key=K`` on the default group: as ``_serve_put`` (``Router.start_delete``)."""
+        router = self._router
+        try:
+            started = router.start_delete(key, auth)
+        except Exception as exc:  # the token, the key limits, a source that cannot keep up
+            self._reply(error_reply_for(exc), "DELETE", API, start, end, False)
+            return
+        if started is None:
+            self._spawn(router.delete(key), "DELETE", API, start, end, False)
+            return
+        self._await_commit(started, key, None, end, start, self._delete_committed)
+
+    def _await_commit(self, started, key: str, value, end: bytes, start: float, done) -> None:
         future, version = started
-        self._put = (key, body, version, end, start)
+        self._put = (key, value, version, end, start)
         self._pending = future
         self._busy = True  # (reading goes on: a request read meanwhile queues, and pauses it)
-        future.add_done_callback(self._put_committed)
+        future.add_done_callback(done)
 
     def _put_committed(self, future) -> None:
-        assert self._put is not None  # set by _serve_put before this callback was added
+        assert self._put is not None and self._put[1] is not None  # set by _await_commit
         key, value, version, end, start = self._put
         self._put = None
         try:
@@ -452,6 +476,22 @@ class DataPlaneProtocol(asyncio.Protocol):
             return
         self._reply(reply, "PUT", API, start, end, False)
         self._drain()
+
+    def _delete_committed(self, future) -> None:
+        assert self._put is not None  # set by _await_commit before this callback was added
+        key, _, version, end, start = self._put
+        self._put = None
+        self._pending = None
+        try:
+            rest = self._router.finish_delete(key, version, future)
+        except Exception as exc:
+            reply = error_reply_for(exc)
+        else:
+            if type(rest) is not bool:  # a refusal to settle, a racing load, members to tell
+                self._spawn(self._router.deleted(key, rest), "DELETE", API, start, end, False)
+                return
+            reply = self._router.deleted_reply(key, rest)
+        self._finish(reply, "DELETE", API, start, end, False)
 
     def _hit(self, value: bytes, end: bytes, start: float) -> None:
         """A public GET's 200 behind the prebuilt hit head, counted in the hit tally."""

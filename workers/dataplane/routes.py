@@ -168,11 +168,19 @@ class RouteError(GeeCacheError):
 
 
 class BatchRefused(GeeCacheError):
-    """A batch refused as a whole: malformed (400) or past a bound (413)."""
+    """A batch refused as a whole: malformed (400), past a bound (413), or for its keys' errors.
 
-    def __init__(self, status: int, reason: str) -> None:
+    *failed* names the keys that failed, ``(index, status, maybe_applied)`` each; when one of
+    them may have been applied (a write its source had begun to commit: ``SourceBusyError``),
+    ``maybe_applied`` is set and the answer says so as a single write's does (the
+    ``X-Geecache-Maybe-Applied`` header), and per key in its body's ``items``.
+    """
+
+    def __init__(self, status: int, reason: str, failed: tuple = ()) -> None:
         super().__init__(reason)
         self.http_status = status
+        self.failed = failed
+        self.maybe_applied = any(maybe for _, _, maybe in failed)
 
 
 class BatchBusy(GeeCacheError):
@@ -219,11 +227,16 @@ def _log_cause(exc: GeeCacheError) -> None:
         _cause_logged[0], _cause_logged[1] = now, 0
 
 
-def _key_failure(i: int, exc: GeeCacheError, more: str = "") -> "BatchRefused":
-    """The refusal of a whole batch for key #*i*'s error (its cause logged when a 5xx hides it)."""
+def _key_failure(i: int, exc: GeeCacheError, more: str = "", failed: tuple = ()) -> "BatchRefused":
+    """The refusal of a whole batch for key #*i*'s error (its cause logged when a 5xx hides it);
+    *failed*: every failed key, as ``BatchRefused`` takes them."""
     if exc.http_status >= 500 and exc.public is not None:
         _log_cause(exc)
-    return BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}{more}")
+    return BatchRefused(exc.http_status, f"key #{i}: {public_reason(exc)}{more}", failed)
+
+
+def _maybe_applied(exc: BaseException) -> bool:
+    return isinstance(exc, SourceBusyError) and exc.maybe_applied
 
 
 def error_reply_for(exc: BaseException) -> Reply:
@@ -235,6 +248,11 @@ def error_reply_for(exc: BaseException) -> Reply:
         return error_reply(401, str(exc), _CHALLENGE)
     if isinstance(exc, BatchBusy):
         return error_reply(503, str(exc), RETRY_AFTER)
+    if isinstance(exc, BatchRefused) and exc.failed:
+        # The keys that failed, each with its status and whether it may have been applied.
+        items = [{"index": i, "status": status, "maybe_applied": maybe} for i, status, maybe in exc.failed]
+        body = json.dumps({"error": str(exc), "items": items}).encode()
+        return (exc.http_status, JSON, body, MAYBE_APPLIED if exc.maybe_applied else b"")
     if isinstance(exc, ReadOnlySourceError):
         # A 405 must say what is allowed: reads, for a group over a loader.
         return error_reply(exc.http_status, public_reason(exc), _READ_ONLY_ALLOW)
@@ -514,6 +532,32 @@ class Router:
             raise NotFoundError(f"no key {key!r}")
         return NO_CONTENT
 
+    def start_delete(self, key: str, auth: bytes | None):
+        """``DELETE /api?key=K`` on the default group without a coroutine, as ``start_put``:
+        the commit's Future (``Group.start_delete``), or None for the full path."""
+        self._authorize(auth)
+        return self.default_group.start_delete(key)
+
+    def finish_delete(self, key: str, version: int, committed: asyncio.Future):
+        """The rest of a ``start_delete`` once its commit is done (``Group.finish_delete``):
+        whether the source had the key when acknowledged, else the coroutine that settles it."""
+        return self.default_group.finish_delete(key, version, committed)
+
+    def delete(self, key: str):
+        """``DELETE /api?key=K`` on the default group by the full path (after ``start_delete``)."""
+        return self._delete(self.default_group, key)
+
+    @staticmethod
+    def deleted_reply(key: str, existed: bool) -> Reply:
+        """The answer of an acknowledged delete: 204, or 404 when the source had no *key*."""
+        return NO_CONTENT if existed else error_reply_for(NotFoundError(f"no key {key!r}"))
+
+    @staticmethod
+    async def deleted(key: str, rest) -> Reply:
+        """The answer of a ``start_delete`` delete once *rest* (``Group.finish_delete``'s
+        coroutine, whether the source had the key) is done."""
+        return Router.deleted_reply(key, await rest)
+
     def healthz(self, req: Request) -> Reply:
         """Liveness: this worker answers, with its pid and groups."""
         return self._healthz
@@ -723,8 +767,11 @@ class Router:
             elif isinstance(result, BaseException):
                 raise result  # a bug or a cancellation
         if failed:
-            i, exc = failed[0]
-            raise _key_failure(i, exc, f" ({len(failed)} of {len(keys)} keys failed; the others were done)")
+            # A key that may have been applied answers for the batch: its client must not
+            # send the batch to another host (as a single write's 503 says).
+            i, exc = next(((i, r) for i, r in failed if _maybe_applied(r)), failed[0])
+            raise _key_failure(i, exc, f" ({len(failed)} of {len(keys)} keys failed; the others were done)",
+                               tuple((j, r.http_status, _maybe_applied(r)) for j, r in failed))
 
     async def _batch_get(self, group, keys: list[str]) -> Reply:
         found, errors = await group.get_many(keys)
