@@ -53,7 +53,6 @@ from .scan import HotScan
 from .sketch import Sketch
 from .slots import SlotTable
 from .stats import StatRows
-from .tuner import Tuner
 
 _slot_unpack = SLOT.unpack_from
 _entry_unpack = ENTRY.unpack_from
@@ -124,8 +123,7 @@ class Arena:
                                 locks_off)
         self._logs = Logs(mm, self._slots, self._stats, clock, self._n_shards, self._sps,
                           self._refs_off, Ghost(mm, ghost_off, self._sps, locks_off),
-                          Sketch(mm, sketch_off, sketch_width(self._sps), locks_off),
-                          Tuner(mm, self._stats.hits, self._n_shards))
+                          Sketch(mm, sketch_off, sketch_width(self._sps), locks_off))
         # Bound methods as attributes: ``set`` calls them without one more
         # attribute lookup each.  Keep the instance under 30 attributes:
         # past that CPython 3.11 stops sharing instance-dict keys and every

@@ -38,7 +38,7 @@ class GroupRecord:
 
     __slots__ = ("idx", "name", "prefix", "policy", "ref_max", "max_bytes", "gshards", "slice",
                  "region", "data", "gstate", "shards", "main", "other", "logs",
-                 "entry_flags", "tuner")
+                 "entry_flags")
 
     def __init__(self, idx, name, policy, max_bytes, gshards, slice_, region, data_off, gstate_off,
                  n_shards):
@@ -53,8 +53,6 @@ class GroupRecord:
         self.region = region
         self.data = data_off + region
         self.gstate = gstate_off + idx * GSTATE_BANKS * n_shards * GSTATE_SIZE
-        #: Shard 0's climber state (gstate bank 2; ``tuner.py``), in every view.
-        self.tuner = self.gstate + 2 * n_shards * GSTATE_SIZE
         self.shards = tuple((idx + j) % n_shards for j in range(gshards))
         self.main = self.other = None
         self.logs = (self,)

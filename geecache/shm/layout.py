@@ -14,12 +14,11 @@ Segment (every region starts 64-byte aligned)::
                                FLIGHT, RING
     groups      max_groups x GROUP (a 112 B record in 128 B)
                                name, policy, budget, region
-    gstate      max_groups x 3 x n_shards x GSTATE (48 B)
+    gstate      max_groups x 2 x n_shards x GSTATE (48 B)
                                two circular logs per (group, shard), bank 0
                                then bank 1 (``s3fifo``'s main queue; unused
                                by one-log policies): head, tail, used, live
-                               bytes, entries, hot; bank 2: ``tinylfu``'s
-                               hill climber (``tuner.py``), shard lock
+                               bytes, entries, hot
     stats       max_procs x (ROWHEAD + max_groups x len(STAT_FIELDS) x u64)
                                a row head is the owner's pid (q), then its
                                contention counters (CONTENTION_FIELDS, u64)
@@ -66,8 +65,8 @@ import struct
 MAGIC = b"GEECACHE"
 #: Raised whenever a region changes size or meaning, so that neither an attach nor a warm
 #: restart reads an arena of another layout (3: two more counters per stat row; 4: the
-#: frequency sketch region; 5: a third gstate bank, the climber's).
-LAYOUT_VERSION = 5
+#: frequency sketch region).
+LAYOUT_VERSION = 4
 
 #: Native formats (see module docstring for why not "<").
 HEADER = struct.Struct(
@@ -108,9 +107,8 @@ GROUP_READY = 1
 
 GSTATE = struct.Struct("6q")  # head, tail, used, live, entries, hot
 GSTATE_SIZE = 48
-#: Log states per (group, shard): a two-queue policy's small and main logs, then the
-#: ``tinylfu`` climber's state (``tuner.py``; six words, not a log).
-GSTATE_BANKS = 3
+#: Log states per (group, shard): a two-queue policy's small and main logs.
+GSTATE_BANKS = 2
 
 #: A ghost word: the key hash's top 40 bits, then a 24-bit sequence stamp (0 = empty).
 GHOST = struct.Struct("Q")

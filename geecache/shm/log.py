@@ -24,7 +24,6 @@ from .layout import (
     ENTRY, ENTRY_FLAGS_AT, ENTRY_SIZE, F_HOT, F_LIVE, F_WRAP, GSTATE, GSTATE_SIZE, MAX_LOAD,
     WRAP_MARK, entry_size,
 )
-from .tuner import GHOST, RECENCY
 
 _entry_unpack = ENTRY.unpack_from
 _entry_pack = ENTRY.pack
@@ -49,9 +48,8 @@ class Logs:
     """
 
     def __init__(self, mm, slots, stats, clock, n_shards: int, sps: int, refs_off: int,
-                 ghost, sketch, tuner) -> None:
+                 ghost, sketch) -> None:
         self._mm = mm
-        self._tuner = tuner
         self._ghost = ghost
         self._sketch = sketch
         self._refs = refs_off
@@ -130,13 +128,10 @@ class Logs:
         # small log's entry size while it fills.
         window = max(mst[4], sst[4] * main.slice // g.slice)
         if g.policy.windowed:
-            # tinylfu: the sketch counts misses too (W-TinyLFU's sketch sees every
-            # request; hits reach it from the reference bytes), and the climber
-            # counts them; the ghost set is heeded only at its level.
+            # tinylfu: the sketch counts misses as they are written (W-TinyLFU's
+            # sketch sees every request; hits reach it from the reference bytes),
+            # and no ghost: a loop's keys would all come back through it.
             self._sketch.add(s, h, 1)
-            self._tuner.miss(g, s)
-            if self._tuner.level(g) == GHOST and self._ghost.take(s, h, window):
-                return main
         elif self._ghost.take(s, h, window):
             return main
         if not _room(g.slice, sst, esize) and _room(main.slice, mst, esize):
@@ -283,8 +278,8 @@ class Logs:
         The reads its reference byte holds go into the sketch first.  Main
         log: CLOCK (a read entry is kept, reference cleared; an unread one
         evicted).  Window (the small log): a read entry is promoted; an
-        unread one is the candidate the climber's level admits
-        (``_admits``), else evicted and its key remembered in the ghost set.
+        unread one is a candidate for the main log (``_admits``), else
+        evicted.
         """
         if ref:
             self._sketch.add(s, self._slots.hash(s, i), ref)
@@ -300,21 +295,19 @@ class Logs:
         if ref or self._admits(g, main, s, i, esize):
             self._promote(g, main, s, st, i, q, esize, flags | F_HOT, 0)
             return
-        self._ghost.add(s, self._slots.hash(s, i))
         self._drop(g, s, i, st, esize, flags, "evictions")
 
     def _admits(self, g, main, s: int, i: int, esize: int) -> bool:
         """Whether the window's unread candidate in slot *i* takes a place in the main log.
 
-        Always while the main log has room, and at the ``RECENCY`` level;
-        else TinyLFU's test against the main log's next victim: its hand
+        Always while the main log has room; else TinyLFU's test against the main log's next victim: its hand
         first passes the entries it would keep (dead bytes, expired
         entries, read entries: second chances it gives anyway), so that its
         tail is the entry the candidate would replace; the candidate wins
         when the sketch counts it more often (a tie keeps the victim).
         """
         mst = self.state(main, s)
-        if _room(main.slice, mst, esize) or self._tuner.level(g) == RECENCY:
+        if _room(main.slice, mst, esize):
             return True
         mm = self._mm
         refs = self._refs + s * self._sps

@@ -150,18 +150,19 @@ class S3Lfu(S3Fifo):
 
 
 class TinyLfu(S3Lfu):
-    """Adaptive W-TinyLFU (Einziger et al., 2017; Caffeine) in a window log and a main log.
+    """W-TinyLFU (Einziger et al., 2017; Caffeine's policy) in a window log and a main log.
 
     New keys enter the window (the small log, 1 % of a slice).  At its
     tail a read entry moves to the main log; an unread one is a candidate
-    for the main log, admitted as the hill climber's level says
-    (``tuner.py``): by frequency (TinyLFU: it must be counted more often
-    than the main log's next victim), by frequency and the ghost set, or
-    always (recency: the slice is then one CLOCK, LRU).  The main log is
-    CLOCK.  The sketch counts misses as they are written and hits as the
-    hands fold the reference bytes in, which reads raise up to 15 (the
-    same lock-free byte store as every policy: only ``ref_max`` differs).
-    The hand's work is ``Logs._tail_windowed``.
+    and enters the main log only when the frequency sketch counts it more
+    often than the main log's next victim (a tie keeps the victim), else
+    it is evicted.  The main log is CLOCK.  Unlike ``s3lfu``, the sketch
+    counts misses as they are written as well as the reads the hands fold
+    in, the victim is the entry the main log's hand would evict next (not
+    merely its tail), and there is no ghost set.  Reads raise the
+    reference byte up to 15, so a fold carries how often, not only
+    whether (the same lock-free byte store as every policy; only
+    ``ref_max`` differs).  The hand's work is ``Logs._tail_windowed``.
     """
 
     name = "tinylfu"

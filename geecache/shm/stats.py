@@ -207,16 +207,6 @@ class StatRows:
                     sums[k] += v
         return dict(zip(STAT_FIELDS, sums))
 
-    def hits(self, gidx: int) -> int:
-        """Group *gidx*'s ``local_hits`` summed over every claimed row (``tuner.py``'s signal)."""
-        mm = self._mm
-        at = self._off + ROWHEAD + (gidx * _NF + _FIELD["local_hits"]) * 8
-        total = 0
-        for r in range(self._max_procs):
-            if I64.unpack_from(mm, self._off + r * self._row_bytes)[0]:
-                total += I64.unpack_from(mm, at + r * self._row_bytes)[0]
-        return total
-
     def sink(self, gidx: int) -> "ArenaStats":
         """A StatsSink for group *gidx* writing this process's row."""
         return ArenaStats(self, gidx)
