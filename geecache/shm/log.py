@@ -130,8 +130,12 @@ class Logs:
         if g.policy.windowed:
             # tinylfu: the sketch counts misses as they are written (W-TinyLFU's
             # sketch sees every request; hits reach it from the reference bytes),
-            # and no ghost: a loop's keys would all come back through it.
+            # and the ghost remembers only the last few evicted keys (a twentieth of
+            # S3-FIFO's): a key back that soon skips the admission, while a loop's
+            # keys come back too late to (measured in bench_policy.py).
             self._sketch.add(s, h, 1)
+            if self._ghost.take(s, h, int(window * g.policy.ghost_share)):
+                return main
         elif self._ghost.take(s, h, window):
             return main
         if not _room(g.slice, sst, esize) and _room(main.slice, mst, esize):
@@ -279,7 +283,7 @@ class Logs:
         log: CLOCK (a read entry is kept, reference cleared; an unread one
         evicted).  Window (the small log): a read entry is promoted; an
         unread one is a candidate for the main log (``_admits``), else
-        evicted.
+        evicted and its key remembered in the ghost set.
         """
         if ref:
             self._sketch.add(s, self._slots.hash(s, i), ref)
@@ -295,6 +299,7 @@ class Logs:
         if ref or self._admits(g, main, s, i, esize):
             self._promote(g, main, s, st, i, q, esize, flags | F_HOT, 0)
             return
+        self._ghost.add(s, self._slots.hash(s, i))
         self._drop(g, s, i, st, esize, flags, "evictions")
 
     def _admits(self, g, main, s: int, i: int, esize: int) -> bool:

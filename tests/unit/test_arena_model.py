@@ -347,6 +347,24 @@ def test_tinylfu_admits_a_key_missed_often_and_keeps_the_victim_on_a_tie(make_ar
     assert arena.usage("s") == arena.audit("s")
 
 
+def test_tinylfu_ghost_remembers_only_the_last_few_evicted_keys(make_arena):
+    arena = make_arena(8 << 20)
+    arena.configure_group("s", 60 * 1024, "tinylfu")
+    value = b"v" * 100
+    for i in range(2_000):  # both logs full: the window evicts to the ghost
+        arena.set("s", f"fill{i}", value)
+    for name, later in (("soon", 0), ("late", 200)):
+        arena.set("s", name, value)
+        for i in range(12):  # past the window's entries, unread: evicted (a tie keeps the victim)
+            arena.set("s", f"{name}-push{i}", value)
+        assert arena.get("s", name) is None
+        for i in range(later):  # more evicted keys recorded after it
+            arena.set("s", f"{name}-after{i}", value)
+        arena.set("s", name, value)
+        # Back within a twentieth of the main log's entry count: straight to the main log.
+        assert _in_main(arena, "s", name) is (name == "soon")
+
+
 @pytest.mark.parametrize("policy", ["lru", "s3fifo", "tinylfu"])
 def test_tinylfu_keeps_a_fixed_part_of_a_loop_larger_than_the_cache(make_arena, policy):
     """A loop over 1.2x the cache: CLOCK misses every time; TinyLFU keeps most of it in place."""
