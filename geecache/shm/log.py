@@ -114,7 +114,8 @@ class Logs:
         while the small log is full but the main one has free room (as
         libCacheSim's S3FIFO.c: a fixed split would otherwise leave the
         main log empty while it warms up; measured in bench_policy.py);
-        else the small log.
+        else the small log.  ``tinylfu`` counts the miss in the sketch
+        and heeds only the ghost's newest ``ghost_share`` of that window.
         """
         main = g.main
         if i >= 0:
