@@ -26,7 +26,7 @@ File shape (every key optional; with no ``[[groups]]`` the demo group
     [[groups]]
     name = "scores"
     max_bytes = "64MiB"
-    policy = "lru"          # or "lru2", "s3fifo", "s3lfu"
+    policy = "lru"          # or "lru2", "s3fifo", "s3lfu", "tinylfu"
     ttl = 0                 # seconds; 0 = no expiry
     codec = "none"
     item_limit = "1MiB"
@@ -608,8 +608,10 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "copies", shown="`min(64MiB, arena / (2 × number of groups))`", cli=False),
     Setting(name="policy", kind=STR, default="lru",
             help="eviction: CLOCK approximation of LRU, LRU-2 (scan-resistant), S3-FIFO (scan- and "
-            "one-hit-resistant), or S3-FIFO with a TinyLFU admission sketch (`s3lfu`: also keeps "
-            "keys read in an earlier stay; hit ratios on six traces: `tests/perf/main.py policy`)",
+            "one-hit-resistant), S3-FIFO with a TinyLFU admission sketch (`s3lfu`: also keeps "
+            "keys read in an earlier stay), or W-TinyLFU (`tinylfu`: a 1% window, admission by "
+            "frequency; best on loops, scans and one-hit wonders, weak when popularity shifts; "
+            "hit ratios on six traces: `tests/perf/main.py policy`)",
             check=one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
     Setting(name="ttl", kind=NUMBER, default=0.0,
             help="freshness bound of cached copies (0 = none): after it a copy is loaded again from the "

@@ -10,7 +10,7 @@ and its entry points; each job behind them has its own module:
 ``groups``     group records: configure, find, the per-process cache
 ``slots``      the slot table: probe, insert, backward-shift delete, seqlock order
 ``log``        the circular log per (group, shard): fit, alloc, the hand, moves
-``policy``     eviction policies (``lru``, ``lru2``, ``s3fifo``): one class each
+``policy``     eviction policies (``lru``, ``lru2``, ``s3fifo``, ``s3lfu``, ``tinylfu``): one class each
 ``ghost``      S3-FIFO's ghost set: recently evicted keys, per shard
 ``stats``      per-process counter rows
 ``ring``       the member list (double-buffered)

@@ -114,7 +114,8 @@ class Logs:
         while the small log is full but the main one has free room (as
         libCacheSim's S3FIFO.c: a fixed split would otherwise leave the
         main log empty while it warms up; measured in bench_policy.py);
-        else the small log.
+        else the small log.  ``tinylfu`` counts the miss in the sketch
+        and heeds only the ghost's newest ``ghost_share`` of that window.
         """
         main = g.main
         if i >= 0:
@@ -127,7 +128,16 @@ class Logs:
         # (S3-FIFO's ghost size): its entries now, or what it holds at the
         # small log's entry size while it fills.
         window = max(mst[4], sst[4] * main.slice // g.slice)
-        if self._ghost.take(s, h, window):
+        if g.policy.windowed:
+            # tinylfu: the sketch counts misses as they are written (W-TinyLFU's
+            # sketch sees every request; hits reach it from the reference bytes),
+            # and the ghost remembers only the last few evicted keys (a twentieth of
+            # S3-FIFO's): a key back that soon skips the admission, while a loop's
+            # keys come back too late to (measured in bench_policy.py).
+            self._sketch.add(s, h, 1)
+            if self._ghost.take(s, h, int(window * g.policy.ghost_share)):
+                return main
+        elif self._ghost.take(s, h, window):
             return main
         if not _room(g.slice, sst, esize) and _room(main.slice, mst, esize):
             return main
@@ -241,6 +251,9 @@ class Logs:
             # inline: this runs once per hand step.
             ref = mm[self._refs + s * self._sps + i]
             policy = g.policy
+            if policy.windowed:
+                self._tail_windowed(g, s, st, i, q, slice_at, esize, flags, ref)
+                return
             kept = policy.at_tail(flags, ref, st[5], L)
             if policy.counts:
                 if flags & F_HOT:
@@ -263,6 +276,64 @@ class Logs:
             elif g.main is not None:
                 self._ghost.add(s, self._slots.hash(s, i))
         self._drop(g, s, i, st, esize, flags, None if mode == "clear" else "evictions")
+
+    def _tail_windowed(self, g, s, st, i, q, slice_at, esize, flags, ref) -> None:
+        """``tinylfu``'s step for slot *i*'s live entry at *q*, just passed by *g*'s hand.
+
+        The reads its reference byte holds go into the sketch first.  Main
+        log: CLOCK (a read entry is kept, reference cleared; an unread one
+        evicted).  Window (the small log): a read entry is promoted; an
+        unread one is a candidate for the main log (``_admits``), else
+        evicted and its key remembered in the ghost set.
+        """
+        if ref:
+            self._sketch.add(s, self._slots.hash(s, i), ref)
+        if flags & F_HOT:
+            if ref:
+                pos = self.fit(g, s, st, esize)
+                if pos >= 0:
+                    self._slots.move(s, i, q, slice_at + pos, esize, flags, 0)
+                    return
+            self._drop(g, s, i, st, esize, flags, "evictions")
+            return
+        main = g.main
+        if ref or self._admits(g, main, s, i, esize):
+            self._promote(g, main, s, st, i, q, esize, flags | F_HOT, 0)
+            return
+        self._ghost.add(s, self._slots.hash(s, i))
+        self._drop(g, s, i, st, esize, flags, "evictions")
+
+    def _admits(self, g, main, s: int, i: int, esize: int) -> bool:
+        """Whether the window's unread candidate in slot *i* takes a place in the main log.
+
+        Always while the main log has room; else TinyLFU's test against the main log's next victim: its hand
+        first passes the entries it would keep (dead bytes, expired
+        entries, read entries: second chances it gives anyway), so that its
+        tail is the entry the candidate would replace; the candidate wins
+        when the sketch counts it more often (a tie keeps the victim).
+        """
+        mst = self.state(main, s)
+        if _room(main.slice, mst, esize):
+            return True
+        mm = self._mm
+        refs = self._refs + s * self._sps
+        main_at = self._slice_at(main, s)
+        budget = 2 * mst[4] + 8  # then compare with whatever is at the tail
+        try:
+            while mst[2]:
+                _k, _c, vflags, _v, vi, _g, vexp = _entry_unpack(mm, main_at + mst[1])
+                budget -= 1
+                if (not vflags & F_LIVE or (budget > 0 and mm[refs + vi])
+                        or (vexp and vexp <= self._clock())):
+                    self.reclaim_tail(main, s, mst, "evict")
+                    if _room(main.slice, mst, esize):
+                        return True
+                    continue
+                sketch, slots = self._sketch, self._slots
+                return sketch.estimate(s, slots.hash(s, i)) > sketch.estimate(s, slots.hash(s, vi))
+            return True
+        finally:
+            self.store(main, s, mst)
 
     def _admit(self, g, s: int, i: int, esize: int) -> bool:
         """TinyLFU's test for slot *i*'s unread entry at the small log's tail: enter the main log?

@@ -75,7 +75,7 @@ def test_stress_four_processes(make_arena):
     assert arena.usage("s") == arena.audit("s")
 
 
-@pytest.mark.parametrize("policy", ["lru", "s3fifo", "s3lfu"])  # two logs: a repair resets both
+@pytest.mark.parametrize("policy", ["lru", "s3fifo", "s3lfu", "tinylfu"])  # two logs: a repair resets both
 def test_sigkill_never_wedges_or_tears(make_arena, policy):
     arena = make_arena(8 << 20, shards=4, item_limit=8192)
     arena.configure_group("s", 4 << 20, policy)

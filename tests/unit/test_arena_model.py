@@ -226,7 +226,7 @@ def _in_main(arena, group, key):
     return None if i < 0 else arena._logs.view_of(g, s, i) is g.main
 
 
-@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu"])
+@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu", "tinylfu"])
 def test_two_log_random_ops_keep_values_and_accounting(make_arena, policy):
     rng = random.Random(5)
     clock = Clock()
@@ -262,7 +262,7 @@ def test_two_log_random_ops_keep_values_and_accounting(make_arena, policy):
     assert arena.stats("m")["evictions"] > 1000
 
 
-@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu"])
+@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu", "tinylfu"])
 def test_two_log_scan_does_not_flush_the_main_queue(make_arena, policy):
     arena = make_arena(8 << 20)
     budget = 60 * 1024  # one shard: a small log of ~6 KiB, a main log of ~54 KiB
@@ -324,6 +324,72 @@ def test_s3lfu_admits_a_frequent_key_the_small_log_would_evict(make_arena, polic
     assert sum(_in_main(arena, "s", f"more{i}") is True for i in range(100)) == 0
 
 
+# ---- tinylfu: W-TinyLFU in a window log and a main log (policy.TinyLfu, log.py _tail_windowed).
+
+def test_tinylfu_admits_a_key_missed_often_and_keeps_the_victim_on_a_tie(make_arena):
+    arena = make_arena(8 << 20)
+    arena.configure_group("s", 60 * 1024, "tinylfu")
+    value = b"v" * 100
+    for i in range(2_000):  # both logs full of keys written once, never read
+        arena.set("s", f"fill{i}", value)
+    for _ in range(5):  # five misses of one key: the sketch counts each write of a new key
+        arena.set("s", "often", value)
+        arena.delete("s", "often")
+    arena.set("s", "often", value)
+    assert _in_main(arena, "s", "often") is False  # a new key enters the window
+    for i in range(20):  # past the window's few entries, unread: "often" meets its hand
+        arena.set("s", f"more{i}", value)
+    assert _in_main(arena, "s", "often") is True  # counted more often than the victim: admitted
+    assert arena.get("s", "often") == value
+    # A key missed once ties with a victim missed once: the victim stays, the key is evicted
+    # (but for the few victims whose one count a halving of the sketch cleared).
+    assert sum(arena.get("s", f"more{i}") is not None for i in range(10)) <= 3
+    assert arena.usage("s") == arena.audit("s")
+
+
+def test_tinylfu_ghost_remembers_only_the_last_few_evicted_keys(make_arena):
+    arena = make_arena(8 << 20)
+    arena.configure_group("s", 60 * 1024, "tinylfu")
+    value = b"v" * 100
+    for i in range(2_000):  # both logs full: the window evicts to the ghost
+        arena.set("s", f"fill{i}", value)
+    for name, later in (("soon", 0), ("late", 200)):
+        arena.set("s", name, value)
+        for i in range(12):  # past the window's entries, unread: evicted (a tie keeps the victim)
+            arena.set("s", f"{name}-push{i}", value)
+        assert arena.get("s", name) is None
+        for i in range(later):  # more evicted keys recorded after it
+            arena.set("s", f"{name}-after{i}", value)
+        arena.set("s", name, value)
+        # Back within a twentieth of the main log's entry count: straight to the main log.
+        assert _in_main(arena, "s", name) is (name == "soon")
+
+
+@pytest.mark.parametrize("policy", ["lru", "s3fifo", "tinylfu"])
+def test_tinylfu_keeps_a_fixed_part_of_a_loop_larger_than_the_cache(make_arena, policy):
+    """A loop over 1.2x the cache: CLOCK misses every time; TinyLFU keeps most of it in place."""
+    arena = make_arena(8 << 20)
+    arena.configure_group("s", 60 * 1024, policy)
+    value = b"v" * 100
+    for i in range(2_000):
+        arena.set("s", f"fill{i}", value)
+    held = arena.usage("s")[1]
+    keys = [f"loop{i}" for i in range(held * 6 // 5)]
+    hits = 0
+    for rnd in range(20):
+        for k in keys:
+            if arena.get("s", k) is None:
+                arena.set("s", k, value)
+            elif rnd >= 10:
+                hits += 1
+    ratio = hits / (10 * len(keys))
+    if policy == "tinylfu":
+        assert ratio > 0.6, ratio
+    else:
+        assert ratio < 0.5, ratio
+    assert arena.usage("s") == arena.audit("s")
+
+
 def test_sketch_counts_saturate_and_halve_once_a_period_is_up(make_arena):
     arena = make_arena(4 << 20, shards=1)
     sketch = arena._logs._sketch
@@ -343,20 +409,23 @@ def test_sketch_counts_saturate_and_halve_once_a_period_is_up(make_arena):
     assert sketch.estimate(0, h) == SKETCH_MAX // 2  # counters halved, the doorkeeper cleared
 
 
-def test_s3lfu_hit_writes_only_the_reference_byte(make_arena):
+@pytest.mark.parametrize("policy", ["s3lfu", "tinylfu"])
+def test_hit_writes_only_the_reference_byte(make_arena, policy):
     """The lock-free hit's whole policy step: raise the slot's reference byte, up to ref_max."""
     arena = make_arena(4 << 20, shards=1)
-    arena.configure_group("s", 60 * 1024, "s3lfu")
+    arena.configure_group("s", 60 * 1024, policy)
     for i in range(50):
         arena.set("s", f"k{i}", b"v" * 100)
     mm = arena._mm
     sketch_bytes = lambda: bytes(mm[arena._logs._sketch._off:arena._data_off])  # noqa: E731
     refs = lambda: bytes(mm[arena._refs_off:arena._refs_off + arena._sps])  # noqa: E731
     before_sketch, before_refs = sketch_bytes(), refs()
-    for _ in range(5):
+    ref_max = POLICIES[policy].ref_max
+    assert ref_max == {"s3lfu": 3, "tinylfu": 15}[policy]
+    for _ in range(ref_max + 2):
         for i in range(50):
             assert arena.get("s", f"k{i}") is not None
     after = refs()
     assert sketch_bytes() == before_sketch
-    assert sum(after) - sum(before_refs) == 50 * 3  # each hit slot counted up to ref_max, no further
-    assert max(after) == POLICIES["s3lfu"].ref_max == 3
+    assert sum(after) - sum(before_refs) == 50 * ref_max  # each hit slot counted up to ref_max, no further
+    assert max(after) == ref_max

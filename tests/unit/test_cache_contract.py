@@ -19,6 +19,7 @@ from __future__ import annotations
 import pytest
 
 from geecache.cache import LocalCache
+from geecache.limits import POLICIES
 from geecache.errors import UnknownGroupError, ValueTooLargeError
 from geecache.shm.layout import entry_size
 from geecache.stats import STAT_FIELDS
@@ -33,6 +34,8 @@ DIFFERENCES = {
                   "in the arena (see LocalCache's docstring)",
         "s3lfu": "LocalCache accepts s3lfu and behaves as lru: S3-FIFO's queues and the frequency "
                  "sketch live in the arena (see LocalCache's docstring)",
+        "tinylfu": "LocalCache accepts tinylfu and behaves as lru: W-TinyLFU's window, main log and "
+                   "frequency sketch live in the arena (see LocalCache's docstring)",
         "item_limit": "LocalCache has no item limit of its own: Group enforces it above the cache "
                       "(test_group.py::test_value_over_item_limit)",
     },
@@ -133,7 +136,7 @@ def test_delete(backend):
     assert backend.check("g") == (0, 0)
 
 
-@pytest.mark.parametrize("policy", ["lru", "lru2", "s3fifo", "s3lfu"])
+@pytest.mark.parametrize("policy", POLICIES)
 def test_clear_delete_and_budget(backend, policy):
     """Many times the budget through two groups: each stays in its budget and uses it."""
     c = backend.cache = backend.make(size=16 << 20)
@@ -192,7 +195,7 @@ def test_a_read_entry_outlives_unread_ones(backend):
     assert c.get("g", "k001") is None
 
 
-@pytest.mark.parametrize("policy", ["lru2", "s3fifo", "s3lfu"])
+@pytest.mark.parametrize("policy", [p for p in POLICIES if p != "lru"])
 def test_scan_resistant_policy_keeps_hot_entries_through_a_scan(backend, policy):
     c = backend.cache
     budget = SMALL
