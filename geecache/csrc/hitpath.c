@@ -12,13 +12,15 @@
  * The arena is shared with processes that may die at any instruction (invariant 1): every
  * offset and length read from it is bounds-checked against the mapping, and a slot whose
  * seqlock version is odd or changes during the copy is a doubt (the Python reader then
- * decides), as ``Arena.get_entry`` treats it as a miss.
+ * decides), as ``Arena.get_entry`` treats it as a miss; either way it counts a seqlock
+ * conflict in this process's contention cell, as ``Arena.get_entry`` does.
  *
  * What each part mirrors (keep them in step):
  *   parse_get          protocol.py: on_header / on_headers_complete / on_message_complete
  *   probe              geecache/shm/arena.py: Arena.get_entry (layout.py: SLOT, ENTRY)
  *   hit_touch_policy   the reference byte a hit raises (arena.py, policy.py)
  *   count_hit          Group.get_cached's two counters (gets, local_hits | hot_hits)
+ *   conflict           StatRows.count_seqlock_conflict (shm/stats.py)
  *   answer             DataPlaneProtocol._serve_api_key's head and write
  */
 #define PY_SSIZE_T_CLEAN
@@ -63,6 +65,7 @@ typedef struct {
     uint32_t sps, n_shards, item_limit;
     hp_group main, hot;
     uint64_t gets_at, local_hits_at, hot_hits_at;  /* absolute offsets of this process's u64 cells */
+    uint64_t conflicts_at;   /* this process's seqlock_conflicts contention cell (shm/stats.py) */
     PyObject *clock;         /* called only for an entry with an expiry, when not time.time */
     int realtime;            /* clock is time.time: CLOCK_REALTIME directly */
     PyObject *head;          /* bytes: the hit head up to "Content-Length: " */
@@ -206,6 +209,16 @@ static inline void count_hit(HitPath *hp, uint64_t hits_at)
     (*(volatile uint64_t *)(hp->base + hits_at))++;
 }
 
+/* A read met its slot mid-write (odd or changed version, or a torn offset): counted in this
+ * process's ``seqlock_conflicts`` cell, as Arena.get_entry counts it, then a doubt.  The
+ * Python reader that takes the request next reads again (and counts again if the writer is
+ * still there): every read that meets a writer counts. */
+static inline int conflict(HitPath *hp)
+{
+    (*(volatile uint64_t *)(hp->base + hp->conflicts_at))++;
+    return HP_DOUBT;
+}
+
 static int now_realtime(HitPath *hp, double *now)
 {
     if (hp->realtime) {
@@ -252,10 +265,10 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
         uint32_t off = __atomic_load_n((uint32_t *)(p + 12), __ATOMIC_RELAXED);
         if (sh == h) {
             if (ver & 1)
-                return HP_DOUBT;
+                return conflict(hp);
             uint64_t q = hp->data_off + (uint64_t)off * 8;
             if (q + ENTRY_SIZE > hp->size)
-                return HP_DOUBT;
+                return conflict(hp);
             uint8_t e[ENTRY_SIZE];
             memcpy(e, hp->base + q, ENTRY_SIZE);
             uint16_t klen, gidx;
@@ -270,7 +283,7 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
             if (klen == kl && gidx == g->idx && vlen <= hp->item_limit) {
                 q += ENTRY_SIZE;
                 if (q + klen + (uint64_t)vlen > hp->size)
-                    return HP_DOUBT;
+                    return conflict(hp);
                 int same = memcmp(hp->base + q, k, kl) == 0;
                 if (same) {
                     if (out_reserve(hp, *len, vlen) < 0)
@@ -279,7 +292,7 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
                 }
                 __atomic_thread_fence(__ATOMIC_ACQUIRE);
                 if (__atomic_load_n((uint32_t *)(p + 8), __ATOMIC_RELAXED) != ver)
-                    return HP_DOUBT;
+                    return conflict(hp);
                 if (same) {
                     /* A compressed entry is decoded by Python; an expired one is dropped
                      * there (under the shard lock). */
@@ -448,12 +461,12 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     static char *names[] = {"mapping", "layout", "main", "hot", "cells", "head", "bounds", "tally",
                             "max_url", "max_header", "accept_ok", "clock", "realtime", NULL};
     PyObject *mapping, *main, *hot, *head, *bounds, *tally, *clock;
-    unsigned long long slots_off, refs_off, data_off, gets_at, local_at, hot_at;
+    unsigned long long slots_off, refs_off, data_off, gets_at, local_at, hot_at, conflicts_at;
     unsigned int sps, n_shards, item_limit;
     int accept_ok, realtime;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKK)SOO!nnpOp", names, &mapping,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKKK)SOO!nnpOp", names, &mapping,
                                      &slots_off, &refs_off, &data_off, &sps, &n_shards, &item_limit,
-                                     &main, &hot, &gets_at, &local_at, &hot_at, &head, &bounds,
+                                     &main, &hot, &gets_at, &local_at, &hot_at, &conflicts_at, &head, &bounds,
                                      &PyList_Type, &tally,
                                      &hp->max_url, &hp->max_header, &accept_ok, &clock, &realtime))
         return -1;
@@ -494,8 +507,8 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     if (sps == 0 || n_shards == 0 || hp->main.idx >= 0xffff
         || slots_off % 16 || slots_off > size || nslots * SLOT_SIZE > size - slots_off
         || refs_off > size || nslots > size - refs_off || data_off > size
-        || gets_at % 8 || local_at % 8 || hot_at % 8
-        || gets_at + 8 > size || local_at + 8 > size || hot_at + 8 > size) {
+        || gets_at % 8 || local_at % 8 || hot_at % 8 || conflicts_at % 8
+        || gets_at + 8 > size || local_at + 8 > size || hot_at + 8 > size || conflicts_at + 8 > size) {
         release_view(hp);
         PyErr_SetString(PyExc_ValueError, "layout outside the mapping");
         return -1;
@@ -511,6 +524,7 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     hp->gets_at = gets_at;
     hp->local_hits_at = local_at;
     hp->hot_hits_at = hot_at;
+    hp->conflicts_at = conflicts_at;
     Py_INCREF(head);
     Py_XSETREF(hp->head, head);
     Py_INCREF(clock);

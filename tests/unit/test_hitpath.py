@@ -32,6 +32,7 @@ from xxhash import xxh3_64_intdigest
 
 from geecache.group import Group
 from geecache.shm import Arena
+from geecache.shm.layout import SLOT_SIZE, SLOT_VERSION_AT, U32
 from geecache.storage import MemoryStorage, load_source
 from tests.support.dataplane import PlaneServer
 from workers.dataplane import hitpath
@@ -311,6 +312,33 @@ def test_a_released_reader_answers_nothing(arena):
     hp.release()
     assert not hp.live and hp.probe(b"k") == ("doubt", None)
     assert hp.serve(b"GET /api?key=k HTTP/1.1\r\n\r\n", None) == 0
+
+
+def test_a_slot_met_mid_write_counts_a_seqlock_conflict_as_get_entry_does(arena):
+    # The compiled reader counts it in this process's contention cell, then leaves the
+    # request to the Python path (which reads again, and counts again if the writer is still
+    # there); before, only the Python reads counted, so a conflict C met was never seen.
+    g = Group("q", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    arena.set(g.name, "k", b"value")
+    rec = arena._group(g.name)
+    h, s, home = arena._locate(rec, b"k")
+    i = arena._find(s, h, b"k", rec.idx, home)
+    at = arena._slots_off + (s * arena._sps + i) * SLOT_SIZE + SLOT_VERSION_AT
+    ver = U32.unpack_from(arena._mm, at)[0]
+    hp = reader(arena, g)
+
+    def conflicts() -> int:
+        return next(r for r in arena.contention() if r["pid"] == os.getpid())["seqlock_conflicts"]
+
+    U32.pack_into(arena._mm, at, ver + 1)  # a writer's first step: the version goes odd
+    assert hp.probe(b"k") == ("doubt", None)
+    assert hp.serve(b"GET /api?key=k HTTP/1.1\r\n\r\n", None) == 0  # nothing written, no transport asked
+    assert conflicts() == 2
+    assert arena.get_entry(g.name, "k") is None  # the Python read counts its own
+    assert conflicts() == 3
+    U32.pack_into(arena._mm, at, ver + 2)  # the writer's last step
+    assert hp.probe(b"k") == ("hit", b"value")
+    assert conflicts() == 3
 
 
 def test_closing_the_arena_releases_its_readers():
