@@ -28,6 +28,7 @@ from .backoff import wait_while
 from .cache import Cache, HostFlight, LocalCache, NoHostFlight
 from .compression import get_codec, pack, unpack
 from .defaults import DEFAULT_LOAD_TIMEOUT
+from .doorkeeper import Doorkeeper
 from geecache.observability.latency import SOURCE_LOADS
 from .errors import (
     CodecError,
@@ -56,6 +57,9 @@ log = logging.getLogger("geecache.group")
 DEFAULT_HOT_TTL = 60.0
 #: The hot region's share of a group's budget (groupcache: 1/8).
 HOT_FRACTION = 8
+#: A peer's value is kept as a hot copy from the key's second fetch in the doorkeeper's window
+#: (``geecache.doorkeeper``): a key read once here costs no arena write.
+DEFAULT_HOT_AFTER = 2
 #: How long a miss waits for another process's load before loading itself.
 DEFAULT_FLIGHT_WAIT = 10.0
 #: How many times a write the source refused as older than its stored version
@@ -95,6 +99,7 @@ class Group:
         flight_wait: float = DEFAULT_FLIGHT_WAIT,
         hot_share: float = 1 / HOT_FRACTION,
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        hot_after: int = DEFAULT_HOT_AFTER,
     ) -> None:
         self.name = check_group_name(name)
         self.source = source
@@ -118,6 +123,8 @@ class Group:
         self._fence = _WriteFence()
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
+        # Which fetched keys have earned a hot copy (*hot_after*: from which fetch; 1: every one).
+        self._doorkeeper = Doorkeeper(hot_after)
         self._flight_wait = flight_wait
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)
@@ -286,12 +293,15 @@ class Group:
             future.set_result(task.result()[0])  # (value, expire_at)
 
     def _kept_hot(self, key: str, value: bytes, payload: bytes, codec: int | None, expire_at: float) -> None:
-        """Count a peer hit and keep its value as a hot copy, never past the owner's entry.
+        """Count a peer hit and keep its value as a hot copy, never past the owner's entry,
+        once the doorkeeper admits it (the key's ``hot_after``-th fetch lately).
 
         A group that packs keeps the bytes as they came (*payload* under
         *codec*; None: only the value came, packed here); another keeps the value.
         """
         self.stats.add("peer_hits")
+        if not self._doorkeeper.admits(key):
+            return  # fetched once lately: not hot yet (geecache.doorkeeper)
         ttl = self._hot_ttl
         if expire_at:  # a hot copy must not outlive the owner's entry
             ttl = min(ttl, expire_at - time.time())
@@ -408,7 +418,7 @@ class Group:
                     ttl = self._hot_ttl
                     if expire_at:  # a hot copy must not outlive the owner's entry
                         ttl = min(ttl, expire_at - now)
-                    if ttl > 0:
+                    if ttl > 0 and self._doorkeeper.admits(key):
                         self._store(self._hot, key, value, ttl)
                     future.set_result(value)
                 elif status == 404:
