@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import threading
+import time
 import signal
 from pathlib import Path
 
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.procs
 KEYS = [f"k{i}" for i in range(12)]
 #: About 1.2 kB of JSON: every codec keeps it in a fraction of that.
 VALUES = {key: document(key, items=10) for key in KEYS}
+#: Seconds a SIGHUP roll may take before the test gives up on it.
+ROLL_DEADLINE = 120
 
 
 def _write_config(path: Path, db: Path, codec: str) -> None:
@@ -102,7 +105,8 @@ def _fill(hosts) -> None:
 def _sighup(h, config_text_contains: str) -> None:
     seen = h.log().count("every worker now runs the new configuration")
     h.send_signal(signal.SIGHUP)
-    wait_until(lambda: h.log().count("every worker now runs the new configuration") > seen, 30,
+    # A roll is two worker boots and two graceful retirements: generous on a loaded machine.
+    wait_until(lambda: h.log().count("every worker now runs the new configuration") > seen, ROLL_DEADLINE,
                what="the roll to finish")
     assert config_text_contains in h.log()
 
@@ -156,11 +160,12 @@ def test_no_wrong_value_while_workers_roll_onto_another_codec(tmp_path):
     hosts = _start_two(tmp_path, config, [free_port(), free_port()])
     stop, answers = threading.Event(), []
 
-    def load(port: int) -> None:  # bounded: at most 300 rounds of every key, one keep-alive connection
+    def load(port: int) -> None:  # one keep-alive connection, bounded in rounds and in time
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        deadline = time.monotonic() + 300
         try:
-            for _ in range(300):
-                if stop.is_set():
+            for _ in range(100_000):
+                if stop.is_set() or time.monotonic() > deadline:
                     return
                 for key in KEYS:
                     try:
@@ -178,12 +183,12 @@ def test_no_wrong_value_while_workers_roll_onto_another_codec(tmp_path):
         for c in clients:
             c.start()
         try:
-            wait_until(lambda: len(answers) >= 100, 20, what="load running")
+            wait_until(lambda: len(answers) >= 100, 60, what="load running")
             _write_config(config, db, "none")
             for h in hosts:
                 _sighup(h, "groups[0].codec zstd → none")
             seen = len(answers)
-            wait_until(lambda: len(answers) >= seen + 100, 20, what="load served by the new workers")
+            wait_until(lambda: len(answers) >= seen + 100, 60, what="load served by the new workers")
         finally:
             stop.set()
             for c in clients:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +29,8 @@ from tests.support.proc import REPO, SUPERVISOR, Host, alive, base_env, start_su
 pytestmark = pytest.mark.procs
 
 KEYS = [f"k{i}" for i in range(20)]
+#: The longest a test's load runs if the test never stops it.
+LOAD_SECONDS = 300
 
 
 def _config(tmp_path: Path, extra: str = "", group: str = "") -> Path:
@@ -49,7 +52,11 @@ def _fill(h) -> None:
 
 
 def _load(port: int, rounds: int, stop: threading.Event, out: list) -> None:
-    """Bounded GETs of every key, 8 at a time, each on a fresh connection; (key, status, body)."""
+    """GETs of every key, 8 at a time, each on a fresh connection; (key, status, body).
+
+    Bounded by *rounds* and by ``LOAD_SECONDS``; the test stops it sooner.  A small round
+    count alone ran out before a slow roll ended, on a machine faster than the roll.
+    """
     async def run():
         connector = aiohttp.TCPConnector(force_close=True, limit=8)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as s:
@@ -59,8 +66,9 @@ def _load(port: int, rounds: int, stop: threading.Event, out: list) -> None:
                         out.append((key, resp.status, await resp.read()))
                 except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                     out.append((key, None, repr(exc).encode()))
+            deadline = time.monotonic() + LOAD_SECONDS
             for _ in range(rounds):
-                if stop.is_set():
+                if stop.is_set() or time.monotonic() > deadline:
                     break
                 await asyncio.gather(*(one(k) for k in KEYS))
     asyncio.run(run())
@@ -78,16 +86,16 @@ def test_sighup_replaces_every_worker_under_load_without_a_failure_or_a_reload(t
         # A live change (the TTL), and one the running arena cannot take (its shard count).
         _config(tmp_path, extra="arena_shards = 4\n", group="ttl = 3600\n")
         stop, out = threading.Event(), []
-        client = threading.Thread(target=_load, args=(h.port, 400, stop, out))
+        client = threading.Thread(target=_load, args=(h.port, 100_000, stop, out))
         client.start()
         try:
-            wait_until(lambda: len(out) >= 40, 10, what="load running")
+            wait_until(lambda: len(out) >= 40, 60, what="load running")
             h.send_signal(signal.SIGHUP)
-            wait_until(lambda: "every worker now runs the new configuration" in h.log(), 30,
+            wait_until(lambda: "every worker now runs the new configuration" in h.log(), 120,
                        what="the roll to finish")
-            wait_until(lambda: not any(alive(p) for p in old), 15, what="the old workers gone")
+            wait_until(lambda: not any(alive(p) for p in old), 60, what="the old workers gone")
             seen = len(out)
-            wait_until(lambda: len(out) >= seen + 40, 10, what="load served by the new workers")
+            wait_until(lambda: len(out) >= seen + 40, 60, what="load served by the new workers")
         finally:
             stop.set()
             client.join(30)
@@ -137,9 +145,9 @@ def test_a_roll_whose_nth_new_worker_cannot_boot_is_abandoned_and_the_host_keeps
         before = set(h.wait_workers(2))
         cfg.write_text('[[groups]]\nname = "c"\nloader = "tests.support.bootfail:load"\n')
         h.send_signal(signal.SIGHUP)
-        wait_until(lambda: "abandoning the roll" in h.log(), 30, what="the roll abandoned")
+        wait_until(lambda: "abandoning the roll" in h.log(), 120, what="the roll abandoned")
         if fail_at > 1:  # the first slot was replaced already: it is rolled back too
-            wait_until(lambda: "every worker now runs the previous configuration" in h.log(), 30,
+            wait_until(lambda: "every worker now runs the previous configuration" in h.log(), 120,
                        what="the replaced workers rolled back")
         log = h.log()
         assert "failed to boot" not in log and "stopping instead of restarting" not in log
