@@ -587,6 +587,14 @@ class DataPlaneProtocol(asyncio.Protocol):
         else:
             reply = future.result()
             if type(reply) is bytes:  # a value's Future (Router.api_load): the GET /api answer
+                if not head_only and not self._closed:
+                    # Written as a hit is (the same bytes render makes of loaded_reply, counted
+                    # in the same GET /api 200 tally): a remote hit's answer, cheaply.
+                    self._pending = None
+                    plane = self._plane
+                    self._write_hit(self._router.loaded_head(plane.hit_head), reply, end, start, plane.hit_tally)
+                    self._drain()
+                    return
                 reply = self._router.loaded_reply(reply)
         self._finish(reply, method, label, start, end, head_only)
 

@@ -52,7 +52,7 @@ from geecache.cluster.ownerwrites import serve_delete, serve_set, serve_write_ba
 from geecache.cluster.warmup import holds_nothing_for, serve_warm
 from workers.dataplane.query import decode, parse_query
 from workers.dataplane.responses import (
-    JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
+    CONTENT_LENGTH, JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
 )
 
 log = logging.getLogger("geecache.worker")
@@ -252,6 +252,8 @@ class Router:
         self._groups_by_raw = {name.encode(): group for name, group in groups.items()}
         # (ring version, ring, its X-Geecache-Ring line) of the ring last answered with.
         self._ring_seen: tuple = (None, None, b"")
+        # (hit head, ring line, the loaded answer's head made of them): see ``loaded_head``.
+        self._loaded_seen: tuple = (None, None, b"")
         self.batch_max_keys = int(batch_max_keys)
         self.batch_max_bytes = int(batch_max_bytes)
         self.batch_inflight_bytes = int(batch_inflight_bytes)
@@ -382,6 +384,19 @@ class Router:
     def loaded_reply(self, value: bytes) -> Reply:
         """The answer to ``GET /api`` whose ``api_load`` Future gave *value* (bytes, not a reply)."""
         return (200, OCTET_STREAM, value, self._ring_line(self.default_group))
+
+    def loaded_head(self, hit_head: bytes) -> bytes:
+        """``loaded_reply``'s head up to ``Content-Length: ``, as ``render`` writes it: *hit_head*
+        (the plane's, ending in that field name) with the ring line before the length.
+
+        Made once per hit head (the sweep renews it with the Date) and ring, so a remote
+        hit's answer is written as a hit is, not rendered from a reply tuple.
+        """
+        line = self._ring_line(self.default_group)
+        seen = self._loaded_seen
+        if seen[0] is not hit_head or seen[1] is not line:
+            seen = self._loaded_seen = (hit_head, line, hit_head[:-len(CONTENT_LENGTH)] + line + CONTENT_LENGTH)
+        return seen[2]
 
     async def _api_loaded(self, group, key: str) -> Reply:
         value = await group.load(key)
