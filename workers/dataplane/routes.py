@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError
 
 from geecache.defaults import DEFAULT_BATCH_INFLIGHT_BYTES, DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_KEYS
 from geecache import auth
-from geecache.cluster import getwire
+from geecache.cluster import batchwire, getwire
 from geecache.compression import CODECS, pack, unpack
 from geecache.cluster.consistenthash import members_digest
 from geecache.errors import (
@@ -800,19 +800,17 @@ class Router:
         entries = group.cached_for_peer(keys)
         if entries is None or sum(len(entry[0]) for entry in entries) > self.batch_max_bytes:
             return None
-        msg = BatchResponse()
-        add = msg.items.add
         now = time.time()
         packs = group.packs
         codec = group.codec
+        hits = []
         for entry in entries:
             payload, codec_id, expire_at = entry
             if not packs:  # the value, packed with the group's codec (none: as it is)
                 payload = group.value_of(entry)
                 codec_id, payload = pack(payload, codec) if codec.id else (0, payload)
-            add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
-                ttl_left=seconds_left(expire_at, now))
-        return msg.SerializeToString()
+            hits.append((payload, codec_id, expire_at, seconds_left(expire_at, now)))
+        return batchwire.encode_hits(hits)  # the BatchResponse bytes, written by hand
 
     def peer_writes(self, req: Request):
         """A peer's batch of writes to keys this host owns: applied here in one transaction."""
