@@ -11,6 +11,7 @@ import pytest
 
 from geecache.geecachepb import GetResponse
 from geecache.group import Group
+from geecache.cluster.peers import NoPeers
 from geecache.cluster.pool import HTTPPool, StaticMembers, peer_path, peer_url
 from tests.support.loop_hosts import TOKEN, CountingStorage, cluster, owned_by
 from tests.support.net import free_port
@@ -78,6 +79,15 @@ def test_rings_agree_on_owners():
                 assert len(owners) == 1
 
     asyncio.run(go())
+
+
+def test_owns_answers_for_each_key_what_pick_answers():
+    members = [f"127.0.0.1:{9000 + i}" for i in range(3)]
+    for view in (members, members[1:], [members[0]], []):  # this host in the ring, or not
+        pool = HTTPPool(members[0], StaticMembers(view))
+        keys = [f"key-{i}" for i in range(500)]
+        assert pool.owns(keys) == [pool.pick(key) is None for key in keys]
+    assert NoPeers().owns(["a", "b"]) == [True, True]
 
 
 def test_peer_down_falls_back_to_local_load():
