@@ -76,6 +76,8 @@ typedef struct {
     PyObject *tally;         /* the plane's hit tally: [count, seconds, bucket counts...] */
     uint64_t written;        /* bytes written since the last take_written() */
     uint64_t answered;       /* every hit answered here, never reset (tests, diagnostics) */
+    PyObject *miss;          /* (length, key) of the request serve() stopped at when both probes
+                              * found no entry, else NULL: the Python protocol loads it unparsed */
     char *out;
     size_t out_cap;
     PyObject *weakrefs;      /* the arena keeps its readers in a WeakSet */
@@ -318,7 +320,8 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
 }
 
 /* One request's answer appended to hp->out: _serve_api_key's head, the length, the end of
- * a kept connection, the value.  HP_DOUBT leaves hp->out as it was. */
+ * a kept connection, the value.  HP_MISS (neither partition holds the key) and HP_DOUBT leave
+ * *len as it was. */
 static int answer(HitPath *hp, const char *key, Py_ssize_t kl, size_t *len)
 {
     Py_ssize_t hl = PyBytes_GET_SIZE(hp->head);
@@ -336,7 +339,7 @@ static int answer(HitPath *hp, const char *key, Py_ssize_t kl, size_t *len)
         r = probe(hp, &hp->hot, (const uint8_t *)key, (size_t)kl, &vat);
     }
     if (r != HP_HIT)
-        return HP_DOUBT;
+        return r;  /* HP_MISS: no entry in either partition, as Group.get_cached's None */
     size_t vlen = vat - at;
     char digits[24];
     int dl = snprintf(digits, sizeof digits, "%zu\r\n\r\n", vlen);
@@ -388,12 +391,20 @@ static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t na
     size_t len = 0;
     uint64_t hits = 0;
     double t0 = monotonic();
+    Py_CLEAR(hp->miss);
     while (done < n && len < OUT_LIMIT) {
         const char *key;
         Py_ssize_t kl;
         Py_ssize_t used = parse_get(hp, p + done, n - done, &key, &kl);
-        if (!used || answer(hp, key, kl, &len) != HP_HIT)
+        if (!used)
             break;
+        int r = answer(hp, key, kl, &len);
+        if (r != HP_HIT) {
+            if (r == HP_MISS)  /* a complete common-case request whose key is cached nowhere */
+                hp->miss = Py_BuildValue("(ny#)", used, key, kl);  /* (NULL on no memory: parsed again) */
+            PyErr_Clear();
+            break;
+        }
         done += used;
         hits++;
     }
@@ -542,6 +553,7 @@ static void HitPath_dealloc(HitPath *hp)
     Py_XDECREF(hp->head);
     Py_XDECREF(hp->clock);
     Py_XDECREF(hp->tally);
+    Py_XDECREF(hp->miss);
     PyMem_Free(hp->out);
     Py_TYPE(hp)->tp_free((PyObject *)hp);
 }
@@ -634,6 +646,11 @@ static PyObject *HitPath_get_answered(HitPath *hp, void *closure)
     return PyLong_FromUnsignedLongLong(hp->answered);
 }
 
+static PyObject *HitPath_get_miss(HitPath *hp, void *closure)
+{
+    return Py_NewRef(hp->miss != NULL ? hp->miss : Py_None);
+}
+
 static PyObject *HitPath_get_live(HitPath *hp, void *closure)
 {
     return PyBool_FromLong(hp->view.buf != NULL);
@@ -667,6 +684,9 @@ static PyGetSetDef HitPath_getset[] = {
      "The hit head up to 'Content-Length: ' (the sweep sets it with each new Date line)", NULL},
     {"live", (getter)HitPath_get_live, NULL, "False once the mapping was released", NULL},
     {"answered", (getter)HitPath_get_answered, NULL, "Hits serve() answered so far", NULL},
+    {"miss", (getter)HitPath_get_miss, NULL,
+     "(length, key) of the request right after what the last serve() answered when it is a "
+     "complete common-case GET whose key neither partition holds, else None", NULL},
     {NULL}
 };
 

@@ -341,6 +341,42 @@ def test_a_slot_met_mid_write_counts_a_seqlock_conflict_as_get_entry_does(arena)
     assert conflicts() == 3
 
 
+class Sink:
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.out = b""
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+
+def test_a_request_whose_key_is_cached_nowhere_is_handed_back_as_a_miss(arena):
+    g = Group("m", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    arena.set(g.name, "k", b"v")
+    arena.set(g._hot, "h", b"hot")
+    arena.set(g.name, "z", b"packed", codec=1)
+    hp = reader(arena, g)
+
+    def get(key: bytes, extra: bytes = b"") -> bytes:
+        return b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (key, extra)
+
+    sink = Sink()
+    data = get(b"k") + get(b"h") + get(b"absent") + get(b"k")
+    n = hp.serve(data, sink)
+    assert n == len(get(b"k") + get(b"h")) and sink.out.endswith(b"\r\n\r\nhot")
+    # The miss: its length and key, and nothing after it answered (the Python path queues it).
+    assert hp.miss == (len(get(b"absent")), b"absent")
+    assert hp.serve(get(b"absent"), Sink()) == 0 and hp.miss == (len(get(b"absent")), b"absent")
+    assert arena.stats(g.name)["gets"] == 2  # a miss counts nothing here (load_started counts it)
+    # Anything else is no miss: a compressed entry, a field the protocol acts on, an incomplete
+    # request, another target; and a later call forgets the last one's.
+    for data in (get(b"z"), get(b"absent", b"Connection: close\r\n"), get(b"absent")[:-2],
+                 b"GET /api?key=absent&group=m HTTP/1.1\r\n\r\n", get(b"k")):
+        hp.serve(data, Sink())
+        assert hp.miss is None, data
+
+
 def test_closing_the_arena_releases_its_readers():
     a = Arena.create(4 << 20)
     try:
@@ -462,8 +498,8 @@ def test_the_compiled_and_the_python_plane_answer_alike(tmp_path):
             data = b"".join(twin_request(rng) for _ in range(rng.choice([1, 2, 5, 20])))
             cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 0, 1, 3])))
             assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
-        for i in range(60):  # then the common case alone: pipelined hits, cut anywhere
-            data = b"".join(b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n" % rng.choice([b"a", b"b", b"c"])
+        for i in range(60):  # then the common case alone: pipelined hits and misses, cut anywhere
+            data = b"".join(b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n" % rng.choice([b"a", b"b", b"c", b"nope"])
                             for _ in range(rng.randrange(1, 30)))
             cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 1, 3])))
             assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
@@ -472,7 +508,7 @@ def test_the_compiled_and_the_python_plane_answer_alike(tmp_path):
             assert (c["gets"], c["local_hits"], c["hot_hits"]) == (p["gets"], p["local_hits"], p["hot_hits"]), name
         assert fast.arena.stats("kv")["local_hits"] > 300
         # ... and the compiled plane answered most of the second part in C.
-        assert fast.plane._plane.hit_path.answered > 200
+        assert fast.plane._plane.hit_path.answered > 100  # (what follows a miss waits for its answer: Python)
     finally:
         fast.stop()
         slow.stop()
