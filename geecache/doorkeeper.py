@@ -12,7 +12,9 @@ within the window (``Group(hot_after=)``, the ``hot_after`` setting; 1: at every
 The window is two generations of at most ``size`` key hashes each: when the current one is
 full it becomes the previous one and a fresh one starts, so a key counts as seen for between
 ``size`` and ``2 * size`` distinct fetched keys after its fetch, and memory is bounded.
-Guarded by the event loop's single thread (one Doorkeeper per Group, per process).
+Guarded by the event loop's single thread (one Doorkeeper per Group, per process): each
+worker counts its own fetches, so with W workers a key's copy is kept by its (W+1)-th fetch
+at the latest, and then serves every worker (it is in the arena).
 """
 
 from __future__ import annotations
