@@ -559,6 +559,11 @@ HOST_SETTINGS: tuple[Setting, ...] = (
     Setting(name="hot_ttl", kind=NUMBER, default=60.0,
             help="seconds a hot copy lives at most (and at most the group's `ttl`), so a lost invalidation "
             "heals", check=_positive, metavar="S", what="number > 0"),
+    Setting(name="hot_after", kind=INT, default=2,
+            help="a key another host owns is kept as a hot copy from its Nth fetch from its owner "
+            "among this worker's last 16k-32k fetched keys (1: at every fetch); a key read once here "
+            "then costs no cache write and evicts no hot copy (groupcache keeps one fetch in ten)",
+            check=between(1, 1000), metavar="N", what="int 1..1000"),
     Setting(name="lock_timeout", kind=NUMBER, default=1.0,
             help="seconds a worker's cache write waits for an arena shard lock held by another live "
             "process (stopped, say) before giving up: a load is then served uncached, a write "
@@ -657,7 +662,7 @@ HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cluster", ("etcd", "advertise", "lease_ttl", "peers", "peer_connect_timeout", "peer_read_timeout",
                  "handoff_window", "warmup_bytes", "warmup_seconds", "breaker_failures", "breaker_cooldown", "breaker_max_cooldown",
                  "max_clock_drift", "pause_threshold")),
-    ("groups", ("arena", "arena_shards", "process_rows", "hot_share", "hot_ttl", "lock_timeout",
+    ("groups", ("arena", "arena_shards", "process_rows", "hot_share", "hot_ttl", "hot_after", "lock_timeout",
                 "flight_wait")),
     ("limits", ("header_timeout", "keepalive_timeout", "max_connections", "batch_max_keys",
                 "batch_max_bytes", "batch_inflight_bytes")),

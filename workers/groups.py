@@ -83,7 +83,7 @@ def build_groups(cfg: Config, cache: Cache, flight: HostFlight, peers: PeerPicke
             g.name, open_source(g, executors), max_bytes=g.max_bytes, policy=g.policy, ttl=g.ttl,
             codec=g.codec, cache=cache, flight=flight, peers=peers, item_limit=g.item_limit,
             hot_ttl=cfg.hot_ttl, hot_share=cfg.hot_share, flight_wait=cfg.flight_wait,
-            load_timeout=g.load_timeout)
+            load_timeout=g.load_timeout, hot_after=cfg.hot_after)
         for g in cfg.groups
     }
 

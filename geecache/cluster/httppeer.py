@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from google.protobuf.message import DecodeError
 
-from geecache.cluster import getwire
+from geecache.cluster import batchwire, getwire
 from geecache.compression import CODECS, codec_by_id, pack, unpack
 from geecache.cluster.transport import ConnectionPool, PeerProtocolError
 from geecache.errors import CodecError, NotFoundError, PeerError, PeerUnavailableError
@@ -261,27 +261,25 @@ class HTTPPeer:
             for key, done in items:
                 self._get_soon(group, key, done)
             return
-        msg = BatchResponse()
         try:
-            msg.ParseFromString(body)
-            if len(msg.items) != len(items):
-                raise DecodeError(f"{len(msg.items)} items for {len(items)} keys")
+            answers = batchwire.decode_response(body)  # the library's reading, without its objects
+            if len(answers) != len(items):
+                raise DecodeError(f"{len(answers)} items for {len(items)} keys")
         except DecodeError as exc:
             for _, done in items:
                 done(PeerError(f"peer {self.address}: bad batch response: {exc}"))
             return
         now = time.time()
-        for (key, done), item in zip(items, msg.items):
-            if item.status == 200:
-                if item.codec and item.codec not in _CODEC_IDS:
-                    done(PeerError(f"peer {self.address}: bad response: unknown codec id {item.codec}"))
+        for (key, done), (status, value, codec, expire_at, ttl_left, reason) in zip(items, answers):
+            if status == 200:
+                if codec and codec not in _CODEC_IDS:
+                    done(PeerError(f"peer {self.address}: bad response: unknown codec id {codec}"))
                     continue
-                expire_at = local_expiry(item.expire_at, item.ttl_left, now) if item.expire_at else 0.0
-                done((item.value, item.codec, expire_at))
-            elif item.status == 404:
+                done((value, codec, local_expiry(expire_at, ttl_left, now) if expire_at else 0.0))
+            elif status == 404:
                 done(NotFoundError(f"group {group!r} has no key {key!r}"))
             else:
-                done(self._fail(self.address, item.status, item.error.encode()))
+                done(self._fail(self.address, status, reason.encode()))
 
     def _get_soon(self, group: str, key: str, done: Callable[[object], None], query: bytes = b"") -> None:
         """One key's ``GET``, as ``fetch_packed_soon`` describes."""

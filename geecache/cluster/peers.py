@@ -91,6 +91,9 @@ class PeerPicker(Protocol):
     def pick(self, key: str) -> Peer | None:
         """The owning peer of *key*, or None when this host owns it."""
 
+    def owns(self, keys: list[str]) -> list[bool]:
+        """For each of *keys*, whether ``pick`` names no peer for it (this host owns it)."""
+
     def handoff_peer(self, key: str) -> Peer | None:
         """For a key this host owns: its owner before the last ring change, while that change
         is recent (``handoff_window``), when that is another member; else None."""
@@ -125,6 +128,10 @@ class NoPeers:
 
     def pick(self, key: str) -> None:
         return None
+
+    def owns(self, keys: list[str]) -> list[bool]:
+        """All of them: a host alone owns every key."""
+        return [True] * len(keys)
 
     def handoff_peer(self, key: str) -> None:
         """None: a host alone has no previous owner to ask."""

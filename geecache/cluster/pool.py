@@ -224,6 +224,17 @@ class HTTPPool:
             return None
         return self._peers.get(owner)
 
+    def owns(self, keys: list[str]) -> list[bool]:
+        """For each of *keys*, whether ``pick`` would name no peer (this host owns it), by one
+        look at the member list: an owner's batch of keys is routed per key otherwise."""
+        self._refresh()
+        owner_of, me, peers = self._ring.get, self.self_address, self._peers
+        out = []
+        for key in keys:
+            owner = owner_of(key)
+            out.append(owner is None or owner == me or owner not in peers)
+        return out
+
     def handoff_peer(self, key: str) -> HTTPPeer | None:
         """For a key this host owns now: its owner by the ring before the last change, when
         that was within ``handoff_window`` seconds, is another host and is still a member; else None."""

@@ -12,13 +12,15 @@
  * The arena is shared with processes that may die at any instruction (invariant 1): every
  * offset and length read from it is bounds-checked against the mapping, and a slot whose
  * seqlock version is odd or changes during the copy is a doubt (the Python reader then
- * decides), as ``Arena.get_entry`` treats it as a miss.
+ * decides), as ``Arena.get_entry`` treats it as a miss; either way it counts a seqlock
+ * conflict in this process's contention cell, as ``Arena.get_entry`` does.
  *
  * What each part mirrors (keep them in step):
  *   parse_get          protocol.py: on_header / on_headers_complete / on_message_complete
  *   probe              geecache/shm/arena.py: Arena.get_entry (layout.py: SLOT, ENTRY)
  *   hit_touch_policy   the reference byte a hit raises (arena.py, policy.py)
  *   count_hit          Group.get_cached's two counters (gets, local_hits | hot_hits)
+ *   conflict           StatRows.count_seqlock_conflict (shm/stats.py)
  *   answer             DataPlaneProtocol._serve_api_key's head and write
  */
 #define PY_SSIZE_T_CLEAN
@@ -63,6 +65,7 @@ typedef struct {
     uint32_t sps, n_shards, item_limit;
     hp_group main, hot;
     uint64_t gets_at, local_hits_at, hot_hits_at;  /* absolute offsets of this process's u64 cells */
+    uint64_t conflicts_at;   /* this process's seqlock_conflicts contention cell (shm/stats.py) */
     PyObject *clock;         /* called only for an entry with an expiry, when not time.time */
     int realtime;            /* clock is time.time: CLOCK_REALTIME directly */
     PyObject *head;          /* bytes: the hit head up to "Content-Length: " */
@@ -73,6 +76,8 @@ typedef struct {
     PyObject *tally;         /* the plane's hit tally: [count, seconds, bucket counts...] */
     uint64_t written;        /* bytes written since the last take_written() */
     uint64_t answered;       /* every hit answered here, never reset (tests, diagnostics) */
+    PyObject *miss;          /* (length, key) of the request serve() stopped at when both probes
+                              * found no entry, else NULL: the Python protocol loads it unparsed */
     char *out;
     size_t out_cap;
     PyObject *weakrefs;      /* the arena keeps its readers in a WeakSet */
@@ -206,6 +211,16 @@ static inline void count_hit(HitPath *hp, uint64_t hits_at)
     (*(volatile uint64_t *)(hp->base + hits_at))++;
 }
 
+/* A read met its slot mid-write (odd or changed version, or a torn offset): counted in this
+ * process's ``seqlock_conflicts`` cell, as Arena.get_entry counts it, then a doubt.  The
+ * Python reader that takes the request next reads again (and counts again if the writer is
+ * still there): every read that meets a writer counts. */
+static inline int conflict(HitPath *hp)
+{
+    (*(volatile uint64_t *)(hp->base + hp->conflicts_at))++;
+    return HP_DOUBT;
+}
+
 static int now_realtime(HitPath *hp, double *now)
 {
     if (hp->realtime) {
@@ -252,10 +267,10 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
         uint32_t off = __atomic_load_n((uint32_t *)(p + 12), __ATOMIC_RELAXED);
         if (sh == h) {
             if (ver & 1)
-                return HP_DOUBT;
+                return conflict(hp);
             uint64_t q = hp->data_off + (uint64_t)off * 8;
             if (q + ENTRY_SIZE > hp->size)
-                return HP_DOUBT;
+                return conflict(hp);
             uint8_t e[ENTRY_SIZE];
             memcpy(e, hp->base + q, ENTRY_SIZE);
             uint16_t klen, gidx;
@@ -270,7 +285,7 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
             if (klen == kl && gidx == g->idx && vlen <= hp->item_limit) {
                 q += ENTRY_SIZE;
                 if (q + klen + (uint64_t)vlen > hp->size)
-                    return HP_DOUBT;
+                    return conflict(hp);
                 int same = memcmp(hp->base + q, k, kl) == 0;
                 if (same) {
                     if (out_reserve(hp, *len, vlen) < 0)
@@ -279,7 +294,7 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
                 }
                 __atomic_thread_fence(__ATOMIC_ACQUIRE);
                 if (__atomic_load_n((uint32_t *)(p + 8), __ATOMIC_RELAXED) != ver)
-                    return HP_DOUBT;
+                    return conflict(hp);
                 if (same) {
                     /* A compressed entry is decoded by Python; an expired one is dropped
                      * there (under the shard lock). */
@@ -305,7 +320,8 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
 }
 
 /* One request's answer appended to hp->out: _serve_api_key's head, the length, the end of
- * a kept connection, the value.  HP_DOUBT leaves hp->out as it was. */
+ * a kept connection, the value.  HP_MISS (neither partition holds the key) and HP_DOUBT leave
+ * *len as it was. */
 static int answer(HitPath *hp, const char *key, Py_ssize_t kl, size_t *len)
 {
     Py_ssize_t hl = PyBytes_GET_SIZE(hp->head);
@@ -323,7 +339,7 @@ static int answer(HitPath *hp, const char *key, Py_ssize_t kl, size_t *len)
         r = probe(hp, &hp->hot, (const uint8_t *)key, (size_t)kl, &vat);
     }
     if (r != HP_HIT)
-        return HP_DOUBT;
+        return r;  /* HP_MISS: no entry in either partition, as Group.get_cached's None */
     size_t vlen = vat - at;
     char digits[24];
     int dl = snprintf(digits, sizeof digits, "%zu\r\n\r\n", vlen);
@@ -375,12 +391,20 @@ static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t na
     size_t len = 0;
     uint64_t hits = 0;
     double t0 = monotonic();
+    Py_CLEAR(hp->miss);
     while (done < n && len < OUT_LIMIT) {
         const char *key;
         Py_ssize_t kl;
         Py_ssize_t used = parse_get(hp, p + done, n - done, &key, &kl);
-        if (!used || answer(hp, key, kl, &len) != HP_HIT)
+        if (!used)
             break;
+        int r = answer(hp, key, kl, &len);
+        if (r != HP_HIT) {
+            if (r == HP_MISS)  /* a complete common-case request whose key is cached nowhere */
+                hp->miss = Py_BuildValue("(ny#)", used, key, kl);  /* (NULL on no memory: parsed again) */
+            PyErr_Clear();
+            break;
+        }
         done += used;
         hits++;
     }
@@ -448,12 +472,12 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     static char *names[] = {"mapping", "layout", "main", "hot", "cells", "head", "bounds", "tally",
                             "max_url", "max_header", "accept_ok", "clock", "realtime", NULL};
     PyObject *mapping, *main, *hot, *head, *bounds, *tally, *clock;
-    unsigned long long slots_off, refs_off, data_off, gets_at, local_at, hot_at;
+    unsigned long long slots_off, refs_off, data_off, gets_at, local_at, hot_at, conflicts_at;
     unsigned int sps, n_shards, item_limit;
     int accept_ok, realtime;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKK)SOO!nnpOp", names, &mapping,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKKK)SOO!nnpOp", names, &mapping,
                                      &slots_off, &refs_off, &data_off, &sps, &n_shards, &item_limit,
-                                     &main, &hot, &gets_at, &local_at, &hot_at, &head, &bounds,
+                                     &main, &hot, &gets_at, &local_at, &hot_at, &conflicts_at, &head, &bounds,
                                      &PyList_Type, &tally,
                                      &hp->max_url, &hp->max_header, &accept_ok, &clock, &realtime))
         return -1;
@@ -494,8 +518,8 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     if (sps == 0 || n_shards == 0 || hp->main.idx >= 0xffff
         || slots_off % 16 || slots_off > size || nslots * SLOT_SIZE > size - slots_off
         || refs_off > size || nslots > size - refs_off || data_off > size
-        || gets_at % 8 || local_at % 8 || hot_at % 8
-        || gets_at + 8 > size || local_at + 8 > size || hot_at + 8 > size) {
+        || gets_at % 8 || local_at % 8 || hot_at % 8 || conflicts_at % 8
+        || gets_at + 8 > size || local_at + 8 > size || hot_at + 8 > size || conflicts_at + 8 > size) {
         release_view(hp);
         PyErr_SetString(PyExc_ValueError, "layout outside the mapping");
         return -1;
@@ -511,6 +535,7 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     hp->gets_at = gets_at;
     hp->local_hits_at = local_at;
     hp->hot_hits_at = hot_at;
+    hp->conflicts_at = conflicts_at;
     Py_INCREF(head);
     Py_XSETREF(hp->head, head);
     Py_INCREF(clock);
@@ -528,6 +553,7 @@ static void HitPath_dealloc(HitPath *hp)
     Py_XDECREF(hp->head);
     Py_XDECREF(hp->clock);
     Py_XDECREF(hp->tally);
+    Py_XDECREF(hp->miss);
     PyMem_Free(hp->out);
     Py_TYPE(hp)->tp_free((PyObject *)hp);
 }
@@ -620,6 +646,11 @@ static PyObject *HitPath_get_answered(HitPath *hp, void *closure)
     return PyLong_FromUnsignedLongLong(hp->answered);
 }
 
+static PyObject *HitPath_get_miss(HitPath *hp, void *closure)
+{
+    return Py_NewRef(hp->miss != NULL ? hp->miss : Py_None);
+}
+
 static PyObject *HitPath_get_live(HitPath *hp, void *closure)
 {
     return PyBool_FromLong(hp->view.buf != NULL);
@@ -653,6 +684,9 @@ static PyGetSetDef HitPath_getset[] = {
      "The hit head up to 'Content-Length: ' (the sweep sets it with each new Date line)", NULL},
     {"live", (getter)HitPath_get_live, NULL, "False once the mapping was released", NULL},
     {"answered", (getter)HitPath_get_answered, NULL, "Hits serve() answered so far", NULL},
+    {"miss", (getter)HitPath_get_miss, NULL,
+     "(length, key) of the request right after what the last serve() answered when it is a "
+     "complete common-case GET whose key neither partition holds, else None", NULL},
     {NULL}
 };
 

@@ -27,14 +27,15 @@ from ..defaults import DEFAULT_LOAD_TIMEOUT
 from ..limits import DEFAULT_ITEM_LIMIT, check_group_name, hot_group_name
 from geecache.cluster.peers import NoPeers, PeerPicker
 from ..singleflight import Group as SingleFlight
-from .core import DEFAULT_FLIGHT_WAIT, DEFAULT_HOT_TTL, HOT_FRACTION, declare_partitions
+from ..doorkeeper import Doorkeeper
+from .core import DEFAULT_FLIGHT_WAIT, DEFAULT_HOT_AFTER, DEFAULT_HOT_TTL, HOT_FRACTION, declare_partitions
 from .fence import WriteFence
 from .reads import RoutedReads
 from .serving import PeerServing
 from .writes import WRITE_ATTEMPTS, Writes
 
 __all__ = ["Group", "declare_partitions", "DEFAULT_HOT_TTL", "HOT_FRACTION", "DEFAULT_FLIGHT_WAIT",
-           "WRITE_ATTEMPTS"]
+           "DEFAULT_HOT_AFTER", "WRITE_ATTEMPTS"]
 
 
 class Group(RoutedReads, PeerServing, Writes):
@@ -57,6 +58,7 @@ class Group(RoutedReads, PeerServing, Writes):
         flight_wait: float = DEFAULT_FLIGHT_WAIT,
         hot_share: float = 1 / HOT_FRACTION,
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        hot_after: int = DEFAULT_HOT_AFTER,
     ) -> None:
         self.name = check_group_name(name)
         self.source = source
@@ -80,6 +82,7 @@ class Group(RoutedReads, PeerServing, Writes):
         self._fence = WriteFence()
         self._hot = hot_group_name(name)
         self._hot_ttl = float(min(hot_ttl, ttl) if ttl else hot_ttl)
+        self._doorkeeper = Doorkeeper(hot_after)
         self._flight_wait = flight_wait
         self.load_timeout = float(load_timeout)
         declare_partitions(self._cache, self.name, self.max_bytes, policy, hot_share)

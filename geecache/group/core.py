@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..cache import Cache, HostFlight
 from ..compression import pack, unpack
 from ..compression.base import Codec
+from ..doorkeeper import Doorkeeper
 from ..errors import LockTimeoutError, PeerError, PeerUnavailableError
 from ..limits import check_group_name, hot_group_name
 from ..stats import StatsSink
@@ -27,6 +28,9 @@ DEFAULT_HOT_TTL = 60.0
 HOT_FRACTION = 8
 #: How long a miss waits for another process's load before loading itself.
 DEFAULT_FLIGHT_WAIT = 10.0
+#: A peer's value is kept as a hot copy from the key's second fetch in the doorkeeper's window
+#: (``geecache.doorkeeper``): a key read once here costs no arena write.
+DEFAULT_HOT_AFTER = 2
 
 
 def declare_partitions(cache: Cache, name: str, max_bytes: int, policy: str = "lru",
@@ -69,6 +73,8 @@ class GroupCore:
     #: The hot partition's name (``hot:<name>``) and its entries' lifetime.
     _hot: str
     _hot_ttl: float
+    #: Which fetched keys have earned a hot copy (``hot_after``: from which fetch; 1: every one).
+    _doorkeeper: Doorkeeper
     _flight_wait: float
 
     @property

@@ -149,12 +149,15 @@ class RoutedReads(CachedProbes, HostLoads):
 
 
     def _kept_hot(self, key: str, value: bytes, payload: bytes, codec: int | None, expire_at: float) -> None:
-        """Count a peer hit and keep its value as a hot copy, never past the owner's entry.
+        """Count a peer hit and keep its value as a hot copy, never past the owner's entry,
+        once the doorkeeper admits it (the key's ``hot_after``-th fetch lately).
 
         A group that packs keeps the bytes as they came (*payload* under
         *codec*; None: only the value came, packed here); another keeps the value.
         """
         self.stats.add("peer_hits")
+        if not self._doorkeeper.admits(key):
+            return  # fetched once lately: not hot yet (geecache.doorkeeper)
         ttl = self._hot_ttl
         if expire_at:  # a hot copy must not outlive the owner's entry
             ttl = min(ttl, expire_at - time.time())
@@ -238,7 +241,7 @@ class RoutedReads(CachedProbes, HostLoads):
                     ttl = self._hot_ttl
                     if expire_at:  # a hot copy must not outlive the owner's entry
                         ttl = min(ttl, expire_at - now)
-                    if ttl > 0:
+                    if ttl > 0 and self._doorkeeper.admits(key):
                         self._store(self._hot, key, value, ttl)
                     future.set_result(value)
                 elif status == 404:

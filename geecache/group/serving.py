@@ -100,9 +100,11 @@ class PeerServing(HostLoads):
         """The entries (as stored) of a peer's batch of checked *keys* when every one is cached
         here, counted as one peer request (as ``get_local_many``); None, uncounted, when one is not."""
         get_entry = self._cache.get_entry
+        name, hot = self.name, self._hot
         out = []
-        for key in keys:
-            entry = get_entry(self._partition(key)[0], key)
+        # Each key's partition as _partition picks it, the member list looked at once per batch.
+        for key, mine in zip(keys, self.peers.owns(keys)):
+            entry = get_entry(name if mine else hot, key)
             if entry is None:
                 return None
             out.append(entry)

@@ -52,7 +52,7 @@ from .ring import Ring
 from .scan import HotScan
 from .sketch import Sketch
 from .slots import SlotTable
-from .stats import StatRows
+from .stats import SEQLOCK_CONFLICTS, StatRows
 
 _slot_unpack = SLOT.unpack_from
 _entry_unpack = ENTRY.unpack_from
@@ -343,18 +343,20 @@ class Arena:
         *factory* (``geecache._hitpath.HitPath``) gets this mapping and the numbers
         ``get_entry`` reads by: the slot, reference and data regions, both group records
         (index, shards, hash prefix, ``ref_max``), the offsets of this process's ``gets``,
-        ``local_hits`` and ``hot_hits`` cells of *group*, and the clock; *kw* are the
+        ``local_hits`` and ``hot_hits`` cells of *group* and of its ``seqlock_conflicts``
+        contention cell (a read that meets a writer counts there, as here), and the clock; *kw* are the
         caller's.  The reader holds the mapping until its ``release()``, which the arena
         calls before it unmaps and in a forked child (the cells are this process's row).
         """
         g, h = self._group(group), self._group(hot)
         row = self._stats.claim() + ROWHEAD
         cell = {name: row + (g.idx * len(STAT_FIELDS) + i) * 8 for i, name in enumerate(STAT_FIELDS)}
+        conflicts = self._stats.contention_address(0) + SEQLOCK_CONFLICTS * 8
         reader = factory(
             self._mm,
             (self._slots_off, self._refs_off, self._data_off, self._sps, self._n_shards, self._item_limit),
             (g.idx, g.gshards, g.prefix, g.ref_max), (h.idx, h.gshards, h.prefix, h.ref_max),
-            (cell["gets"], cell["local_hits"], cell["hot_hits"]),
+            (cell["gets"], cell["local_hits"], cell["hot_hits"], conflicts),
             clock=self._clock, realtime=self._clock is time.time, **kw)
         self._readers.add(reader)
         return reader

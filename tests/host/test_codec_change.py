@@ -95,7 +95,9 @@ def _start_two(tmp_path: Path, config: Path, ports: list[int]):
 def _fill(hosts) -> None:
     for key, value in VALUES.items():
         assert _request(hosts[0].port, "PUT", f"/api?group=z&key={key}", value)[0] == 204
-    for h in hosts:  # each host: its own keys owned, the other's as hot copies
+    # Each host: its own keys owned, the other's as hot copies (at a worker's second fetch of the
+    # key, hot_after: with two workers, by the third read at the latest).
+    for h in hosts * 3:
         for key, value in VALUES.items():
             assert _request(h.port, "GET", f"/api?group=z&key={key}")[2] == value
     stats = [h.admin_json("/stats")["z"] for h in hosts]

@@ -178,11 +178,13 @@ def test_two_hosts_share_compressed_values_and_keep_hot_copies_compressed(two):
     keys = [f"k{i}" for i in range(30)]
     for key in keys:  # writes go to each key's owner, whichever host is asked
         assert _put(a.port, "lz4", key, document(key)) == 204
-    for h in (a, b):
+    # Each host reads every key: a key the other owns becomes a hot copy at a worker's second
+    # fetch of it (hot_after: with two workers, by the third read at the latest).
+    for h in (a, b) * 3:
         for key in keys:
             status, _, body = _get(h.port, f"group=lz4&key={key}")
             assert (status, body) == (200, document(key))
-    for key in keys:  # loads: the owner loads, the other host keeps a hot copy
+    for key in keys * 3:  # loads: the owner loads, the other host keeps a hot copy (as above)
         assert _get(b.port, f"group=docs&key={key}")[2] == document(key)
         assert _get(a.port, f"group=docs&key={key}")[2] == document(key)
     raw = sum(len(document(k)) for k in keys)

@@ -39,12 +39,13 @@ class LoopHosts(list):
 
 
 @contextlib.asynccontextmanager
-async def cluster(n=2, data=None, token=TOKEN, down=(), views=None):
+async def cluster(n=2, data=None, token=TOKEN, down=(), views=None, hot_after=None):
     """n hosts on free ports, each with its own group over one shared storage, served by the data plane.
 
     *views* (member indexes per host) gives each host its own member list, to
     make rings disagree; by default every host sees every member.  A host in
     *down* has its port bound but not listening (connections are refused).
+    *hot_after*: the groups' (``Group(hot_after=)``); if blank, the default.
     """
     sockets = []
     for _ in range(n):
@@ -59,7 +60,8 @@ async def cluster(n=2, data=None, token=TOKEN, down=(), views=None):
     for i in range(n):
         view = members if views is None else [members[j] for j in views[i]]
         pool = HTTPPool(members[i], StaticMembers(view), token=token, codecs={"g": "zstd"})
-        group = Group("g", storage, peers=pool, codec="zstd")
+        extra = {} if hot_after is None else {"hot_after": hot_after}
+        group = Group("g", storage, peers=pool, codec="zstd", **extra)
         hosts.append((group, pool, members[i]))
         hosts.groups.append({"g": group})
     try:

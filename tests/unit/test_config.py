@@ -294,7 +294,7 @@ def test_defaults_match_the_library_defaults():
     """The config's defaults for the tunables are today's constructor defaults (no drift)."""
     import inspect
 
-    from geecache.group import DEFAULT_FLIGHT_WAIT, DEFAULT_HOT_TTL, HOT_FRACTION
+    from geecache.group import DEFAULT_FLIGHT_WAIT, DEFAULT_HOT_AFTER, DEFAULT_HOT_TTL, HOT_FRACTION
     from geecache.cluster.pool import HTTPPool
     from geecache.shm import Arena
 
@@ -303,6 +303,7 @@ def test_defaults_match_the_library_defaults():
     assert cfg.peer_connect_timeout == pool["connect_timeout"].default
     assert cfg.peer_read_timeout == pool["read_timeout"].default
     assert (cfg.hot_ttl, cfg.flight_wait, cfg.hot_share) == (DEFAULT_HOT_TTL, DEFAULT_FLIGHT_WAIT, 1 / HOT_FRACTION)
+    assert cfg.hot_after == DEFAULT_HOT_AFTER
     create = inspect.signature(Arena.create).parameters
     assert cfg.arena_shards == create["shards"].default
     assert default_process_rows(1) == create["max_procs"].default
@@ -316,7 +317,8 @@ def test_operations_doc_shows_the_settings_tables():
 
 
 def test_tunables_reach_the_objects_that_use_them(tmp_path):
-    """hot_share sizes each hot partition; the peer timeouts reach the pool (workers/groups.py)."""
+    """hot_share sizes each hot partition, hot_after each group's doorkeeper; the peer timeouts
+    reach the pool (workers/groups.py)."""
     import asyncio
 
     from geecache.shm import Arena
@@ -324,9 +326,9 @@ def test_tunables_reach_the_objects_that_use_them(tmp_path):
 
     path = write(tmp_path, GROUP + 'max_bytes = "1MiB"\n')
     cfg = parse_args(["--config", path, "--hot-share", "0.25", "--peer-connect-timeout", "0.3",
-                      "--peer-read-timeout", "4", "--peers", "http://127.0.0.1:1"], environ={})
+                      "--peer-read-timeout", "4", "--peers", "http://127.0.0.1:1", "--hot-after", "3"], environ={})
     with Arena.create(8 << 20) as arena:
-        build_groups(cfg, arena, arena)
+        assert build_groups(cfg, arena, arena)["g"]._doorkeeper.after == 3
         arena.configure_group("hot:g", (1 << 20) // 4)  # the same budget again: accepted
         with pytest.raises(ConfigError):
             arena.configure_group("hot:g", (1 << 20) // 8)  # the old fixed 1/8: not what was declared

@@ -32,6 +32,7 @@ from xxhash import xxh3_64_intdigest
 
 from geecache.group import Group
 from geecache.shm import Arena
+from geecache.shm.layout import SLOT_SIZE, SLOT_VERSION_AT, U32
 from geecache.storage import MemoryStorage, load_source
 from tests.support.dataplane import PlaneServer
 from workers.dataplane import hitpath
@@ -313,6 +314,69 @@ def test_a_released_reader_answers_nothing(arena):
     assert hp.serve(b"GET /api?key=k HTTP/1.1\r\n\r\n", None) == 0
 
 
+def test_a_slot_met_mid_write_counts_a_seqlock_conflict_as_get_entry_does(arena):
+    # The compiled reader counts it in this process's contention cell, then leaves the
+    # request to the Python path (which reads again, and counts again if the writer is still
+    # there); before, only the Python reads counted, so a conflict C met was never seen.
+    g = Group("q", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    arena.set(g.name, "k", b"value")
+    rec = arena._group(g.name)
+    h, s, home = arena._locate(rec, b"k")
+    i = arena._find(s, h, b"k", rec.idx, home)
+    at = arena._slots_off + (s * arena._sps + i) * SLOT_SIZE + SLOT_VERSION_AT
+    ver = U32.unpack_from(arena._mm, at)[0]
+    hp = reader(arena, g)
+
+    def conflicts() -> int:
+        return next(r for r in arena.contention() if r["pid"] == os.getpid())["seqlock_conflicts"]
+
+    U32.pack_into(arena._mm, at, ver + 1)  # a writer's first step: the version goes odd
+    assert hp.probe(b"k") == ("doubt", None)
+    assert hp.serve(b"GET /api?key=k HTTP/1.1\r\n\r\n", None) == 0  # nothing written, no transport asked
+    assert conflicts() == 2
+    assert arena.get_entry(g.name, "k") is None  # the Python read counts its own
+    assert conflicts() == 3
+    U32.pack_into(arena._mm, at, ver + 2)  # the writer's last step
+    assert hp.probe(b"k") == ("hit", b"value")
+    assert conflicts() == 3
+
+
+class Sink:
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.out = b""
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+
+def test_a_request_whose_key_is_cached_nowhere_is_handed_back_as_a_miss(arena):
+    g = Group("m", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    arena.set(g.name, "k", b"v")
+    arena.set(g._hot, "h", b"hot")
+    arena.set(g.name, "z", b"packed", codec=1)
+    hp = reader(arena, g)
+
+    def get(key: bytes, extra: bytes = b"") -> bytes:
+        return b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (key, extra)
+
+    sink = Sink()
+    data = get(b"k") + get(b"h") + get(b"absent") + get(b"k")
+    n = hp.serve(data, sink)
+    assert n == len(get(b"k") + get(b"h")) and sink.out.endswith(b"\r\n\r\nhot")
+    # The miss: its length and key, and nothing after it answered (the Python path queues it).
+    assert hp.miss == (len(get(b"absent")), b"absent")
+    assert hp.serve(get(b"absent"), Sink()) == 0 and hp.miss == (len(get(b"absent")), b"absent")
+    assert arena.stats(g.name)["gets"] == 2  # a miss counts nothing here (load_started counts it)
+    # Anything else is no miss: a compressed entry, a field the protocol acts on, an incomplete
+    # request, another target; and a later call forgets the last one's.
+    for data in (get(b"z"), get(b"absent", b"Connection: close\r\n"), get(b"absent")[:-2],
+                 b"GET /api?key=absent&group=m HTTP/1.1\r\n\r\n", get(b"k")):
+        hp.serve(data, Sink())
+        assert hp.miss is None, data
+
+
 def test_closing_the_arena_releases_its_readers():
     a = Arena.create(4 << 20)
     try:
@@ -434,8 +498,8 @@ def test_the_compiled_and_the_python_plane_answer_alike(tmp_path):
             data = b"".join(twin_request(rng) for _ in range(rng.choice([1, 2, 5, 20])))
             cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 0, 1, 3])))
             assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
-        for i in range(60):  # then the common case alone: pipelined hits, cut anywhere
-            data = b"".join(b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n" % rng.choice([b"a", b"b", b"c"])
+        for i in range(60):  # then the common case alone: pipelined hits and misses, cut anywhere
+            data = b"".join(b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n" % rng.choice([b"a", b"b", b"c", b"nope"])
                             for _ in range(rng.randrange(1, 30)))
             cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 1, 3])))
             assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
@@ -444,7 +508,7 @@ def test_the_compiled_and_the_python_plane_answer_alike(tmp_path):
             assert (c["gets"], c["local_hits"], c["hot_hits"]) == (p["gets"], p["local_hits"], p["hot_hits"]), name
         assert fast.arena.stats("kv")["local_hits"] > 300
         # ... and the compiled plane answered most of the second part in C.
-        assert fast.plane._plane.hit_path.answered > 200
+        assert fast.plane._plane.hit_path.answered > 100  # (what follows a miss waits for its answer: Python)
     finally:
         fast.stop()
         slow.stop()

@@ -34,10 +34,13 @@ def test_fetches_of_one_loop_turn_share_one_peer_batch():
             # One peer request for the twenty keys, and the owner loaded none of them.
             assert g1.stats.snapshot()["peer_requests"] == 1
             assert storage.loads == loads
-            # Each is a hot copy now: served at host 0 with no peer call.
+            # Fetched again, in one batch again: each is kept as a hot copy at this second fetch
+            # (geecache.doorkeeper), then served at host 0 with no peer call.
+            assert await asyncio.gather(*(g0.get(key) for key in keys)) == values
+            assert g1.stats.snapshot()["peer_requests"] == 2
             assert await asyncio.gather(*(g0.get(key) for key in keys)) == values
             assert g0.stats.snapshot()["hot_hits"] == len(keys)
-            assert g1.stats.snapshot()["peer_requests"] == 1
+            assert g1.stats.snapshot()["peer_requests"] == 2
 
     asyncio.run(go())
 
@@ -123,5 +126,42 @@ def test_a_cancelled_fetch_frees_its_key_for_the_next_miss():
                 await asyncio.sleep(0.01)
             assert not g0._calls.in_flight(key)
             assert await g0.get(key) == data[key]  # a fresh fetch, not the cancelled one
+
+    asyncio.run(go())
+
+
+def _raw_get(member: str, target: str) -> bytes:
+    """One keep-alive request's whole answer, read by its Content-Length."""
+    host, port = member.rsplit(":", 1)
+
+    async def go() -> bytes:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length: "))[16:])
+        body = await reader.readexactly(length)
+        writer.close()
+        return head + body
+
+    return go()
+
+
+def test_a_remote_hit_is_answered_with_the_bytes_of_a_loaded_reply():
+    # The remote hit's answer is written from a prebuilt head (Router.loaded_head), a local
+    # load's is rendered from its reply tuple: the same head, ring line included, but the Date.
+    async def go():
+        data = _data()
+        async with cluster(2, data) as (hosts, storage):
+            (g0, pool0, m0), (g1, _, m1) = hosts
+            remote, local = owned_by(pool0, m1)[0], owned_by(pool0, m0)[0]
+            await g1.get(remote)  # cached on its owner
+            answers = [await _raw_get(m0, f"/api?key={key}") for key in (remote, local)]
+            heads = [[line for line in a.split(b"\r\n\r\n")[0].split(b"\r\n") if not line.startswith(b"Date: ")]
+                     for a in answers]
+            assert heads[0][0] == b"HTTP/1.1 200 OK" and any(h.startswith(b"X-Geecache-Ring: ") for h in heads[0])
+            lengths = [[h for h in head if h.startswith(b"Content-Length: ")] for head in heads]
+            assert [h for h in heads[0] if h not in lengths[0]] == [h for h in heads[1] if h not in lengths[1]]
+            assert answers[0].endswith(b"\r\n\r\n" + data[remote]) and answers[1].endswith(b"\r\n\r\n" + data[local])
+            assert g0.stats.snapshot()["peer_hits"] == 1
 
     asyncio.run(go())

@@ -11,6 +11,7 @@ import pytest
 
 from geecache.geecachepb import GetResponse
 from geecache.group import Group
+from geecache.cluster.peers import NoPeers
 from geecache.cluster.pool import HTTPPool, StaticMembers, peer_path, peer_url
 from tests.support.loop_hosts import TOKEN, CountingStorage, cluster, owned_by
 from tests.support.net import free_port
@@ -22,18 +23,37 @@ def test_remote_key_loaded_once_by_owner_then_hot():
         async with cluster(2, data) as (hosts, storage):
             (g0, pool0, m0), (g1, pool1, m1) = hosts
             key = owned_by(pool0, m1)[0]
-            assert await g0.get(key) == data[key]          # fetched from host 1
+            assert await g0.get(key) == data[key]          # fetched from host 1 (kept nowhere here)
             assert await g1.get(key) == data[key]          # host 1's own cache
+            assert await g0.get(key) == data[key]          # fetched again: kept as a hot copy now
             assert await g0.get(key) == data[key]          # host 0's hot copy
             assert storage.loads == 1
             s0 = g0.stats.snapshot()
-            assert (s0["peer_hits"], s0["hot_hits"], s0["loads"]) == (1, 1, 0)
-            assert g1.stats.snapshot()["peer_requests"] == 1
+            assert (s0["peer_hits"], s0["hot_hits"], s0["loads"]) == (2, 1, 0)
+            assert g1.stats.snapshot()["peer_requests"] == 2
             async with aiohttp.ClientSession() as s:   # the owner's answer: the value, no expiry
                 headers = {"Authorization": f"Bearer {TOKEN}"}
                 async with s.get(f"http://{m1}{peer_path('g', key)}", headers=headers) as r:
                     msg = GetResponse.FromString(await r.read())
             assert msg.value and msg.expire_at == 0
+
+    asyncio.run(go())
+
+
+def test_a_hot_copy_is_kept_from_the_doorkeepers_nth_fetch():
+    async def go():
+        data = {f"k{i}": b"v%d" % i for i in range(1000)}
+        for hot_after, peer_calls in ((1, 1), (2, 2), (3, 3)):
+            async with cluster(2, data, hot_after=hot_after) as (hosts, storage):
+                (g0, pool0, _), (g1, _, m1) = hosts
+                key = owned_by(pool0, m1)[0]
+                for _ in range(5):
+                    assert await g0.get(key) == data[key]
+                s0 = g0.stats.snapshot()
+                # The first hot_after reads ask the owner; the last of them keeps the copy.
+                assert (s0["peer_hits"], s0["hot_hits"]) == (peer_calls, 5 - peer_calls), hot_after
+                assert g1.stats.snapshot()["peer_requests"] == peer_calls
+                assert storage.loads == 1
 
     asyncio.run(go())
 
@@ -59,6 +79,15 @@ def test_rings_agree_on_owners():
                 assert len(owners) == 1
 
     asyncio.run(go())
+
+
+def test_owns_answers_for_each_key_what_pick_answers():
+    members = [f"127.0.0.1:{9000 + i}" for i in range(3)]
+    for view in (members, members[1:], [members[0]], []):  # this host in the ring, or not
+        pool = HTTPPool(members[0], StaticMembers(view))
+        keys = [f"key-{i}" for i in range(500)]
+        assert pool.owns(keys) == [pool.pick(key) is None for key in keys]
+    assert NoPeers().owns(["a", "b"]) == [True, True]
 
 
 def test_peer_down_falls_back_to_local_load():

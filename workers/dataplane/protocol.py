@@ -181,10 +181,18 @@ class DataPlaneProtocol(asyncio.Protocol):
             if self._in_request:
                 self._head_left -= len(data)
             elif (hits := plane.hits) is not None and self._clean and not self._busy \
-                    and (n := hits.serve(data, self._transport)):
+                    and ((n := hits.serve(data, self._transport)) or hits.miss is not None):
                 # The compiled hit path answered the first n bytes (hitpath.py).  The rest
                 # starts a request as one in the tail of a read does (on_url stamps it).
                 self._started = tick
+                if n < len(data) and (miss := hits.miss) is not None:
+                    # The next request is a complete GET /api?key=K, checked as the parser would,
+                    # whose key neither partition holds: its miss path, without parsing it again
+                    # or probing twice more (a remote hit's first step).
+                    length, key = miss
+                    n += length
+                    self._spawn(self._router.api_load(self._router.default_group, key.decode()),
+                                "GET", API, perf_counter(), END_KEEP, False)
                 if n == len(data):
                     return
                 data = data[n:]
@@ -612,6 +620,14 @@ class DataPlaneProtocol(asyncio.Protocol):
         else:
             reply = future.result()
             if type(reply) is bytes:  # a value's Future (Router.api_load): the GET /api answer
+                if not head_only and not self._closed:
+                    # Written as a hit is (the same bytes render makes of loaded_reply, counted
+                    # in the same GET /api 200 tally): a remote hit's answer, cheaply.
+                    self._pending = None
+                    plane = self._plane
+                    self._write_hit(self._router.loaded_head(plane.hit_head), reply, end, start, plane.hit_tally)
+                    self._drain()
+                    return
                 reply = self._router.loaded_reply(reply)
         self._finish(reply, method, label, start, end, head_only)
 

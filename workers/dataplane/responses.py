@@ -41,14 +41,18 @@ def date_line(now: float) -> bytes:
     return b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
 
 
+#: Where a prebuilt head stops: the length and the end of the head follow.
+CONTENT_LENGTH = b"Content-Length: "
+
+
 def hit_head(date: bytes) -> bytes:
     """The head of a 200 hit up to ``Content-Length: `` (the length and the end follow)."""
-    return STATUS_LINES[200] + date + OCTET_STREAM + b"Content-Length: "
+    return STATUS_LINES[200] + date + OCTET_STREAM + CONTENT_LENGTH
 
 
 def peer_head(date: bytes) -> bytes:
     """The head of a peer GET's 200 (protobuf) up to ``Content-Length: ``, as ``render`` writes it."""
-    return STATUS_LINES[200] + date + PROTOBUF + b"Content-Length: "
+    return STATUS_LINES[200] + date + PROTOBUF + CONTENT_LENGTH
 
 
 def render(reply: Reply, date: bytes, end: bytes, head_only: bool = False) -> bytes:

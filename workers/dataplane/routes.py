@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError
 
 from geecache.defaults import DEFAULT_BATCH_INFLIGHT_BYTES, DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_KEYS
 from geecache import auth
-from geecache.cluster import getwire
+from geecache.cluster import batchwire, getwire
 from geecache.compression import CODECS, pack, unpack
 from geecache.cluster.consistenthash import members_digest
 from geecache.errors import (
@@ -52,7 +52,7 @@ from geecache.cluster.ownerwrites import serve_delete, serve_set, serve_write_ba
 from geecache.cluster.warmup import holds_nothing_for, serve_warm
 from workers.dataplane.query import api_params, decode, parse_query
 from workers.dataplane.responses import (
-    JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
+    CONTENT_LENGTH, JSON, NO_CONTENT, OCTET_STREAM, PROTOBUF, Reply, allow_line, error_reply,
 )
 
 log = logging.getLogger("geecache.worker")
@@ -290,6 +290,8 @@ class Router:
         self._groups_by_raw = {name.encode(): group for name, group in groups.items()}
         # (ring version, ring, its X-Geecache-Ring line) of the ring last answered with.
         self._ring_seen: tuple = (None, None, b"")
+        # (hit head, ring line, the loaded answer's head made of them): see ``loaded_head``.
+        self._loaded_seen: tuple = (None, None, b"")
         self.batch_max_keys = int(batch_max_keys)
         self.batch_max_bytes = int(batch_max_bytes)
         self.batch_inflight_bytes = int(batch_inflight_bytes)
@@ -420,6 +422,19 @@ class Router:
     def loaded_reply(self, value: bytes) -> Reply:
         """The answer to ``GET /api`` whose ``api_load`` Future gave *value* (bytes, not a reply)."""
         return (200, OCTET_STREAM, value, self._ring_line(self.default_group))
+
+    def loaded_head(self, hit_head: bytes) -> bytes:
+        """``loaded_reply``'s head up to ``Content-Length: ``, as ``render`` writes it: *hit_head*
+        (the plane's, ending in that field name) with the ring line before the length.
+
+        Made once per hit head (the sweep renews it with the Date) and ring, so a remote
+        hit's answer is written as a hit is, not rendered from a reply tuple.
+        """
+        line = self._ring_line(self.default_group)
+        seen = self._loaded_seen
+        if seen[0] is not hit_head or seen[1] is not line:
+            seen = self._loaded_seen = (hit_head, line, hit_head[:-len(CONTENT_LENGTH)] + line + CONTENT_LENGTH)
+        return seen[2]
 
     async def _api_loaded(self, group, key: str) -> Reply:
         value = await group.load(key)
@@ -858,17 +873,15 @@ class Router:
         entries = group.cached_for_peer(keys)
         if entries is None or sum(len(entry[0]) for entry in entries) > self.batch_max_bytes:
             return None
-        msg = BatchResponse()
-        add = msg.items.add
         now = time.time()
         packs = group.packs
+        hits = []
         for entry in entries:
             payload, codec_id, expire_at = entry
             if not packs:  # the value, packed with the group's codec (none: as it is)
                 payload, codec_id = wire_form(group, group.value_of(entry))
-            add(status=200, value=payload, codec=codec_id, expire_at=expire_at,
-                ttl_left=seconds_left(expire_at, now))
-        return msg.SerializeToString()
+            hits.append((payload, codec_id, expire_at, seconds_left(expire_at, now)))
+        return batchwire.encode_hits(hits)  # the BatchResponse bytes, written by hand
 
     def peer_writes(self, req: Request):
         """A peer's batch of writes to keys this host owns: applied here in one transaction."""
