@@ -153,3 +153,14 @@ def test_splices_keep_the_hash_then_name_order_through_equal_hashes():
     assert list(zip(h2, o2)) == sorted(table + extra)
     h3, o3 = splice_out(h2, o2, sorted([(5, "b"), (5, "e"), (0, "q"), (9, "c")]))
     assert list(zip(h3, o3)) == sorted(set(table + extra) - {(5, "b"), (5, "e"), (0, "q"), (9, "c")})
+
+
+def test_the_flat_import_path_is_the_cluster_ring():
+    # The shared benchmark anchors (cluster_side_by_side.py) import the ring from here.
+    from geecache import consistenthash as flat
+    from geecache.cluster import consistenthash
+
+    assert flat.Ring is consistenthash.Ring
+    ring = flat.Ring()
+    ring.add("http://a", "http://b")
+    assert ring.get("k1") in {"http://a", "http://b"}
