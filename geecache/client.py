@@ -41,6 +41,7 @@ unless ``--admin-host`` says otherwise).
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import select
@@ -773,8 +774,6 @@ class AsyncClient(_Failover):
         keys = list(keys)
         if not keys:
             return {}
-        import asyncio
-
         if self._refresh_due():
             await self._refresh_ring()
         parts = list(self._by_owner(keys).items())
@@ -789,8 +788,6 @@ class AsyncClient(_Failover):
         """Write every ``key -> value`` of *mapping* in one request; see ``Client.set_many``."""
         if not mapping:
             return
-        import asyncio
-
         if self._refresh_due():
             await self._refresh_ring()
         await asyncio.gather(*(self._request("POST", _batch_target("set", group),
@@ -802,8 +799,6 @@ class AsyncClient(_Failover):
         keys = list(keys)
         if not keys:
             return 0
-        import asyncio
-
         if self._refresh_due():
             await self._refresh_ring()
         bodies = await asyncio.gather(*(self._request("POST", _batch_target("delete", group), _batch_body(part),
@@ -861,8 +856,6 @@ class AsyncClient(_Failover):
                        owner: str | None = None) -> bytes:
         """One request, in up to 1 + retries passes over the hosts (see the module docstring);
         *owner* (a ring member) is tried first in each."""
-        import asyncio
-
         for pause in self._pauses():
             try:
                 return await self._pass(method, target, body, admin, owner)
@@ -874,8 +867,6 @@ class AsyncClient(_Failover):
 
     async def _pass(self, method: str, target: str, body: bytes | None, admin: bool,
                     owner: str | None = None) -> bytes:
-        import asyncio
-
         import aiohttp
         import yarl
 
