@@ -24,23 +24,13 @@ from __future__ import annotations
 
 import struct
 
+from geecache.cluster.getwire import read_length as _length, varint as _varint
 from geecache.geecachepb import BatchResponse
 
 _pack_double = struct.Struct("<d").pack
 _unpack_double = struct.Struct("<d").unpack_from
 #: BatchItem's status 200, as its field (5, varint) with the value's two varint bytes.
 _STATUS_200 = b"\x28\xc8\x01"
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _field(tag: int, data: bytes) -> bytes:
@@ -64,25 +54,6 @@ def encode_hits(entries) -> bytes:
             item += b"\x41" + _pack_double(ttl_left)
         out.append(_field(0x0A, item))
     return b"".join(out)
-
-
-def _length(data: bytes, i: int) -> tuple[int, int]:
-    """(length, offset after it) of the varint length at *i* (at most 5 bytes), else ValueError."""
-    n = data[i]
-    i += 1
-    if n < 0x80:
-        return n, i
-    n &= 0x7F
-    shift = 7
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            return n, i
-        shift += 7
-        if shift > 28:
-            raise ValueError("a length over 5 bytes")
 
 
 class _Other(Exception):

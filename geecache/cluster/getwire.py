@@ -36,7 +36,10 @@ _TTL_LEFT = 0x29     # 5, 64-bit
 _SHORT_HEADS = [bytes((_VALUE, n)) for n in range(128)]
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """The protobuf varint bytes of *n* (not negative)."""
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -51,9 +54,9 @@ def encode(value: bytes, codec: int = 0, expire_at: float = 0.0, ttl_left: float
     if n < 128:
         out = _SHORT_HEADS[n] + value if n else b""
     else:
-        out = b"\x0a" + _varint(n) + value
+        out = b"\x0a" + varint(n) + value
     if codec:
-        out += b"\x10" + _varint(codec)
+        out += b"\x10" + varint(codec)
     if expire_at:
         out += b"\x19" + _pack_double(expire_at)
     if ttl_left:
@@ -65,6 +68,25 @@ def _library(data: bytes) -> tuple[bytes, int, float, float]:
     msg = GetResponse()
     msg.ParseFromString(data)  # DecodeError on malformed bytes
     return msg.value, msg.codec, msg.expire_at, msg.ttl_left
+
+
+def read_length(data: bytes, i: int) -> tuple[int, int]:
+    """(length, offset after it) of the varint length at *i* (at most 5 bytes), else ValueError."""
+    n = data[i]
+    i += 1
+    if n < 0x80:
+        return n, i
+    n &= 0x7F
+    shift = 7
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, i
+        shift += 7
+        if shift > 28:
+            raise ValueError("a length over 5 bytes")
 
 
 def decode(data: bytes) -> tuple[bytes, int, float, float]:
@@ -80,18 +102,11 @@ def decode(data: bytes) -> tuple[bytes, int, float, float]:
             if tag == _VALUE:
                 n = data[i + 1]
                 i += 2
-                if n > 0x7F:  # a longer length: at most 4 bytes here (64 MiB bodies)
-                    n &= 0x7F
-                    shift = 7
-                    while True:
-                        b = data[i]
-                        i += 1
-                        n |= (b & 0x7F) << shift
-                        if b < 0x80:
-                            break
-                        shift += 7
-                        if shift > 28:
-                            return _library(data)
+                if n > 0x7F:  # a longer length (at most 4 bytes for a 64 MiB body)
+                    try:
+                        n, i = read_length(data, i - 1)
+                    except ValueError:
+                        return _library(data)
                 if i + n > end:
                     raise DecodeError("truncated value")
                 value = data[i:i + n]
