@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from geecache.cache import Cache, HostFlight
 from geecache.cluster.breaker import Breaker
 from geecache.cluster.peers import PeerPicker
-from geecache.cluster.pool import HTTPPool, MemberSource, StaticMembers, peer_url
+from geecache.cluster.httppeer import peer_url
+from geecache.cluster.pool import HTTPPool, MemberSource, StaticMembers
 from geecache.group import Group
 from geecache.storage import SQLiteStorage, Storage, load_source
 from geecache.writelog import WriteLog

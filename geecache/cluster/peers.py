@@ -24,7 +24,7 @@ PEER_WRITE_BATCH = 1000
 
 
 class Peer(Protocol):
-    """Another host of the cluster, reached over the peer protocol (``geecache.cluster.pool.HTTPPeer``)."""
+    """Another host of the cluster, reached over the peer protocol (``geecache.cluster.httppeer.HTTPPeer``)."""
 
     address: str
 

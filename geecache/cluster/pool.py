@@ -43,9 +43,7 @@ from urllib.parse import urlsplit
 from geecache.auth import bearer
 from geecache.cluster.breaker import Breaker
 from geecache.cluster.consistenthash import Ring
-from geecache.cluster.httppeer import (  # noqa: F401  (the peer paths' names: re-exported)
-    BATCH, FETCH_BATCH, PEER_PREFIX, PROTOBUF, RECENT_WRITES_PATH, WARM, WRITES, HTTPPeer, peer_path, peer_url,
-)
+from geecache.cluster.httppeer import PROTOBUF, RECENT_WRITES_PATH, HTTPPeer, peer_url
 from geecache.cluster.invalidations import Invalidations
 from geecache.defaults import DEFAULT_PEER_CONNECT_TIMEOUT, DEFAULT_PEER_READ_TIMEOUT
 from geecache.errors import PeerError

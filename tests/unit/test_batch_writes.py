@@ -10,7 +10,7 @@ import aiohttp
 
 from geecache.geecachepb import WriteBatch, WriteBatchResponse
 from geecache.hlc import clock
-from geecache.cluster.pool import peer_path
+from geecache.cluster.httppeer import peer_path
 from tests.support.loop_hosts import TOKEN, cluster, owned_by
 
 

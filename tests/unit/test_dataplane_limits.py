@@ -18,7 +18,8 @@ import time
 import pytest
 
 from geecache.errors import NotFoundError, PeerError
-from geecache.cluster.pool import HTTPPeer, HTTPPool, StaticMembers
+from geecache.cluster.httppeer import HTTPPeer
+from geecache.cluster.pool import HTTPPool, StaticMembers
 from tests.support.certs import client_context, self_signed
 from tests.support.dataplane import HIT_PATHS, PlaneServer
 from tests.support.h11client import exchange, read_answers, request_bytes

@@ -9,7 +9,7 @@ import aiohttp
 
 from geecache.compression import unpack
 from geecache.geecachepb import GetResponse
-from geecache.cluster.pool import peer_path
+from geecache.cluster.httppeer import peer_path
 from tests.support.loop_hosts import TOKEN, cluster, owned_by
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,7 +12,8 @@ import pytest
 from geecache.geecachepb import GetResponse
 from geecache.group import Group
 from geecache.cluster.peers import NoPeers
-from geecache.cluster.pool import HTTPPool, StaticMembers, peer_path, peer_url
+from geecache.cluster.httppeer import peer_path, peer_url
+from geecache.cluster.pool import HTTPPool, StaticMembers
 from tests.support.loop_hosts import TOKEN, CountingStorage, cluster, owned_by
 from tests.support.net import free_port
 

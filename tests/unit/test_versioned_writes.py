@@ -12,7 +12,8 @@ import aiohttp
 from geecache import hlc
 from geecache.geecachepb import DeleteRequest, SetRequest, WriteResponse
 from geecache.group import Group
-from geecache.cluster.pool import PROTOBUF, HTTPPool, StaticMembers, peer_path
+from geecache.cluster.httppeer import PROTOBUF, peer_path
+from geecache.cluster.pool import HTTPPool, StaticMembers
 from geecache.storage import MemoryStorage
 from tests.support.net import free_port
 from tests.support.loop_hosts import TOKEN, cluster, owned_by
