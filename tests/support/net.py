@@ -1,4 +1,4 @@
-"""Loopback helpers for tests: free ports and waiting for a listener."""
+"""Loopback helpers for tests: free ports, waiting for a listener, reading a reply to its end."""
 
 from __future__ import annotations
 
@@ -23,3 +23,17 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def read_to_eof(s: socket.socket) -> bytes:
+    """Every byte *s* receives until the peer closes it (a reset ends it too: what came first counts)."""
+    chunks = []
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)

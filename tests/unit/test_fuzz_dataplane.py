@@ -22,6 +22,7 @@ import pytest
 from geecache.group import Group
 from geecache.storage import MemoryStorage, SQLiteStorage, load_source
 from tests.support.dataplane import HIT_PATHS, PlaneServer
+from tests.support.net import read_to_eof
 
 TOKEN = "fuzz-token"
 METHODS = ["GET", "PUT", "DELETE", "POST", "HEAD", "PATCH", "OPTIONS", "BREW", "CONNECT", "GET"]
@@ -94,16 +95,7 @@ def send(port: int, data: bytes, rng: random.Random) -> bytes:
             s.shutdown(socket.SHUT_WR)  # the server answers what it read, then closes
         except OSError:  # EPIPE, ECONNRESET, ENOTCONN
             pass  # it refused and closed first; what it sent is still readable
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_to_eof(s)
 
 
 STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")

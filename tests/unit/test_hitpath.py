@@ -35,6 +35,7 @@ from geecache.shm import Arena
 from geecache.shm.layout import SLOT_SIZE, SLOT_VERSION_AT, U32
 from geecache.storage import MemoryStorage, load_source
 from tests.support.dataplane import PlaneServer
+from tests.support.net import read_to_eof
 from workers.dataplane import hitpath
 
 _hitpath = pytest.importorskip("geecache._hitpath", reason="the compiled hit path is not built")
@@ -461,16 +462,8 @@ def exchange(port: int, data: bytes, cuts: list[int]) -> bytes:
             s.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return re.sub(rb"Date: [^\r]*\r\n", b"Date: -\r\n", b"".join(chunks))
+        answer = read_to_eof(s)
+    return re.sub(rb"Date: [^\r]*\r\n", b"Date: -\r\n", answer)
 
 
 def twin_request(rng: random.Random) -> bytes:
