@@ -191,7 +191,7 @@ class DataPlaneProtocol(asyncio.Protocol):
                     # or probing twice more (a remote hit's first step).
                     length, key = miss
                     n += length
-                    self._spawn(self._router.api_load(self._router.default_group, key.decode()),
+                    self._spawn(self._router.api_miss(key.decode()),
                                 "GET", API, perf_counter(), END_KEEP, False)
                 if n == len(data):
                     return
@@ -478,12 +478,7 @@ class DataPlaneProtocol(asyncio.Protocol):
                 self._spawn(self._router.settled(rest), "PUT", API, start, end, False)
                 return
             reply = NO_CONTENT
-        self._pending = None
-        if self._closed:
-            self._plane.metrics.observe("PUT", API, 499, perf_counter() - start)
-            return
-        self._reply(reply, "PUT", API, start, end, False)
-        self._drain()
+        self._finish(reply, "PUT", API, start, end, False)
 
     def _delete_committed(self, future) -> None:
         assert self._put is not None  # set by _await_commit before this callback was added
