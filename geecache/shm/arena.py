@@ -50,6 +50,7 @@ from .lock import Locks, trylock as _trylock, unlock as _unlock
 from .log import Logs
 from .ring import Ring
 from .scan import HotScan
+from .shadow import BATCH
 from .sketch import Sketch
 from .slots import SlotTable
 from .stats import SEQLOCK_CONFLICTS, StatRows
@@ -335,6 +336,8 @@ class Arena:
         ref = mm[r]
         if ref < g.ref_max:
             mm[r] = ref + 1
+        if not h & g.sample_mask:  # adaptive's sampled key: its miniatures see the hit (shadow.py)
+            g.shadows.pending.append((h, (ENTRY_SIZE + 7 + klen + vlen) & ~7))
         return kv[klen:], codec, exp
 
     def hit_reader(self, group: str, hot: str, factory, **kw):
@@ -381,6 +384,8 @@ class Arena:
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
         esize = (ENTRY_SIZE + 7 + len(kb) + len(value)) & ~7
         mm = self._mm
+        if not h & g.sample_mask:  # adaptive's sampled key: its miniatures see the write
+            g.shadows.pending.append((h, esize))
         # The shard lock inlined (not ``held``): set is a hot path.
         addr = self._lock_addrs[s]
         rc = _trylock(addr)
@@ -411,6 +416,18 @@ class Arena:
             GSTATE.pack_into(mm, gs_at, *st)
         finally:
             _unlock(addr)
+        if not h & g.sample_mask and len(g.shadows.pending) >= BATCH:
+            self._adapt(g)
+
+    def _adapt(self, g) -> None:
+        """Run *g*'s pending sampled requests through its miniatures; store the level they chose.
+
+        After the shard lock: the miniatures are this process's.  The level byte is stored
+        alone (one byte: a reader sees the old level or the new one, a kill leaves one of them).
+        """
+        level = g.shadows.drain()
+        if self._mm[g.level_at] != level:
+            self._mm[g.level_at] = level
 
     def delete(self, group: str, key: str) -> bool:
         """Drop *key*; True when it was present (expired or not)."""

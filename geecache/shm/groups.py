@@ -3,7 +3,8 @@
 A record (``layout.GROUP``) is written once, under the CONFIG lock, and
 published by its state byte last: a process killed while writing one leaves
 it invisible, so CONFIG needs no repair.  Records are never changed or
-removed; each process caches the ones it has read (``GroupTable.get``).
+removed (but for ``adaptive``'s level byte, a hint any process stores alone,
+``shadow.py``); each process caches the ones it has read (``GroupTable.get``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import copy
 
 from ..errors import ConfigError, UnknownGroupError
 from .layout import (
-    DATA_USED_AT, F_HOT, F_LIVE, GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_BANKS, GSTATE_SIZE, MAX_GROUP_NAME,
+    DATA_USED_AT, F_HOT, F_LIVE, GROUP, GROUP_LEVEL_AT, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_BANKS, GSTATE_SIZE, MAX_GROUP_NAME,
     U64,
 )
 from .policy import BY_CODE, POLICIES
+from .shadow import Shadows, sample_mask
 
 #: Budgets under n_shards x this use fewer shards, so a slice is never tiny.
 _MIN_SLICE = 64 * 1024
@@ -38,10 +40,10 @@ class GroupRecord:
 
     __slots__ = ("idx", "name", "prefix", "policy", "ref_max", "max_bytes", "gshards", "slice",
                  "region", "data", "gstate", "shards", "main", "other", "logs",
-                 "entry_flags")
+                 "entry_flags", "level_at", "sample_mask", "shadows")
 
     def __init__(self, idx, name, policy, max_bytes, gshards, slice_, region, data_off, gstate_off,
-                 n_shards):
+                 n_shards, level_at=0):
         self.idx = idx
         self.name = name
         self.prefix = name.encode("utf-8") + b"\0"
@@ -58,6 +60,15 @@ class GroupRecord:
         self.logs = (self,)
         #: The flag byte a new entry in this view's logs starts with.
         self.entry_flags = F_LIVE
+        #: ``adaptive``: the record's level byte (``layout.GROUP_LEVEL_AT``), this process's
+        #: miniatures (``shadow.Shadows``) and the hash bits a sampled key has clear.  Every
+        #: other policy: a mask no hash passes (a hash is never 0), so a hit's sample test fails.
+        self.level_at = level_at
+        self.sample_mask = (1 << 64) - 1
+        self.shadows = None
+        if policy.adaptive:
+            self.sample_mask = sample_mask(max_bytes)
+            self.shadows = Shadows(max_bytes, policy.small_share, policy.ghost_share)
         if policy.small_share:
             small = max(8, int(slice_ * policy.small_share) & ~7)
             main = copy.copy(self)
@@ -137,7 +148,8 @@ class GroupTable:
         if state != GROUP_READY:
             return None
         return GroupRecord(idx, raw[:nlen].decode("utf-8"), BY_CODE[code], max_bytes, gshards,
-                           slice_, region, self._data_off, self._gstate_off, self._n_shards)
+                           slice_, region, self._data_off, self._gstate_off, self._n_shards,
+                           self._off + idx * GROUP_SIZE + GROUP_LEVEL_AT)
 
     def all(self) -> list[GroupRecord]:
         """Every published record, read from the segment now."""

@@ -1,0 +1,216 @@
+"""Miniature simulations: small shadow caches that choose ``adaptive``'s admission level.
+
+Waldspurger et al., "Cache Modeling and Optimization using Miniature
+Simulations" (USENIX ATC 2017): a cache fed a hash-sampled subset of the
+keys (rate R) with R times the budget behaves, in hit ratio, like the whole
+cache fed every key.  ``Shadows`` runs one such miniature per admission
+level of ``policy.Adaptive`` on the same sampled requests and names the
+level whose miniature hit most lately; the real cache then admits at that
+level.  Unlike a hill climber on the real cache's hit rate, the choice
+never depends on how the real cache responded, so the real cache's memory
+(content a level built up stays for many periods) cannot mislead it.
+
+The levels (``policy.LEVELS``):
+
+- ``FREQ``: W-TinyLFU as ``tinylfu`` (a window candidate enters the main
+  log only if counted more often than the main log's next victim; the
+  ghost heeds only the last ``ghost_share`` of its window);
+- ``GHOST``: the same with S3-FIFO's full ghost window;
+- ``ALL``: every candidate enters the main log (the slice one CLOCK).
+
+A miniature is the same structure in miniature, counted in bytes: a window
+FIFO of ``small_share`` of the budget whose read entries move on, a main
+CLOCK, a ghost of refused candidates, and one frequency count per sampled
+key shared by the three (exact, capped at 15, halved every ``AGE_PER_SLOT``
+sampled requests per miniature entry, as the sketch is).  They only have
+to rank the levels as the real cache would, not reproduce its hit ratio.
+
+What feeds them: a sampled key is one whose hash has ``SAMPLE_BITS``
+top bits clear (``GroupRecord.sample_mask``, a power-of-two rate chosen
+so that a miniature holds about ``TARGET_ENTRIES`` entries at the arena's
+usual entry size, and every key when the budget is smaller).  The hit path
+(``Arena.get_entry``) appends ``(hash, entry bytes)`` of a sampled hit to
+``pending``; ``Arena.set`` does the same for a sampled write (the fill
+after a miss).  Either is one request: a miniature hit if the key is in
+the miniature, else a miniature miss that inserts it.  ``Arena.set`` runs
+the pending requests through the miniatures once ``BATCH`` are waiting,
+after it released the shard lock, and writes the chosen level into the
+group record (``adapt``).
+
+Per process: each process has its own miniatures, fed by the requests it
+serves, and writes the level its own miniatures chose (a single byte store
+in the group record, last writer wins).  A process killed at any
+instruction loses only its own miniatures; the byte is always one of the
+levels.  The compiled hit path (``hitpath.c``) records nothing: a server
+whose hits it answers feeds its miniatures with writes and Python-path
+hits only (see docs/architecture.md, "Eviction: `adaptive`").
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+#: The admission levels, as ``policy.Adaptive`` and the group record's level byte name them.
+FREQ, GHOST, ALL = 0, 1, 2
+LEVELS = (FREQ, GHOST, ALL)
+
+#: A miniature's size in entries at the arena's usual entry size (``Arena.create``'s
+#: avg_entry_bytes); the sampling rate is the power of two that gets closest from above.
+TARGET_ENTRIES = 256
+#: The entry size the sampling rate assumes (the arena's default ``avg_entry_bytes``).
+ASSUMED_ENTRY = 144
+#: Pending sampled requests that make ``Arena.set`` run the miniatures.
+BATCH = 64
+#: Sampled requests per miniature entry between halvings of the hit scores.
+DECAY_PER_ENTRY = 4
+#: A level replaces the current one when its decayed hits are this share higher.
+MARGIN = 0.02
+#: Counts per miniature entry between halvings of the frequency counts (the sketch's).
+AGE_PER_SLOT = 10
+_COUNT_MAX = 15
+
+
+def sample_shift(max_bytes: int) -> int:
+    """log2 of 1/R for a group of *max_bytes*: miniatures of about TARGET_ENTRIES entries."""
+    entries = max_bytes // ASSUMED_ENTRY
+    k = 0
+    while entries >> (k + 1) >= TARGET_ENTRIES:
+        k += 1
+    return k
+
+
+def sample_mask(max_bytes: int) -> int:
+    """The mask whose bits a sampled key's hash has clear (its top ``sample_shift`` bits)."""
+    k = sample_shift(max_bytes)
+    return ((1 << k) - 1) << (64 - k) if k else 0
+
+
+class _Mini:
+    """One miniature: window FIFO, main CLOCK, ghost, at one admission *level*."""
+
+    __slots__ = ("level", "wcap", "mcap", "win", "main", "wbytes", "mbytes", "ghost", "gseq",
+                 "gshare", "hits")
+
+    def __init__(self, level: int, budget: int, small_share: float, ghost_share: float) -> None:
+        self.level = level
+        self.wcap = max(8, int(budget * small_share))
+        self.mcap = budget - self.wcap
+        self.win: OrderedDict = OrderedDict()   # hash -> [bytes, read]
+        self.main: OrderedDict = OrderedDict()  # hash -> [bytes, read]
+        self.wbytes = self.mbytes = 0
+        self.ghost: OrderedDict = OrderedDict()  # hash -> sequence number when refused
+        self.gseq = 0
+        self.gshare = 1.0 if level == GHOST else ghost_share
+        self.hits = 0.0
+
+    def access(self, h: int, size: int, counts: dict) -> bool:
+        """One sampled request: True on a hit; a miss inserts the key."""
+        e = self.win.get(h)
+        if e is None:
+            e = self.main.get(h)
+        if e is not None:
+            e[1] = 1
+            if e[0] != size:  # the key was written again with another size
+                if h in self.win:
+                    self.wbytes += size - e[0]
+                else:
+                    self.mbytes += size - e[0]
+                e[0] = size
+            self.hits += 1
+            return True
+        ghost = self.ghost
+        at = ghost.pop(h, None)
+        if at is not None and self.gseq - at < len(self.main) * self.gshare:
+            self._to_main(h, [size, 0])
+            return False
+        if self.wbytes + size > self.wcap and self.mbytes + size <= self.mcap:
+            self._to_main(h, [size, 0])  # as Logs.target: a full window, a main log with room
+            return False
+        self.win[h] = [size, 0]
+        self.wbytes += size
+        while self.wbytes > self.wcap and len(self.win) > 1:
+            ch, ce = self.win.popitem(last=False)
+            self.wbytes -= ce[0]
+            if ce[1] or self.level == ALL or self._admits(ch, ce[0], counts):
+                ce[1] = 0
+                self._to_main(ch, ce)
+            else:
+                self.gseq += 1
+                ghost[ch] = self.gseq
+                while len(ghost) > max(16, len(self.main)):
+                    ghost.popitem(last=False)
+        return False
+
+    def _admits(self, h: int, size: int, counts: dict) -> bool:
+        """TinyLFU's test against the main CLOCK's next victim (read entries passed first)."""
+        if self.mbytes + size <= self.mcap:
+            return True
+        main = self.main
+        for _ in range(len(main)):
+            vh, ve = next(iter(main.items()))
+            if not ve[1]:
+                break
+            ve[1] = 0
+            main.move_to_end(vh)
+        else:
+            return True
+        return counts.get(h, 0) > counts.get(vh, 0)
+
+    def _to_main(self, h: int, e: list) -> None:
+        main = self.main
+        main[h] = e
+        self.mbytes += e[0]
+        while self.mbytes > self.mcap and len(main) > 1:
+            vh, ve = main.popitem(last=False)
+            if ve[1]:
+                ve[1] = 0
+                main[vh] = ve
+            else:
+                self.mbytes -= ve[0]
+
+
+class Shadows:
+    """The miniatures of one group in this process, and the level they choose.
+
+    *max_bytes* is the group's budget; *small_share* and *ghost_share* the
+    policy's window and short-ghost shares.
+    """
+
+    def __init__(self, max_bytes: int, small_share: float, ghost_share: float) -> None:
+        k = sample_shift(max_bytes)
+        budget = max(64 * ASSUMED_ENTRY // 8, max_bytes >> k)
+        self.minis = [_Mini(level, budget, small_share, ghost_share) for level in LEVELS]
+        entries = max(64, budget // ASSUMED_ENTRY)
+        self.decay_every = DECAY_PER_ENTRY * entries
+        self.age_every = AGE_PER_SLOT * entries
+        #: Sampled requests waiting for ``drain``: (hash, entry bytes).
+        self.pending: list = []
+        self.counts: dict = {}
+        self._seen = 0
+        self._aged = 0
+        self.level = FREQ
+
+    def drain(self) -> int:
+        """Run the pending requests through every miniature; the level chosen now."""
+        pending, self.pending = self.pending, []
+        counts = self.counts
+        minis = self.minis
+        for h, size in pending:
+            c = counts.get(h, 0)
+            if c < _COUNT_MAX:
+                counts[h] = c + 1
+            for m in minis:
+                m.access(h, size, counts)
+            self._seen += 1
+            self._aged += 1
+            if self._aged >= self.age_every:
+                self._aged = 0
+                self.counts = counts = {k: v >> 1 for k, v in counts.items() if v > 1}
+            if self._seen >= self.decay_every:
+                self._seen = 0
+                for m in minis:
+                    m.hits /= 2
+        best = max(minis, key=lambda m: m.hits)
+        if best.hits > minis[self.level].hits * (1 + MARGIN):
+            self.level = best.level
+        return self.level
