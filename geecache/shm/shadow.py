@@ -65,6 +65,11 @@ BATCH = 64
 DECAY_PER_ENTRY = 4
 #: A level replaces the current one when its decayed hits are this share higher.
 MARGIN = 0.02
+#: Per level, a share its decayed hits are raised by before they are compared: on a near tie
+#: the more lenient level wins.
+BIAS = (0.0, 0.03, 0.06)
+#: Decay periods the miniatures run before their choice is taken.
+WARM_PERIODS = 2
 #: Counts per miniature entry between halvings of the frequency counts (the sketch's).
 AGE_PER_SLOT = 10
 _COUNT_MAX = 15
@@ -188,6 +193,7 @@ class Shadows:
         self.counts: dict = {}
         self._seen = 0
         self._aged = 0
+        self._warm = 0
         self.level = FREQ
 
     def drain(self) -> int:
@@ -208,9 +214,13 @@ class Shadows:
                 self.counts = counts = {k: v >> 1 for k, v in counts.items() if v > 1}
             if self._seen >= self.decay_every:
                 self._seen = 0
+                self._warm += 1
                 for m in minis:
                     m.hits /= 2
-        best = max(minis, key=lambda m: m.hits)
-        if best.hits > minis[self.level].hits * (1 + MARGIN):
-            self.level = best.level
+        if self._warm < WARM_PERIODS:  # young miniatures hit alike: keep FREQ a while
+            return self.level
+        score = [m.hits * (1 + BIAS[m.level]) for m in minis]
+        best = max(LEVELS, key=score.__getitem__)
+        if score[best] > score[self.level] * (1 + MARGIN):
+            self.level = best
         return self.level
