@@ -201,12 +201,14 @@ class Shadows:
         pending, self.pending = self.pending, []
         counts = self.counts
         minis = self.minis
+        news = False  # whether any miniature hit: without a hit they have nothing new to say
         for h, size in pending:
             c = counts.get(h, 0)
             if c < _COUNT_MAX:
                 counts[h] = c + 1
             for m in minis:
-                m.access(h, size, counts)
+                if m.access(h, size, counts):
+                    news = True
             self._seen += 1
             self._aged += 1
             if self._aged >= self.age_every:
@@ -217,7 +219,7 @@ class Shadows:
                 self._warm += 1
                 for m in minis:
                     m.hits /= 2
-        if self._warm < WARM_PERIODS:  # young miniatures hit alike: keep FREQ a while
+        if self._warm < WARM_PERIODS or not news:  # young miniatures hit alike: FREQ a while
             return self.level
         score = [m.hits * (1 + BIAS[m.level]) for m in minis]
         best = max(LEVELS, key=score.__getitem__)
