@@ -19,6 +19,7 @@
  *   parse_get          protocol.py: on_header / on_headers_complete / on_message_complete
  *   probe              geecache/shm/arena.py: Arena.get_entry (layout.py: SLOT, ENTRY)
  *   hit_touch_policy   the reference byte a hit raises (arena.py, policy.py)
+ *   hit_sample         an adaptive group's sampled hit (arena.py get_entry, shadow.py)
  *   count_hit          Group.get_cached's two counters (gets, local_hits | hot_hits)
  *   conflict           StatRows.count_seqlock_conflict (shm/stats.py)
  *   answer             DataPlaneProtocol._serve_api_key's head and write
@@ -54,6 +55,10 @@ typedef struct {
     uint8_t ref_max;
     uint32_t plen;
     uint8_t prefix[MAX_PREFIX];
+    /* adaptive (shm/shadow.py): a hit whose hash has these bits clear is appended to pending
+     * as (hash, entry bytes); all ones (no hash passes) and NULL for every other policy. */
+    uint64_t sample_mask;
+    PyObject *pending;
 } hp_group;
 
 typedef struct {
@@ -204,6 +209,16 @@ static inline void hit_touch_policy(volatile uint8_t *ref, uint8_t ref_max)
         *ref = (uint8_t)(r + 1);
 }
 
+/* Arena.get_entry's sample of an adaptive group's hit: (hash, entry bytes) onto this process's
+ * pending list (shm/shadow.py).  A hint: if it cannot be recorded, the hit is answered anyway. */
+static void hit_sample(const hp_group *g, uint64_t h, uint64_t esize)
+{
+    PyObject *t = Py_BuildValue("(KK)", (unsigned long long)h, (unsigned long long)esize);
+    if (t == NULL || PyList_Append(g->pending, t) < 0)
+        PyErr_Clear();
+    Py_XDECREF(t);
+}
+
 /* Group.get_cached's counters, one writer per row (this process). */
 static inline void count_hit(HitPath *hp, uint64_t hits_at)
 {
@@ -306,6 +321,8 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
                             return HP_DOUBT;
                     }
                     hit_touch_policy(hp->base + hp->refs_off + s * sps + i, g->ref_max);
+                    if (!(h & g->sample_mask) && g->pending != NULL)
+                        hit_sample(g, h, (ENTRY_SIZE + 7 + (uint64_t)klen + vlen) & ~(uint64_t)7);
                     *len += vlen;
                     return HP_HIT;
                 }
@@ -444,12 +461,18 @@ static int read_group(PyObject *t, hp_group *g)
     unsigned int idx, gshards, ref_max;
     const char *prefix;
     Py_ssize_t plen;
-    if (!PyArg_ParseTuple(t, "IIy#I", &idx, &gshards, &prefix, &plen, &ref_max))
+    unsigned long long mask = ~0ULL;
+    PyObject *pending = Py_None;
+    if (!PyArg_ParseTuple(t, "IIy#I|KO", &idx, &gshards, &prefix, &plen, &ref_max, &mask, &pending))
         return -1;
-    if (gshards == 0 || plen > MAX_PREFIX || ref_max > 255 || idx > 0xffff) {
+    if (gshards == 0 || plen > MAX_PREFIX || ref_max > 255 || idx > 0xffff
+        || (pending != Py_None && !PyList_Check(pending))) {
         PyErr_SetString(PyExc_ValueError, "bad group record");
         return -1;
     }
+    g->sample_mask = pending == Py_None ? ~0ULL : (uint64_t)mask;
+    Py_XINCREF(pending == Py_None ? NULL : pending);
+    Py_XSETREF(g->pending, pending == Py_None ? NULL : pending);
     g->idx = idx;
     g->gshards = gshards;
     g->ref_max = (uint8_t)ref_max;
@@ -554,6 +577,8 @@ static void HitPath_dealloc(HitPath *hp)
     Py_XDECREF(hp->clock);
     Py_XDECREF(hp->tally);
     Py_XDECREF(hp->miss);
+    Py_XDECREF(hp->main.pending);
+    Py_XDECREF(hp->hot.pending);
     PyMem_Free(hp->out);
     Py_TYPE(hp)->tp_free((PyObject *)hp);
 }

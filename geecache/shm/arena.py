@@ -345,7 +345,8 @@ class Arena:
 
         *factory* (``geecache._hitpath.HitPath``) gets this mapping and the numbers
         ``get_entry`` reads by: the slot, reference and data regions, both group records
-        (index, shards, hash prefix, ``ref_max``), the offsets of this process's ``gets``,
+        (index, shards, hash prefix, ``ref_max``, and ``adaptive``'s sample mask and pending
+        list: a sampled hit is recorded there as here), the offsets of this process's ``gets``,
         ``local_hits`` and ``hot_hits`` cells of *group* and of its ``seqlock_conflicts``
         contention cell (a read that meets a writer counts there, as here), and the clock; *kw* are the
         caller's.  The reader holds the mapping until its ``release()``, which the arena
@@ -358,11 +359,17 @@ class Arena:
         reader = factory(
             self._mm,
             (self._slots_off, self._refs_off, self._data_off, self._sps, self._n_shards, self._item_limit),
-            (g.idx, g.gshards, g.prefix, g.ref_max), (h.idx, h.gshards, h.prefix, h.ref_max),
+            self._hit_group(g), self._hit_group(h),
             (cell["gets"], cell["local_hits"], cell["hot_hits"], conflicts),
             clock=self._clock, realtime=self._clock is time.time, **kw)
         self._readers.add(reader)
         return reader
+
+    @staticmethod
+    def _hit_group(g) -> tuple:
+        """What a compiled reader needs of group record *g*: how it finds, touches and samples a hit."""
+        return (g.idx, g.gshards, g.prefix, g.ref_max, g.sample_mask,
+                None if g.shadows is None else g.shadows.pending)
 
     # ------------------------------------------------------------ writes
 

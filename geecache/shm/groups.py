@@ -159,8 +159,9 @@ class GroupTable:
         """The record of *name* read from the segment (and cached), or None."""
         for g in self.all():
             if g.name == name:
-                self.by_name[name] = g
-                return g
+                # A record never changes: keep the one cached first, whose per-process state
+                # (``adaptive``'s miniatures, which a compiled reader may append to) lives on.
+                return self.by_name.setdefault(name, g)
         return None
 
     def get(self, name: str) -> GroupRecord:

@@ -198,7 +198,8 @@ class Shadows:
 
     def drain(self) -> int:
         """Run the pending requests through every miniature; the level chosen now."""
-        pending, self.pending = self.pending, []
+        pending = self.pending.copy()  # the list stays: a compiled reader appends to it too
+        self.pending.clear()
         counts = self.counts
         minis = self.minis
         news = False  # whether any miniature hit: without a hit they have nothing new to say
