@@ -47,6 +47,9 @@
 /* A scratch buffer above this is freed after the write instead of kept. */
 #define KEEP_SCRATCH (256 * 1024)
 #define MAX_BOUNDS 64
+/* shm/shadow.py PENDING_MAX: sampled hits kept for the next write to run through the
+ * miniatures (a process that only answers hits would otherwise grow the list forever). */
+#define PENDING_MAX 4096
 
 enum { HP_HIT, HP_MISS, HP_DOUBT };
 
@@ -321,7 +324,8 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
                             return HP_DOUBT;
                     }
                     hit_touch_policy(hp->base + hp->refs_off + s * sps + i, g->ref_max);
-                    if (!(h & g->sample_mask) && g->pending != NULL)
+                    if (!(h & g->sample_mask) && g->pending != NULL
+                        && PyList_GET_SIZE(g->pending) < PENDING_MAX)
                         hit_sample(g, h, (ENTRY_SIZE + 7 + (uint64_t)klen + vlen) & ~(uint64_t)7);
                     *len += vlen;
                     return HP_HIT;
@@ -758,5 +762,6 @@ PyMODINIT_FUNC PyInit__hitpath(void)
     }
     PyModule_AddIntConstant(m, "MAX_HASHED", XXH3_SMALL_MAX);
     PyModule_AddIntConstant(m, "OUT_LIMIT", OUT_LIMIT);
+    PyModule_AddIntConstant(m, "PENDING_MAX", PENDING_MAX);
     return m;
 }

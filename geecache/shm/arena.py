@@ -10,8 +10,9 @@ and its entry points; each job behind them has its own module:
 ``groups``     group records: configure, find, the per-process cache
 ``slots``      the slot table: probe, insert, backward-shift delete, seqlock order
 ``log``        the circular log per (group, shard): fit, alloc, the hand, moves
-``policy``     eviction policies (``lru``, ``lru2``, ``s3fifo``, ``s3lfu``, ``tinylfu``): one class each
+``policy``     eviction policies (``lru``, ``lru2``, ``s3fifo``, ``s3lfu``, ``tinylfu``, ``adaptive``): one class each
 ``ghost``      S3-FIFO's ghost set: recently evicted keys, per shard
+``shadow``     ``adaptive``'s miniature simulations, per process: the admission level they choose
 ``stats``      per-process counter rows
 ``ring``       the member list (double-buffered)
 ``flight``     the host-wide in-flight table
@@ -50,7 +51,7 @@ from .lock import Locks, trylock as _trylock, unlock as _unlock
 from .log import Logs
 from .ring import Ring
 from .scan import HotScan
-from .shadow import BATCH
+from .shadow import BATCH, PENDING_MAX
 from .sketch import Sketch
 from .slots import SlotTable
 from .stats import SEQLOCK_CONFLICTS, StatRows
@@ -337,7 +338,9 @@ class Arena:
         if ref < g.ref_max:
             mm[r] = ref + 1
         if not h & g.sample_mask:  # adaptive's sampled key: its miniatures see the hit (shadow.py)
-            g.shadows.pending.append((h, (ENTRY_SIZE + 7 + klen + vlen) & ~7))
+            pending = g.shadows.pending
+            if len(pending) < PENDING_MAX:  # until a write runs them through the miniatures
+                pending.append((h, (ENTRY_SIZE + 7 + klen + vlen) & ~7))
         return kv[klen:], codec, exp
 
     def hit_reader(self, group: str, hot: str, factory, **kw):

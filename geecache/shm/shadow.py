@@ -35,15 +35,18 @@ after a miss).  Either is one request: a miniature hit if the key is in
 the miniature, else a miniature miss that inserts it.  ``Arena.set`` runs
 the pending requests through the miniatures once ``BATCH`` are waiting,
 after it released the shard lock, and writes the chosen level into the
-group record (``adapt``).
+group record (``Arena._adapt``): the level only matters to a write's
+admission, so the writes are where it is decided.  Hits past
+``PENDING_MAX`` waiting are not recorded.
 
 Per process: each process has its own miniatures, fed by the requests it
 serves, and writes the level its own miniatures chose (a single byte store
 in the group record, last writer wins).  A process killed at any
 instruction loses only its own miniatures; the byte is always one of the
-levels.  The compiled hit path (``hitpath.c``) records nothing: a server
-whose hits it answers feeds its miniatures with writes and Python-path
-hits only (see docs/architecture.md, "Eviction: `adaptive`").
+levels.  The compiled hit path (``hitpath.c`` ``hit_sample``) records a
+sampled hit on the same list as ``get_entry``.  With N workers each
+process's miniatures see about 1/N of the sampled requests (see
+docs/architecture.md, "Eviction: `adaptive`").
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ TARGET_ENTRIES = 256
 ASSUMED_ENTRY = 144
 #: Pending sampled requests that make ``Arena.set`` run the miniatures.
 BATCH = 64
+#: Sampled hits kept at most until a write runs them (a process answering only hits would grow
+#: the list forever; the level only matters to writes).  Mirrored in ``hitpath.c``.
+PENDING_MAX = 4096
 #: Sampled requests per miniature entry between halvings of the hit scores.
 DECAY_PER_ENTRY = 4
 #: A level replaces the current one when its decayed hits are this share higher.

@@ -31,7 +31,7 @@ import pytest
 from xxhash import xxh3_64_intdigest
 
 from geecache.group import Group
-from geecache.shm import Arena
+from geecache.shm import Arena, shadow
 from geecache.shm.layout import SLOT_SIZE, SLOT_VERSION_AT, U32, entry_size
 from geecache.storage import MemoryStorage, load_source
 from tests.support.dataplane import PlaneServer
@@ -306,6 +306,12 @@ def test_an_adaptive_hit_is_sampled_as_get_entry_samples_it(arena):
         want = [h for h in want if not h & rec.sample_mask]
         assert [h for h, _ in compiled] == want and 15 < len(want) < 80
         assert {size for _, size in compiled} == {entry_size(4, 40)}
+        # Hits past PENDING_MAX waiting (no write ran them through the miniatures) are dropped.
+        assert _hitpath.PENDING_MAX == shadow.PENDING_MAX
+        rec.shadows.pending[:] = [(1, 72)] * shadow.PENDING_MAX
+        assert all(hp.probe(k.encode())[0] == "hit" for k in keys)
+        assert all(arena.get(g.name, k) is not None for k in keys)
+        assert len(rec.shadows.pending) == shadow.PENDING_MAX
 
 
 def test_garbage_in_the_arena_is_never_served_or_read_past_the_mapping(arena):
