@@ -47,9 +47,11 @@
 /* A scratch buffer above this is freed after the write instead of kept. */
 #define KEEP_SCRATCH (256 * 1024)
 #define MAX_BOUNDS 64
-/* shm/shadow.py PENDING_MAX: sampled hits kept for the next write to run through the
- * miniatures (a process that only answers hits would otherwise grow the list forever). */
-#define PENDING_MAX 4096
+/* shm/shadow.py: a sample ring is a u64 count (alone in RING_HEAD bytes), then SAMPLE_RING
+ * records of (hash, entry bytes). */
+#define RING_HEAD 64
+#define SAMPLE_RING 1024
+#define RING_BLOCK (RING_HEAD + SAMPLE_RING * 16)
 
 enum { HP_HIT, HP_MISS, HP_DOUBT };
 
@@ -58,10 +60,10 @@ typedef struct {
     uint8_t ref_max;
     uint32_t plen;
     uint8_t prefix[MAX_PREFIX];
-    /* adaptive (shm/shadow.py): a hit whose hash has these bits clear is appended to pending
-     * as (hash, entry bytes); all ones (no hash passes) and NULL for every other policy. */
+    /* adaptive (shm/shadow.py): a hit whose hash has these bits clear is recorded in this
+     * process's sample ring at ring_at; all ones (no hash passes) and 0 for other policies. */
     uint64_t sample_mask;
-    PyObject *pending;
+    uint64_t ring_at;
 } hp_group;
 
 typedef struct {
@@ -212,14 +214,16 @@ static inline void hit_touch_policy(volatile uint8_t *ref, uint8_t ref_max)
         *ref = (uint8_t)(r + 1);
 }
 
-/* Arena.get_entry's sample of an adaptive group's hit: (hash, entry bytes) onto this process's
- * pending list (shm/shadow.py).  A hint: if it cannot be recorded, the hit is answered anyway. */
-static void hit_sample(const hp_group *g, uint64_t h, uint64_t esize)
+/* Arena.get_entry's sample of an adaptive group's hit (shadow.py record): (hash, entry bytes)
+ * into this process's ring, the record first and the count after it.  One writer per ring
+ * (this process, under the GIL). */
+static inline void hit_sample(HitPath *hp, const hp_group *g, uint64_t h, uint64_t esize)
 {
-    PyObject *t = Py_BuildValue("(KK)", (unsigned long long)h, (unsigned long long)esize);
-    if (t == NULL || PyList_Append(g->pending, t) < 0)
-        PyErr_Clear();
-    Py_XDECREF(t);
+    uint8_t *ring = hp->base + g->ring_at;
+    uint64_t n = __atomic_load_n((uint64_t *)ring, __ATOMIC_RELAXED);
+    uint64_t rec[2] = {h, esize};
+    memcpy(ring + RING_HEAD + (n % SAMPLE_RING) * 16, rec, 16);
+    __atomic_store_n((uint64_t *)ring, n + 1, __ATOMIC_RELEASE);
 }
 
 /* Group.get_cached's counters, one writer per row (this process). */
@@ -324,9 +328,8 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
                             return HP_DOUBT;
                     }
                     hit_touch_policy(hp->base + hp->refs_off + s * sps + i, g->ref_max);
-                    if (!(h & g->sample_mask) && g->pending != NULL
-                        && PyList_GET_SIZE(g->pending) < PENDING_MAX)
-                        hit_sample(g, h, (ENTRY_SIZE + 7 + (uint64_t)klen + vlen) & ~(uint64_t)7);
+                    if (!(h & g->sample_mask))
+                        hit_sample(hp, g, h, (ENTRY_SIZE + 7 + (uint64_t)klen + vlen) & ~(uint64_t)7);
                     *len += vlen;
                     return HP_HIT;
                 }
@@ -465,18 +468,15 @@ static int read_group(PyObject *t, hp_group *g)
     unsigned int idx, gshards, ref_max;
     const char *prefix;
     Py_ssize_t plen;
-    unsigned long long mask = ~0ULL;
-    PyObject *pending = Py_None;
-    if (!PyArg_ParseTuple(t, "IIy#I|KO", &idx, &gshards, &prefix, &plen, &ref_max, &mask, &pending))
+    unsigned long long mask = ~0ULL, ring_at = 0;
+    if (!PyArg_ParseTuple(t, "IIy#I|KK", &idx, &gshards, &prefix, &plen, &ref_max, &mask, &ring_at))
         return -1;
-    if (gshards == 0 || plen > MAX_PREFIX || ref_max > 255 || idx > 0xffff
-        || (pending != Py_None && !PyList_Check(pending))) {
+    if (gshards == 0 || plen > MAX_PREFIX || ref_max > 255 || idx > 0xffff || ring_at % 8) {
         PyErr_SetString(PyExc_ValueError, "bad group record");
         return -1;
     }
-    g->sample_mask = pending == Py_None ? ~0ULL : (uint64_t)mask;
-    Py_XINCREF(pending == Py_None ? NULL : pending);
-    Py_XSETREF(g->pending, pending == Py_None ? NULL : pending);
+    g->sample_mask = ring_at ? (uint64_t)mask : ~0ULL;  /* no ring: no hash passes */
+    g->ring_at = ring_at;
     g->idx = idx;
     g->gshards = gshards;
     g->ref_max = (uint8_t)ref_max;
@@ -546,7 +546,9 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
         || slots_off % 16 || slots_off > size || nslots * SLOT_SIZE > size - slots_off
         || refs_off > size || nslots > size - refs_off || data_off > size
         || gets_at % 8 || local_at % 8 || hot_at % 8 || conflicts_at % 8
-        || gets_at + 8 > size || local_at + 8 > size || hot_at + 8 > size || conflicts_at + 8 > size) {
+        || gets_at + 8 > size || local_at + 8 > size || hot_at + 8 > size || conflicts_at + 8 > size
+        || hp->main.ring_at > size || (hp->main.ring_at && RING_BLOCK > size - hp->main.ring_at)
+        || hp->hot.ring_at > size || (hp->hot.ring_at && RING_BLOCK > size - hp->hot.ring_at)) {
         release_view(hp);
         PyErr_SetString(PyExc_ValueError, "layout outside the mapping");
         return -1;
@@ -581,8 +583,6 @@ static void HitPath_dealloc(HitPath *hp)
     Py_XDECREF(hp->clock);
     Py_XDECREF(hp->tally);
     Py_XDECREF(hp->miss);
-    Py_XDECREF(hp->main.pending);
-    Py_XDECREF(hp->hot.pending);
     PyMem_Free(hp->out);
     Py_TYPE(hp)->tp_free((PyObject *)hp);
 }
@@ -762,6 +762,7 @@ PyMODINIT_FUNC PyInit__hitpath(void)
     }
     PyModule_AddIntConstant(m, "MAX_HASHED", XXH3_SMALL_MAX);
     PyModule_AddIntConstant(m, "OUT_LIMIT", OUT_LIMIT);
-    PyModule_AddIntConstant(m, "PENDING_MAX", PENDING_MAX);
+    PyModule_AddIntConstant(m, "SAMPLE_RING", SAMPLE_RING);
+    PyModule_AddIntConstant(m, "RING_BLOCK", RING_BLOCK);
     return m;
 }

@@ -51,6 +51,7 @@ docs/architecture.md, "Eviction: `adaptive`").
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 
 #: The admission levels, as ``policy.Adaptive`` and the group record's level byte name them.
@@ -62,11 +63,17 @@ LEVELS = (FREQ, GHOST, ALL)
 TARGET_ENTRIES = 256
 #: The entry size the sampling rate assumes (the arena's default ``avg_entry_bytes``).
 ASSUMED_ENTRY = 144
-#: Pending sampled requests that make ``Arena.set`` run the miniatures.
+#: This process's sampled writes that make ``Arena.set`` run the miniatures.
 BATCH = 64
-#: Sampled hits kept at most until a write runs them (a process answering only hits would grow
-#: the list forever; the level only matters to writes).  Mirrored in ``hitpath.c``.
-PENDING_MAX = 4096
+#: Requests a process's sample ring holds (a reader further behind skips the oldest).
+SAMPLE_RING = 1024
+#: A ring: the count of requests ever recorded (u64, alone in its cache line), then
+#: SAMPLE_RING records of (hash, entry bytes), u64 each.  Mirrored in ``hitpath.c``.
+RING_HEAD = 64
+RING_RECORD = 16
+RING_BLOCK = RING_HEAD + SAMPLE_RING * RING_RECORD
+_u64 = struct.Struct("Q")
+_record = struct.Struct("QQ")
 #: Sampled requests per miniature entry between halvings of the hit scores.
 DECAY_PER_ENTRY = 4
 #: A level replaces the current one when its decayed hits are this share higher.
@@ -88,6 +95,27 @@ def sample_shift(max_bytes: int) -> int:
     while entries >> (k + 1) >= TARGET_ENTRIES:
         k += 1
     return k
+
+
+def rings_at(after_slices: int) -> int:
+    """Absolute offset of an adaptive group's rings, its slices ending at *after_slices*."""
+    return (after_slices + 63) & ~63
+
+
+def rings_bytes(max_procs: int) -> int:
+    """Data bytes an adaptive group's rings take after its slices (alignment included)."""
+    return 64 + max_procs * RING_BLOCK
+
+
+def record(mm, ring: int, h: int, esize: int) -> None:
+    """Append one sampled request to the ring at *ring* (this process's: one writer).
+
+    The record first, the count after it: a reader never counts a record not yet written, and
+    a process killed between the two leaves it uncounted.
+    """
+    n = _u64.unpack_from(mm, ring)[0]
+    _record.pack_into(mm, ring + RING_HEAD + n % SAMPLE_RING * RING_RECORD, h, esize)
+    _u64.pack_into(mm, ring, n + 1)
 
 
 def sample_mask(max_bytes: int) -> int:
@@ -187,25 +215,59 @@ class Shadows:
     policy's window and short-ghost shares.
     """
 
-    def __init__(self, max_bytes: int, small_share: float, ghost_share: float) -> None:
+    def __init__(self, max_bytes: int, small_share: float, ghost_share: float, mm, rings: int,
+                 max_procs: int) -> None:
         k = sample_shift(max_bytes)
         budget = max(64 * ASSUMED_ENTRY // 8, max_bytes >> k)
+        self._mm = mm
+        self._rings = rings
+        self._max_procs = max_procs
+        #: Per ring, how many of its records this process has read (None: not looked at yet).
+        self._read: list = [None] * max_procs
+        #: This process's sampled writes since the last ``drain`` (``Arena.set`` counts them).
+        self.writes = 0
         self.minis = [_Mini(level, budget, small_share, ghost_share) for level in LEVELS]
         entries = max(64, budget // ASSUMED_ENTRY)
         self.decay_every = DECAY_PER_ENTRY * entries
         self.age_every = AGE_PER_SLOT * entries
-        #: Sampled requests waiting for ``drain``: (hash, entry bytes).
-        self.pending: list = []
         self.counts: dict = {}
         self._seen = 0
         self._aged = 0
         self._warm = 0
         self.level = FREQ
 
+    def collect(self) -> list:
+        """The requests every process recorded since this process last looked, interleaved.
+
+        Each ring's new records in order, the rings merged by position (requests reach the
+        processes at random, so a proportional interleave is the likely order).  Read without
+        a lock: a record overwritten while it was copied (its ring lapped the reader) is
+        dropped, and a ring whose count went back (a new arena's zeroes) starts over.
+        """
+        mm, u64 = self._mm, _u64.unpack_from
+        merged: list = []
+        for p in range(self._max_procs):
+            at = self._rings + p * RING_BLOCK
+            n = u64(mm, at)[0]
+            seen = self._read[p]
+            if seen is None or seen > n:
+                seen = n if seen is None else 0
+            start = max(seen, n - SAMPLE_RING)
+            if start < n:
+                recs = [_record.unpack_from(mm, at + RING_HEAD + i % SAMPLE_RING * RING_RECORD)
+                        for i in range(start, n)]
+                lapped = u64(mm, at)[0] - SAMPLE_RING  # records before this may be torn now
+                first = max(0, lapped - start)
+                span = n - start
+                merged.extend((j / span, r) for j, r in enumerate(recs) if j >= first)
+            self._read[p] = n
+        merged.sort(key=lambda fr: fr[0])
+        return [r for _f, r in merged]
+
     def drain(self) -> int:
-        """Run the pending requests through every miniature; the level chosen now."""
-        pending = self.pending.copy()  # the list stays: a compiled reader appends to it too
-        self.pending.clear()
+        """Run the requests sampled since (``collect``) through every miniature; the level chosen now."""
+        self.writes = 0
+        pending = self.collect()
         counts = self.counts
         minis = self.minis
         news = False  # whether any miniature hit: without a hit they have nothing new to say

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import struct
+import sys
 
 import pytest
 
@@ -35,6 +37,7 @@ from geecache.shm.policy import HOT_SHARE, POLICIES
 from geecache.shm.sketch import AGE_PER_SLOT
 
 from tests.support.arena import Clock
+from tests.support.proc import fork, reap
 
 
 class RefLog:
@@ -467,25 +470,66 @@ def test_adaptive_level_all_admits_every_candidate_and_ghost_heeds_the_full_wind
     assert arena.usage("s") == arena.audit("s")
 
 
-def test_adaptive_samples_a_share_of_keys_and_other_policies_none(make_arena):
+def _ring(arena, g, row=None):
+    """(count, records) of *g*'s sample ring of stat row *row* (this process's by default)."""
+    row = arena._stats.row_index() if row is None else row
+    at = g.rings + row * shadow.RING_BLOCK
+    n = int.from_bytes(arena._mm[at:at + 8], sys.byteorder)
+    recs = [struct.unpack_from("QQ", arena._mm, at + shadow.RING_HEAD + i % shadow.SAMPLE_RING * 16)
+            for i in range(max(0, n - shadow.SAMPLE_RING), n)]
+    return n, recs
+
+
+def test_adaptive_samples_a_share_of_keys_into_its_ring_and_other_policies_none(make_arena):
     arena = make_arena(8 << 20)
     budget = 2_000 * entry_size(8, 100)
     arena.configure_group("a", budget, "adaptive")
     arena.configure_group("t", budget, "tinylfu")
     a, t = arena._group("a"), arena._group("t")
-    assert t.shadows is None
+    assert t.shadows is None and t.rings == 0
     assert shadow.sample_shift(budget) == 2  # a quarter of the keys: miniatures of ~470 entries
     for i in range(4_000):
         arena.set("a", f"{i:08d}", b"v" * 100)
         arena.set("t", f"{i:08d}", b"v" * 100)
-    pending = a.shadows.pending
-    before = len(pending)
-    assert before < shadow.BATCH  # set drains them once a batch is waiting
+    before, _ = _ring(arena, a)
     hits = [f"{i:08d}" for i in range(3_000, 4_000) if arena.get("a", f"{i:08d}") is not None]
-    sampled = len(pending) - before
+    n, recs = _ring(arena, a)
+    sampled = n - before
     assert 0.15 * len(hits) < sampled < 0.35 * len(hits)
-    assert all(not h & a.sample_mask for h, _size in pending)
-    assert all(size == entry_size(8, 100) for _h, size in pending)
+    want = [arena._locate(a, k.encode())[0] for k in hits]
+    assert [h for h, _ in recs[-sampled:]] == [h for h in want if not h & a.sample_mask]
+    assert all(size == entry_size(8, 100) for _h, size in recs)
+    # The miniatures read every ring from where they last looked: these hits, then nothing.
+    got = a.shadows.collect()
+    assert [h for h, _ in got[-sampled:]] == [h for h, _ in recs[-sampled:]]
+    assert a.shadows.collect() == []
+
+
+@pytest.mark.procs
+def test_adaptive_miniatures_see_what_other_processes_sampled(make_arena):
+    """Each process records in its own ring; every process's miniatures read all of them, so
+    a worker's choice rests on the whole host's requests, not its own share."""
+    arena = make_arena(8 << 20)
+    budget = 2_000 * entry_size(8, 100)
+    arena.configure_group("a", budget, "adaptive")
+    a = arena._group("a")
+    assert a.shadows.collect() == []  # the first look only notes where each ring is
+    keys = [f"{i:08d}" for i in range(2_000)]
+
+    def worker():
+        for k in keys:
+            if arena.get("a", k) is None:
+                arena.set("a", k, b"v" * 100)
+
+    status = reap([fork(worker) for _ in range(2)])
+    assert all(st == 0 for st in status.values()), status
+    got = a.shadows.collect()
+    mine = arena._stats.row_index()
+    rows = {r for r in range(arena._stats._max_procs) if r != mine and _ring(arena, a, r)[0]}
+    assert len(rows) == 2  # each child claimed a row and wrote its ring
+    want = sum(not arena._locate(a, k.encode())[0] & a.sample_mask for k in keys)
+    assert len(got) == 2 * want  # one set (the first child) or one hit (the second) per key each
+    assert arena._mm[a.level_at] in shadow.LEVELS
 
 
 def _run(arena, group, keys):

@@ -282,8 +282,9 @@ def test_a_hit_raises_the_policy_byte_as_get_entry_does(arena):
 
 
 def test_an_adaptive_hit_is_sampled_as_get_entry_samples_it(arena):
-    """The compiled hit appends (hash, entry bytes) of a sampled key to the group's pending
-    list, as Arena.get_entry does, and nothing for another policy's group."""
+    """The compiled hit records (hash, entry bytes) of a sampled key in this process's sample
+    ring, as Arena.get_entry does, and nothing for another policy's group."""
+    assert (_hitpath.SAMPLE_RING, _hitpath.RING_BLOCK) == (shadow.SAMPLE_RING, shadow.RING_BLOCK)
     for policy in ("adaptive", "tinylfu"):
         g = Group(f"pol-{policy}", MemoryStorage(), max_bytes=1 << 20, cache=arena, policy=policy)
         keys = [f"k{i}" for i in range(600)]
@@ -296,22 +297,15 @@ def test_an_adaptive_hit_is_sampled_as_get_entry_samples_it(arena):
             assert all(hp.probe(k.encode())[0] == "hit" for k in keys)
             continue
         assert rec.sample_mask  # 1 MiB: a sixteenth of the keys
-        rec.shadows.pending.clear()
+        rec.shadows.collect()  # from here on
         assert all(hp.probe(k.encode())[0] == "hit" for k in keys)
-        compiled = list(rec.shadows.pending)
-        rec.shadows.pending.clear()
+        compiled = rec.shadows.collect()
         assert all(arena.get(g.name, k) is not None for k in keys)
-        assert compiled == rec.shadows.pending
+        assert compiled == rec.shadows.collect()
         want = [arena._locate(rec, k.encode())[0] for k in keys]
         want = [h for h in want if not h & rec.sample_mask]
         assert [h for h, _ in compiled] == want and 15 < len(want) < 80
         assert {size for _, size in compiled} == {entry_size(4, 40)}
-        # Hits past PENDING_MAX waiting (no write ran them through the miniatures) are dropped.
-        assert _hitpath.PENDING_MAX == shadow.PENDING_MAX
-        rec.shadows.pending[:] = [(1, 72)] * shadow.PENDING_MAX
-        assert all(hp.probe(k.encode())[0] == "hit" for k in keys)
-        assert all(arena.get(g.name, k) is not None for k in keys)
-        assert len(rec.shadows.pending) == shadow.PENDING_MAX
 
 
 def test_garbage_in_the_arena_is_never_served_or_read_past_the_mapping(arena):
