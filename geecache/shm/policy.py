@@ -189,8 +189,9 @@ class Adaptive(TinyLfu):
     candidate is admitted: ``FREQ`` as ``tinylfu``; ``GHOST`` as ``tinylfu``
     but with S3-FIFO's full ghost window; ``ALL`` every candidate enters
     the main log (the slice is one CLOCK).  Each process runs one
-    miniature cache per level on a hash-sampled share of its requests and
-    writes the level whose miniature hit most lately.
+    miniature cache per level on a hash-sampled share of the host's
+    requests (every process's sample ring) and writes the level whose
+    miniature hit most lately.
     """
 
     name = "adaptive"

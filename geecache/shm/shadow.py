@@ -25,28 +25,34 @@ key shared by the three (exact, capped at 15, halved every ``AGE_PER_SLOT``
 sampled requests per miniature entry, as the sketch is).  They only have
 to rank the levels as the real cache would, not reproduce its hit ratio.
 
-What feeds them: a sampled key is one whose hash has ``SAMPLE_BITS``
-top bits clear (``GroupRecord.sample_mask``, a power-of-two rate chosen
-so that a miniature holds about ``TARGET_ENTRIES`` entries at the arena's
-usual entry size, and every key when the budget is smaller).  The hit path
-(``Arena.get_entry``) appends ``(hash, entry bytes)`` of a sampled hit to
-``pending``; ``Arena.set`` does the same for a sampled write (the fill
-after a miss).  Either is one request: a miniature hit if the key is in
-the miniature, else a miniature miss that inserts it.  ``Arena.set`` runs
-the pending requests through the miniatures once ``BATCH`` are waiting,
-after it released the shard lock, and writes the chosen level into the
-group record (``Arena._adapt``): the level only matters to a write's
-admission, so the writes are where it is decided.  Hits past
-``PENDING_MAX`` waiting are not recorded.
+What feeds them: a sampled key is one whose hash has the top
+``sample_shift`` bits clear (``GroupRecord.sample_mask``, a power-of-two
+rate chosen so that a miniature holds about ``TARGET_ENTRIES`` entries at
+the arena's usual entry size, and every key when the budget is smaller).
+A sampled hit (``Arena.get_entry``, and the compiled hit path's
+``hit_sample``) and a sampled write (``Arena.set``, the fill after a
+miss) are each one request, recorded as ``(hash, entry bytes)`` in this
+process's *sample ring*: one per stat row, in the group's data region
+after its slices (``rings_at``), one writer each, the record stored
+before the count, so no lock.  For a miniature a request is a hit if the
+key is in it, else a miss that inserts it.
 
-Per process: each process has its own miniatures, fed by the requests it
-serves, and writes the level its own miniatures chose (a single byte store
-in the group record, last writer wins).  A process killed at any
-instruction loses only its own miniatures; the byte is always one of the
-levels.  The compiled hit path (``hitpath.c`` ``hit_sample``) records a
-sampled hit on the same list as ``get_entry``.  With N workers each
-process's miniatures see about 1/N of the sampled requests (see
-docs/architecture.md, "Eviction: `adaptive`").
+Every process's miniatures read every ring (``collect``: each ring's new
+records, merged by position), so each sees the host's whole sampled
+stream, not its own share: per-process miniatures fed only their own
+requests chose wrongly at four workers (a random quarter of a loop looks
+like a workload LRU serves well).  ``Arena.set`` runs them after
+``BATCH`` sampled writes of its own, after it released the shard lock,
+and stores the chosen level in the group record (``Arena._adapt``): the
+level only matters to a write's admission, so writes are where it is
+decided.  A reader more than ``SAMPLE_RING`` records behind a ring skips
+the oldest; a record overwritten while it is copied is dropped.
+
+Crash safety: the miniatures are per-process Python objects; a process
+killed at any instruction loses them, leaves at most one uncounted
+record in its ring and the level byte at one of the levels (a single
+byte store, last writer wins).  Every piece is a hint: none can make a
+value wrong, only an admission different.
 """
 
 from __future__ import annotations

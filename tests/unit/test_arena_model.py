@@ -433,6 +433,19 @@ def test_hit_writes_only_the_reference_byte(make_arena, policy):
     assert sketch_bytes() == before_sketch
     assert sum(after) - sum(before_refs) == 50 * ref_max  # each hit slot counted up to ref_max, no further
     assert max(after) == ref_max
+    # Nothing else in the segment changed, but for adaptive this process's sample ring
+    # (60 KiB: every key is sampled, so every hit adds a record).
+    whole = bytes(mm)
+    for _ in range(2):
+        for i in range(50):
+            arena.get("s", f"k{i}")
+    changed = [i for i, (a, b) in enumerate(zip(whole, bytes(mm))) if a != b]
+    g = arena._group("s")
+    if policy == "adaptive":
+        ring = g.rings + arena._stats.row_index() * shadow.RING_BLOCK
+        assert changed and all(ring <= i < ring + shadow.RING_BLOCK for i in changed)
+    else:
+        assert changed == []
 
 
 # ---- adaptive: tinylfu whose admission level miniature simulations choose (shadow.py).
