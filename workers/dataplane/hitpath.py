@@ -53,6 +53,8 @@ def hit_path(group, plane):
             group.name, hot_group_name(group.name), _hitpath.HitPath,
             head=plane.hit_head, bounds=tuple(float(b) for b in plane.bounds), tally=plane.hit_tally,
             max_url=plane.max_url_bytes, max_header=plane.max_header_bytes,
+            # A PUT body within every body limit needs no limit check: handed back whole.
+            max_body=plane.min_body_limit,
             # Accept-Encoding matters only to a group that keeps values compressed.
             accept_ok=not group.packs)
     except TooManyProcessesError:
