@@ -79,7 +79,8 @@ typedef struct {
     uint64_t answered;       /* every hit answered here, never reset (tests, diagnostics) */
     PyObject *handed;        /* the request serve() stopped at, parsed, for the Python protocol to
                               * answer without httptools: (length, key) of a GET whose key both
-                              * probes found nowhere, (length, key, body) of a PUT; else NULL */
+                              * probes found nowhere, (length, key, body) of a PUT, (length,
+                              * key, None) of a DELETE; else NULL */
     char *out;
     size_t out_cap;
     PyObject *weakrefs;      /* the arena keeps its readers in a WeakSet */
@@ -214,27 +215,40 @@ static Py_ssize_t parse_get(const HitPath *hp, const char *p, Py_ssize_t n,
     return parse_head(hp, p, n, start, sizeof(start) - 1, key, klen, NULL);
 }
 
-/* The length of a complete common-case PUT at p[0..n) -- "PUT /api?key=K HTTP/1.1", the
- * fields a GET may carry plus at most one Content-Length (none: an empty body, as llhttp
- * frames a request without one), and all of its body in p -- or 0.  *body, *blen: the body.
- * Only when max_body is set (the protocol hands PUTs to _serve_put). */
-static Py_ssize_t parse_put(const HitPath *hp, const char *p, Py_ssize_t n,
-                            const char **key, Py_ssize_t *klen, const char **body, Py_ssize_t *blen)
+/* The length of a complete common-case write at p[0..n), or 0:
+ *   "PUT /api?key=K HTTP/1.1", the fields a GET may carry plus at most one Content-Length
+ *   (none: an empty body, as llhttp frames a request without one), and all of its body in p
+ *   (*body, *blen);
+ *   "DELETE /api?key=K HTTP/1.1" with no body (*body NULL): a Content-Length, if any, of 0.
+ * Only when max_body is set (the protocol hands these to _serve_put / _serve_delete). */
+static Py_ssize_t parse_write(const HitPath *hp, const char *p, Py_ssize_t n,
+                              const char **key, Py_ssize_t *klen, const char **body, Py_ssize_t *blen)
 {
-    static const char start[] = "PUT /api?key=";
-    Py_ssize_t clen;
-    if (hp->max_body <= 0)
+    static const char put[] = "PUT /api?key=", del[] = "DELETE /api?key=";
+    Py_ssize_t clen, i;
+    if (hp->max_body <= 0 || n < 1)
         return 0;
-    Py_ssize_t i = parse_head(hp, p, n, start, sizeof(start) - 1, key, klen, &clen);
-    if (!i)
-        return 0;
-    if (clen < 0)
-        clen = 0;
-    if (n - i < clen)
-        return 0;  /* the body's tail is in a later read: httptools takes it */
-    *body = p + i;
-    *blen = clen;
-    return i + clen;
+    if (p[0] == 'P') {
+        i = parse_head(hp, p, n, put, sizeof(put) - 1, key, klen, &clen);
+        if (!i)
+            return 0;
+        if (clen < 0)
+            clen = 0;
+        if (n - i < clen)
+            return 0;  /* the body's tail is in a later read: httptools takes it */
+        *body = p + i;
+        *blen = clen;
+        return i + clen;
+    }
+    if (p[0] == 'D') {
+        i = parse_head(hp, p, n, del, sizeof(del) - 1, key, klen, &clen);
+        if (!i || clen > 0)
+            return 0;  /* a DELETE with a body takes the route table (a 400 there) */
+        *body = NULL;
+        *blen = 0;
+        return i;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ arena */
@@ -458,9 +472,10 @@ static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t na
         if (!used) {
             const char *body;
             Py_ssize_t bl;
-            used = parse_put(hp, p + done, n - done, &key, &kl, &body, &bl);
+            used = parse_write(hp, p + done, n - done, &key, &kl, &body, &bl);
             if (used)  /* a write: answered by Python, which owes it (what follows queues) */
-                hp->handed = Py_BuildValue("(ny#y#)", used, key, kl, body, bl);
+                hp->handed = body != NULL ? Py_BuildValue("(ny#y#)", used, key, kl, body, bl)
+                                          : Py_BuildValue("(ny#O)", used, key, kl, Py_None);
             PyErr_Clear();  /* (NULL on no memory: parsed again) */
             break;
         }
@@ -666,18 +681,21 @@ static PyObject *HitPath_scan(HitPath *hp, PyObject *data)
     return found;
 }
 
-static PyObject *HitPath_scan_put(HitPath *hp, PyObject *data)
+static PyObject *HitPath_scan_write(HitPath *hp, PyObject *data)
 {
-    /* For tests: (length, key, body) of the PUT parse_put takes at the start of *data*, or None. */
+    /* For tests: (length, key, body or None) of the PUT or DELETE parse_write takes at the
+     * start of *data*, or None. */
     if (!PyBytes_Check(data)) {
-        PyErr_SetString(PyExc_TypeError, "scan_put(data: bytes)");
+        PyErr_SetString(PyExc_TypeError, "scan_write(data: bytes)");
         return NULL;
     }
     const char *key, *body;
     Py_ssize_t kl, bl;
-    Py_ssize_t used = parse_put(hp, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &key, &kl, &body, &bl);
+    Py_ssize_t used = parse_write(hp, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &key, &kl, &body, &bl);
     if (!used)
         Py_RETURN_NONE;
+    if (body == NULL)
+        return Py_BuildValue("(ny#O)", used, key, kl, Py_None);
     return Py_BuildValue("(ny#y#)", used, key, kl, body, bl);
 }
 
@@ -764,8 +782,8 @@ static PyMethodDef HitPath_methods[] = {
     {"release", (PyCFunction)HitPath_release, METH_NOARGS,
      "Drop the mapping (before it is closed, or in a forked child); serve answers nothing after"},
     {"scan", (PyCFunction)HitPath_scan, METH_O, "scan(data) -> [(length, key)] the parser takes (tests)"},
-    {"scan_put", (PyCFunction)HitPath_scan_put, METH_O,
-     "scan_put(data) -> (length, key, body) of the PUT the parser takes, or None (tests)"},
+    {"scan_write", (PyCFunction)HitPath_scan_write, METH_O,
+     "scan_write(data) -> (length, key, body or None) of the PUT or DELETE the parser takes, or None (tests)"},
     {"probe", (PyCFunction)HitPath_probe, METH_O, "probe(key) -> (kind, value) (tests)"},
     {NULL}
 };
@@ -778,7 +796,7 @@ static PyGetSetDef HitPath_getset[] = {
     {"handed", (getter)HitPath_get_handed, NULL,
      "The request right after what the last serve() answered, parsed: (length, key) of a "
      "complete common-case GET whose key neither partition holds, (length, key, body) of a "
-     "complete common-case PUT (when max_body is set), else None", NULL},
+     "complete common-case PUT, (length, key, None) of a DELETE (when max_body is set), else None", NULL},
     {"miss", (getter)HitPath_get_miss, NULL,
      "handed when it is a GET's (length, key), else None", NULL},
     {NULL}

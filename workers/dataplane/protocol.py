@@ -195,9 +195,13 @@ class DataPlaneProtocol(asyncio.Protocol):
                         self._spawn(self._router.api_miss(key.decode()),
                                     "GET", API, perf_counter(), END_KEEP, False)
                     else:
-                        # A PUT /api?key=K with no Authorization and a body within every limit.
+                        # A PUT /api?key=K with no Authorization and a body within every
+                        # limit, or a DELETE /api?key=K with none (body None).
                         length, key, body = handed
-                        self._serve_put(key.decode(), None, body, END_KEEP, perf_counter())
+                        if body is None:
+                            self._serve_delete(key.decode(), None, END_KEEP, perf_counter())
+                        else:
+                            self._serve_put(key.decode(), None, body, END_KEEP, perf_counter())
                     n += length
                 if n == len(data):
                     return
