@@ -15,8 +15,12 @@
  * decides), as ``Arena.get_entry`` treats it as a miss; either way it counts a seqlock
  * conflict in this process's contention cell, as ``Arena.get_entry`` does.
  *
+ * A complete common-case PUT or DELETE of /api?key=K where it stops is handed back parsed
+ * (``handed``), as is a GET whose key is cached nowhere: the protocol answers those.
+ *
  * What each part mirrors (keep them in step):
  *   parse_get          protocol.py: on_header / on_headers_complete / on_message_complete
+ *   parse_write        the same, with _complete_other and _serve's PUT / DELETE dispatch
  *   probe              geecache/shm/arena.py: Arena.get_entry (layout.py: SLOT, ENTRY)
  *   hit_touch_policy   the reference byte a hit raises (arena.py, policy.py)
  *   count_hit          Group.get_cached's two counters (gets, local_hits | hot_hits)
