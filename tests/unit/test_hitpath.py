@@ -62,10 +62,10 @@ class FakeClock:
         return self.now
 
 
-def reader(arena: Arena, group: Group, *, max_url=MAX_URL, max_header=MAX_HEADER, accept_ok=True):
+def reader(arena: Arena, group: Group, *, max_url=MAX_URL, max_header=MAX_HEADER, accept_ok=True, **kw):
     return arena.hit_reader(group.name, group._hot, _hitpath.HitPath, head=b"HEAD|", bounds=(0.001, float("inf")),
                             tally=[0, 0.0, 0, 0, 0],
-                            max_url=max_url, max_header=max_header, accept_ok=accept_ok)
+                            max_url=max_url, max_header=max_header, accept_ok=accept_ok, **kw)
 
 
 @pytest.fixture
@@ -116,25 +116,38 @@ class Recorder:
         self.complete += 1
 
 
-def python_takes(data: bytes) -> tuple[int, bytes] | None:
-    """What the protocol would answer by ``_serve_api_key`` as the first message of *data*."""
-    rec = Recorder()
-    for n in range(1, len(data) + 1):  # byte by byte: where the first message ends
+def first_message(rec: "Recorder", data: bytes) -> int | None:
+    """Feed *data* to *rec*'s parser byte by byte: the length of its first complete message, or
+    None (incomplete, or refused by llhttp)."""
+    for n in range(1, len(data) + 1):
         try:
             rec.parser.feed_data(data[n - 1:n])
         except httptools.HttpParserError:
             return None
         if rec.complete:
-            break
-    else:
-        return None
+            return n
+    return None
+
+
+def plain_api_key(rec: "Recorder", methods, special_ok=()) -> bytes | None:
+    """K when the message *rec* parsed is one of *methods* on ``/api?key=K`` that the protocol
+    serves by its fast path: HTTP/1.1 kept, no upgrade, K needing no decoding, within the
+    target and field limits, no field it acts on but those in *special_ok*; else None."""
     url, key = rec.url, rec.url[9:]
-    if (rec.method != b"GET" or rec.version != "1.1" or not rec.keep or rec.upgrade
+    if (rec.method not in methods or rec.version != "1.1" or not rec.keep or rec.upgrade
             or not url.startswith(b"/api?key=") or not key or any(c in key for c in b"&%+")
             or len(url) > MAX_URL or sum(len(a) + len(b) for a, b in rec.headers) > MAX_HEADER
-            or any(name.lower() in SPECIAL for name, _ in rec.headers)):
+            or any(name.lower() in SPECIAL - set(special_ok) for name, _ in rec.headers)):
         return None
-    return n, key
+    return key
+
+
+def python_takes(data: bytes) -> tuple[int, bytes] | None:
+    """What the protocol would answer by ``_serve_api_key`` as the first message of *data*."""
+    rec = Recorder()
+    n = first_message(rec, data)
+    key = None if n is None else plain_api_key(rec, (b"GET",))
+    return None if key is None else (n, key)
 
 
 ODD_KEY_CHARS = "?#&%+ \t\"<>[]\\^`{|}\x00\x7f\xe9"
@@ -218,11 +231,9 @@ def test_the_parser_keeps_the_limits_and_accept_encoding_of_a_packing_group(aren
 MAX_BODY = 1 << 16
 
 
-def put_reader(arena: Arena, group: Group, **kw):
-    return arena.hit_reader(group.name, group._hot, _hitpath.HitPath, head=b"HEAD|", bounds=(0.001, float("inf")),
-                            tally=[0, 0.0, 0, 0, 0], max_url=kw.get("max_url", MAX_URL),
-                            max_header=kw.get("max_header", MAX_HEADER), accept_ok=True,
-                            max_body=kw.get("max_body", MAX_BODY))
+def put_reader(arena: Arena, group: Group, max_body: int = MAX_BODY):
+    """A reader that hands writes back (the data plane's: *max_body* its smallest body limit)."""
+    return reader(arena, group, max_body=max_body)
 
 
 class BodyRecorder(Recorder):
@@ -241,28 +252,15 @@ def python_takes_write(data: bytes) -> tuple[int, bytes, bytes | None] | None:
     body within every limit) or ``_serve_delete`` (no body) as the first message of *data*:
     (length, key, body), body None for a DELETE."""
     rec = BodyRecorder()
-    body = rec.body
-    for n in range(1, len(data) + 1):
-        try:
-            rec.parser.feed_data(data[n - 1:n])
-        except httptools.HttpParserError:
-            return None
-        if rec.complete:
-            break
-    else:
-        return None
-    url, key = rec.url, rec.url[9:]
-    special = [name.lower() for name, _ in rec.headers if name.lower() in SPECIAL]
+    n = first_message(rec, data)
+    key = None if n is None else plain_api_key(rec, (b"PUT", b"DELETE"), (b"content-length",))
     lengths = [int(v) for name, v in rec.headers if name.lower() == b"content-length"]
-    if (rec.method not in (b"PUT", b"DELETE") or rec.version != "1.1" or not rec.keep or rec.upgrade
-            or not url.startswith(b"/api?key=") or not key or any(c in key for c in b"&%+")
-            or len(url) > MAX_URL or sum(len(a) + len(b) for a, b in rec.headers) > MAX_HEADER
-            or any(name != b"content-length" for name in special) or sum(lengths) > MAX_BODY):
+    if key is None or sum(lengths) > MAX_BODY:
         return None
     if rec.method == b"DELETE":
         # _serve takes a DELETE by _serve_delete only without a body (on_body never called).
-        return (n, key, None) if not body else None
-    return n, key, b"".join(body)
+        return (n, key, None) if not rec.body else None
+    return n, key, b"".join(rec.body)
 
 
 PUT_NAMES = ["Content-Length", "content-length", "CONTENT-LENGTH"]
@@ -299,7 +297,7 @@ def test_the_write_parser_takes_only_what_the_python_protocol_would_hand_to_serv
     hp = put_reader(arena, g)
     rng = random.Random(20261207)
     taken = 0
-    for i in range(int(3000 * SCALE) or 1):
+    for i in cases(3000):
         data = random_put(rng)
         got = hp.scan_write(data)
         if got is not None:  # (what it leaves, httptools parses: any doubt is allowed)
