@@ -15,8 +15,12 @@
  * decides), as ``Arena.get_entry`` treats it as a miss; either way it counts a seqlock
  * conflict in this process's contention cell, as ``Arena.get_entry`` does.
  *
+ * A complete common-case PUT or DELETE of /api?key=K where it stops is handed back parsed
+ * (``handed``), as is a GET whose key is cached nowhere: the protocol answers those.
+ *
  * What each part mirrors (keep them in step):
  *   parse_get          protocol.py: on_header / on_headers_complete / on_message_complete
+ *   parse_write        the same, with _complete_other and _serve's PUT / DELETE dispatch
  *   probe              geecache/shm/arena.py: Arena.get_entry (layout.py: SLOT, ENTRY)
  *   hit_touch_policy   the reference byte a hit raises (arena.py, policy.py)
  *   hit_sample         an adaptive group's sampled hit (arena.py get_entry, shadow.py)
@@ -80,14 +84,17 @@ typedef struct {
     int realtime;            /* clock is time.time: CLOCK_REALTIME directly */
     PyObject *head;          /* bytes: the hit head up to "Content-Length: " */
     Py_ssize_t max_url, max_header;
+    Py_ssize_t max_body;     /* a PUT body up to this is handed back whole (0: PUTs go to httptools) */
     int accept_ok;           /* Accept-Encoding changes nothing (the group does not pack) */
     int nbounds;
     double bounds[MAX_BOUNDS];
     PyObject *tally;         /* the plane's hit tally: [count, seconds, bucket counts...] */
     uint64_t written;        /* bytes written since the last take_written() */
     uint64_t answered;       /* every hit answered here, never reset (tests, diagnostics) */
-    PyObject *miss;          /* (length, key) of the request serve() stopped at when both probes
-                              * found no entry, else NULL: the Python protocol loads it unparsed */
+    PyObject *handed;        /* the request serve() stopped at, parsed, for the Python protocol to
+                              * answer without httptools: (length, key) of a GET whose key both
+                              * probes found nowhere, (length, key, body) of a PUT, (length,
+                              * key, None) of a DELETE; else NULL */
     char *out;
     size_t out_cap;
     PyObject *weakrefs;      /* the arena keeps its readers in a WeakSet */
@@ -134,25 +141,30 @@ static int special_field(const char *n, Py_ssize_t len, int accept_ok)
     }
 }
 
-/* The length of the complete common-case request at p[0..n), or 0 when the bytes there are
- * anything else.  *key, *klen: its key (the target after "/api?key="). */
-static Py_ssize_t parse_get(const HitPath *hp, const char *p, Py_ssize_t n,
-                            const char **key, Py_ssize_t *klen)
+/* The length of the complete common-case head "<method>/api?key=K HTTP/1.1" + fields at
+ * p[0..n), or 0 when the bytes there are anything else.  *key, *klen: its key (the target
+ * after "/api?key=").  *clen: NULL when no Content-Length may appear (a GET); else it gets
+ * the one Content-Length's value (-1 when there is none): plain digits, at most max_body, as
+ * on_header reads it and on_headers_complete would let it through without a limit check. */
+static inline Py_ssize_t parse_head(const HitPath *hp, const char *p, Py_ssize_t n,
+                                    const char *start, Py_ssize_t slen,
+                                    const char **key, Py_ssize_t *klen, Py_ssize_t *clen)
 {
-    static const char start[] = "GET /api?key=";
     static const char version[] = " HTTP/1.1\r\n";
-    Py_ssize_t i = sizeof(start) - 1, hdr = 0;
+    Py_ssize_t i = slen, hdr = 0;
     if (n < i || memcmp(p, start, i))
         return 0;
     while (i < n && key_char[(uint8_t)p[i]])
         i++;
-    Py_ssize_t kl = i - (Py_ssize_t)(sizeof(start) - 1);
+    Py_ssize_t kl = i - slen;
     /* The target is "/api?key=" + key: the 414 bound applies to it. */
     if (kl == 0 || kl > MAX_KEY_BYTES || kl + 9 > hp->max_url)
         return 0;
     if (n - i < (Py_ssize_t)sizeof(version) - 1 || memcmp(p + i, version, sizeof(version) - 1))
         return 0;
     i += sizeof(version) - 1;
+    if (clen != NULL)
+        *clen = -1;
     for (;;) {
         if (n - i < 2)
             return 0;
@@ -166,8 +178,16 @@ static Py_ssize_t parse_get(const HitPath *hp, const char *p, Py_ssize_t n,
         while (i < n && token_char[(uint8_t)p[i]])
             i++;
         Py_ssize_t nl = i - ns;
-        if (nl == 0 || i >= n || p[i] != ':' || special_field(p + ns, nl, hp->accept_ok))
+        if (nl == 0 || i >= n || p[i] != ':')
             return 0;
+        int is_clen = 0;
+        if (special_field(p + ns, nl, hp->accept_ok)) {
+            /* A body's one Content-Length is all a PUT may carry of those; a second one is
+             * llhttp's to refuse. */
+            if (clen == NULL || *clen >= 0 || nl != 14 || strncasecmp(p + ns, "content-length", 14))
+                return 0;
+            is_clen = 1;
+        }
         i++;
         while (i < n && p[i] == ' ')
             i++;
@@ -178,14 +198,71 @@ static Py_ssize_t parse_get(const HitPath *hp, const char *p, Py_ssize_t n,
         /* An empty value or trailing space: how llhttp reports those is not our business. */
         if (vl == 0 || p[i - 1] == ' ' || n - i < 2 || p[i] != '\r' || p[i + 1] != '\n')
             return 0;
+        if (is_clen) {
+            Py_ssize_t v = 0;
+            if (vl > 9)
+                return 0;
+            for (Py_ssize_t d = vs; d < i; d++) {
+                if (p[d] < '0' || p[d] > '9')
+                    return 0;
+                v = v * 10 + (p[d] - '0');
+            }
+            if (v > hp->max_body)
+                return 0;
+            *clen = v;
+        }
         i += 2;
         hdr += nl + vl;  /* as on_header counts: name + value */
         if (hdr > hp->max_header)
             return 0;
     }
-    *key = p + sizeof(start) - 1;
+    *key = p + slen;
     *klen = kl;
     return i;
+}
+
+/* The length of the complete common-case GET at p[0..n), or 0 (parse_head). */
+static Py_ssize_t parse_get(const HitPath *hp, const char *p, Py_ssize_t n,
+                            const char **key, Py_ssize_t *klen)
+{
+    static const char start[] = "GET /api?key=";
+    return parse_head(hp, p, n, start, sizeof(start) - 1, key, klen, NULL);
+}
+
+/* The length of a complete common-case write at p[0..n), or 0:
+ *   "PUT /api?key=K HTTP/1.1", the fields a GET may carry plus at most one Content-Length
+ *   (none: an empty body, as llhttp frames a request without one), and all of its body in p
+ *   (*body, *blen);
+ *   "DELETE /api?key=K HTTP/1.1" with no body (*body NULL): a Content-Length, if any, of 0.
+ * Only when max_body is set (the protocol hands these to _serve_put / _serve_delete). */
+static Py_ssize_t parse_write(const HitPath *hp, const char *p, Py_ssize_t n,
+                              const char **key, Py_ssize_t *klen, const char **body, Py_ssize_t *blen)
+{
+    static const char put[] = "PUT /api?key=", del[] = "DELETE /api?key=";
+    Py_ssize_t clen, i;
+    if (hp->max_body <= 0 || n < 1)
+        return 0;
+    if (p[0] == 'P') {
+        i = parse_head(hp, p, n, put, sizeof(put) - 1, key, klen, &clen);
+        if (!i)
+            return 0;
+        if (clen < 0)
+            clen = 0;
+        if (n - i < clen)
+            return 0;  /* the body's tail is in a later read: httptools takes it */
+        *body = p + i;
+        *blen = clen;
+        return i + clen;
+    }
+    if (p[0] == 'D') {
+        i = parse_head(hp, p, n, del, sizeof(del) - 1, key, klen, &clen);
+        if (!i || clen > 0)
+            return 0;  /* a DELETE with a body takes the route table (a 400 there) */
+        *body = NULL;
+        *blen = 0;
+        return i;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ arena */
@@ -415,17 +492,25 @@ static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t na
     size_t len = 0;
     uint64_t hits = 0;
     double t0 = monotonic();
-    Py_CLEAR(hp->miss);
+    Py_CLEAR(hp->handed);
     while (done < n && len < OUT_LIMIT) {
         const char *key;
         Py_ssize_t kl;
         Py_ssize_t used = parse_get(hp, p + done, n - done, &key, &kl);
-        if (!used)
+        if (!used) {
+            const char *body;
+            Py_ssize_t bl;
+            used = parse_write(hp, p + done, n - done, &key, &kl, &body, &bl);
+            if (used)  /* a write: answered by Python, which owes it (what follows queues) */
+                hp->handed = body != NULL ? Py_BuildValue("(ny#y#)", used, key, kl, body, bl)
+                                          : Py_BuildValue("(ny#O)", used, key, kl, Py_None);
+            PyErr_Clear();  /* (NULL on no memory: parsed again) */
             break;
+        }
         int r = answer(hp, key, kl, &len);
         if (r != HP_HIT) {
             if (r == HP_MISS)  /* a complete common-case request whose key is cached nowhere */
-                hp->miss = Py_BuildValue("(ny#)", used, key, kl);  /* (NULL on no memory: parsed again) */
+                hp->handed = Py_BuildValue("(ny#)", used, key, kl);  /* (NULL on no memory: parsed again) */
             PyErr_Clear();
             break;
         }
@@ -497,16 +582,17 @@ static void release_view(HitPath *hp)
 static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"mapping", "layout", "main", "hot", "cells", "head", "bounds", "tally",
-                            "max_url", "max_header", "accept_ok", "clock", "realtime", NULL};
+                            "max_url", "max_header", "accept_ok", "clock", "realtime", "max_body", NULL};
     PyObject *mapping, *main, *hot, *head, *bounds, *tally, *clock;
     unsigned long long slots_off, refs_off, data_off, gets_at, local_at, hot_at, conflicts_at;
     unsigned int sps, n_shards, item_limit;
     int accept_ok, realtime;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKKK)SOO!nnpOp", names, &mapping,
+    Py_ssize_t max_body = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKKK)SOO!nnpOp|n", names, &mapping,
                                      &slots_off, &refs_off, &data_off, &sps, &n_shards, &item_limit,
                                      &main, &hot, &gets_at, &local_at, &hot_at, &conflicts_at, &head, &bounds,
                                      &PyList_Type, &tally,
-                                     &hp->max_url, &hp->max_header, &accept_ok, &clock, &realtime))
+                                     &hp->max_url, &hp->max_header, &accept_ok, &clock, &realtime, &max_body))
         return -1;
     release_view(hp);
     if (read_group(main, &hp->main) < 0 || read_group(hot, &hp->hot) < 0)
@@ -571,6 +657,7 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     Py_XSETREF(hp->clock, clock);
     hp->accept_ok = accept_ok;
     hp->realtime = realtime;
+    hp->max_body = max_body;
     return 0;
 }
 
@@ -582,7 +669,7 @@ static void HitPath_dealloc(HitPath *hp)
     Py_XDECREF(hp->head);
     Py_XDECREF(hp->clock);
     Py_XDECREF(hp->tally);
-    Py_XDECREF(hp->miss);
+    Py_XDECREF(hp->handed);
     PyMem_Free(hp->out);
     Py_TYPE(hp)->tp_free((PyObject *)hp);
 }
@@ -625,6 +712,24 @@ static PyObject *HitPath_scan(HitPath *hp, PyObject *data)
         done += used;
     }
     return found;
+}
+
+static PyObject *HitPath_scan_write(HitPath *hp, PyObject *data)
+{
+    /* For tests: (length, key, body or None) of the PUT or DELETE parse_write takes at the
+     * start of *data*, or None. */
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "scan_write(data: bytes)");
+        return NULL;
+    }
+    const char *key, *body;
+    Py_ssize_t kl, bl;
+    Py_ssize_t used = parse_write(hp, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &key, &kl, &body, &bl);
+    if (!used)
+        Py_RETURN_NONE;
+    if (body == NULL)
+        return Py_BuildValue("(ny#O)", used, key, kl, Py_None);
+    return Py_BuildValue("(ny#y#)", used, key, kl, body, bl);
 }
 
 static PyObject *HitPath_probe(HitPath *hp, PyObject *key)
@@ -675,9 +780,15 @@ static PyObject *HitPath_get_answered(HitPath *hp, void *closure)
     return PyLong_FromUnsignedLongLong(hp->answered);
 }
 
+static PyObject *HitPath_get_handed(HitPath *hp, void *closure)
+{
+    return Py_NewRef(hp->handed != NULL ? hp->handed : Py_None);
+}
+
 static PyObject *HitPath_get_miss(HitPath *hp, void *closure)
 {
-    return Py_NewRef(hp->miss != NULL ? hp->miss : Py_None);
+    int miss = hp->handed != NULL && PyTuple_GET_SIZE(hp->handed) == 2;
+    return Py_NewRef(miss ? hp->handed : Py_None);
 }
 
 static PyObject *HitPath_get_live(HitPath *hp, void *closure)
@@ -704,6 +815,8 @@ static PyMethodDef HitPath_methods[] = {
     {"release", (PyCFunction)HitPath_release, METH_NOARGS,
      "Drop the mapping (before it is closed, or in a forked child); serve answers nothing after"},
     {"scan", (PyCFunction)HitPath_scan, METH_O, "scan(data) -> [(length, key)] the parser takes (tests)"},
+    {"scan_write", (PyCFunction)HitPath_scan_write, METH_O,
+     "scan_write(data) -> (length, key, body or None) of the PUT or DELETE the parser takes, or None (tests)"},
     {"probe", (PyCFunction)HitPath_probe, METH_O, "probe(key) -> (kind, value) (tests)"},
     {NULL}
 };
@@ -713,9 +826,12 @@ static PyGetSetDef HitPath_getset[] = {
      "The hit head up to 'Content-Length: ' (the sweep sets it with each new Date line)", NULL},
     {"live", (getter)HitPath_get_live, NULL, "False once the mapping was released", NULL},
     {"answered", (getter)HitPath_get_answered, NULL, "Hits serve() answered so far", NULL},
+    {"handed", (getter)HitPath_get_handed, NULL,
+     "The request right after what the last serve() answered, parsed: (length, key) of a "
+     "complete common-case GET whose key neither partition holds, (length, key, body) of a "
+     "complete common-case PUT, (length, key, None) of a DELETE (when max_body is set), else None", NULL},
     {"miss", (getter)HitPath_get_miss, NULL,
-     "(length, key) of the request right after what the last serve() answered when it is a "
-     "complete common-case GET whose key neither partition holds, else None", NULL},
+     "handed when it is a GET's (length, key), else None", NULL},
     {NULL}
 };
 

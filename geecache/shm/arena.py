@@ -455,12 +455,19 @@ class Arena:
         g = self._groups.get(group) or self._group(group)
         kb = check_key(key)
         h, s, home = self._locate(g, kb)
-        with self._locks.held(s, self.lock_timeout):
+        # The shard lock inlined, as in ``set``: every write deletes the other partition's copy.
+        addr = self._lock_addrs[s]
+        rc = _trylock(addr)
+        if rc:
+            self._locks.acquire(s, rc, self.lock_timeout)
+        try:
             i = self._find(s, h, kb, g.idx, home)
             if i < 0:
                 return False
             self._remove_and_store(g, s, i)
             return True
+        finally:
+            _unlock(addr)
 
     def clear(self, group: str) -> None:
         """Drop every entry of *group*, one shard at a time."""

@@ -33,7 +33,7 @@ from xxhash import xxh3_64_intdigest
 from geecache.group import Group
 from geecache.shm import Arena, shadow
 from geecache.shm.layout import SLOT_SIZE, SLOT_VERSION_AT, U32, entry_size
-from geecache.storage import MemoryStorage, load_source
+from geecache.storage import MemoryStorage, SQLiteStorage, load_source
 from tests.support.dataplane import PlaneServer
 from tests.support.net import read_to_eof
 from workers.dataplane import hitpath
@@ -62,10 +62,10 @@ class FakeClock:
         return self.now
 
 
-def reader(arena: Arena, group: Group, *, max_url=MAX_URL, max_header=MAX_HEADER, accept_ok=True):
+def reader(arena: Arena, group: Group, *, max_url=MAX_URL, max_header=MAX_HEADER, accept_ok=True, **kw):
     return arena.hit_reader(group.name, group._hot, _hitpath.HitPath, head=b"HEAD|", bounds=(0.001, float("inf")),
                             tally=[0, 0.0, 0, 0, 0],
-                            max_url=max_url, max_header=max_header, accept_ok=accept_ok)
+                            max_url=max_url, max_header=max_header, accept_ok=accept_ok, **kw)
 
 
 @pytest.fixture
@@ -116,25 +116,38 @@ class Recorder:
         self.complete += 1
 
 
-def python_takes(data: bytes) -> tuple[int, bytes] | None:
-    """What the protocol would answer by ``_serve_api_key`` as the first message of *data*."""
-    rec = Recorder()
-    for n in range(1, len(data) + 1):  # byte by byte: where the first message ends
+def first_message(rec: "Recorder", data: bytes) -> int | None:
+    """Feed *data* to *rec*'s parser byte by byte: the length of its first complete message, or
+    None (incomplete, or refused by llhttp)."""
+    for n in range(1, len(data) + 1):
         try:
             rec.parser.feed_data(data[n - 1:n])
         except httptools.HttpParserError:
             return None
         if rec.complete:
-            break
-    else:
-        return None
+            return n
+    return None
+
+
+def plain_api_key(rec: "Recorder", methods, special_ok=()) -> bytes | None:
+    """K when the message *rec* parsed is one of *methods* on ``/api?key=K`` that the protocol
+    serves by its fast path: HTTP/1.1 kept, no upgrade, K needing no decoding, within the
+    target and field limits, no field it acts on but those in *special_ok*; else None."""
     url, key = rec.url, rec.url[9:]
-    if (rec.method != b"GET" or rec.version != "1.1" or not rec.keep or rec.upgrade
+    if (rec.method not in methods or rec.version != "1.1" or not rec.keep or rec.upgrade
             or not url.startswith(b"/api?key=") or not key or any(c in key for c in b"&%+")
             or len(url) > MAX_URL or sum(len(a) + len(b) for a, b in rec.headers) > MAX_HEADER
-            or any(name.lower() in SPECIAL for name, _ in rec.headers)):
+            or any(name.lower() in SPECIAL - set(special_ok) for name, _ in rec.headers)):
         return None
-    return n, key
+    return key
+
+
+def python_takes(data: bytes) -> tuple[int, bytes] | None:
+    """What the protocol would answer by ``_serve_api_key`` as the first message of *data*."""
+    rec = Recorder()
+    n = first_message(rec, data)
+    key = None if n is None else plain_api_key(rec, (b"GET",))
+    return None if key is None else (n, key)
 
 
 ODD_KEY_CHARS = "?#&%+ \t\"<>[]\\^`{|}\x00\x7f\xe9"
@@ -213,6 +226,122 @@ def test_the_parser_keeps_the_limits_and_accept_encoding_of_a_packing_group(aren
     assert small.scan(b"GET /api?key=a HTTP/1.1\r\nHost: 1234567\r\n\r\n") == []               # 4 + 7
     assert small.scan(b"GET /api?key=a HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n") == []
     assert reader(arena, g).scan(b"GET /api?key=a HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n")
+
+
+MAX_BODY = 1 << 16
+
+
+def put_reader(arena: Arena, group: Group, max_body: int = MAX_BODY):
+    """A reader that hands writes back (the data plane's: *max_body* its smallest body limit)."""
+    return reader(arena, group, max_body=max_body)
+
+
+class BodyRecorder(Recorder):
+    """Recorder with the body (httptools looks its callbacks up when the parser is made)."""
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        super().__init__()
+
+    def on_body(self, body):
+        self.body.append(body)
+
+
+def python_takes_write(data: bytes) -> tuple[int, bytes, bytes | None] | None:
+    """What the protocol would hand to ``_serve_put`` (no Authorization, a kept connection, a
+    body within every limit) or ``_serve_delete`` (no body) as the first message of *data*:
+    (length, key, body), body None for a DELETE."""
+    rec = BodyRecorder()
+    n = first_message(rec, data)
+    key = None if n is None else plain_api_key(rec, (b"PUT", b"DELETE"), (b"content-length",))
+    lengths = [int(v) for name, v in rec.headers if name.lower() == b"content-length"]
+    if key is None or sum(lengths) > MAX_BODY:
+        return None
+    if rec.method == b"DELETE":
+        # _serve takes a DELETE by _serve_delete only without a body (on_body never called).
+        return (n, key, None) if not rec.body else None
+    return n, key, b"".join(rec.body)
+
+
+PUT_NAMES = ["Content-Length", "content-length", "CONTENT-LENGTH"]
+
+
+def random_put(rng: random.Random) -> bytes:
+    """A PUT like wrk's or a DELETE, odd in a place or two now and then (the head of random_request)."""
+    head = random_request(rng)
+    delete = rng.random() < 0.25
+    if rng.random() < 0.9 and head[:3] == b"GET":
+        head = (b"DELETE" if delete else b"PUT") + head[3:]
+    body = bytes(rng.randrange(256) for _ in range(pick(rng, [0, 1, 100, 3000], [MAX_BODY, MAX_BODY + 1])))
+    if delete and rng.random() < 0.8:
+        body = b""
+    line = pick(rng, PUT_NAMES, ["Content-Length: %d" % (len(body) + 1), "Content-Length: 0%d" % len(body),
+                                 "Content-Length: -1", "Content-Length: 1e3", "Content-Length:%d" % len(body),
+                                 "Content-Length: %d, %d" % (len(body), len(body)), "twice"], 0.2)
+    if line in PUT_NAMES:
+        line = "%s: %d" % (line, len(body))
+    elif line == "twice":
+        line = "Content-Length: %d\r\nContent-Length: %d" % (len(body), len(body))
+    if rng.random() < 0.1:
+        line = None  # no Content-Length: an empty body (and the bytes after the head are the next request)
+    if line is not None and head.endswith(b"\r\n\r\n"):
+        head = head[:-2] + line.encode() + b"\r\n\r\n"
+    data = head + body
+    if rng.random() < 0.05:
+        data = data[:rng.randrange(len(data) + 1)]
+    return data
+
+
+def test_the_write_parser_takes_only_what_the_python_protocol_would_hand_to_serve_put_or_delete(arena):
+    g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    hp = put_reader(arena, g)
+    rng = random.Random(20261207)
+    taken = 0
+    for i in cases(3000):
+        data = random_put(rng)
+        got = hp.scan_write(data)
+        if got is not None:  # (what it leaves, httptools parses: any doubt is allowed)
+            assert got == python_takes_write(data), (i, data[:400])
+            taken += 1
+    assert taken > 400 * SCALE  # plenty of the common case (about a fifth)
+
+
+def test_the_put_parser_takes_an_ordinary_put_and_its_limits(arena):
+    g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    hp = put_reader(arena, g, max_body=100)
+    wrk = b"PUT /api?key=w1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Length: 100\r\n\r\n" + b"v" * 100
+    assert hp.scan_write(wrk) == (len(wrk), b"w1", b"v" * 100)
+    assert hp.scan_write(wrk + b"GET /") == (len(wrk), b"w1", b"v" * 100)  # the next request is not its body
+    assert hp.scan_write(wrk[:-1]) is None  # the body's tail in a later read: httptools
+    over = wrk.replace(b"100", b"101") + b"v"
+    assert hp.scan_write(over) is None  # over the smallest body limit: on_headers_complete checks it
+    assert hp.scan_write(b"PUT /api?key=e HTTP/1.1\r\n\r\n") == (27, b"e", b"")
+    assert hp.scan_write(b"PUT /api?key=e HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 0\r\n\r\n") is None
+    assert hp.scan_write(b"PUT /api?key=e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nv") is None
+    assert hp.scan(wrk) == []  # no GET
+    for delete in (b"DELETE /api?key=d HTTP/1.1\r\nHost: x\r\n\r\n",
+                   b"DELETE /api?key=d HTTP/1.1\r\nContent-Length: 0\r\n\r\n"):
+        assert hp.scan_write(delete) == (len(delete), b"d", None)
+    assert hp.scan_write(b"DELETE /api?key=d HTTP/1.1\r\nContent-Length: 1\r\n\r\nx") is None  # a body: 400
+    # A reader made without max_body (any other caller) hands no PUT back.
+    assert reader(arena, g).scan_write(wrk) is None
+
+
+def test_a_write_after_the_hits_of_a_read_is_handed_back_whole(arena):
+    g = Group("m", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    arena.set(g.name, "k", b"v")
+    hp = put_reader(arena, g)
+    get = b"GET /api?key=k HTTP/1.1\r\nHost: x\r\n\r\n"
+    put = b"PUT /api?key=n HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+    sink = Sink()
+    assert hp.serve(get + get + put + get, sink) == 2 * len(get)
+    assert hp.handed == (len(put), b"n", b"abc") and hp.miss is None
+    assert sink.out.count(b"HEAD|") == 2  # the hits before it answered; nothing after it
+    assert hp.serve(put, Sink()) == 0 and hp.handed == (len(put), b"n", b"abc")
+    delete = b"DELETE /api?key=n HTTP/1.1\r\n\r\n"
+    assert hp.serve(get + delete, Sink()) == len(get) and hp.handed == (len(delete), b"n", None)
+    hp.serve(get, Sink())
+    assert hp.handed is None  # a later call forgets it
 
 
 # -- the arena probe -----------------------------------------------------------------------
@@ -473,7 +602,8 @@ def twin_groups(tmp, arena):
     def group(name, source, **kw):
         return Group(name, source, max_bytes=2 << 20, cache=arena, flight=arena, **kw)
 
-    return {"kv": group("kv", MemoryStorage(), item_limit=1 << 16),
+    # kv on SQLite: an owned PUT or DELETE is answered from its commit's Future (no task).
+    return {"kv": group("kv", SQLiteStorage(tmp / "kv.db"), item_limit=1 << 16),
             "upper": group("upper", load_source("tests.support.loaders:sync_upper"))}
 
 
@@ -509,6 +639,8 @@ def twin_request(rng: random.Random) -> bytes:
 
 
 def test_the_compiled_and_the_python_plane_answer_alike(tmp_path):
+    for name in ("c", "py"):
+        (tmp_path / name).mkdir()
     fast = PlaneServer(tmp_path / "c", groups=twin_groups, item_limit=1 << 16)
     slow = PlaneServer(tmp_path / "py", groups=twin_groups, item_limit=1 << 16, hit_path="python")
     try:
@@ -522,6 +654,14 @@ def test_the_compiled_and_the_python_plane_answer_alike(tmp_path):
             data = b"".join(b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n" % rng.choice([b"a", b"b", b"c", b"nope"])
                             for _ in range(rng.randrange(1, 30)))
             cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 1, 3])))
+            assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
+        for i in range(40):  # and writes among them, as wrk's (PUT, DELETE, then GETs read them back)
+            data = b"".join(rng.choice([
+                b"GET /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"PUT /api?key=%%s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nv%02d" % i,
+                b"DELETE /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n"]) % rng.choice([b"a", b"w", b"x"])
+                for _ in range(rng.randrange(1, 8)))
+            cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 0, 1])))
             assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
         for name in ("kv", "upper"):
             c, p = fast.arena.stats(name), slow.arena.stats(name)

@@ -6,6 +6,9 @@ read, probes the arena for the default group's key (owned, then hot copy), and w
 answer of the read at once.  It stops at the first request that is anything else, and the
 Python protocol parses the rest as before; what it answers, it answers byte for byte as
 ``DataPlaneProtocol._serve_api_key`` would (tests/unit/test_hitpath.py checks that both ways).
+The request it stops at is handed back parsed (``HitPath.handed``) when it is a GET whose key
+neither partition holds, or a common-case ``PUT``/``DELETE /api?key=K``: the protocol starts
+its miss path or its write (``_serve_put``/``_serve_delete``) without httptools parsing it.
 
 Set ``GEECACHE_PURE_PYTHON=1`` to serve every request on the Python path (the data plane
 then behaves the same, only slower); ``available()`` says whether the C path is in use.
@@ -53,6 +56,8 @@ def hit_path(group, plane):
             group.name, hot_group_name(group.name), _hitpath.HitPath,
             head=plane.hit_head, bounds=tuple(float(b) for b in plane.bounds), tally=plane.hit_tally,
             max_url=plane.max_url_bytes, max_header=plane.max_header_bytes,
+            # A PUT body within every body limit needs no limit check: handed back whole.
+            max_body=plane.min_body_limit,
             # Accept-Encoding matters only to a group that keeps values compressed.
             accept_ok=not group.packs)
     except TooManyProcessesError:

@@ -181,18 +181,28 @@ class DataPlaneProtocol(asyncio.Protocol):
             if self._in_request:
                 self._head_left -= len(data)
             elif (hits := plane.hits) is not None and self._clean and not self._busy \
-                    and ((n := hits.serve(data, self._transport)) or hits.miss is not None):
+                    and ((n := hits.serve(data, self._transport)) or hits.handed is not None):
                 # The compiled hit path answered the first n bytes (hitpath.py).  The rest
                 # starts a request as one in the tail of a read does (on_url stamps it).
                 self._started = tick
-                if n < len(data) and (miss := hits.miss) is not None:
-                    # The next request is a complete GET /api?key=K, checked as the parser would,
-                    # whose key neither partition holds: its miss path, without parsing it again
-                    # or probing twice more (a remote hit's first step).
-                    length, key = miss
+                if n < len(data) and (handed := hits.handed) is not None:
+                    # The next request is complete and checked as the parser would check it:
+                    # answered as on_message_complete would, without httptools parsing it.
+                    if len(handed) == 2:
+                        # A GET /api?key=K whose key neither partition holds: its miss path,
+                        # without probing twice more (a remote hit's first step).
+                        length, key = handed
+                        self._spawn(self._router.api_miss(key.decode()),
+                                    "GET", API, perf_counter(), END_KEEP, False)
+                    else:
+                        # A PUT /api?key=K with no Authorization and a body within every
+                        # limit, or a DELETE /api?key=K with none (body None).
+                        length, key, body = handed
+                        if body is None:
+                            self._serve_delete(key.decode(), None, END_KEEP, perf_counter())
+                        else:
+                            self._serve_put(key.decode(), None, body, END_KEEP, perf_counter())
                     n += length
-                    self._spawn(self._router.api_miss(key.decode()),
-                                "GET", API, perf_counter(), END_KEEP, False)
                 if n == len(data):
                     return
                 data = data[n:]
