@@ -256,13 +256,14 @@ class Shadows:
             at = self._rings + p * RING_BLOCK
             n = u64(mm, at)[0]
             seen = self._read[p]
-            if seen is None or seen > n:
-                seen = n if seen is None else 0
+            if seen is None or seen > n:  # a first look starts at the oldest record still there
+                seen = 0
             start = max(seen, n - SAMPLE_RING)
             if start < n:
                 recs = [_record.unpack_from(mm, at + RING_HEAD + i % SAMPLE_RING * RING_RECORD)
                         for i in range(start, n)]
-                lapped = u64(mm, at)[0] - SAMPLE_RING  # records before this may be torn now
+                # Records up to this one may be overwritten by now (or being written).
+                lapped = u64(mm, at)[0] - SAMPLE_RING + 1
                 first = max(0, lapped - start)
                 span = n - start
                 merged.extend((j / span, r) for j, r in enumerate(recs) if j >= first)

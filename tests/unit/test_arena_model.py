@@ -526,7 +526,7 @@ def test_adaptive_miniatures_see_what_other_processes_sampled(make_arena):
     budget = 2_000 * entry_size(8, 100)
     arena.configure_group("a", budget, "adaptive")
     a = arena._group("a")
-    assert a.shadows.collect() == []  # the first look only notes where each ring is
+    assert a.shadows.collect() == []  # nothing recorded yet
     keys = [f"{i:08d}" for i in range(2_000)]
 
     def worker():
