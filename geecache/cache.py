@@ -94,10 +94,11 @@ class NoHostFlight:
 class LocalCache:
     """An in-process LRU cache per group; not shared, not thread-safe (one event loop).
 
-    ``lru2``, ``s3fifo``, ``s3lfu`` and ``tinylfu`` are accepted and behave
-    as ``lru``: LCache's two lists, S3-FIFO's queues, W-TinyLFU's window
-    and the frequency sketch live in the arena, the production cache; this
-    one serves the library and tests.
+    ``lru2``, ``s3fifo``, ``s3lfu``, ``tinylfu`` and ``adaptive`` are
+    accepted and behave as ``lru``: LCache's two lists, S3-FIFO's queues,
+    W-TinyLFU's window, the frequency sketch and the miniature simulations
+    live in the arena, the production cache; this one serves the library
+    and tests.
     """
 
     #: A Group over it keeps values as they are: one process's cache, nobody's memory to share.

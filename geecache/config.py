@@ -26,7 +26,7 @@ File shape (every key optional; with no ``[[groups]]`` the demo group
     [[groups]]
     name = "scores"
     max_bytes = "64MiB"
-    policy = "lru"          # or "lru2", "s3fifo", "s3lfu", "tinylfu"
+    policy = "lru"          # or "lru2", "s3fifo", "s3lfu", "tinylfu", "adaptive"
     ttl = 0                 # seconds; 0 = no expiry
     codec = "none"
     item_limit = "1MiB"
@@ -615,8 +615,9 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             help="eviction: CLOCK approximation of LRU, LRU-2 (scan-resistant), S3-FIFO (scan- and "
             "one-hit-resistant), S3-FIFO with a TinyLFU admission sketch (`s3lfu`: also keeps "
             "keys read in an earlier stay), or W-TinyLFU (`tinylfu`: a 1% window, admission by "
-            "frequency; best on loops, scans and one-hit wonders, weak when popularity shifts; "
-            "hit ratios on six traces: `tests/perf/main.py policy`)",
+            "frequency; best on loops, scans and one-hit wonders, weak when popularity shifts), or "
+            "`adaptive` (`tinylfu` whose admission level miniature simulations choose; hit ratios "
+            "on six traces: `tests/perf/main.py policy`)",
             check=one_of(POLICIES, "policy"), what=" or ".join(f'`"{p}"`' for p in POLICIES), cli=False),
     Setting(name="ttl", kind=NUMBER, default=0.0,
             help="freshness bound of cached copies (0 = none): after it a copy is loaded again from the "

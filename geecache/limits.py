@@ -62,7 +62,7 @@ def check_value(value: bytes, limit: int = DEFAULT_ITEM_LIMIT) -> bytes:
 
 
 #: Eviction policies every cache implements (the arena maps them to ids in its layout).
-POLICIES = ("lru", "lru2", "s3fifo", "s3lfu", "tinylfu")
+POLICIES = ("lru", "lru2", "s3fifo", "s3lfu", "tinylfu", "adaptive")
 
 # Group names travel in URLs (/_geecache/<group>/<key>) and metric labels.
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")

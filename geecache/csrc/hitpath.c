@@ -23,6 +23,7 @@
  *   parse_write        the same, with _complete_other and _serve's PUT / DELETE dispatch
  *   probe              geecache/shm/arena.py: Arena.get_entry (layout.py: SLOT, ENTRY)
  *   hit_touch_policy   the reference byte a hit raises (arena.py, policy.py)
+ *   hit_sample         an adaptive group's sampled hit (arena.py get_entry, shadow.py)
  *   count_hit          Group.get_cached's two counters (gets, local_hits | hot_hits)
  *   conflict           StatRows.count_seqlock_conflict (shm/stats.py)
  *   answer             DataPlaneProtocol._serve_api_key's head and write
@@ -50,6 +51,11 @@
 /* A scratch buffer above this is freed after the write instead of kept. */
 #define KEEP_SCRATCH (256 * 1024)
 #define MAX_BOUNDS 64
+/* shm/shadow.py: a sample ring is a u64 count (alone in RING_HEAD bytes), then SAMPLE_RING
+ * records of (hash, entry bytes). */
+#define RING_HEAD 64
+#define SAMPLE_RING 1024
+#define RING_BLOCK (RING_HEAD + SAMPLE_RING * 16)
 
 enum { HP_HIT, HP_MISS, HP_DOUBT };
 
@@ -58,6 +64,10 @@ typedef struct {
     uint8_t ref_max;
     uint32_t plen;
     uint8_t prefix[MAX_PREFIX];
+    /* adaptive (shm/shadow.py): a hit whose hash has these bits clear is recorded in this
+     * process's sample ring at ring_at; all ones (no hash passes) and 0 for other policies. */
+    uint64_t sample_mask;
+    uint64_t ring_at;
 } hp_group;
 
 typedef struct {
@@ -281,6 +291,18 @@ static inline void hit_touch_policy(volatile uint8_t *ref, uint8_t ref_max)
         *ref = (uint8_t)(r + 1);
 }
 
+/* Arena.get_entry's sample of an adaptive group's hit (shadow.py record): (hash, entry bytes)
+ * into this process's ring, the record first and the count after it.  One writer per ring
+ * (this process, under the GIL). */
+static inline void hit_sample(HitPath *hp, const hp_group *g, uint64_t h, uint64_t esize)
+{
+    uint8_t *ring = hp->base + g->ring_at;
+    uint64_t n = __atomic_load_n((uint64_t *)ring, __ATOMIC_RELAXED);
+    uint64_t rec[2] = {h, esize};
+    memcpy(ring + RING_HEAD + (n % SAMPLE_RING) * 16, rec, 16);
+    __atomic_store_n((uint64_t *)ring, n + 1, __ATOMIC_RELEASE);
+}
+
 /* Group.get_cached's counters, one writer per row (this process). */
 static inline void count_hit(HitPath *hp, uint64_t hits_at)
 {
@@ -383,6 +405,8 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
                             return HP_DOUBT;
                     }
                     hit_touch_policy(hp->base + hp->refs_off + s * sps + i, g->ref_max);
+                    if (!(h & g->sample_mask))
+                        hit_sample(hp, g, h, (ENTRY_SIZE + 7 + (uint64_t)klen + vlen) & ~(uint64_t)7);
                     *len += vlen;
                     return HP_HIT;
                 }
@@ -529,12 +553,15 @@ static int read_group(PyObject *t, hp_group *g)
     unsigned int idx, gshards, ref_max;
     const char *prefix;
     Py_ssize_t plen;
-    if (!PyArg_ParseTuple(t, "IIy#I", &idx, &gshards, &prefix, &plen, &ref_max))
+    unsigned long long mask = ~0ULL, ring_at = 0;
+    if (!PyArg_ParseTuple(t, "IIy#I|KK", &idx, &gshards, &prefix, &plen, &ref_max, &mask, &ring_at))
         return -1;
-    if (gshards == 0 || plen > MAX_PREFIX || ref_max > 255 || idx > 0xffff) {
+    if (gshards == 0 || plen > MAX_PREFIX || ref_max > 255 || idx > 0xffff || ring_at % 8) {
         PyErr_SetString(PyExc_ValueError, "bad group record");
         return -1;
     }
+    g->sample_mask = ring_at ? (uint64_t)mask : ~0ULL;  /* no ring: no hash passes */
+    g->ring_at = ring_at;
     g->idx = idx;
     g->gshards = gshards;
     g->ref_max = (uint8_t)ref_max;
@@ -605,7 +632,9 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
         || slots_off % 16 || slots_off > size || nslots * SLOT_SIZE > size - slots_off
         || refs_off > size || nslots > size - refs_off || data_off > size
         || gets_at % 8 || local_at % 8 || hot_at % 8 || conflicts_at % 8
-        || gets_at + 8 > size || local_at + 8 > size || hot_at + 8 > size || conflicts_at + 8 > size) {
+        || gets_at + 8 > size || local_at + 8 > size || hot_at + 8 > size || conflicts_at + 8 > size
+        || hp->main.ring_at > size || (hp->main.ring_at && RING_BLOCK > size - hp->main.ring_at)
+        || hp->hot.ring_at > size || (hp->hot.ring_at && RING_BLOCK > size - hp->hot.ring_at)) {
         release_view(hp);
         PyErr_SetString(PyExc_ValueError, "layout outside the mapping");
         return -1;
@@ -849,5 +878,7 @@ PyMODINIT_FUNC PyInit__hitpath(void)
     }
     PyModule_AddIntConstant(m, "MAX_HASHED", XXH3_SMALL_MAX);
     PyModule_AddIntConstant(m, "OUT_LIMIT", OUT_LIMIT);
+    PyModule_AddIntConstant(m, "SAMPLE_RING", SAMPLE_RING);
+    PyModule_AddIntConstant(m, "RING_BLOCK", RING_BLOCK);
     return m;
 }

@@ -10,8 +10,9 @@ and its entry points; each job behind them has its own module:
 ``groups``     group records: configure, find, the per-process cache
 ``slots``      the slot table: probe, insert, backward-shift delete, seqlock order
 ``log``        the circular log per (group, shard): fit, alloc, the hand, moves
-``policy``     eviction policies (``lru``, ``lru2``, ``s3fifo``, ``s3lfu``, ``tinylfu``): one class each
+``policy``     eviction policies (``lru``, ``lru2``, ``s3fifo``, ``s3lfu``, ``tinylfu``, ``adaptive``): one class each
 ``ghost``      S3-FIFO's ghost set: recently evicted keys, per shard
+``shadow``     ``adaptive``'s miniature simulations, per process: the admission level they choose
 ``stats``      per-process counter rows
 ``ring``       the member list (double-buffered)
 ``flight``     the host-wide in-flight table
@@ -35,7 +36,7 @@ import weakref
 
 from xxhash import xxh3_64_intdigest
 
-from ..errors import ArenaError, ConfigError, LockTimeoutError
+from ..errors import ArenaError, ConfigError, LockTimeoutError, TooManyProcessesError
 from ..limits import DEFAULT_ITEM_LIMIT, check_key, check_value
 from ..stats import STAT_FIELDS
 from . import segment
@@ -50,6 +51,7 @@ from .lock import Locks, trylock as _trylock, unlock as _unlock
 from .log import Logs
 from .ring import Ring
 from .scan import HotScan
+from .shadow import BATCH, RING_BLOCK, record
 from .sketch import Sketch
 from .slots import SlotTable
 from .stats import SEQLOCK_CONFLICTS, StatRows
@@ -118,7 +120,8 @@ class Arena:
         self._ring = Ring(mm, locks, extra + RING, ring_off, ring_bytes)
         self._flight = Flight(mm, locks, extra + FLIGHT, flight_off, flight_slots, self._stats)
         self._table = GroupTable(mm, locks, extra + CONFIG, groups_off, max_groups,
-                                 self._n_shards, gstate_off, self._data_off, self._data_bytes)
+                                 self._n_shards, gstate_off, self._data_off, self._data_bytes,
+                                 max_procs)
         self._slots = SlotTable(mm, self._slots_off, self._refs_off, self._data_off, self._sps,
                                 locks_off)
         self._logs = Logs(mm, self._slots, self._stats, clock, self._n_shards, self._sps,
@@ -335,6 +338,8 @@ class Arena:
         ref = mm[r]
         if ref < g.ref_max:
             mm[r] = ref + 1
+        if not h & g.sample_mask:  # adaptive's sampled key: into this process's ring (shadow.py)
+            self._sample(g, h, (ENTRY_SIZE + 7 + klen + vlen) & ~7)
         return kv[klen:], codec, exp
 
     def hit_reader(self, group: str, hot: str, factory, **kw):
@@ -342,7 +347,8 @@ class Arena:
 
         *factory* (``geecache._hitpath.HitPath``) gets this mapping and the numbers
         ``get_entry`` reads by: the slot, reference and data regions, both group records
-        (index, shards, hash prefix, ``ref_max``), the offsets of this process's ``gets``,
+        (index, shards, hash prefix, ``ref_max``, and ``adaptive``'s sample mask and this
+        process's sample ring: a sampled hit is recorded there as here), the offsets of this process's ``gets``,
         ``local_hits`` and ``hot_hits`` cells of *group* and of its ``seqlock_conflicts``
         contention cell (a read that meets a writer counts there, as here), and the clock; *kw* are the
         caller's.  The reader holds the mapping until its ``release()``, which the arena
@@ -355,11 +361,16 @@ class Arena:
         reader = factory(
             self._mm,
             (self._slots_off, self._refs_off, self._data_off, self._sps, self._n_shards, self._item_limit),
-            (g.idx, g.gshards, g.prefix, g.ref_max), (h.idx, h.gshards, h.prefix, h.ref_max),
+            self._hit_group(g), self._hit_group(h),
             (cell["gets"], cell["local_hits"], cell["hot_hits"], conflicts),
             clock=self._clock, realtime=self._clock is time.time, **kw)
         self._readers.add(reader)
         return reader
+
+    def _hit_group(self, g) -> tuple:
+        """What a compiled reader needs of group record *g*: how it finds, touches and samples a hit."""
+        ring = g.rings + self._stats.row_index() * RING_BLOCK if g.shadows is not None else 0
+        return (g.idx, g.gshards, g.prefix, g.ref_max, g.sample_mask, ring)
 
     # ------------------------------------------------------------ writes
 
@@ -381,6 +392,9 @@ class Arena:
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
         esize = (ENTRY_SIZE + 7 + len(kb) + len(value)) & ~7
         mm = self._mm
+        sampled = not h & g.sample_mask
+        if sampled:  # adaptive's sampled key: its miniatures see the write
+            self._sample(g, h, esize)
         # The shard lock inlined (not ``held``): set is a hot path.
         addr = self._lock_addrs[s]
         rc = _trylock(addr)
@@ -411,6 +425,30 @@ class Arena:
             GSTATE.pack_into(mm, gs_at, *st)
         finally:
             _unlock(addr)
+        if sampled:
+            sh = g.shadows
+            sh.writes += 1
+            if sh.writes >= BATCH:
+                self._adapt(g)
+
+    def _sample(self, g, h: int, esize: int) -> None:
+        """Record a sampled request of *g* (hash *h*, *esize* entry bytes) in this process's ring."""
+        try:
+            row = self._stats.row_index()
+        except TooManyProcessesError:
+            return  # no row, no ring: a hint lost
+        record(self._mm, g.rings + row * RING_BLOCK, h, esize)
+
+    def _adapt(self, g) -> None:
+        """Run the requests every process sampled since through *g*'s miniatures; store the level.
+
+        After the shard lock: the miniatures are this process's, the rings are read without a
+        lock.  The level byte is stored alone (one byte: a reader sees the old level or the
+        new one, a kill leaves one of them).
+        """
+        level = g.shadows.drain()
+        if self._mm[g.level_at] != level:
+            self._mm[g.level_at] = level
 
     def delete(self, group: str, key: str) -> bool:
         """Drop *key*; True when it was present (expired or not)."""

@@ -3,7 +3,8 @@
 A record (``layout.GROUP``) is written once, under the CONFIG lock, and
 published by its state byte last: a process killed while writing one leaves
 it invisible, so CONFIG needs no repair.  Records are never changed or
-removed; each process caches the ones it has read (``GroupTable.get``).
+removed (but for ``adaptive``'s level byte, a hint any process stores alone,
+``shadow.py``); each process caches the ones it has read (``GroupTable.get``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import copy
 
 from ..errors import ConfigError, UnknownGroupError
 from .layout import (
-    DATA_USED_AT, F_HOT, F_LIVE, GROUP, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_BANKS, GSTATE_SIZE, MAX_GROUP_NAME,
+    DATA_USED_AT, F_HOT, F_LIVE, GROUP, GROUP_LEVEL_AT, GROUP_READY, GROUP_SIZE, GSTATE, GSTATE_BANKS, GSTATE_SIZE, MAX_GROUP_NAME,
     U64,
 )
 from .policy import BY_CODE, POLICIES
+from .shadow import Shadows, rings_at, rings_bytes, sample_mask
 
 #: Budgets under n_shards x this use fewer shards, so a slice is never tiny.
 _MIN_SLICE = 64 * 1024
@@ -38,10 +40,10 @@ class GroupRecord:
 
     __slots__ = ("idx", "name", "prefix", "policy", "ref_max", "max_bytes", "gshards", "slice",
                  "region", "data", "gstate", "shards", "main", "other", "logs",
-                 "entry_flags")
+                 "entry_flags", "level_at", "sample_mask", "rings", "shadows")
 
     def __init__(self, idx, name, policy, max_bytes, gshards, slice_, region, data_off, gstate_off,
-                 n_shards):
+                 n_shards, level_at=0, mm=None, max_procs=1):
         self.idx = idx
         self.name = name
         self.prefix = name.encode("utf-8") + b"\0"
@@ -58,6 +60,20 @@ class GroupRecord:
         self.logs = (self,)
         #: The flag byte a new entry in this view's logs starts with.
         self.entry_flags = F_LIVE
+        #: ``adaptive``: the record's level byte (``layout.GROUP_LEVEL_AT``), the group's
+        #: sample rings (one per stat row, after its slices: ``shadow.rings_at``), this
+        #: process's miniatures (``shadow.Shadows``) and the hash bits a sampled key has clear.
+        #: Every other policy: a mask no hash passes (a hash is never 0), so a hit's sample
+        #: test fails.
+        self.level_at = level_at
+        self.sample_mask = (1 << 64) - 1
+        self.rings = 0
+        self.shadows = None
+        if policy.adaptive:
+            self.sample_mask = sample_mask(max_bytes)
+            self.rings = rings_at(data_off + region + slice_ * gshards)
+            self.shadows = Shadows(max_bytes, policy.small_share, policy.ghost_share, mm,
+                                   self.rings, max_procs)
         if policy.small_share:
             small = max(8, int(slice_ * policy.small_share) & ~7)
             main = copy.copy(self)
@@ -75,8 +91,9 @@ class GroupTable:
     """The group records of one arena mapping; ``configure`` holds lock *lock* of *locks*."""
 
     def __init__(self, mm, locks, lock: int, off: int, max_groups: int, n_shards: int,
-                 gstate_off: int, data_off: int, data_bytes: int) -> None:
+                 gstate_off: int, data_off: int, data_bytes: int, max_procs: int) -> None:
         self._mm = mm
+        self._max_procs = max_procs
         self._held = locks.held(lock)
         self._off = off
         self._max_groups = max_groups
@@ -110,7 +127,9 @@ class GroupTable:
             gshards = max(1, min(self._n_shards, max_bytes // _MIN_SLICE))
             slice_ = (max_bytes // gshards) & ~7
             used = U64.unpack_from(mm, DATA_USED_AT)[0]
-            if used + slice_ * gshards > self._data_bytes:
+            # adaptive: the sample rings follow the slices (``shadow.rings_at``).
+            rings = rings_bytes(self._max_procs) if POLICIES[policy].adaptive else 0
+            if used + slice_ * gshards + rings > self._data_bytes:
                 raise ConfigError("max_bytes", (
                     f"group {group!r} needs {max_bytes} bytes; the arena has "
                     f"{self._data_bytes - used} of {self._data_bytes} data bytes left"))
@@ -122,7 +141,10 @@ class GroupTable:
                 for bank in range(GSTATE_BANKS):
                     GSTATE.pack_into(mm, self._gstate_off + ((free_idx * GSTATE_BANKS + bank) * self._n_shards
                                                             + s) * GSTATE_SIZE, 0, 0, 0, 0, 0, 0)
-            U64.pack_into(mm, DATA_USED_AT, used + slice_ * gshards)
+            if rings:  # zero counts: every ring starts empty
+                at_rings = self._data_off + used + slice_ * gshards
+                mm[at_rings:at_rings + rings] = bytes(rings)
+            U64.pack_into(mm, DATA_USED_AT, used + slice_ * gshards + rings)
             mm[at] = GROUP_READY  # published last: a crash before leaves it invisible
 
     def _free_index(self) -> int:
@@ -137,7 +159,8 @@ class GroupTable:
         if state != GROUP_READY:
             return None
         return GroupRecord(idx, raw[:nlen].decode("utf-8"), BY_CODE[code], max_bytes, gshards,
-                           slice_, region, self._data_off, self._gstate_off, self._n_shards)
+                           slice_, region, self._data_off, self._gstate_off, self._n_shards,
+                           self._off + idx * GROUP_SIZE + GROUP_LEVEL_AT, self._mm, self._max_procs)
 
     def all(self) -> list[GroupRecord]:
         """Every published record, read from the segment now."""
@@ -147,8 +170,9 @@ class GroupTable:
         """The record of *name* read from the segment (and cached), or None."""
         for g in self.all():
             if g.name == name:
-                self.by_name[name] = g
-                return g
+                # A record never changes: keep the one cached first, whose per-process state
+                # (``adaptive``'s miniatures, which a compiled reader may append to) lives on.
+                return self.by_name.setdefault(name, g)
         return None
 
     def get(self, name: str) -> GroupRecord:

@@ -101,6 +101,9 @@ GROUP = struct.Struct("B B H I Q Q Q I I 8x 64s")
 # state, policy (``Policy.code``, see policy.py), name_len, gshards,
 # max_bytes, region_off, slice_bytes, reserved, reserved, name
 GROUP_SIZE = 128
+#: The first reserved field's first byte: ``adaptive``'s admission level (``shadow.py``), the one
+#: byte of a record stored after it is published (alone, without a lock: a hint; 0 at configure).
+GROUP_LEVEL_AT = 32
 assert GROUP.size <= GROUP_SIZE
 MAX_GROUP_NAME = 64
 GROUP_READY = 1

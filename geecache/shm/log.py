@@ -20,6 +20,7 @@ remembers the keys the small log evicts (``ghost.py``).
 
 from __future__ import annotations
 
+from .shadow import ALL
 from .layout import (
     ENTRY, ENTRY_FLAGS_AT, ENTRY_SIZE, F_HOT, F_LIVE, F_WRAP, GSTATE, GSTATE_SIZE, MAX_LOAD,
     WRAP_MARK, entry_size,
@@ -135,7 +136,10 @@ class Logs:
             # S3-FIFO's): a key back that soon skips the admission, while a loop's
             # keys come back too late to (measured in bench_policy.py).
             self._sketch.add(s, h, 1)
-            if self._ghost.take(s, h, int(window * g.policy.ghost_share)):
+            policy = g.policy
+            share = (policy.ghost_window_share(self._mm[g.level_at]) if policy.adaptive
+                     else policy.ghost_share)
+            if self._ghost.take(s, h, int(window * share)):
                 return main
         elif self._ghost.take(s, h, window):
             return main
@@ -283,8 +287,9 @@ class Logs:
         The reads its reference byte holds go into the sketch first.  Main
         log: CLOCK (a read entry is kept, reference cleared; an unread one
         evicted).  Window (the small log): a read entry is promoted; an
-        unread one is a candidate for the main log (``_admits``), else
-        evicted and its key remembered in the ghost set.
+        unread one is a candidate for the main log (``_admits``; every
+        candidate at ``adaptive``'s level ``ALL``), else evicted and its key
+        remembered in the ghost set.
         """
         if ref:
             self._sketch.add(s, self._slots.hash(s, i), ref)
@@ -297,7 +302,8 @@ class Logs:
             self._drop(g, s, i, st, esize, flags, "evictions")
             return
         main = g.main
-        if ref or self._admits(g, main, s, i, esize):
+        if (ref or (g.policy.adaptive and self._mm[g.level_at] == ALL)
+                or self._admits(g, main, s, i, esize)):
             self._promote(g, main, s, st, i, q, esize, flags | F_HOT, 0)
             return
         self._ghost.add(s, self._slots.hash(s, i))

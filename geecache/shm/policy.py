@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from ..limits import POLICIES as _POLICY_NAMES
 from .layout import F_HOT
+from .shadow import GHOST
 
 #: lru2: the hot (second) list may hold this share of a slice before the
 #: hand demotes its unreferenced entries (measured in bench_arena.py).
@@ -53,6 +54,8 @@ class Policy:
     counts = False
     #: Whether the hand runs the windowed TinyLFU step (``Logs._tail_windowed``).
     windowed = False
+    #: Whether miniature simulations choose the admission level (``Adaptive``, ``shadow.py``).
+    adaptive = False
 
     def at_tail(self, flags: int, ref: int, hot: int, slice_bytes: int) -> tuple[int, int] | None:
         """(flags, reference byte) to keep the entry at the tail with, or None to evict it."""
@@ -178,8 +181,31 @@ class TinyLfu(S3Lfu):
     ghost_share = 0.05
 
 
+class Adaptive(TinyLfu):
+    """``tinylfu`` whose admission level miniature simulations choose (``shadow.py``).
+
+    The same window log, main log, sketch and hands as ``tinylfu``; the
+    group record's level byte (``GroupRecord.level_at``) says how a window
+    candidate is admitted: ``FREQ`` as ``tinylfu``; ``GHOST`` as ``tinylfu``
+    but with S3-FIFO's full ghost window; ``ALL`` every candidate enters
+    the main log (the slice is one CLOCK).  Each process runs one
+    miniature cache per level on a hash-sampled share of the host's
+    requests (every process's sample ring) and writes the level whose
+    miniature hit most lately.
+    """
+
+    name = "adaptive"
+    code = 5
+    adaptive = True
+
+    def ghost_window_share(self, level: int) -> float:
+        """The share of S3-FIFO's ghost window a key set again is heeded within, at *level*."""
+        return 1.0 if level == GHOST else self.ghost_share
+
+
 #: Policies by the name a group is configured with.
-POLICIES: dict[str, Policy] = {p.name: p for p in (Lru(), Lru2(), S3Fifo(), S3Lfu(), TinyLfu())}
+POLICIES: dict[str, Policy] = {p.name: p for p in (Lru(), Lru2(), S3Fifo(), S3Lfu(), TinyLfu(),
+                                                   Adaptive())}
 # The names are a naming rule every cache shares (``geecache.limits``): the
 # config validates against it before any arena exists.
 assert tuple(POLICIES) == _POLICY_NAMES, "geecache.limits.POLICIES must list the arena's policies"

@@ -118,6 +118,10 @@ class StatRows:
         self._row = choice
         return choice
 
+    def row_index(self) -> int:
+        """This process's row number (claimed on first use): ``adaptive``'s sample ring is the same one."""
+        return ((self._row if self._row is not None else self.claim()) - self._off) // self._row_bytes
+
     def add(self, gidx: int, field: str, n: int = 1) -> None:
         """Add *n* to *field* of group *gidx* in this process's row."""
         cells = self._cells if self._cells is not None else self.cells()

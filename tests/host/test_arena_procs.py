@@ -15,6 +15,7 @@ import xxhash
 
 from geecache.errors import LockTimeoutError, TooManyProcessesError
 from geecache.shm import Arena
+from geecache.shm.shadow import LEVELS
 
 from tests.support.arena import geecache_segments
 from tests.support.proc import child_holding, fork, reap
@@ -75,7 +76,7 @@ def test_stress_four_processes(make_arena):
     assert arena.usage("s") == arena.audit("s")
 
 
-@pytest.mark.parametrize("policy", ["lru", "s3fifo", "s3lfu", "tinylfu"])  # two logs: a repair resets both
+@pytest.mark.parametrize("policy", ["lru", "s3fifo", "s3lfu", "tinylfu", "adaptive"])  # two logs: a repair resets both
 def test_sigkill_never_wedges_or_tears(make_arena, policy):
     arena = make_arena(8 << 20, shards=4, item_limit=8192)
     arena.configure_group("s", 4 << 20, policy)
@@ -105,6 +106,8 @@ def test_sigkill_never_wedges_or_tears(make_arena, policy):
     churn(arena, 1000, 5_000)
     scan_all(arena)
     assert arena.usage("s") == arena.audit("s")
+    if policy == "adaptive":  # the level byte each process stores alone is always a level
+        assert arena._mm[arena._group("s").level_at] in LEVELS
 
 
 def test_writer_killed_inside_critical_section_is_repaired(make_arena):

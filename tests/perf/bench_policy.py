@@ -259,12 +259,15 @@ def run(quick: bool = False, n_req: int | None = None) -> dict:
         if lcs:
             best = max(lcs, key=lambda nc: r[f"libCacheSim {nc[0]}"])[0]
             summary[f"{tag}_best_libcachesim"] = f"{best} {r[f'libCacheSim {best}']:.4f}"
-            for p in ("s3fifo", "s3lfu", "tinylfu"):
+            for p in ("s3fifo", "s3lfu", "tinylfu", "adaptive"):
                 summary[f"{tag}_{p}_minus_best_points"] = round(
                     100 * (r[f"arena {p}"] - r[f"libCacheSim {best}"]), 2)
         else:
             summary[f"{tag}_s3lfu"] = round(r["arena s3lfu"], 4)
-        for p in ("s3lfu", "tinylfu"):
+        # Against the best of every column (the arena's own policies too).
+        top = max(columns, key=r.__getitem__)
+        summary[f"{tag}_adaptive_minus_best_column_points"] = f"{100 * (r['arena adaptive'] - r[top]):+.2f} ({top})"
+        for p in ("s3lfu", "tinylfu", "adaptive"):
             summary[f"{tag}_{p}_minus_lru_points"] = round(100 * (r[f"arena {p}"] - r["arena lru"]), 2)
     costs = cpu_costs(5 if quick else 15) if n_req >= 10_000 else cpu_costs(1, 500)
     tables = [

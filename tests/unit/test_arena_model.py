@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import itertools
 import random
+import struct
+import sys
 
 import pytest
 
 from geecache.errors import ConfigError, InvalidKeyError
 from geecache.shm.layout import SKETCH_MAX, entry_size
+from geecache.shm import shadow
 from geecache.shm.policy import HOT_SHARE, POLICIES
 from geecache.shm.sketch import AGE_PER_SLOT
 
 from tests.support.arena import Clock
+from tests.support.proc import fork, reap
 
 
 class RefLog:
@@ -226,7 +230,7 @@ def _in_main(arena, group, key):
     return None if i < 0 else arena._logs.view_of(g, s, i) is g.main
 
 
-@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu", "tinylfu"])
+@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu", "tinylfu", "adaptive"])
 def test_two_log_random_ops_keep_values_and_accounting(make_arena, policy):
     rng = random.Random(5)
     clock = Clock()
@@ -262,7 +266,7 @@ def test_two_log_random_ops_keep_values_and_accounting(make_arena, policy):
     assert arena.stats("m")["evictions"] > 1000
 
 
-@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu", "tinylfu"])
+@pytest.mark.parametrize("policy", ["s3fifo", "s3lfu", "tinylfu", "adaptive"])
 def test_two_log_scan_does_not_flush_the_main_queue(make_arena, policy):
     arena = make_arena(8 << 20)
     budget = 60 * 1024  # one shard: a small log of ~6 KiB, a main log of ~54 KiB
@@ -409,7 +413,7 @@ def test_sketch_counts_saturate_and_halve_once_a_period_is_up(make_arena):
     assert sketch.estimate(0, h) == SKETCH_MAX // 2  # counters halved, the doorkeeper cleared
 
 
-@pytest.mark.parametrize("policy", ["s3lfu", "tinylfu"])
+@pytest.mark.parametrize("policy", ["s3lfu", "tinylfu", "adaptive"])
 def test_hit_writes_only_the_reference_byte(make_arena, policy):
     """The lock-free hit's whole policy step: raise the slot's reference byte, up to ref_max."""
     arena = make_arena(4 << 20, shards=1)
@@ -421,7 +425,7 @@ def test_hit_writes_only_the_reference_byte(make_arena, policy):
     refs = lambda: bytes(mm[arena._refs_off:arena._refs_off + arena._sps])  # noqa: E731
     before_sketch, before_refs = sketch_bytes(), refs()
     ref_max = POLICIES[policy].ref_max
-    assert ref_max == {"s3lfu": 3, "tinylfu": 15}[policy]
+    assert ref_max == {"s3lfu": 3, "tinylfu": 15, "adaptive": 15}[policy]
     for _ in range(ref_max + 2):
         for i in range(50):
             assert arena.get("s", f"k{i}") is not None
@@ -429,3 +433,159 @@ def test_hit_writes_only_the_reference_byte(make_arena, policy):
     assert sketch_bytes() == before_sketch
     assert sum(after) - sum(before_refs) == 50 * ref_max  # each hit slot counted up to ref_max, no further
     assert max(after) == ref_max
+    # Nothing else in the segment changed, but for adaptive this process's sample ring
+    # (60 KiB: every key is sampled, so every hit adds a record).
+    whole = bytes(mm)
+    for _ in range(2):
+        for i in range(50):
+            arena.get("s", f"k{i}")
+    changed = [i for i, (a, b) in enumerate(zip(whole, bytes(mm))) if a != b]
+    g = arena._group("s")
+    if policy == "adaptive":
+        ring = g.rings + arena._stats.row_index() * shadow.RING_BLOCK
+        assert changed and all(ring <= i < ring + shadow.RING_BLOCK for i in changed)
+    else:
+        assert changed == []
+
+
+# ---- adaptive: tinylfu whose admission level miniature simulations choose (shadow.py).
+
+def _level(arena, group):
+    g = arena._group(group)
+    return arena._mm[g.level_at]
+
+
+def test_adaptive_level_all_admits_every_candidate_and_ghost_heeds_the_full_window(make_arena):
+    """The level byte decides: ALL lets a candidate a tie would refuse in; GHOST heeds a key
+    set again later than tinylfu's short ghost window."""
+    arena = make_arena(8 << 20)
+    arena.configure_group("s", 60 * 1024, "adaptive")
+    g = arena._group("s")
+    g.shadows.drain = lambda: arena._mm[g.level_at]  # the test sets the level, not the miniatures
+    value = b"v" * 100
+    for i in range(2_000):  # both logs full of keys written once, never read
+        arena.set("s", f"fill{i}", value)
+    arena._mm[g.level_at] = shadow.ALL
+    for i in range(20):  # through the window unread: each ties its victim, and enters anyway
+        arena.set("s", f"all{i}", value)
+    assert sum(_in_main(arena, "s", f"all{i}") is True for i in range(10)) == 10
+    for level, in_main in ((shadow.FREQ, False), (shadow.GHOST, True)):
+        arena._mm[g.level_at] = level
+        name = f"back{level}"
+        arena.set("s", name, value)
+        for i in range(12):  # past the window's entries, unread: refused (a tie), to the ghost
+            arena.set("s", f"{name}-push{i}", value)
+        assert arena.get("s", name) is None
+        for i in range(200):  # more refused keys: past a twentieth of the window, not the whole
+            arena.set("s", f"{name}-after{i}", value)
+        arena.set("s", name, value)
+        assert _in_main(arena, "s", name) is in_main
+    assert arena.usage("s") == arena.audit("s")
+
+
+def _ring(arena, g, row=None):
+    """(count, records) of *g*'s sample ring of stat row *row* (this process's by default)."""
+    row = arena._stats.row_index() if row is None else row
+    at = g.rings + row * shadow.RING_BLOCK
+    n = int.from_bytes(arena._mm[at:at + 8], sys.byteorder)
+    recs = [struct.unpack_from("QQ", arena._mm, at + shadow.RING_HEAD + i % shadow.SAMPLE_RING * 16)
+            for i in range(max(0, n - shadow.SAMPLE_RING), n)]
+    return n, recs
+
+
+def test_adaptive_samples_a_share_of_keys_into_its_ring_and_other_policies_none(make_arena):
+    arena = make_arena(8 << 20)
+    budget = 2_000 * entry_size(8, 100)
+    arena.configure_group("a", budget, "adaptive")
+    arena.configure_group("t", budget, "tinylfu")
+    a, t = arena._group("a"), arena._group("t")
+    assert t.shadows is None and t.rings == 0
+    assert shadow.sample_shift(budget) == 2  # a quarter of the keys: miniatures of ~470 entries
+    for i in range(4_000):
+        arena.set("a", f"{i:08d}", b"v" * 100)
+        arena.set("t", f"{i:08d}", b"v" * 100)
+    before, _ = _ring(arena, a)
+    hits = [f"{i:08d}" for i in range(3_000, 4_000) if arena.get("a", f"{i:08d}") is not None]
+    n, recs = _ring(arena, a)
+    sampled = n - before
+    assert 0.15 * len(hits) < sampled < 0.35 * len(hits)
+    want = [arena._locate(a, k.encode())[0] for k in hits]
+    assert [h for h, _ in recs[-sampled:]] == [h for h in want if not h & a.sample_mask]
+    assert all(size == entry_size(8, 100) for _h, size in recs)
+    # The miniatures read every ring from where they last looked: these hits, then nothing.
+    got = a.shadows.collect()
+    assert [h for h, _ in got[-sampled:]] == [h for h, _ in recs[-sampled:]]
+    assert a.shadows.collect() == []
+
+
+@pytest.mark.procs
+def test_adaptive_miniatures_see_what_other_processes_sampled(make_arena):
+    """Each process records in its own ring; every process's miniatures read all of them, so
+    a worker's choice rests on the whole host's requests, not its own share."""
+    arena = make_arena(8 << 20)
+    budget = 2_000 * entry_size(8, 100)
+    arena.configure_group("a", budget, "adaptive")
+    a = arena._group("a")
+    assert a.shadows.collect() == []  # nothing recorded yet
+    keys = [f"{i:08d}" for i in range(2_000)]
+
+    def worker():
+        for k in keys:
+            if arena.get("a", k) is None:
+                arena.set("a", k, b"v" * 100)
+
+    status = reap([fork(worker) for _ in range(2)])
+    assert all(st == 0 for st in status.values()), status
+    got = a.shadows.collect()
+    mine = arena._stats.row_index()
+    rows = {r for r in range(arena._stats._max_procs) if r != mine and _ring(arena, a, r)[0]}
+    assert len(rows) == 2  # each child claimed a row and wrote its ring
+    want = sum(not arena._locate(a, k.encode())[0] & a.sample_mask for k in keys)
+    assert len(got) == 2 * want  # one set (the first child) or one hit (the second) per key each
+    assert arena._mm[a.level_at] in shadow.LEVELS
+
+
+def _run(arena, group, keys):
+    hits = 0
+    for k in keys:
+        if arena.get(group, k) is None:
+            arena.set(group, k, b"v" * 100)
+        else:
+            hits += 1
+    return hits / len(keys)
+
+
+def test_adaptive_chooses_frequency_on_a_loop_and_admit_all_when_popularity_shifts(make_arena):
+    """In a real arena, in one process: the miniatures pick FREQ for a loop 1.2x the cache
+    (where admitting every candidate is CLOCK's worst case) and ALL for a hot set that keeps
+    moving (where frequency counted in the phase before holds the cache back)."""
+    arena = make_arena(8 << 20)
+    budget = 2_000 * entry_size(8, 100)
+    rng = random.Random(3)
+    loop = [f"{30_000_000 + i % 2_400:08d}" for i in range(2_400 * 16)]
+    arena.configure_group("loop", budget, "adaptive")
+    arena.configure_group("loop-all", budget, "adaptive")
+    g_all = arena._group("loop-all")
+    g_all.shadows.drain = lambda: shadow.ALL  # what the loop costs at the wrong level
+    assert _run(arena, "loop", loop) > 0.5
+    assert _level(arena, "loop") == shadow.FREQ
+    assert _run(arena, "loop-all", loop) < 0.2
+    # A hot set of 1,500 keys (under the cache) that moves to new keys every 4,000 requests,
+    # and a tail of keys seen once in a while.
+    shifting = []
+    for phase in range(12):
+        hot = [f"{(phase + 1) * 1_000_000 + j:08d}" for j in range(1_500)]
+        for _ in range(4_000):
+            if rng.random() < 0.8:
+                shifting.append(hot[int(rng.random() ** 2 * len(hot))])
+            else:
+                shifting.append(f"{rng.randrange(90_000_000, 99_000_000):08d}")
+    arena.configure_group("shift", budget, "adaptive")
+    seen = []
+    g = arena._group("shift")
+    drain = g.shadows.drain
+    g.shadows.drain = lambda: seen.append(drain()) or seen[-1]
+    _run(arena, "shift", shifting)
+    late = seen[len(seen) // 2:]
+    assert late.count(shadow.ALL) > 0.8 * len(late), late
+    assert _level(arena, "shift") == shadow.ALL

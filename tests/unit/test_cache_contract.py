@@ -36,6 +36,8 @@ DIFFERENCES = {
                  "sketch live in the arena (see LocalCache's docstring)",
         "tinylfu": "LocalCache accepts tinylfu and behaves as lru: W-TinyLFU's window, main log and "
                    "frequency sketch live in the arena (see LocalCache's docstring)",
+        "adaptive": "LocalCache accepts adaptive and behaves as lru: its window, main log, sketch and "
+                    "miniature simulations live in the arena (see LocalCache's docstring)",
         "item_limit": "LocalCache has no item limit of its own: Group enforces it above the cache "
                       "(test_group.py::test_value_over_item_limit)",
     },

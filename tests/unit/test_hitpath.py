@@ -31,8 +31,8 @@ import pytest
 from xxhash import xxh3_64_intdigest
 
 from geecache.group import Group
-from geecache.shm import Arena
-from geecache.shm.layout import SLOT_SIZE, SLOT_VERSION_AT, U32
+from geecache.shm import Arena, shadow
+from geecache.shm.layout import SLOT_SIZE, SLOT_VERSION_AT, U32, entry_size
 from geecache.storage import MemoryStorage, SQLiteStorage, load_source
 from tests.support.dataplane import PlaneServer
 from tests.support.net import read_to_eof
@@ -408,6 +408,33 @@ def test_a_hit_raises_the_policy_byte_as_get_entry_does(arena):
             assert hp.probe(b"k") == ("hit", b"v")
             seen.append(arena._mm[ref_at])
         assert seen == [min(n, ref_max) for n in range(1, 6)]
+
+
+def test_an_adaptive_hit_is_sampled_as_get_entry_samples_it(arena):
+    """The compiled hit records (hash, entry bytes) of a sampled key in this process's sample
+    ring, as Arena.get_entry does, and nothing for another policy's group."""
+    assert (_hitpath.SAMPLE_RING, _hitpath.RING_BLOCK) == (shadow.SAMPLE_RING, shadow.RING_BLOCK)
+    for policy in ("adaptive", "tinylfu"):
+        g = Group(f"pol-{policy}", MemoryStorage(), max_bytes=1 << 20, cache=arena, policy=policy)
+        keys = [f"k{i}" for i in range(600)]
+        for k in keys:
+            arena.set(g.name, k, b"v" * 40)
+        rec = arena._group(g.name)
+        hp = reader(arena, g)
+        if policy == "tinylfu":
+            assert rec.shadows is None and rec.sample_mask == (1 << 64) - 1
+            assert all(hp.probe(k.encode())[0] == "hit" for k in keys)
+            continue
+        assert rec.sample_mask  # 1 MiB: a sixteenth of the keys
+        rec.shadows.collect()  # from here on
+        assert all(hp.probe(k.encode())[0] == "hit" for k in keys)
+        compiled = rec.shadows.collect()
+        assert all(arena.get(g.name, k) is not None for k in keys)
+        assert compiled == rec.shadows.collect()
+        want = [arena._locate(rec, k.encode())[0] for k in keys]
+        want = [h for h in want if not h & rec.sample_mask]
+        assert [h for h, _ in compiled] == want and 15 < len(want) < 80
+        assert {size for _, size in compiled} == {entry_size(4, 40)}
 
 
 def test_garbage_in_the_arena_is_never_served_or_read_past_the_mapping(arena):
