@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.etcd import find_binary
+from tests.support.net import consecutive_free_ports
 from tests.support.proc import alive
 
 # Every test here forks or spawns processes (see tests/support/marks.py).
@@ -40,30 +41,6 @@ def _supervisor_missing() -> str | None:
     if out.returncode != 0 or "--etcd" not in out.stdout:
         return "supervisor.py does not support --etcd yet"
     return None
-
-
-def _consecutive_free_ports(n: int, attempts: int = 50) -> int:
-    """A base port such that base..base+n-1 were all free a moment ago."""
-    for _ in range(attempts):
-        socks = []
-        try:
-            first = socket.socket()
-            first.bind(("127.0.0.1", 0))
-            socks.append(first)
-            base = first.getsockname()[1]
-            if base + n > 65535:
-                continue
-            for port in range(base + 1, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports found")
 
 
 def _tree(pid: int) -> list[int]:
@@ -98,9 +75,9 @@ def cluster_env(tmp_path):
     env = dict(os.environ)
     env.update({
         "GEECACHE_RUN_DIR": str(tmp_path / "run" / "cluster"),
-        "GEECACHE_BASE_PORT": str(_consecutive_free_ports(HOSTS)),
-        "GEECACHE_ADMIN_BASE_PORT": str(_consecutive_free_ports(HOSTS)),
-        "GEECACHE_ETCD_PORT": str(_consecutive_free_ports(2)),  # client port and peer port
+        "GEECACHE_BASE_PORT": str(consecutive_free_ports(HOSTS)),
+        "GEECACHE_ADMIN_BASE_PORT": str(consecutive_free_ports(HOSTS)),
+        "GEECACHE_ETCD_PORT": str(consecutive_free_ports(2)),  # client port and peer port
         "GEECACHE_WORKERS": "1",
         "GEECACHE_ARENA": "16MiB",
         "GEECACHE_START_TIMEOUT": "60",
