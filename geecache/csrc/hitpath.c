@@ -785,12 +785,6 @@ static PyObject *HitPath_get_handed(HitPath *hp, void *closure)
     return Py_NewRef(hp->handed != NULL ? hp->handed : Py_None);
 }
 
-static PyObject *HitPath_get_miss(HitPath *hp, void *closure)
-{
-    int miss = hp->handed != NULL && PyTuple_GET_SIZE(hp->handed) == 2;
-    return Py_NewRef(miss ? hp->handed : Py_None);
-}
-
 static PyObject *HitPath_get_live(HitPath *hp, void *closure)
 {
     return PyBool_FromLong(hp->view.buf != NULL);
@@ -830,8 +824,6 @@ static PyGetSetDef HitPath_getset[] = {
      "The request right after what the last serve() answered, parsed: (length, key) of a "
      "complete common-case GET whose key neither partition holds, (length, key, body) of a "
      "complete common-case PUT, (length, key, None) of a DELETE (when max_body is set), else None", NULL},
-    {"miss", (getter)HitPath_get_miss, NULL,
-     "handed when it is a GET's (length, key), else None", NULL},
     {NULL}
 };
 

@@ -335,7 +335,7 @@ def test_a_write_after_the_hits_of_a_read_is_handed_back_whole(arena):
     put = b"PUT /api?key=n HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
     sink = Sink()
     assert hp.serve(get + get + put + get, sink) == 2 * len(get)
-    assert hp.handed == (len(put), b"n", b"abc") and hp.miss is None
+    assert hp.handed == (len(put), b"n", b"abc")  # a write: three fields, not a miss
     assert sink.out.count(b"HEAD|") == 2  # the hits before it answered; nothing after it
     assert hp.serve(put, Sink()) == 0 and hp.handed == (len(put), b"n", b"abc")
     delete = b"DELETE /api?key=n HTTP/1.1\r\n\r\n"
@@ -523,15 +523,15 @@ def test_a_request_whose_key_is_cached_nowhere_is_handed_back_as_a_miss(arena):
     n = hp.serve(data, sink)
     assert n == len(get(b"k") + get(b"h")) and sink.out.endswith(b"\r\n\r\nhot")
     # The miss: its length and key, and nothing after it answered (the Python path queues it).
-    assert hp.miss == (len(get(b"absent")), b"absent")
-    assert hp.serve(get(b"absent"), Sink()) == 0 and hp.miss == (len(get(b"absent")), b"absent")
+    assert hp.handed == (len(get(b"absent")), b"absent")
+    assert hp.serve(get(b"absent"), Sink()) == 0 and hp.handed == (len(get(b"absent")), b"absent")
     assert arena.stats(g.name)["gets"] == 2  # a miss counts nothing here (load_started counts it)
     # Anything else is no miss: a compressed entry, a field the protocol acts on, an incomplete
     # request, another target; and a later call forgets the last one's.
     for data in (get(b"z"), get(b"absent", b"Connection: close\r\n"), get(b"absent")[:-2],
                  b"GET /api?key=absent&group=m HTTP/1.1\r\n\r\n", get(b"k")):
         hp.serve(data, Sink())
-        assert hp.miss is None, data
+        assert hp.handed is None, data
 
 
 def test_closing_the_arena_releases_its_readers():
