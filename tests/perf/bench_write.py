@@ -16,6 +16,12 @@ One run measures, on one box and one disk (a temp dir):
   workers, their threads) over the requests answered, as ``bench_http``
   samples it: on a box where wrk shares the cores, CPU per request is what
   bounds the rate;
+- **the floors** (``put_floor.py``), in the same run at c64: a bare httptools protocol on
+  uvloop, 2 processes on one socket, answering each PUT at once (the HTTP floor), and the
+  same answering once the row committed through the write path's design and nothing else
+  (a commit thread per process taking everything queued, an ``flock`` turn, one multi-row
+  upsert, ``synchronous=FULL``): how far the PUT path's own work is from what Python on
+  this box can do at all (``put_c64.ratio_to_commit_floor``);
 - **a 90% GET / 10% PUT mix** at c64 over 1,000 cached keys (every tenth
   request a PUT of a fresh key), its GET rate beside a pure-GET run of the
   same keys.
@@ -42,7 +48,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(PERF_DIR))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from tests.perf.bench_http import tree_cpu_seconds  # noqa: E402
+from tests.perf.bench_http import Server, free_port, tree_cpu_seconds  # noqa: E402
 from tests.perf.common import progress, result, table  # noqa: E402
 from tests.support.proc import start_supervisor  # noqa: E402
 
@@ -79,6 +85,11 @@ function request()
   return wrk.format("GET", "/api?key=g" .. (n %% %(keys)d))
 end
 """
+
+
+#: The floors (``put_floor.py``'s modes): what a bare Python server on this box does for a PUT.
+FLOORS = (("http", "floor: bare httptools, 204 at once"),
+          ("commit", "floor: bare httptools + group commit"))
 
 
 def raw_sqlite(path: Path, rows_per_commit: int, seconds: float) -> float:
@@ -189,6 +200,30 @@ def run(quick: bool = False, seconds: float | None = None, get_keys: int = GET_K
             mix = run_wrk(url, mix_lua, 64, seconds, "mix", "10")
         finally:
             h.stop()
+        progress("the floors: a bare httptools server answering PUTs at once, and with group commit")
+        for mode, title in FLOORS:
+            floor = Server(title, [sys.executable, os.path.join(PERF_DIR, "put_floor.py"), str(port := free_port()),
+                                   str(WORKERS), mode, str(tmp / f"floor-{mode}.db")], port).wait_ready()
+            try:
+                url = f"http://127.0.0.1:{floor.port}/"
+                run_wrk(url, put_lua, 16, 1, "warm")
+                cpu0 = floor.cpu_seconds()
+                r = run_wrk(url, put_lua, 64, seconds, f"floor-{mode}-")
+                us_per_put = (floor.cpu_seconds() - cpu0) * 1e6 / r["requests"] if r["requests"] else 0.0
+            finally:
+                floor.stop()
+            if mode == "commit":  # every PUT it acknowledged is in the file (fresh keys: a row each)
+                with sqlite3.connect(tmp / f"floor-{mode}.db") as conn:
+                    summary["floor_commit.rows_in_file"] = conn.execute("SELECT count(*) FROM kv").fetchone()[0]
+                summary["floor_commit.acknowledged"] = r["requests"]
+            progress(f"{title}: {r['rps']:.0f}/s, {us_per_put:.0f} server CPU us/PUT")
+            rows.append([f"{title} c64", round(r["rps"]), _ms(r["p50"]), _ms(r["p99"]), _ms(r["max"]),
+                         r["non2xx"] + r["socket_errors"], None, round(us_per_put, 1),
+                         round(r["rps"] / raw1, 2), round(r["rps"] / raw100, 3)])
+            summary[f"floor_{mode}.rps"] = r["rps"]
+            summary[f"floor_{mode}.server_cpu_us_per_put"] = us_per_put
+            summary[f"floor_{mode}.ratio_to_raw_100_rows"] = r["rps"] / raw100
+        summary["put_c64.ratio_to_commit_floor"] = summary["put_c64.rps"] / summary["floor_commit.rps"]
         mix_gets = mix["rps"] * 0.9
         rows.append(["pure GET c64", round(pure["rps"]), _ms(pure["p50"]), _ms(pure["p99"]), _ms(pure["max"]),
                      pure["non2xx"] + pure["socket_errors"], None, None, None, None])
