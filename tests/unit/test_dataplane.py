@@ -189,6 +189,39 @@ def test_pipelined_requests_split_at_every_byte(plane):
     assert r.answers[3].body == b"xyz"
 
 
+def test_a_commits_answer_reaches_a_client_that_half_closed(plane):
+    # A commit's 204 is held to the end of the loop's turn: a client that shut its sending
+    # side after the PUT still gets it before the connection closes.
+    for i in range(20):
+        with socket.create_connection(("127.0.0.1", plane.port), timeout=10) as sock:
+            sock.sendall(request_bytes("PUT", f"/api?key=half-{i}", b"v%d" % i))
+            sock.shutdown(socket.SHUT_WR)
+            r = read_answers(sock, ["PUT"])
+        assert r.answers[0].status == 204
+    assert exchange(plane.port, request_bytes("GET", "/api?key=half-19"), ["GET"]).answers[0].body == b"v19"
+
+
+def test_answers_of_one_commit_go_to_their_own_connections_in_order(plane):
+    # Many connections' PUTs share commits, their 204s written together at the turn's end;
+    # each connection then reads its own value, and a pipelined PUT-then-GET reads in order.
+    socks = [socket.create_connection(("127.0.0.1", plane.port), timeout=10) for _ in range(16)]
+    try:
+        for rnd in range(5):
+            for i, sock in enumerate(socks):
+                sock.sendall(request_bytes("PUT", f"/api?key=batch-{i}", b"r%d-%d" % (rnd, i)))
+            for sock in socks:
+                assert read_answers(sock, ["PUT"]).answers[0].status == 204
+            for i, sock in enumerate(socks):
+                sock.sendall(request_bytes("PUT", f"/api?key=batch-{i}", b"p%d-%d" % (rnd, i))
+                             + request_bytes("GET", f"/api?key=batch-{i}"))
+            for i, sock in enumerate(socks):
+                put_answer, get_answer = read_answers(sock, ["PUT", "GET"]).answers
+                assert put_answer.status == 204 and get_answer.body == b"p%d-%d" % (rnd, i)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_head_has_the_get_headers_and_no_body(plane):
     put(plane, "headed", b"12345")
     r = exchange(plane.port, request_bytes("HEAD", "/api?key=headed") + request_bytes("HEAD", "/nope")

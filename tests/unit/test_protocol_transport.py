@@ -196,3 +196,68 @@ def test_a_client_that_stops_reading_pauses_our_reading_of_it(loop, plane):
     proto.resume_writing()
     got = settle(loop, plane, t, 3)
     assert [len(b) for _, _, b in got] == [50_000] * 3 and t.reading
+
+
+@pytest.fixture
+def sqlite_plane(loop, tmp_path):
+    from geecache.storage import SQLiteStorage
+
+    groups = {"w": Group("w", SQLiteStorage(tmp_path / "w.db"), max_bytes=1 << 20)}
+    return _Plane(loop, Router(groups), Limits(), 1 << 20, None, False)
+
+
+def inside(loop, fn, *args):
+    """*fn(*args)* called on the running loop (a source's committer belongs to the loop it runs on)."""
+    async def call():
+        return fn(*args)
+    return loop.run_until_complete(call())
+
+
+def put_bytes(key: str, value: bytes, extra: str = "") -> bytes:
+    return f"PUT /api?key={key} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(value)}\r\n{extra}\r\n".encode() + value
+
+
+def test_commit_answers_are_written_together_after_the_commits_callbacks(loop, sqlite_plane):
+    # Rows of one commit: each connection's 204 is held until every row's callback ran, then
+    # all are written back to back at the end of the turn (the clients wake together).
+    conns = [connect(sqlite_plane) for _ in range(4)]
+    for i, (proto, _) in enumerate(conns):
+        inside(loop, proto.data_received, put_bytes(f"k{i}", b"v%d" % i))
+    futures = [proto._pending for proto, _ in conns]
+    assert len(set(map(id, futures))) == 4 and all(f is not None for f in futures)
+    seen = []  # after the last row's callback: what had been written by then
+    futures[-1].add_done_callback(lambda f: seen.append([bytes(t.out) for _, t in conns]))
+    for _, t in conns:
+        settle(loop, sqlite_plane, t, 1)
+    assert seen == [[b""] * 4]
+    for _, t in conns:
+        assert [status for status, _, _ in responses(bytes(t.out))] == [204]
+
+
+def test_a_held_commit_answer_goes_out_before_the_transport_closes_on_eof(loop, sqlite_plane):
+    # The client half-closes once its answer is held but not yet written: the transport
+    # closes itself when eof_received says so, and the answer must be out before that.
+    proto, t = connect(sqlite_plane)
+    inside(loop, proto.data_received, put_bytes("eof", b"x"))
+    committed = proto._pending
+
+    def client_eof(_):
+        if not proto.eof_received():
+            t.close()  # what the event loop's transport does when eof_received is falsy
+    committed.add_done_callback(client_eof)
+    for _ in range(200):
+        if t.closed:
+            break
+        loop.run_until_complete(asyncio.sleep(0.01))
+    assert t.closed
+    assert [status for status, _, _ in responses(bytes(t.out))] == [204]
+
+
+def test_a_request_read_while_an_answer_is_held_is_answered_after_it(loop, sqlite_plane):
+    proto, t = connect(sqlite_plane)
+    inside(loop, proto.data_received, put_bytes("order", b"new"))
+    committed = proto._pending
+    # The next request arrives between the commit's callback and the end of the turn.
+    committed.add_done_callback(lambda f: proto.data_received(get("order")))
+    got = settle(loop, sqlite_plane, t, 2)
+    assert [(status, body) for status, _, body in got] == [(204, b""), (200, b"new")]

@@ -76,13 +76,15 @@ class AccessLogProtocol(DataPlaneProtocol):
         super()._peer_hit(body, end, start, tally)
         self._log(200, start)
 
-    def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
-        super()._reply(reply, method, label, start, end, head_only)
+    def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool,
+               late: bool = False) -> None:
+        super()._reply(reply, method, label, start, end, head_only, late)
         self._log(reply[0], start)
 
-    def _finish(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool) -> None:
+    def _finish(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool,
+                hold: bool = False) -> None:
         self._answered = False
-        super()._finish(reply, method, label, start, end, head_only)
+        super()._finish(reply, method, label, start, end, head_only, hold)
         if not self._answered:  # the client left before its answer: counted as 499, logged so
             self._log(499, start)
 

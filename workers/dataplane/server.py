@@ -117,6 +117,8 @@ class _Plane:
         # idle since the same coarse tick, the cap evicts the one accepted first.
         self.conns: dict[DataPlaneProtocol, None] = {}
         self.tasks: set[asyncio.Future] = set()  # tasks, and Futures answered by callback
+        # Connections holding a late answer until the end of the loop's turn (``write_held``).
+        self.held: list[DataPlaneProtocol] = []
         self.closing = False
         self._drained: asyncio.Event | None = None
         self._refused = 0            # new connections refused at the cap since the last cap line
@@ -187,6 +189,12 @@ class _Plane:
         self.conns.pop(conn, None)
         if self._drained is not None and not self.conns:
             self._drained.set()
+
+    def write_held(self) -> None:
+        """Send every held late answer, back to back (``DataPlaneProtocol._hold``)."""
+        held, self.held = self.held, []
+        for conn in held:
+            conn._write_held()
 
     def spawn(self, coro) -> asyncio.Task:
         """Run *coro* as a task the plane keeps a reference to (and cancels past the grace)."""
