@@ -77,8 +77,8 @@ class AccessLogProtocol(DataPlaneProtocol):
         self._log(200, start)
 
     def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool,
-               late: bool = False) -> None:
-        super()._reply(reply, method, label, start, end, head_only, late)
+               hold: bool = False) -> None:
+        super()._reply(reply, method, label, start, end, head_only, hold)
         self._log(reply[0], start)
 
     def _finish(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool,

@@ -112,7 +112,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         # The parser holds no byte of an unfinished message (between on_message_complete and
         # the next on_message_begin): only then may the compiled hit path read a new one.
         self._clean = True
-        # A late answer written at the end of the loop's turn (``_hold``), None when there is none.
+        # A commit's answer written at the end of the loop's turn (``_hold``), None when there is none.
         self._held: bytes | None = None
         self._url = b""
         self._start = 0.0
@@ -538,16 +538,18 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._last = plane.tick
 
     def _hold(self, out: bytes) -> None:
-        """Write the late answer *out* at the end of the loop's turn, with every other one made in it.
+        """Write a commit's answer *out* at the end of the loop's turn, with the others made in it.
 
         A commit's answers are written when their clients are asleep waiting for
         them, and on loopback the write that wakes one costs the writer the
         wake-up; written one by one between the callbacks' Python, each woke its
         client apart.  Written back to back, most find it awake (measured at c64:
         the loop 94.7 -> 85.9 us a PUT, wrk 29.5 -> 22.5; a remote hit's answer,
-        a few per peer reply, gained nothing, so it is written at once).  Order holds: the connection writes nothing
-        else first (``data_received`` and ``_close`` send it before anything), and
-        only an answer with nothing queued behind it is held.
+        a few per peer reply, gained nothing, so it is written at once).
+
+        Order holds: only an answer with nothing queued behind it is held, and the
+        connection sends it before anything else it does (``data_received``,
+        ``_close``, ``eof_received``); ``_abort`` and ``connection_lost`` drop it.
         """
         self._held = out
         plane = self._plane
@@ -619,10 +621,10 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._spawn(result, name, label, start, end, head_only)
 
     def _reply(self, reply, method: str, label: str, start: float, end: bytes, head_only: bool,
-               late: bool = False) -> None:
+               hold: bool = False) -> None:
         plane = self._plane
         out = render(reply, plane.date, end, head_only)
-        if late:
+        if hold:
             self._hold(out)
         else:
             self._transport.write(out)

@@ -117,7 +117,7 @@ class _Plane:
         # idle since the same coarse tick, the cap evicts the one accepted first.
         self.conns: dict[DataPlaneProtocol, None] = {}
         self.tasks: set[asyncio.Future] = set()  # tasks, and Futures answered by callback
-        # Connections holding a late answer until the end of the loop's turn (``write_held``).
+        # Connections holding a commit's answer until the end of the loop's turn (``write_held``).
         self.held: list[DataPlaneProtocol] = []
         self.closing = False
         self._drained: asyncio.Event | None = None
@@ -191,7 +191,7 @@ class _Plane:
             self._drained.set()
 
     def write_held(self) -> None:
-        """Send every held late answer, back to back (``DataPlaneProtocol._hold``)."""
+        """Send every held commit answer, back to back (``DataPlaneProtocol._hold``)."""
         held, self.held = self.held, []
         for conn in held:
             conn._write_held()
