@@ -244,6 +244,18 @@ def bare_server_main(port: int, workers: int) -> None:
     _prefork(serve, workers)
 
 
+def serve_until_sigterm(loop, protocol_factory, sock: socket.socket) -> None:
+    """Serve *protocol_factory* on the listening *sock* with *loop* until SIGTERM (a bench floor's child)."""
+    async def main():
+        server = await loop.create_server(protocol_factory, sock=sock)
+        stop = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
+        await stop
+        server.close()
+
+    loop.run_until_complete(main())
+
+
 def start_floor(workers: int) -> Server:
     """The floor: a bare asyncio Protocol over httptools doing one ``Arena.get`` per request."""
     port = free_port()
@@ -286,20 +298,8 @@ def floor_server_main(port: int, workers: int) -> None:
             value = arena.get("bench", self.url.partition(b"key=")[2].decode())
             self.t.write(head + b"%d\r\n\r\n" % len(value) + value)
 
-    def serve() -> None:
-        loop = new_event_loop()
-
-        async def main():
-            server = await loop.create_server(Floor, sock=sock)
-            stop = loop.create_future()
-            loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
-            await stop
-            server.close()
-
-        loop.run_until_complete(main())
-
     try:
-        _prefork(serve, workers)
+        _prefork(lambda: serve_until_sigterm(new_event_loop(), Floor, sock), workers)
     finally:
         arena.close()
         arena.unlink()

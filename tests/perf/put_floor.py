@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import signal
 import socket
 import sqlite3
 import sys
@@ -32,7 +31,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(PERF_DIR))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from tests.perf.bench_http import VALUE, _prefork  # noqa: E402
+from tests.perf.bench_http import VALUE, _prefork, serve_until_sigterm  # noqa: E402
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 HIT = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n%b" % (
@@ -54,7 +53,6 @@ class Committer:
         self.version = 0
         self.conn = None           # the commit thread's own
         self.turn = os.open(path + "-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self.pool = None
 
     def add(self, key: str, value: bytes, transport) -> None:
         self.queue.append((key, value, transport))
@@ -68,7 +66,8 @@ class Committer:
             lambda f, batch=batch: self._done(batch, f))
 
     def _done(self, batch, future) -> None:
-        future.result()  # a failure ends the floor: it is a benchmark, not a server
+        if future.exception() is not None:  # a benchmark, not a server: a failed commit ends it
+            os._exit(1)
         for _, _, transport in batch:
             if not transport.is_closing():
                 transport.write(NO_CONTENT)
@@ -139,14 +138,7 @@ def main(port: int, workers: int, mode: str, path: str | None) -> None:
                     committer.add(self.url.partition(b"key=")[2].decode(), self.body, self.t)
                 self.body = b""
 
-        async def run():
-            server = await loop.create_server(Floor, sock=sock)
-            stop = loop.create_future()
-            loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
-            await stop
-            server.close()
-
-        loop.run_until_complete(run())
+        serve_until_sigterm(loop, Floor, sock)
 
     _prefork(serve, workers)
 

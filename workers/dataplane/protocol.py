@@ -145,7 +145,6 @@ class DataPlaneProtocol(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         # A client that went away mid-request is not an error: nothing to log.
         self._closed = True
-        self._held = None
         del self._parser  # break the protocol <-> parser cycle now (nothing parses after this)
         if self._batch_unsent:
             self._sent_batch()
@@ -549,7 +548,8 @@ class DataPlaneProtocol(asyncio.Protocol):
 
         Order holds: only an answer with nothing queued behind it is held, and the
         connection sends it before anything else it does (``data_received``,
-        ``_close``, ``eof_received``); ``_abort`` and ``connection_lost`` drop it.
+        ``_close``, ``eof_received``); once it is closed (aborted, or the client gone)
+        ``_write_held`` drops it.
         """
         self._held = out
         plane = self._plane
@@ -686,10 +686,9 @@ class DataPlaneProtocol(asyncio.Protocol):
             # The client left before its answer: nginx's 499, never a 5xx.
             self._plane.metrics.observe(method, label, 499, perf_counter() - start)
             return
-        batch = label is BATCH or label is PEER_BATCH
         self._reply(reply, method, label, start, end, head_only,
-                    hold and end is END_KEEP and not batch and not self._queue and not self._write_paused)
-        if self._write_paused and batch and not self._closed:
+                    hold and end is END_KEEP and not self._queue and not self._write_paused)
+        if self._write_paused and (label is BATCH or label is PEER_BATCH) and not self._closed:
             # A batch answer the client has not read yet still holds its bytes: they stay in
             # the worker's batch budget until the buffer drains (resume_writing) or the
             # connection goes, else slow readers would pile answers up past it.
@@ -841,7 +840,6 @@ class DataPlaneProtocol(asyncio.Protocol):
     def _abort(self) -> None:
         if not self._closed:
             self._closed = True
-            self._held = None
             self._transport.abort()
 
     def abort(self) -> None:
