@@ -1,8 +1,9 @@
-"""The one compiled module, built by ``pip install .`` when a C compiler is there.
+"""The compiled modules, built by ``pip install .`` when a C compiler is there.
 
 ``geecache._hitpath`` (geecache/csrc) answers the data plane's common cache hit in C
-(``workers/dataplane/hitpath.py``).  It is optional: a failed build warns and installs the
-pure-Python package, which serves the same answers (everything else is in pyproject.toml).
+(``workers/dataplane/hitpath.py``); ``geecache._arenawrite`` makes the arena's common set and
+delete (``geecache/shm/arena.py``).  Both are optional: a failed build warns and installs the
+pure-Python package, which gives the same answers (everything else is in pyproject.toml).
 """
 
 from setuptools import Extension, setup
@@ -15,6 +16,13 @@ setup(
             depends=["geecache/csrc/xxh3.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-fno-strict-aliasing"],
             optional=True,
-        )
+        ),
+        Extension(
+            "geecache._arenawrite",
+            sources=["geecache/csrc/arenawrite.c"],
+            depends=["geecache/csrc/xxh3.h"],
+            extra_compile_args=["-O2", "-std=gnu11", "-fno-strict-aliasing"],
+            optional=True,
+        ),
     ],
 )

@@ -56,6 +56,15 @@ from .sketch import Sketch
 from .slots import SlotTable
 from .stats import SEQLOCK_CONFLICTS, StatRows
 
+try:
+    from .. import _arenawrite
+except ImportError:  # not built (no compiler at install time): Python makes every write
+    _arenawrite = None  # type: ignore[assignment]
+
+#: The environment variable that forces the pure-Python paths (these writes and the data
+#: plane's hit path) when set to anything but "" or "0".
+PURE_PYTHON_ENV = "GEECACHE_PURE_PYTHON"
+
 _slot_unpack = SLOT.unpack_from
 _entry_unpack = ENTRY.unpack_from
 _u32_unpack = U32.unpack_from
@@ -137,6 +146,12 @@ class Arena:
         self._find = self._slots.find
         self._fit = self._logs.fit
         self._insert = self._logs.insert
+        #: The compiled common set and delete (``geecache._arenawrite``), or None: Python writes.
+        self._writer: _arenawrite.Writer | None = None
+        if _arenawrite is not None and os.environ.get(PURE_PYTHON_ENV, "") in ("", "0"):
+            self._writer = _arenawrite.Writer(mm, (
+                self._slots_off, self._refs_off, self._data_off, locks_off, self._sps,
+                self._n_shards, self._logs.slot_limit))
         #: Seconds a write waits for a shard lock before giving up with
         #: LockTimeoutError (None: as long as the holder lives).  A worker sets
         #: it: a holder that is alive but stopped (SIGSTOP, a debugger) must not
@@ -204,6 +219,9 @@ class Arena:
 
     def _close_map(self) -> None:
         self._release_readers()
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.release()  # its view of the mapping must go before the mapping
         if hasattr(self, "_stats"):
             self._stats.release()  # its view of the row must go before the mapping
         self._buf.release() if hasattr(self, "_buf") else None
@@ -388,6 +406,15 @@ class Arena:
         if codec.__class__ is not int or not 0 <= codec <= 255:
             raise ConfigError("codec", f"codec id must be an int 0..255, got {codec!r}")
         exp = self._clock() + ttl if ttl and ttl > 0 else 0.0
+        rc = 0
+        view = g.write_view
+        if view is not None and self._writer is not None:
+            # The common case in C: it stores as below, or does nothing and says why.
+            rc = self._writer.set(view, kb, value, codec, exp)
+            if not rc:
+                return
+            if rc < 0:
+                rc = 0  # not the common case: all of it below
         h = xxh3_64_intdigest(g.prefix + kb) or 1
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
         esize = (ENTRY_SIZE + 7 + len(kb) + len(value)) & ~7
@@ -395,9 +422,10 @@ class Arena:
         sampled = not h & g.sample_mask
         if sampled:  # adaptive's sampled key: its miniatures see the write
             self._sample(g, h, esize)
-        # The shard lock inlined (not ``held``): set is a hot path.
+        # The shard lock inlined (not ``held``): set is a hot path.  A trylock code from the
+        # compiled writer stands for ours (EOWNERDEAD: it holds the lock, untouched).
         addr = self._lock_addrs[s]
-        rc = _trylock(addr)
+        rc = rc or _trylock(addr)
         if rc:
             self._locks.acquire(s, rc, self.lock_timeout)
         try:
@@ -454,10 +482,18 @@ class Arena:
         """Drop *key*; True when it was present (expired or not)."""
         g = self._groups.get(group) or self._group(group)
         kb = check_key(key)
+        rc = 0
+        view = g.write_view
+        if view is not None and self._writer is not None:
+            rc = self._writer.delete(view, kb)  # 1 deleted, 0 absent, as below
+            if rc == 0 or rc == 1:
+                return rc == 1
+            if rc < 0:
+                rc = 0
         h, s, home = self._locate(g, kb)
         # The shard lock inlined, as in ``set``: every write deletes the other partition's copy.
         addr = self._lock_addrs[s]
-        rc = _trylock(addr)
+        rc = rc or _trylock(addr)
         if rc:
             self._locks.acquire(s, rc, self.lock_timeout)
         try:

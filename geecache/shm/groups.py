@@ -40,7 +40,7 @@ class GroupRecord:
 
     __slots__ = ("idx", "name", "prefix", "policy", "ref_max", "max_bytes", "gshards", "slice",
                  "region", "data", "gstate", "shards", "main", "other", "logs",
-                 "entry_flags", "level_at", "sample_mask", "rings", "shadows")
+                 "entry_flags", "level_at", "sample_mask", "rings", "shadows", "write_view")
 
     def __init__(self, idx, name, policy, max_bytes, gshards, slice_, region, data_off, gstate_off,
                  n_shards, level_at=0, mm=None, max_procs=1):
@@ -69,6 +69,10 @@ class GroupRecord:
         self.sample_mask = (1 << 64) - 1
         self.rings = 0
         self.shadows = None
+        #: What the compiled writer (``geecache._arenawrite``) needs of a one-log group that
+        #: samples nothing (``lru``, ``lru2``): (index, hash prefix, shards, data, slice, log
+        #: states, new entries' flags).  None for every other policy: Python writes those.
+        self.write_view = None
         if policy.adaptive:
             self.sample_mask = sample_mask(max_bytes)
             self.rings = rings_at(data_off + region + slice_ * gshards)
@@ -85,6 +89,9 @@ class GroupRecord:
             self.main = self.other = main
             main.other = self
             self.logs = main.logs = (self, main)
+        if not policy.small_share and not policy.adaptive:
+            self.write_view = (idx, self.prefix, gshards, self.data, self.slice, self.gstate,
+                               self.entry_flags)
 
 
 class GroupTable:

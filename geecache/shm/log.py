@@ -59,7 +59,8 @@ class Logs:
         self._stats = stats
         self._clock = clock
         self._n_shards = n_shards
-        self._slot_limit = int(sps * MAX_LOAD)
+        #: Slots in use per shard past which a new key first evicts (``make_slot_room``).
+        self.slot_limit = int(sps * MAX_LOAD)
 
     # ---- log state
 
@@ -87,7 +88,7 @@ class Logs:
         ("force": no promotion into the log whose state the caller holds).
         """
         count_add = self._slots.count_add
-        while count_add(s, 0) >= self._slot_limit:
+        while count_add(s, 0) >= self.slot_limit:
             if st[2]:
                 self.reclaim_tail(g, s, st, "evict")
                 continue

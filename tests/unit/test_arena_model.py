@@ -33,6 +33,7 @@ import pytest
 from geecache.errors import ConfigError, InvalidKeyError
 from geecache.shm.layout import SKETCH_MAX, entry_size
 from geecache.shm import shadow
+from geecache.shm.arena import PURE_PYTHON_ENV
 from geecache.shm.policy import HOT_SHARE, POLICIES
 from geecache.shm.sketch import AGE_PER_SLOT
 
@@ -157,11 +158,14 @@ class RefLog:
             self.evictions += 1
 
 
+@pytest.mark.parametrize("writes", ["compiled", "python"])
 @pytest.mark.parametrize("policy", ["lru", "lru2"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_matches_reference_model(make_arena, policy, seed):
+def test_matches_reference_model(make_arena, monkeypatch, policy, seed, writes):
     rng = random.Random(seed)
     clock = Clock()
+    if writes == "python":  # every write in Python, as where geecache._arenawrite is not built
+        monkeypatch.setenv(PURE_PYTHON_ENV, "1")
     arena = make_arena(8 << 20, clock=clock)
     budget = 24 * 1024  # under 64 KiB: one shard, so one log, like the model
     arena.configure_group("m", budget, policy)

@@ -21,6 +21,7 @@ import pytest
 from geecache.cache import LocalCache
 from geecache.limits import POLICIES
 from geecache.errors import UnknownGroupError, ValueTooLargeError
+from geecache.shm.arena import PURE_PYTHON_ENV
 from geecache.shm.layout import entry_size
 from geecache.stats import STAT_FIELDS
 from tests.support.arena import Clock
@@ -42,12 +43,14 @@ DIFFERENCES = {
                       "(test_group.py::test_value_over_item_limit)",
     },
     "arena": {},
+    "arena-python": {},
 }
 
 #: Where an implementation falls short of the contract (a bug, reported): backend -> point -> reason.
 SHORTFALLS: dict[str, dict[str, str]] = {
     "local": {},
     "arena": {},
+    "arena-python": {},
 }
 
 #: A budget under the arena's 64 KiB minimum slice: one shard, so one log, like LocalCache's one list.
@@ -59,6 +62,7 @@ class Backend:
 
     def __init__(self, name: str, request, cache, clock: Clock, make) -> None:
         self.name = name
+        self.is_arena = name.startswith("arena")
         self.cache = cache
         self.clock = clock
         self._request = request
@@ -71,12 +75,12 @@ class Backend:
     def entry_bytes(self, key: str, value: bytes) -> int:
         """What one entry adds to ``usage()[0]``: key and value bytes, plus the arena's header."""
         kb = key.encode()
-        return entry_size(len(kb), len(value)) if self.name == "arena" else len(kb) + len(value)
+        return entry_size(len(kb), len(value)) if self.is_arena else len(kb) + len(value)
 
     def check(self, group: str) -> tuple[int, int]:
         """``usage(group)``, checked against a full scan where the implementation has one."""
         used = self.cache.usage(group)
-        if self.name == "arena":
+        if self.is_arena:
             assert used == self.cache.audit(group)
             assert group in self.cache.groups()
         return used
@@ -96,15 +100,21 @@ class Backend:
             self._request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
 
-@pytest.fixture(params=["local", "arena"])
-def backend(request) -> Backend:
-    """Each cache implementation in turn, on a clock the test moves by hand."""
+@pytest.fixture(params=["local", "arena", "arena-python"])
+def backend(request, monkeypatch) -> Backend:
+    """Each cache implementation in turn, on a clock the test moves by hand.
+
+    "arena" makes its common writes in C where ``geecache._arenawrite`` is built;
+    "arena-python" is the same arena with every write in Python (``GEECACHE_PURE_PYTHON``).
+    """
     clock = Clock()
     if request.param == "local":
         def make(**kw):
             return LocalCache(clock=clock)
     else:
         make_arena = request.getfixturevalue("make_arena")
+        if request.param == "arena-python":
+            monkeypatch.setenv(PURE_PYTHON_ENV, "1")
 
         def make(size=8 << 20, **kw):
             return make_arena(size, clock=clock, **kw)

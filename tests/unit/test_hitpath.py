@@ -11,7 +11,7 @@ against its Python counterpart on seeded random and adversarial inputs (bounded 
 - the probe against ``Arena.get_entry`` on an arena of owned, hot, expiring, compressed and
   overwritten entries, then on the same arena with random bytes written over its slots and
   entries (a torn or garbage slot may make the C reader doubt, never answer wrongly or read
-  outside the mapping; scripts/hitpath_memcheck.sh runs this file under valgrind);
+  outside the mapping; scripts/compiled_memcheck.sh runs this file under valgrind);
 - a writer process SIGKILLed mid-write while the C reader reads: never a wrong value;
 - whole exchanges: the same random request streams to a plane with the compiled path and
   one forced onto the Python path give the same bytes.
@@ -41,7 +41,7 @@ from workers.dataplane import hitpath
 _hitpath = pytest.importorskip("geecache._hitpath", reason="the compiled hit path is not built")
 
 MAX_URL, MAX_HEADER = 8192, 16384
-#: Share of the random cases to run (scripts/hitpath_memcheck.sh runs a tenth under valgrind).
+#: Share of the random cases to run (scripts/compiled_memcheck.sh runs a tenth under valgrind).
 SCALE = float(os.environ.get("GEECACHE_FUZZ_SCALE", "1"))
 
 

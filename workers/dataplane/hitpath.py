@@ -10,8 +10,8 @@ The request it stops at is handed back parsed (``HitPath.handed``) when it is a 
 neither partition holds, or a common-case ``PUT``/``DELETE /api?key=K``: the protocol starts
 its miss path or its write (``_serve_put``/``_serve_delete``) without httptools parsing it.
 
-Set ``GEECACHE_PURE_PYTHON=1`` to serve every request on the Python path (the data plane
-then behaves the same, only slower); ``available()`` says whether the C path is in use.
+Set ``GEECACHE_PURE_PYTHON=1`` (``PURE_PYTHON_ENV``) to serve every request on the Python
+path, and make every arena write in Python (the data plane then behaves the same, only slower); ``available()`` says whether the C path is in use.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from geecache.errors import TooManyProcessesError
 from geecache.group import Group
 from geecache.limits import hot_group_name
 from geecache.shm import Arena
+from geecache.shm.arena import PURE_PYTHON_ENV
 from geecache.shm.stats import ArenaStats
 
 try:
@@ -29,9 +30,6 @@ try:
 except ImportError:  # not built (no compiler at install time): the Python path serves all
     # mypy types the name by the import above (the compiled module's stub); None means not built.
     _hitpath = None  # type: ignore[assignment]
-
-#: The environment variable that forces the pure-Python path when set to anything but "" or "0".
-PURE_PYTHON_ENV = "GEECACHE_PURE_PYTHON"
 
 
 def available() -> bool:
