@@ -1,13 +1,13 @@
 /* geecache._arenawrite: the arena's common write in C.
  *
- * ``Writer.set(group, key, value, codec, expire_at)`` is Arena.set for its common case and
- * ``Writer.delete(group, key)`` is Arena.delete: a one-log group (``lru``, ``lru2``), a key
- * whose hashed bytes fit XXH3's short input, the shard lock free, and -- for a set -- room at
- * the log's head and in the slot table without evicting.  Anything else it leaves untouched and
- * answers NOT_HANDLED, and Arena.set / Arena.delete do the whole write in Python as before
- * (evictions, two-log policies, a contended or repaired lock, a long key): this code only
- * ever makes the write the Python path would have made, byte for byte
- * (tests/unit/test_arenawrite.py runs the same operations both ways and compares the arenas).
+ * ``Writer.set(group, key, value, codec, expire_at)`` is Arena.set and ``Writer.delete(group,
+ * key)`` is Arena.delete for a one-log group (``lru``, ``lru2``), a key whose hashed bytes fit
+ * XXH3's short input, a value that fits a shard's slice, and the shard lock free: the hand's
+ * evictions and second chances included.  Anything else it leaves untouched and answers
+ * NOT_HANDLED, and Arena.set / Arena.delete do the whole write in Python as before (two-log
+ * policies, a contended or repaired lock, a long key): this code only ever makes the write
+ * the Python path would have made, byte for byte (tests/unit/test_arenawrite.py runs the
+ * same operations both ways and compares the arenas).
  *
  * Measured: inside a worker under a PUT load the Python set cost 17.5-18.9 us of CPU (its
  * bytecode runs cold between requests), about a third of the loop's CPU per PUT.
@@ -23,6 +23,9 @@
  *   locate         geecache/shm/arena.py  Arena._locate
  *   find           geecache/shm/slots.py  SlotTable.find
  *   fit            geecache/shm/log.py    Logs.fit (the WRAP_MARK store included)
+ *   reclaim_tail   log.py Logs.reclaim_tail for lru and lru2 (policy.py at_tail), _drop
+ *   move           slots.py SlotTable.move
+ *   make_room      log.py Logs.make_slot_room and Logs.alloc (one log)
  *   insert, point  log.py Logs.insert, slots.py SlotTable.point
  *   kill_at        log.py Logs._kill_at
  *   remove         log.py Logs.remove, slots.py SlotTable.delete (backward shift)
@@ -34,6 +37,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "xxh3.h"
 
@@ -52,9 +56,18 @@
 #define SHARD_COUNT_AT 48
 #define MAX_PREFIX 66
 
+/* policy.py: Lru.code, Lru2.code, HOT_SHARE */
+#define POLICY_LRU 0
+#define POLICY_LRU2 1
+#define HOT_SHARE 0.75
+
 /* Results besides 0 (stored / absent) and 1 (deleted); a positive result is the shard lock's
  * pthread_mutex_trylock code (EBUSY: not held; EOWNERDEAD: held, nothing touched). */
 #define NOT_HANDLED (-1)
+/* Stored, and the hand evicted or expired entries: take_counted() says how many. */
+#define COUNTED (-2)
+
+enum { EVICT, FORCE };
 
 typedef struct {
     PyObject_HEAD
@@ -63,12 +76,17 @@ typedef struct {
     uint64_t size;
     uint64_t slots_off, refs_off, data_off, locks_off;
     uint64_t sps, n_shards, slot_limit;
+    PyObject *clock;         /* the arena's clock, called only for an entry with an expiry */
+    int realtime;            /* clock is time.time: CLOCK_REALTIME directly */
+    double now;              /* the clock read once per set (have_now) */
+    int have_now;
+    uint64_t evicted, expired;  /* by the last set's hand, until take_counted() */
     PyObject *weakrefs;      /* the arena may keep it in a WeakSet */
 } Writer;
 
 /* A group record's write view (groups.py GroupRecord.write_view). */
 typedef struct {
-    uint64_t idx, gshards, data, slice, gstate, entry_flags;
+    uint64_t idx, gshards, data, slice, gstate, entry_flags, policy;
     const uint8_t *prefix;
     Py_ssize_t plen;
 } w_group;
@@ -82,11 +100,11 @@ static int read_u64(PyObject *t, Py_ssize_t i, uint64_t *out)
     return 0;
 }
 
-/* (idx, prefix, gshards, data, slice, gstate, entry_flags) */
+/* (idx, prefix, gshards, data, slice, gstate, entry_flags, policy code) */
 static int read_group(PyObject *t, w_group *g)
 {
-    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 7) {
-        PyErr_SetString(PyExc_TypeError, "group must be a write view: a 7-tuple");
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 8) {
+        PyErr_SetString(PyExc_TypeError, "group must be a write view: an 8-tuple");
         return -1;
     }
     PyObject *prefix = PyTuple_GET_ITEM(t, 1);
@@ -97,10 +115,11 @@ static int read_group(PyObject *t, w_group *g)
     g->prefix = (const uint8_t *)PyBytes_AS_STRING(prefix);
     g->plen = PyBytes_GET_SIZE(prefix);
     if (read_u64(t, 0, &g->idx) || read_u64(t, 2, &g->gshards) || read_u64(t, 3, &g->data)
-        || read_u64(t, 4, &g->slice) || read_u64(t, 5, &g->gstate) || read_u64(t, 6, &g->entry_flags))
+        || read_u64(t, 4, &g->slice) || read_u64(t, 5, &g->gstate) || read_u64(t, 6, &g->entry_flags)
+        || read_u64(t, 7, &g->policy))
         return -1;
-    if (g->gshards == 0) {
-        PyErr_SetString(PyExc_ValueError, "a write view has at least one shard");
+    if (g->gshards == 0 || g->slice == 0 || g->slice % 8 || g->policy > POLICY_LRU2) {
+        PyErr_SetString(PyExc_ValueError, "a write view has shards, a slice of 8-byte units, lru or lru2");
         return -1;
     }
     return 0;
@@ -203,6 +222,241 @@ static void kill_at(Writer *w, uint64_t q, int64_t *st)
         st[5] -= size;
 }
 
+/* SlotTable.delete: backward shift from slot i of shard s; every moved slot is written before
+ * its old place is cleared, and its entry's back pointer follows it. */
+static void slot_delete(Writer *w, uint64_t s, uint64_t i)
+{
+    uint64_t sps = w->sps;
+    uint8_t *base = w->base + w->slots_off + s * sps * SLOT_SIZE;
+    uint8_t *refs = w->base + w->refs_off + s * sps;
+    uint64_t j = i;
+    for (;;) {
+        if (++j == sps)
+            j = 0;
+        uint64_t hj;
+        uint32_t offj;
+        memcpy(&hj, base + j * SLOT_SIZE, 8);
+        memcpy(&offj, base + j * SLOT_SIZE + SLOT_OFF_AT, 4);
+        if (!hj)
+            break;
+        uint64_t k = hj % sps;
+        /* Stay when the home k lies cyclically in (i, j]. */
+        if ((i < j && i < k && k <= j) || (i > j && (k > i || k <= j)))
+            continue;
+        slot_write(base + i * SLOT_SIZE, hj, offj);
+        refs[i] = refs[j];
+        uint32_t i32 = (uint32_t)i;
+        uint64_t back = w->data_off + (uint64_t)offj * 8 + ENTRY_SLOT_AT;
+        if (in_map(w, back, 4))
+            memcpy(w->base + back, &i32, 4);
+        i = j;
+    }
+    slot_write(base + i * SLOT_SIZE, 0, 0);
+    *shard_count(w, s) -= 1;
+}
+
+/* The clock, read at most once per call (as Python reads it, with the same clock, for each
+ * entry with an expiry the hand passes: a clock the caller moves by hand does not move inside
+ * one set).  -1 with an exception set when the clock failed. */
+static int now(Writer *w, double *out)
+{
+    if (!w->have_now) {
+        if (w->realtime) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            w->now = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+        } else {
+            PyObject *r = PyObject_CallNoArgs(w->clock);
+            if (r == NULL)
+                return -1;
+            double v = PyFloat_AsDouble(r);
+            Py_DECREF(r);
+            if (v == -1.0 && PyErr_Occurred())
+                return -1;
+            w->now = v;
+        }
+        w->have_now = 1;
+    }
+    *out = w->now;
+    return 0;
+}
+
+/* What one call works on: the group's view, the shard, its slice and its log state. */
+typedef struct {
+    const w_group *g;
+    uint64_t s, slice_at;
+    int64_t L;
+    int64_t *st;
+    int failed;              /* the shard's state pointed outside the mapping, or the clock failed */
+} w_log;
+
+/* Logs.fit: reserve esize bytes at the head without evicting; -1 when they do not fit. */
+static int64_t fit(Writer *w, w_log *lg, int64_t esize)
+{
+    int64_t *st = lg->st, L = lg->L;
+    int64_t head = st[0], tail = st[1], used = st[2], pos;
+    if (!used) {
+        head = tail = st[0] = st[1] = 0;
+    }
+    if (head > tail || !used) {
+        if (esize <= L - head)
+            pos = head;
+        else if (esize <= tail) {
+            /* Skip the slice's end: the hand treats the marker as used bytes. */
+            static const uint8_t mark[4] = {0, 0, 0, F_WRAP};
+            if (!in_map(w, lg->slice_at + (uint64_t)head, 4)) {
+                lg->failed = 1;
+                return -1;
+            }
+            memcpy(w->base + lg->slice_at + head, mark, 4);
+            st[2] += L - head;
+            pos = 0;
+        } else
+            return -1;
+    } else if (head < tail && esize <= tail - head)
+        pos = head;
+    else
+        return -1;
+    st[0] = (pos + esize) % L;
+    st[2] += esize;
+    return pos;
+}
+
+/* SlotTable.move: copy slot i's entry from src to dst, set its flags, repoint the slot; the
+ * version is odd for the copy (the regions may overlap). */
+static void move(Writer *w, uint64_t s, uint64_t i, uint64_t src, uint64_t dst, uint64_t esize,
+                 uint8_t flags, uint8_t ref)
+{
+    uint8_t *p = w->base + w->slots_off + (s * w->sps + i) * SLOT_SIZE;
+    uint32_t *ver = (uint32_t *)(p + SLOT_VERSION_AT);
+    uint32_t v = __atomic_load_n(ver, __ATOMIC_RELAXED);
+    __atomic_store_n(ver, v + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memmove(w->base + dst, w->base + src, esize);
+    w->base[dst + ENTRY_FLAGS_AT] = flags;
+    __atomic_store_n((uint32_t *)(p + SLOT_OFF_AT), (uint32_t)((dst - w->data_off) >> 3), __ATOMIC_RELAXED);
+    __atomic_store_n(ver, v + 2, __ATOMIC_RELEASE);
+    w->base[w->refs_off + s * w->sps + i] = ref;
+}
+
+/* Logs._drop: the live entry of slot i leaves the log state, its slot is deleted. */
+static void drop(Writer *w, w_log *lg, uint64_t i, int64_t esize, uint8_t flags, uint64_t *counter)
+{
+    int64_t *st = lg->st;
+    st[3] -= esize;
+    st[4] -= 1;
+    if (flags & F_HOT)
+        st[5] -= esize;
+    slot_delete(w, lg->s, i);
+    *counter += 1;
+}
+
+/* Logs.reclaim_tail in mode EVICT or FORCE, for lru and lru2 (policy.py at_tail). */
+static void reclaim_tail(Writer *w, w_log *lg, int mode)
+{
+    int64_t *st = lg->st, L = lg->L;
+    int64_t t = st[1];
+    uint64_t q = lg->slice_at + (uint64_t)t;
+    if (t < 0 || t >= L || !in_map(w, q, ENTRY_SIZE)) {
+        lg->failed = 1;
+        return;
+    }
+    const uint8_t *e = w->base + q;
+    uint16_t klen;
+    uint32_t vlen, i;
+    double exp;
+    memcpy(&klen, e, 2);
+    uint8_t flags = e[ENTRY_FLAGS_AT];
+    memcpy(&vlen, e + 4, 4);
+    memcpy(&i, e + ENTRY_SLOT_AT, 4);
+    memcpy(&exp, e + 16, 8);
+    if (flags & F_WRAP) {
+        st[2] -= L - t;
+        st[1] = 0;
+        return;
+    }
+    int64_t esize = (int64_t)entry_size(klen, vlen);
+    if (esize > L - t || ((flags & F_LIVE) && i >= w->sps)) {
+        lg->failed = 1;
+        return;
+    }
+    /* The clock before the first store of this step: a failing clock leaves the step undone
+     * and the shard consistent. */
+    double n = 0.0;
+    if ((flags & F_LIVE) && mode == EVICT && exp != 0.0 && now(w, &n) < 0) {
+        lg->failed = 1;
+        return;
+    }
+    st[1] = (t + esize) % L;
+    st[2] -= esize;
+    if (!(flags & F_LIVE))
+        return;
+    if (mode == EVICT) {
+        if (exp != 0.0 && exp <= n) {
+            drop(w, lg, i, esize, flags, &w->expired);
+            return;
+        }
+        uint8_t ref = w->base[w->refs_off + lg->s * w->sps + i];
+        int kept;
+        uint8_t keep_flags = flags;
+        if (lg->g->policy == POLICY_LRU) {
+            kept = ref != 0;
+        } else if (flags & F_HOT) {
+            /* The second list only shrinks when over its share. */
+            kept = 1;
+            if (!(ref || (double)st[5] <= (double)L * HOT_SHARE))
+                keep_flags = (uint8_t)(flags & ~F_HOT);
+        } else {
+            kept = ref != 0;
+            keep_flags = (uint8_t)(flags | F_HOT);
+        }
+        if (kept) {
+            int64_t pos = fit(w, lg, esize);
+            if (lg->failed)
+                return;
+            if (pos >= 0) {
+                move(w, lg->s, i, q, lg->slice_at + (uint64_t)pos, (uint64_t)esize, keep_flags, 0);
+                if ((keep_flags ^ flags) & F_HOT)
+                    st[5] += (keep_flags & F_HOT) ? esize : -esize;
+                return;
+            }
+        }
+    }
+    drop(w, lg, i, esize, flags, &w->evicted);
+}
+
+/* Logs.make_slot_room for one log: evict until the shard's slot load is under MAX_LOAD;
+ * 0 when the log is empty and the load still is not. */
+static int make_slot_room(Writer *w, w_log *lg)
+{
+    uint32_t *count = shard_count(w, lg->s);
+    while (*count >= w->slot_limit) {
+        if (!lg->st[2])
+            return 0;
+        reclaim_tail(w, lg, EVICT);
+        if (lg->failed)
+            return 0;
+    }
+    return 1;
+}
+
+/* Logs.alloc: esize bytes at the head, evicting at the tail as needed; -1 if impossible. */
+static int64_t alloc(Writer *w, w_log *lg, int64_t esize)
+{
+    int64_t budget = 3 * lg->st[4] + 8;  /* a full CLOCK cycle or three, then force */
+    for (;;) {
+        int64_t pos = fit(w, lg, esize);
+        if (pos >= 0 || lg->failed)
+            return pos;
+        if (!lg->st[2])
+            return -1;
+        budget -= 1;
+        reclaim_tail(w, lg, budget > 0 ? EVICT : FORCE);
+        if (lg->failed)
+            return -1;
+    }
+}
+
 static inline int released(Writer *w)
 {
     if (w->view.buf == NULL) {
@@ -223,7 +477,89 @@ static int key_value(PyObject *const *args, const uint8_t **k, Py_ssize_t *kl)
     return 0;
 }
 
-/* set(group, key, value, codec, expire_at) -> 0 stored, NOT_HANDLED, or the trylock code. */
+/* Arena.set's write under the lock, from ``i = find(...)`` to the log state stored. */
+static void set_locked(Writer *w, w_log *lg, uint64_t h, uint64_t home, int64_t i,
+                       const uint8_t *k, uint64_t kl, const uint8_t *v, uint64_t vl,
+                       uint8_t codec, double exp, int64_t esize)
+{
+    const w_group *g = lg->g;
+    int64_t *st = lg->st;
+    int64_t pos;
+    if (i < 0 && !make_slot_room(w, lg)) {
+        return;
+    }
+    pos = fit(w, lg, esize);
+    if (lg->failed)
+        return;
+    if (pos < 0) {
+        if (i >= 0) {
+            /* Logs.remove: the old value must not stay behind a set that moves slots */
+            uint32_t off;
+            memcpy(&off, w->base + w->slots_off + (lg->s * w->sps + (uint64_t)i) * SLOT_SIZE + SLOT_OFF_AT, 4);
+            kill_at(w, w->data_off + (uint64_t)off * 8, st);  /* find checked it lies in the mapping */
+            slot_delete(w, lg->s, (uint64_t)i);
+            i = -1;
+        }
+        pos = alloc(w, lg, esize);
+        if (pos < 0)
+            return;
+    }
+    uint64_t q = lg->slice_at + (uint64_t)pos;
+    if (!in_map(w, q, (uint64_t)esize) || (q - w->data_off) / 8 > UINT32_MAX) {
+        lg->failed = 1;
+        return;
+    }
+
+    /* Logs.insert: a free slot, the entry, the slot pointed at it, the old entry dead */
+    const uint8_t *slots = w->base + w->slots_off + lg->s * w->sps * SLOT_SIZE;
+    if (i < 0) {
+        uint64_t j = home, sh;
+        for (;;) {  /* the load is under MAX_LOAD: an empty slot exists */
+            memcpy(&sh, slots + j * SLOT_SIZE, 8);
+            if (!sh)
+                break;
+            if (++j == w->sps)
+                j = 0;
+        }
+        i = (int64_t)j;
+    }
+    uint8_t *e = w->base + q;
+    uint16_t klen16 = (uint16_t)kl, gidx16 = (uint16_t)g->idx;
+    uint32_t vlen32 = (uint32_t)vl, slot32 = (uint32_t)i;
+    memcpy(e, &klen16, 2);
+    e[2] = codec;
+    e[3] = (uint8_t)g->entry_flags;
+    memcpy(e + 4, &vlen32, 4);
+    memcpy(e + ENTRY_SLOT_AT, &slot32, 4);
+    memcpy(e + 12, &gidx16, 2);
+    e[14] = e[15] = 0;
+    memcpy(e + 16, &exp, 8);
+    memcpy(e + ENTRY_SIZE, k, kl);
+    memcpy(e + ENTRY_SIZE + kl, v, vl);
+
+    /* SlotTable.point */
+    uint8_t *p = (uint8_t *)slots + (uint64_t)i * SLOT_SIZE;
+    uint64_t old_h;
+    uint32_t old_off;
+    memcpy(&old_h, p, 8);
+    memcpy(&old_off, p + SLOT_OFF_AT, 4);
+    uint64_t old = 0;
+    if (old_h)
+        old = w->data_off + (uint64_t)old_off * 8;
+    else
+        *shard_count(w, lg->s) += 1;
+    w->base[w->refs_off + lg->s * w->sps + (uint64_t)i] = 0;
+    slot_write(p, h, (uint32_t)((q - w->data_off) >> 3));
+    if (old && in_map(w, old, ENTRY_SIZE))  /* (find checked it) */
+        kill_at(w, old, st);
+    st[3] += esize;
+    st[4] += 1;
+    if (g->entry_flags & F_HOT)
+        st[5] += esize;
+}
+
+/* set(group, key, value, codec, expire_at) -> 0 stored, COUNTED, NOT_HANDLED, or the
+ * trylock code. */
 static PyObject *Writer_set(Writer *w, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5) {
@@ -256,6 +592,10 @@ static PyObject *Writer_set(Writer *w, PyObject *const *args, Py_ssize_t nargs)
     uint64_t esize = entry_size((uint64_t)kl, vl);
     if (esize > g.slice || locate(w, &g, k, (size_t)kl, &h, &s, &home) < 0)
         return PyLong_FromLong(NOT_HANDLED);  /* not cached / not hashed here: Python decides */
+    uint64_t gs_at = g.gstate + s * GSTATE_SIZE;
+    uint64_t slice_at = g.data + ((s + w->n_shards - g.idx % w->n_shards) % w->n_shards) * g.slice;
+    if (!in_map(w, gs_at, GSTATE_SIZE) || !in_map(w, slice_at, g.slice) || (slice_at - w->data_off) % 8)
+        return PyLong_FromLong(NOT_HANDLED);
     pthread_mutex_t *lock = shard_lock(w, s);
     int rc = pthread_mutex_trylock(lock);
     if (rc)
@@ -263,135 +603,28 @@ static PyObject *Writer_set(Writer *w, PyObject *const *args, Py_ssize_t nargs)
 
     int result = NOT_HANDLED;
     int64_t i = find(w, s, h, k, (size_t)kl, g.idx, home);
-    uint64_t gs_at = g.gstate + s * GSTATE_SIZE;
+    if (i == -2)
+        goto out;
     int64_t st[6];
-    if (i == -2 || !in_map(w, gs_at, GSTATE_SIZE))
-        goto out;
     memcpy(st, w->base + gs_at, GSTATE_SIZE);
-    uint32_t *count = shard_count(w, s);
-    if (i < 0 && *count >= w->slot_limit)
-        goto out;  /* make_slot_room would evict */
-
-    /* Logs.fit without evicting; the wrap marker is stored only once the write is sure. */
-    int64_t L = (int64_t)g.slice, E = (int64_t)esize;
-    int64_t head = st[0], tail = st[1], used = st[2], pos;
-    int wrap = 0;
-    if (!used)
-        head = tail = 0;
-    if (head > tail || !used) {
-        if (E <= L - head)
-            pos = head;
-        else if (E <= tail) {
-            wrap = 1;
-            pos = 0;
-        } else
-            goto out;
-    } else if (head < tail && E <= tail - head)
-        pos = head;
-    else
-        goto out;
-    uint64_t slice_at = g.data + ((s + w->n_shards - g.idx % w->n_shards) % w->n_shards) * g.slice;
-    uint64_t q = slice_at + (uint64_t)pos;
-    if (!in_map(w, q, ENTRY_SIZE + (uint64_t)kl + vl) || (wrap && !in_map(w, slice_at + head, 4))
-        || (q - w->data_off) % 8 || (q - w->data_off) / 8 > UINT32_MAX)
-        goto out;
-
-    /* Logs.fit's stores */
-    if (wrap) {
-        uint8_t mark[4] = {0, 0, 0, F_WRAP};
-        memcpy(w->base + slice_at + head, mark, 4);
-        used += L - head;
-    }
-    st[0] = (pos + E) % L;
-    st[1] = tail;
-    st[2] = used + E;
-
-    /* Logs.insert: the free slot, then the entry, then the slot, then the old entry dead */
-    const uint8_t *slots = w->base + w->slots_off + s * w->sps * SLOT_SIZE;
-    if (i < 0) {
-        uint64_t j = home, sh;
-        for (;;) {
-            memcpy(&sh, slots + j * SLOT_SIZE, 8);
-            if (!sh)
-                break;
-            if (++j == w->sps)
-                j = 0;
-        }
-        i = (int64_t)j;
-    }
-    uint8_t *e = w->base + q;
-    uint16_t klen16 = (uint16_t)kl, gidx16 = (uint16_t)g.idx;
-    uint32_t vlen32 = (uint32_t)vl, slot32 = (uint32_t)i;
-    memcpy(e, &klen16, 2);
-    e[2] = (uint8_t)codec;
-    e[3] = (uint8_t)g.entry_flags;
-    memcpy(e + 4, &vlen32, 4);
-    memcpy(e + ENTRY_SLOT_AT, &slot32, 4);
-    memcpy(e + 12, &gidx16, 2);
-    e[14] = e[15] = 0;
-    memcpy(e + 16, &exp, 8);
-    memcpy(e + ENTRY_SIZE, k, (size_t)kl);
-    memcpy(e + ENTRY_SIZE + kl, v, (size_t)vl);
-
-    /* SlotTable.point */
-    uint8_t *p = (uint8_t *)slots + (uint64_t)i * SLOT_SIZE;
-    uint64_t old_h;
-    uint32_t old_off;
-    memcpy(&old_h, p, 8);
-    memcpy(&old_off, p + SLOT_OFF_AT, 4);
-    uint64_t old = 0;
-    if (old_h)
-        old = w->data_off + (uint64_t)old_off * 8;
-    else
-        *count += 1;
-    w->base[w->refs_off + s * w->sps + (uint64_t)i] = 0;
-    slot_write(p, h, (uint32_t)((q - w->data_off) >> 3));
-    if (old) {
-        if (!in_map(w, old, ENTRY_SIZE))
-            goto out_stored;  /* cannot happen under the lock; the slot is already new */
-        kill_at(w, old, st);
-    }
-out_stored:
-    st[3] += E;
-    st[4] += 1;
-    if (g.entry_flags & F_HOT)
-        st[5] += E;
+    w_log lg = {&g, s, slice_at, (int64_t)g.slice, st, 0};
+    w->have_now = 0;
+    w->evicted = w->expired = 0;
+    set_locked(w, &lg, h, home, i, k, (uint64_t)kl, v, vl, (uint8_t)codec, exp, (int64_t)esize);
+    /* Stored even after a failure: what the hand did is in st (a failure stops it between
+     * steps, each of which left the shard consistent). */
     memcpy(w->base + gs_at, st, GSTATE_SIZE);
-    result = 0;
+    result = (w->evicted || w->expired) ? COUNTED : 0;
+    pthread_mutex_unlock(lock);
+    if (lg.failed) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "an arena shard's log points outside the mapping");
+        return NULL;
+    }
+    return PyLong_FromLong(result);
 out:
     pthread_mutex_unlock(lock);
     return PyLong_FromLong(result);
-}
-
-/* SlotTable.delete: backward shift from slot i of shard s; every moved slot is written before
- * its old place is cleared, and its entry's back pointer follows it. */
-static void slot_delete(Writer *w, uint64_t s, uint64_t i)
-{
-    uint64_t sps = w->sps;
-    uint8_t *base = w->base + w->slots_off + s * sps * SLOT_SIZE;
-    uint8_t *refs = w->base + w->refs_off + s * sps;
-    uint64_t j = i;
-    for (;;) {
-        if (++j == sps)
-            j = 0;
-        uint64_t hj;
-        uint32_t offj;
-        memcpy(&hj, base + j * SLOT_SIZE, 8);
-        memcpy(&offj, base + j * SLOT_SIZE + SLOT_OFF_AT, 4);
-        if (!hj)
-            break;
-        uint64_t k = hj % sps;
-        /* Stay when the home k lies cyclically in (i, j]. */
-        if ((i < j && i < k && k <= j) || (i > j && (k > i || k <= j)))
-            continue;
-        slot_write(base + i * SLOT_SIZE, hj, offj);
-        refs[i] = refs[j];
-        uint32_t i32 = (uint32_t)i;
-        memcpy(w->base + w->data_off + (uint64_t)offj * 8 + ENTRY_SLOT_AT, &i32, 4);
-        i = j;
-    }
-    slot_write(base + i * SLOT_SIZE, 0, 0);
-    *shard_count(w, s) -= 1;
 }
 
 /* delete(group, key) -> 0 absent, 1 deleted, NOT_HANDLED, or the trylock code. */
@@ -411,31 +644,37 @@ static PyObject *Writer_delete(Writer *w, PyObject *const *args, Py_ssize_t narg
     uint64_t h, s, home;
     if (locate(w, &g, k, (size_t)kl, &h, &s, &home) < 0)
         return PyLong_FromLong(NOT_HANDLED);
+    uint64_t gs_at = g.gstate + s * GSTATE_SIZE;
+    if (!in_map(w, gs_at, GSTATE_SIZE))
+        return PyLong_FromLong(NOT_HANDLED);
     pthread_mutex_t *lock = shard_lock(w, s);
     int rc = pthread_mutex_trylock(lock);
     if (rc)
         return PyLong_FromLong(rc);
     int result = NOT_HANDLED;
     int64_t i = find(w, s, h, k, (size_t)kl, g.idx, home);
-    uint64_t gs_at = g.gstate + s * GSTATE_SIZE;
     if (i == -1) {
         result = 0;
-        goto out;
+    } else if (i >= 0) {
+        /* Arena._remove_and_store: the entry dead, the slot deleted, the log state stored */
+        uint32_t off;
+        memcpy(&off, w->base + w->slots_off + (s * w->sps + (uint64_t)i) * SLOT_SIZE + SLOT_OFF_AT, 4);
+        int64_t st[6];
+        memcpy(st, w->base + gs_at, GSTATE_SIZE);
+        kill_at(w, w->data_off + (uint64_t)off * 8, st);  /* find checked it lies in the mapping */
+        slot_delete(w, s, (uint64_t)i);
+        memcpy(w->base + gs_at, st, GSTATE_SIZE);
+        result = 1;
     }
-    if (i < 0 || !in_map(w, gs_at, GSTATE_SIZE))
-        goto out;
-    /* Arena._remove_and_store: the entry dead, the slot deleted, the log state stored */
-    uint32_t off;
-    memcpy(&off, w->base + w->slots_off + (s * w->sps + (uint64_t)i) * SLOT_SIZE + SLOT_OFF_AT, 4);
-    int64_t st[6];
-    memcpy(st, w->base + gs_at, GSTATE_SIZE);
-    kill_at(w, w->data_off + (uint64_t)off * 8, st);  /* find checked it lies in the mapping */
-    slot_delete(w, s, (uint64_t)i);
-    memcpy(w->base + gs_at, st, GSTATE_SIZE);
-    result = 1;
-out:
     pthread_mutex_unlock(lock);
     return PyLong_FromLong(result);
+}
+
+static PyObject *Writer_take_counted(Writer *w, PyObject *unused)
+{
+    PyObject *r = Py_BuildValue("(KK)", (unsigned long long)w->evicted, (unsigned long long)w->expired);
+    w->evicted = w->expired = 0;
+    return r;
 }
 
 static void release_view(Writer *w)
@@ -447,13 +686,20 @@ static void release_view(Writer *w)
     }
 }
 
-/* Writer(mapping, (slots_off, refs_off, data_off, locks_off, slots_per_shard, n_shards, slot_limit)) */
+/* Writer(mapping, (slots_off, refs_off, data_off, locks_off, slots_per_shard, n_shards,
+ * slot_limit), clock, realtime) */
 static int Writer_init(Writer *w, PyObject *args, PyObject *kw)
 {
-    PyObject *mapping, *geo;
-    static char *names[] = {"mapping", "geometry", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!", names, &mapping, &PyTuple_Type, &geo))
+    PyObject *mapping, *geo, *clock;
+    int realtime;
+    static char *names[] = {"mapping", "geometry", "clock", "realtime", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!Op", names, &mapping, &PyTuple_Type, &geo,
+                                     &clock, &realtime))
         return -1;
+    if (!PyCallable_Check(clock)) {
+        PyErr_SetString(PyExc_TypeError, "clock must be callable");
+        return -1;
+    }
     if (PyTuple_GET_SIZE(geo) != 7) {
         PyErr_SetString(PyExc_TypeError, "geometry is a 7-tuple");
         return -1;
@@ -480,6 +726,9 @@ static int Writer_init(Writer *w, PyObject *args, PyObject *kw)
     w->sps = g[4];
     w->n_shards = g[5];
     w->slot_limit = g[6];
+    Py_INCREF(clock);
+    Py_XSETREF(w->clock, clock);
+    w->realtime = realtime;
     if (!in_map(w, w->slots_off, w->n_shards * w->sps * SLOT_SIZE)
         || !in_map(w, w->refs_off, w->n_shards * w->sps)
         || !in_map(w, w->locks_off, w->n_shards * LOCK_SIZE) || w->data_off > w->size) {
@@ -495,6 +744,7 @@ static void Writer_dealloc(Writer *w)
     if (w->weakrefs != NULL)
         PyObject_ClearWeakRefs((PyObject *)w);
     release_view(w);
+    Py_CLEAR(w->clock);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
@@ -506,11 +756,14 @@ static PyObject *Writer_release(Writer *w, PyObject *unused)
 
 static PyMethodDef Writer_methods[] = {
     {"set", (PyCFunction)(void (*)(void))Writer_set, METH_FASTCALL,
-     "set(group, key, value, codec, expire_at): 0 when stored as Arena.set stores it; -1 when "
-     "this is not the common case (nothing done); else the shard lock's trylock code (EBUSY: "
-     "not taken; EOWNERDEAD: taken, nothing done)."},
+     "set(group, key, value, codec, expire_at): 0 when stored as Arena.set stores it, COUNTED "
+     "when the hand also evicted or expired entries (take_counted()); NOT_HANDLED when this is "
+     "not a write made here (nothing done); else the shard lock's trylock code (EBUSY: not "
+     "taken; EOWNERDEAD: taken, nothing done)."},
     {"delete", (PyCFunction)(void (*)(void))Writer_delete, METH_FASTCALL,
      "delete(group, key): 1 deleted, 0 absent, -1 not the common case, else the trylock code."},
+    {"take_counted", (PyCFunction)Writer_take_counted, METH_NOARGS,
+     "(evictions, expirations) the last set's hand made, for the caller's stat row; then (0, 0)."},
     {"release", (PyCFunction)Writer_release, METH_NOARGS,
      "Let go of the mapping (before it is unmapped); set and delete raise ValueError after."},
     {NULL}
@@ -519,7 +772,7 @@ static PyMethodDef Writer_methods[] = {
 static PyTypeObject WriterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "geecache._arenawrite.Writer",
-    .tp_doc = "The arena's common set and delete, as geecache.shm.arena makes them.",
+    .tp_doc = "The arena's set and delete for lru and lru2 groups, as geecache.shm.arena makes them.",
     .tp_basicsize = sizeof(Writer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -548,6 +801,11 @@ PyMODINIT_FUNC PyInit__arenawrite(void)
         return NULL;
     }
     PyModule_AddIntConstant(m, "NOT_HANDLED", NOT_HANDLED);
+    PyModule_AddIntConstant(m, "COUNTED", COUNTED);
+    if (PyModule_AddObject(m, "HOT_SHARE", PyFloat_FromDouble(HOT_SHARE)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     PyModule_AddIntConstant(m, "MAX_HASHED", XXH3_SMALL_MAX);
     return m;
 }

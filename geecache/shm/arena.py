@@ -60,6 +60,7 @@ try:
     from .. import _arenawrite
 except ImportError:  # not built (no compiler at install time): Python makes every write
     _arenawrite = None  # type: ignore[assignment]
+_COUNTED = _arenawrite.COUNTED if _arenawrite is not None else None
 
 #: The environment variable that forces the pure-Python paths (these writes and the data
 #: plane's hit path) when set to anything but "" or "0".
@@ -151,7 +152,7 @@ class Arena:
         if _arenawrite is not None and os.environ.get(PURE_PYTHON_ENV, "") in ("", "0"):
             self._writer = _arenawrite.Writer(mm, (
                 self._slots_off, self._refs_off, self._data_off, locks_off, self._sps,
-                self._n_shards, self._logs.slot_limit))
+                self._n_shards, self._logs.slot_limit), clock, clock is time.time)
         #: Seconds a write waits for a shard lock before giving up with
         #: LockTimeoutError (None: as long as the holder lives).  A worker sets
         #: it: a holder that is alive but stopped (SIGSTOP, a debugger) must not
@@ -409,12 +410,19 @@ class Arena:
         rc = 0
         view = g.write_view
         if view is not None and self._writer is not None:
-            # The common case in C: it stores as below, or does nothing and says why.
+            # In C for lru and lru2: it stores as below, or does nothing and says why.
             rc = self._writer.set(view, kb, value, codec, exp)
             if not rc:
                 return
+            if rc == _COUNTED:  # stored; its hand evicted or expired entries
+                evicted, expired = self._writer.take_counted()
+                if evicted:
+                    self._stats.add(g.idx, "evictions", evicted)
+                if expired:
+                    self._stats.add(g.idx, "expirations", expired)
+                return
             if rc < 0:
-                rc = 0  # not the common case: all of it below
+                rc = 0  # not a write the compiled writer makes: all of it below
         h = xxh3_64_intdigest(g.prefix + kb) or 1
         s = (g.idx + (h >> 40) % g.gshards) % self._n_shards
         esize = (ENTRY_SIZE + 7 + len(kb) + len(value)) & ~7

@@ -71,7 +71,8 @@ class GroupRecord:
         self.shadows = None
         #: What the compiled writer (``geecache._arenawrite``) needs of a one-log group that
         #: samples nothing (``lru``, ``lru2``): (index, hash prefix, shards, data, slice, log
-        #: states, new entries' flags).  None for every other policy: Python writes those.
+        #: states, new entries' flags, policy code).  None for every other policy: Python
+        #: writes those.
         self.write_view = None
         if policy.adaptive:
             self.sample_mask = sample_mask(max_bytes)
@@ -91,7 +92,7 @@ class GroupRecord:
             self.logs = main.logs = (self, main)
         if not policy.small_share and not policy.adaptive:
             self.write_view = (idx, self.prefix, gshards, self.data, self.slice, self.gstate,
-                               self.entry_flags)
+                               self.entry_flags, policy.code)
 
 
 class GroupTable:

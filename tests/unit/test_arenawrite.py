@@ -24,6 +24,7 @@ import pytest
 from geecache.errors import ConfigError, GeeCacheError, LockTimeoutError
 from geecache.shm import Arena
 from geecache.shm.arena import PURE_PYTHON_ENV
+from geecache.shm.policy import HOT_SHARE, POLICIES
 from geecache.shm.layout import DATA_USED_AT, GSTATE_BANKS, GSTATE_SIZE, LOCK_SIZE, SHARD_COUNT_AT, U64
 from tests.support.arena import Clock
 from tests.support.proc import fork, reap
@@ -50,6 +51,9 @@ class CountingWriter:
         rc = self.writer.delete(*args)
         self.results[("delete", rc)] = self.results.get(("delete", rc), 0) + 1
         return rc
+
+    def take_counted(self):
+        return self.writer.take_counted()
 
     def release(self) -> None:
         self.writer.release()
@@ -148,6 +152,8 @@ def test_the_compiled_writer_leaves_the_arena_as_the_python_one(make_arena, monk
         assert compiled.stats(group) == python.stats(group)
     results = compiled._writer.results
     assert results.get(0, 0) > 0, results  # stored in C
+    if seed == 1:
+        assert results.get(_arenawrite.COUNTED, 0) > 0, results  # stored in C after evicting
     assert results.get(_arenawrite.NOT_HANDLED, 0) > 0, results  # left to Python
     assert results.get(("delete", 1), 0) > 0 and results.get(("delete", 0), 0) > 0, results
 
@@ -227,7 +233,7 @@ def test_a_lock_held_by_a_stopped_process_times_out_through_the_compiled_writer(
 
 
 def test_the_writer_refuses_bad_arguments_and_a_released_mapping(make_arena, monkeypatch):
-    compiled, _python, _clock = twins(make_arena, monkeypatch, 1 << 20)
+    compiled, _python, clock = twins(make_arena, monkeypatch, 1 << 20)
     compiled.configure_group("g", 256 << 10)
     writer = compiled._writer.writer
     view = compiled._group("g").write_view
@@ -240,11 +246,16 @@ def test_the_writer_refuses_bad_arguments_and_a_released_mapping(make_arena, mon
     with pytest.raises(TypeError):
         writer.delete(view)
     with pytest.raises(ValueError):
-        _arenawrite.Writer(compiled._mm, (1 << 40, 0, 0, 0, 8, 8, 6))
+        writer.set(view[:7] + (2,), b"k", b"v", 0, 0.0)  # a policy the writer does not know
     with pytest.raises(ValueError):
-        _arenawrite.Writer(compiled._mm, (0, 0, 0, 0, 0, 8, 6))
+        _arenawrite.Writer(compiled._mm, (1 << 40, 0, 0, 0, 8, 8, 6), clock, False)
+    with pytest.raises(ValueError):
+        _arenawrite.Writer(compiled._mm, (0, 0, 0, 0, 0, 8, 6), clock, False)
+    with pytest.raises(TypeError):
+        _arenawrite.Writer(compiled._mm, (0, 0, 0, 0, 8, 8, 6), None, False)
     released = _arenawrite.Writer(compiled._mm, (compiled._slots_off, compiled._refs_off, compiled._data_off,
-                                                 compiled._locks._off, compiled._sps, compiled._n_shards, 6))
+                                                 compiled._locks._off, compiled._sps, compiled._n_shards, 6),
+                                  clock, False)
     released.release()
     with pytest.raises(ValueError):
         released.set(view, b"k", b"v", 0, 0.0)
@@ -260,3 +271,35 @@ def test_groups_of_two_log_and_adaptive_policies_are_written_in_python(make_aren
     for policy in ("lru", "lru2"):
         a.configure_group(policy, 128 << 10, policy)
         assert a._group(policy).write_view is not None
+
+
+def test_the_writer_knows_the_policies_it_mirrors():
+    assert (POLICIES["lru"].code, POLICIES["lru2"].code) == (0, 1)
+    assert _arenawrite.HOT_SHARE == HOT_SHARE
+
+
+def test_a_clock_that_fails_inside_the_hand_is_raised_and_the_shard_stays_consistent(make_arena, monkeypatch):
+    clock = Clock()
+    monkeypatch.delenv(PURE_PYTHON_ENV, raising=False)
+    a = make_arena(1 << 20, clock=clock)
+    a.configure_group("g", 64 << 10)
+    n = 0
+    while a.stats("g")["evictions"] == 0:  # fill with expiring entries until the hand runs
+        a.set("g", f"k{n}", b"x" * 200, ttl=60)
+        n += 1
+    fail = {"on": True}
+
+    def broken() -> float:
+        if fail["on"]:
+            raise OSError("the clock is gone")
+        return clock.now
+
+    a._writer = _arenawrite.Writer(a._mm, (a._slots_off, a._refs_off, a._data_off, a._locks._off, a._sps,
+                                           a._n_shards, a._logs.slot_limit), broken, False)
+    with pytest.raises(OSError):
+        a.set("g", "new", b"x" * 200)
+    fail["on"] = False
+    assert a.usage("g") == a.audit("g")
+    a.set("g", "new", b"x" * 200)
+    assert a.get("g", "new") == b"x" * 200
+    assert a.usage("g") == a.audit("g")
