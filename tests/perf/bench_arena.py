@@ -33,6 +33,7 @@ from xxhash import xxh3_64_intdigest  # noqa: E402
 from geecache.shm import Arena  # noqa: E402
 from geecache.shm.layout import entry_size  # noqa: E402
 from tests.perf.common import plot_bars, print_result, progress  # noqa: E402
+from tests.support.dataplane import hit_path_env  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
 N_KEYS = 10_000
@@ -179,6 +180,43 @@ def _latency(quick: bool) -> tuple[dict, dict]:
     return get_us, set_us
 
 
+def _writes(quick: bool) -> dict:
+    """µs per write of the compiled writer and of the Python one (``GEECACHE_PURE_PYTHON``),
+    alternating in this run: a set with room, a set into a full group (it evicts), a delete
+    of a key not there (what every owned write makes of the other partition's copy)."""
+    repeats = 3 if quick else 7
+    n = 5_000 if quick else N_KEYS
+    out: dict[str, dict[str, float]] = {}
+    arenas = {}
+    for kind in ("compiled", "python"):
+        with hit_path_env("python" if kind == "python" else "compiled"):
+            arenas[kind] = Arena.create(64 << 20)
+        arenas[kind].configure_group("room", 24 << 20, "lru")
+        arenas[kind].configure_group("full", 1 << 20, "lru")
+        for i in range(20_000):  # past the budget: from here on every new key evicts
+            arenas[kind].set("full", f"fill:{i}", VALUE)
+    try:
+        times: dict[tuple[str, str], list[float]] = {}
+        for r in range(repeats):
+            for kind, arena in arenas.items():
+                ops = {
+                    "set, room at the head": lambda k, a=arena: a.set("room", k, VALUE),
+                    "set into a full group (evicts)": lambda k, a=arena: a.set("full", k, VALUE),
+                    "delete of a key not there": lambda k, a=arena: a.delete("room", "absent:" + k),
+                }
+                keys = [f"w{r}:{i}" for i in range(n)]
+                for op, fn in ops.items():
+                    times.setdefault((op, kind), []).append(_per_op(fn, keys, 1))
+        for (op, kind), ts in times.items():
+            out.setdefault(op, {})[kind] = statistics.median(ts)
+        progress("writes: " + "; ".join(f"{op} {v['compiled']:.2f} / {v['python']:.2f} µs" for op, v in out.items()))
+    finally:
+        for arena in arenas.values():
+            arena.close()
+            arena.unlink()
+    return out
+
+
 def _overhead() -> dict:
     """Bytes per 100-byte entry beyond key and value, with the arena full."""
     size = 64 << 20
@@ -252,6 +290,7 @@ def _hit_ratios(quick: bool) -> dict:
 def run(quick: bool = False) -> dict:
     """Run the benchmark; the perf tool's entry point."""
     get_us, set_us = _latency(quick)
+    writes = _writes(quick)
     over = _overhead()
     ratios = _hit_ratios(quick)
     names = list(get_us)
@@ -269,6 +308,10 @@ def run(quick: bool = False) -> dict:
                    round(get_us["arena"] / get_us["raw shm table"], 2)],
                   ["set", round(set_us["arena"], 2), round(get_us["raw shm table"], 2),
                    round(set_us["arena"] / get_us["raw shm table"], 2)]]},
+        {"title": "the arena's writes: the compiled writer against the Python one, alternating in this run",
+         "columns": ["write", "compiled µs", "Python µs", "Python / compiled"],
+         "rows": [[op, round(v["compiled"], 2), round(v["python"], 2), round(v["python"] / v["compiled"], 2)]
+                  for op, v in writes.items()]},
         {"title": "arena overhead per 100-byte entry (full 64 MiB arena)",
          "columns": ["measure", "value"],
          "rows": [[k, v] for k, v in over.items()]},
@@ -283,6 +326,10 @@ def run(quick: bool = False) -> dict:
         "raw_get_us": round(get_us["raw shm table"], 3),
         "arena_get_vs_raw_get": round(get_us["arena"] / get_us["raw shm table"], 2),
         "arena_set_vs_raw_get": round(set_us["arena"] / get_us["raw shm table"], 2),
+        "set_room_us": round(writes["set, room at the head"]["compiled"], 3),
+        "set_room_python_us": round(writes["set, room at the head"]["python"], 3),
+        "set_evicting_us": round(writes["set into a full group (evicts)"]["compiled"], 3),
+        "set_evicting_python_us": round(writes["set into a full group (evicts)"]["python"], 3),
         "overhead_bytes_per_entry": over["total overhead B/entry"],
         "hit_ratio_lru": round(ratios["arena lru"], 4),
         "hit_ratio_lru2": round(ratios["arena lru2"], 4),

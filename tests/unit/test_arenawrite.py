@@ -152,7 +152,7 @@ def test_the_compiled_writer_leaves_the_arena_as_the_python_one(make_arena, monk
         assert compiled.stats(group) == python.stats(group)
     results = compiled._writer.results
     assert results.get(0, 0) > 0, results  # stored in C
-    if seed == 1:
+    if seed == 1 and SCALE >= 1:  # a tenth of the tight case does not fill its budget
         assert results.get(_arenawrite.COUNTED, 0) > 0, results  # stored in C after evicting
     assert results.get(_arenawrite.NOT_HANDLED, 0) > 0, results  # left to Python
     assert results.get(("delete", 1), 0) > 0 and results.get(("delete", 0), 0) > 0, results
