@@ -8,6 +8,8 @@ pin framing, pipelining, flow control and the connection states in microseconds 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 
 import h11
 import pytest
@@ -217,16 +219,23 @@ def put_bytes(key: str, value: bytes, extra: str = "") -> bytes:
     return f"PUT /api?key={key} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(value)}\r\n{extra}\r\n".encode() + value
 
 
-def test_commit_answers_are_written_together_after_the_commits_callbacks(loop, sqlite_plane):
+def test_commit_answers_are_written_together_after_the_commits_callbacks(loop, sqlite_plane, tmp_path):
     # Rows of one commit: each connection's 204 is held until every row's callback ran, then
     # all are written back to back at the end of the turn (the clients wake together).
+    # The test holds the host's write turn while the rows queue, so that they share one
+    # commit: a commit thread that took the first row alone would answer it before the rest.
     conns = [connect(sqlite_plane) for _ in range(4)]
-    for i, (proto, _) in enumerate(conns):
-        inside(loop, proto.data_received, put_bytes(f"k{i}", b"v%d" % i))
-    futures = [proto._pending for proto, _ in conns]
-    assert len(set(map(id, futures))) == 4 and all(f is not None for f in futures)
-    seen = []  # after the last row's callback: what had been written by then
-    futures[-1].add_done_callback(lambda f: seen.append([bytes(t.out) for _, t in conns]))
+    turn = os.open(str(tmp_path / "w.db") + "-writer", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        for i, (proto, _) in enumerate(conns):
+            inside(loop, proto.data_received, put_bytes(f"k{i}", b"v%d" % i))
+        futures = [proto._pending for proto, _ in conns]
+        assert len(set(map(id, futures))) == 4 and all(f is not None for f in futures)
+        seen = []  # after the last row's callback: what had been written by then
+        futures[-1].add_done_callback(lambda f: seen.append([bytes(t.out) for _, t in conns]))
+    finally:
+        os.close(turn)  # the turn with it: the commit goes on with every row queued
     for _, t in conns:
         settle(loop, sqlite_plane, t, 1)
     assert seen == [[b""] * 4]
