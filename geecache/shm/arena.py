@@ -153,6 +153,7 @@ class Arena:
             self._writer = _arenawrite.Writer(mm, (
                 self._slots_off, self._refs_off, self._data_off, locks_off, self._sps,
                 self._n_shards, self._logs.slot_limit), clock, clock is time.time)
+            self._flight.use_compiled_search(self._writer.find_u64)
         #: Seconds a write waits for a shard lock before giving up with
         #: LockTimeoutError (None: as long as the holder lives).  A worker sets
         #: it: a holder that is alive but stopped (SIGSTOP, a debugger) must not
@@ -220,6 +221,8 @@ class Arena:
 
     def _close_map(self) -> None:
         self._release_readers()
+        if hasattr(self, "_flight"):
+            self._flight.use_compiled_search(None)  # it holds a writer's view of the mapping
         writer = getattr(self, "_writer", None)
         if writer is not None:
             writer.release()  # its view of the mapping must go before the mapping

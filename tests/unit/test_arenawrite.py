@@ -158,6 +158,34 @@ def test_the_compiled_writer_leaves_the_arena_as_the_python_one(make_arena, monk
     assert results.get(("delete", 1), 0) > 0 and results.get(("delete", 0), 0) > 0, results
 
 
+def test_the_flight_search_finds_what_the_bytes_search_finds(make_arena, monkeypatch):
+    """``Flight.loading`` through ``find_u64`` answers as the search of the table's bytes does:
+    the same first whole word, never bytes straddling two words, nothing past the table."""
+    compiled, python, _clock = twins(make_arena, monkeypatch, 1 << 20)
+    rng = random.Random(7)
+    cf, pf = compiled._flight, python._flight
+    assert cf._find_u64 is not None and pf._find_u64 is None
+    me = os.getpid()
+    for round_ in range(max(20, int(200 * SCALE))):
+        words = [0] * cf._slots
+        for _ in range(rng.choice((0, 1, 5, 60, cf._slots))):
+            words[rng.randrange(cf._slots)] = rng.getrandbits(64) or 1
+        for f in (cf, pf):
+            for i, w in enumerate(words):
+                f._put(i, w, me if w else 0)
+        table = b"".join(w.to_bytes(8, "little") for w in words)
+        needles = [w for w in words if w][:5] + [rng.getrandbits(64) or 1]
+        at = rng.randrange(1, len(table) - 8)  # bytes straddling two words: never a match
+        needles.append(int.from_bytes(table[at:at + 8], "little") or 1)
+        needles.append(int.from_bytes(compiled._mm[cf._pids_off:cf._pids_off + 8], "little") or 1)
+        for h in needles:
+            assert cf.loading(h) == pf.loading(h) == (h in words), (round_, h)
+    with pytest.raises(ValueError):
+        cf._find_u64(len(compiled._mm) - 8, 2, 1)
+    with pytest.raises(ValueError):
+        cf._find_u64(0, 1 << 62, 1)
+
+
 def test_a_set_that_fails_in_python_changes_nothing_in_c(make_arena, monkeypatch):
     """Bad input is refused before either writer runs: the arenas stay equal and empty."""
     compiled, python, _clock = twins(make_arena, monkeypatch, 1 << 20)
