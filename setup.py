@@ -8,21 +8,12 @@ pure-Python package, which gives the same answers (everything else is in pyproje
 
 from setuptools import Extension, setup
 
-setup(
-    ext_modules=[
-        Extension(
-            "geecache._hitpath",
-            sources=["geecache/csrc/hitpath.c"],
-            depends=["geecache/csrc/xxh3.h"],
-            extra_compile_args=["-O2", "-std=gnu11", "-fno-strict-aliasing"],
-            optional=True,
-        ),
-        Extension(
-            "geecache._arenawrite",
-            sources=["geecache/csrc/arenawrite.c"],
-            depends=["geecache/csrc/xxh3.h"],
-            extra_compile_args=["-O2", "-std=gnu11", "-fno-strict-aliasing"],
-            optional=True,
-        ),
-    ],
-)
+
+def compiled(name: str, source: str) -> Extension:
+    """One optional C module of geecache/csrc (a failed build leaves the Python path)."""
+    return Extension(name, sources=[f"geecache/csrc/{source}"], depends=["geecache/csrc/xxh3.h"],
+                     extra_compile_args=["-O2", "-std=gnu11", "-fno-strict-aliasing"], optional=True)
+
+
+setup(ext_modules=[compiled("geecache._hitpath", "hitpath.c"),
+                   compiled("geecache._arenawrite", "arenawrite.c")])

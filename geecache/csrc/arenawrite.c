@@ -558,20 +558,28 @@ static void set_locked(Writer *w, w_log *lg, uint64_t h, uint64_t home, int64_t 
         st[5] += esize;
 }
 
+/* The arguments set and delete share: their count, the writer still holding the mapping,
+ * the group's write view and the key's bytes; -1 with the exception set. */
+static int write_args(Writer *w, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
+                      const char *usage, w_group *g, const uint8_t **k, Py_ssize_t *kl)
+{
+    if (nargs != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (released(w) || read_group(args[0], g) < 0 || key_value(args, k, kl) < 0)
+        return -1;
+    return 0;
+}
+
 /* set(group, key, value, codec, expire_at) -> 0 stored, COUNTED, NOT_HANDLED, or the
  * trylock code. */
 static PyObject *Writer_set(Writer *w, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "set(group, key, value, codec, expire_at)");
-        return NULL;
-    }
-    if (released(w))
-        return NULL;
     w_group g;
     const uint8_t *k;
     Py_ssize_t kl;
-    if (read_group(args[0], &g) < 0 || key_value(args, &k, &kl) < 0)
+    if (write_args(w, args, nargs, 5, "set(group, key, value, codec, expire_at)", &g, &k, &kl) < 0)
         return NULL;
     if (!PyBytes_CheckExact(args[2])) {
         PyErr_SetString(PyExc_TypeError, "value must be bytes");
@@ -630,16 +638,10 @@ out:
 /* delete(group, key) -> 0 absent, 1 deleted, NOT_HANDLED, or the trylock code. */
 static PyObject *Writer_delete(Writer *w, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "delete(group, key)");
-        return NULL;
-    }
-    if (released(w))
-        return NULL;
     w_group g;
     const uint8_t *k;
     Py_ssize_t kl;
-    if (read_group(args[0], &g) < 0 || key_value(args, &k, &kl) < 0)
+    if (write_args(w, args, nargs, 2, "delete(group, key)", &g, &k, &kl) < 0)
         return NULL;
     uint64_t h, s, home;
     if (locate(w, &g, k, (size_t)kl, &h, &s, &home) < 0)
