@@ -75,8 +75,10 @@ def make_arena():
 
     yield make
     for a in made:
-        a.close()
-        a.unlink()
+        try:
+            a.close()
+        finally:  # a close that raised must not leave the segment in /dev/shm
+            a.unlink()
     left = {a.name for a in made} & geecache_segments()
     assert not left, f"segments left behind: {left}"
 
