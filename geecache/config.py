@@ -646,6 +646,11 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
             "acknowledged write survives a power loss; `normal` fsyncs at checkpoints only: it survives "
             "a process crash, not a power loss", check=one_of(_sqlite_synchronous, "synchronous"),
             what="`full` or `normal`", cli=False),
+    Setting(name="busy_timeout", kind=NUMBER, default=5.0,
+            help="seconds a write to `sqlite` may wait for its commit (queued, for the host's write "
+            "turn, for SQLite's lock); past it and a 1 s grace it answers 503, saying whether it may "
+            "still have been applied (`X-Geecache-Maybe-Applied`). Also SQLite's own `busy_timeout`", check=_positive,
+            what="number > 0 (seconds)", cli=False),
     Setting(name="loader", kind=STR, default=None,
             help="read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
             "`async def`); `None` = not found. Imported at config time from `sys.path` (set "
@@ -762,7 +767,7 @@ def _parse_group(raw: Any, index: int, base: Path):
         g.sqlite = str(path)
         check_sqlite(g.sqlite, g.table, where)
     else:
-        for only in ("table", "synchronous"):
+        for only in ("table", "synchronous", "busy_timeout"):
             if only in raw:
                 raise ConfigError(f"{where}.{only}", "only applies to a sqlite source")
         check_loader(g.loader, f"{where}.loader")

@@ -43,7 +43,7 @@ def open_source(g: GroupConfig, executors: Executors | None = None) -> Storage:
     """The Storage a group reads from: its SQLite table or its loader function."""
     if g.sqlite is not None:
         return SQLiteStorage(g.sqlite, g.table, executor=executors and executors.writes,
-                             synchronous=g.synchronous)
+                             synchronous=g.synchronous, busy_timeout=g.busy_timeout)
     return load_source(g.loader, executor=executors and executors.loads)
 
 

@@ -186,6 +186,19 @@ def test_synchronous_is_full_by_default_normal_when_asked_and_sqlite_only(tmp_pa
         assert err.value.field == field
 
 
+
+def test_busy_timeout_bounds_a_write_of_a_sqlite_group_and_is_sqlite_only(tmp_path):
+    path = write(tmp_path, '[[groups]]\nname = "g"\nsqlite = "a.db"\n[[groups]]\nname = "h"\n'
+                 'sqlite = "b.db"\nbusy_timeout = 0.5\n')
+    cfg = parse_args(["--config", path], environ={})
+    assert [g.busy_timeout for g in cfg.groups] == [5.0, 0.5]
+    for body in ('sqlite = "c.db"\nbusy_timeout = 0\n', 'sqlite = "c.db"\nbusy_timeout = "soon"\n',
+                 'loader = "os.path:basename"\nbusy_timeout = 1\n'):
+        path = write(tmp_path, '[[groups]]\nname = "g"\n' + body)
+        with pytest.raises(ConfigError) as err:
+            parse_args(["--config", path], environ={})
+        assert err.value.field == "groups[0].busy_timeout", body
+
 # -- the settings table: every source, every float, the arena's rows -------------------------
 
 from geecache.config import (  # noqa: E402
