@@ -649,8 +649,8 @@ GROUP_SETTINGS: tuple[Setting, ...] = (
     Setting(name="busy_timeout", kind=NUMBER, default=5.0,
             help="seconds a write to `sqlite` may wait for its commit (queued, for the host's write "
             "turn, for SQLite's lock); past it and a 1 s grace it answers 503, saying whether it may "
-            "still have been applied (`X-Geecache-Maybe-Applied`). Also SQLite's own `busy_timeout`", check=_positive,
-            what="number > 0 (seconds)", cli=False),
+            "still have been applied (`X-Geecache-Maybe-Applied`). Also SQLite's own `busy_timeout`",
+            check=_positive, what="number > 0 (seconds)", cli=False),
     Setting(name="loader", kind=STR, default=None,
             help="read-only source: `fn(key) -> bytes \\| str \\| None` (sync runs in a thread, or "
             "`async def`); `None` = not found. Imported at config time from `sys.path` (set "

@@ -100,10 +100,10 @@ class Flight:
 
     def loading(self, h: int) -> bool:
         """True while a live process holds *h*."""
-        mm, off = self._mm, self._off
         if self._find_u64 is not None:
-            i = self._find_u64(off, self._slots, h)
+            i = self._find_u64(self._off, self._slots, h)
             return i >= 0 and alive(self._pid(i))
+        mm, off = self._mm, self._off
         end = self._pids_off
         needle = self._u64.pack(h)
         at = mm.find(needle, off, end)

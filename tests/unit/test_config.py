@@ -186,7 +186,6 @@ def test_synchronous_is_full_by_default_normal_when_asked_and_sqlite_only(tmp_pa
         assert err.value.field == field
 
 
-
 def test_busy_timeout_bounds_a_write_of_a_sqlite_group_and_is_sqlite_only(tmp_path):
     path = write(tmp_path, '[[groups]]\nname = "g"\nsqlite = "a.db"\n[[groups]]\nname = "h"\n'
                  'sqlite = "b.db"\nbusy_timeout = 0.5\n')
@@ -198,6 +197,7 @@ def test_busy_timeout_bounds_a_write_of_a_sqlite_group_and_is_sqlite_only(tmp_pa
         with pytest.raises(ConfigError) as err:
             parse_args(["--config", path], environ={})
         assert err.value.field == "groups[0].busy_timeout", body
+
 
 # -- the settings table: every source, every float, the arena's rows -------------------------
 
