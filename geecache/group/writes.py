@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 from .. import hlc
 from ..backoff import wait_while
@@ -334,42 +335,44 @@ class Writes(GroupCore):
             self.stats.add("peer_trips", trips)
 
 
-    def start_set(self, key: str, value: bytes) -> tuple[asyncio.Future, int] | None:
+    def start_set(self, key: str, value: bytes, done: Callable) -> tuple[object, int] | None:
         """``set(key, value)`` without a coroutine, when this host owns *key* and the source
-        queues writes (``queue_write``): (the Future of its commit, the write's version), to
-        hand to ``finish_set``.  None when the write must take ``set``'s path (another owner,
-        another source); then nothing has been done.
+        queues writes (``queue_write``): (the queued write, the write's version), to hand to
+        ``finish_set`` once *done(write)* is called (on the loop thread, when its commit is
+        answered).  None when the write must take ``set``'s path (another owner, another
+        source); then nothing has been done and *done* is never called.
 
         Measured: the coroutines of ``set`` and the Task that ran them cost more of a PUT's
         CPU than the commit; this is ``set``'s path for the common case, and ``finish_set``
         goes back to it for the rest (a refusal to re-stamp, a racing load, members to tell).
         """
         check_key(key)
-        return self._start_write(key, check_value(value, self.item_limit), "sets")
+        return self._start_write(key, check_value(value, self.item_limit), "sets", done)
 
 
-    def start_delete(self, key: str) -> tuple[asyncio.Future, int] | None:
+    def start_delete(self, key: str, done: Callable) -> tuple[object, int] | None:
         """``delete(key)`` without a coroutine, as ``start_set`` is ``set``'s: hand the result
         to ``finish_delete``; None when the delete must take ``delete``'s path."""
         check_key(key)
-        return self._start_write(key, None, "deletes")
+        return self._start_write(key, None, "deletes", done)
 
 
-    def _start_write(self, key: str, value: bytes | None, stat: str) -> tuple[asyncio.Future, int] | None:
+    def _start_write(self, key: str, value: bytes | None, stat: str, done: Callable
+                     ) -> tuple[object, int] | None:
         self._check_writable()
         queue_write = write_queue(self.source)
         if queue_write is None or self.peers.pick(key) is not None:
             return None
         self.stats.add(stat)
         version = hlc.clock.now()
-        return queue_write(key, value, version), version
+        return queue_write(key, value, version, done), version
 
 
-    def finish_set(self, key: str, value: bytes, version: int, future: asyncio.Future):
-        """The rest of ``start_set(key, value)`` once its commit's *future* is done: None when
-        the write is acknowledged, else the coroutine that settles it (await it before
+    def finish_set(self, key: str, value: bytes, version: int, write):
+        """The rest of ``start_set(key, value)`` once its *write* is answered: None when the
+        write is acknowledged, else the coroutine that settles it (await it before
         acknowledging).  Raises the write's error."""
-        result = self._committed(key, future)
+        result = self._committed(write)
         if not result.applied:
             self.invalidate([key])
             self.stats.add("writes_refused")
@@ -394,11 +397,11 @@ class Writes(GroupCore):
         return None
 
 
-    def finish_delete(self, key: str, version: int, future: asyncio.Future):
-        """The rest of ``start_delete(key)`` once its commit's *future* is done: whether the source
+    def finish_delete(self, key: str, version: int, write):
+        """The rest of ``start_delete(key)`` once its *write* is answered: whether the source
         had the key (acknowledged), else the coroutine that settles the delete and answers that
         (await it before acknowledging).  Raises the delete's error."""
-        result = self._committed(key, future)
+        result = self._committed(write)
         entry = self._keep(key, None, 0.0, result)
         if entry is None:
             return self._settled_existed(self._settle_write(key, None, 0.0, version, result))
@@ -408,13 +411,12 @@ class Writes(GroupCore):
         return result.existed
 
 
-    def _committed(self, key: str, future: asyncio.Future) -> WriteResult:
-        if future.cancelled():
-            raise LoadError(f"group {self.name!r}: the write of {key!r} was cancelled")
-        error = future.exception()
-        if error is not None:
-            raise error
-        return future.result()
+    @staticmethod
+    def _committed(write) -> WriteResult:
+        answer = write.answer
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
     @staticmethod

@@ -215,6 +215,16 @@ def inside(loop, fn, *args):
     return loop.run_until_complete(call())
 
 
+def after_answer(write, fn) -> None:
+    """Call *fn(write)* right after the queued *write*'s own callback (the protocol's) ran."""
+    answered = write.callback
+
+    def both(w):
+        answered(w)
+        fn(w)
+    write.callback = both
+
+
 def put_bytes(key: str, value: bytes, extra: str = "") -> bytes:
     return f"PUT /api?key={key} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(value)}\r\n{extra}\r\n".encode() + value
 
@@ -230,10 +240,10 @@ def test_commit_answers_are_written_together_after_the_commits_callbacks(loop, s
         fcntl.flock(turn, fcntl.LOCK_EX)
         for i, (proto, _) in enumerate(conns):
             inside(loop, proto.data_received, put_bytes(f"k{i}", b"v%d" % i))
-        futures = [proto._pending for proto, _ in conns]
-        assert len(set(map(id, futures))) == 4 and all(f is not None for f in futures)
+        writes = [proto._pending for proto, _ in conns]
+        assert len(set(map(id, writes))) == 4 and all(w is not None for w in writes)
         seen = []  # after the last row's callback: what had been written by then
-        futures[-1].add_done_callback(lambda f: seen.append([bytes(t.out) for _, t in conns]))
+        after_answer(writes[-1], lambda w: seen.append([bytes(t.out) for _, t in conns]))
     finally:
         os.close(turn)  # the turn with it: the commit goes on with every row queued
     for _, t in conns:
@@ -253,7 +263,7 @@ def test_a_held_commit_answer_goes_out_before_the_transport_closes_on_eof(loop, 
     def client_eof(_):
         if not proto.eof_received():
             t.close()  # what the event loop's transport does when eof_received is falsy
-    committed.add_done_callback(client_eof)
+    after_answer(committed, client_eof)
     for _ in range(200):
         if t.closed:
             break
@@ -267,6 +277,6 @@ def test_a_request_read_while_an_answer_is_held_is_answered_after_it(loop, sqlit
     inside(loop, proto.data_received, put_bytes("order", b"new"))
     committed = proto._pending
     # The next request arrives between the commit's callback and the end of the turn.
-    committed.add_done_callback(lambda f: proto.data_received(get("order")))
+    after_answer(committed, lambda w: proto.data_received(get("order")))
     got = settle(loop, sqlite_plane, t, 2)
     assert [(status, body) for status, _, body in got] == [(204, b""), (200, b"new")]

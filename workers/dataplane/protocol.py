@@ -447,45 +447,46 @@ class DataPlaneProtocol(asyncio.Protocol):
         # (No _last stamp: data_received set it for this read; the idle clock runs from there.)
 
     def _serve_put(self, key: str, auth, body: bytes, end: bytes, start: float) -> None:
-        """``PUT /api?key=K`` on the default group: answered from its commit's Future when
+        """``PUT /api?key=K`` on the default group: answered from its queued write's callback when
         this host owns the key (``Router.start_put``), else through a task as any write."""
         router = self._router
         try:
-            started = router.start_put(key, body, auth)
+            started = router.start_put(key, body, auth, self._put_committed)
         except Exception as exc:  # the token, the key or value limits, a source that cannot keep up
             self._reply(error_reply_for(exc), "PUT", API, start, end, False)
             return
         if started is None:
             self._spawn(router.put(key, body), "PUT", API, start, end, False)
             return
-        self._await_commit(started, key, body, end, start, self._put_committed)
+        self._await_commit(started, key, body, end, start)
 
     def _serve_delete(self, key: str, auth, end: bytes, start: float) -> None:
         """``DELETE /api?key=K`` on the default group: as ``_serve_put`` (``Router.start_delete``)."""
         router = self._router
         try:
-            started = router.start_delete(key, auth)
+            started = router.start_delete(key, auth, self._delete_committed)
         except Exception as exc:  # the token, the key limits, a source that cannot keep up
             self._reply(error_reply_for(exc), "DELETE", API, start, end, False)
             return
         if started is None:
             self._spawn(router.delete(key), "DELETE", API, start, end, False)
             return
-        self._await_commit(started, key, None, end, start, self._delete_committed)
+        self._await_commit(started, key, None, end, start)
 
-    def _await_commit(self, started, key: str, value, end: bytes, start: float, done) -> None:
-        future, version = started
+    def _await_commit(self, started, key: str, value, end: bytes, start: float) -> None:
+        # (The write calls _put_committed or _delete_committed once answered, never before
+        # this returns: the committer answers from a later turn of the loop.)
+        write, version = started
         self._put = (key, value, version, end, start)
-        self._pending = future
+        self._pending = write
         self._busy = True  # (reading goes on: a request read meanwhile queues, and pauses it)
-        future.add_done_callback(done)
 
-    def _put_committed(self, future) -> None:
+    def _put_committed(self, write) -> None:
         assert self._put is not None and self._put[1] is not None  # set by _await_commit
         key, value, version, end, start = self._put
         self._put = None
         try:
-            rest = self._router.finish_put(key, value, version, future)
+            rest = self._router.finish_put(key, value, version, write)
         except Exception as exc:
             reply = error_reply_for(exc)
         else:
@@ -496,13 +497,13 @@ class DataPlaneProtocol(asyncio.Protocol):
             reply = NO_CONTENT
         self._finish(reply, "PUT", API, start, end, False, True)
 
-    def _delete_committed(self, future) -> None:
-        assert self._put is not None  # set by _await_commit before this callback was added
+    def _delete_committed(self, write) -> None:
+        assert self._put is not None  # set by _await_commit before the write could be answered
         key, _, version, end, start = self._put
         self._put = None
         self._pending = None
         try:
-            rest = self._router.finish_delete(key, version, future)
+            rest = self._router.finish_delete(key, version, write)
         except Exception as exc:
             reply = error_reply_for(exc)
         else:

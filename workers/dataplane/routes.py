@@ -506,17 +506,17 @@ class Router:
         group = self.group_named(params.get("group"))
         return self._put(group, key, req.body, params.get("ttl", 0))
 
-    def start_put(self, key: str, body: bytes, auth: bytes | None):
+    def start_put(self, key: str, body: bytes, auth: bytes | None, done):
         """``PUT /api?key=K`` on the default group without a coroutine, when it can be: the
-        commit's Future (``Group.start_set``), or None when the write takes the full path
-        (``api_put``'s); the token checked first."""
+        queued write (``Group.start_set``, which calls *done* once it is answered), or None
+        when the write takes the full path (``api_put``'s); the token checked first."""
         self._authorize(auth)
-        return self.default_group.start_set(key, body)
+        return self.default_group.start_set(key, body, done)
 
-    def finish_put(self, key: str, body: bytes, version: int, committed: asyncio.Future):
-        """The rest of a ``start_put`` once its commit is done (``Group.finish_set``): None when
-        acknowledged, else the coroutine that settles it."""
-        return self.default_group.finish_set(key, body, version, committed)
+    def finish_put(self, key: str, body: bytes, version: int, write):
+        """The rest of a ``start_put`` once its *write* is answered (``Group.finish_set``): None
+        when acknowledged, else the coroutine that settles it."""
+        return self.default_group.finish_set(key, body, version, write)
 
     def put(self, key: str, body: bytes):
         """``PUT /api?key=K`` on the default group by the full path (after ``start_put``)."""
@@ -547,16 +547,16 @@ class Router:
             raise NotFoundError(f"no key {key!r}")
         return NO_CONTENT
 
-    def start_delete(self, key: str, auth: bytes | None):
+    def start_delete(self, key: str, auth: bytes | None, done):
         """``DELETE /api?key=K`` on the default group without a coroutine, as ``start_put``:
-        the commit's Future (``Group.start_delete``), or None for the full path."""
+        the queued delete (``Group.start_delete``), or None for the full path."""
         self._authorize(auth)
-        return self.default_group.start_delete(key)
+        return self.default_group.start_delete(key, done)
 
-    def finish_delete(self, key: str, version: int, committed: asyncio.Future):
-        """The rest of a ``start_delete`` once its commit is done (``Group.finish_delete``):
+    def finish_delete(self, key: str, version: int, write):
+        """The rest of a ``start_delete`` once its *write* is answered (``Group.finish_delete``):
         whether the source had the key when acknowledged, else the coroutine that settles it."""
-        return self.default_group.finish_delete(key, version, committed)
+        return self.default_group.finish_delete(key, version, write)
 
     def delete(self, key: str):
         """``DELETE /api?key=K`` on the default group by the full path (after ``start_delete``)."""
