@@ -167,10 +167,12 @@ class HLC:
         ahead; a source lets a write replace it rather than refuse every
         write of the key until that time comes.
         """
-        if self._max_drift_us is None:
+        drift = self._max_drift_us
+        if drift is None:
             return LIMIT - 1
-        return min(pack(min(self._physical() + self._max_drift_us, _PHYSICAL_LIMIT - 1), _LOGICAL_MASK),
-                   LIMIT - 1)
+        # pack(min(now + drift, the last µs), the last counter), inlined (asked once per write);
+        # within LIMIT by construction.
+        return (min(self._physical() + drift, _PHYSICAL_LIMIT - 1) << LOGICAL_BITS) | _LOGICAL_MASK
 
     def last(self) -> int:
         """The last timestamp this clock issued (0 before the first)."""
@@ -178,7 +180,8 @@ class HLC:
 
     def now(self) -> int:
         """A timestamp for a local event (a write this process originates)."""
-        self._merge_floor()
+        if self._floor is not None:
+            self._merge_floor()
         pt = self._physical()
         if pt > self._l:
             self._l, self._c = pt, 0
@@ -231,7 +234,11 @@ class HLC:
                 self._l, self._c = fl, fc
 
     def _issue(self) -> int:
-        ts = pack(self._l, self._c)
+        # pack(self._l, self._c), inlined (once per write): the counter is in range by
+        # _tick, the physical part may pass the range only by its borrow.
+        if self._l >= _PHYSICAL_LIMIT:
+            raise ValueError(f"physical time {self._l} µs is outside 0..2**{PHYSICAL_BITS}")
+        ts = (self._l << LOGICAL_BITS) | self._c
         if self._floor is not None:
             self._floor.raise_to(ts)
         return ts

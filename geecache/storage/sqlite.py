@@ -355,8 +355,9 @@ class SQLiteStorage(Storage):
         The data plane's PUT and DELETE use it (no Task, no Future per write: measured, a
         Future, its callback's handle and the turn it waited for cost the loop ~2 us a PUT);
         SourceBusyError at once, and *done* never called, when MAX_QUEUED_ROWS already wait."""
-        row = _Pending(key, None if value is None else as_bytes(value), version, False, 0.0, 0.0,
-                       self._versions.ceiling())
+        if value is not None and type(value) is not bytes:  # (the data plane's already are)
+            value = as_bytes(value)
+        row = _Pending(key, value, version, False, 0.0, 0.0, self._versions.ceiling())
         row.callback = done
         self._queue().enqueue((row,))
         return row

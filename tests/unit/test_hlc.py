@@ -129,6 +129,16 @@ def test_the_ceiling_is_the_largest_timestamp_update_takes():
     assert clock.max_drift is None and clock.ceiling() == LIMIT - 1
 
 
+def test_the_end_of_the_range_is_an_error_not_a_wrapped_timestamp():
+    last_us = (1 << 52) - 1
+    clock = HLC(lambda: last_us, max_drift=1.0)
+    assert clock.ceiling() == LIMIT - 1  # now + drift is past the range: its last timestamp
+    issued = [clock.now() for _ in range(2048)]  # every counter of the last µs
+    assert issued == sorted(issued) and issued[-1] == LIMIT - 1
+    with pytest.raises(ValueError, match="outside"):
+        clock.now()  # the borrow would leave the range
+
+
 def test_a_bad_wall_clock_is_an_error_not_a_wrapped_timestamp():
     clock = HLC(lambda: -1)
     with pytest.raises(ValueError, match="wall clock"):
