@@ -809,11 +809,14 @@ class _Committer:
             # closed unfinished (a loop closed with the task pending: nobody is called back).
             call = self._loop.is_running()
             for row in self._batch:  # the commit may be running
-                row.settle(SourceBusyError(
-                    f"{storage!r}: the event loop closed before the commit was answered; it may "
-                    "have been applied", maybe_applied=True), call)
+                if not row.settled():  # (a drain that ran dry ends here too, every row answered)
+                    row.settle(SourceBusyError(
+                        f"{storage!r}: the event loop closed before the commit was answered; it may "
+                        "have been applied", maybe_applied=True), call)
             for row in self._queue:
-                row.settle(LoadError(f"{storage!r}: the event loop closed before the commit was answered"), call)
+                if not row.settled():
+                    row.settle(LoadError(f"{storage!r}: the event loop closed before the commit was answered"),
+                               call)
             self._batch = []
             self._queue.clear()
 
