@@ -353,7 +353,7 @@ class SQLiteStorage(Storage):
         called once, on the loop thread, when the transaction holding it has committed
         (``row.answer``: its WriteResult) or the write failed (``row.answer``: the exception).
         The data plane's PUT and DELETE use it (no Task, no Future per write: measured, a
-        Future, its callback's handle and the turn it waited for cost the loop ~2 us a PUT);
+        Future, its callback's handle and the turn it waited for cost the loop ~3 us a PUT);
         SourceBusyError at once, and *done* never called, when MAX_QUEUED_ROWS already wait."""
         if value is not None and type(value) is not bytes:  # (the data plane's already are)
             value = as_bytes(value)
@@ -661,17 +661,19 @@ class _Pending:
 class _Committer:
     """One process's queue of writes to one SQLiteStorage: group commit.
 
-    ``submit`` queues rows and, when no commit is running, starts one; the
-    drain task takes what is queued (bounded), commits it in a thread, answers
-    each row's Future, and goes on while rows are queued, so every write that
-    arrives during a commit waits only for the next one.  While it runs, a
+    ``enqueue`` (from ``submit`` or ``queue_write``) queues rows and, when no
+    commit is running, starts one; the drain task takes what is queued
+    (bounded), commits it in a thread, answers each row (its Future or its
+    callback: ``_Pending.settle``) once the next commit is in the thread, and
+    goes on while rows are queued, so every write that arrives during a commit
+    waits only for the next one.  While it runs, a
     timer (one per WATCH_PERIOD, not one per write: measured, a timeout per
     write cost a third of the loop's time) answers SourceBusyError to rows
     still unanswered COMMIT_GRACE after their give-up time; such a row, still
     queued, is then dropped, and the thread refuses one it already holds.
     The task is guarded by the event loop's single thread, and so are the
     queue and the batch, but for the commit thread's top-up (see ``_take``);
-    the Futures belong to that loop.
+    the Futures and the callbacks belong to that loop.
     """
 
     def __init__(self, storage: SQLiteStorage) -> None:
