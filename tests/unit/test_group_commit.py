@@ -261,3 +261,74 @@ def test_a_stopped_turn_holder_bounds_writes_then_a_kill_frees_them(tmp_path):
             reap([holder])
         s.close()
         pool.shutdown(wait=True)
+
+
+def test_queued_writes_call_their_writer_back_once_after_the_commit(tmp_path):
+    """``queue_write`` (the data plane's PUT): no Future; each writer's callback runs once,
+    on the loop, when its row has committed (another connection already reads it)."""
+    path = tmp_path / "db.sqlite"
+    s, stats = counted(path)
+    calls: list = []
+
+    def done(row):
+        calls.append((row.key, row.answer, stored(path, row.key)))
+
+    async def main():
+        for i in range(5):
+            s.queue_write(f"k{i}", b"v%d" % i, v(i + 1), done)
+        await wait_for_calls(calls, 5)
+
+    run(main())
+    assert sorted(key for key, _, _ in calls) == [f"k{i}" for i in range(5)]
+    for key, answer, row in calls:
+        assert isinstance(answer, WriteResult) and answer.applied
+        assert row is not None and row[0] == b"v" + key[1:].encode()  # committed before the call
+    assert stats.snapshot()["source_commits"] == 1
+    s.close()
+
+
+async def wait_for_calls(calls: list, n: int, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while len(calls) < n:
+        assert time.monotonic() < deadline, f"{len(calls)} of {n} writers called back"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.procs
+def test_a_queued_write_given_up_is_answered_once_even_when_its_commit_ends_later(tmp_path):
+    """The turn's holder SIGSTOPped: the give-up timer answers each queued write
+    SourceBusyError; once the holder is SIGKILLed the commit thread refuses the rows it
+    held, and nobody is called a second time."""
+    path = tmp_path / "db.sqlite"
+    pool = ThreadPoolExecutor(2)
+    s = SQLiteStorage(path, busy_timeout=0.5, executor=pool)
+    calls: list = []
+    holder = fork(_hold_the_turn_then_stop, str(path))
+    try:
+        wait_until(lambda: _state(holder) == "T", 10, what="turn holder stopped")
+
+        async def stuck():
+            for key in ("a", "b"):
+                s.queue_write(key, b"1", v(1), lambda row: calls.append((row.key, row.answer)))
+            await wait_for_calls(calls, 2)
+
+        run(stuck())
+        assert sorted(key for key, _ in calls) == ["a", "b"]
+        assert all(isinstance(answer, SourceBusyError) for _, answer in calls), calls
+        os.kill(holder, signal.SIGKILL)
+        reap([holder])
+        holder = None
+
+        async def after():
+            # The thread that waited for the turn gets it now and refuses what it held.
+            return await s.write("c", b"3")
+
+        assert run(after()).applied
+        assert len(calls) == 2  # the refused rows' late answers called nobody
+        assert stored(path, "a") is None and stored(path, "b") is None
+    finally:
+        if holder is not None:
+            os.kill(holder, signal.SIGKILL)
+            reap([holder])
+        s.close()
+        pool.shutdown(wait=True)
