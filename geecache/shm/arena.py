@@ -492,7 +492,7 @@ class Arena:
     def delete(self, group: str, key: str) -> bool:
         """Drop *key*; True when it was present (expired or not)."""
         g = self._groups.get(group) or self._group(group)
-        kb = check_key(key)
+        kb = _key_bytes(key)  # (every owned write deletes the other partition's copy)
         rc = 0
         view = g.write_view
         if view is not None and self._writer is not None:
@@ -647,4 +647,5 @@ class Arena:
         return self.get(group, key)
 
     def _flight_hash(self, group: str, key: str) -> int:
-        return xxh3_64_intdigest(self._group(group).prefix + check_key(key)) or 1
+        g = self._groups.get(group) or self._group(group)  # (asked by every owned write)
+        return xxh3_64_intdigest(g.prefix + _key_bytes(key)) or 1
