@@ -177,16 +177,24 @@ def test_workers_exit_when_the_supervisor_dies(tmp_path):
 
 
 def test_boot_failure_storm_stops_the_host(tmp_path):
+    """Workers that cannot boot are respawned ever later (each delay logged), then the host
+    halts with exit 3, its arena unlinked."""
     cfg = tmp_path / "g.toml"
     cfg.write_text('[[groups]]\nname = "c"\nloader = "tests.support.loaders:counting"\n')
     h = start_supervisor(tmp_path, "--config", str(cfg), workers=2, wait=False,
                          env={"GEECACHE_TEST_DIE_IN_CHILD": "1"})
     try:
-        code = h.proc.wait(30)
+        code = h.proc.wait(60)
     finally:
         h.kill_leftovers()
-    assert code == 3
-    assert "times in a row" in h.log() and "stopping instead of restarting" in h.log()
+    log = h.log()
+    assert code == 3, log
+    delays = [float(d) for d in re.findall(r"before it was ready: exit status 1; boot failure \d+ of \d+ "
+                                           r"in a row; respawning in ([\d.]+)s", log)]
+    assert len(delays) >= 4, log
+    assert delays == sorted(delays) and delays[-1] > delays[0], delays
+    assert "times in a row" in log and "stopping instead of restarting" in log
+    assert not alive(h.pid)
     assert not shm_exists(h.arena_name())
 
 
