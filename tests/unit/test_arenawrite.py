@@ -186,6 +186,53 @@ def test_the_flight_search_finds_what_the_bytes_search_finds(make_arena, monkeyp
         cf._find_u64(0, 1 << 62, 1)
 
 
+@pytest.mark.parametrize("slots", [512, 8])
+def test_the_flight_table_claims_and_releases_alike_through_either_search(make_arena, monkeypatch, slots):
+    """``try_begin`` and ``end`` find their slots through ``find_u64`` or the bytes search
+    (``Flight._index``) and leave the same table, answering alike: a claim, a key already
+    claimed, a dead loader's slot taken over, a full table (8 slots), a release of a key
+    claimed twice (a table written by an older process)."""
+    compiled, python, _clock = twins(make_arena, monkeypatch, 1 << 20, flight_slots=slots)
+    cf, pf = compiled._flight, python._flight
+    assert cf._find_u64 is not None and pf._find_u64 is None and cf._slots == slots
+    rng = random.Random(slots)
+    me, dead = os.getpid(), 2 ** 22 + 12345  # (above pid_max's default: never a live process)
+    pool = [rng.getrandbits(64) or 1 for _ in range(24)]
+
+    def table(a):
+        f = a._flight
+        return a._mm[f._off:f._pids_off + 4 * f._slots]
+
+    for n in range(max(300, int(3000 * SCALE))):
+        h = rng.choice(pool)
+        r = rng.random()
+        if r < 0.45:
+            assert cf.try_begin(h) == pf.try_begin(h), n
+        elif r < 0.85:
+            cf.end(h)
+            pf.end(h)
+        elif r < 0.95:  # a loader that died holding a slot
+            i = rng.randrange(slots)
+            for f in (cf, pf):
+                f._put(i, h, dead)
+        else:  # the same hash in two slots, released together
+            i, j = rng.sample(range(slots), 2)
+            for f in (cf, pf):
+                while (k := f._index(h)) >= 0:  # (any claim of it, a dead loader's too)
+                    f._put(k, 0, 0)
+                f._put(i, h, me)
+                f._put(j, h, me)
+                assert f._index(h) == min(i, j) and f._index(h, min(i, j) + 1) == max(i, j)
+                f.end(h)
+                assert f._index(h) == -1
+        assert table(compiled) == table(python), n
+        for x in pool[:6] + [0]:
+            start = rng.randrange(slots + 1)
+            assert cf._index(x, start) == pf._index(x, start), (n, x, start)
+            assert cf.loading(x) == pf.loading(x), (n, x)
+    assert any(table(compiled)[k] for k in range(8 * slots)), "the table never held a claim"
+
+
 def test_a_set_that_fails_in_python_changes_nothing_in_c(make_arena, monkeypatch):
     """Bad input is refused before either writer runs: the arenas stay equal and empty."""
     compiled, python, _clock = twins(make_arena, monkeypatch, 1 << 20)
