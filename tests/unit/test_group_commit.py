@@ -229,21 +229,29 @@ def _state(pid: int) -> str:
 @pytest.mark.procs
 def test_a_stopped_turn_holder_bounds_writes_then_a_kill_frees_them(tmp_path):
     """A process of the host SIGSTOPped holding the write turn: writes wait their bound and
-    answer SourceBusyError (never applied later); once it is SIGKILLed the turn is free."""
+    answer SourceBusyError (never applied later), a queued write's writer is called back
+    with it once; once the holder is SIGKILLed the turn is free."""
     path = tmp_path / "db.sqlite"
     # A pool of its own: asyncio.run waits for its default pool's threads, and one of
     # these waits for the turn until the holder dies.
     pool = ThreadPoolExecutor(2)
     s = SQLiteStorage(path, busy_timeout=0.5, executor=pool)
+    calls: list = []  # (key, answer) per call of a queued write's writer
     holder = fork(_hold_the_turn_then_stop, str(path))
     try:
         wait_until(lambda: _state(holder) == "T", 10, what="turn holder stopped")
 
         async def stuck():
-            return await asyncio.gather(s.write("a", b"1"), s.write("b", b"2"), return_exceptions=True)
+            for key in ("q1", "q2"):
+                s.queue_write(key, b"1", v(1), lambda row: calls.append((row.key, row.answer)))
+            answers = await asyncio.gather(s.write("a", b"1"), s.write("b", b"2"), return_exceptions=True)
+            await wait_for_calls(calls, 2)
+            return answers
 
         answers = run(stuck())
         assert all(isinstance(a, SourceBusyError) for a in answers), answers
+        assert sorted(key for key, _ in calls) == ["q1", "q2"]
+        assert all(isinstance(answer, SourceBusyError) for _, answer in calls), calls
         os.kill(holder, signal.SIGKILL)
         reap([holder])
         holder = None
@@ -254,7 +262,9 @@ def test_a_stopped_turn_holder_bounds_writes_then_a_kill_frees_them(tmp_path):
 
         assert run(after()).applied
         assert stored(path, "c")[0] == b"3"
-        assert stored(path, "a") is None and stored(path, "b") is None  # given up: never applied
+        for key in ("a", "b", "q1", "q2"):  # given up: never applied
+            assert stored(path, key) is None, key
+        assert len(calls) == 2  # the refused rows' late answers called nobody
     finally:
         if holder is not None:
             os.kill(holder, signal.SIGKILL)
@@ -292,43 +302,3 @@ async def wait_for_calls(calls: list, n: int, within: float = 20.0) -> None:
     while len(calls) < n:
         assert time.monotonic() < deadline, f"{len(calls)} of {n} writers called back"
         await asyncio.sleep(0.01)
-
-
-@pytest.mark.procs
-def test_a_queued_write_given_up_is_answered_once_even_when_its_commit_ends_later(tmp_path):
-    """The turn's holder SIGSTOPped: the give-up timer answers each queued write
-    SourceBusyError; once the holder is SIGKILLed the commit thread refuses the rows it
-    held, and nobody is called a second time."""
-    path = tmp_path / "db.sqlite"
-    pool = ThreadPoolExecutor(2)
-    s = SQLiteStorage(path, busy_timeout=0.5, executor=pool)
-    calls: list = []
-    holder = fork(_hold_the_turn_then_stop, str(path))
-    try:
-        wait_until(lambda: _state(holder) == "T", 10, what="turn holder stopped")
-
-        async def stuck():
-            for key in ("a", "b"):
-                s.queue_write(key, b"1", v(1), lambda row: calls.append((row.key, row.answer)))
-            await wait_for_calls(calls, 2)
-
-        run(stuck())
-        assert sorted(key for key, _ in calls) == ["a", "b"]
-        assert all(isinstance(answer, SourceBusyError) for _, answer in calls), calls
-        os.kill(holder, signal.SIGKILL)
-        reap([holder])
-        holder = None
-
-        async def after():
-            # The thread that waited for the turn gets it now and refuses what it held.
-            return await s.write("c", b"3")
-
-        assert run(after()).applied
-        assert len(calls) == 2  # the refused rows' late answers called nobody
-        assert stored(path, "a") is None and stored(path, "b") is None
-    finally:
-        if holder is not None:
-            os.kill(holder, signal.SIGKILL)
-            reap([holder])
-        s.close()
-        pool.shutdown(wait=True)
