@@ -110,7 +110,9 @@ class HostLoads(GroupCore):
         try:
             # Bounded (invariant 8): on timeout the flights above are released, so a
             # later request loads again; a loader's thread runs on in its own pool.
-            row = await asyncio.wait_for(row_reader(self.source)(key), self.load_timeout)
+            # (asyncio.timeout, not wait_for: no Task of its own per load.)
+            async with asyncio.timeout(self.load_timeout):
+                row = await row_reader(self.source)(key)
         except asyncio.TimeoutError:
             self.stats.add("load_errors")
             raise LoadTimeoutError(f"group {self.name!r}: loading {key!r} took longer than "
