@@ -769,13 +769,24 @@ class _Committer:
                         + ("it may have been applied" if maybe else "it was not applied"), maybe_applied=maybe))
         self._timer = self._loop.call_later(WATCH_PERIOD, self._watch)
 
-    def _answer(self, rows: list[_Pending], answers: list, commits: int) -> None:
+    def _answer(self, rows: list[_Pending], answers: list, commits: int, call: bool = True) -> None:
         for row, answer in zip(rows, answers):
-            row.settle(answer)  # (nothing when given up meanwhile)
+            row.settle(answer, call)  # (nothing when given up meanwhile)
         stats = self._storage._stats
         if commits and stats is not None:
             stats.add("source_commits", commits)
             stats.add("source_writes", len(rows))
+
+    def _start(self, batch: list[_Pending]) -> asyncio.Future:
+        """*batch*'s commit in a thread: the Future of its (answers, commits made)."""
+        began = self._began = [None]
+        try:
+            return self._loop.run_in_executor(self._storage._executor, self._storage._commit,
+                                              batch, began, self._take)
+        except Exception as exc:  # e.g. the thread pool shut down: the drain answers it
+            failed = self._loop.create_future()
+            failed.set_exception(exc)
+            return failed
 
     async def _drain(self) -> None:
         storage = self._storage
@@ -787,9 +798,7 @@ class _Committer:
                 if self._queue:
                     batch = self._batch = self._take()
                     if batch:
-                        began = self._began = [None]
-                        commit = self._loop.run_in_executor(storage._executor, storage._commit,
-                                                            batch, began, self._take)
+                        commit = self._start(batch)
                 if done is not None:
                     # Answered once the next commit is in the thread: the writers' callbacks
                     # run on the loop while it commits, as a Future's did, not before it starts.
@@ -810,6 +819,8 @@ class _Committer:
             # Cancelled (the loop is closing: writers are called back while it still runs) or
             # closed unfinished (a loop closed with the task pending: nobody is called back).
             call = self._loop.is_running()
+            if done is not None:  # (an error between a commit's end and its answers)
+                self._answer(*done, call)
             for row in self._batch:  # the commit may be running
                 if not row.settled():  # (a drain that ran dry ends here too, every row answered)
                     row.settle(SourceBusyError(

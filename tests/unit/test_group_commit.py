@@ -302,3 +302,22 @@ async def wait_for_calls(calls: list, n: int, within: float = 20.0) -> None:
     while len(calls) < n:
         assert time.monotonic() < deadline, f"{len(calls)} of {n} writers called back"
         await asyncio.sleep(0.01)
+
+
+def test_a_commit_that_cannot_start_answers_its_writers_with_why(tmp_path):
+    """The commit threads' pool is shut down (a worker stopping): every writer, awaiting or
+    queued, is answered with the pool's error at once, none left waiting."""
+    pool = ThreadPoolExecutor(1)
+    s = SQLiteStorage(tmp_path / "db.sqlite", executor=pool)
+    pool.shutdown(wait=True)
+    calls: list = []
+
+    async def main():
+        s.queue_write("q", b"1", v(1), lambda row: calls.append(row.answer))
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await s.write("a", b"1")
+        await wait_for_calls(calls, 1)
+
+    run(main())
+    assert len(calls) == 1 and isinstance(calls[0], RuntimeError), calls
+    s.close()
