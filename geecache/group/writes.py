@@ -19,7 +19,7 @@ from typing import Callable
 
 from .. import hlc
 from ..backoff import wait_while
-from ..errors import GeeCacheError, LoadError, LockTimeoutError, PeerError, ReadOnlySourceError, VersionAheadError
+from ..errors import GeeCacheError, LockTimeoutError, PeerError, ReadOnlySourceError, VersionAheadError
 from ..limits import check_key, check_ttl, check_value
 from ..storage.base import WriteOp, WriteResult, batch_writer, write_queue
 from geecache.cluster.peers import PEER_WRITE_BATCH

@@ -197,7 +197,7 @@ def _queues_writes(cls: type) -> bool:
 
 
 def write_queue(source) -> Callable | None:
-    """*source*'s ``queue_write(key, value, version) -> Future`` (a store that group-commits, as
+    """*source*'s ``queue_write(key, value, version, done)`` (a store that group-commits, as
     SQLiteStorage), or None: also when a subclass overrode ``write_many`` or ``write`` (to count
     or fail writes, say), which must then be called."""
     cls: type = type(source)  # declared ``type``, as in row_reader (lru_cache's Hashable)
