@@ -1,6 +1,6 @@
 """Run GeeCache benchmarks and record their results.
 
-    python tests/perf/main.py [compression|arena|packed|policy|scale|http|scaling|cluster|remote|batch|write|all] [--quick] [--json FILE]
+    python tests/perf/main.py [compression|arena|packed|policy|scale|http|scaling|cluster|remote|batch|write|miss|all] [--quick] [--json FILE]
 
 Each benchmark lives in ``tests/perf/bench_<name>.py`` and exposes
 ``run(quick: bool) -> dict`` (see ``common.result``).  This driver prints the
@@ -34,7 +34,7 @@ from tests.perf import common  # noqa: E402
 
 #: Every bench, in the order ``all`` runs them (cheap and local first).
 BENCHES = ("compression", "arena", "packed", "policy", "scale", "http", "scaling", "cluster", "remote", "batch",
-           "write")
+           "write", "miss")
 LOG_PATH = os.path.join(PERF_DIR, "performance_test.log")
 #: Longer summaries are not printed or logged as text, only saved in the JSON.
 SUMMARY_LINES = 20

@@ -16,7 +16,7 @@ import pytest
 from tests.support.proc import REPO
 
 BENCHES = ("compression", "arena", "packed", "policy", "scale", "http", "scaling", "cluster", "remote", "batch",
-           "write")
+           "write", "miss")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -89,6 +89,22 @@ def test_write_bench_runs_at_a_tiny_size():
     # The commit floor commits what it acknowledges (the warm-up's rows are in the file too).
     assert s["floor_http.rps"] > 0 and s["floor_commit.rps"] > 0
     assert s["floor_commit.rows_in_file"] >= s["floor_commit.acknowledged"] > 0
+
+
+@pytest.mark.procs
+def test_miss_bench_runs_at_a_tiny_size():
+    if not shutil.which("wrk"):
+        pytest.skip("the miss bench needs wrk")
+    from tests.perf import bench_miss
+
+    out = bench_miss.run(True, seconds=1, rounds=1)
+    rounds, _medians = out["tables"]
+    assert [row[1] for row in rounds["rows"]] == ["miss", "hit"]
+    miss, hit = rounds["rows"]
+    assert miss[5] >= miss[4] > 0  # every miss was a load (and one cut off at the end may be too)
+    assert hit[5] == 0 and hit[4] > 0  # every hit was cached
+    s = out["summary"]
+    assert s["errors"] == 0 and s["misses_not_loaded"] == 0 and s["miss_cpu_us"] > 0 and s["hit_cpu_us"] > 0
 
 
 def test_scale_study_runs_at_a_tiny_size():
