@@ -40,7 +40,7 @@ class Flight:
         self._u64 = struct.Struct("Q")
         self._u32 = struct.Struct("I")
         self._slots = slots
-        #: The compiled word search (``Writer.find_u64``) ``loading`` uses, or None: bytes.
+        #: The compiled word search (``Writer.find_u64``) ``_index`` uses, or None: bytes.
         self._find_u64 = None
 
     def use_compiled_search(self, find_u64) -> None:

@@ -21,25 +21,17 @@ are medians.  No target: a miss's cost as a multiple of a hit's is reported.
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-PERF_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(os.path.dirname(PERF_DIR))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from tests.perf.bench_http import tree_cpu_seconds  # noqa: E402
-from tests.perf.bench_write import SPACING, run_wrk  # noqa: E402
-from tests.perf.common import progress, result, table  # noqa: E402
-from tests.support.proc import start_supervisor  # noqa: E402
+from tests.perf.bench_http import tree_cpu_seconds
+from tests.perf.bench_write import SPACING, WORKERS, run_wrk
+from tests.perf.common import progress, result, table
+from tests.support.proc import start_supervisor
 
 GROUP = "c"
-WORKERS = 2
 CONNECTIONS = 32
 HIT_KEYS = 1000
 
@@ -117,9 +109,3 @@ def run(quick: bool = False, seconds: float | None = None, rounds: int | None = 
                ["errors", errors], ["misses wrk counted that the host did not load", unaccounted]]),
     ]
     return result("miss", tables, summary)
-
-
-if __name__ == "__main__":
-    from tests.perf.common import print_result
-
-    print_result(run("--quick" in sys.argv))
