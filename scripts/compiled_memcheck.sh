@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The compiled modules' tests under valgrind's memcheck: every read and write the C code
-# makes (the hit path's parser, its arena probe over garbage, its scratch buffer; the arena
-# writer's sets and deletes) is checked; any C error makes the run fail.  A tenth of the
-# random cases (GEECACHE_FUZZ_SCALE); minutes.
+# makes (the hit path's parser, its arena probe over garbage, its scratch buffer, its answer
+# to a peer batch; the arena writer's sets and deletes) is checked; any C error makes the run
+# fail.  A tenth of the random cases (GEECACHE_FUZZ_SCALE); minutes.
 #
 #   scripts/compiled_memcheck.sh [.venv/bin/python]
 #
@@ -14,7 +14,7 @@ LOG=${LOG:-/tmp/compiled-memcheck.log}
 cd "$(dirname "$0")/.."
 GEECACHE_FUZZ_SCALE=${GEECACHE_FUZZ_SCALE:-0.1} PYTHONMALLOC=malloc valgrind --tool=memcheck --log-file="$LOG" --track-origins=no \
     --leak-check=no --error-limit=no --num-callers=30 \
-    "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_hitpath.py tests/unit/test_arenawrite.py \
+    "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_hitpath.py tests/unit/test_peer_hits.py tests/unit/test_arenawrite.py \
     -k "not compiled_and_the_python and not writer_killed and not through_the_compiled_writer" \
     -o addopts="" --timeout=3000
 tests=$?

@@ -114,6 +114,10 @@ class Ring:
         # Past the last vnode the ring wraps to the first.
         return owners[i] if i < len(owners) else owners[0]
 
+    def vnodes(self) -> tuple[list[int], list[str]]:
+        """The vnode hashes in ascending order and each one's member: what ``get`` bisects."""
+        return self._table
+
     def shares(self) -> dict[str, float]:
         """Each member's exact share of the hash space (of keys, for well-spread keys); sums to 1.
 

@@ -94,6 +94,11 @@ class PeerPicker(Protocol):
     def owns(self, keys: list[str]) -> list[bool]:
         """For each of *keys*, whether ``pick`` names no peer for it (this host owns it)."""
 
+    def owned_vnodes(self) -> tuple[bytes, bytes]:
+        """``owns`` as a table: the ring's vnode hashes (ascending, native u64 bytes) and a
+        byte per vnode, 1 where ``owns`` is True of the keys of its arc; both empty when
+        this host owns every key.  For the compiled peer batch (``HitPath.peer_hits``)."""
+
     def handoff_peer(self, key: str) -> Peer | None:
         """For a key this host owns: its owner before the last ring change, while that change
         is recent (``handoff_window``), when that is another member; else None."""
@@ -132,6 +137,10 @@ class NoPeers:
     def owns(self, keys: list[str]) -> list[bool]:
         """All of them: a host alone owns every key."""
         return [True] * len(keys)
+
+    def owned_vnodes(self) -> tuple[bytes, bytes]:
+        """Empty: a host alone owns every key."""
+        return b"", b""
 
     def handoff_peer(self, key: str) -> None:
         """None: a host alone has no previous owner to ask."""

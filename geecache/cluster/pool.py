@@ -37,6 +37,7 @@ import http.client
 import logging
 import ssl
 import time
+from array import array
 from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
@@ -149,6 +150,8 @@ class HTTPPool:
         self._previous: Ring | None = None
         self._changed_at = 0.0
         self._peers: dict[str, HTTPPeer] = {}
+        #: (ring, peers, hashes, owned) of the last ``owned_vnodes`` (the loop's thread guards it).
+        self._owned_seen: tuple = (None, None, b"", b"")
         #: The invalidations sent to the other members, those owed to them, and the recent
         #: ones replayed to members the ring adds (``geecache.cluster.invalidations``).
         self._mail = Invalidations(self.breaker, replay_window)
@@ -232,6 +235,17 @@ class HTTPPool:
             owner = owner_of(key)
             out.append(owner is None or owner == me or owner not in peers)
         return out
+
+    def owned_vnodes(self) -> tuple[bytes, bytes]:
+        """``owns`` as a table (``PeerPicker.owned_vnodes``), made once per ring and peer set."""
+        self._refresh()
+        seen = self._owned_seen
+        if seen[0] is not self._ring or seen[1] is not self._peers:
+            hashes, owners = self._ring.vnodes()
+            me, peers = self.self_address, self._peers
+            seen = self._owned_seen = (self._ring, peers, array("Q", hashes).tobytes(),
+                                       bytes(owner == me or owner not in peers for owner in owners))
+        return seen[2], seen[3]
 
     def handoff_peer(self, key: str) -> HTTPPeer | None:
         """For a key this host owns now: its owner by the ring before the last change, when

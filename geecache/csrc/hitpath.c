@@ -27,6 +27,8 @@
  *   count_hit          Group.get_cached's two counters (gets, local_hits | hot_hits)
  *   conflict           StatRows.count_seqlock_conflict (shm/stats.py)
  *   answer             DataPlaneProtocol._serve_api_key's head and write
+ *   peer_hits          routes.py: Router.peer_batch_fast's all-cached answer (Group.cached_for_peer,
+ *                      batchwire.encode_hits; the ring's owner check of pool.py HTTPPool.owns)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -343,9 +345,11 @@ static int now_realtime(HitPath *hp, double *now)
 }
 
 /* Arena.get_entry of key k in group g, for a hit only: on HP_HIT the value is appended to
- * hp->out at *len (and *len moved past it) and the policy byte raised.  HP_MISS: the probe
- * reached an empty slot or went round (Python's None too).  HP_DOUBT: anything else. */
-static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, size_t *len)
+ * hp->out at *len (and *len moved past it), the entry's expiry (0: none) stored at *expiry
+ * when that is not NULL, and the policy byte raised.  HP_MISS: the probe reached an empty
+ * slot or went round (Python's None too).  HP_DOUBT: anything else. */
+static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, size_t *len,
+                 double *expiry)
 {
     uint8_t in[XXH3_SMALL_MAX];
     if (g->plen + kl > XXH3_SMALL_MAX)
@@ -408,6 +412,8 @@ static int probe(HitPath *hp, const hp_group *g, const uint8_t *k, size_t kl, si
                     if (!(h & g->sample_mask))
                         hit_sample(hp, g, h, (ENTRY_SIZE + 7 + (uint64_t)klen + vlen) & ~(uint64_t)7);
                     *len += vlen;
+                    if (expiry != NULL)
+                        *expiry = exp;
                     return HP_HIT;
                 }
             }
@@ -433,11 +439,11 @@ static int answer(HitPath *hp, const char *key, Py_ssize_t kl, size_t *len)
     size_t at = start + hl + 14;  /* the value goes after the widest head; moved down below */
     size_t vat = at;
     uint64_t hits_at = hp->local_hits_at;
-    int r = probe(hp, &hp->main, (const uint8_t *)key, (size_t)kl, &vat);
+    int r = probe(hp, &hp->main, (const uint8_t *)key, (size_t)kl, &vat, NULL);
     if (r == HP_MISS) {
         vat = at;
         hits_at = hp->hot_hits_at;
-        r = probe(hp, &hp->hot, (const uint8_t *)key, (size_t)kl, &vat);
+        r = probe(hp, &hp->hot, (const uint8_t *)key, (size_t)kl, &vat, NULL);
     }
     if (r != HP_HIT)
         return r;  /* HP_MISS: no entry in either partition, as Group.get_cached's None */
@@ -745,18 +751,225 @@ static PyObject *HitPath_probe(HitPath *hp, PyObject *key)
     size_t len = 0;
     const char *k = PyBytes_AS_STRING(key);
     size_t kl = (size_t)PyBytes_GET_SIZE(key);
-    int r = probe(hp, &hp->main, (const uint8_t *)k, kl, &len);
+    int r = probe(hp, &hp->main, (const uint8_t *)k, kl, &len, NULL);
     uint64_t at = hp->local_hits_at;
     if (r == HP_MISS) {
         len = 0;
         at = hp->hot_hits_at;
-        r = probe(hp, &hp->hot, (const uint8_t *)k, kl, &len);
+        r = probe(hp, &hp->hot, (const uint8_t *)k, kl, &len, NULL);
     }
     if (r == HP_HIT) {
         count_hit(hp, at);
         return Py_BuildValue("(sy#)", "hit", hp->out ? hp->out : "", (Py_ssize_t)len);
     }
     return Py_BuildValue("(sO)", r == HP_MISS ? "miss" : "doubt", Py_None);
+}
+
+/* ------------------------------------------------------------------ a peer's batch */
+
+/* Keys of one peer batch answered here at most (an asker sends FETCH_BATCH = 64); a larger
+ * batch is the Python path's. */
+#define PEER_MAX_KEYS 256
+/* geecache/lifetimes.py: MIN_LEFT, the least seconds left an answer says of a live entry */
+#define MIN_LEFT 1e-3
+
+/* A protobuf length (a varint of at most 5 bytes) at b[*i..n) that fits what follows it,
+ * or -1. */
+static int64_t read_length(const uint8_t *b, Py_ssize_t n, Py_ssize_t *i)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 35; shift += 7) {
+        if (*i >= n)
+            return -1;
+        uint8_t c = b[(*i)++];
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80))
+            return v <= (uint64_t)(n - *i) ? (int64_t)v : -1;
+    }
+    return -1;
+}
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static char *put_varint(char *o, uint64_t v)
+{
+    while (v >= 0x80) {
+        *o++ = (char)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (char)v;
+    return o;
+}
+
+typedef struct {
+    size_t at;       /* the value in hp->out */
+    size_t vlen;
+    double expiry;   /* 0: none */
+} peer_hit;
+
+static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* peer_hits(body, group, hashes, owned, max_keys, max_bytes): a peer's BatchRequest
+     * *body* for the default group (its UTF-8 name *group*) answered as Router.peer_batch_fast
+     * answers one whose keys are all cached: the BatchResponse bytes, or None when the
+     * Python path must decide -- anything but the group's name (or none) and items of a key
+     * alone, a key not ASCII or over MAX_HASHED bytes, more than *max_keys* keys, a key not
+     * cached (or any doubt of probe), values over *max_bytes*, a clock other than time.time.
+     * Each key is probed in the partition Group.cached_for_peer picks: the owned one when its
+     * ring arc is this host's (*hashes*: the ring's sorted vnode hashes as native u64, *owned*:
+     * a byte per vnode, 1 where the key would not go to a peer; both empty: a ring of none),
+     * else the hot one.  Probed keys are touched (policy byte, sample) as get_entry touches
+     * them, up to the first that is not a hit, as cached_for_peer stops there. */
+    if (nargs != 6 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2])
+            || !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "peer_hits(body, group, hashes, owned, max_keys, max_bytes)");
+        return NULL;
+    }
+    Py_ssize_t max_keys = PyLong_AsSsize_t(args[4]);
+    if (max_keys == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[5]);
+    if (max_bytes == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t nv = PyBytes_GET_SIZE(args[2]) / 8;
+    if (PyBytes_GET_SIZE(args[2]) % 8 || PyBytes_GET_SIZE(args[3]) != nv) {
+        PyErr_SetString(PyExc_ValueError, "peer_hits: hashes must be 8 bytes per vnode, owned one");
+        return NULL;
+    }
+    if (hp->view.buf == NULL || !hp->realtime)
+        Py_RETURN_NONE;
+    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    const char *gname = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t gl = PyBytes_GET_SIZE(args[1]);
+    const char *hashes = PyBytes_AS_STRING(args[2]);
+    const uint8_t *owned = (const uint8_t *)PyBytes_AS_STRING(args[3]);
+
+    /* The BatchRequest: field 1 (group) at most once, fields 2 (items) each of field 1 (key)
+     * alone: what BatchRequest.FromString reads alike, and [item.key for item in items]. */
+    Py_ssize_t key_at[PEER_MAX_KEYS], key_len[PEER_MAX_KEYS];
+    Py_ssize_t nk = 0, i = 0;
+    int named = 0;
+    while (i < n) {
+        uint8_t tag = b[i++];
+        int64_t l = read_length(b, n, &i);
+        if (l < 0)
+            Py_RETURN_NONE;
+        if (tag == 0x0A) {
+            if (named || (l && (l != gl || memcmp(b + i, gname, (size_t)gl))))
+                Py_RETURN_NONE;
+            named = 1;
+        } else if (tag == 0x12) {
+            Py_ssize_t j = i, end = i + (Py_ssize_t)l;
+            if (j >= end || b[j++] != 0x0A)
+                Py_RETURN_NONE;
+            int64_t kl = read_length(b, end, &j);
+            if (kl < 1 || kl > XXH3_SMALL_MAX || j + kl != end || nk >= max_keys || nk >= PEER_MAX_KEYS)
+                Py_RETURN_NONE;
+            for (Py_ssize_t c = j; c < end; c++)
+                if (b[c] & 0x80)
+                    Py_RETURN_NONE;  /* UTF-8 is checked by the library: the Python path */
+            key_at[nk] = j;
+            key_len[nk++] = (Py_ssize_t)kl;
+        } else {
+            Py_RETURN_NONE;
+        }
+        i += (Py_ssize_t)l;
+    }
+    if (!nk)
+        Py_RETURN_NONE;
+
+    peer_hit hits[PEER_MAX_KEYS];
+    size_t len = 0, values = 0;
+    int expiring = 0;
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        const uint8_t *key = b + key_at[k];
+        size_t kl = (size_t)key_len[k];
+        const hp_group *g = &hp->main;
+        if (nv) {
+            /* ConsistentHash Ring.get: the first vnode at or after the key's hash, wrapping. */
+            uint64_t h = xxh3_64_small(key, kl);
+            Py_ssize_t lo = 0, hi = nv;
+            while (lo < hi) {
+                Py_ssize_t mid = lo + (hi - lo) / 2;
+                uint64_t v;
+                memcpy(&v, hashes + mid * 8, 8);
+                if (v < h)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (!owned[lo < nv ? lo : 0])
+                g = &hp->hot;
+        }
+        size_t at = len;
+        double expiry = 0.0;
+        if (probe(hp, g, key, kl, &len, &expiry) != HP_HIT)
+            Py_RETURN_NONE;
+        hits[k].at = at;
+        hits[k].vlen = len - at;
+        hits[k].expiry = expiry;
+        values += len - at;
+        expiring |= expiry != 0.0;
+    }
+    if (values > (size_t)(max_bytes < 0 ? 0 : max_bytes))
+        Py_RETURN_NONE;
+    double now = 0.0;
+    if (expiring && now_realtime(hp, &now) < 0)
+        Py_RETURN_NONE;
+
+    /* batchwire.encode_hits: per item, the value (when not empty), status 200, and for an
+     * entry that expires its expire_at and ttl_left (seconds_left: at least MIN_LEFT). */
+    size_t size = 0;
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        size_t vl = hits[k].vlen;
+        size_t item = (vl ? 1 + varint_size(vl) + vl : 0) + 3 + (hits[k].expiry != 0.0 ? 18 : 0);
+        size += 1 + varint_size(item) + item;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        size_t vl = hits[k].vlen;
+        double expiry = hits[k].expiry;
+        size_t item = (vl ? 1 + varint_size(vl) + vl : 0) + 3 + (expiry != 0.0 ? 18 : 0);
+        *o++ = 0x0A;
+        o = put_varint(o, item);
+        if (vl) {
+            *o++ = 0x12;
+            o = put_varint(o, vl);
+            memcpy(o, hp->out + hits[k].at, vl);
+            o += vl;
+        }
+        memcpy(o, "\x28\xc8\x01", 3);
+        o += 3;
+        if (expiry != 0.0) {
+            double left = expiry - now;
+            if (left < MIN_LEFT)  /* (as max(): a NaN expiry stays NaN) */
+                left = MIN_LEFT;
+            *o++ = 0x31;
+            memcpy(o, &expiry, 8);
+            o += 8;
+            *o++ = 0x41;
+            memcpy(o, &left, 8);
+            o += 8;
+        }
+    }
+    if (hp->out_cap > KEEP_SCRATCH) {
+        PyMem_Free(hp->out);
+        hp->out = NULL;
+        hp->out_cap = 0;
+    }
+    return out;
 }
 
 static PyObject *HitPath_get_head(HitPath *hp, void *closure)
@@ -812,6 +1025,9 @@ static PyMethodDef HitPath_methods[] = {
     {"scan_write", (PyCFunction)HitPath_scan_write, METH_O,
      "scan_write(data) -> (length, key, body or None) of the PUT or DELETE the parser takes, or None (tests)"},
     {"probe", (PyCFunction)HitPath_probe, METH_O, "probe(key) -> (kind, value) (tests)"},
+    {"peer_hits", (PyCFunction)(void (*)(void))HitPath_peer_hits, METH_FASTCALL,
+     "peer_hits(body, group, hashes, owned, max_keys, max_bytes) -> the BatchResponse bytes "
+     "of a peer batch whose keys are all cached, or None (the Python path decides)"},
     {NULL}
 };
 

@@ -11,6 +11,7 @@ import socket
 
 from geecache.cluster.pool import HTTPPool, StaticMembers
 from geecache.group import Group
+from geecache.shm import Arena
 from geecache.storage import MemoryStorage
 from workers.dataplane import serve_data_plane
 
@@ -39,13 +40,16 @@ class LoopHosts(list):
 
 
 @contextlib.asynccontextmanager
-async def cluster(n=2, data=None, token=TOKEN, down=(), views=None, hot_after=None):
+async def cluster(n=2, data=None, token=TOKEN, down=(), views=None, hot_after=None, codec="zstd",
+                  arena_bytes=0):
     """n hosts on free ports, each with its own group over one shared storage, served by the data plane.
 
     *views* (member indexes per host) gives each host its own member list, to
     make rings disagree; by default every host sees every member.  A host in
     *down* has its port bound but not listening (connections are refused).
-    *hot_after*: the groups' (``Group(hot_after=)``); if blank, the default.
+    *hot_after*: the groups' (``Group(hot_after=)``); if blank, the default.  *codec*: the
+    groups' wire codec.  *arena_bytes*: each host caches in an ``Arena`` of that size (so its
+    data plane may take the compiled hit path); if blank, in a ``LocalCache``.
     """
     sockets = []
     for _ in range(n):
@@ -57,11 +61,14 @@ async def cluster(n=2, data=None, token=TOKEN, down=(), views=None, hot_after=No
     hosts = LoopHosts()
     hosts.members, hosts.sockets, hosts.token = members, sockets, token
     hosts.groups, hosts.planes = [], [None] * n
+    arenas = [Arena.create(arena_bytes, shards=4) for _ in range(n)] if arena_bytes else []
     for i in range(n):
         view = members if views is None else [members[j] for j in views[i]]
-        pool = HTTPPool(members[i], StaticMembers(view), token=token, codecs={"g": "zstd"})
+        pool = HTTPPool(members[i], StaticMembers(view), token=token, codecs={"g": codec})
         extra = {} if hot_after is None else {"hot_after": hot_after}
-        group = Group("g", storage, peers=pool, codec="zstd", **extra)
+        if arenas:
+            extra.update(cache=arenas[i], max_bytes=arena_bytes // 4)
+        group = Group("g", storage, peers=pool, codec=codec, **extra)
         hosts.append((group, pool, members[i]))
         hosts.groups.append({"g": group})
     try:
@@ -77,6 +84,9 @@ async def cluster(n=2, data=None, token=TOKEN, down=(), views=None, hot_after=No
                 await plane.close(1.0)
         for sock in sockets:
             sock.close()
+        for arena in arenas:
+            arena.close()
+            arena.unlink()
 
 
 def owned_by(pool, member, count=1, prefix="k"):

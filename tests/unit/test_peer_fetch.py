@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from geecache.compression import unpack
 from geecache.geecachepb import GetResponse
 from geecache.cluster.httppeer import peer_path
+from tests.support.dataplane import HIT_PATHS, hit_path_env
 from tests.support.loop_hosts import TOKEN, cluster, owned_by
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,6 +43,28 @@ def test_fetches_of_one_loop_turn_share_one_peer_batch():
             assert await asyncio.gather(*(g0.get(key) for key in keys)) == values
             assert g0.stats.snapshot()["hot_hits"] == len(keys)
             assert g1.stats.snapshot()["peer_requests"] == 2
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("hit_path", HIT_PATHS)
+def test_an_owner_answers_a_batch_of_cached_keys_alike_on_either_hit_path(hit_path):
+    # Arena-backed, no codec: the owner's compiled hit path answers the batch (HitPath.peer_hits).
+    async def go():
+        data = _data()
+        data.update({f"e{i}": b"" for i in range(5)})  # empty values: an item of no value field
+        with hit_path_env(hit_path):
+            async with cluster(2, data, codec="none", arena_bytes=8 << 20) as (hosts, storage):
+                (g0, pool0, _), (g1, _, m1) = hosts
+                assert (hosts.planes[1]._plane.hit_path is not None) == (hit_path == "compiled")
+                keys = owned_by(pool0, m1, 20) + [k for k in data if k[0] == "e" and pool0.owner(k) == m1]
+                for key in keys:
+                    await g1.get(key)  # cached on their owner
+                loads = storage.loads
+                values = await asyncio.gather(*(g0.get(key) for key in keys))
+                assert values == [data[key] for key in keys]
+                assert g1.stats.snapshot()["peer_requests"] == 1
+                assert storage.loads == loads
 
     asyncio.run(go())
 

@@ -582,7 +582,7 @@ class DataPlaneProtocol(asyncio.Protocol):
                     return
             elif method == _POST and url.endswith(_BATCH_SUFFIX) and body:
                 # A peer's fetches of one loop turn, all cached here: answered the same way.
-                answer = router.peer_batch_fast(url, auth, body)
+                answer = router.peer_batch_fast(url, auth, body, self._plane.hits)
                 if answer is not None:
                     self._peer_hit(answer, end, start, self._plane.peer_batch_tally)
                     if self._write_paused and not self._closed:

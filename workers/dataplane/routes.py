@@ -840,16 +840,27 @@ class Router:
         reserve = self._batch_reserve(group, req.body, len(keys))
         return self._within_reserve(reserve, lambda: self._peer_batch_get(group, keys))
 
-    def peer_batch_fast(self, url: bytes, header: bytes | None, body: bytes) -> bytes | None:
+    def peer_batch_fast(self, url: bytes, header: bytes | None, body: bytes, hits=None) -> bytes | None:
         """``POST /_geecache/<group>/_batch`` of keys all cached here, answered without a Request:
         the BatchResponse bytes, or None when the route table must answer (a miss among the
-        keys, anything to refuse or decode: as ``peer_get_fast``, nothing is counted then)."""
+        keys, anything to refuse or decode: as ``peer_get_fast``, nothing is counted then).
+
+        *hits*: the plane's compiled hit path, which answers the default group's common
+        batch (``HitPath.peer_hits``) with the bytes this method would make."""
         if b"%" in url or b"?" in url:
             return None
         name = url[len(_PEER_PREFIX):-len(_BATCH_KEY) - 1]
         group = self._groups_by_raw.get(name)
         if group is None or not auth.authorized(header, self._expected):
             return None
+        if hits is not None and group is self.default_group and not self._batch_reserved \
+                and not group.packs and not group.codec.id:
+            # Nothing reserved, so batch_room holds; values go as stored (no codec), as below.
+            answer = hits.peer_hits(body, name, *group.peers.owned_vnodes(), self.batch_max_keys,
+                                    self.batch_max_bytes)
+            if answer is not None:
+                group.stats.add("peer_requests")  # as cached_for_peer counts
+                return answer
         try:
             msg = BatchRequest.FromString(body)
         except DecodeError:
