@@ -61,17 +61,18 @@ async def cluster(n=2, data=None, token=TOKEN, down=(), views=None, hot_after=No
     hosts = LoopHosts()
     hosts.members, hosts.sockets, hosts.token = members, sockets, token
     hosts.groups, hosts.planes = [], [None] * n
-    arenas = [Arena.create(arena_bytes, shards=4) for _ in range(n)] if arena_bytes else []
-    for i in range(n):
-        view = members if views is None else [members[j] for j in views[i]]
-        pool = HTTPPool(members[i], StaticMembers(view), token=token, codecs={"g": codec})
-        extra = {} if hot_after is None else {"hot_after": hot_after}
-        if arenas:
-            extra.update(cache=arenas[i], max_bytes=arena_bytes // 4)
-        group = Group("g", storage, peers=pool, codec=codec, **extra)
-        hosts.append((group, pool, members[i]))
-        hosts.groups.append({"g": group})
+    arenas: list[Arena] = []
     try:
+        for i in range(n):
+            view = members if views is None else [members[j] for j in views[i]]
+            pool = HTTPPool(members[i], StaticMembers(view), token=token, codecs={"g": codec})
+            extra = {} if hot_after is None else {"hot_after": hot_after}
+            if arena_bytes:
+                arenas.append(Arena.create(arena_bytes, shards=4))
+                extra.update(cache=arenas[-1], max_bytes=arena_bytes // 4)
+            group = Group("g", storage, peers=pool, codec=codec, **extra)
+            hosts.append((group, pool, members[i]))
+            hosts.groups.append({"g": group})
         for i in range(n):
             if i not in down:
                 await hosts.start(i)
