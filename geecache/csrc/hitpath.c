@@ -888,6 +888,7 @@ static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_
         Py_RETURN_NONE;
 
     peer_hit hits[PEER_MAX_KEYS];
+    PyObject *out = NULL;
     size_t len = 0, values = 0;
     int expiring = 0;
     for (Py_ssize_t k = 0; k < nk; k++) {
@@ -913,18 +914,16 @@ static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_
         size_t at = len;
         double expiry = 0.0;
         if (probe(hp, g, key, kl, &len, &expiry) != HP_HIT)
-            Py_RETURN_NONE;
+            goto none;
         hits[k].at = at;
         hits[k].vlen = len - at;
         hits[k].expiry = expiry;
         values += len - at;
         expiring |= expiry != 0.0;
     }
-    if (values > (size_t)(max_bytes < 0 ? 0 : max_bytes))
-        Py_RETURN_NONE;
     double now = 0.0;
-    if (expiring && now_realtime(hp, &now) < 0)
-        Py_RETURN_NONE;
+    if (values > (size_t)(max_bytes < 0 ? 0 : max_bytes) || (expiring && now_realtime(hp, &now) < 0))
+        goto none;
 
     /* batchwire.encode_hits: per item, the value (when not empty), status 200, and for an
      * entry that expires its expire_at and ttl_left (seconds_left: at least MIN_LEFT). */
@@ -934,9 +933,9 @@ static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_
         size_t item = (vl ? 1 + varint_size(vl) + vl : 0) + 3 + (hits[k].expiry != 0.0 ? 18 : 0);
         size += 1 + varint_size(item) + item;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
     if (out == NULL)
-        return NULL;
+        goto done;
     char *o = PyBytes_AS_STRING(out);
     for (Py_ssize_t k = 0; k < nk; k++) {
         size_t vl = hits[k].vlen;
@@ -964,6 +963,11 @@ static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_
             o += 8;
         }
     }
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+done:
+    /* The values were gathered in the scratch buffer: a large one is not kept (as serve). */
     if (hp->out_cap > KEEP_SCRATCH) {
         PyMem_Free(hp->out);
         hp->out = NULL;
