@@ -813,16 +813,19 @@ typedef struct {
     size_t at;       /* the value in hp->out */
     size_t vlen;
     double expiry;   /* 0: none */
+    size_t item;     /* its BatchItem's bytes */
 } peer_hit;
 
 static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_t nargs)
 {
     /* peer_hits(body, group, hashes, owned, max_keys, max_bytes): a peer's BatchRequest
      * *body* for the default group (its UTF-8 name *group*) answered as Router.peer_batch_fast
-     * answers one whose keys are all cached: the BatchResponse bytes, or None when the
-     * Python path must decide -- anything but the group's name (or none) and items of a key
-     * alone, a key not ASCII or over MAX_HASHED bytes, more than *max_keys* keys, a key not
-     * cached (or any doubt of probe), values over *max_bytes*, a clock other than time.time.
+     * answers one whose keys are all cached: the BatchResponse bytes.  False at a key its
+     * partition does not hold, as Group.cached_for_peer's None (the route table answers the
+     * batch then, in a task).  None when the Python path must decide: anything but the
+     * group's name (or none) and items of a key alone, a key not ASCII or over MAX_HASHED
+     * bytes, more than *max_keys* keys, a doubt of probe (a compressed, expired or changing
+     * entry), values over *max_bytes*, a clock other than time.time.
      * Each key is probed in the partition Group.cached_for_peer picks: the owned one when its
      * ring arc is this host's (*hashes*: the ring's sorted vnode hashes as native u64, *owned*:
      * a byte per vnode, 1 where the key would not go to a peer; both empty: a ring of none),
@@ -913,8 +916,11 @@ static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_
         }
         size_t at = len;
         double expiry = 0.0;
-        if (probe(hp, g, key, kl, &len, &expiry) != HP_HIT)
-            goto none;
+        int r = probe(hp, g, key, kl, &len, &expiry);
+        if (r != HP_HIT) {
+            out = Py_NewRef(r == HP_MISS ? Py_False : Py_None);
+            goto done;
+        }
         hits[k].at = at;
         hits[k].vlen = len - at;
         hits[k].expiry = expiry;
@@ -930,8 +936,8 @@ static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_
     size_t size = 0;
     for (Py_ssize_t k = 0; k < nk; k++) {
         size_t vl = hits[k].vlen;
-        size_t item = (vl ? 1 + varint_size(vl) + vl : 0) + 3 + (hits[k].expiry != 0.0 ? 18 : 0);
-        size += 1 + varint_size(item) + item;
+        hits[k].item = (vl ? 1 + varint_size(vl) + vl : 0) + 3 + (hits[k].expiry != 0.0 ? 18 : 0);
+        size += 1 + varint_size(hits[k].item) + hits[k].item;
     }
     out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
     if (out == NULL)
@@ -940,9 +946,8 @@ static PyObject *HitPath_peer_hits(HitPath *hp, PyObject *const *args, Py_ssize_
     for (Py_ssize_t k = 0; k < nk; k++) {
         size_t vl = hits[k].vlen;
         double expiry = hits[k].expiry;
-        size_t item = (vl ? 1 + varint_size(vl) + vl : 0) + 3 + (expiry != 0.0 ? 18 : 0);
         *o++ = 0x0A;
-        o = put_varint(o, item);
+        o = put_varint(o, hits[k].item);
         if (vl) {
             *o++ = 0x12;
             o = put_varint(o, vl);
@@ -1031,7 +1036,8 @@ static PyMethodDef HitPath_methods[] = {
     {"probe", (PyCFunction)HitPath_probe, METH_O, "probe(key) -> (kind, value) (tests)"},
     {"peer_hits", (PyCFunction)(void (*)(void))HitPath_peer_hits, METH_FASTCALL,
      "peer_hits(body, group, hashes, owned, max_keys, max_bytes) -> the BatchResponse bytes "
-     "of a peer batch whose keys are all cached, or None (the Python path decides)"},
+     "of a peer batch whose keys are all cached, False at a key not cached, or None (the "
+     "Python path decides)"},
     {NULL}
 };
 

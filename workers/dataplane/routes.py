@@ -858,6 +858,8 @@ class Router:
             # Nothing reserved, so batch_room holds; values go as stored (no codec), as below.
             answer = hits.peer_hits(body, name, *group.peers.owned_vnodes(), self.batch_max_keys,
                                     self.batch_max_bytes)
+            if answer is False:  # a key not cached: the route table's task, as cached_for_peer's None
+                return None
             if answer is not None:
                 group.stats.add("peer_requests")  # as cached_for_peer counts
                 return answer
