@@ -45,7 +45,7 @@ from .ghost import Ghost
 from .groups import GroupTable
 from .layout import (
     CONFIG, ENTRY, ENTRY_SIZE, FLIGHT, GSTATE, GSTATE_SIZE, HEADER, LAYOUT_VERSION, MAGIC,
-    RING, ROWHEAD, SLOT, SLOT_SIZE, SLOT_VERSION_AT, STATS, U32, Geometry, sketch_width,
+    RING, ROWHEAD, SLOT, SLOT_SIZE, STATS, Geometry, sketch_width,
 )
 from .lock import Locks, trylock as _trylock, unlock as _unlock
 from .log import Logs
@@ -68,7 +68,6 @@ PURE_PYTHON_ENV = "GEECACHE_PURE_PYTHON"
 
 _slot_unpack = SLOT.unpack_from
 _entry_unpack = ENTRY.unpack_from
-_u32_unpack = U32.unpack_from
 
 #: Arenas of this process, reset in a forked child (their per-process state).
 _live: "weakref.WeakSet[Arena]" = weakref.WeakSet()
@@ -335,7 +334,11 @@ class Arena:
                     if klen == klen_want and gidx == g.idx and vlen <= self._item_limit:
                         q += ENTRY_SIZE
                         kv = mm[q:q + klen + vlen]
-                        if _u32_unpack(mm, p + SLOT_VERSION_AT)[0] != ver:
+                        # The hash again with the version: the first unpack read the hash
+                        # before the version, so it may predate a delete whose version and
+                        # offset (0) it then took, and offset 0 may be an entry being written.
+                        sh, ver2, _off = _slot_unpack(mm, p)
+                        if ver2 != ver or sh != h:
                             self._stats.count_seqlock_conflict()  # rewritten under the copy
                             return None
                         if kv[:klen] == kb:

@@ -27,13 +27,12 @@ import time
 from typing import Callable
 
 from .layout import (
-    ENTRY, ENTRY_SIZE, F_HOT, F_LIVE, F_WRAP, GSTATE, GSTATE_SIZE, SLOT, SLOT_SIZE, SLOT_VERSION_AT, U32,
+    ENTRY, ENTRY_SIZE, F_HOT, F_LIVE, F_WRAP, GSTATE, GSTATE_SIZE, SLOT, SLOT_SIZE,
     entry_size,
 )
 
 _entry_unpack = ENTRY.unpack_from
 _slot_unpack = SLOT.unpack_from
-_u32_unpack = U32.unpack_from
 
 #: How many entries are ranked or read between two looks at the deadline.
 _CHECK_EVERY = 256
@@ -102,7 +101,10 @@ class HotScan:
             if klen2 != klen or vlen2 != vlen or not flags & F_LIVE:
                 return None
             kv = mm[q + ENTRY_SIZE:q + ENTRY_SIZE + klen + vlen]
-            if _u32_unpack(mm, p + SLOT_VERSION_AT)[0] != ver:
+            # The hash again with the version (as Arena.get_entry): the first read took the
+            # hash before the version, so it may predate a delete that emptied the slot.
+            h2, ver2, _off = _slot_unpack(mm, p)
+            if ver2 != ver or h2 != h:
                 return None
         except (ValueError, IndexError, OverflowError):
             return None
