@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable
+from typing import Awaitable, Callable
 
 from ..errors import CodecError, GeeCacheError, LoadError, NotFoundError, PeerError
 from ..compression import unpack
@@ -62,7 +62,8 @@ class RoutedReads(CachedProbes, HostLoads):
         return value
 
 
-    def load_started(self, key: str) -> asyncio.Future | None:
+    def load_started(self, key: str, settled: Callable[[asyncio.Future], object] | None = None
+                     ) -> asyncio.Future | None:
         """The miss path of ``get`` without a task, where it needs none: a Future of *key*'s value.
 
         For a caller whose ``get_cached`` just missed (the data plane).  When
@@ -70,6 +71,11 @@ class RoutedReads(CachedProbes, HostLoads):
         *key* the value is asked of it by callbacks (``_fetch_soon``).  None
         when this host would load it: then ``load``, which counts it.
         Counted as ``load`` counts (``gets``, and ``loads_deduped`` for a join).
+
+        *settled*, if given, is called once with the Future when it is done
+        (never before this returns): a join adds it as a done callback; a fetch
+        this call starts calls it from the callback that settles the Future,
+        which saves the loop a turn and two handles per remote hit.
         """
         call = self._calls.current(key)
         if call is None:
@@ -81,71 +87,89 @@ class RoutedReads(CachedProbes, HostLoads):
             if claimed is None:  # (not after ``current`` said none runs; then ``load`` joins it)
                 return None
             self.stats.add("gets")
-            self._fetch_soon(peer, key, claimed)
+            self._fetch_soon(peer, key, claimed, settled)
             return claimed
         self.stats.add("gets")
         self.stats.add("loads_deduped")
+        if settled is not None:
+            call.add_done_callback(settled)
         return call
 
 
-    def _fetch_soon(self, peer, key: str, future: asyncio.Future) -> None:
+    def _fetch_soon(self, peer, key: str, future: asyncio.Future,
+                    settled: Callable[[asyncio.Future], object] | None = None) -> None:
         """Ask *key*'s owner *peer* for it and settle the claimed *future*; keep the hot copy.
 
         ``_load``'s remote half, by callbacks: a peer down or a bad answer
         loads here instead (invariant 4), in a task; that slow path is the only one.
+        *settled* (``load_started``'s) is called once the Future is settled.
         """
 
         def fetched(answer) -> None:
             if future.done():  # cancelled (a worker's shutdown past its grace), or settled by a bug
                 self._calls.release(key, future)
-                return
-            try:
-                if type(answer) is tuple:
-                    payload, codec, expire_at = answer
-                    value = unpack(codec, payload, self.item_limit) if codec else payload
-                    self._kept_hot(key, value, payload, codec, expire_at)
-                    self._calls.release(key, future)
-                    future.set_result(value)
+            else:
+                try:
+                    if type(answer) is tuple:
+                        payload, codec, expire_at = answer
+                        value = unpack(codec, payload, self.item_limit) if codec else payload
+                        self._kept_hot(key, value, payload, codec, expire_at)
+                        self._calls.release(key, future)
+                        future.set_result(value)
+                    elif isinstance(answer, NotFoundError):
+                        self._calls.release(key, future)
+                        future.set_exception(answer)
+                        future.exception()  # retrieved: every waiter may have gone, and that is no error
+                    elif not isinstance(answer, PeerError):
+                        raise answer
+                    else:
+                        log.debug("group %s: %r from its owner %r failed (%s); loading locally", self.name,
+                                  key, peer, answer)
+                        self._peer_failed(answer)  # invariant 4: a peer down is a slow path
+                        self._fall_back(key, future, settled)
+                        return
+                except CodecError as exc:
+                    self._peer_failed(PeerError(f"peer {peer!r}: bad response: {exc}"))
+                    self._fall_back(key, future, settled)
                     return
-                if isinstance(answer, NotFoundError):
+                except BaseException as exc:  # a bug: the joiners must not wait forever
                     self._calls.release(key, future)
-                    future.set_exception(answer)
-                    future.exception()  # retrieved: every waiter may have gone, and that is no error
-                    return
-                if not isinstance(answer, PeerError):
-                    raise answer
-                log.debug("group %s: %r from its owner %r failed (%s); loading locally", self.name, key, peer,
-                          answer)
-                self._peer_failed(answer)  # invariant 4: a peer down is a slow path
-            except CodecError as exc:
-                self._peer_failed(PeerError(f"peer {peer!r}: bad response: {exc}"))
-            except BaseException as exc:  # a bug: the joiners must not wait forever
-                self._calls.release(key, future)
-                future.set_exception(exc)
-                future.exception()
-                return
-            fallback = asyncio.ensure_future(self._load_local(key, self._hot, self._hot_ttl))
-            self._fallbacks.add(fallback)
-            fallback.add_done_callback(lambda task: self._fell_back(key, future, task))
+                    future.set_exception(exc)
+                    future.exception()
+            if settled is not None:
+                try:  # (as _call_settled, inline: this runs once per remote hit)
+                    settled(future)
+                except Exception:
+                    log.exception("group %s: the callback of %r's settled fetch failed", self.name, key)
 
         peer.fetch_packed_soon(self.name, key, fetched)
 
 
-    def _fell_back(self, key: str, future: asyncio.Future, task: asyncio.Task) -> None:
+    def _fall_back(self, key: str, future: asyncio.Future,
+                   settled: Callable[[asyncio.Future], object] | None) -> None:
+        """Load *key* here after its peer fetch failed, in a task that settles the claimed *future*."""
+        fallback = asyncio.ensure_future(self._load_local(key, self._hot, self._hot_ttl))
+        self._fallbacks.add(fallback)
+        fallback.add_done_callback(lambda task: self._fell_back(key, future, task, settled))
+
+
+    def _fell_back(self, key: str, future: asyncio.Future, task: asyncio.Task,
+                   settled: Callable[[asyncio.Future], object] | None = None) -> None:
         """The local load after a failed peer fetch ended: settle the claimed *future* with it."""
         self._fallbacks.discard(task)
         self._calls.release(key, future)
         if future.done():  # cancelled meanwhile: nobody to tell
             if not task.cancelled():
                 task.exception()  # retrieved: that is no error
-            return
-        if task.cancelled():
+        elif task.cancelled():
             future.cancel()
         elif (error := task.exception()) is not None:
             future.set_exception(error)
             future.exception()
         else:
             future.set_result(task.result()[0])  # (value, expire_at)
+        if settled is not None:
+            _call_settled(settled, future)
 
 
     def _kept_hot(self, key: str, value: bytes, payload: bytes, codec: int | None, expire_at: float) -> None:
@@ -284,3 +308,12 @@ class RoutedReads(CachedProbes, HostLoads):
             return (await self._load_local(key, self._hot, self._hot_ttl))[0]
         self._kept_hot(key, value, value if codec is None else payload, codec, expire_at)
         return value
+
+
+def _call_settled(settled: Callable[[asyncio.Future], object], future: asyncio.Future) -> None:
+    """Call ``load_started``'s *settled* with the done *future*, as the loop calls a done callback:
+    a failure is logged, and the other keys of the same peer answer are still settled."""
+    try:
+        settled(future)
+    except Exception:
+        log.exception("group: the callback of a settled fetch failed")

@@ -154,6 +154,63 @@ def test_a_cancelled_fetch_frees_its_key_for_the_next_miss():
     asyncio.run(go())
 
 
+async def _settled_calls(g, key):
+    """``g.load_started(key, settled)``'s Future and the Futures *settled* got, once it is done."""
+    seen = []
+    started = g.load_started(key, seen.append)
+    assert not seen  # never before load_started returns
+    await asyncio.wait([started], timeout=30)
+    for _ in range(100):  # a join's settled is a done callback: a turn after the Future settles
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    return started, seen
+
+
+def test_load_started_calls_settled_once_with_the_done_future_whatever_the_outcome():
+    # The data plane answers a miss from *settled* (no done callback of its own): every
+    # outcome of the fetch must reach it, and only once.
+    async def go():
+        data = _data()
+        async with cluster(2, data) as (hosts, _):
+            (g0, pool0, _), (_, _, m1) = hosts
+            keys = owned_by(pool0, m1, 4)
+            started, seen = await _settled_calls(g0, keys[0])  # a remote hit
+            assert seen == [started] and started.result() == data[keys[0]]
+            absent = next(k for k in (f"{key}-absent" for key in owned_by(pool0, m1, 300))
+                          if pool0.owner(k) == m1)
+            started, seen = await _settled_calls(g0, absent)  # the owner has no such key
+            assert seen == [started] and type(started.exception()).__name__ == "NotFoundError"
+            first, firsts = [], []
+            claimed = g0.load_started(keys[1], firsts.append)
+            joined = g0.load_started(keys[1], first.append)  # a concurrent miss joins the fetch
+            assert joined is claimed
+            await asyncio.wait([claimed], timeout=30)
+            for _ in range(100):
+                if first:
+                    break
+                await asyncio.sleep(0.01)
+            assert firsts == [claimed] and first == [claimed] and claimed.result() == data[keys[1]]
+            seen = []
+            started = g0.load_started(keys[2], seen.append)
+            started.cancel()  # the worker's shutdown past its grace: the answer finds it done
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            assert seen == [started] and started.cancelled()
+            await asyncio.sleep(0.2)
+            assert seen == [started]  # once
+        async with cluster(2, data, down=(1,)) as (hosts, _):
+            (g0, pool0, _), (_, _, m1) = hosts
+            key = owned_by(pool0, m1)[0]
+            started, seen = await _settled_calls(g0, key)  # the owner down: loaded here
+            assert seen == [started] and started.result() == data[key]
+            assert g0.stats.snapshot()["peer_errors"] == 1
+
+    asyncio.run(go())
+
+
 def _raw_get(member: str, target: str) -> bytes:
     """One keep-alive request's whole answer, read by its Content-Length."""
     host, port = member.rsplit(":", 1)

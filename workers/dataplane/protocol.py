@@ -92,7 +92,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         self._parser = HttpRequestParser(self)
         self._closed = False
         self._queue: deque | None = None
-        self._pending = None
+        self._pending: asyncio.Future | None = None
         self._write_paused = False
         self._read_paused = False
         self._busy = False           # an answer is owed: later requests queue
@@ -198,8 +198,7 @@ class DataPlaneProtocol(asyncio.Protocol):
                         # A GET /api?key=K whose key neither partition holds: its miss path,
                         # without probing twice more (a remote hit's first step).
                         length, key = handed
-                        self._spawn(self._router.api_miss(key.decode()),
-                                    "GET", API, perf_counter(), END_KEEP, False)
+                        self._serve_miss(key.decode(), END_KEEP, perf_counter())
                     else:
                         # A PUT /api?key=K with no Authorization and a body within every
                         # limit, or a DELETE /api?key=K with none (body None).
@@ -430,7 +429,7 @@ class DataPlaneProtocol(asyncio.Protocol):
             self._reply(error_reply_for(exc), "GET", API, start, end, False)
             return
         if value is None:
-            self._spawn(self._router.api_miss(key), "GET", API, start, end, False)
+            self._serve_miss(key, end, start)
             return
         plane = self._plane
         out = b"%b%d\r\n%b%b" % (plane.hit_head, len(value), end, value)
@@ -445,6 +444,18 @@ class DataPlaneProtocol(asyncio.Protocol):
         if end is END_CLOSE:
             self._close()
         # (No _last stamp: data_received set it for this read; the idle clock runs from there.)
+
+    def _serve_miss(self, key: str, end: bytes, start: float) -> None:
+        """``GET /api?key=K``'s miss on the default group: a Future answered by ``_settled`` when it
+        is done (a remote hit's straight from its fetch's callback), else the load's task."""
+        plane = self._plane
+        answer = self._router.api_miss(key, partial(self._settled, "GET", API, start, end, False))
+        if isinstance(answer, asyncio.Future):
+            self._pending = answer
+            plane.tasks.add(answer)  # cancelled past the grace, as a task; _settled discards it
+        else:
+            self._pending = plane.spawn(self._complete(answer, "GET", API, start, end, False))
+        self._update_reading()
 
     def _serve_put(self, key: str, auth, body: bytes, end: bytes, start: float) -> None:
         """``PUT /api?key=K`` on the default group: answered from its queued write's callback when
@@ -657,6 +668,7 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _settled(self, method: str, label: str, start: float, end: bytes, head_only: bool,
                  future: asyncio.Future) -> None:
+        self._plane.tasks.discard(future)  # (_serve_miss's Future: it has no done callback for it)
         if future.cancelled():  # shutdown past its grace, as a cancelled task: nothing to answer
             return
         exc = future.exception()

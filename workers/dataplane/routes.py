@@ -392,7 +392,7 @@ class Router:
 
     # -- the public API --------------------------------------------------------
 
-    def api_load(self, group, key: str):
+    def api_load(self, group, key: str, settled=None):
         """The miss path of ``GET /api``: the group's load (peer or source), as a reply.
 
         A Future when the group needs no task for it (a key another host owns, or
@@ -402,16 +402,22 @@ class Router:
         digest: a ring version is a counter local to each host): a client that follows
         the ring and sent the key here, to a host that may not own it, learns that its
         list differs.  Hits, answered inline, carry nothing.
+
+        *settled* (the default group's miss, ``api_miss``): the value's Future is answered
+        by it, called once with the Future when it is done (``Group.load_started``: from the
+        fetch's own callback, no loop turn).
         """
         try:
-            started = group.load_started(key)
+            started = group.load_started(key, settled)
         except GeeCacheError as exc:  # a bad key: answered as the task would have
             started = asyncio.get_running_loop().create_future()
             started.set_exception(exc)
+            if settled is not None:
+                started.add_done_callback(settled)
             return started
         if started is None:
             return self._api_loaded(group, key)
-        if group.peers is self.default_group.peers:
+        if settled is not None or group.peers is self.default_group.peers:
             # The value's own Future: the data plane answers it with ``loaded_reply``, saving
             # a Future and a turn of the loop per miss.
             return started
@@ -489,9 +495,9 @@ class Router:
         value = group.get_cached(key)
         return self.api_load(group, key) if value is None else value
 
-    def api_miss(self, key: str):
-        """``api_load`` of the default group: the inline hit's miss."""
-        return self.api_load(self.default_group, key)
+    def api_miss(self, key: str, settled):
+        """The inline hit's miss on the default group: ``api_load`` with *settled*."""
+        return self.api_load(self.default_group, key, settled)
 
     def api_get(self, req: Request):
         """``GET /api`` off the protocol's own fast path (a HEAD, or a pipelined GET)."""
