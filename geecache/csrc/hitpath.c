@@ -16,11 +16,13 @@
  * conflict in this process's contention cell, as ``Arena.get_entry`` does.
  *
  * A complete common-case PUT or DELETE of /api?key=K where it stops is handed back parsed
- * (``handed``), as is a GET whose key is cached nowhere: the protocol answers those.
+ * (``handed``), as is a GET whose key is cached nowhere, and a peer's batch POST to the default
+ * group (``batch_target``): the protocol answers those.
  *
  * What each part mirrors (keep them in step):
  *   parse_get          protocol.py: on_header / on_headers_complete / on_message_complete
  *   parse_write        the same, with _complete_other and _serve's PUT / DELETE dispatch
+ *   parse_batch        the same, with _serve_other's peer batch dispatch (its Authorization)
  *   probe              geecache/shm/arena.py: Arena.get_entry (layout.py: SLOT, ENTRY)
  *   hit_touch_policy   the reference byte a hit raises (arena.py, policy.py)
  *   hit_sample         an adaptive group's sampled hit (arena.py get_entry, shadow.py)
@@ -87,6 +89,8 @@ typedef struct {
     PyObject *head;          /* bytes: the hit head up to "Content-Length: " */
     Py_ssize_t max_url, max_header;
     Py_ssize_t max_body;     /* a PUT body up to this is handed back whole (0: PUTs go to httptools) */
+    PyObject *batch_target;  /* bytes: the default group's peer batch target ("/_geecache/<g>/_batch";
+                              * empty: no batch is handed back) */
     int accept_ok;           /* Accept-Encoding changes nothing (the group does not pack) */
     int nbounds;
     double bounds[MAX_BOUNDS];
@@ -96,7 +100,8 @@ typedef struct {
     PyObject *handed;        /* the request serve() stopped at, parsed, for the Python protocol to
                               * answer without httptools: (length, key) of a GET whose key both
                               * probes found nowhere, (length, key, body) of a PUT, (length,
-                              * key, None) of a DELETE; else NULL */
+                              * key, None) of a DELETE, (length, None, body, Authorization or
+                              * None) of a peer batch; else NULL */
     char *out;
     size_t out_cap;
     PyObject *weakrefs;      /* the arena keeps its readers in a WeakSet */
@@ -143,38 +148,28 @@ static int special_field(const char *n, Py_ssize_t len, int accept_ok)
     }
 }
 
-/* The length of the complete common-case head "<method>/api?key=K HTTP/1.1" + fields at
- * p[0..n), or 0 when the bytes there are anything else.  *key, *klen: its key (the target
- * after "/api?key=").  *clen: NULL when no Content-Length may appear (a GET); else it gets
- * the one Content-Length's value (-1 when there is none): plain digits, at most max_body, as
- * on_header reads it and on_headers_complete would let it through without a limit check. */
-static inline Py_ssize_t parse_head(const HitPath *hp, const char *p, Py_ssize_t n,
-                                    const char *start, Py_ssize_t slen,
-                                    const char **key, Py_ssize_t *klen, Py_ssize_t *clen)
+/* The fields of a common-case head from p[i] through its blank line, as on_header and
+ * on_headers_complete read them, and the index past that line; 0 when they are anything else
+ * (incomplete, malformed, a special field, over the header budget).  *clen: NULL when no
+ * Content-Length may appear; else it gets the one Content-Length's value (-1 when there is
+ * none): plain digits, at most max_body, as on_header reads it and on_headers_complete would
+ * let it through without a limit check.  *auth: NULL when no Authorization may appear; else it
+ * gets the one Authorization's value (*alen), or NULL when there is none. */
+static inline Py_ssize_t parse_fields(const HitPath *hp, const char *p, Py_ssize_t n, Py_ssize_t i,
+                                      Py_ssize_t *clen, const char **auth, Py_ssize_t *alen)
 {
-    static const char version[] = " HTTP/1.1\r\n";
-    Py_ssize_t i = slen, hdr = 0;
-    if (n < i || memcmp(p, start, i))
-        return 0;
-    while (i < n && key_char[(uint8_t)p[i]])
-        i++;
-    Py_ssize_t kl = i - slen;
-    /* The target is "/api?key=" + key: the 414 bound applies to it. */
-    if (kl == 0 || kl > MAX_KEY_BYTES || kl + 9 > hp->max_url)
-        return 0;
-    if (n - i < (Py_ssize_t)sizeof(version) - 1 || memcmp(p + i, version, sizeof(version) - 1))
-        return 0;
-    i += sizeof(version) - 1;
+    Py_ssize_t hdr = 0;
     if (clen != NULL)
         *clen = -1;
+    if (auth != NULL)
+        *auth = NULL;
     for (;;) {
         if (n - i < 2)
             return 0;
         if (p[i] == '\r') {
             if (p[i + 1] != '\n')
                 return 0;
-            i += 2;
-            break;
+            return i + 2;
         }
         Py_ssize_t ns = i;
         while (i < n && token_char[(uint8_t)p[i]])
@@ -182,13 +177,16 @@ static inline Py_ssize_t parse_head(const HitPath *hp, const char *p, Py_ssize_t
         Py_ssize_t nl = i - ns;
         if (nl == 0 || i >= n || p[i] != ':')
             return 0;
-        int is_clen = 0;
+        int is_clen = 0, is_auth = 0;
         if (special_field(p + ns, nl, hp->accept_ok)) {
-            /* A body's one Content-Length is all a PUT may carry of those; a second one is
-             * llhttp's to refuse. */
-            if (clen == NULL || *clen >= 0 || nl != 14 || strncasecmp(p + ns, "content-length", 14))
+            /* A body's one Content-Length, and a peer's one Authorization, are all a request
+             * here may carry of those; a second one is llhttp's or on_header's to refuse. */
+            if (clen != NULL && *clen < 0 && nl == 14 && !strncasecmp(p + ns, "content-length", 14))
+                is_clen = 1;
+            else if (auth != NULL && *auth == NULL && nl == 13 && !strncasecmp(p + ns, "authorization", 13))
+                is_auth = 1;
+            else
                 return 0;
-            is_clen = 1;
         }
         i++;
         while (i < n && p[i] == ' ')
@@ -212,12 +210,39 @@ static inline Py_ssize_t parse_head(const HitPath *hp, const char *p, Py_ssize_t
             if (v > hp->max_body)
                 return 0;
             *clen = v;
+        } else if (is_auth) {
+            *auth = p + vs;
+            *alen = vl;
         }
         i += 2;
         hdr += nl + vl;  /* as on_header counts: name + value */
         if (hdr > hp->max_header)
             return 0;
     }
+}
+
+/* The length of the complete common-case head "<method>/api?key=K HTTP/1.1" + fields at
+ * p[0..n), or 0 when the bytes there are anything else.  *key, *klen: its key (the target
+ * after "/api?key=").  *clen: as parse_fields's (NULL for a GET). */
+static inline Py_ssize_t parse_head(const HitPath *hp, const char *p, Py_ssize_t n,
+                                    const char *start, Py_ssize_t slen,
+                                    const char **key, Py_ssize_t *klen, Py_ssize_t *clen)
+{
+    static const char version[] = " HTTP/1.1\r\n";
+    Py_ssize_t i = slen;
+    if (n < i || memcmp(p, start, i))
+        return 0;
+    while (i < n && key_char[(uint8_t)p[i]])
+        i++;
+    Py_ssize_t kl = i - slen;
+    /* The target is "/api?key=" + key: the 414 bound applies to it. */
+    if (kl == 0 || kl > MAX_KEY_BYTES || kl + 9 > hp->max_url)
+        return 0;
+    if (n - i < (Py_ssize_t)sizeof(version) - 1 || memcmp(p + i, version, sizeof(version) - 1))
+        return 0;
+    i = parse_fields(hp, p, n, i + (Py_ssize_t)sizeof(version) - 1, clen, NULL, NULL);
+    if (!i)
+        return 0;
     *key = p + slen;
     *klen = kl;
     return i;
@@ -265,6 +290,30 @@ static Py_ssize_t parse_write(const HitPath *hp, const char *p, Py_ssize_t n,
         return i;
     }
     return 0;
+}
+
+/* The length of a complete common-case peer batch at p[0..n), or 0: "POST <batch_target>
+ * HTTP/1.1", the fields a GET may carry plus one Content-Length of at least 1 (a batch with no
+ * body is the route table's to refuse) and at most one Authorization (*auth, *alen; NULL when
+ * none), and all of its body in p (*body, *blen).  Only when batch_target and max_body are set
+ * (the protocol hands it to _serve_other as the POST httptools would have parsed). */
+static Py_ssize_t parse_batch(const HitPath *hp, const char *p, Py_ssize_t n,
+                              const char **body, Py_ssize_t *blen, const char **auth, Py_ssize_t *alen)
+{
+    static const char post[] = "POST ", version[] = " HTTP/1.1\r\n";
+    if (hp->batch_target == NULL)
+        return 0;
+    Py_ssize_t tl = PyBytes_GET_SIZE(hp->batch_target);
+    Py_ssize_t i = 5 + tl + 11, clen;
+    if (tl == 0 || hp->max_body <= 0 || tl > hp->max_url || n < i || memcmp(p, post, 5)
+        || memcmp(p + 5, PyBytes_AS_STRING(hp->batch_target), (size_t)tl) || memcmp(p + 5 + tl, version, 11))
+        return 0;
+    i = parse_fields(hp, p, n, i, &clen, auth, alen);
+    if (!i || clen <= 0 || n - i < clen)
+        return 0;  /* (a body's tail in a later read: httptools takes it) */
+    *body = p + i;
+    *blen = clen;
+    return i + clen;
 }
 
 /* ------------------------------------------------------------------ arena */
@@ -507,9 +556,16 @@ static PyObject *HitPath_serve(HitPath *hp, PyObject *const *args, Py_ssize_t na
             const char *body;
             Py_ssize_t bl;
             used = parse_write(hp, p + done, n - done, &key, &kl, &body, &bl);
-            if (used)  /* a write: answered by Python, which owes it (what follows queues) */
+            if (used) {  /* a write: answered by Python, which owes it (what follows queues) */
                 hp->handed = body != NULL ? Py_BuildValue("(ny#y#)", used, key, kl, body, bl)
                                           : Py_BuildValue("(ny#O)", used, key, kl, Py_None);
+            } else {
+                const char *auth;
+                Py_ssize_t al = 0;
+                used = parse_batch(hp, p + done, n - done, &body, &bl, &auth, &al);
+                if (used)  /* a peer's batch: the same (y# of NULL is None) */
+                    hp->handed = Py_BuildValue("(nOy#y#)", used, Py_None, body, bl, auth, al);
+            }
             PyErr_Clear();  /* (NULL on no memory: parsed again) */
             break;
         }
@@ -588,17 +644,19 @@ static void release_view(HitPath *hp)
 static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"mapping", "layout", "main", "hot", "cells", "head", "bounds", "tally",
-                            "max_url", "max_header", "accept_ok", "clock", "realtime", "max_body", NULL};
-    PyObject *mapping, *main, *hot, *head, *bounds, *tally, *clock;
+                            "max_url", "max_header", "accept_ok", "clock", "realtime", "max_body",
+                            "batch_target", NULL};
+    PyObject *mapping, *main, *hot, *head, *bounds, *tally, *clock, *batch_target = NULL;
     unsigned long long slots_off, refs_off, data_off, gets_at, local_at, hot_at, conflicts_at;
     unsigned int sps, n_shards, item_limit;
     int accept_ok, realtime;
     Py_ssize_t max_body = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKKK)SOO!nnpOp|n", names, &mapping,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O(KKKIII)OO(KKKK)SOO!nnpOp|nS", names, &mapping,
                                      &slots_off, &refs_off, &data_off, &sps, &n_shards, &item_limit,
                                      &main, &hot, &gets_at, &local_at, &hot_at, &conflicts_at, &head, &bounds,
                                      &PyList_Type, &tally,
-                                     &hp->max_url, &hp->max_header, &accept_ok, &clock, &realtime, &max_body))
+                                     &hp->max_url, &hp->max_header, &accept_ok, &clock, &realtime, &max_body,
+                                     &batch_target))
         return -1;
     release_view(hp);
     if (read_group(main, &hp->main) < 0 || read_group(hot, &hp->hot) < 0)
@@ -664,6 +722,13 @@ static int HitPath_init(HitPath *hp, PyObject *args, PyObject *kw)
     hp->accept_ok = accept_ok;
     hp->realtime = realtime;
     hp->max_body = max_body;
+    if (batch_target == NULL)
+        batch_target = PyBytes_FromStringAndSize("", 0);
+    else
+        Py_INCREF(batch_target);
+    if (batch_target == NULL)
+        return -1;
+    Py_XSETREF(hp->batch_target, batch_target);
     return 0;
 }
 
@@ -676,6 +741,7 @@ static void HitPath_dealloc(HitPath *hp)
     Py_XDECREF(hp->clock);
     Py_XDECREF(hp->tally);
     Py_XDECREF(hp->handed);
+    Py_XDECREF(hp->batch_target);
     PyMem_Free(hp->out);
     Py_TYPE(hp)->tp_free((PyObject *)hp);
 }
@@ -736,6 +802,22 @@ static PyObject *HitPath_scan_write(HitPath *hp, PyObject *data)
     if (body == NULL)
         return Py_BuildValue("(ny#O)", used, key, kl, Py_None);
     return Py_BuildValue("(ny#y#)", used, key, kl, body, bl);
+}
+
+static PyObject *HitPath_scan_batch(HitPath *hp, PyObject *data)
+{
+    /* For tests: (length, None, body, Authorization or None) of the peer batch parse_batch
+     * takes at the start of *data*, or None. */
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "scan_batch(data: bytes)");
+        return NULL;
+    }
+    const char *body, *auth;
+    Py_ssize_t bl, al = 0;
+    Py_ssize_t used = parse_batch(hp, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &body, &bl, &auth, &al);
+    if (!used)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(nOy#y#)", used, Py_None, body, bl, auth, al);
 }
 
 static PyObject *HitPath_probe(HitPath *hp, PyObject *key)
@@ -1007,6 +1089,11 @@ static PyObject *HitPath_get_handed(HitPath *hp, void *closure)
     return Py_NewRef(hp->handed != NULL ? hp->handed : Py_None);
 }
 
+static PyObject *HitPath_get_batch_target(HitPath *hp, void *closure)
+{
+    return Py_NewRef(hp->batch_target != NULL ? hp->batch_target : Py_None);
+}
+
 static PyObject *HitPath_get_live(HitPath *hp, void *closure)
 {
     return PyBool_FromLong(hp->view.buf != NULL);
@@ -1033,6 +1120,9 @@ static PyMethodDef HitPath_methods[] = {
     {"scan", (PyCFunction)HitPath_scan, METH_O, "scan(data) -> [(length, key)] the parser takes (tests)"},
     {"scan_write", (PyCFunction)HitPath_scan_write, METH_O,
      "scan_write(data) -> (length, key, body or None) of the PUT or DELETE the parser takes, or None (tests)"},
+    {"scan_batch", (PyCFunction)HitPath_scan_batch, METH_O,
+     "scan_batch(data) -> (length, None, body, Authorization or None) of the peer batch the parser "
+     "takes, or None (tests)"},
     {"probe", (PyCFunction)HitPath_probe, METH_O, "probe(key) -> (kind, value) (tests)"},
     {"peer_hits", (PyCFunction)(void (*)(void))HitPath_peer_hits, METH_FASTCALL,
      "peer_hits(body, group, hashes, owned, max_keys, max_bytes) -> the BatchResponse bytes "
@@ -1045,11 +1135,14 @@ static PyGetSetDef HitPath_getset[] = {
     {"head", (getter)HitPath_get_head, (setter)HitPath_set_head,
      "The hit head up to 'Content-Length: ' (the sweep sets it with each new Date line)", NULL},
     {"live", (getter)HitPath_get_live, NULL, "False once the mapping was released", NULL},
+    {"batch_target", (getter)HitPath_get_batch_target, NULL,
+     "The peer batch target handed back parsed (b'': none)", NULL},
     {"answered", (getter)HitPath_get_answered, NULL, "Hits serve() answered so far", NULL},
     {"handed", (getter)HitPath_get_handed, NULL,
      "The request right after what the last serve() answered, parsed: (length, key) of a "
      "complete common-case GET whose key neither partition holds, (length, key, body) of a "
-     "complete common-case PUT, (length, key, None) of a DELETE (when max_body is set), else None", NULL},
+     "complete common-case PUT, (length, key, None) of a DELETE (when max_body is set), "
+     "(length, None, body, Authorization or None) of a peer batch POST to batch_target, else None", NULL},
     {NULL}
 };
 

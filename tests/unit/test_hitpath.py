@@ -30,6 +30,7 @@ import httptools
 import pytest
 from xxhash import xxh3_64_intdigest
 
+from geecache.geecachepb import BatchRequest
 from geecache.group import Group
 from geecache.shm import Arena, shadow
 from geecache.shm.layout import SLOT_SIZE, SLOT_VERSION_AT, U32, entry_size
@@ -342,6 +343,87 @@ def test_a_write_after_the_hits_of_a_read_is_handed_back_whole(arena):
     assert hp.serve(get + delete, Sink()) == len(get) and hp.handed == (len(delete), b"n", None)
     hp.serve(get, Sink())
     assert hp.handed is None  # a later call forgets it
+
+
+BATCH_TARGET = b"/_geecache/p/_batch"
+
+
+def batch_reader(arena: Arena, group: Group, max_body: int = MAX_BODY):
+    """A reader that hands a peer's batch of *group* back (the data plane's)."""
+    return reader(arena, group, max_body=max_body, batch_target=BATCH_TARGET)
+
+
+def python_takes_batch(data: bytes) -> tuple[int, None, bytes, bytes | None] | None:
+    """What the protocol would hand to ``_serve_other`` as the peer batch its first message is:
+    a kept HTTP/1.1 POST of BATCH_TARGET, no field it acts on but one Content-Length and one
+    Authorization, and a body of 1 to MAX_BODY bytes: (length, None, body, Authorization)."""
+    rec = BodyRecorder()
+    n = first_message(rec, data)
+    if n is None:
+        return None
+    names = [name.lower() for name, _ in rec.headers]
+    lengths = [int(v) for name, v in rec.headers if name.lower() == b"content-length"]
+    auth = [v for name, v in rec.headers if name.lower() == b"authorization"]
+    if (rec.method != b"POST" or rec.version != "1.1" or not rec.keep or rec.upgrade
+            or rec.url != BATCH_TARGET or len(rec.url) > MAX_URL
+            or sum(len(a) + len(b) for a, b in rec.headers) > MAX_HEADER
+            or any(name in SPECIAL - {b"content-length", b"authorization"} for name in names)
+            or names.count(b"authorization") > 1 or sum(lengths) > MAX_BODY or not rec.body):
+        return None
+    return n, None, b"".join(rec.body), auth[0] if auth else None
+
+
+def random_batch(rng: random.Random) -> bytes:
+    """A peer's batch as the pool writes it, odd in a place or two now and then (random_put's)."""
+    data = random_put(rng)
+    if rng.random() < 0.9 and data[:3] in (b"PUT", b"DEL", b"GET"):
+        head, sep, rest = data.partition(b" HTTP/")
+        if sep:
+            target = pick(rng, [BATCH_TARGET], [b"/_geecache/p/_batch?x=1", b"/_geecache/q/_batch",
+                                                b"/_geecache/p/_batchx", b"/_geecache/%70/_batch"])
+            data = pick(rng, [b"POST"], [b"PUT", b"post"]) + b" " + target + sep + rest
+    if rng.random() < 0.5 and b"\r\n\r\n" in data:
+        auth = pick(rng, [b"Authorization: Bearer s3cret"], [b"Authorization: Bearer s3cret\r\nAuthorization: x",
+                                                            b"authorization:", b"Authorization: t "])
+        data = data.replace(b"\r\n", b"\r\n" + auth + b"\r\n", 1)
+    return data
+
+
+def test_the_batch_parser_takes_only_what_the_python_protocol_would_hand_to_serve_other(arena):
+    g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    hp = batch_reader(arena, g)
+    rng = random.Random(20261208)
+    taken = 0
+    for i in cases(3000):
+        data = random_batch(rng)
+        got = hp.scan_batch(data)
+        if got is not None:  # (what it leaves, httptools parses: any doubt is allowed)
+            assert got == python_takes_batch(data), (i, data[:400])
+            taken += 1
+    assert taken > 300 * SCALE  # plenty of the common case
+
+
+def test_the_batch_parser_takes_the_pools_batch_and_keeps_its_limits(arena):
+    g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
+    hp = batch_reader(arena, g, max_body=100)
+    body = b"\x0a\x01p\x12\x04\x0a\x02k1"
+    pool = (b"POST /_geecache/p/_batch HTTP/1.1\r\nHost: 127.0.0.1:9001\r\nContent-Type: application/x-protobuf\r\n"
+            b"Authorization: Bearer s3cret\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert hp.scan_batch(pool) == (len(pool), None, body, b"Bearer s3cret")
+    assert hp.scan_batch(pool + b"GET /") == (len(pool), None, body, b"Bearer s3cret")
+    bare = pool.replace(b"Authorization: Bearer s3cret\r\n", b"")
+    assert hp.scan_batch(bare) == (len(bare), None, body, None)
+    assert hp.scan_batch(pool[:-1]) is None  # the body's tail in a later read: httptools
+    assert hp.scan_batch(pool.replace(b"Content-Length: %d" % len(body), b"Content-Length: 0")) is None  # no body
+    big = pool.replace(b"Content-Length: %d" % len(body), b"Content-Length: 101") + b"x" * 200
+    assert hp.scan_batch(big) is None  # over the smallest body limit: on_headers_complete checks it
+    assert hp.scan_batch(pool.replace(b"Host:", b"Expect: 100-continue\r\nHost:")) is None
+    assert hp.scan_write(pool) is None and hp.scan(pool) == []
+    sink = Sink()
+    assert hp.serve(pool, sink) == 0 and hp.handed == (len(pool), None, body, b"Bearer s3cret")
+    assert hp.batch_target == BATCH_TARGET
+    # A reader made without a batch target (any other caller) hands no batch back.
+    assert put_reader(arena, g).scan_batch(pool) is None and put_reader(arena, g).batch_target == b""
 
 
 # -- the arena probe -----------------------------------------------------------------------
@@ -661,6 +743,15 @@ def test_the_compiled_and_the_python_plane_answer_alike(tmp_path):
                 b"PUT /api?key=%%s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nv%02d" % i,
                 b"DELETE /api?key=%s HTTP/1.1\r\nHost: x\r\n\r\n"]) % rng.choice([b"a", b"w", b"x"])
                 for _ in range(rng.randrange(1, 8)))
+            cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 0, 1])))
+            assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
+        for i in range(40):  # and a peer's batches of the default group, as its pool writes them
+            items = [rng.choice(["a", "b", "c", "w", "nope", "long" * 40]) for _ in range(rng.randrange(1, 6))]
+            body = BatchRequest(group=rng.choice(["kv", ""]), items=[{"key": k} for k in items]).SerializeToString()
+            batch = (b"POST /_geecache/kv/_batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     + rng.choice([b"", b"Authorization: Bearer t\r\n"]) + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            data = b"".join(rng.choice([batch, batch, b"GET /api?key=a HTTP/1.1\r\nHost: x\r\n\r\n"])
+                            for _ in range(rng.randrange(1, 5)))
             cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.choice([0, 0, 1])))
             assert exchange(fast.port, data, cuts) == exchange(slow.port, data, cuts), (i, data[:300])
         for name in ("kv", "upper"):

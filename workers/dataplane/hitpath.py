@@ -7,8 +7,9 @@ answer of the read at once.  It stops at the first request that is anything else
 Python protocol parses the rest as before; what it answers, it answers byte for byte as
 ``DataPlaneProtocol._serve_api_key`` would (tests/unit/test_hitpath.py checks that both ways).
 The request it stops at is handed back parsed (``HitPath.handed``) when it is a GET whose key
-neither partition holds, or a common-case ``PUT``/``DELETE /api?key=K``: the protocol starts
-its miss path or its write (``_serve_put``/``_serve_delete``) without httptools parsing it.
+neither partition holds, a common-case ``PUT``/``DELETE /api?key=K``, or a peer's batch of the
+default group's keys: the protocol starts its miss path, its write (``_serve_put``/
+``_serve_delete``) or the peer batch (``_serve_other``) without httptools parsing it.
 
 Set ``GEECACHE_PURE_PYTHON=1`` (``PURE_PYTHON_ENV``) to serve every request on the Python
 path, and make every arena write in Python (the data plane then behaves the same, only slower); ``available()`` says whether the C path is in use.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+from geecache.cluster.httppeer import BATCH, peer_path
 from geecache.errors import TooManyProcessesError
 from geecache.group import Group
 from geecache.limits import hot_group_name
@@ -57,6 +59,9 @@ def hit_path(group, plane):
             # A PUT body within every body limit needs no limit check: handed back whole.
             max_body=plane.min_body_limit,
             # Accept-Encoding matters only to a group that keeps values compressed.
-            accept_ok=not group.packs)
+            accept_ok=not group.packs,
+            # A peer's batch of the group's keys, handed back as httptools would have parsed it
+            # (Router.peer_batch_fast reads no escaped target: then none is handed).
+            batch_target=b"" if b"%" in (target := peer_path(group.name, BATCH).encode()) else target)
     except TooManyProcessesError:
         return None  # no counter row for this process: the Python path says so at its first hit

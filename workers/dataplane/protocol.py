@@ -199,6 +199,11 @@ class DataPlaneProtocol(asyncio.Protocol):
                         # without probing twice more (a remote hit's first step).
                         length, key = handed
                         self._serve_miss(key.decode(), END_KEEP, perf_counter())
+                    elif len(handed) == 4:
+                        # A peer's POST of a batch of the default group's keys, its body whole
+                        # and within every limit: the owner's half of a remote hit.
+                        length, _, body, auth = handed
+                        self._serve_other(_POST, hits.batch_target, auth, body, END_KEEP, perf_counter())
                     else:
                         # A PUT /api?key=K with no Authorization and a body within every
                         # limit, or a DELETE /api?key=K with none (body None).
