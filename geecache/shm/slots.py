@@ -3,7 +3,8 @@
 Linear probing from ``hash % slots_per_shard``; a hash of 0 marks an empty
 slot.  Each slot is a seqlock: a writer makes its version odd, changes the
 fields, and makes it even again, so a lock-free reader that copied an entry
-rechecks the version and treats any change as a miss.  Every method but the
+rechecks the version and the hash (a hash read before the version may be one a
+delete since cleared) and treats any change as a miss.  Every method but the
 reads in ``Arena.get_entry`` runs under the shard's lock.  The count of
 slots in use per shard lives in the shard's lock record (``SHARD_COUNT_AT``).
 Deletion is backward-shift (no tombstones), in an order a reader survives.
