@@ -293,17 +293,24 @@ def random_put(rng: random.Random) -> bytes:
     return data
 
 
+def taken_as_python_takes(scan, make, python_takes, seed: int, n: int) -> int:
+    """Run *n* random requests of *make* through the compiled parser's *scan*: what it takes, it
+    takes as *python_takes* says the protocol would (what it leaves, httptools parses: any doubt
+    is allowed).  How many it took."""
+    rng = random.Random(seed)
+    taken = 0
+    for i in cases(n):
+        data = make(rng)
+        got = scan(data)
+        if got is not None:
+            assert got == python_takes(data), (i, data[:400])
+            taken += 1
+    return taken
+
+
 def test_the_write_parser_takes_only_what_the_python_protocol_would_hand_to_serve_put_or_delete(arena):
     g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
-    hp = put_reader(arena, g)
-    rng = random.Random(20261207)
-    taken = 0
-    for i in cases(3000):
-        data = random_put(rng)
-        got = hp.scan_write(data)
-        if got is not None:  # (what it leaves, httptools parses: any doubt is allowed)
-            assert got == python_takes_write(data), (i, data[:400])
-            taken += 1
+    taken = taken_as_python_takes(put_reader(arena, g).scan_write, random_put, python_takes_write, 20261207, 3000)
     assert taken > 400 * SCALE  # plenty of the common case (about a fifth)
 
 
@@ -391,15 +398,7 @@ def random_batch(rng: random.Random) -> bytes:
 
 def test_the_batch_parser_takes_only_what_the_python_protocol_would_hand_to_serve_other(arena):
     g = Group("p", MemoryStorage(), max_bytes=1 << 20, cache=arena)
-    hp = batch_reader(arena, g)
-    rng = random.Random(20261208)
-    taken = 0
-    for i in cases(3000):
-        data = random_batch(rng)
-        got = hp.scan_batch(data)
-        if got is not None:  # (what it leaves, httptools parses: any doubt is allowed)
-            assert got == python_takes_batch(data), (i, data[:400])
-            taken += 1
+    taken = taken_as_python_takes(batch_reader(arena, g).scan_batch, random_batch, python_takes_batch, 20261208, 3000)
     assert taken > 300 * SCALE  # plenty of the common case
 
 

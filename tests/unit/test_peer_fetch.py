@@ -154,16 +154,21 @@ def test_a_cancelled_fetch_frees_its_key_for_the_next_miss():
     asyncio.run(go())
 
 
+async def _until(calls: list, turns: int = 200) -> None:
+    """Wait until *calls* has an item (bounded: *turns* sleeps of 10 ms)."""
+    for _ in range(turns):
+        if calls:
+            return
+        await asyncio.sleep(0.01)
+
+
 async def _settled_calls(g, key):
     """``g.load_started(key, settled)``'s Future and the Futures *settled* got, once it is done."""
     seen = []
     started = g.load_started(key, seen.append)
     assert not seen  # never before load_started returns
     await asyncio.wait([started], timeout=30)
-    for _ in range(100):  # a join's settled is a done callback: a turn after the Future settles
-        if seen:
-            break
-        await asyncio.sleep(0.01)
+    await _until(seen)
     return started, seen
 
 
@@ -181,26 +186,19 @@ def test_load_started_calls_settled_once_with_the_done_future_whatever_the_outco
                           if pool0.owner(k) == m1)
             started, seen = await _settled_calls(g0, absent)  # the owner has no such key
             assert seen == [started] and type(started.exception()).__name__ == "NotFoundError"
-            first, firsts = [], []
-            claimed = g0.load_started(keys[1], firsts.append)
-            joined = g0.load_started(keys[1], first.append)  # a concurrent miss joins the fetch
+            claimer, joiner = [], []
+            claimed = g0.load_started(keys[1], claimer.append)
+            joined = g0.load_started(keys[1], joiner.append)  # a concurrent miss joins the fetch
             assert joined is claimed
             await asyncio.wait([claimed], timeout=30)
-            for _ in range(100):
-                if first:
-                    break
-                await asyncio.sleep(0.01)
-            assert firsts == [claimed] and first == [claimed] and claimed.result() == data[keys[1]]
+            await _until(joiner)  # (a join's settled is a done callback: a turn after the Future settles)
+            assert claimer == [claimed] and joiner == [claimed] and claimed.result() == data[keys[1]]
             seen = []
             started = g0.load_started(keys[2], seen.append)
             started.cancel()  # the worker's shutdown past its grace: the answer finds it done
-            for _ in range(200):
-                if seen:
-                    break
-                await asyncio.sleep(0.01)
-            assert seen == [started] and started.cancelled()
-            await asyncio.sleep(0.2)
-            assert seen == [started]  # once
+            await _until(seen)
+            # Called once, by the answer's callback, which has released the key by then.
+            assert seen == [started] and started.cancelled() and not g0._calls.in_flight(keys[2])
         async with cluster(2, data, down=(1,)) as (hosts, _):
             (g0, pool0, _), (_, _, m1) = hosts
             key = owned_by(pool0, m1)[0]

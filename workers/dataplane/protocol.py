@@ -451,10 +451,15 @@ class DataPlaneProtocol(asyncio.Protocol):
         # (No _last stamp: data_received set it for this read; the idle clock runs from there.)
 
     def _serve_miss(self, key: str, end: bytes, start: float) -> None:
-        """``GET /api?key=K``'s miss on the default group: a Future answered by ``_settled`` when it
-        is done (a remote hit's straight from its fetch's callback), else the load's task."""
+        """``GET /api?key=K``'s miss on the default group (``_owe_load``)."""
+        self._owe_load(self._router.api_miss(key, partial(self._settled, "GET", API, start, end, False)),
+                       end, start)
+
+    def _owe_load(self, answer, end: bytes, start: float) -> None:
+        """Owe ``GET /api``'s answer to its miss's load, *answer* as ``Router.api_load`` gave it
+        with ``_settled`` as its *settled*: a Future that calls it when done (a remote hit's
+        straight from its fetch's callback), else a coroutine, run as a task."""
         plane = self._plane
-        answer = self._router.api_miss(key, partial(self._settled, "GET", API, start, end, False))
         if isinstance(answer, asyncio.Future):
             self._pending = answer
             plane.tasks.add(answer)  # cancelled past the grace, as a task; _settled discards it
@@ -610,7 +615,7 @@ class DataPlaneProtocol(asyncio.Protocol):
         if method == _GET and path == _API_PATH:
             # /api with a group, an escaped key or Accept-Encoding: the router reads the query.
             try:
-                answer = router.api_query(query, accept)
+                answer = router.api_query(query, accept, partial(self._settled, "GET", API, start, end, False))
             except Exception as exc:
                 self._reply(error_reply_for(exc), "GET", API, start, end, False)
                 return
@@ -619,7 +624,7 @@ class DataPlaneProtocol(asyncio.Protocol):
             elif type(answer) is tuple:
                 self._reply(answer, "GET", API, start, end, False)
             else:
-                self._spawn(answer, "GET", API, start, end, False)
+                self._owe_load(answer, end, start)
             return
         name = method.decode("ascii", "replace")  # llhttp admits only known method tokens
         head_only = name == "HEAD"

@@ -403,12 +403,13 @@ class Router:
         the ring and sent the key here, to a host that may not own it, learns that its
         list differs.  Hits, answered inline, carry nothing.
 
-        *settled* (the default group's miss, ``api_miss``): the value's Future is answered
-        by it, called once with the Future when it is done (``Group.load_started``: from the
-        fetch's own callback, no loop turn).
+        *settled*, if given, is called once with the returned Future when it is done: for the
+        value's own Future from the fetch's own callback, no loop turn (``Group.load_started``),
+        else as its done callback.
         """
+        own = group.peers is self.default_group.peers
         try:
-            started = group.load_started(key, settled)
+            started = group.load_started(key, settled if own else None)
         except GeeCacheError as exc:  # a bad key: answered as the task would have
             started = asyncio.get_running_loop().create_future()
             started.set_exception(exc)
@@ -417,12 +418,14 @@ class Router:
             return started
         if started is None:
             return self._api_loaded(group, key)
-        if settled is not None or group.peers is self.default_group.peers:
+        if own:
             # The value's own Future: the data plane answers it with ``loaded_reply``, saving
             # a Future and a turn of the loop per miss.
             return started
         reply = started.get_loop().create_future()
         started.add_done_callback(partial(self._value_reply, group, reply))
+        if settled is not None:
+            reply.add_done_callback(settled)
         return reply
 
     def loaded_reply(self, value: bytes) -> Reply:
@@ -479,10 +482,11 @@ class Router:
                "replicas": ring.replicas, "scheme": "https" if peers.tls else "http"}
         return (200, JSON, json.dumps(doc).encode(), b"")
 
-    def api_query(self, query: bytes, accept: bytes | None = None):
+    def api_query(self, query: bytes, accept: bytes | None = None, settled=None):
         """``GET /api?<query>``, the one place its query is read: the value (bytes) of a hit, a
         reply (a compressed group's hit for a client that sent *accept*, Accept-Encoding), or the
-        miss's load (``api_load``).  Raises what the client got wrong (no key, an unknown group)."""
+        miss's load (``api_load``, with *settled*).  Raises what the client got wrong (no key,
+        an unknown group)."""
         key, name = api_params(query)
         if key is None:
             raise InvalidKeyError("missing query parameter 'key'")
@@ -491,9 +495,9 @@ class Router:
             raise InvalidKeyError("key must not be empty")
         if accept is not None and group.packs:
             reply = packed_hit(group, key, accept)
-            return self.api_load(group, key) if reply is None else reply
+            return self.api_load(group, key, settled) if reply is None else reply
         value = group.get_cached(key)
-        return self.api_load(group, key) if value is None else value
+        return self.api_load(group, key, settled) if value is None else value
 
     def api_miss(self, key: str, settled):
         """The inline hit's miss on the default group: ``api_load`` with *settled*."""
