@@ -154,8 +154,8 @@ def test_a_cancelled_fetch_frees_its_key_for_the_next_miss():
     asyncio.run(go())
 
 
-async def _until(calls: list, turns: int = 200) -> None:
-    """Wait until *calls* has an item (bounded: *turns* sleeps of 10 ms)."""
+async def _until(calls: list, turns: int = 3000) -> None:
+    """Wait until *calls* has an item (bounded, generously for a busy machine: *turns* sleeps of 10 ms)."""
     for _ in range(turns):
         if calls:
             return
