@@ -678,7 +678,7 @@ class DataPlaneProtocol(asyncio.Protocol):
 
     def _settled(self, method: str, label: str, start: float, end: bytes, head_only: bool,
                  future: asyncio.Future) -> None:
-        self._plane.tasks.discard(future)  # (_serve_miss's Future: it has no done callback for it)
+        self._plane.tasks.discard(future)  # (_owe_load's Future: it has no done callback for it)
         if future.cancelled():  # shutdown past its grace, as a cancelled task: nothing to answer
             return
         exc = future.exception()
